@@ -1,0 +1,46 @@
+"""Every failure the gateway knows, as one tree of exceptions.
+
+    GatewayError                  base of everything we raise on purpose
+    ├── ConfigError               a settings, policy or users file is unusable; message names file, line, key
+    ├── AccountError              a users-file operation failed (unknown user, bad address, ...)
+    ├── SpoolError                the spool could not store or read a message
+    │   └── CorruptSpoolEntry     an entry on disk cannot be read back; it is moved to corrupt/
+    ├── MessageRefused            input is refused on purpose; carries the SMTP reply to send
+    └── PolicyError               the policy engine failed internally (never a pass: 451)
+
+CLI commands print a GatewayError's message as one paragraph and exit 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class of the errors the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A configuration, policy or users file is unusable."""
+
+
+class AccountError(GatewayError):
+    """A users-file operation failed."""
+
+
+class SpoolError(GatewayError):
+    """The spool could not store or read a message."""
+
+
+class CorruptSpoolEntry(SpoolError):
+    """An entry on disk cannot be read back."""
+
+
+class MessageRefused(GatewayError):
+    """Input refused on purpose, with the SMTP reply that says why."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class PolicyError(GatewayError):
+    """The policy engine failed internally; the message is deferred, never passed."""

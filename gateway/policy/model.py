@@ -1,0 +1,150 @@
+"""Frozen data the policy core passes around: envelope, parsed message, facts, findings, verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """SMTP envelope as the gateway received it. Addresses are as given (case kept)."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    authenticated_as: str
+
+
+class SegmentKind(str, Enum):
+    """What kind of text a segment is, so findings can say where without quoting it."""
+
+    HEADER = "header"  # a decoded header value (display names and addresses included)
+    TEXT = "text"  # a text/* body part (decoded, charset applied)
+    HTML_TEXT = "html-text"  # the rendered text of an HTML part
+    HTML_ATTRIBUTE = "html-attribute"  # href/alt/title/... values in an HTML part
+    FILENAME = "filename"  # an attachment or part name (RFC 2231 / 2047 decoded)
+    ATTACHMENT_TEXT = "attachment-text"  # text-like attachments (csv, json, ics, vcard, ...)
+
+
+@dataclass(frozen=True)
+class TextSegment:
+    """A piece of decoded text somewhere in the message.
+
+    ``where`` is a sender-safe location such as ``header Subject``, ``part 1.2 (text/html)`` or
+    ``attachment "notes.txt" in part 2/message 1``; it never contains the text itself.
+    """
+
+    where: str
+    kind: SegmentKind
+    text: str
+
+
+@dataclass(frozen=True)
+class Uninspectable:
+    """A part whose content cannot be read (encrypted, password-protected, unknown binary)."""
+
+    where: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Address:
+    """A mailbox from a header: display name (decoded, may be empty) and addr-spec."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """Everything the rules need from a message, decoded once, before any rule runs.
+
+    ``ambiguities`` lists reasons the message can be read two ways (duplicate singleton headers,
+    conflicting MIME parameters, broken boundaries, invalid base64, undecodable 8-bit headers):
+    the engine refuses such a message before rules run (550 5.6.0).
+    """
+
+    raw: bytes
+    message_id: str | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    from_: tuple[Address, ...]
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    bcc: tuple[Address, ...]
+    subject: str
+    segments: tuple[TextSegment, ...]
+    uninspectable: tuple[Uninspectable, ...]
+    ambiguities: tuple[str, ...]
+    signed: bool
+    # Leading text of each top-level text body (text/plain and rendered text/html), for banners.
+    leading_text: tuple[str, ...] = ()
+
+
+class Action(str, Enum):
+    """What a rule's finding leads to; chosen in the policy, never by the rule."""
+
+    AUDIT = "audit"  # record only
+    WARN = "warn"  # deliver, tell the sender
+    REWRITE = "rewrite"  # deliver a changed message
+    HOLD = "hold"  # keep until a second member approves
+    REJECT = "reject"  # refuse now
+
+
+class Outcome(str, Enum):
+    """The engine's verdict. Severity grows down the list; the most severe finding wins."""
+
+    DELIVER = "deliver"
+    REWRITE = "rewrite"
+    HOLD = "hold"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"  # a rule failed internally: 451, never a pass
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """Changes a finding asks for, as data; applied in one place (policy.rewrite)."""
+
+    add_cc: tuple[Address, ...] = ()
+    add_envelope_recipients: tuple[str, ...] = ()
+    banner_lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a rule noticed.
+
+    ``code`` is UPPER_SNAKE (e.g. ``PROTECTED_NAME``); ``kind`` says what sort of thing matched
+    (name, alias, address, username) without the matched text; ``recipients`` are the envelope
+    recipients it concerns; ``advice`` is a plain sentence telling the sender what to do.
+    ``private_detail`` may quote the matched text and is shown only by ``check`` to the sender
+    of their own message: never logged, audited or put in an SMTP reply.
+    """
+
+    rule: str
+    code: str
+    where: str
+    kind: str
+    advice: str
+    recipients: tuple[str, ...] = ()
+    case: str | None = None
+    rewrite: Rewrite | None = None
+    private_detail: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A finding with the action the policy attached to it."""
+
+    finding: Finding
+    action: Action
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The engine's answer for one message."""
+
+    outcome: Outcome
+    decisions: tuple[Decision, ...]
+    policy_version: str
+    rewrite: Rewrite = field(default_factory=Rewrite)

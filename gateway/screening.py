@@ -1,0 +1,60 @@
+"""The seam between SMTP intake and the policy: a submission goes in, accept or refuse comes out.
+
+The SMTP layer knows nothing about rules; it hands every complete, well-formed submission to a
+``Screener`` before answering DATA, and either spools what the screener accepted (possibly
+rewritten content and recipients) or sends the screener's refusal to the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One message as received: envelope, the exact bytes (CRLF line endings), who sent it."""
+
+    queue_id: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    authenticated_as: str
+    content: bytes
+    client_address: str = ""
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Spool and relay ``content`` to ``rcpt_tos``. ``changes`` says, in plain words, what changed."""
+
+    content: bytes
+    rcpt_tos: tuple[str, ...]
+    changes: tuple[str, ...] = ()
+    verdict: str = "deliver"
+    findings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Answer the client with this SMTP reply instead of accepting the message.
+
+    ``lines`` are the reply's text lines (ASCII, each short enough for RFC 5321); the SMTP layer
+    joins them into a multi-line reply with ``code`` and the enhanced ``status`` on every line.
+    """
+
+    code: int
+    status: str
+    lines: tuple[str, ...]
+
+
+class Screener(Protocol):
+    """Decides what happens to a submission. Must not block the event loop for long."""
+
+    def screen(self, submission: Submission) -> Accept | Refuse: ...
+
+
+class PassThrough:
+    """Accept everything unchanged (relay core without a policy, and the bare-relay benchmarks)."""
+
+    def screen(self, submission: Submission) -> Accept | Refuse:
+        return Accept(content=submission.content, rcpt_tos=submission.rcpt_tos)

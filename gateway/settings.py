@@ -1,0 +1,246 @@
+"""Deployment settings (config/gateway.yaml): pydantic models, environment overrides, path resolution."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic import (
+    EmailStr as EmailStr,
+)
+
+from gateway.errors import ConfigError
+from gateway.yamlsource import LoadedYaml, load_yaml_file, set_path, validate_yaml
+
+ENV_PREFIX = "CONDUCT_GATEWAY_"
+ENV_NESTING = "__"
+DEFAULT_CONFIG = Path("config/gateway.yaml")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept seconds as a number, or a string such as "45s", "30m", "72h", "5d", "2w"."""
+    if isinstance(value, str):
+        match = _DURATION.match(value.lower())
+        if not match:
+            raise ValueError('use seconds, or a number with a unit: "45s", "30m", "72h", "5d"')
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[PositiveFloat, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenerSettings(Section):
+    """One SMTP submission listener."""
+
+    enabled: bool = Field(True, description="Whether this listener is started.")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: Port = Field(description="TCP port (0 picks a free one, for tests).")
+
+
+class ServerSettings(Section):
+    """How the gateway presents itself to mail clients."""
+
+    hostname: str = Field("localhost", description="Name in the greeting and EHLO reply.")
+    submission: ListenerSettings = Field(
+        default=ListenerSettings(port=2587),
+        description="STARTTLS listener (port 587 style).",
+    )
+    submissions: ListenerSettings = Field(
+        default=ListenerSettings(port=2465),
+        description="Implicit-TLS listener (port 465 style); Gmail's 'Send mail as' can use it.",
+    )
+
+
+class TlsSettings(Section):
+    """Certificate for both listeners. Without one, a self-signed certificate is made at first start."""
+
+    cert_file: Path | None = Field(None, description="PEM certificate chain.")
+    key_file: Path | None = Field(None, description="PEM private key.")
+
+    @field_validator("key_file")
+    @classmethod
+    def _both_or_neither(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if (key is None) != (info.data.get("cert_file") is None):
+            raise ValueError("set both cert_file and key_file, or neither")
+        return key
+
+
+class AuthSettings(Section):
+    """Committee members' accounts."""
+
+    users_file: Path = Field(Path("users.passwd"), description="argon2 password file (0600).")
+    allow_plaintext_auth_on_loopback: bool = Field(
+        False, description="Offer AUTH without TLS to clients on 127.0.0.1/::1 (local trials only)."
+    )
+    max_failures: PositiveInt = Field(5, description="Failed logins allowed per client address...")
+    failure_window: Seconds = Field(900.0, description="...within this many seconds.")
+
+
+class LimitsSettings(Section):
+    """Limits that protect the gateway from careless and hostile clients."""
+
+    max_message_size: PositiveInt = Field(25 * 1024 * 1024, description="Bytes (SIZE).")
+    max_recipients: PositiveInt = Field(100, description="RCPT TO commands per message.")
+    max_connections: PositiveInt = Field(200, description="Concurrent SMTP connections.")
+    max_connections_per_client: PositiveInt = Field(
+        20, description="Concurrent SMTP connections per client address."
+    )
+    command_timeout: Seconds = Field(300.0, description="Idle time allowed between commands.")
+    max_line_length: PositiveInt = Field(
+        998, description="Longest message line in bytes (RFC 5322 limit, without CRLF)."
+    )
+
+
+class UpstreamSettings(Section):
+    """The organisation's real mail server."""
+
+    host: str = Field(description="Host name or address of the upstream server.")
+    port: Port = Field(25, description="TCP port.")
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (required), tls (implicit), or none (loopback only)."
+    )
+    verify_certificates: bool = Field(True, description="Check the upstream's certificate.")
+    ca_file: Path | None = Field(None, description="Extra CA bundle for the upstream certificate.")
+    username: str | None = Field(None, description="AUTH user name, if the upstream wants one.")
+    password_env: str | None = Field(
+        None, description="Name of the environment variable holding the upstream password."
+    )
+    password_file: Path | None = Field(None, description="File holding the upstream password.")
+    timeout: Seconds = Field(60.0, description="Timeout for every network wait.")
+
+
+class DeliverySettings(Section):
+    """How accepted mail leaves the spool."""
+
+    upstream: UpstreamSettings | None = Field(
+        None, description="Relay here. Without it, mail is delivered to the local maildir."
+    )
+    maildir: Path = Field(
+        Path("maildir"), description="Embedded default: Maildir (relative to state_dir)."
+    )
+    concurrency: PositiveInt = Field(8, description="Messages delivered at once.")
+    retry_lifetime: Seconds = Field(5 * 86400.0, description="Give up and bounce after this long.")
+    initial_backoff: Seconds = Field(60.0, description="Wait before the first retry...")
+    max_backoff: Seconds = Field(3600.0, description="...doubling up to this wait.")
+    poll_interval: Seconds = Field(1.0, description="How often deferred mail is looked at.")
+
+
+class MetricsSettings(Section):
+    """Prometheus /metrics and /healthz on a separate port."""
+
+    enabled: bool = Field(True, description="Serve /metrics and /healthz.")
+    host: str = Field("127.0.0.1", description="Address (keep it on loopback).")
+    port: Port = Field(9587, description="TCP port.")
+
+
+class PolicySettings(Section):
+    """The policy file admins edit."""
+
+    path: Path = Field(Path("../policies/default.yaml"), description="Policy YAML file.")
+
+
+class GatewaySettings(Section):
+    """config/gateway.yaml. Relative paths are relative to the file's own folder."""
+
+    state_dir: Path = Field(Path("../state"), description="Spool, ledger, audit trail, TLS, maildir.")
+    server: ServerSettings = ServerSettings()
+    tls: TlsSettings = TlsSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    metrics: MetricsSettings = MetricsSettings()
+    policy: PolicySettings = PolicySettings()
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Logging threshold."
+    )
+    shutdown_grace: NonNegativeFloat = Field(
+        30.0, description="Seconds to let in-flight transactions finish on SIGTERM."
+    )
+
+    def resolve(self, base: Path) -> GatewaySettings:
+        """Make every relative path absolute against ``base`` (the config file's folder)."""
+
+        def fix(path: Path) -> Path:
+            return path if path.is_absolute() else (base / path).resolve()
+
+        state = fix(self.state_dir)
+        upstream = self.delivery.upstream
+        if upstream is not None:
+            upstream = upstream.model_copy(
+                update={
+                    "ca_file": fix(upstream.ca_file) if upstream.ca_file else None,
+                    "password_file": fix(upstream.password_file) if upstream.password_file else None,
+                }
+            )
+        maildir = self.delivery.maildir
+        return self.model_copy(
+            update={
+                "state_dir": state,
+                "tls": self.tls.model_copy(
+                    update={
+                        "cert_file": fix(self.tls.cert_file) if self.tls.cert_file else None,
+                        "key_file": fix(self.tls.key_file) if self.tls.key_file else None,
+                    }
+                ),
+                "auth": self.auth.model_copy(update={"users_file": fix(self.auth.users_file)}),
+                "delivery": self.delivery.model_copy(
+                    update={
+                        "upstream": upstream,
+                        "maildir": maildir if maildir.is_absolute() else state / maildir,
+                    }
+                ),
+                "policy": self.policy.model_copy(update={"path": fix(self.policy.path)}),
+            }
+        )
+
+
+def apply_environment(loaded: LoadedYaml, environ: Mapping[str, str]) -> None:
+    """Overlay ``CONDUCT_GATEWAY_<SECTION>__<KEY>=value`` variables onto the loaded file."""
+    if loaded.data is None:
+        loaded.data = {}
+    if not isinstance(loaded.data, dict):
+        raise ConfigError(f"{loaded.path}: the file must be a mapping of sections")
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in ("CONDUCT_GATEWAY_CONFIG",):
+            continue
+        loc = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTING))
+        if not all(loc):
+            raise ConfigError(f"environment variable {name}: empty key part")
+        value: Any = environ[name]
+        if value.lower() in ("null", "none", "~"):
+            value = None
+        set_path(loaded.data, loc, value)
+        loaded.overrides[loc] = f"environment variable {name}"
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+    """Read, override from the environment, validate and resolve the settings file."""
+    env = os.environ if environ is None else environ
+    chosen = path or Path(env.get("CONDUCT_GATEWAY_CONFIG", DEFAULT_CONFIG))
+    loaded = load_yaml_file(chosen)
+    apply_environment(loaded, env)
+    settings = validate_yaml(GatewaySettings, loaded)
+    return settings.resolve(chosen.resolve().parent)
