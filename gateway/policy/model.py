@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,67 @@ class Verdict:
     decisions: tuple[Decision, ...]
     policy_version: str
     rewrite: Rewrite = field(default_factory=Rewrite)
+
+
+class IdentityKind(str, Enum):
+    """What a protected identity string is."""
+
+    NAME = "name"
+    ALIAS = "alias"
+    ADDRESS = "address"
+    USERNAME = "username"
+
+
+@dataclass(frozen=True)
+class ProtectedIdentity:
+    """One string that identifies a protected person (a case's reporter or witness)."""
+
+    case: str  # the case's code name
+    person: str  # a stable key for the person within the case (never shown to outsiders)
+    kind: IdentityKind
+    value: str  # as the admin wrote it; matchers normalise it
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Recorded written permission: ``person`` of ``case`` may be named to ``recipient``."""
+
+    case: str
+    person: str
+    recipient: str  # lower-cased address
+    reference: str  # where the written permission is kept
+    date: str  # ISO date
+
+
+@dataclass(frozen=True)
+class ThreadFacts:
+    """What the thread ledger knows about the message's parent, looked up before evaluation."""
+
+    parent_known: bool = False
+    parent_participants: tuple[Address, ...] = ()
+    case: str | None = None  # the case the thread is known to belong to, if any
+
+
+class IdentityFinder(Protocol):
+    """A multi-pattern matcher over normalised text, built once per policy load."""
+
+    def find(self, text: str) -> list[ProtectedIdentity]:
+        """Every protected identity occurring in ``text`` on word boundaries (deduplicated)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """Facts every rule may read: the organisation, the compiled matcher, consent, thread history."""
+
+    conduct_address: str  # lower-cased
+    committee: frozenset[str]  # lower-cased member addresses
+    member_names: tuple[tuple[str, str], ...]  # (address, display name) for banner naming
+    internal_domains: frozenset[str]
+    finder: IdentityFinder
+    consents: frozenset[Consent]
+    thread: ThreadFacts = field(default_factory=ThreadFacts)
+
+    def is_committee(self, address: str) -> bool:
+        lowered = address.lower()
+        return lowered == self.conduct_address or lowered in self.committee
