@@ -138,9 +138,7 @@ class DeliverySettings(Section):
     upstream: UpstreamSettings | None = Field(
         None, description="Relay here. Without it, mail is delivered to the local maildir."
     )
-    maildir: Path = Field(
-        Path("maildir"), description="Embedded default: Maildir (relative to state_dir)."
-    )
+    maildir: Path = Field(Path("maildir"), description="Embedded default: Maildir (relative to state_dir).")
     concurrency: PositiveInt = Field(8, description="Messages delivered at once.")
     retry_lifetime: Seconds = Field(5 * 86400.0, description="Give up and bounce after this long.")
     initial_backoff: Seconds = Field(60.0, description="Wait before the first retry...")
@@ -173,9 +171,7 @@ class GatewaySettings(Section):
     delivery: DeliverySettings = DeliverySettings()
     metrics: MetricsSettings = MetricsSettings()
     policy: PolicySettings = PolicySettings()
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Logging threshold."
-    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")
     shutdown_grace: NonNegativeFloat = Field(
         30.0, description="Seconds to let in-flight transactions finish on SIGTERM."
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -16,7 +16,7 @@ class Envelope:
     authenticated_as: str
 
 
-class SegmentKind(str, Enum):
+class SegmentKind(StrEnum):
     """What kind of text a segment is, so findings can say where without quoting it."""
 
     HEADER = "header"  # a decoded header value (display names and addresses included)
@@ -82,7 +82,7 @@ class ParsedMessage:
     leading_text: tuple[str, ...] = ()
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     """What a rule's finding leads to; chosen in the policy, never by the rule."""
 
     AUDIT = "audit"  # record only
@@ -92,7 +92,7 @@ class Action(str, Enum):
     REJECT = "reject"  # refuse now
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """The engine's verdict. Severity grows down the list; the most severe finding wins."""
 
     DELIVER = "deliver"
@@ -151,7 +151,7 @@ class Verdict:
     rewrite: Rewrite = field(default_factory=Rewrite)
 
 
-class IdentityKind(str, Enum):
+class IdentityKind(StrEnum):
     """What a protected identity string is."""
 
     NAME = "name"
