@@ -1,0 +1,50 @@
+"""The one console script, ``conduct-gateway``: every subcommand is registered here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway import __version__
+from gateway.errors import GatewayError
+
+
+class GatewayGroup(click.Group):
+    """A click group that shows our own errors as one clear paragraph, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GatewayError as exc:
+            click.echo(f"conduct-gateway: {exc}", err=True)
+            sys.exit(2)
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar="CONDUCT_GATEWAY_CONFIG",
+    help="Settings file (default: config/gateway.yaml).",
+)
+
+
+@click.group(cls=GatewayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="conduct-gateway")
+def main() -> None:
+    """conduct-gateway: an SMTP policy gateway for people who handle sensitive reports."""
+
+
+def _register() -> None:
+    # Explicit registration: a misspelt or missing command fails loudly at import, never silently.
+    from gateway.cli import audit, check, config, queue, serve, user
+
+    for command in (serve.serve, config.config, user.user, queue.queue, check.check, audit.audit):
+        main.add_command(command)
+
+
+_register()
