@@ -50,7 +50,13 @@ class Refuse:
 class Screener(Protocol):
     """Decides what happens to a submission. Must not block the event loop for long."""
 
-    def screen(self, submission: Submission) -> Accept | Refuse: ...
+    def screen(self, submission: Submission) -> Accept | Refuse:
+        """Decide; record refusals (audit) before returning them."""
+        ...
+
+    def accepted(self, submission: Submission, accept: Accept) -> None:
+        """Called once an accepted message is durably spooled: record it (thread ledger, audit)."""
+        ...
 
 
 class PassThrough:
@@ -58,3 +64,6 @@ class PassThrough:
 
     def screen(self, submission: Submission) -> Accept | Refuse:
         return Accept(content=submission.content, rcpt_tos=submission.rcpt_tos)
+
+    def accepted(self, submission: Submission, accept: Accept) -> None:
+        return None
