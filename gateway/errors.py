@@ -6,6 +6,8 @@
     ├── SpoolError                the spool could not store or read a message
     │   └── CorruptSpoolEntry     an entry on disk cannot be read back; it is moved to corrupt/
     ├── MessageRefused            input is refused on purpose; carries the SMTP reply to send
+    ├── LedgerError               the thread ledger cannot be opened or read
+    ├── AuditError                the audit trail cannot be opened or appended to (checked by `audit verify`)
     └── PolicyError               the policy engine failed internally (never a pass: 451)
 
 CLI commands print a GatewayError's message as one paragraph and exit 2; they never show a traceback.
@@ -44,3 +46,11 @@ class MessageRefused(GatewayError):
 
 class PolicyError(GatewayError):
     """The policy engine failed internally; the message is deferred, never passed."""
+
+
+class LedgerError(GatewayError):
+    """The thread ledger cannot be opened or read."""
+
+
+class AuditError(GatewayError):
+    """The audit trail cannot be opened or appended to."""

@@ -45,6 +45,7 @@ def parse_duration(value: Any) -> Any:
 
 
 Seconds = Annotated[PositiveFloat, BeforeValidator(parse_duration)]
+Retention = Annotated[NonNegativeFloat, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 
@@ -78,7 +79,8 @@ class TlsSettings(Section):
     """Certificate for both listeners. Without one, a self-signed certificate is made at first start."""
 
     cert_file: Path | None = Field(None, description="PEM certificate chain.")
-    key_file: Path | None = Field(None, description="PEM private key.")
+    # validate_default: the both-or-neither check must also run when key_file is left out.
+    key_file: Path | None = Field(None, description="PEM private key.", validate_default=True)
 
     @field_validator("key_file")
     @classmethod
@@ -120,7 +122,7 @@ class UpstreamSettings(Section):
     host: str = Field(description="Host name or address of the upstream server.")
     port: Port = Field(25, description="TCP port.")
     security: Literal["starttls", "tls", "none"] = Field(
-        "starttls", description="starttls (required), tls (implicit), or none (loopback only)."
+        "starttls", description="starttls (required), tls (implicit), or none (plain; trusted networks only)."
     )
     verify_certificates: bool = Field(True, description="Check the upstream's certificate.")
     ca_file: Path | None = Field(None, description="Extra CA bundle for the upstream certificate.")
@@ -144,6 +146,12 @@ class DeliverySettings(Section):
     initial_backoff: Seconds = Field(60.0, description="Wait before the first retry...")
     max_backoff: Seconds = Field(3600.0, description="...doubling up to this wait.")
     poll_interval: Seconds = Field(1.0, description="How often deferred mail is looked at.")
+    done_retention: Retention = Field(
+        86400.0, description="Keep delivered messages in spool/done/ this long, then delete them (0: soon)."
+    )
+    bounced_retention: Retention = Field(
+        7 * 86400.0, description="Keep messages that bounced in spool/bounced/ this long, then delete them."
+    )
 
 
 class MetricsSettings(Section):
@@ -226,7 +234,8 @@ def apply_environment(loaded: LoadedYaml, environ: Mapping[str, str]) -> None:
         if not all(loc):
             raise ConfigError(f"environment variable {name}: empty key part")
         value: Any = environ[name]
-        if value.lower() in ("null", "none", "~"):
+        # Not "none": it is a real value (delivery.upstream.security: none).
+        if value.lower() in ("null", "~"):
             value = None
         set_path(loaded.data, loc, value)
         loaded.overrides[loc] = f"environment variable {name}"

@@ -30,6 +30,12 @@ class LoadedYaml:
 
     def where(self, loc: Loc) -> str:
         """Describe where the value at ``loc`` came from: an override, or the nearest line."""
+        if loc and loc not in self.lines:
+            # An unknown section set only by an override (CONDUCT_GATEWAY_SERVR__PORT) is reported at
+            # the section, which the override created: name the override, not the file.
+            for key, label in self.overrides.items():
+                if len(key) > len(loc) and key[: len(loc)] == loc:
+                    return label
         for end in range(len(loc), -1, -1):
             prefix = loc[:end]
             if prefix in self.overrides:

@@ -1,10 +1,105 @@
-"""`conduct-gateway user` (placeholder until implemented)."""
+"""`conduct-gateway user add|list|remove|password`: manage committee members' accounts."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
+
+from gateway.accounts import Accounts
+from gateway.cli import config_option
+from gateway.errors import AccountError
+from gateway.settings import load_settings
+
+password_stdin_option = click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input (for scripts) instead of asking.",
+)
 
 
 @click.group()
 def user() -> None:
-    """Not implemented yet."""
+    """Manage the accounts of committee members (the users file, argon2 hashes, mode 0600).
+
+    A running gateway picks changes up within seconds (or at once on SIGHUP).
+    """
+
+
+def _accounts(config_path: Path | None) -> Accounts:
+    return Accounts.load(load_settings(config_path).auth.users_file)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise AccountError("--password-stdin: standard input held no password")
+        return password
+    entered: str = click.prompt(
+        "Password", hide_input=True, confirmation_prompt="Repeat the password", show_default=False
+    )
+    return entered
+
+
+@user.command()
+@click.argument("address")
+@click.option(
+    "--alias",
+    "aliases",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Another address this member may send as (repeat for several).",
+)
+@password_stdin_option
+@config_option
+def add(address: str, aliases: tuple[str, ...], password_stdin: bool, config_path: Path | None) -> None:
+    """Add the member ADDRESS (also the login name). Asks for the password twice."""
+    accounts = _accounts(config_path)
+    password = _read_password(password_stdin)
+    accounts.add(address, password, aliases)
+    added = accounts.addresses_of(address)
+    extra = (
+        f" (also sends as {', '.join(sorted(added - {address.strip().lower()}))})" if len(added) > 1 else ""
+    )
+    click.echo(f"Added {address.strip().lower()}{extra} to {accounts.path}.")
+
+
+@user.command("list")
+@config_option
+def list_(config_path: Path | None) -> None:
+    """List members' addresses (never their password hashes)."""
+    accounts = _accounts(config_path)
+    members = accounts.members()
+    if not members:
+        click.echo(
+            f"No accounts in {accounts.path}. Add one with: conduct-gateway user add ADDRESS", err=True
+        )
+        return
+    for member in members:
+        aliases = accounts.aliases_of(member)
+        click.echo(f"{member}  (also: {', '.join(aliases)})" if aliases else member)
+
+
+@user.command()
+@click.argument("address")
+@config_option
+def remove(address: str, config_path: Path | None) -> None:
+    """Remove the member ADDRESS: they can no longer log in. Mail already accepted is still delivered."""
+    accounts = _accounts(config_path)
+    accounts.remove(address)
+    click.echo(f"Removed {address.strip().lower()} from {accounts.path}.")
+
+
+@user.command()
+@click.argument("address")
+@password_stdin_option
+@config_option
+def password(address: str, password_stdin: bool, config_path: Path | None) -> None:
+    """Set a new password for the member ADDRESS. Asks for it twice."""
+    accounts = _accounts(config_path)
+    if address.strip().lower() not in accounts.members():
+        raise AccountError(f"{address} is not a member")
+    accounts.set_password(address, _read_password(password_stdin))
+    click.echo(f"Changed the password of {address.strip().lower()}.")

@@ -46,6 +46,8 @@ class Uninspectable:
 
     where: str
     reason: str
+    # encrypted | archive | binary | media (images, audio, video: listed in ParsedMessage.media)
+    kind: str = "binary"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class ParsedMessage:
     signed: bool
     # Leading text of each top-level text body (text/plain and rendered text/html), for banners.
     leading_text: tuple[str, ...] = ()
+    # Images, audio and video: not read (no text to match) and not "uninspectable" by default;
+    # reporter-protection can be told to treat them as uninspectable.
+    media: tuple[Uninspectable, ...] = ()
 
 
 class Action(StrEnum):
@@ -90,6 +95,7 @@ class Action(StrEnum):
     REWRITE = "rewrite"  # deliver a changed message
     HOLD = "hold"  # keep until a second member approves
     REJECT = "reject"  # refuse now
+    TEMPFAIL = "tempfail"  # the check could not run (policy ``on_error``): 451, never a pass
 
 
 class Outcome(StrEnum):

@@ -1,0 +1,83 @@
+"""The benchmark's load: N aiosmtplib clients in their own process, each on one reused connection.
+
+Every client logs in once (when a login is given) and then sends messages back to back, taking the
+next one from a shared budget, so the total count is fixed whatever the concurrency. Latency is one
+whole transaction (MAIL, RCPT, DATA up to the final 250) as the client sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+import aiosmtplib
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    host: str
+    port: int
+    concurrency: int
+    count: int
+    message: bytes
+    mail_from: str
+    recipients: tuple[str, ...]
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    started: float
+    finished: float
+    latencies: list[float]
+    failures: list[str]
+
+
+async def _client(spec: LoadSpec, budget: list[int], latencies: list[float], failures: list[str]) -> None:
+    smtp = aiosmtplib.SMTP(hostname=spec.host, port=spec.port, timeout=120, start_tls=False)
+    await smtp.connect()
+    try:
+        if spec.username is not None and spec.password is not None:
+            await smtp.login(spec.username, spec.password)
+        while budget[0] > 0:
+            budget[0] -= 1
+            began = time.monotonic()
+            try:
+                await smtp.sendmail(spec.mail_from, list(spec.recipients), spec.message)
+            except aiosmtplib.SMTPException as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                if not smtp.is_connected:
+                    return
+                continue
+            latencies.append(time.monotonic() - began)
+    finally:
+        if smtp.is_connected:
+            try:
+                await smtp.quit()
+            except aiosmtplib.SMTPException:
+                smtp.close()
+
+
+async def run_load(spec: LoadSpec) -> LoadResult:
+    budget = [spec.count]
+    latencies: list[float] = []
+    failures: list[str] = []
+    started = time.monotonic()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(spec.concurrency):
+            group.create_task(_client(spec, budget, latencies, failures))
+    return LoadResult(started=started, finished=time.monotonic(), latencies=latencies, failures=failures)
+
+
+def load_process(spec: LoadSpec, results: Connection) -> None:
+    """Process entry point: run the load, send back a LoadResult (or the error text)."""
+    try:
+        results.send(asyncio.run(run_load(spec)))
+    except BaseException as exc:
+        results.send(f"load generator failed: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        results.close()

@@ -1,0 +1,32 @@
+"""`conduct-gateway serve` with the policy seam set to PassThrough: the relay core as a benchmark target.
+
+    python bench/passthrough_gateway.py --config FILE
+
+Everything else is the real service (listeners, AUTH, fsynced spool, delivery worker, metrics, logs);
+only ``gateway.app.build_screener`` (and the policy check at startup) are replaced, so the figure is
+the relay core's, comparable with the bare relay. ``bench/relay.py --policy FILE`` measures the real
+`serve` with a policy instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from gateway import app
+from gateway.cli import main
+from gateway.screening import PassThrough
+from gateway.settings import GatewaySettings
+
+
+def passthrough(settings: GatewaySettings) -> PassThrough:
+    return PassThrough()
+
+
+def no_policy(settings: GatewaySettings) -> str:
+    return "PassThrough (benchmark: no policy file is read)"
+
+
+if __name__ == "__main__":
+    app.build_screener = passthrough
+    app.check_policy = no_policy
+    sys.exit(main(["serve", *sys.argv[1:]]))

@@ -1,0 +1,333 @@
+"""Relay benchmark: the gateway vs a bare aiosmtpd -> aiosmtplib relay vs Postfix, in one run.
+
+    .venv/bin/python bench/relay.py              # full run, about 3 minutes on 2 cores
+    .venv/bin/python bench/relay.py --quick      # smoke run (a tenth of the messages)
+
+Every target relays to the same capture sink (bench/sink.py) on loopback. Load comes from aiosmtplib
+clients in their own process (bench/load.py), one reused connection each, logging in where the
+target wants it. For each message size and client count a target gets a short warm-up and then a
+fixed number of messages. Reported per run:
+
+* msg/s: messages divided by the time from the first submission to the last message reaching the
+  sink (end to end: the gateway answers after its fsync and relays afterwards, so its queue is
+  included; so is Postfix's);
+* 250s/s: messages divided by the time the clients took to get all their 250s (intake alone);
+* p50 / p99: one whole submission transaction (MAIL to the final 250) as the client saw it;
+* ratio: msg/s against the bare relay measured in the same run, at the same size and client count.
+
+Targets: ``bare`` (bench/bare_relay.py: no spool, no policy, relays before answering), ``gateway``
+(``conduct-gateway serve`` through bench/passthrough_gateway.py, which sets the policy seam to
+PassThrough: the relay core with its fsynced spool and delivery worker), ``postfix`` (a private Postfix, default queue settings, relaying to the sink; it has no SASL
+here, so its clients do not log in). ``--policy FILE`` adds ``gateway+policy``: the same gateway with
+``policy.path`` set (the unmodified ``serve``; ``--member`` must be a member in that policy), for the
+policy engine's end-to-end figure (issue 3; bench/policy.py is the place
+for per-message evaluation times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+
+import report
+from bare_relay import run_bare_relay
+from load import LoadResult, LoadSpec, load_process
+from sink import run_sink
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.e2e.gateway_process import GatewayProcess  # noqa: E402
+from tests.e2e.postfix import PostfixInstance  # noqa: E402
+
+HOST = "127.0.0.1"
+MEMBER = "maya.member@example.org"
+RECIPIENT = "bench.recipient@example.net"
+PASSWORD = secrets.token_urlsafe(16)
+SIZES = {"8KB": 8 * 1024, "200KB": 200 * 1024}
+CLIENTS = (1, 8, 32)
+# Messages per measured run; enough for stable p99 at each point without making the run long.
+COUNTS = {
+    ("8KB", 1): 400,
+    ("8KB", 8): 1500,
+    ("8KB", 32): 2500,
+    ("200KB", 1): 60,
+    ("200KB", 8): 200,
+    ("200KB", 32): 320,
+}
+
+
+def build_message(size: int, member: str, seed: int = 2024) -> bytes:
+    """A plain-text message of ``size`` bytes (CRLF) from ``member``, ASCII prose lines."""
+    rng = random.Random(seed)
+    words = [
+        "conduct",
+        "committee",
+        "report",
+        "witness",
+        "thread",
+        "reply",
+        "policy",
+        "relay",
+        "queue",
+        "mail",
+    ]
+    header = (
+        f"From: Bench Member <{member}>\r\nTo: <{RECIPIENT}>\r\nSubject: relay benchmark\r\n"
+        f"Message-ID: <bench.{size}@example.org>\r\nDate: Mon, 02 Dec 2024 10:00:00 +0000\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ).encode()
+    lines: list[bytes] = []
+    total = len(header)
+    while total < size:
+        line = " ".join(rng.choice(words) for _ in range(11)).encode()[:76] + b"\r\n"
+        lines.append(line)
+        total += len(line)
+    body = b"".join(lines)[: size - len(header)]
+    return header + body.rsplit(b"\r\n", 1)[0] + b"\r\n"
+
+
+@dataclass
+class Run:
+    target: str
+    size: str
+    clients: int
+    messages: int
+    seconds: float
+    messages_per_second: float
+    accepted_per_second: float
+    p50_ms: float
+    p99_ms: float
+    failures: int
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    port: int
+    login: bool
+
+
+class Sink:
+    """The capture upstream in its own process; counts arrivals in shared memory."""
+
+    def __init__(self, context: SpawnContext) -> None:
+        self.received: Synchronized[int] = context.Value("q", 0)  # type: ignore[assignment]
+        self.last_arrival: Synchronized[float] = context.Value("d", 0.0)  # type: ignore[assignment]
+        ready: Synchronized[int] = context.Value("q", 0)  # type: ignore[assignment]
+        self.process = context.Process(
+            target=run_sink, args=(HOST, 0, self.received, self.last_arrival, ready), daemon=True
+        )
+        self.process.start()
+        self.port = wait_ready(ready, self.process, "sink")
+
+    def wait_for(self, count: int, timeout: float) -> float:
+        """Wait until ``count`` messages have arrived in total; return when the last one did."""
+        deadline = time.monotonic() + timeout
+        while self.received.value < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"sink got {self.received.value} of {count} messages within {timeout:.0f}s"
+                )
+            time.sleep(0.002)
+        return float(self.last_arrival.value)
+
+
+def wait_ready(ready: Synchronized[int], process: SpawnProcess, what: str, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while ready.value == 0:
+        if not process.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the {what} did not start")
+        time.sleep(0.01)
+    return int(ready.value)
+
+
+def run_load(context: SpawnContext, spec: LoadSpec) -> LoadResult:
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=load_process, args=(spec, sender), daemon=True)
+    process.start()
+    sender.close()
+    result = receiver.recv()
+    process.join(timeout=30)
+    if isinstance(result, str):
+        raise RuntimeError(result)
+    assert isinstance(result, LoadResult)
+    return result
+
+
+def measure(
+    context: SpawnContext, sink: Sink, target: Target, member: str, size: str, clients: int, count: int
+) -> Run:
+    message = build_message(SIZES[size], member)
+    login = (member, PASSWORD) if target.login else (None, None)
+
+    def spec(messages: int) -> LoadSpec:
+        return LoadSpec(HOST, target.port, clients, messages, message, member, (RECIPIENT,), *login)
+
+    warmup = max(2 * clients, 10)
+    before = sink.received.value
+    run_load(context, spec(warmup))
+    sink.wait_for(before + warmup, timeout=120)
+    before = sink.received.value
+    result = run_load(context, spec(count))
+    delivered = count - len(result.failures)
+    last = sink.wait_for(before + delivered, timeout=300)
+    seconds = max(last, result.finished) - result.started
+    return Run(
+        target=target.name,
+        size=size,
+        clients=clients,
+        messages=delivered,
+        seconds=round(seconds, 3),
+        messages_per_second=round(delivered / seconds, 1),
+        accepted_per_second=round(delivered / (result.finished - result.started), 1),
+        p50_ms=round(report.percentile(result.latencies, 0.50) * 1000, 2),
+        p99_ms=round(report.percentile(result.latencies, 0.99) * 1000, 2),
+        failures=len(result.failures),
+    )
+
+
+@contextlib.contextmanager
+def bare_relay(context: SpawnContext, sink: Sink) -> Iterator[Target]:
+    ready: Synchronized[int] = context.Value("q", 0)  # type: ignore[assignment]
+    process = context.Process(target=run_bare_relay, args=(HOST, sink.port, ready), daemon=True)
+    process.start()
+    try:
+        yield Target("bare", wait_ready(ready, process, "bare relay"), login=True)
+    finally:
+        process.terminate()
+        process.join(timeout=10)
+
+
+@contextlib.contextmanager
+def gateway(workdir: Path, sink: Sink, name: str, member: str, policy: Path | None) -> Iterator[Target]:
+    settings: dict[str, object] = {
+        "server": {"submissions": {"enabled": False}},
+        "auth": {"allow_plaintext_auth_on_loopback": True},
+        # 32 benchmark clients come from one address; the default per-client cap is for the internet.
+        "limits": {"max_connections_per_client": 100, "max_connections": 400},
+        "delivery": {"upstream": {"host": HOST, "port": sink.port, "security": "none"}},
+        "metrics": {"enabled": False},
+    }
+    if policy is not None:
+        settings["policy"] = {"path": str(policy.resolve())}
+        serve_command = None
+    else:
+        serve_command = [sys.executable, str(Path(__file__).with_name("passthrough_gateway.py"))]
+    process = GatewayProcess(workdir / name, settings, serve_command=serve_command)
+    process.add_user(member, PASSWORD)
+    process.start()
+    try:
+        yield Target(name, process.addresses["submission"][1], login=True)
+    finally:
+        process.close()
+
+
+@contextlib.contextmanager
+def postfix(sink: Sink) -> Iterator[Target]:
+    instance = PostfixInstance(relayhost=(HOST, sink.port))
+    try:
+        instance.start()
+        yield Target("postfix", instance.port, login=False)
+    finally:
+        instance.close()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a tenth of the messages (smoke run)")
+    parser.add_argument("--targets", default="bare,gateway,postfix", help="comma-separated subset")
+    parser.add_argument("--clients", default=",".join(map(str, CLIENTS)), help="client counts, e.g. 1,8,32")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="message sizes: 8KB,200KB")
+    parser.add_argument("--policy", type=Path, help="also run the real `serve` with this policy file")
+    parser.add_argument("--member", default=MEMBER, help="the sending account (a member of --policy)")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    targets = args.targets.split(",")
+    if args.policy is not None:
+        targets.append("gateway+policy")
+    sizes = args.sizes.split(",")
+    client_counts = [int(value) for value in args.clients.split(",")]
+
+    context = multiprocessing.get_context("spawn")
+    workdir = Path(tempfile.mkdtemp(prefix="conduct-bench-"))
+    runs: list[Run] = []
+    try:
+        sink = Sink(context)
+        with contextlib.ExitStack() as stack:
+            factories: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
+                "bare": lambda: bare_relay(context, sink),
+                "gateway": lambda: gateway(workdir, sink, "gateway", args.member, None),
+                "gateway+policy": lambda: gateway(workdir, sink, "gateway+policy", args.member, args.policy),
+                "postfix": lambda: postfix(sink),
+            }
+            started = [stack.enter_context(factories[name]()) for name in targets]
+            for size in sizes:
+                for clients in client_counts:
+                    count = COUNTS[(size, clients)]
+                    if args.quick:
+                        count = max(clients * 2, count // 10)
+                    # Targets take turns at each point, so drift on the machine hits them alike.
+                    for target in started:
+                        run = measure(context, sink, target, args.member, size, clients, count)
+                        runs.append(run)
+                        print(
+                            f"  {run.target:>15} {size:>6} {clients:>3} clients: {run.messages_per_second:8.1f} msg/s"
+                            f" ({run.accepted_per_second:8.1f} 250s/s)"
+                            f"  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms"
+                            + (f"  ({run.failures} failed)" if run.failures else ""),
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        sink.process.terminate()
+        sink.process.join(timeout=10)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print("\n".join(render(runs, ["bench/relay.py", *argv])))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([asdict(run) for run in runs], indent=2) + "\n")
+    return 1 if any(run.failures for run in runs) else 0
+
+
+def render(runs: list[Run], argv: list[str]) -> list[str]:
+    bare = {(run.size, run.clients): run.messages_per_second for run in runs if run.target == "bare"}
+    rows = []
+    for run in runs:
+        base = bare.get((run.size, run.clients))
+        ratio = f"{run.messages_per_second / base:.2f}x" if base else "-"
+        rows.append(
+            [
+                run.target,
+                run.size,
+                str(run.clients),
+                f"{run.messages_per_second:.0f}",
+                ratio,
+                f"{run.accepted_per_second:.0f}",
+                f"{run.p50_ms:.1f}",
+                f"{run.p99_ms:.1f}",
+            ]
+        )
+    header = ["target", "size", "clients", "msg/s", "vs bare", "250s/s", "p50 ms", "p99 ms"]
+    return ["", *report.markdown_table(header, rows), "", *report.machine_description(argv)]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,422 @@
+"""Wiring only: settings -> spool, accounts, TLS, screener, SMTP, delivery, metrics -> one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import os
+import secrets
+import shlex
+import signal
+import ssl
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.accounts import Accounts
+from gateway.delivery import DeliveryWorker
+from gateway.errors import ConfigError
+from gateway.logs import log_event
+from gateway.metrics import Health, MetricsServer, build_registry
+from gateway.policy_screener import PolicyScreener, load_compiled_policy
+from gateway.screening import Screener
+from gateway.settings import DEFAULT_CONFIG, GatewaySettings
+from gateway.smtp import SubmissionService
+from gateway.spool import Spool
+from gateway.tlsfiles import SELF_SIGNED_CERT, server_context
+
+log = logging.getLogger("gateway.app")
+
+# A reserved domain (RFC 2606): the demo account can never be mistaken for a real person's address.
+DEMO_ADDRESS = "demo@example.org"
+ACCOUNTS_POLL_INTERVAL = 2.0
+
+Announce = Callable[[str], None]
+
+
+# --- the policy seam: the policy engine plugs in here, and only here --------------------------------
+
+
+def build_screener(settings: GatewaySettings) -> Screener:
+    """Build the screener every submission goes through before it is spooled.
+
+    It loads ``settings.policy.path`` (ConfigError, naming file, line and key, when it is invalid)
+    and opens the thread ledger and audit trail. A screener may also offer ``statistics()``
+    (exported as ``conduct_gateway_policy_*``), ``reload()`` (called on SIGHUP),
+    ``reload_if_changed()`` (polled) and ``close()`` (called once the gateway has stopped).
+    """
+    return PolicyScreener.from_settings(settings)
+
+
+def _optional(screener: Screener, name: str) -> Callable[[], Any] | None:
+    method = getattr(screener, name, None)
+    return method if callable(method) else None
+
+
+def check_policy(settings: GatewaySettings) -> str:
+    """Validate the policy file without starting anything, for `config validate`; one-line summary.
+
+    Raises ConfigError (file, line, key) when the policy is invalid.
+    """
+    policy, _stamp = load_compiled_policy(settings.policy.path)
+    return (
+        f"{settings.policy.path} (version {policy.version}, {len(policy.rules)} rules, "
+        f"{len(policy.document.cases)} cases)"
+    )
+
+
+# --- checks before anything starts ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """What `config validate` prints and `serve` logs: a summary, and warnings that do not stop startup."""
+
+    summary: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def preflight(
+    settings: GatewaySettings, environ: os._Environ[str] | dict[str, str] | None = None
+) -> PreflightReport:
+    """Check what pydantic cannot see (files, environment, combinations) without writing anything.
+
+    Raises ConfigError naming the key for anything that would stop the gateway from working.
+    """
+    env = os.environ if environ is None else environ
+    report = PreflightReport()
+    summary, warnings = report.summary, report.warnings
+    summary.append(("state_dir", str(settings.state_dir)))
+
+    listeners = {"submission": ("STARTTLS", settings.server.submission)}
+    listeners["submissions"] = ("implicit TLS", settings.server.submissions)
+    if not any(listener.enabled for _kind, listener in listeners.values()):
+        raise ConfigError(
+            "server.submission.enabled and server.submissions.enabled are both false: "
+            "nothing would accept mail; enable at least one listener"
+        )
+    for name, (kind, listener) in listeners.items():
+        where = f"{_host_port(listener.host, listener.port)} ({kind})" if listener.enabled else "disabled"
+        summary.append((name, where))
+
+    tls = settings.tls
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"tls.cert_file / tls.key_file: cannot load {tls.cert_file} with {tls.key_file}: {exc}"
+            ) from None
+        summary.append(("tls", str(tls.cert_file)))
+    else:
+        summary.append(
+            ("tls", f"self-signed certificate for {settings.server.hostname}, made at first start")
+        )
+
+    users = settings.auth.users_file
+    if users.exists():
+        members = Accounts.load(users).members()
+        summary.append(("accounts", f"{users}: {len(members)} account(s)"))
+        if users.stat().st_mode & 0o077:
+            warnings.append(f"{users} can be read by other users; run: chmod 600 {shlex.quote(str(users))}")
+    else:
+        summary.append(("accounts", f"{users} does not exist yet"))
+
+    upstream = settings.delivery.upstream
+    if upstream is None:
+        summary.append(("delivery", f"local maildir {settings.delivery.maildir} (no upstream set)"))
+    else:
+        if upstream.password_env is not None and not env.get(upstream.password_env):
+            raise ConfigError(
+                f"delivery.upstream.password_env names the environment variable {upstream.password_env}, "
+                "which is not set (or empty)"
+            )
+        for key, path in (("password_file", upstream.password_file), ("ca_file", upstream.ca_file)):
+            if path is not None and not os.access(path, os.R_OK):
+                raise ConfigError(f"delivery.upstream.{key}: cannot read {path}")
+        verify = "" if upstream.verify_certificates else ", certificate NOT verified"
+        summary.append(
+            ("delivery", f"upstream {_host_port(upstream.host, upstream.port)} ({upstream.security}{verify})")
+        )
+        if not upstream.verify_certificates and upstream.security != "none":
+            warnings.append(
+                "delivery.upstream.verify_certificates is false: the upstream is not authenticated"
+            )
+
+    metrics = settings.metrics
+    if metrics.enabled:
+        summary.append(("metrics", f"http://{_host_port(metrics.host, metrics.port)}/metrics and /healthz"))
+        if not _is_loopback(metrics.host):
+            warnings.append(
+                f"metrics.host is {metrics.host}, not a loopback address: /metrics is reachable from the "
+                "network (fine inside a container whose port is published on loopback only)"
+            )
+    else:
+        summary.append(("metrics", "disabled"))
+
+    summary.append(("policy", check_policy(settings)))
+    return report
+
+
+# --- the first start: a one-time demo account --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    address: str
+    password: str
+
+
+def create_demo_account(settings: GatewaySettings) -> DemoAccount | None:
+    """On the embedded default's first start (no users file), make a demo account with a random password.
+
+    Never with an upstream configured: an account nobody asked for must not be able to relay to a real
+    mail server. The password is shown once; only its hash is stored.
+    """
+    users = settings.auth.users_file
+    if users.exists() or settings.delivery.upstream is not None:
+        return None
+    # Letters and digits only (143 bits): nothing a shell or swaks could take for an option or quote.
+    password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
+    users.parent.mkdir(parents=True, exist_ok=True)
+    Accounts.load(users).add(DEMO_ADDRESS, password)
+    log_event(log, "demo_account_created", address=DEMO_ADDRESS, users_file=users)
+    return DemoAccount(DEMO_ADDRESS, password)
+
+
+def startup_banner(
+    settings: GatewaySettings,
+    addresses: dict[str, tuple[str, int]],
+    demo: DemoAccount | None,
+    config_path: Path | None,
+    program: str = "conduct-gateway",
+) -> str:
+    """What a new user needs to send a first message: account, password, exact swaks command, maildir.
+
+    Printed on standard output (never logged: it may hold the demo password).
+    """
+    paragraphs: list[list[str]] = []
+    if settings.delivery.upstream is None:
+        paragraphs.append(
+            [
+                "No upstream mail server is set (delivery.upstream), so accepted mail is delivered to",
+                f"the local Maildir {settings.delivery.maildir} (one file per message in new/).",
+            ]
+        )
+    if settings.tls.cert_file is None:
+        paragraphs.append(
+            [
+                f"TLS uses a self-signed certificate, {settings.state_dir / 'tls' / SELF_SIGNED_CERT}:",
+                "mail clients ask you to accept it once (Gmail needs a CA-signed one; see README).",
+            ]
+        )
+    if demo is not None:
+        paragraphs.append(
+            [
+                "First start: a one-time demo account was made. Its password is shown only now",
+                "(the users file keeps only a hash):",
+                f"    address:  {demo.address}",
+                f"    password: {demo.password}",
+            ]
+        )
+        command = swaks_command(addresses, demo)
+        if command:
+            paragraphs.append(["Send a first message with:", f"    {command}"])
+        add = cli_command(program, config_path, "user", "add", "ADDRESS")
+        remove = cli_command(program, config_path, "user", "remove", demo.address)
+        paragraphs.append([f"Add real accounts with `{add}`", f"and remove this one with `{remove}`."])
+    if not paragraphs:
+        return ""
+    rule = "-" * 78
+    body = [line for paragraph in paragraphs for line in ("", *paragraph)][1:]
+    return "\n".join([rule, *body, rule])
+
+
+def cli_command(program: str, config_path: Path | None, *words: str) -> str:
+    """A command line to copy: the program as started, and the settings file unless it is the default."""
+    args = [program, *words]
+    if config_path is not None and config_path != DEFAULT_CONFIG:
+        args += ["--config", str(config_path)]
+    return shlex.join(args)
+
+
+def swaks_command(addresses: dict[str, tuple[str, int]], demo: DemoAccount) -> str:
+    """The swaks command line that sends a first message through the listener the gateway opened."""
+    if "submission" in addresses:
+        host, port = addresses["submission"]
+        tls = "--tls"  # STARTTLS
+    elif "submissions" in addresses:
+        host, port = addresses["submissions"]
+        tls = "--tlsc"  # TLS from the first byte
+    else:
+        return ""
+    args = ["swaks", "--server", _client_host(host), "--port", str(port), tls, "--auth", "PLAIN"]
+    args += ["--auth-user", demo.address, "--auth-password", demo.password]
+    args += ["--from", demo.address, "--to", demo.address]
+    args += ["--header", "Subject: first message through conduct-gateway"]
+    return shlex.join(args)
+
+
+# --- running ------------------------------------------------------------------------------------------
+
+
+class Gateway:
+    """Everything the gateway runs, started together and stopped in order (intake, then delivery)."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        config_path: Path | None = None,
+        program: str = "conduct-gateway",
+        announce: Announce | None = None,
+    ) -> None:
+        self.settings = settings
+        self._config_path = config_path
+        self._program = program
+        self._announce = announce or functools.partial(print, flush=True)
+        self._stop_requested = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._listening = False
+        self._accounts: Accounts | None = None
+        self._screener: Screener | None = None
+        self._delivery_task: asyncio.Task[None] | None = None
+        self._main_task: asyncio.Task[object] | None = None
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (SIGTERM, SIGINT). A second request stops without waiting."""
+        if self._stop_requested.is_set():
+            log_event(log, "stop_now", level=logging.WARNING, reason="second stop request")
+            if self._main_task is not None:
+                self._main_task.cancel()
+            return
+        log_event(log, "stopping", grace=self.settings.shutdown_grace)
+        self._stop_requested.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the users file. Settings changes need a restart."""
+        if self._accounts is not None:
+            self._accounts.reload_if_changed()
+        reload_policy = _optional(self._screener, "reload") if self._screener is not None else None
+        policy = reload_policy() if reload_policy is not None else None
+        accounts = len(self._accounts.members()) if self._accounts is not None else None
+        log_event(log, "reloaded", accounts=accounts, policy=policy)
+
+    def health(self) -> Health:
+        """Healthy while the listeners accept connections and the delivery worker runs."""
+        delivery = self._delivery_task is not None and not self._delivery_task.done()
+        return Health({"listeners": self._listening, "delivery": delivery and not self._stopping.is_set()})
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Run until a stop is requested; then stop accepting, drain, and return."""
+        settings = self.settings
+        self._main_task = asyncio.current_task()
+        for warning in preflight(settings).warnings:
+            log_event(log, "config_warning", level=logging.WARNING, detail=warning)
+        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        demo = create_demo_account(settings)
+        accounts = self._accounts = Accounts.load(settings.auth.users_file)
+        if not accounts.members():
+            log_event(
+                log,
+                "no_accounts",
+                level=logging.WARNING,
+                hint="nobody can send yet; add an account with: conduct-gateway user add ADDRESS",
+            )
+        spool = Spool(settings.state_dir / "spool")
+        tls_context = server_context(settings.tls, settings.state_dir, settings.server.hostname)
+        screener = self._screener = build_screener(settings)
+        service = SubmissionService(settings, spool, accounts, screener, tls_context)
+        worker = DeliveryWorker(spool, settings.delivery, hostname=settings.server.hostname)
+        sources = {"spool": spool.statistics, "delivery": worker.statistics, "smtp": service.statistics}
+        if (policy_statistics := _optional(screener, "statistics")) is not None:
+            sources["policy"] = policy_statistics
+        registry = build_registry(sources)
+        metrics = MetricsServer(settings.metrics, registry, self.health)
+        delivery_stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        service_stopped = False
+        try:
+            await service.start()
+            self._listening = True
+            for name, (host, port) in service.addresses.items():
+                log_event(log, "listening", name=name, address=_host_port(host, port))
+            if settings.metrics.enabled:
+                await metrics.start()
+                host, port = metrics.address
+                log_event(log, "listening", name="metrics", address=_host_port(host, port))
+            async with asyncio.TaskGroup() as group:
+                self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
+                group.create_task(self._watch_files(accounts, screener, delivery_stop))
+                banner = startup_banner(settings, service.addresses, demo, self._config_path, self._program)
+                if banner:
+                    self._announce(banner)
+                log_event(log, "ready")
+                await self._stop_requested.wait()
+                self._stopping.set()
+                self._listening = False
+                await service.stop(settings.shutdown_grace)
+                service_stopped = True
+                log_event(log, "intake_stopped")
+                delivery_stop.set()
+            log_event(log, "stopped")
+        finally:
+            self._listening = False
+            self._stopping.set()
+            delivery_stop.set()
+            if not service_stopped:
+                with contextlib.suppress(Exception):
+                    await service.stop(0)
+            await metrics.stop()
+            if (close_screener := _optional(screener, "close")) is not None:
+                close_screener()
+            if handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(signum)
+
+    async def _deliver(self, worker: DeliveryWorker, stop: asyncio.Event) -> None:
+        await worker.run(stop)
+        if not stop.is_set():
+            # A worker that ends on its own would leave accepted mail undelivered while we answer 250.
+            raise RuntimeError("the delivery worker stopped by itself")
+        log_event(log, "delivery_stopped")
+
+    async def _watch_files(self, accounts: Accounts, screener: Screener, stop: asyncio.Event) -> None:
+        # `user add|remove` and policy edits change files while we run: pick them up without a
+        # restart. Compiling a large policy takes a while, so it runs off the event loop.
+        reload_policy = _optional(screener, "reload_if_changed")
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ACCOUNTS_POLL_INTERVAL):
+                    await stop.wait()
+            if not stop.is_set():
+                accounts.reload_if_changed()
+                if reload_policy is not None:
+                    await asyncio.to_thread(reload_policy)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _client_host(host: str) -> str:
+    # A listener on every address is reached locally through loopback.
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)

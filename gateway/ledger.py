@@ -1,0 +1,243 @@
+"""The thread ledger: who took part in each relayed message, so a reply can be compared with its parent.
+
+One SQLite file (``<state_dir>/ledger.sqlite3``, mode 0600, WAL) with one row per message: its
+Message-ID, In-Reply-To and References ids, participants (From, To, Cc: display names and
+addresses), the case code name when known, and when it was recorded. Metadata only: no bodies and
+no subjects. Participant addresses of committee threads are personal data; the file stays 0600 in
+the state folder and is never printed by any command.
+
+Calls are short single statements (well under a millisecond on a warm page cache), so the
+screener may call them from the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from gateway.errors import LedgerError
+from gateway.policy.model import Address, ParsedMessage, ThreadFacts
+
+LEDGER_FILENAME = "ledger.sqlite3"
+SCHEMA_VERSION = 1
+# A reply's References can list hundreds of ids; the parent is among the last few.
+MAX_PARENT_CANDIDATES = 200
+BUSY_TIMEOUT_MS = 2000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    message_id   TEXT PRIMARY KEY,
+    in_reply_to  TEXT NOT NULL,     -- JSON list of ids
+    refs         TEXT NOT NULL,     -- JSON list of ids
+    participants TEXT NOT NULL,     -- JSON list of [field, display name, address]
+    case_name    TEXT,
+    recorded_at  TEXT NOT NULL      -- ISO 8601, UTC
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_case ON messages (case_name) WHERE case_name IS NOT NULL;
+"""
+
+_PARTICIPANT_FIELDS = ("from", "to", "cc")
+
+
+def normalise_message_id(value: str) -> str | None:
+    """``<abc@host>`` and ``abc@host`` are the same id; whitespace is folding, not content."""
+    stripped = "".join(value.split()).strip("<>")
+    return stripped or None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """Records relayed messages and answers "what do we know about this message's parent?"."""
+
+    def __init__(self, connection: sqlite3.Connection, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Callable[[], datetime] = _utc_now) -> Ledger:
+        """Open (creating, 0600) the ledger for reading and writing."""
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Create the file ourselves so it is 0600 from its first byte; SQLite gives its -wal and
+            # -shm companions the same mode as the database file.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            # A lost last row after a power failure only forgets one thread step; the spool and the
+            # audit trail carry the durability guarantees.
+            connection.execute("PRAGMA synchronous = NORMAL")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                connection.close()
+                raise LedgerError(
+                    f"{path}: ledger schema {version} is newer than this gateway understands "
+                    f"({SCHEMA_VERSION}); upgrade conduct-gateway"
+                )
+            connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{path}: cannot open the thread ledger: {exc}") from None
+        except OSError as exc:
+            raise LedgerError(f"{path}: cannot open the thread ledger: {exc.strerror}") from None
+        return cls(connection, clock=clock)
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> Ledger | None:
+        """Open an existing ledger without ever writing to it (``check``); None if there is none yet."""
+        if not path.exists():
+            return None
+        try:
+            connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA query_only = ON")
+            connection.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{path}: cannot read the thread ledger: {exc}") from None
+        return cls(connection)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def record(
+        self,
+        message_id: str,
+        *,
+        in_reply_to: Sequence[str] = (),
+        references: Sequence[str] = (),
+        from_: Iterable[Address] = (),
+        to: Iterable[Address] = (),
+        cc: Iterable[Address] = (),
+        case: str | None = None,
+        when: datetime | None = None,
+    ) -> bool:
+        """Record one message from plain values; False if it has no usable Message-ID.
+
+        Recording the same Message-ID again (a retried send, or a journal copy of a message we
+        relayed) replaces the participants but never forgets a case already known.
+        """
+        key = normalise_message_id(message_id)
+        if key is None:
+            return False
+        participants = [
+            [field, address.name, address.address]
+            for field, addresses in zip(_PARTICIPANT_FIELDS, (from_, to, cc), strict=True)
+            for address in addresses
+        ]
+        recorded_at = (when or self._clock()).astimezone(UTC).isoformat(timespec="seconds")
+        row = (
+            key,
+            json.dumps(_normalised_ids(in_reply_to)),
+            json.dumps(_normalised_ids(references)),
+            json.dumps(participants, ensure_ascii=False),
+            case,
+            recorded_at,
+        )
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO messages"
+                " (message_id, in_reply_to, refs, participants, case_name, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (message_id) DO UPDATE SET"
+                "  in_reply_to = excluded.in_reply_to, refs = excluded.refs,"
+                "  participants = excluded.participants,"
+                "  case_name = COALESCE(excluded.case_name, messages.case_name),"
+                "  recorded_at = excluded.recorded_at",
+                row,
+            )
+        return True
+
+    def record_message(self, message: ParsedMessage, *, case: str | None = None) -> bool:
+        """Record a parsed message (as relayed); see ``record``."""
+        if message.message_id is None:
+            return False
+        return self.record(
+            message.message_id,
+            in_reply_to=message.in_reply_to,
+            references=message.references,
+            from_=message.from_,
+            to=message.to,
+            cc=message.cc,
+            case=case,
+        )
+
+    def lookup(self, message: ParsedMessage) -> ThreadFacts:
+        """Facts about the message's parent: the first known In-Reply-To id, else the last known
+        References id. Unknown parent (or no parent ids at all): ``ThreadFacts()``."""
+        return self.lookup_parent(message.in_reply_to, message.references)
+
+    def lookup_parent(self, in_reply_to: Sequence[str], references: Sequence[str]) -> ThreadFacts:
+        """``lookup`` from plain id lists."""
+        candidates: list[str] = []
+        for value in (*in_reply_to, *reversed(references)):
+            key = normalise_message_id(value)
+            if key is not None and key not in candidates:
+                candidates.append(key)
+            if len(candidates) >= MAX_PARENT_CANDIDATES:
+                break
+        if not candidates:
+            return ThreadFacts()
+        marks = ",".join("?" * len(candidates))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT message_id, participants, case_name FROM messages WHERE message_id IN ({marks})",  # noqa: S608 - only placeholders are interpolated
+                candidates,
+            ).fetchall()
+        found = {row[0]: row for row in rows}
+        for key in candidates:
+            if key in found:
+                _, participants, case = found[key]
+                return ThreadFacts(
+                    parent_known=True,
+                    parent_participants=tuple(
+                        Address(name=name, address=address)
+                        for _field, name, address in json.loads(participants)
+                    ),
+                    case=case,
+                )
+        return ThreadFacts()
+
+    def forget_case(self, case: str) -> int:
+        """Delete every message recorded under ``case`` (expunging); returns how many."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM messages WHERE case_name = ?", (case,))
+            return cursor.rowcount
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+
+def _normalised_ids(values: Iterable[str]) -> list[str]:
+    out = []
+    for value in values:
+        key = normalise_message_id(value)
+        if key is not None:
+            out.append(key)
+    return out
+
+
+def ledger_path(state_dir: Path) -> Path:
+    """Where the ledger lives inside the state folder."""
+    return state_dir / LEDGER_FILENAME

@@ -1,0 +1,512 @@
+"""The policy screener: runs every submission through the policy and records each decision.
+
+``PolicyScreener`` implements ``gateway.screening.Screener`` for the SMTP layer: parse the message,
+look its parent up in the thread ledger, evaluate the policy (pure), then accept (unchanged or
+rewritten, always with one ``X-Conduct-Gateway`` header) or refuse with the sender-facing text
+from ``verdict_replies``. Refusals are audited before they are returned; acceptances once the SMTP
+layer reports the message durably spooled (``accepted``), which is also when the ledger learns the
+message. It also holds the policy in force and reloads it when the file changes; an invalid edit is
+refused and logged, and the last good policy stays in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+
+from gateway.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
+from gateway.errors import AuditError, ConfigError, GatewayError, PolicyError
+from gateway.ledger import Ledger, ledger_path
+from gateway.logs import log_event
+from gateway.policy.config import read_policy
+from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
+from gateway.policy.mime import parse_message
+from gateway.policy.model import Address, Envelope, Outcome, ParsedMessage, Rewrite, Verdict
+from gateway.policy.rewrite import apply_rewrite
+from gateway.screening import Accept, Refuse, Submission
+from gateway.settings import GatewaySettings
+from gateway.verdict_replies import (
+    RELAY_HEADER,
+    change_descriptions,
+    change_labels,
+    refusal,
+    relay_header,
+    rewrite_impossible,
+    tempfail,
+)
+
+log = logging.getLogger("gateway.policy")
+
+# Screened-but-not-yet-spooled messages whose details accepted() will need; a spool failure means
+# accepted() never comes, so the oldest are dropped past this many.
+MAX_PENDING = 1024
+
+
+class ReloadResult(StrEnum):
+    """What a reload attempt did."""
+
+    UNCHANGED = "unchanged"  # same file content: nothing to do
+    RELOADED = "reloaded"  # a new policy is in force
+    REFUSED = "refused"  # the file is invalid; the last good policy stays in force
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """Identity of one version of the policy file: cheap stat fields, and the content hash."""
+
+    mtime_ns: int
+    size: int
+    sha256: str
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_mtime_ns, info.st_size
+
+
+def load_compiled_policy(path: Path) -> tuple[CompiledPolicy, FileStamp]:
+    """Read, validate and compile the policy file; ConfigError (file, line, key) if it is unusable.
+
+    The file is read once: the version is the hash of exactly the bytes that were validated.
+    """
+    try:
+        mtime_ns, size = _stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: policy file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror}") from None
+    document, source = read_policy(path)
+    policy = compile_policy(document, source)
+    return policy, FileStamp(mtime_ns, size, hashlib.sha256(source).hexdigest())
+
+
+class PolicySource:
+    """The policy in force, and the file it came from."""
+
+    def __init__(self, path: Path, policy: CompiledPolicy, stamp: FileStamp) -> None:
+        self.path = path
+        self._policy = policy
+        self._stamp = stamp
+        self._seen: tuple[int, int] | None = (stamp.mtime_ns, stamp.size)  # last stat looked at
+        self._last_error: str | None = None  # the refusal last reported
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path) -> PolicySource:
+        policy, stamp = load_compiled_policy(path)
+        return cls(path, policy, stamp)
+
+    @property
+    def policy(self) -> CompiledPolicy:
+        return self._policy
+
+    def reload(self) -> ReloadResult:
+        """Re-read the file (SIGHUP); switch to it if its content changed and it is valid."""
+        with self._lock:
+            return self._reload(force=True)
+
+    def reload_if_changed(self) -> ReloadResult:
+        """Cheap poll: look at the file only if its mtime or size changed since last seen."""
+        with self._lock:
+            return self._reload(force=False)
+
+    def _reload(self, *, force: bool) -> ReloadResult:
+        try:
+            seen = _stat(self.path)
+            if not force and seen == self._seen:
+                return ReloadResult.UNCHANGED
+            self._seen = seen
+            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError as exc:
+            self._seen = None
+            return self._refuse(f"{self.path}: cannot read the policy file: {exc.strerror}", force=force)
+        if digest == self._stamp.sha256:
+            self._last_error = None
+            return ReloadResult.UNCHANGED
+        try:
+            policy, stamp = load_compiled_policy(self.path)
+        except ConfigError as exc:
+            return self._refuse(str(exc), force=force)
+        except Exception as exc:  # a compiler bug must not take the running policy down with it
+            message = f"{self.path}: the policy could not be compiled ({type(exc).__name__})"
+            return self._refuse(message, force=force)
+        previous = self._policy.version
+        self._policy, self._stamp = policy, stamp
+        self._seen, self._last_error = (stamp.mtime_ns, stamp.size), None
+        log_event(log, "policy-reloaded", previous=previous, version=policy.version, file=self.path)
+        return ReloadResult.RELOADED
+
+    def _refuse(self, message: str, *, force: bool) -> ReloadResult:
+        # Polling finds the same broken file every few seconds: report it once (and on every SIGHUP).
+        if force or message != self._last_error:
+            log_event(
+                log, "policy-reload-refused", logging.ERROR, error=message, kept_version=self._policy.version
+            )
+        self._last_error = message
+        return ReloadResult.REFUSED
+
+
+@dataclass(frozen=True)
+class ScreenerStatistics:
+    """Snapshot for metrics: decisions by outcome, reloads, internal errors, the policy in force."""
+
+    policy_version: str
+    outcomes: Mapping[str, int] = field(default_factory=dict)
+    internal_errors: int = 0
+    reloads: int = 0
+    reload_refusals: int = 0
+
+
+@dataclass(frozen=True)
+class _Thread:
+    """A relayed message's place in its thread, as the ledger records it (metadata only)."""
+
+    message_id: str | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    from_: tuple[Address, ...]
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+
+    @classmethod
+    def of(cls, message: ParsedMessage, added_cc: tuple[Address, ...] = ()) -> _Thread:
+        present = {address.address.lower() for address in message.cc}
+        cc = message.cc + tuple(a for a in added_cc if a.address.lower() not in present)
+        return cls(message.message_id, message.in_reply_to, message.references, message.from_, message.to, cc)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """What ``accepted`` needs from ``screen`` (small: never the message itself)."""
+
+    policy_version: str
+    findings: tuple[FindingRecord, ...]
+    labels: tuple[str, ...]
+    thread: _Thread
+    case: str | None
+
+
+class PolicyScreener:
+    """The Screener the SMTP layer calls; owns the policy source, the thread ledger and the audit trail."""
+
+    def __init__(self, source: PolicySource, ledger: Ledger, audit: AuditTrail) -> None:
+        self.source = source
+        self.ledger = ledger
+        self.audit = audit
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._lock = threading.Lock()
+        self._outcomes: Counter[str] = Counter()
+        self._internal_errors = 0
+        self._reloads = 0
+        self._reload_refusals = 0
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> PolicyScreener:
+        """Load the policy (ConfigError if invalid) and open the ledger and audit trail in state_dir."""
+        source = PolicySource.load(settings.policy.path)
+        ledger = Ledger.open(ledger_path(settings.state_dir))
+        try:
+            audit = AuditTrail.open(audit_dir(settings.state_dir))
+        except GatewayError:
+            ledger.close()
+            raise
+        log_event(log, "policy-loaded", version=source.policy.version, file=source.path)
+        return cls(source, ledger, audit)
+
+    @property
+    def policy_version(self) -> str:
+        return self.source.policy.version
+
+    def reload(self) -> ReloadResult:
+        """SIGHUP: re-read the policy file; an invalid file is refused and the last good one kept."""
+        return self._count_reload(self.source.reload())
+
+    def reload_if_changed(self) -> ReloadResult:
+        """Poll every few seconds: reload when the file changed (see ``reload``)."""
+        return self._count_reload(self.source.reload_if_changed())
+
+    def _count_reload(self, result: ReloadResult) -> ReloadResult:
+        with self._lock:
+            if result is ReloadResult.RELOADED:
+                self._reloads += 1
+            elif result is ReloadResult.REFUSED:
+                self._reload_refusals += 1
+        return result
+
+    def statistics(self) -> ScreenerStatistics:
+        with self._lock:
+            return ScreenerStatistics(
+                policy_version=self.policy_version,
+                outcomes=dict(self._outcomes),
+                internal_errors=self._internal_errors,
+                reloads=self._reloads,
+                reload_refusals=self._reload_refusals,
+            )
+
+    # -- the Screener protocol -------------------------------------------------------------------
+
+    def screen(self, submission: Submission) -> Accept | Refuse:
+        """Decide; refusals are audited (fsynced) before they are returned."""
+        policy = self.source.policy  # one policy for the whole decision, even if a reload happens
+        try:
+            message = parse_message(submission.content)
+            thread = self.ledger.lookup(message)
+            envelope = Envelope(
+                mail_from=submission.mail_from,
+                rcpt_tos=submission.rcpt_tos,
+                authenticated_as=submission.authenticated_as,
+            )
+            verdict = evaluate(message, envelope, policy, thread)
+        except Exception as exc:
+            # Whatever failed, never pass the message: defer it. Log the type only, never content.
+            return self._internal_error(submission, policy.version, exc)
+        findings = _finding_records(verdict)
+        if verdict.outcome not in (Outcome.DELIVER, Outcome.REWRITE):
+            self._count(verdict.outcome.value)
+            reply = refusal(verdict, submission.queue_id)
+            return self._audit_refusal(
+                submission, reply, verdict.outcome.value, policy.version, findings, message.message_id
+            )
+        try:
+            relayed, rcpt_tos, rewrite = self._relayed(submission, verdict)
+        except PolicyError as exc:
+            # The rewriter refuses changes it cannot make safely (signed, no text body, unknown
+            # charset): a permanent condition, so the sender is told to make the change.
+            self._count(Outcome.REJECT.value)
+            log_event(log, "rewrite-impossible", logging.WARNING, queue_id=submission.queue_id)
+            reply = rewrite_impossible(verdict, str(exc), submission.queue_id)
+            return self._audit_refusal(
+                submission,
+                reply,
+                Outcome.REJECT.value,
+                policy.version,
+                findings,
+                message.message_id,
+                error=type(exc).__name__,
+            )
+        except Exception as exc:
+            return self._internal_error(submission, policy.version, exc)
+        self._count(verdict.outcome.value)
+        labels = change_labels(rewrite)
+        self._remember(
+            submission.queue_id,
+            _Pending(
+                policy_version=policy.version,
+                findings=findings,
+                labels=labels,
+                thread=_Thread.of(message, rewrite.add_cc),
+                case=_case_of(verdict) or thread.case,
+            ),
+        )
+        return Accept(
+            content=_with_relay_header(relayed, relay_header(submission.queue_id, labels)),
+            rcpt_tos=rcpt_tos,
+            changes=change_descriptions(rewrite),
+            verdict=verdict.outcome.value,
+            findings=tuple(f"{d.finding.rule}:{d.finding.code}" for d in verdict.decisions),
+        )
+
+    def accepted(self, submission: Submission, accept: Accept) -> None:
+        """The message is durably spooled: audit it (fsynced; raises AuditError if that fails), then
+        teach the ledger its participants (a ledger failure is logged, never raised)."""
+        with self._lock:
+            pending = self._pending.pop(submission.queue_id, None)
+        if pending is None:
+            # Not screened by us in this process (cannot normally happen): record what we know.
+            pending = _Pending(self.policy_version, (), (), _Thread.of(parse_message(accept.content)), None)
+        self.audit.record_decision(
+            DecisionRecord(
+                queue_id=submission.queue_id,
+                member=submission.authenticated_as,
+                verdict=accept.verdict,
+                reply="250",
+                policy_version=pending.policy_version,
+                findings=pending.findings,
+                changes=pending.labels,
+                message_id=pending.thread.message_id,
+                recipients=accept.rcpt_tos,
+                message=submission.content,
+                relayed=accept.content,
+            )
+        )
+        thread = pending.thread
+        if thread.message_id is None:
+            return
+        try:
+            self.ledger.record(
+                thread.message_id,
+                in_reply_to=thread.in_reply_to,
+                references=thread.references,
+                from_=thread.from_,
+                to=thread.to,
+                cc=thread.cc,
+                case=pending.case,
+            )
+        except Exception as exc:  # the message is already accepted; losing one thread step is not fatal
+            log_event(
+                log,
+                "ledger-record-failed",
+                logging.ERROR,
+                queue_id=submission.queue_id,
+                error=type(exc).__name__,
+            )
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _relayed(self, submission: Submission, verdict: Verdict) -> tuple[bytes, tuple[str, ...], Rewrite]:
+        if verdict.outcome is Outcome.DELIVER:
+            return submission.content, submission.rcpt_tos, Rewrite()
+        rewrite = verdict.rewrite
+        content = apply_rewrite(submission.content, rewrite)
+        present = {address.lower() for address in submission.rcpt_tos}
+        rcpt_tos = list(submission.rcpt_tos)
+        for address in rewrite.add_envelope_recipients:
+            if address.lower() not in present:
+                present.add(address.lower())
+                rcpt_tos.append(address)
+        return content, tuple(rcpt_tos), rewrite
+
+    def _remember(self, queue_id: str, pending: _Pending) -> None:
+        with self._lock:
+            self._pending[queue_id] = pending
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popitem(last=False)
+
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            self._outcomes[outcome] += 1
+
+    def _internal_error(self, submission: Submission, version: str, exc: Exception) -> Refuse:
+        with self._lock:
+            self._internal_errors += 1
+        self._count(Outcome.TEMPFAIL.value)
+        log_event(
+            log,
+            "policy-internal-error",
+            logging.ERROR,
+            queue_id=submission.queue_id,
+            error=type(exc).__name__,
+            policy=version,
+        )
+        reply = tempfail(submission.queue_id)
+        return self._audit_refusal(
+            submission,
+            reply,
+            Outcome.TEMPFAIL.value,
+            version,
+            (),
+            _message_id(submission.content),
+            error=type(exc).__name__,
+        )
+
+    def _audit_refusal(
+        self,
+        submission: Submission,
+        reply: Refuse,
+        verdict: str,
+        version: str,
+        findings: tuple[FindingRecord, ...],
+        message_id: str | None,
+        error: str | None = None,
+    ) -> Refuse:
+        try:
+            self.audit.record_decision(
+                DecisionRecord(
+                    queue_id=submission.queue_id,
+                    member=submission.authenticated_as,
+                    verdict=verdict,
+                    reply=f"{reply.code} {reply.status}",
+                    policy_version=version,
+                    findings=findings,
+                    error=error,
+                    message_id=message_id,
+                    recipients=submission.rcpt_tos,
+                    message=submission.content,
+                )
+            )
+        except AuditError as exc:
+            # A decision that cannot be recorded is not made: defer, and let the client retry.
+            log_event(log, "audit-append-failed", logging.ERROR, queue_id=submission.queue_id, error=str(exc))
+            return tempfail(submission.queue_id)
+        return reply
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.audit.close()
+
+    def __enter__(self) -> PolicyScreener:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _finding_records(verdict: Verdict) -> tuple[FindingRecord, ...]:
+    return tuple(
+        FindingRecord(
+            rule=d.finding.rule,
+            code=d.finding.code,
+            kind=d.finding.kind,
+            action=d.action.value,
+            case=d.finding.case,
+        )
+        for d in verdict.decisions
+    )
+
+
+def _case_of(verdict: Verdict) -> str | None:
+    cases = sorted({d.finding.case for d in verdict.decisions if d.finding.case})
+    return cases[0] if cases else None
+
+
+def _message_id(content: bytes) -> str | None:
+    # Only after an internal error, when there may be no parsed message: a second, careful look.
+    try:
+        message_id = parse_message(content).message_id
+    except Exception:
+        return None
+    return message_id if isinstance(message_id, str) else None
+
+
+def _header_block_end(raw: bytes) -> int:
+    """Offset of the blank line that ends the top-level header block (len(raw) if there is none)."""
+    crlf = raw.find(b"\r\n\r\n")
+    lf = raw.find(b"\n\n")
+    candidates = [index + 2 for index in (crlf,) if index >= 0] + [index + 1 for index in (lf,) if index >= 0]
+    return min(candidates) if candidates else len(raw)
+
+
+def _without_header(raw: bytes, name: str) -> bytes:
+    """Remove every top-level header field ``name`` (with its folded continuation lines), bytewise."""
+    end = _header_block_end(raw)
+    head = raw[:end]
+    if name.lower().encode("ascii") not in head.lower():
+        return raw
+    wanted = name.lower().encode("ascii") + b":"
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        # Only "Name:" exactly, as the MIME parser reads headers: stripping a line the parser saw
+        # as something else would relay a message other than the one the policy judged.
+        dropping = line.lower().startswith(wanted)
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept) + raw[end:]
+
+
+def _with_relay_header(content: bytes, header: bytes) -> bytes:
+    """Exactly one relay header, at the top; the rest of the message is not re-serialised."""
+    return header + _without_header(content, RELAY_HEADER)

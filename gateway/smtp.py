@@ -1,0 +1,999 @@
+"""SMTP submission intake: listeners, limits, TLS, AUTH, envelope checks, DATA -> screen -> spool -> reply.
+
+aiosmtpd provides the connection plumbing (stream protocol, STARTTLS transport switch, idle timer);
+the command loop, every command and the DATA reader are ours, because aiosmtpd's own versions send
+replies without enhanced status codes, show Python error text to clients, accept bare CR/LF in DATA,
+read DATA line by line, and neither advertise nor accept AUTH on an implicit-TLS listener unless TLS
+is not required at all (aiosmtpd issues 274, 281). Here the TLS check looks at the transport itself,
+so AUTH works on both listeners and nowhere without TLS.
+
+A message is answered 250 only after the spool has it on disk. The end of DATA (screening and spool
+commit) runs with the idle timer stopped, and the commit runs as a tracked task awaited through
+``asyncio.shield``: a client that hangs up, or a timer that fires, can no longer cancel a commit
+halfway, and ``stop()`` waits for every commit before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto as sslproto
+import base64
+import binascii
+import contextlib
+import datetime
+import email.utils
+import ipaddress
+import logging
+import ssl
+import time
+import traceback
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from aiosmtpd.smtp import SMTP
+from email_validator import EmailNotValidError, validate_email
+
+from gateway import replies
+from gateway.accounts import Accounts, LoginThrottle
+from gateway.dataread import BadMessage, DataReader, HeaderFacts, check_bytes, read_headers
+from gateway.errors import GatewayError
+from gateway.logs import log_event
+from gateway.replies import Reply
+from gateway.screening import Accept, Refuse, Screener, Submission
+from gateway.settings import GatewaySettings
+from gateway.spool import Spool, SpoolEnvelope
+
+logger = logging.getLogger(__name__)
+
+COMMAND_LINE_LIMIT = 2048
+"""Longest command line: RFC 5321's 512 octets plus room for MAIL parameters (SIZE, BODY, AUTH...)."""
+AUTH_LINE_LIMIT = 12288
+"""Longest AUTH command or SASL response line (RFC 4954 section 4)."""
+MAX_ERRORS = 20
+"""Error replies on one connection before it is closed (Postfix's smtpd_hard_error_limit)."""
+READ_CHUNK = 256 * 1024
+TLS_HANDSHAKE_TIMEOUT = 60.0
+PASSWORD_CHECKS_AT_ONCE = 4
+
+
+class _ClientGone(Exception):
+    """The client closed the connection or the TLS handshake failed."""
+
+
+@dataclass(frozen=True)
+class SmtpStatistics:
+    """Counters of the intake since start (``*_total``) and the connections open now."""
+
+    connections_open: int
+    connections_total: int
+    connections_refused_total: int
+    auth_successes_total: int
+    auth_failures_total: int
+    auth_throttled_total: int
+    messages_accepted_total: int
+    messages_refused_total: int
+    messages_deferred_total: int
+    bytes_accepted_total: int
+    commits_in_flight: int
+
+
+@dataclass
+class _Counters:
+    connections_total: int = 0
+    connections_refused: int = 0
+    auth_successes: int = 0
+    auth_failures: int = 0
+    auth_throttled: int = 0
+    messages_accepted: int = 0
+    messages_refused: int = 0
+    messages_deferred: int = 0
+    bytes_accepted: int = 0
+
+
+@dataclass
+class _Transaction:
+    """One MAIL ... DATA transaction; RSET, EHLO, HELO, STARTTLS and the end of DATA start a new one."""
+
+    mail_from: str | None = None
+    smtp_utf8: bool = False
+    rcpt_tos: list[str] = field(default_factory=list)
+
+
+class SubmissionService:
+    """The STARTTLS (587-style) and implicit-TLS (465-style) submission listeners and their connections."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        spool: Spool,
+        accounts: Accounts,
+        screener: Screener,
+        tls_context: ssl.SSLContext,
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.accounts = accounts
+        self.screener = screener
+        self.tls_context = tls_context
+        self.throttle = LoginThrottle(settings.auth.max_failures, settings.auth.failure_window)
+        # Each argon2 check takes tens of milliseconds and 64 MiB; bound how many run at once.
+        self.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)
+        self.stopping = False
+        self._servers: dict[str, asyncio.Server] = {}
+        self._addresses: dict[str, tuple[str, int]] = {}
+        self._protocols: set[SubmissionProtocol] = set()
+        self._admitted: set[SubmissionProtocol] = set()
+        self._per_client: Counter[str] = Counter()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._commits: set[asyncio.Task[Reply]] = set()
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+        self.counters = _Counters()
+
+    async def start(self) -> None:
+        """Bind the enabled listeners (port 0 picks a free port; see ``addresses``)."""
+        loop = asyncio.get_running_loop()
+        server_settings = self.settings.server
+        listeners = (
+            ("submission", server_settings.submission, False),
+            ("submissions", server_settings.submissions, True),
+        )
+        try:
+            for name, listener, implicit_tls in listeners:
+                if not listener.enabled:
+                    continue
+                server = await loop.create_server(
+                    lambda name=name, implicit_tls=implicit_tls: SubmissionProtocol(self, name, implicit_tls),
+                    host=listener.host,
+                    port=listener.port,
+                    ssl=self.tls_context if implicit_tls else None,
+                    ssl_handshake_timeout=(
+                        min(TLS_HANDSHAKE_TIMEOUT, self.settings.limits.command_timeout)
+                        if implicit_tls
+                        else None
+                    ),
+                )
+                self._servers[name] = server
+                host, port = server.sockets[0].getsockname()[:2]
+                self._addresses[name] = (str(host), int(port))
+        except OSError as exc:
+            await self.stop(0)
+            raise GatewayError(f"cannot listen for SMTP: {exc}") from exc
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """``{"submission": (host, port), "submissions": (host, port)}`` of the bound listeners."""
+        return dict(self._addresses)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; close idle connections at once; give transactions ``grace`` seconds; close.
+
+        Spool commits already started always finish (and their clients get their 250) first.
+        """
+        self.stopping = True
+        for server in self._servers.values():
+            server.close()
+        for protocol in list(self._protocols):
+            protocol.close_if_idle()
+        await self._wait_for_connections(grace)
+        for protocol in list(self._protocols):
+            protocol.abort()
+        await self._wait_for_connections(1.0)
+        await asyncio.gather(*self._commits, return_exceptions=True)
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        for server in self._servers.values():
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def _wait_for_connections(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._all_closed.wait()
+
+    def statistics(self) -> SmtpStatistics:
+        counters = self.counters
+        return SmtpStatistics(
+            connections_open=len(self._admitted),
+            connections_total=counters.connections_total,
+            connections_refused_total=counters.connections_refused,
+            auth_successes_total=counters.auth_successes,
+            auth_failures_total=counters.auth_failures,
+            auth_throttled_total=counters.auth_throttled,
+            messages_accepted_total=counters.messages_accepted,
+            messages_refused_total=counters.messages_refused,
+            messages_deferred_total=counters.messages_deferred,
+            bytes_accepted_total=counters.bytes_accepted,
+            commits_in_flight=len(self._commits),
+        )
+
+    # --- used by the connections ---------------------------------------------------------------
+    def connection_opened(self, protocol: SubmissionProtocol, handler: asyncio.Task[None]) -> Reply | None:
+        """Register a new connection; return the 421 to send if it is over a limit."""
+        self._protocols.add(protocol)
+        self._all_closed.clear()
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
+        limits = self.settings.limits
+        refusal = None
+        if self.stopping:
+            refusal = replies.SHUTTING_DOWN
+        elif len(self._admitted) >= limits.max_connections:
+            refusal = replies.TOO_MANY_CONNECTIONS
+        elif self._per_client[protocol.client_address] >= limits.max_connections_per_client:
+            refusal = replies.TOO_MANY_CONNECTIONS_FROM_YOU
+        if refusal is not None:
+            self.counters.connections_refused += 1
+            log_event(
+                logger,
+                "smtp.connection_refused",
+                logging.WARNING,
+                client=protocol.client_address,
+                reply=refusal.code,
+            )
+            return refusal
+        self._admitted.add(protocol)
+        self._per_client[protocol.client_address] += 1
+        self.counters.connections_total += 1
+        return None
+
+    def connection_closed(self, protocol: SubmissionProtocol) -> None:
+        if protocol in self._admitted:
+            self._admitted.discard(protocol)
+            self._per_client[protocol.client_address] -= 1
+            if self._per_client[protocol.client_address] <= 0:
+                del self._per_client[protocol.client_address]
+        self._protocols.discard(protocol)
+        if not self._protocols:
+            self._all_closed.set()
+
+    def track_commit(self, commit: Awaitable[Reply]) -> asyncio.Task[Reply]:
+        task = asyncio.ensure_future(commit)
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+        return task
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def parse_path(arg: str, keyword: str) -> tuple[str, list[str]] | None:
+    """Split ``FROM:<path> PARAM...`` / ``TO:<path> PARAM...``; None if the syntax is wrong."""
+    if arg[: len(keyword)].upper() != keyword:
+        return None
+    rest = arg[len(keyword) :].strip()
+    if rest.startswith("<"):
+        end = rest.find(">")
+        if end < 0:
+            return None
+        path, tail = rest[1:end], rest[end + 1 :]
+        if tail and not tail[0].isspace():
+            return None
+    else:
+        # Lenient, like Postfix: some clients omit the angle brackets.
+        path, _, tail = rest.partition(" ")
+        if not path:
+            return None
+    return path.strip(), tail.split()
+
+
+def parse_parameters(words: list[str]) -> dict[str, str | None] | None:
+    """ESMTP ``KEY[=VALUE]`` parameters by upper-cased key; None if one is malformed."""
+    parameters: dict[str, str | None] = {}
+    for word in words:
+        key, equals, value = word.partition("=")
+        if not key.isascii() or not key.replace("-", "").isalnum() or (equals and not value):
+            return None
+        parameters[key.upper()] = value if equals else None
+    return parameters
+
+
+def forward_path_problem(path: str) -> str | None:
+    """Why a RCPT address is refused, in words; None if it is a plain ``local@domain`` address."""
+    if not path:
+        return "the address is empty"
+    if path.startswith("@"):
+        return "source routes (@relay:user@domain) are not accepted"
+    if '"' in path or "\\" in path:
+        return "quoted local parts are not accepted"
+    local, at, domain = path.rpartition("@")
+    if not at or not local or not domain:
+        return "the address has no domain"
+    if "@" in local:
+        return "the address has more than one @"
+    if "%" in local:
+        return "the percent hack (user%host@relay) is not accepted"
+    if "!" in local:
+        return "bang paths (host!user) are not accepted"
+    if domain.startswith("["):
+        return "address literals (user@[192.0.2.1]) are not accepted"
+    try:
+        validate_email(path, check_deliverability=False, test_environment=True, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        return f"the address is not valid ({exc})"
+    return None
+
+
+CommandHandler = Callable[["SubmissionProtocol", str], Awaitable[Reply | None]]
+
+
+class SubmissionProtocol(SMTP):
+    """One client connection. Commands are dispatched from an explicit table (see ``COMMANDS``)."""
+
+    # aiosmtpd sizes its StreamReader buffer from this; we read in chunks, so give it room.
+    line_length_limit = READ_CHUNK
+
+    def __init__(self, service: SubmissionService, listener: str, implicit_tls: bool) -> None:
+        settings = service.settings
+        super().__init__(
+            _NO_HOOKS,
+            data_size_limit=settings.limits.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=settings.server.hostname,
+            ident="conduct-gateway",
+            tls_context=None if implicit_tls else service.tls_context,
+            timeout=settings.limits.command_timeout,
+            loop=asyncio.get_running_loop(),
+        )
+        # aiosmtpd grows a class-wide dict on every EHLO; keep a private one.
+        self.command_size_limits = {}
+        self.service = service
+        self.listener = listener
+        self.implicit_tls = implicit_tls
+        self.client_address = ""
+        self._inbox = bytearray()
+        self._txn = _Transaction()
+        self._refusal: Reply | None = None
+        self._waiting_for_command = False
+        self._in_data = False
+        self._errors = 0
+        self._member_address: str | None = None
+        self._lost = False
+        self._close_after_reply = False
+
+    # --- connection life cycle -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        upgrade = self._original_transport is not None
+        super().connection_made(transport)
+        if upgrade:
+            # RFC 3207 4.2: forget everything learnt before TLS (aiosmtpd renewed the session already).
+            self._member_address = None
+            return
+        peer = transport.get_extra_info("peername")
+        self.client_address = str(peer[0]) if peer else ""
+        assert self._handler_coroutine is not None
+        self._refusal = self.service.connection_opened(self, self._handler_coroutine)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        super().connection_lost(error)
+        self.service.connection_closed(self)
+
+    def eof_received(self) -> bool | None:
+        # aiosmtpd cancels the command loop here, dropping commands a client pipelined before it
+        # half-closed; instead let the loop finish the buffer and meet the end of input itself.
+        keep_open = asyncio.StreamReaderProtocol.eof_received(self)
+        return False if self._tls_protocol is not None else keep_open
+
+    def _timeout_cb(self) -> None:
+        if self.transport is None:
+            return
+        log_event(logger, "smtp.timeout", client=self.client_address, listener=self.listener)
+        self._send_and_close(replies.TIMEOUT)
+
+    def _send_and_close(self, reply: Reply) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(f"{reply}\r\n".encode())  # type: ignore[attr-defined]
+            transport.close()
+
+    def close_if_idle(self) -> None:
+        """On shutdown: a connection waiting for a command, outside a transaction, is closed at once."""
+        if self._waiting_for_command and self._txn.mail_from is None and not self._in_data:
+            self._send_and_close(replies.SHUTTING_DOWN)
+
+    def abort(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.abort()  # type: ignore[attr-defined]
+        if self._original_transport is not None:
+            self._original_transport.abort()  # type: ignore[attr-defined]
+
+    def _stop_timer(self) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
+    # --- input -----------------------------------------------------------------------------------
+    async def _fill(self) -> None:
+        chunk = await self._reader.read(READ_CHUNK)
+        if not chunk:
+            raise _ClientGone
+        self._inbox += chunk
+
+    async def _read_line(self, limit: int) -> bytes | None:
+        """The next line, with its line ending; None if longer than ``limit`` (then skipped whole)."""
+        start = 0
+        too_long = False
+        while True:
+            end = self._inbox.find(b"\n", start)
+            if end >= 0:
+                line = bytes(self._inbox[: end + 1])
+                del self._inbox[: end + 1]
+                return None if too_long or len(line) > limit else line
+            if len(self._inbox) > limit:
+                too_long = True
+                self._inbox.clear()
+            start = len(self._inbox)
+            await self._fill()
+
+    # --- the command loop ------------------------------------------------------------------------
+    async def _handle_client(self) -> None:
+        try:
+            if self._refusal is not None:
+                await self.push(str(self._refusal))
+                self._close()
+                return
+            await self.push(str(replies.greeting(self.hostname)))
+            while self.transport is not None and not self.transport.is_closing():
+                if self.service.stopping and self._txn.mail_from is None:
+                    await self.push(str(replies.SHUTTING_DOWN))
+                    self._close()
+                    return
+                self._waiting_for_command = True
+                try:
+                    line = await self._read_line(AUTH_LINE_LIMIT)
+                finally:
+                    self._waiting_for_command = False
+                self._reset_timeout()
+                reply = await self._run_command(line)
+                if reply is None:
+                    continue
+                if reply.code >= 500:
+                    self._errors += 1
+                    if self._errors >= MAX_ERRORS:
+                        await self.push(str(replies.TOO_MANY_ERRORS))
+                        self._close()
+                        return
+                await self.push(str(reply))
+                if self._close_after_reply:
+                    self._close()
+                    return
+        except asyncio.CancelledError:
+            self._close()
+            raise
+        except (_ClientGone, ConnectionError):
+            self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _run_command(self, line: bytes | None) -> Reply | None:
+        if line is None or (len(line) > COMMAND_LINE_LIMIT and not line[:5].upper().startswith(b"AUTH ")):
+            return replies.LINE_TOO_LONG
+        text = line.rstrip(b"\r\n")
+        if b"\r" in text or b"\0" in text:
+            return replies.BAD_COMMAND_BYTES
+        verb_bytes, _, arg_bytes = text.partition(b" ")
+        verb = verb_bytes.decode("ascii", "replace").upper()
+        handler = self.COMMANDS.get(verb)
+        if handler is None:
+            log_event(logger, "smtp.unknown_command", logging.DEBUG, client=self.client_address)
+            return replies.UNRECOGNIZED
+        try:
+            arg = arg_bytes.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return replies.BAD_UTF8
+        try:
+            return await handler(self, arg)
+        except (_ClientGone, ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            # Never show Python error text to a client (aiosmtpd's default does): log, answer 451.
+            log_event(
+                logger,
+                "smtp.internal_error",
+                logging.ERROR,
+                client=self.client_address,
+                command=verb,
+                error=_describe(exc),
+            )
+            self._txn = _Transaction()
+            return replies.INTERNAL_ERROR
+
+    # --- state helpers -------------------------------------------------------------------------------
+    def _tls_active(self) -> bool:
+        transport = self.transport
+        return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+    def _auth_allowed(self) -> bool:
+        if self._tls_active():
+            return True
+        return self.service.settings.auth.allow_plaintext_auth_on_loopback and _is_loopback(
+            self.client_address
+        )
+
+    def _member(self) -> str | None:
+        return self._member_address
+
+    def _needs_session(self) -> Reply | None:
+        """The reply refusing a transaction command before EHLO, TLS or AUTH; None if allowed."""
+        assert self.session is not None
+        if not self.session.host_name:
+            return replies.SEND_EHLO_FIRST
+        if self._member() is None:
+            if not self._auth_allowed() and self.tls_context is not None:
+                return replies.STARTTLS_REQUIRED
+            return replies.AUTH_REQUIRED
+        return None
+
+    # --- commands ----------------------------------------------------------------------------------
+    async def cmd_ehlo(self, arg: str) -> Reply | None:
+        if not arg:
+            return replies.syntax("EHLO hostname")
+        assert self.session is not None
+        self._txn = _Transaction()
+        self.session.host_name = arg
+        self.session.extended_smtp = True
+        extensions = [
+            "PIPELINING",
+            f"SIZE {self.service.settings.limits.max_message_size}",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+        ]
+        if self.tls_context is not None and not self._tls_active():
+            extensions.append("STARTTLS")
+        if self._auth_allowed():
+            extensions.append("AUTH PLAIN LOGIN")
+        return replies.ehlo(self.hostname, extensions)
+
+    async def cmd_helo(self, arg: str) -> Reply | None:
+        if not arg:
+            return replies.syntax("HELO hostname")
+        assert self.session is not None
+        self._txn = _Transaction()
+        self.session.host_name = arg
+        self.session.extended_smtp = False
+        return replies.helo(self.hostname)
+
+    async def cmd_starttls(self, arg: str) -> Reply | None:
+        if arg:
+            return replies.syntax("STARTTLS")
+        if self._tls_active():
+            return replies.TLS_ALREADY_ACTIVE
+        if self.tls_context is None:
+            return replies.TLS_NOT_AVAILABLE
+        self._txn = _Transaction()
+        # RFC 3207 4.2 (and CVE-2011-0411): commands pipelined in plaintext after STARTTLS are dropped.
+        self._inbox.clear()
+        await self.push(str(replies.READY_FOR_TLS))
+        waiter = self.loop.create_future()
+        self._tls_protocol = sslproto.SSLProtocol(self.loop, self, self.tls_context, waiter, server_side=True)
+        self._original_transport = self.transport
+        assert self._original_transport is not None
+        self._original_transport.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log_event(logger, "smtp.tls_failed", client=self.client_address, error=type(exc).__name__)
+            # asyncio never tells a protocol whose TLS handshake failed that the connection is gone.
+            self.transport.close()
+            self.connection_lost(exc)
+            raise _ClientGone from exc
+        # aiosmtpd's connection_made() made a fresh session (no EHLO, no AUTH), as RFC 3207 requires.
+        self._inbox.clear()
+        return None
+
+    async def cmd_auth(self, arg: str) -> Reply | None:
+        assert self.session is not None
+        if not self.session.host_name or not self.session.extended_smtp:
+            return replies.SEND_EHLO_FIRST
+        if not self._auth_allowed():
+            return replies.AUTH_ENCRYPTION_REQUIRED
+        if self._member_address is not None:
+            return replies.AUTH_ALREADY
+        if self._txn.mail_from is not None:
+            return replies.AUTH_IN_TRANSACTION
+        words = arg.split()
+        if not words or len(words) > 2:
+            return replies.syntax("AUTH mechanism [initial-response]")
+        mechanism = words[0].upper()
+        if mechanism not in ("PLAIN", "LOGIN"):
+            return replies.AUTH_UNKNOWN_MECHANISM
+        service = self.service
+        if service.throttle.blocked(self.client_address):
+            service.counters.auth_throttled += 1
+            log_event(logger, "smtp.auth_throttled", logging.WARNING, client=self.client_address)
+            return replies.AUTH_THROTTLED
+        initial = words[1] if len(words) == 2 else None
+        credentials = await (self._sasl_plain(initial) if mechanism == "PLAIN" else self._sasl_login(initial))
+        if isinstance(credentials, Reply):
+            return credentials
+        login, password = credentials
+        service.accounts.reload_if_changed()
+        async with service.password_checks:
+            member = await asyncio.to_thread(service.accounts.verify, login, password)
+        if member is None:
+            service.throttle.record_failure(self.client_address)
+            service.counters.auth_failures += 1
+            log_event(
+                logger, "smtp.auth_failed", logging.WARNING, client=self.client_address, mechanism=mechanism
+            )
+            return replies.AUTH_FAILED
+        self.session.authenticated = True
+        self._member_address = member
+        service.counters.auth_successes += 1
+        log_event(logger, "smtp.auth_ok", client=self.client_address, member=member, mechanism=mechanism)
+        return replies.AUTH_OK
+
+    async def _sasl_response(self, challenge: str) -> bytes | Reply:
+        await self.push(challenge)
+        line = await self._read_line(AUTH_LINE_LIMIT)
+        if line is None:
+            return replies.AUTH_LINE_TOO_LONG
+        answer = line.strip()
+        if answer == b"*":
+            return replies.AUTH_CANCELLED
+        return _b64(answer)
+
+    async def _sasl_plain(self, initial: str | None) -> tuple[str, str] | Reply:
+        if initial is None:
+            data = await self._sasl_response(replies.AUTH_CHALLENGE_EMPTY)
+        else:
+            # RFC 4954: "=" is an empty initial response.
+            data = b"" if initial == "=" else _b64(initial.encode("ascii", "replace"))
+        if isinstance(data, Reply):
+            return data
+        parts = data.split(b"\0")
+        if len(parts) != 3:
+            return replies.AUTH_BAD_PLAIN
+        try:
+            authzid, login, password = (part.decode("utf-8") for part in parts)
+        except UnicodeDecodeError:
+            return replies.AUTH_BAD_PLAIN
+        if authzid and authzid.lower() != login.lower():
+            return replies.AUTH_AUTHZID
+        return login, password
+
+    async def _sasl_login(self, initial: str | None) -> tuple[str, str] | Reply:
+        if initial is None:
+            user = await self._sasl_response(replies.AUTH_CHALLENGE_USERNAME)
+        else:
+            user = _b64(initial.encode("ascii", "replace"))
+        if isinstance(user, Reply):
+            return user
+        password = await self._sasl_response(replies.AUTH_CHALLENGE_PASSWORD)
+        if isinstance(password, Reply):
+            return password
+        try:
+            return user.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            return replies.AUTH_BAD_PLAIN
+
+    async def cmd_mail(self, arg: str) -> Reply | None:
+        refusal = self._needs_session()
+        if refusal is not None:
+            return refusal
+        member = self._member()
+        assert member is not None
+        if self._txn.mail_from is not None:
+            return replies.NESTED_MAIL
+        parsed = parse_path(arg, "FROM:")
+        parameters = parse_parameters(parsed[1]) if parsed is not None else None
+        if parsed is None or parameters is None:
+            return replies.syntax("MAIL FROM:<address> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8]")
+        sender = parsed[0]
+        size = parameters.pop("SIZE", None)
+        if size is not None:
+            if not (size.isascii() and size.isdigit()):
+                return replies.syntax("MAIL FROM:<address> SIZE=<bytes>")
+            limit = self.service.settings.limits.max_message_size
+            if int(size) > limit:
+                return replies.message_size_exceeds(limit)
+        body = parameters.pop("BODY", "7BIT")
+        if body is None or body.upper() not in ("7BIT", "8BITMIME"):
+            return replies.BAD_BODY_PARAMETER
+        smtp_utf8 = "SMTPUTF8" in parameters
+        if parameters.pop("SMTPUTF8", None) is not None:
+            return replies.syntax("MAIL FROM:<address> SMTPUTF8 (SMTPUTF8 takes no value)")
+        parameters.pop("AUTH", None)  # RFC 4954 5: accepted and ignored; the session says who sends
+        if parameters:
+            return replies.UNKNOWN_PARAMETER
+        if not sender.isascii() and not smtp_utf8:
+            return replies.SMTPUTF8_NEEDED
+        self.service.accounts.reload_if_changed()
+        if sender.lower() not in self.service.accounts.addresses_of(member):
+            log_event(
+                logger, "smtp.sender_refused", logging.WARNING, client=self.client_address, member=member
+            )
+            return replies.sender_not_yours(sender, member)
+        self._txn = _Transaction(mail_from=sender, smtp_utf8=smtp_utf8)
+        return replies.SENDER_OK
+
+    async def cmd_rcpt(self, arg: str) -> Reply | None:
+        refusal = self._needs_session()
+        if refusal is not None:
+            return refusal
+        if self._txn.mail_from is None:
+            return replies.NEED_MAIL
+        parsed = parse_path(arg, "TO:")
+        parameters = parse_parameters(parsed[1]) if parsed is not None else None
+        if parsed is None or parameters is None:
+            return replies.syntax("RCPT TO:<address>")
+        if parameters:
+            return replies.UNKNOWN_PARAMETER
+        recipient = parsed[0]
+        problem = forward_path_problem(recipient)
+        if problem is not None:
+            log_event(logger, "smtp.recipient_refused", client=self.client_address, member=self._member())
+            return replies.odd_forward_path(problem)
+        if not recipient.isascii() and not self._txn.smtp_utf8:
+            return replies.SMTPUTF8_NEEDED
+        limit = self.service.settings.limits.max_recipients
+        if recipient.lower() in (known.lower() for known in self._txn.rcpt_tos):
+            return replies.RECIPIENT_OK
+        if len(self._txn.rcpt_tos) >= limit:
+            return replies.too_many_recipients(limit)
+        self._txn.rcpt_tos.append(recipient)
+        return replies.RECIPIENT_OK
+
+    async def cmd_data(self, arg: str) -> Reply | None:
+        refusal = self._needs_session()
+        if refusal is not None:
+            return refusal
+        if self._txn.mail_from is None:
+            return replies.NEED_MAIL
+        if not self._txn.rcpt_tos:
+            return replies.NEED_RCPT
+        if arg:
+            return replies.syntax("DATA")
+        self._in_data = True
+        try:
+            await self.push(str(replies.START_DATA))
+            reader = DataReader(self.service.settings.limits.max_message_size)
+            try:
+                while not reader.consume(self._inbox):
+                    await self._fill()
+                    self._reset_timeout()  # an idle timeout: data still arriving keeps the session alive
+            except Exception:
+                # Out of step with the client: the rest of the message must never be read as commands.
+                self._close_after_reply = True
+                raise
+            # Deciding and storing may take a while; the idle timer must not cut it short.
+            self._stop_timer()
+            return await self._end_of_data(reader)
+        finally:
+            self._in_data = False
+            self._txn = _Transaction()
+            if self.transport is not None:
+                self._reset_timeout()
+
+    async def _end_of_data(self, reader: DataReader) -> Reply:
+        service = self.service
+        member = self._member()
+        txn = self._txn
+        assert member is not None and txn.mail_from is not None
+        queue_id = Spool.new_queue_id()
+        record = _Record(queue_id, member, self.client_address, self.listener, len(txn.rcpt_tos), reader.size)
+        content = reader.content
+        if reader.too_big or content is None:
+            return self._finished(record, replies.message_size_exceeds(reader.max_size))
+        try:
+            check_bytes(content, service.settings.limits.max_line_length)
+            facts = read_headers(content)
+        except BadMessage as refusal:
+            return self._finished(record, refusal.response)
+        allowed = service.accounts.addresses_of(member)
+        for header, addresses in (("From", facts.from_addresses), ("Sender", facts.sender_addresses)):
+            for address in addresses:
+                if address not in allowed:
+                    return self._finished(record, replies.header_address_not_yours(header, address, member))
+        content = self._missing_headers(facts) + content
+        submission = Submission(
+            queue_id=queue_id,
+            mail_from=txn.mail_from,
+            rcpt_tos=tuple(txn.rcpt_tos),
+            authenticated_as=member,
+            content=content,
+            client_address=self.client_address,
+        )
+        try:
+            verdict = service.screener.screen(submission)
+        except Exception as exc:
+            log_event(logger, "smtp.screener_failed", logging.ERROR, queue_id=queue_id, error=_describe(exc))
+            return self._finished(record, replies.INTERNAL_ERROR)
+        if isinstance(verdict, Refuse):
+            return self._finished(record, _refusal_reply(verdict, queue_id))
+        if not isinstance(verdict, Accept) or not verdict.rcpt_tos:
+            log_event(logger, "smtp.screener_unusable", logging.ERROR, queue_id=queue_id)
+            return self._finished(record, replies.INTERNAL_ERROR)
+        stored = self._received_header(queue_id) + verdict.content
+        commit = service.track_commit(self._commit(record, submission, verdict, stored))
+        return await asyncio.shield(commit)
+
+    async def _commit(self, record: _Record, submission: Submission, accept: Accept, content: bytes) -> Reply:
+        """Store, record, log; runs to the end even if the client has gone (its task is shielded)."""
+        service = self.service
+        envelope = SpoolEnvelope(
+            queue_id=record.queue_id,
+            mail_from=submission.mail_from,
+            rcpt_tos=accept.rcpt_tos,
+            authenticated_as=submission.authenticated_as,
+            received_at=time.time(),
+            client_address=submission.client_address,
+        )
+        try:
+            await service.spool.commit(envelope, content)
+        except Exception as exc:
+            log_event(
+                logger, "smtp.store_failed", logging.ERROR, queue_id=record.queue_id, error=_describe(exc)
+            )
+            return self._finished(record, replies.STORE_FAILED)
+        try:
+            service.screener.accepted(submission, accept)
+        except Exception as exc:
+            # The message is on disk and will be delivered; saying 4xx now would only make a duplicate.
+            log_event(
+                logger, "smtp.record_failed", logging.ERROR, queue_id=record.queue_id, error=_describe(exc)
+            )
+        service.counters.bytes_accepted += len(content)
+        return self._finished(record, replies.queued(record.queue_id, accept.changes), len(accept.rcpt_tos))
+
+    def _finished(self, record: _Record, reply: Reply, recipients: int | None = None) -> Reply:
+        """Count and log the end of one transaction (one line, metadata only)."""
+        counters = self.service.counters
+        if reply.code < 400:
+            counters.messages_accepted += 1
+            outcome = "queued"
+        elif reply.code < 500:
+            counters.messages_deferred += 1
+            outcome = "deferred"
+        else:
+            counters.messages_refused += 1
+            outcome = "refused"
+        log_event(
+            logger,
+            "smtp.transaction",
+            queue_id=record.queue_id,
+            member=record.member,
+            client=record.client,
+            listener=record.listener,
+            recipients=record.recipients if recipients is None else recipients,
+            size=record.size,
+            outcome=outcome,
+            reply=reply.code,
+            status=reply.status,
+        )
+        return reply
+
+    def _missing_headers(self, facts: HeaderFacts) -> bytes:
+        # RFC 6409 8.2/8.3: a submission server may add a missing Date and Message-ID.
+        added = b""
+        if not facts.has_date:
+            added += f"Date: {email.utils.format_datetime(_now())}\r\n".encode()
+        if not facts.has_message_id:
+            added += f"Message-ID: {email.utils.make_msgid(domain=self.hostname)}\r\n".encode()
+        return added
+
+    def _received_header(self, queue_id: str) -> bytes:
+        # Trace without the client's address or EHLO name: a member's home IP or laptop name must not
+        # reach the people a committee writes to.
+        transport = self.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        protocol = "ESMTPSA" if ssl_object is not None else "ESMTPA"
+        tls = ""
+        if isinstance(ssl_object, ssl.SSLObject):
+            cipher = ssl_object.cipher()
+            if cipher is not None:
+                tls = f"\r\n\t(using {cipher[1]} with cipher {cipher[0]} ({cipher[2]} bits))"
+        stamp = email.utils.format_datetime(_now())
+        header = f"Received: by {self.hostname} (conduct-gateway) with {protocol} id {queue_id}{tls};"
+        return f"{header}\r\n\t{stamp}\r\n".encode("ascii", "replace")
+
+    async def cmd_rset(self, arg: str) -> Reply | None:
+        if arg:
+            return replies.syntax("RSET")
+        self._txn = _Transaction()
+        return replies.OK
+
+    async def cmd_noop(self, arg: str) -> Reply | None:
+        return replies.OK
+
+    async def cmd_quit(self, arg: str) -> Reply | None:
+        if arg:
+            return replies.syntax("QUIT")
+        await self.push(str(replies.CLOSING))
+        self._close()
+        return None
+
+    async def cmd_vrfy(self, arg: str) -> Reply | None:
+        return replies.CANNOT_VRFY if arg else replies.syntax("VRFY address")
+
+    async def cmd_expn(self, arg: str) -> Reply | None:
+        return replies.NOT_IMPLEMENTED
+
+    async def cmd_help(self, arg: str) -> Reply | None:
+        return replies.HELP
+
+    COMMANDS: ClassVar[dict[str, CommandHandler]] = {
+        "EHLO": cmd_ehlo,
+        "HELO": cmd_helo,
+        "STARTTLS": cmd_starttls,
+        "AUTH": cmd_auth,
+        "MAIL": cmd_mail,
+        "RCPT": cmd_rcpt,
+        "DATA": cmd_data,
+        "RSET": cmd_rset,
+        "NOOP": cmd_noop,
+        "QUIT": cmd_quit,
+        "VRFY": cmd_vrfy,
+        "EXPN": cmd_expn,
+        "HELP": cmd_help,
+    }
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What the transaction log line says about a message: never content, subject or recipients."""
+
+    queue_id: str
+    member: str
+    client: str
+    listener: str
+    recipients: int
+    size: int
+
+
+class _NoHooks:
+    """aiosmtpd wants a handler object; every command lives on SubmissionProtocol instead."""
+
+
+_NO_HOOKS = _NoHooks()
+
+
+def _b64(data: bytes) -> bytes | Reply:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return replies.AUTH_BAD_BASE64
+
+
+def _refusal_reply(refusal: Refuse, queue_id: str) -> Reply:
+    code, status = refusal.code, refusal.status
+    if not 400 <= code < 600 or status[:1] != str(code)[0]:
+        log_event(logger, "smtp.screener_bad_reply", logging.ERROR, queue_id=queue_id, code=code)
+        return replies.INTERNAL_ERROR
+    return replies.multiline(code, status, refusal.lines or ("Message refused by policy",))
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception for the log: type and where it was raised; the text only for our own and OS errors.
+
+    Messages of arbitrary exceptions can quote their input, and the input here is mail.
+    """
+    text = f"{type(exc).__name__}: {exc}" if isinstance(exc, GatewayError | OSError) else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" at {Path(last.filename).name}:{last.lineno} in {last.name}"
+    return text
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)

@@ -1,0 +1,74 @@
+"""normalize: text that looks the same to a reader folds to the same string."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.policy.normalize import normalize
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("Jin Park", "jin park", id="case"),
+        pytest.param("JIN PARK", "jin park", id="upper-case"),
+        pytest.param("Ｊｉｎ　Ｐａｒｋ", "jin park", id="fullwidth-letters-and-ideographic-space"),
+        pytest.param("𝐉𝐢𝐧 𝐏𝐚𝐫𝐤", "jin park", id="mathematical-bold"),
+        pytest.param("ⓙⓘⓝ", "jin", id="circled-letters"),
+        pytest.param("Ji\u200bn", "jin", id="zero-width-space"),
+        pytest.param("J\u200ci\u200dn", "jin", id="zero-width-joiners"),
+        pytest.param("Ji\u00adn", "jin", id="soft-hyphen"),
+        pytest.param("\u202eJin\u202c", "jin", id="bidi-override"),
+        pytest.param("\ufeffJin", "jin", id="byte-order-mark"),
+        pytest.param("J\u2060in", "jin", id="word-joiner"),
+        pytest.param("Ji\ufe0fn", "jin", id="variation-selector"),
+        pytest.param("Ji\U000e0041n", "jin", id="tag-character"),
+        pytest.param("J\u0301i\u0308n", "jin", id="combining-marks"),
+        pytest.param("Zoë Müller", "zoe muller", id="accents"),
+        pytest.param("Јіn Раrk", "jin park", id="cyrillic-look-alikes"),
+        pytest.param("аеорсух", "aeopcyx", id="cyrillic-small-letters"),
+        pytest.param("ΗΑΝΝΑ", "hanna", id="greek-capitals"),
+        pytest.param("ορα", "opa", id="greek-small-letters"),
+        pytest.param("ᴊɪɴ", "jin", id="small-capitals"),
+        pytest.param("Straße", "strasse", id="sharp-s-casefold"),
+        pytest.param("İpek", "ipek", id="dotted-capital-i"),
+        pytest.param("Jin\r\n Park", "jin park", id="folded-line"),
+        pytest.param("Jin\n\n\tPark", "jin park", id="line-breaks-and-tab"),
+        pytest.param("Jin\u00a0Park", "jin park", id="no-break-space"),
+        pytest.param("Jin\u2028Park", "jin park", id="line-separator"),
+        pytest.param("Jin\u3164Park", "jin park", id="hangul-filler-looks-blank"),
+        pytest.param("  Jin  ", "jin", id="trimmed"),
+        pytest.param("Ji\x00n", "jin", id="control-character"),
+        pytest.param("O\u2019Brien", "o'brien", id="curly-apostrophe"),
+        pytest.param("Jean\u2011Luc", "jean-luc", id="non-breaking-hyphen"),
+        pytest.param("李明", "李明", id="han-unchanged"),
+        pytest.param("지민", "지민", id="hangul-recomposed"),
+        pytest.param("ﾊﾟｸ", "ハク", id="halfwidth-katakana"),
+    ],
+)
+def test_normalize(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+def test_ascii_fast_path_agrees_with_full_path() -> None:
+    ascii_text = "Jin\tPARK\r\n  said: x\x01y\x7f"
+    # A non-ASCII character forces the full path; it folds to nothing and changes nothing else.
+    assert normalize(ascii_text) == normalize(ascii_text + "\u200b")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_normalize_is_idempotent(text: str) -> None:
+    once = normalize(text)
+    assert normalize(once) == once
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_normalize_leaves_no_runs_of_whitespace(text: str) -> None:
+    result = normalize(text)
+    assert result == result.strip()
+    assert "  " not in result
+    assert not any(char.isspace() and char != " " for char in result)

@@ -1,0 +1,308 @@
+"""The spool: durable commits, private files, states as folders, listings, retry, delete, corrupt entries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import CorruptSpoolEntry, SpoolError
+from gateway.spool import (
+    DeliveryStatus,
+    QueueState,
+    RecipientStatus,
+    Spool,
+    decode_entry,
+    encode_entry,
+)
+
+from .conftest import envelope, message
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_commit_stores_envelope_and_exact_bytes_in_incoming(spool: Spool) -> None:
+    content = message(body="caf\u00e9 \u2014 line\r\n.leading dot\r\n")
+    sent = envelope(rcpt_tos=("bob@example.org", "carol@example.org"))
+    await spool.commit(sent, content)
+
+    path = spool.path(sent.queue_id, QueueState.INCOMING)
+    assert path.is_file()
+    assert decode_entry(path.read_bytes(), sent.queue_id) == (sent, content)
+    loaded = spool.load(sent.queue_id)
+    assert (loaded.envelope, loaded.content, loaded.state, loaded.status) == (
+        sent,
+        content,
+        QueueState.INCOMING,
+        None,
+    )
+    assert list((spool.root / "tmp").iterdir()) == []
+
+
+async def test_files_are_0600_and_folders_0700_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        spool = Spool(tmp_path / "spool")
+        sent = envelope()
+        await spool.commit(sent, message())
+        await spool.write_status(sent.queue_id, DeliveryStatus.initial(sent))
+    finally:
+        os.umask(old)
+    folders = [spool.root, *(p for p in spool.root.iterdir() if p.is_dir())]
+    assert {p.name for p in folders} >= {"spool", "tmp", "incoming", "deferred", "done", "bounced", "corrupt"}
+    assert {mode(p) for p in folders} == {0o700}
+    assert mode(spool.path(sent.queue_id, QueueState.INCOMING)) == 0o600
+    assert mode(spool.status_path(sent.queue_id)) == 0o600
+
+
+def test_existing_folders_are_made_private(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    (root / "incoming").mkdir(parents=True, mode=0o755)
+    (root / "incoming").chmod(0o755)
+    Spool(root)
+    assert mode(root / "incoming") == 0o700
+
+
+async def test_concurrent_commits_share_folder_fsyncs(spool: Spool) -> None:
+    # Group commit: 64 commits at once need far fewer directory fsyncs than one each.
+    sent = [envelope() for _ in range(64)]
+    await asyncio.gather(*(spool.commit(e, message(body=e.queue_id)) for e in sent))
+    statistics = spool.statistics()
+    assert statistics.commits_total == 64
+    assert statistics.messages["incoming"] == 64
+    assert statistics.directory_syncs_total < 32
+    for e in sent:
+        assert spool.load(e.queue_id).content == message(body=e.queue_id)
+
+
+async def test_a_failed_commit_raises_spool_error_and_leaves_nothing(spool: Spool) -> None:
+    (spool.root / "incoming").rmdir()
+    (spool.root / "incoming").write_bytes(b"")  # root ignores permissions; a file blocks the folder
+    with pytest.raises(SpoolError, match="cannot store message"):
+        await spool.commit(envelope(), message())
+    assert list((spool.root / "tmp").iterdir()) == []
+    assert spool.statistics().commit_failures_total == 1
+
+
+async def test_large_messages_are_committed_too(spool: Spool) -> None:
+    big = message(body=("x" * 76 + "\r\n") * 20_000)  # 1.5 MB: flushed on its own thread
+    small = envelope()
+    large = envelope()
+    await asyncio.gather(spool.commit(large, big), spool.commit(small, message()))
+    assert spool.load(large.queue_id).content == big
+    assert spool.load(small.queue_id).content == message()
+
+
+@pytest.mark.parametrize(
+    "queue_id", ["../escape", "a/b", "", ".hidden", "x" * 200, "name.with.dots"], ids=repr
+)
+async def test_unsafe_queue_ids_are_refused(spool: Spool, queue_id: str) -> None:
+    with pytest.raises(SpoolError, match="not a valid queue id"):
+        await spool.commit(envelope(queue_id=queue_id), message())
+
+
+async def test_no_recipients_is_refused(spool: Spool) -> None:
+    with pytest.raises(SpoolError, match="no recipients"):
+        await spool.commit(envelope(rcpt_tos=()), message())
+
+
+def test_queue_ids_are_unique_sortable_and_file_safe() -> None:
+    ids = [Spool.new_queue_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(i.isalnum() and i == i.upper() for i in ids)
+    first = Spool.new_queue_id()
+    time.sleep(0.002)
+    assert Spool.new_queue_id() > first
+
+
+async def test_listing_retry_and_delete(spool: Spool) -> None:
+    first, second = envelope(), envelope()
+    await spool.commit(first, message())
+    await spool.commit(second, message())
+    status = DeliveryStatus.initial(second)
+    status = status.updated(
+        {"bob@example.org": RecipientStatus("bob@example.org", "deferred", "451 4.3.0 later")}
+    )
+    await spool.write_status(second.queue_id, status)
+    await spool.move(second.queue_id, QueueState.INCOMING, QueueState.DEFERRED)
+
+    listed = spool.entries()
+    assert [(e.queue_id, e.state) for e in listed] == [
+        (first.queue_id, QueueState.INCOMING),
+        (second.queue_id, QueueState.DEFERRED),
+    ]
+    assert listed[1].envelope == second and listed[1].status == status
+    assert listed[0].size == len(message())
+    assert spool.find(second.queue_id).state is QueueState.DEFERRED
+
+    spool.retry(second.queue_id)
+    assert spool.find(second.queue_id).state is QueueState.INCOMING
+    with pytest.raises(SpoolError, match="no message"):
+        spool.retry("NOSUCHID")
+
+    assert spool.delete(first.queue_id) is QueueState.INCOMING
+    assert spool.delete(second.queue_id) is QueueState.INCOMING
+    assert spool.entries() == []
+    assert list(spool.status_dir.iterdir()) == []
+
+
+async def test_only_deferred_mail_can_be_retried(spool: Spool) -> None:
+    sent = envelope()
+    await spool.commit(sent, message())
+    await spool.move(sent.queue_id, QueueState.INCOMING, QueueState.DONE)
+    with pytest.raises(SpoolError, match="only deferred mail"):
+        spool.retry(sent.queue_id)
+
+
+async def test_retry_all_sends_every_deferred_message_back(spool: Spool) -> None:
+    for _ in range(3):
+        sent = envelope()
+        await spool.commit(sent, message())
+        await spool.move(sent.queue_id, QueueState.INCOMING, QueueState.DEFERRED)
+    assert spool.retry_all() == 3
+    assert spool.statistics().messages["incoming"] == 3
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem", "header_readable"),
+    [
+        pytest.param(lambda raw: raw[: len(raw) - 5], "content is", True, id="truncated-content"),
+        pytest.param(
+            lambda raw: raw.replace(b"Hello there", b"Hello thorn"), "checksum", True, id="bit-flip"
+        ),
+        pytest.param(lambda raw: raw[:20], "truncated envelope", False, id="truncated-envelope"),
+        pytest.param(lambda raw: b"GARBAGE" + raw, "not a spool file", False, id="bad-magic"),
+        pytest.param(lambda raw: b"", "not a spool file", False, id="empty"),
+        pytest.param(
+            lambda raw: raw.replace(b'"rcpt_tos"', b'"rcpt_tox"'), "misses", False, id="missing-field"
+        ),
+    ],
+)
+async def test_damaged_entries_are_detected(
+    spool: Spool, damage: Callable[[bytes], bytes], problem: str, header_readable: bool
+) -> None:
+    sent = envelope()
+    await spool.commit(sent, message())
+    path = spool.path(sent.queue_id, QueueState.INCOMING)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CorruptSpoolEntry, match=problem):
+        Spool(spool.root).load(sent.queue_id)
+    # Listings read only the envelope: damage behind it shows when the message is read in full.
+    [entry] = spool.entries()
+    if header_readable:
+        assert entry.envelope == sent
+    else:
+        assert entry.envelope is None and problem in entry.problem
+
+
+async def test_quarantine_moves_entry_and_status_to_corrupt_with_a_log_line(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    sent = envelope()
+    await spool.commit(sent, message(subject="Secret subject"))
+    await spool.write_status(sent.queue_id, DeliveryStatus.initial(sent))
+    with caplog.at_level(logging.ERROR, logger="gateway.spool"):
+        await spool.quarantine(sent.queue_id, QueueState.INCOMING, "checksum mismatch")
+    assert spool.find(sent.queue_id).state is QueueState.CORRUPT
+    assert (spool.folder(QueueState.CORRUPT) / f"{sent.queue_id}.status.json").exists()
+    assert spool.statistics().messages == {
+        "incoming": 0,
+        "deferred": 0,
+        "done": 0,
+        "bounced": 0,
+        "corrupt": 1,
+    }
+    assert f"event=spool_corrupt queue_id={sent.queue_id}" in caplog.text
+    assert "Secret" not in caplog.text
+    with pytest.raises(CorruptSpoolEntry):
+        spool.load(sent.queue_id)
+    assert spool.delete(sent.queue_id) is QueueState.CORRUPT
+
+
+async def test_recover_removes_stale_tmp_and_orphans_and_moves_strangers_aside(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    crashed = Spool(root)
+    kept = envelope()
+    await crashed.commit(kept, message())
+    (root / "tmp" / "ABC.deadbeef0000.tmp").write_bytes(b"CGSPOOL/1 999\n{half")
+    (root / "status" / "GONE.json").write_bytes(b"{}")
+    (root / "incoming" / "notes.txt").write_bytes(b"someone's editor")
+
+    restarted = Spool(root)
+    report = restarted.recover()
+    assert report.removed_tmp_files == 1
+    assert report.removed_orphan_status_files == 1
+    assert report.quarantined == ("notes.txt",)
+    assert list((root / "tmp").iterdir()) == []
+    assert restarted.pending_ids(QueueState.INCOMING) == [kept.queue_id]
+    assert (root / "corrupt" / "notes.txt").exists()
+
+
+async def test_recover_leaves_this_instances_own_tmp_files(spool: Spool) -> None:
+    # The intake of the same process may be mid-commit while delivery starts up.
+    own = spool.tmp_dir / f"X.{spool._token}.tmp"
+    own.write_bytes(b"in progress")
+    spool.recover()
+    assert own.exists()
+
+
+async def test_unreadable_status_is_set_aside_and_the_message_kept(spool: Spool) -> None:
+    sent = envelope()
+    await spool.commit(sent, message())
+    spool.status_path(sent.queue_id).write_bytes(b"{not json")
+    loaded = await Spool(spool.root).read(sent.queue_id, QueueState.INCOMING)
+    assert loaded.envelope == sent and loaded.status is None
+    assert (spool.folder(QueueState.CORRUPT) / f"{sent.queue_id}.status.json").exists()
+
+
+async def test_prune_deletes_finished_messages_after_their_retention(spool: Spool) -> None:
+    done, bounced, deferred = envelope(), envelope(), envelope()
+    for e, state in ((done, QueueState.DONE), (bounced, QueueState.BOUNCED), (deferred, QueueState.DEFERRED)):
+        await spool.commit(e, message())
+        await spool.move(e.queue_id, QueueState.INCOMING, state)
+    now = time.time()
+    assert await spool.prune(now=now + 10, done_retention=60, bounced_retention=600) == 0
+    assert await spool.prune(now=now + 120, done_retention=60, bounced_retention=600) == 1
+    assert spool.locate(done.queue_id) is None
+    assert spool.locate(bounced.queue_id) is QueueState.BOUNCED
+    assert await spool.prune(now=now + 700, done_retention=60, bounced_retention=600) == 1
+    assert spool.locate(deferred.queue_id) is QueueState.DEFERRED
+
+
+async def test_delivery_lock_is_exclusive(spool: Spool) -> None:
+    other = Spool(spool.root)
+    with (
+        spool.delivery_lock(),
+        pytest.raises(SpoolError, match="another conduct-gateway process"),
+        other.delivery_lock(),
+    ):
+        pass
+    with other.delivery_lock():
+        pass
+
+
+async def test_commit_listeners_hear_of_durable_commits(spool: Spool) -> None:
+    heard: list[str] = []
+    unsubscribe = spool.on_commit(heard.append)
+    first = envelope()
+    await spool.commit(first, message())
+    unsubscribe()
+    await spool.commit(envelope(), message())
+    assert heard == [first.queue_id]
+
+
+def test_entry_format_round_trips_odd_addresses() -> None:
+    sent = envelope(rcpt_tos=("j\u00fcrgen@b\u00fccher.example", '"odd local"@example.org'), mail_from="")
+    content = b"\xff\xfe binary-ish \r\n"
+    raw = encode_entry(sent, content) + content
+    assert decode_entry(raw, sent.queue_id) == (sent, content)
+    with pytest.raises(CorruptSpoolEntry, match="another queue id"):
+        decode_entry(raw, "SOMEOTHERID")
