@@ -27,6 +27,10 @@ def no_policy(settings: GatewaySettings) -> str:
 
 
 if __name__ == "__main__":
+    # Fail loudly if the seam moves: patching a name app.py no longer uses would benchmark the policy.
+    for seam in ("build_screener", "check_policy"):
+        if not callable(getattr(app, seam, None)):
+            sys.exit(f"bench/passthrough_gateway.py: gateway.app.{seam} is gone; update the benchmark's seam")
     app.build_screener = passthrough
     app.check_policy = no_policy
     sys.exit(main(["serve", *sys.argv[1:]]))

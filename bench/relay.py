@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import os
 import random
 import secrets
 import shutil
@@ -252,6 +253,7 @@ def main(argv: list[str]) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages (smoke run)")
+    parser.add_argument("--messages", type=int, help="this many messages at every point (overrides counts)")
     parser.add_argument("--targets", default="bare,gateway,postfix", help="comma-separated subset")
     parser.add_argument("--clients", default=",".join(map(str, CLIENTS)), help="client counts, e.g. 1,8,32")
     parser.add_argument("--sizes", default=",".join(SIZES), help="message sizes: 8KB,200KB")
@@ -263,6 +265,14 @@ def main(argv: list[str]) -> int:
     if args.policy is not None:
         targets.append("gateway+policy")
     sizes = args.sizes.split(",")
+    if "postfix" in targets and os.geteuid() != 0:
+        parser.error(
+            "the postfix target runs a private Postfix, whose master needs root; use --targets bare,gateway"
+        )
+    if unknown := [name for name in targets if name not in ("bare", "gateway", "gateway+policy", "postfix")]:
+        parser.error(f"unknown target(s): {', '.join(unknown)}")
+    if unknown := [size for size in sizes if size not in SIZES]:
+        parser.error(f"unknown size(s): {', '.join(unknown)}; use {', '.join(SIZES)}")
     client_counts = [int(value) for value in args.clients.split(",")]
 
     context = multiprocessing.get_context("spawn")
@@ -280,8 +290,8 @@ def main(argv: list[str]) -> int:
             started = [stack.enter_context(factories[name]()) for name in targets]
             for size in sizes:
                 for clients in client_counts:
-                    count = COUNTS[(size, clients)]
-                    if args.quick:
+                    count = args.messages or COUNTS.get((size, clients), 1000)
+                    if args.quick and not args.messages:
                         count = max(clients * 2, count // 10)
                     # Targets take turns at each point, so drift on the machine hits them alike.
                     for target in started:

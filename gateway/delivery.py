@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import aiosmtplib
 
 from gateway.dsn import FailedRecipient, build_dsn
-from gateway.errors import ConfigError, CorruptSpoolEntry
+from gateway.errors import ConfigError, CorruptSpoolEntry, SpoolError
 from gateway.logs import log_event
 from gateway.maildir import Maildir
 from gateway.settings import DeliverySettings, UpstreamSettings
@@ -190,8 +190,11 @@ class DeliveryWorker:
         """
         self._stopping = False
         with self._spool.delivery_lock():
-            await _in_thread(self._spool.recover)
-            await self._load_backlog()
+            try:
+                await _in_thread(self._spool.recover)
+                await self._load_backlog()
+            except OSError as exc:
+                raise SpoolError(f"cannot read the spool at {self._spool.root}: {exc}") from exc
             unsubscribe = self._spool.on_commit(self._committed)
             try:
                 async with asyncio.TaskGroup() as group:
@@ -255,7 +258,12 @@ class DeliveryWorker:
 
     async def _scan_incoming(self) -> None:
         # Mail can reach incoming/ from outside this process: `queue retry`, or a commit elsewhere.
-        for queue_id in await _in_thread(self._spool.pending_ids, QueueState.INCOMING):
+        try:
+            found = await _in_thread(self._spool.pending_ids, QueueState.INCOMING)
+        except OSError as exc:
+            log_event(log, "spool_scan_failed", logging.ERROR, error=exc.strerror or str(exc))
+            return
+        for queue_id in found:
             if queue_id not in self._where or queue_id in self._due:
                 self._enqueue(queue_id, QueueState.INCOMING)
 
@@ -303,6 +311,9 @@ class DeliveryWorker:
     async def _attempt(self, queue_id: str, state: QueueState) -> None:
         try:
             await self._deliver(queue_id, state)
+        except FileNotFoundError:
+            # `queue delete` (or a hand) removed it while it was being delivered: nothing left to record.
+            log_event(log, "spool_entry_vanished", logging.WARNING, queue_id=queue_id)
         except Exception as exc:  # one message's trouble must never stop the worker
             self._errors += 1
             log.exception("delivery of %s failed unexpectedly", queue_id)

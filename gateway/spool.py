@@ -345,6 +345,10 @@ def _write_and_flush(path: str | Path, chunks: Sequence[bytes]) -> None:
         os.close(fd)
 
 
+def _write_entry(path: str, envelope: SpoolEnvelope, content: bytes) -> None:
+    _write_and_flush(path, (encode_entry(envelope, content), content))
+
+
 def fsync_directory(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -575,15 +579,15 @@ class Spool:
         tmp = f"{self._tmp}/{queue_id}.{self._token}.tmp"
         incoming = self._folders[QueueState.INCOMING]
         target = f"{incoming}/{queue_id}"
-        chunks = (encode_entry(envelope, content), content)
         try:
             if len(content) > LARGE_MESSAGE:
-                # A large file is written and flushed on its own thread, so it does not hold up the
-                # small messages of the batch it joins for the rename.
-                await self._in_thread(_write_and_flush, tmp, chunks)
+                # A large file is checksummed, written and flushed on a thread of its own, so it neither
+                # blocks the event loop nor holds up the small messages of the batch it then joins.
+                await self._in_thread(_write_entry, tmp, envelope, content)
                 self._file_syncs += 1
                 await self._committer.apply(_Change(tmp, target, (incoming,)))
             else:
+                chunks = (encode_entry(envelope, content), content)
                 await self._committer.apply(_Change(tmp, target, (incoming,), chunks))
         except OSError as exc:
             self._commit_failures += 1
@@ -614,7 +618,10 @@ class Spool:
     def delivery_lock(self) -> Iterator[None]:
         """Held by the one process delivering from this spool; raises SpoolError if another holds it."""
         path = self.root / "delivery.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"cannot open {path}: {_reason(exc)}") from exc
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

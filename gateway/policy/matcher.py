@@ -14,6 +14,9 @@ Matching rules, all applied to :func:`~gateway.policy.normalize.normalize`-d tex
 * Identities of two characters or fewer (initials such as "JP", short aliases such as "Li") must
   stand alone: besides letters and digits, they are also blocked when glued to another word by
   ``. - _ + / = @ % & ~ # * \\ | ^`` (as in ``EUC-JP``, ``ports-jp``, ``.co.jp`` or a base64 run).
+* One-word identities of four characters or fewer are not looked for inside machine tokens: a run
+  of 16 or more characters without spaces that mixes letters and digits (a base64 signature, a
+  message ID, a tracking code), where three letters in a row are chance, not a name.
 * Multi-word names match across any whitespace or line break, and also when their words are
   joined by ``_``, ``-`` or ``.`` (``Jin_Park.txt``, ``jin.park@...``) or, when every word has at
   least three letters, run together (``JinPark``).
@@ -38,6 +41,11 @@ from gateway.policy.normalize import normalize
 MIN_PATTERN_LENGTH = 2
 # Patterns this short must stand alone (see module docstring).
 SHORT_PATTERN_LENGTH = 2
+# One-word patterns this short are ignored inside machine tokens of at least MACHINE_TOKEN_LENGTH.
+WEAK_PATTERN_LENGTH = 4
+MACHINE_TOKEN_LENGTH = 16
+_TOKEN_ENDS = frozenset(" <>()[]{}\"'`,;")
+_TOKEN_SCAN = 64  # how far to look for a token's ends: bounded, so work stays linear
 _SHORT_JOINERS = frozenset(".-_+/=@%&~#*\\|^")
 _NAME_JOINERS = (" ", "_", "-", ".")
 _RUN_TOGETHER_MIN_WORD = 3
@@ -78,6 +86,7 @@ def _is_word_char(char: str) -> bool:
 class _Pattern:
     length: int
     short: bool
+    weak: bool  # one short word: chance in machine tokens
     free_start: bool  # starts with a spaceless-script letter: no boundary needed before it
     free_end: bool
     identities: tuple[ProtectedIdentity, ...]
@@ -160,6 +169,7 @@ class IdentityMatcher:
                 _Pattern(
                     length=len(pattern),
                     short=len(pattern) <= SHORT_PATTERN_LENGTH,
+                    weak=len(pattern) <= WEAK_PATTERN_LENGTH and " " not in pattern,
                     free_start=_is_spaceless(pattern[0]),
                     free_end=_is_spaceless(pattern[-1]),
                     identities=tuple(holders),
@@ -184,9 +194,27 @@ class IdentityMatcher:
                 continue
             if end < last and not pattern.free_end and _blocks(text, end + 1, 1, pattern.short):
                 continue
+            if pattern.weak and _in_machine_token(text, start, end + 1):
+                continue
             for identity in pattern.identities:
                 found[identity] = None
         return list(found)
+
+
+def _in_machine_token(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` lies in a long run mixing letters and digits (see module doc)."""
+    low = start
+    while low > max(0, start - _TOKEN_SCAN) and text[low - 1] not in _TOKEN_ENDS:
+        low -= 1
+    high = end
+    while high < min(len(text), end + _TOKEN_SCAN) and text[high] not in _TOKEN_ENDS:
+        high += 1
+    token = text[low:high]
+    return (
+        len(token) >= MACHINE_TOKEN_LENGTH
+        and any(char.isdigit() for char in token)
+        and any(char.isalpha() for char in token)
+    )
 
 
 def _blocks(text: str, index: int, step: int, short: bool) -> bool:

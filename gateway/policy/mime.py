@@ -60,9 +60,9 @@ def _words(text: str) -> frozenset[str]:
 MAX_PARTS = 1000  # MIME entities (parts and attached messages) in one message
 MAX_DEPTH = 32  # nesting of multiparts and attached messages
 MAX_TEXT_CHARS = 50_000_000  # decoded text over the whole message
-MAX_ARCHIVE_MEMBERS = 1000
-MAX_ARCHIVE_MEMBER_BYTES = 20_000_000
-MAX_ARCHIVE_TOTAL_BYTES = 50_000_000
+MAX_ARCHIVE_MEMBERS = 1000  # files in all archives of one message
+MAX_ARCHIVE_MEMBER_BYTES = 20_000_000  # one file, uncompressed
+MAX_ARCHIVE_TOTAL_BYTES = 50_000_000  # all files of all archives of one message, uncompressed
 MAX_ARCHIVE_DEPTH = 3  # archives inside archives
 LEADING_TEXT_CHARS = 2048
 
@@ -126,6 +126,22 @@ _ZIP_TYPES = frozenset(
 )
 _ZIP_TYPE_PREFIXES = ("application/vnd.openxmlformats-officedocument.", "application/vnd.oasis.opendocument.")
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# Archive formats not opened (only ZIP is): their content is unreadable, not merely binary.
+_OTHER_ARCHIVE_TYPES = _words(
+    """application/gzip application/x-gzip application/x-tar application/x-gtar
+    application/x-7z-compressed application/x-rar-compressed application/vnd.rar application/x-rar
+    application/x-bzip2 application/x-xz application/x-compress application/zstd
+    application/vnd.ms-cab-compressed application/x-apple-diskimage application/x-iso9660-image"""
+)
+_OTHER_ARCHIVE_EXTENSIONS = _words("gz tgz tar 7z rar bz2 tbz2 xz txz z zst cab dmg iso")
+_OTHER_ARCHIVE_MAGIC = (
+    b"\x1f\x8b",
+    b"7z\xbc\xaf\x27\x1c",
+    b"Rar!\x1a\x07",
+    b"BZh",
+    b"\xfd7zXZ\x00",
+    b"\x28\xb5\x2f\xfd",
+)
 
 _TEXT_EXTENSIONS = _words(
     """txt text md markdown rst csv tsv json jsonl ndjson yaml yml toml ini cfg conf log ics ifb
@@ -468,6 +484,8 @@ class _Decoder:
         self.parts = 0
         self.text_chars = 0
         self.top_headers: dict[str, list[_Header]] = {}
+        self.archive_members = 0  # over every archive in the message
+        self.archive_bytes = 0
 
     # recording ------------------------------------------------------------------------------
 
@@ -787,6 +805,8 @@ class _Decoder:
                 )
         elif kind == "layout":
             pass  # printer settings or fonts inside an office document
+        elif kind == "other-archive":
+            self._cannot_read(file.label, "an archive format the gateway does not open (only ZIP)", "archive")
         else:
             self._cannot_read(
                 file.label,
@@ -841,14 +861,14 @@ class _Decoder:
         except Exception:  # any damaged or unsupported archive is simply unreadable
             self._cannot_read(file.label, "an archive the gateway cannot open", "archive")
             return
-        if len(members) > MAX_ARCHIVE_MEMBERS:
+        self.archive_members += len(members)
+        if self.archive_members > MAX_ARCHIVE_MEMBERS:
             self._cannot_read(
-                file.label, f"an archive with too many files (limit {MAX_ARCHIVE_MEMBERS})", "archive"
+                file.label, f"archives with too many files (limit {MAX_ARCHIVE_MEMBERS})", "archive"
             )
             return
         names = {member.filename.lower() for member in members}
         office = "[content_types].xml" in names or "mimetype" in names
-        total = 0
         for number, member in enumerate(members, start=1):
             label = f"file {number} of the archive in {file.label}"
             self._filename(f"file name of {label}", member.filename)
@@ -857,17 +877,19 @@ class _Decoder:
             if member.flag_bits & 0x1:
                 self._cannot_read(label, "a password-protected file in an archive", "encrypted")
                 continue
-            total += member.file_size
-            if member.file_size > MAX_ARCHIVE_MEMBER_BYTES or total > MAX_ARCHIVE_TOTAL_BYTES:
+            # Sizes in the archive's directory can lie (zip bombs): never read more than the budget.
+            allowed = min(MAX_ARCHIVE_MEMBER_BYTES, MAX_ARCHIVE_TOTAL_BYTES - self.archive_bytes)
+            if member.file_size > allowed:
                 self._cannot_read(label, "a file in an archive too large to inspect", "archive")
                 continue
             try:
                 with archive.open(member) as handle:
-                    content = handle.read(MAX_ARCHIVE_MEMBER_BYTES + 1)
+                    content = handle.read(allowed + 1)
             except Exception:  # unsupported compression, corrupt data, wrong CRC...
                 self._cannot_read(label, "a file in an archive the gateway cannot read", "archive")
                 continue
-            if len(content) > MAX_ARCHIVE_MEMBER_BYTES:
+            self.archive_bytes += len(content)
+            if len(content) > allowed:
                 self._cannot_read(label, "a file in an archive too large to inspect", "archive")
                 continue
             lowered = member.filename.lower()
@@ -1066,6 +1088,12 @@ def _classify(content_type: str, filename: str, data: bytes) -> str:
         return "zip"
     if extension in _ZIP_EXTENSIONS and data.startswith(_ZIP_MAGIC):
         return "zip"
+    if (
+        content_type in _OTHER_ARCHIVE_TYPES
+        or extension in _OTHER_ARCHIVE_EXTENSIONS
+        or data.startswith(_OTHER_ARCHIVE_MAGIC)
+    ):
+        return "other-archive"
     if extension in _HTML_EXTENSIONS:
         return "html"
     if extension in _XML_EXTENSIONS:

@@ -66,6 +66,8 @@ class ClientRun:
 
 
 def _run(command: list[str], stdin: bytes | None, timeout: float) -> ClientRun:
+    if not Path(command[0]).exists():
+        raise AssertionError(f"{command[0]} is not installed: `bash scripts/test` installs swaks and msmtp")
     result = subprocess.run(command, input=stdin or b"", capture_output=True, timeout=timeout, check=False)
     return ClientRun(
         command=tuple(command),

@@ -152,10 +152,6 @@ def test_banner_inserted_and_the_result_passes(policy: CompiledPolicy, html: str
     assert run(policy, out, env, PARENT).outcome is Outcome.DELIVER
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mime.parse_message puts the <title> of an HTML part into leading_text (colleague A to fix)",
-)
 def test_banner_after_an_html_title_is_recognised(policy: CompiledPolicy) -> None:
     html = "<html><head><title>Re: event</title></head><body><p>Hello</p></body></html>"
     raw = build(to=(MODS, "Maya Example <maya@example.com>"), html=html)

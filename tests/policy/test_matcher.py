@@ -60,6 +60,12 @@ def matcher() -> IdentityMatcher:
         pytest.param("b=k8md2+jp/x4GCvgas", set(), id="inside-base64"),
         pytest.param("Li Wei wrote", {SHORT_ALIAS}, id="short-alias-standalone"),
         pytest.param("client list: lilies, li-ion", set(), id="short-alias-in-words"),
+        # short one-word identities are chance inside machine tokens
+        pytest.param("b=k8md2tTxJcL3RUS+jin/QdiXVN+bRJDy1dNWXTIMnC6wJY=", set(), id="inside-dkim-signature"),
+        pytest.param("References: <CAKq9yqN0+Jin-5Kx8w@mail.gmail.example>", set(), id="inside-message-id"),
+        pytest.param("https://forum.example.net/u/jin", {FIRST_NAME}, id="in-url-path"),
+        pytest.param("Jin-ssi, thank you", {FIRST_NAME}, id="hyphenated-honorific"),
+        pytest.param("see ticket A1B2C3D4E5F6-jin", set(), id="glued-to-a-code"),
         # usernames
         pytest.param("ping @jpark on chat", {USERNAME}, id="username-mention"),
         pytest.param("user jpark posted", {USERNAME}, id="username-bare"),

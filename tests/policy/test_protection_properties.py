@@ -211,7 +211,7 @@ def messages(draw: st.DrawFn) -> tuple[bytes, ProtectedIdentity]:
     return render(Message(headers=headers_with(header), body=node)), identity
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages())
 def test_protected_identity_is_never_delivered_to_an_outsider(
     example: tuple[bytes, ProtectedIdentity],

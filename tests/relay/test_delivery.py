@@ -543,3 +543,21 @@ def upstream_settings_from(values: dict[str, object]) -> object:
     from gateway.settings import UpstreamSettings
 
     return UpstreamSettings.model_validate(values)
+
+
+async def test_a_message_deleted_during_delivery_is_let_go(
+    spool: Spool, upstream: CaptureUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream.data_delay = 0.2
+    sent = envelope()
+    with caplog.at_level(logging.WARNING, logger="gateway.delivery"):
+        async with running(spool, delivery_settings(upstream_settings(upstream))) as worker:
+            await spool.commit(sent, message())
+            await eventually(lambda: worker.statistics().sending == 1)
+            Spool(spool.root).delete(sent.queue_id)  # `conduct-gateway queue delete`
+            await eventually(lambda: worker.statistics().in_flight == 0)
+            await spool.commit(envelope(), message())
+            await upstream.wait_for(2)
+    assert worker.statistics().errors_total == 0
+    assert f"event=spool_entry_vanished queue_id={sent.queue_id}" in caplog.text
+    assert spool.locate(sent.queue_id) is None

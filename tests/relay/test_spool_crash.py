@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 
 from gateway.delivery import IN_FLIGHT_PER_CONNECTION
-from gateway.delivery import IN_FLIGHT_PER_CONNECTION
 from gateway.spool import QueueState, Spool
 from gateway.testing import CaptureUpstream
 
@@ -90,6 +89,11 @@ DELIVERER = textwrap.dedent(
                     os.kill(os.getpid(), signal.SIGKILL)
             return await original(self, *args, **kwargs)
         return wrapper
+
+    if hook != "none":
+        # One message at a time, so exactly one is in the window when the crash comes.
+        import gateway.delivery
+        gateway.delivery.IN_FLIGHT_PER_CONNECTION = 1
 
     if hook == "move-to-done":
         Spool.move = crash_on_nth(Spool.move, lambda queue_id, source, target: target is QueueState.DONE)

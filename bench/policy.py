@@ -1,0 +1,247 @@
+"""Policy evaluation time per message, and how it grows with the number of protected identities.
+
+Measures parse + evaluate (+ the rewrite when the verdict asks for one) — exactly the work the
+gateway does between the end of DATA and the spool commit — for an 8 KB and a 200 KB message
+sent to an outside recipient (so reporter-protection inspects every part), with 10, 1,000 and
+10,000 protected identities in the policy. Also reports how long compiling the policy takes and
+how much memory the compiled matcher holds.
+
+    .venv/bin/python bench/policy.py            # full run (about a minute)
+    .venv/bin/python bench/policy.py --quick    # fewer rounds, for a smoke test
+
+Targets (issue 3): p99 <= 5 ms for 8 KB at 10,000 identities; no more than 2x growth from 10 to
+10,000 identities. They are printed next to the figures, never asserted: this is a benchmark,
+not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import platform
+import random
+import statistics
+import textwrap
+import time
+import tracemalloc
+from pathlib import Path
+
+from gateway.policy.config import parse_policy_text
+from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
+from gateway.policy.mime import parse_message
+from gateway.policy.model import Envelope, Outcome, ThreadFacts
+from gateway.policy.rewrite import apply_rewrite
+
+IDENTITY_COUNTS = (10, 1_000, 10_000)
+MESSAGE_SIZES = {"8 KB": 8 * 1024, "200 KB": 200 * 1024}
+SYLLABLES = [
+    "ka",
+    "ri",
+    "mo",
+    "ta",
+    "ne",
+    "lu",
+    "vi",
+    "so",
+    "da",
+    "pe",
+    "zu",
+    "qi",
+    "xo",
+    "be",
+    "fa",
+    "gy",
+    "hu",
+    "ja",
+    "ko",
+    "lo",
+    "mi",
+    "na",
+    "po",
+    "ru",
+    "sa",
+    "te",
+    "ul",
+    "wo",
+    "ya",
+    "ze",
+]
+PROSE = (
+    "The committee met on an evening in early March to go over the notes from the working group. "
+    "Everyone agreed that the venue staff handled the situation calmly and that the follow-up "
+    "should describe observable behaviour and its impact, not intentions. Please read the draft "
+    "below and reply with changes before the next meeting; we will keep the conduct address in "
+    "copy as usual and record the decision in the case folder. "
+)
+
+
+def fictional_name(rng: random.Random, syllables: int) -> str:
+    """A made-up word that cannot occur in the benchmark prose."""
+    return "".join(rng.choice(SYLLABLES) for _ in range(syllables)).capitalize()
+
+
+def policy_text(identities: int, rng: random.Random) -> str:
+    """A policy whose cases hold ``identities`` protected strings (names, aliases, addresses, usernames)."""
+    people_per_case = 5
+    per_person = 4  # one each of name, alias, address, username
+    people = max(1, -(-identities // per_person))
+    lines = [
+        "organisation:",
+        "  conduct_address: conduct@example.org",
+        "  members:",
+        "    - {name: Ada Quill, addresses: [ada.quill@example.org]}",
+        "    - {name: Bram Oduya, addresses: [bram.oduya@example.org]}",
+        "rules:",
+        "  - {rule: conduct-cc, action: rewrite}",
+        "  - {rule: recipient-banner, action: rewrite}",
+        "  - {rule: reporter-protection, action: reject}",
+        "cases:",
+    ]
+    for case_index in range(0, people, people_per_case):
+        lines.append(f"  - code: case {_words(case_index)}")
+        lines.append("    reporters:")
+        for person_index in range(case_index, min(people, case_index + people_per_case)):
+            first, last = fictional_name(rng, 3), fictional_name(rng, 4)
+            handle = f"{first.lower()}{last.lower()[:3]}{person_index}"
+            lines += [
+                f"      - id: person {_words(person_index)}",
+                f"        names: ['{first} {last}']",
+                f"        aliases: ['{first}{person_index}']",
+                f"        addresses: ['{handle}@example.net']",
+                f"        usernames: ['{handle}']",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def _words(number: int) -> str:
+    # Case and person ids must be lower-case words.
+    digits = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    return " ".join(digits[int(ch)] for ch in str(number))
+
+
+def message(size: int) -> bytes:
+    """A realistic multipart message of about ``size`` bytes: plain + HTML alternative + a text attachment."""
+    paragraphs = (PROSE * (size // (3 * len(PROSE)) + 1))[: size // 3]
+    plain = "\r\n".join(textwrap.wrap(paragraphs, 76))
+    html = (
+        "<html><body>"
+        + "".join(f"<p>{line}</p>\r\n" for line in textwrap.wrap(paragraphs, 200))
+        + "</body></html>"
+    )
+    attachment = base64.encodebytes(paragraphs.encode()).decode().replace("\n", "\r\n")
+    head = (
+        "From: Ada Quill <ada.quill@example.org>\r\n"
+        "To: Forum Moderators <mods@forum.example.com>\r\n"
+        "Cc: Conduct Committee <conduct@example.org>\r\n"
+        "Subject: Follow-up on the March meeting\r\n"
+        "Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n"
+        "Message-ID: <bench@example.org>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+    )
+    body = (
+        '--outer\r\nContent-Type: multipart/alternative; boundary="inner"\r\n\r\n'
+        "--inner\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+        f"{plain}\r\n"
+        "--inner\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+        f"{html}\r\n"
+        "--inner--\r\n"
+        '--outer\r\nContent-Type: text/plain; charset=utf-8; name="notes.txt"\r\n'
+        'Content-Disposition: attachment; filename="notes.txt"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        f"{attachment}"
+        "--outer--\r\n"
+    )
+    return (head + body).encode()
+
+
+def time_one(raw: bytes, envelope: Envelope, policy: CompiledPolicy) -> tuple[float, Outcome]:
+    start = time.perf_counter()
+    parsed = parse_message(raw)
+    verdict = evaluate(parsed, envelope, policy, ThreadFacts())
+    if verdict.outcome is Outcome.REWRITE:
+        apply_rewrite(raw, verdict.rewrite)
+    return time.perf_counter() - start, verdict.outcome
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def run(quick: bool) -> str:
+    rng = random.Random(20261124)
+    envelope = Envelope(
+        mail_from="ada.quill@example.org",
+        rcpt_tos=("mods@forum.example.com", "conduct@example.org"),
+        authenticated_as="ada.quill@example.org",
+    )
+    rounds = {"8 KB": 60 if quick else 600, "200 KB": 10 if quick else 100}
+    rows = []
+    p99_by = {}
+    for count in IDENTITY_COUNTS:
+        text = policy_text(count, rng)
+        document = parse_policy_text(text, Path(f"bench-{count}.yaml"))
+        gc.collect()
+        tracemalloc.start()
+        started = time.perf_counter()
+        policy = compile_policy(document, text.encode())
+        compile_seconds = time.perf_counter() - started
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        identities = len(policy.identities)
+        for label, size in MESSAGE_SIZES.items():
+            raw = message(size)
+            for _ in range(5):  # warm caches
+                time_one(raw, envelope, policy)
+            samples = []
+            outcome = Outcome.DELIVER
+            for _ in range(rounds[label]):
+                seconds, outcome = time_one(raw, envelope, policy)
+                samples.append(seconds)
+            p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
+            p99_by[(label, count)] = p99
+            rows.append(
+                f"| {label} | {identities:,} | {p50 * 1000:.2f} | {p99 * 1000:.2f} | {statistics.mean(samples) * 1000:.2f}"
+                f" | {outcome.value} | {compile_seconds:.2f} s | {peak / 2**20:.1f} MiB |"
+            )
+    lines = [
+        f"Machine: {platform.machine()}, {_cpu_model()}, Python {platform.python_version()}",
+        "Command: .venv/bin/python bench/policy.py" + (" --quick" if quick else ""),
+        "",
+        "| message | identities | p50 ms | p99 ms | mean ms | verdict | policy compile | compile peak memory |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        *rows,
+        "",
+    ]
+    for label in MESSAGE_SIZES:
+        growth = p99_by[(label, IDENTITY_COUNTS[-1])] / p99_by[(label, IDENTITY_COUNTS[0])]
+        lines.append(
+            f"{label}: p99 growth from {IDENTITY_COUNTS[0]} to {IDENTITY_COUNTS[-1]:,} identities: {growth:.2f}x (target <= 2x)"
+        )
+    lines.append(
+        f"8 KB p99 at {IDENTITY_COUNTS[-1]:,} identities: {p99_by[('8 KB', IDENTITY_COUNTS[-1])] * 1000:.2f} ms (target <= 5 ms)"
+    )
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
+    print(run(parser.parse_args().quick))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""bench/relay.py still runs: every target relays a few messages and the report is a markdown table.
+
+No figure is asserted here (benchmarks report ratios; timed tests would be flaky and dishonest).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+RELAY_BENCH = Path(__file__).resolve().parents[2] / "bench" / "relay.py"
+
+
+def test_relay_benchmark_runs_every_target_and_prints_the_table() -> None:
+    result = subprocess.run(
+        [sys.executable, str(RELAY_BENCH), "--messages", "20", "--sizes", "8KB", "--clients", "1,4"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == "| target | size | clients | msg/s | vs bare | 250s/s | p50 ms | p99 ms |"
+    rows = [line.split(" | ") for line in table[2:]]
+    assert {(row[0].lstrip("| "), row[2]) for row in rows} == {
+        (target, clients) for target in ("bare", "gateway", "postfix") for clients in ("1", "4")
+    }
+    assert all(row[4] != "-" for row in rows), "every run has a ratio against the bare relay"
+    assert "- Machine: " in result.stdout
+    assert "- Command: `python bench/relay.py --messages 20" in result.stdout
