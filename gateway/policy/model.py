@@ -205,6 +205,40 @@ class IdentityFinder(Protocol):
 
 
 @dataclass(frozen=True)
+class ContentOverlap:
+    """How much of one protected document (a reporter's own message) a text repeats.
+
+    ``document`` is an opaque id (never the text); ``matched`` counts shared shingles and
+    ``fraction`` is matched / the document's shingle count; ``longest_run`` is the longest run of
+    consecutive words repeated verbatim (after normalisation).
+    """
+
+    case: str
+    document: str
+    matched: int
+    fraction: float
+    longest_run: int
+
+
+class ContentFingerprints(Protocol):
+    """Fingerprints of protected content (hashed shingles, never the text), looked up before evaluation."""
+
+    def overlaps(self, text: str) -> list[ContentOverlap]:
+        """Every protected document that ``text`` repeats part of (strongest first)."""
+        ...
+
+
+class NoFingerprints:
+    """No protected content known (the default until fingerprints are learnt)."""
+
+    def overlaps(self, text: str) -> list[ContentOverlap]:
+        return []
+
+
+NO_FINGERPRINTS: ContentFingerprints = NoFingerprints()
+
+
+@dataclass(frozen=True)
 class RuleContext:
     """Facts every rule may read: the organisation, the compiled matcher, consent, thread history."""
 
@@ -215,6 +249,7 @@ class RuleContext:
     finder: IdentityFinder
     consents: frozenset[Consent]
     thread: ThreadFacts = field(default_factory=ThreadFacts)
+    protected_content: ContentFingerprints = NO_FINGERPRINTS
 
     def is_committee(self, address: str) -> bool:
         lowered = address.lower()
