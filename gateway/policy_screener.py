@@ -28,11 +28,13 @@ from gateway.logs import log_event
 from gateway.policy.config import read_policy
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
 from gateway.policy.mime import parse_message
-from gateway.policy.model import Address, Envelope, Outcome, ParsedMessage, Rewrite, Verdict
+from gateway.policy.model import Action, Address, Envelope, Outcome, ParsedMessage, Rewrite, Verdict
 from gateway.policy.rewrite import apply_rewrite
-from gateway.screening import Accept, Refuse, Submission
+from gateway.review import HeldFinding, HoldStore, ReviewDesk, ReviewError, trail_sink
+from gateway.screening import Accept, Outgoing, Refuse, Submission
 from gateway.settings import GatewaySettings
 from gateway.verdict_replies import (
+    APPROVED_HEADER,
     RELAY_HEADER,
     change_descriptions,
     change_labels,
@@ -196,10 +198,13 @@ class _Pending:
 class PolicyScreener:
     """The Screener the SMTP layer calls; owns the policy source, the thread ledger and the audit trail."""
 
-    def __init__(self, source: PolicySource, ledger: Ledger, audit: AuditTrail) -> None:
+    def __init__(
+        self, source: PolicySource, ledger: Ledger, audit: AuditTrail, review: ReviewDesk | None = None
+    ) -> None:
         self.source = source
         self.ledger = ledger
         self.audit = audit
+        self.review = review  # None: `hold` refuses like `reject` (review.enabled: false)
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._lock = threading.Lock()
         self._outcomes: Counter[str] = Counter()
@@ -218,7 +223,16 @@ class PolicyScreener:
             ledger.close()
             raise
         log_event(log, "policy-loaded", version=source.policy.version, file=source.path)
-        return cls(source, ledger, audit)
+        review = None
+        if settings.review.enabled:
+            try:
+                store = HoldStore.in_state_dir(settings.state_dir)
+            except GatewayError:
+                ledger.close()
+                audit.close()
+                raise
+            review = ReviewDesk(store, settings.review, settings.server.hostname, trail_sink(audit))
+        return cls(source, ledger, audit, review)
 
     @property
     def policy_version(self) -> str:
@@ -255,6 +269,14 @@ class PolicyScreener:
     def screen(self, submission: Submission) -> Accept | Refuse:
         """Decide; refusals are audited (fsynced) before they are returned."""
         policy = self.source.policy  # one policy for the whole decision, even if a reload happens
+        if self.review is not None and self.review.intercepts(submission, policy):
+            # A review decision (or a cancel) for the gateway itself: consumed here, never relayed.
+            try:
+                return self.review.intercept(submission, policy)
+            except ReviewError as exc:
+                return Refuse(550, "5.7.1", (f"Not accepted: {exc}", f"Reference: {submission.queue_id}"))
+            except Exception as exc:
+                return self._internal_error(submission, policy.version, exc)
         try:
             message = parse_message(submission.content)
             thread = self.ledger.lookup(message)
@@ -268,7 +290,8 @@ class PolicyScreener:
             # Whatever failed, never pass the message: defer it. Log the type only, never content.
             return self._internal_error(submission, policy.version, exc)
         findings = _finding_records(verdict)
-        if verdict.outcome not in (Outcome.DELIVER, Outcome.REWRITE):
+        holding = verdict.outcome is Outcome.HOLD and self.review is not None
+        if verdict.outcome not in (Outcome.DELIVER, Outcome.REWRITE) and not holding:
             self._count(verdict.outcome.value)
             reply = refusal(verdict, submission.queue_id)
             return self._audit_refusal(

@@ -24,14 +24,38 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """A message the gateway itself sends (a notice, a review request, a released held message).
+
+    ``mail_from`` "" is the null sender (like a DSN: nothing bounces back to it). ``essential``
+    messages must be stored for the transaction to succeed; the others (notices) are best effort.
+    """
+
+    queue_id: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    content: bytes
+    essential: bool = False
+    authenticated_as: str = ""
+
+
+@dataclass(frozen=True)
 class Accept:
-    """Spool and relay ``content`` to ``rcpt_tos``. ``changes`` says, in plain words, what changed."""
+    """Spool and relay ``content`` to ``rcpt_tos``. ``changes`` says, in plain words, what changed.
+
+    ``extra`` messages are spooled in the same transaction, before the 250. With
+    ``spool_submission=False`` the submission itself is not spooled (a held message, or a review
+    decision the gateway consumed); ``reply_lines``, when set, replace the "queued as" text of the 250.
+    """
 
     content: bytes
     rcpt_tos: tuple[str, ...]
     changes: tuple[str, ...] = ()
     verdict: str = "deliver"
     findings: tuple[str, ...] = field(default=())
+    extra: tuple[Outgoing, ...] = ()
+    spool_submission: bool = True
+    reply_lines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,10 @@ class Screener(Protocol):
     def accepted(self, submission: Submission, accept: Accept) -> None:
         """Called once an accepted message is durably spooled: record it (thread ledger, audit)."""
         ...
+
+    # Optional (looked up with getattr): ``not_stored(submission, accept)`` is called when an
+    # acceptance could not be stored (the client gets 451), so the screener can undo what
+    # ``screen`` prepared for it (a hold, a review decision).
 
 
 class PassThrough:

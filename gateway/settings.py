@@ -168,6 +168,35 @@ class PolicySettings(Section):
     path: Path = Field(Path("../policies/default.yaml"), description="Policy YAML file.")
 
 
+class ReviewSettings(Section):
+    """Second-member review of held messages, and the notices the gateway sends senders."""
+
+    enabled: bool = Field(
+        True, description="Keep held messages for review. When false, `hold` refuses like `reject`."
+    )
+    address_domain: str | None = Field(
+        None,
+        description=(
+            "Domain of the review reply addresses (review+TOKEN@domain). Default: the conduct "
+            "address's domain. Mail to these addresses is consumed by the gateway, never relayed."
+        ),
+    )
+    local_part: str = Field(
+        "review",
+        pattern=r"^[a-z][a-z0-9.-]{0,30}$",
+        description="Local part before the + of reply addresses.",
+    )
+    expiry: Seconds = Field(
+        72 * 3600.0, description="A held message nobody decided on expires after this long."
+    )
+    check_interval: Seconds = Field(
+        60.0, description="How often the running gateway looks for expired holds."
+    )
+    notices_per_hour: PositiveInt = Field(
+        20, description="Per sender: held/warning notices beyond this many an hour are collapsed into one."
+    )
+
+
 class GatewaySettings(Section):
     """config/gateway.yaml. Relative paths are relative to the file's own folder."""
 
@@ -179,6 +208,7 @@ class GatewaySettings(Section):
     delivery: DeliverySettings = DeliverySettings()
     metrics: MetricsSettings = MetricsSettings()
     policy: PolicySettings = PolicySettings()
+    review: ReviewSettings = ReviewSettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")
     shutdown_grace: NonNegativeFloat = Field(
         30.0, description="Seconds to let in-flight transactions finish on SIGTERM."

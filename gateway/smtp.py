@@ -820,10 +820,10 @@ class SubmissionProtocol(SMTP):
             return self._finished(record, replies.INTERNAL_ERROR)
         if isinstance(verdict, Refuse):
             return self._finished(record, _refusal_reply(verdict, queue_id))
-        if not isinstance(verdict, Accept) or not verdict.rcpt_tos:
+        if not isinstance(verdict, Accept) or (verdict.spool_submission and not verdict.rcpt_tos):
             log_event(logger, "smtp.screener_unusable", logging.ERROR, queue_id=queue_id)
             return self._finished(record, replies.INTERNAL_ERROR)
-        stored = self._received_header(queue_id) + verdict.content
+        stored = self._received_header(queue_id) + verdict.content if verdict.spool_submission else b""
         commit = service.track_commit(self._commit(record, submission, verdict, stored))
         return await asyncio.shield(commit)
 
@@ -838,12 +838,49 @@ class SubmissionProtocol(SMTP):
             received_at=time.time(),
             client_address=submission.client_address,
         )
-        try:
-            await service.spool.commit(envelope, content)
-        except Exception as exc:
-            log_event(
-                logger, "smtp.store_failed", logging.ERROR, queue_id=record.queue_id, error=_describe(exc)
+        # The submission and the gateway's own messages (notices, review requests, a released held
+        # message) are committed together, so one group commit covers them all.
+        stores: list[tuple[str, bool, Awaitable[None]]] = []
+        if accept.spool_submission:
+            stores.append((record.queue_id, True, service.spool.commit(envelope, content)))
+        for outgoing in accept.extra:
+            generated = SpoolEnvelope(
+                queue_id=outgoing.queue_id,
+                mail_from=outgoing.mail_from,
+                rcpt_tos=outgoing.rcpt_tos,
+                authenticated_as=outgoing.authenticated_as,
+                received_at=envelope.received_at,
             )
+            stores.append(
+                (outgoing.queue_id, outgoing.essential, service.spool.commit(generated, outgoing.content))
+            )
+        results = await asyncio.gather(*(store for _id, _essential, store in stores), return_exceptions=True)
+        failed_essential = False
+        for (stored_id, essential, _store), result in zip(stores, results, strict=True):
+            if isinstance(result, BaseException):
+                failed_essential = failed_essential or essential
+                log_event(
+                    logger,
+                    "smtp.store_failed",
+                    logging.ERROR,
+                    queue_id=record.queue_id,
+                    stored_id=stored_id,
+                    essential=essential,
+                    error=_describe(result),
+                )
+        if failed_essential:
+            not_stored = getattr(service.screener, "not_stored", None)
+            if callable(not_stored):
+                try:
+                    not_stored(submission, accept)
+                except Exception as exc:
+                    log_event(
+                        logger,
+                        "smtp.undo_failed",
+                        logging.ERROR,
+                        queue_id=record.queue_id,
+                        error=_describe(exc),
+                    )
             return self._finished(record, replies.STORE_FAILED)
         try:
             service.screener.accepted(submission, accept)
@@ -853,7 +890,9 @@ class SubmissionProtocol(SMTP):
                 logger, "smtp.record_failed", logging.ERROR, queue_id=record.queue_id, error=_describe(exc)
             )
         service.counters.bytes_accepted += len(content)
-        return self._finished(record, replies.queued(record.queue_id, accept.changes), len(accept.rcpt_tos))
+        reply = Reply(250, "2.0.0", accept.reply_lines) if accept.reply_lines else None
+        reply = reply or replies.queued(record.queue_id, accept.changes)
+        return self._finished(record, reply, len(accept.rcpt_tos))
 
     def _finished(self, record: _Record, reply: Reply, recipients: int | None = None) -> Reply:
         """Count and log the end of one transaction (one line, metadata only)."""

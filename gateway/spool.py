@@ -52,6 +52,8 @@ IO_THREADS = 16
 """Threads for blocking spool and maildir I/O (batches, large messages, reads, listings)."""
 LARGE_MESSAGE = 256 * 1024
 """Messages above this many bytes are flushed on a thread of their own before joining a batch."""
+BATCHES_IN_FLIGHT = 1
+START_WRITEBACK = False
 FRESH_CACHE_BYTES = 64 * 1024 * 1024
 """Memory for just-committed messages, handed to the delivery worker without reading them back."""
 
@@ -374,7 +376,6 @@ class _Change:
     target: str
     folders: tuple[str, ...]  # the folders whose entries change and must be fsynced
     chunks: Sequence[bytes] | None = None  # create ``source`` (0600) with these bytes first
-    touch: bool = False  # set the target's mtime to now (finished messages are pruned by it)
 
 
 @dataclass(frozen=True)
@@ -392,7 +393,9 @@ def _apply_batch(changes: Sequence[_Change]) -> _BatchResult:
     for index, change in enumerate(changes):
         if change.chunks is not None:
             try:
-                descriptors[index] = _create_and_write(change.source, change.chunks)
+                descriptors[index] = fd = _create_and_write(change.source, change.chunks)
+                if START_WRITEBACK:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             except OSError as exc:
                 errors[index] = exc
     for index, fd in descriptors.items():
@@ -407,8 +410,6 @@ def _apply_batch(changes: Sequence[_Change]) -> _BatchResult:
         if errors[index] is None:
             try:
                 os.rename(change.source, change.target)  # noqa: PTH104
-                if change.touch:
-                    os.utime(change.target)
             except OSError as exc:
                 errors[index] = exc
             else:
@@ -452,27 +453,28 @@ class _GroupCommitter:
     batch and all their callers are released together. One thread call per batch, not per message.
     """
 
-    def __init__(self, on_batch: Callable[[_BatchResult], None]) -> None:
+    def __init__(self, on_batch: Callable[[_BatchResult], None], batches: int = 1) -> None:
         self._on_batch = on_batch
+        self._batches = batches
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._running = False
+        self._running = 0
         self._waiting: list[tuple[_Change, asyncio.Future[None]]] = []
 
     async def apply(self, change: _Change) -> None:
         """Return once ``change`` is durable; raise its OSError if it failed."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (tests, a restarted service): start afresh
-            self._loop, self._running, self._waiting = loop, False, []
+            self._loop, self._running, self._waiting = loop, 0, []
         done = loop.create_future()
         self._waiting.append((change, done))
-        if not self._running:
+        if self._running < self._batches:
             self._launch(loop)
         # One caller's cancellation must not cancel the batch the others are waiting for.
         await asyncio.shield(done)
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._waiting = self._waiting, []
-        self._running = True
+        self._running += 1
         running = loop.run_in_executor(io_executor(), _apply_batch, [change for change, _ in batch])
         running.add_done_callback(functools.partial(self._finished, loop, batch))
 
@@ -484,7 +486,7 @@ class _GroupCommitter:
     ) -> None:
         if loop is not self._loop:
             return
-        self._running = False
+        self._running -= 1
         failure: BaseException | None = SpoolError("spool I/O cancelled") if running.cancelled() else None
         if failure is None:
             failure = running.exception()
@@ -502,7 +504,7 @@ class _GroupCommitter:
             else:
                 done.set_exception(error)
                 done.exception()  # retrieved here: its caller may have been cancelled meanwhile
-        if self._waiting and not loop.is_closed():
+        if self._waiting and self._running < self._batches and not loop.is_closed():
             self._launch(loop)
 
 
@@ -533,7 +535,7 @@ class Spool:
                 make_private_directory(folder)
         except OSError as exc:
             raise SpoolError(f"cannot create the spool folders under {root}: {_reason(exc)}") from exc
-        self._committer = _GroupCommitter(self._count_batch)
+        self._committer = _GroupCommitter(self._count_batch, BATCHES_IN_FLIGHT)
         self._folders = {state: str(self.folder(state)) for state in QueueState}
         self._tmp = str(self.tmp_dir)
         self._status = str(self.status_dir)
@@ -713,14 +715,12 @@ class Spool:
     async def move(self, queue_id: str, source: QueueState, target: QueueState) -> None:
         """Durably move a message to another state. Raises FileNotFoundError if it is not in ``source``."""
         queue_id = _checked_id(queue_id)
-        finished = target in (QueueState.DONE, QueueState.BOUNCED)
         source_folder, target_folder = self._folders[source], self._folders[target]
         await self._committer.apply(
             _Change(
                 f"{source_folder}/{queue_id}",
                 f"{target_folder}/{queue_id}",
                 (source_folder, target_folder),
-                touch=finished,
             )
         )
 
@@ -755,7 +755,8 @@ class Spool:
         for state, retention in ((QueueState.DONE, done_retention), (QueueState.BOUNCED, bounced_retention)):
             for path in _listdir(self.folder(state)):
                 try:
-                    finished_at = path.stat().st_mtime
+                    # rename() sets the inode's change time: ctime is when the message was finished.
+                    finished_at = path.stat().st_ctime
                 except FileNotFoundError:
                     continue
                 if now - finished_at >= retention:

@@ -22,6 +22,7 @@ from gateway.policy.model import Action, Decision, Outcome, Rewrite, Verdict
 from gateway.screening import Refuse
 
 RELAY_HEADER = "X-Conduct-Gateway"
+APPROVED_HEADER = "X-Conduct-Gateway-Approved-By"  # only the gateway writes it, on a released held message
 MAX_LINE = 200  # characters of text per reply line; RFC 5321 allows 512 octets including the code
 MAX_FINDING_LINES = 40  # a message with thousands of findings still gets a readable reply
 AMBIGUOUS_CODE = "AMBIGUOUS_MESSAGE"
@@ -215,6 +216,14 @@ def refusal(verdict: Verdict, reference: str) -> Refuse:
         summary, more = "the message breaks the committee's mail policy (details below)", ""
     headline = _headline(prefix, summary + more)
     return Refuse(550, "5.7.1", _with_details(headline, decisions, reference, headline_from=first))
+
+
+def held_lines(reasons: str, reference: str) -> tuple[str, ...]:
+    """The 250 text for a message kept for second-member review (ASCII, lines under MAX_LINE)."""
+    return (
+        _headline("Held for review by a second committee member: ", f"{ascii_text(reasons)}."),
+        f"Reference {safe_reference(reference)}. You will get an e-mail when it is approved or rejected.",
+    )
 
 
 def rewrite_impossible(verdict: Verdict, reason: str, reference: str) -> Refuse:

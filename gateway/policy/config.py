@@ -8,6 +8,7 @@ import re
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast, get_args, get_origin
 
@@ -25,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticUndefined
 
 from gateway.errors import ConfigError
+from gateway.policy.audiences import Role
 from gateway.policy.matcher import patterns_for
 from gateway.policy.model import IdentityKind, ProtectedIdentity
 from gateway.policy.registry import RULES, RuleModule, documentation, finding_codes
@@ -74,6 +76,7 @@ Identifier = Annotated[
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), _Shown("text")]
 RuleAction = Literal["reject", "rewrite", "hold", "warn", "audit"]
 FindingCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$"), _Shown("finding code")]
+RoleName = Role  # shown in the reference as its values (see _type_text)
 
 
 class PolicyModel(BaseModel):
@@ -99,6 +102,39 @@ class Organisation(PolicyModel):
     internal_domains: tuple[DomainName, ...] = Field(
         (), description="Domains of the organisation itself (informational; later used for audiences)."
     )
+
+
+class AudienceGroup(PolicyModel):
+    """Who belongs to one audience: addresses, and whole domains (a domain covers its subdomains)."""
+
+    addresses: tuple[EmailAddress, ...] = Field(
+        (), description="Addresses of this audience (a sub-address such as name+tag@ counts too)."
+    )
+    domains: tuple[DomainName, ...] = Field(
+        (), description="Domains whose every address belongs to this audience, subdomains included."
+    )
+
+
+class AudienceLists(PolicyModel):
+    """The community's administrators, moderators and event organisers, who get anonymised mail only.
+
+    Case reporters, witnesses and reported parties are recognised from the cases' addresses; the
+    committee from the members' addresses. Everyone else is `other`.
+    """
+
+    admins: AudienceGroup = Field(
+        default_factory=AudienceGroup,
+        description="Administrators of the community's platforms (role `admin`).",
+    )
+    moderators: AudienceGroup = Field(
+        default_factory=AudienceGroup, description="Moderators of forums, chats, lists (role `moderator`)."
+    )
+    organisers: AudienceGroup = Field(
+        default_factory=AudienceGroup, description="Organisers of events and meet-ups (role `organiser`)."
+    )
+
+
+AUDIENCE_ROLES = (("admins", Role.ADMIN), ("moderators", Role.MODERATOR), ("organisers", Role.ORGANISER))
 
 
 class Person(PolicyModel):
@@ -141,7 +177,7 @@ class Case(PolicyModel):
     )
     witnesses: tuple[Person, ...] = Field((), description="Witnesses; their identities are protected.")
     reported: tuple[Person, ...] = Field(
-        (), description="Reported parties (not protected; recorded for threads and later audiences)."
+        (), description="Reported parties (not protected; mail to their addresses has the role `reported`)."
     )
     consents: tuple[ConsentRecord, ...] = Field(
         (),
@@ -156,6 +192,18 @@ class Case(PolicyModel):
 
 class _Defaults(PolicyModel):
     """Stands for "the rule's default options" on the generic rule entry (each rule narrows it)."""
+
+
+class When(PolicyModel):
+    """When a rule applies: only to messages with at least one envelope recipient of these roles."""
+
+    recipient_roles: tuple[RoleName, ...] = Field(
+        min_length=1,
+        description=(
+            "The rule runs only when an envelope recipient has one of these roles; its findings then "
+            "name those recipients, e.g. `[reported, admin, moderator, organiser]`."
+        ),
+    )
 
 
 class RuleEntryBase(PolicyModel):
@@ -178,6 +226,10 @@ class RuleEntryBase(PolicyModel):
     params: BaseModel = Field(
         default_factory=_Defaults,
         description="The rule's options; see the rule reference (omitted: defaults).",
+    )
+    when: When | None = Field(
+        None,
+        description="Limit the rule to messages with recipients of some roles (omitted: every message).",
     )
 
     def action_for(self, code: str) -> RuleAction:
@@ -233,6 +285,10 @@ class PolicyDocument(PolicyModel):
     """A policy file: the organisation, the rules in force and the cases."""
 
     organisation: Organisation = Field(description="The committee: conduct address and members.")
+    audiences: AudienceLists = Field(
+        default_factory=AudienceLists,
+        description="Administrators, moderators and event organisers, by address or domain.",
+    )
     on_error: Literal["tempfail", "reject", "hold"] = Field(
         "tempfail",
         description=(
@@ -338,6 +394,16 @@ def _semantic_problems(document: PolicyDocument) -> Iterator[tuple[Loc, str]]:
                 yield loc, f"{address} is already listed for {seen_addresses[lowered]}"
             seen_addresses.setdefault(lowered, member.name)
 
+    for key, _role in AUDIENCE_ROLES:
+        group: AudienceGroup = getattr(document.audiences, key)
+        for a_index, address in enumerate(group.addresses):
+            lowered = address.lower()
+            if lowered == conduct or lowered in seen_addresses:
+                yield (
+                    ("audiences", key, "addresses", a_index),
+                    f"{address} is inside the committee; list only addresses outside it",
+                )
+
     seen_rules: set[str] = set()
     for r_index, entry in enumerate(document.rules):
         if entry.rule in seen_rules:
@@ -411,7 +477,10 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("Top level", PolicyDocument),
     ("organisation", Organisation),
     ("organisation.members[]", Member),
+    ("audiences", AudienceLists),
+    ("audiences.admins / moderators / organisers", AudienceGroup),
     ("rules[]", RuleEntryBase),
+    ("rules[].when", When),
     ("cases[]", Case),
     ("person", Person),
     ("cases[].consents[]", ConsentRecord),
@@ -421,11 +490,12 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
 def policy_reference_markdown() -> str:
     """The policy file reference and the rule reference, generated from field descriptions and docstrings."""
     out = ["## Policy file reference", ""]
+    headings: dict[type[BaseModel], str] = {
+        PolicyDocument: "Top level",
+        Person: "A person (`reporters[]`, `witnesses[]`, `reported[]`)",
+    }
     for title, model in _SECTIONS:
-        heading = {
-            PolicyDocument: "Top level",
-            Person: "A person (`reporters[]`, `witnesses[]`, `reported[]`)",
-        }.get(model, f"`{title}`")
+        heading = headings.get(model, f"`{title}`")
         out += [f"### {heading}", "", _first_paragraph(model.__doc__), "", *_field_table(model), ""]
     out += ["## Rule reference", ""]
     for module in RULES:
@@ -490,6 +560,8 @@ def _type_text(annotation: Any, metadata: Sequence[Any] = ()) -> str:
         if len(args) > 2 or not any(arg is type(None) for arg in args):
             return "`rules[]` entry"
         return _type_text(next(arg for arg in args if arg is not type(None))) + " (optional)"
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return " | ".join(f"`{member.value}`" for member in annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         titles = {model: title for title, model in _SECTIONS}
         return f"`{titles[annotation]}`" if annotation in titles else "mapping (see the rule reference)"

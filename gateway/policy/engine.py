@@ -14,12 +14,15 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
-from gateway.policy.config import IDENTITY_FIELDS, PolicyDocument
+from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
+from gateway.policy.config import AUDIENCE_ROLES, IDENTITY_FIELDS, PolicyDocument
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import (
+    NO_FINGERPRINTS,
     Action,
     Address,
     Consent,
+    ContentFingerprints,
     Decision,
     Envelope,
     Finding,
@@ -73,6 +76,8 @@ class CompiledRule:
     params: BaseModel
     action: Action
     actions: Mapping[str, Action]
+    # The entry's ``when.recipient_roles``: the rule runs only for messages with such a recipient.
+    when_roles: frozenset[Role] = frozenset()
 
     def action_for(self, code: str) -> Action:
         return self.actions.get(code, self.action)
@@ -94,6 +99,7 @@ class CompiledPolicy:
     internal_domains: frozenset[str]
     consents: frozenset[Consent]
     identities: tuple[ProtectedIdentity, ...]
+    audiences: Audiences = NO_AUDIENCES
 
 
 def compile_policy(
@@ -112,6 +118,7 @@ def compile_policy(
             params=entry.params,
             action=Action(entry.action),
             actions=MappingProxyType({code: Action(action) for code, action in entry.actions.items()}),
+            when_roles=frozenset(entry.when.recipient_roles) if entry.when else frozenset(),
         )
         for entry in document.rules
         if entry.enabled
@@ -144,6 +151,7 @@ def compile_policy(
             for consent in case.consents
         ),
         identities=identities,
+        audiences=audiences(document),
     )
 
 
@@ -158,7 +166,36 @@ def protected_identities(document: PolicyDocument) -> tuple[ProtectedIdentity, .
     return tuple(found)
 
 
-def rule_context(policy: CompiledPolicy, thread: ThreadFacts) -> RuleContext:
+def audiences(document: PolicyDocument) -> Audiences:
+    """Who every address is: the committee, case parties, and the policy's audience lists."""
+    organisation = document.organisation
+    case_roles = (("reporters", Role.REPORTER), ("witnesses", Role.WITNESS), ("reported", Role.REPORTED))
+    addresses = [
+        (address, Membership(role, case.code))
+        for case in document.cases
+        for key, role in case_roles
+        for person in getattr(case, key)
+        for address in person.addresses
+    ]
+    domains: list[tuple[str, Membership]] = []
+    for key, role in AUDIENCE_ROLES:
+        group = getattr(document.audiences, key)
+        addresses.extend((address, Membership(role)) for address in group.addresses)
+        domains.extend((domain, Membership(role)) for domain in group.domains)
+    return Audiences.build(
+        conduct_address=organisation.conduct_address,
+        committee=(address for member in organisation.members for address in member.addresses),
+        addresses=addresses,
+        domains=domains,
+    )
+
+
+def rule_context(
+    policy: CompiledPolicy,
+    thread: ThreadFacts,
+    *,
+    protected_content: ContentFingerprints = NO_FINGERPRINTS,
+) -> RuleContext:
     """The facts rules read, for one message on ``thread``."""
     return RuleContext(
         conduct_address=policy.conduct_address,
@@ -168,13 +205,23 @@ def rule_context(policy: CompiledPolicy, thread: ThreadFacts) -> RuleContext:
         finder=policy.finder,
         consents=policy.consents,
         thread=thread,
+        audiences=policy.audiences,
+        protected_content=protected_content,
     )
 
 
 def evaluate(
-    message: ParsedMessage, envelope: Envelope, policy: CompiledPolicy, thread: ThreadFacts
+    message: ParsedMessage,
+    envelope: Envelope,
+    policy: CompiledPolicy,
+    thread: ThreadFacts,
+    *,
+    protected_content: ContentFingerprints = NO_FINGERPRINTS,
 ) -> Verdict:
-    """Run every rule in force and combine their findings into one verdict."""
+    """Run every rule in force and combine their findings into one verdict.
+
+    ``protected_content`` holds the fingerprints of reporters' own messages (looked up by the caller).
+    """
     if message.ambiguities:
         return Verdict(
             outcome=Outcome.REJECT,
@@ -183,7 +230,7 @@ def evaluate(
             ),
             policy_version=policy.version,
         )
-    context = rule_context(policy, thread)
+    context = rule_context(policy, thread, protected_content=protected_content)
     decisions: list[Decision] = []
     for rule in policy.rules:
         decisions.extend(_run(rule, message, envelope, context, policy.on_error))
@@ -194,13 +241,30 @@ def evaluate(
     return _combine(decisions, policy.version)
 
 
+def scoped_recipients(rule: CompiledRule, envelope: Envelope, context: RuleContext) -> tuple[str, ...] | None:
+    """The envelope recipients a rule's ``when`` selects; None when the rule applies to every message."""
+    if not rule.when_roles:
+        return None
+    chosen: dict[str, str] = {}
+    for recipient in envelope.rcpt_tos:
+        if context.roles_of(recipient) & rule.when_roles:
+            chosen.setdefault(recipient.lower(), recipient)
+    return tuple(chosen.values())
+
+
 def _run(
     rule: CompiledRule, message: ParsedMessage, envelope: Envelope, context: RuleContext, on_error: Action
 ) -> list[Decision]:
+    scoped = scoped_recipients(rule, envelope, context)
+    if scoped == ():
+        return []  # the rule's ``when`` selects no recipient of this message
     try:
         findings = rule.module.check(message, envelope, context, rule.params)
         if not isinstance(findings, list) or not all(isinstance(item, Finding) for item in findings):
             raise TypeError("check() must return a list of Finding")
+        if scoped:
+            # A scoped rule's findings concern the recipients its ``when`` selected (unless it says).
+            findings = [item if item.recipients else replace(item, recipients=scoped) for item in findings]
     except Exception as exc:  # a failing rule must never let a message pass unchecked
         return [
             Decision(

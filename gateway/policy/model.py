@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -210,7 +212,8 @@ class ContentOverlap:
 
     ``document`` is an opaque id (never the text); ``matched`` counts shared shingles and
     ``fraction`` is matched / the document's shingle count; ``longest_run`` is the longest run of
-    consecutive words repeated verbatim (after normalisation).
+    consecutive words repeated verbatim (after normalisation). ``person`` is the protected
+    person (their id in the case) who wrote the document, when known.
     """
 
     case: str
@@ -218,6 +221,7 @@ class ContentOverlap:
     matched: int
     fraction: float
     longest_run: int
+    person: str | None = None
 
 
 class ContentFingerprints(Protocol):
@@ -250,7 +254,22 @@ class RuleContext:
     consents: frozenset[Consent]
     thread: ThreadFacts = field(default_factory=ThreadFacts)
     protected_content: ContentFingerprints = NO_FINGERPRINTS
+    # Who each recipient is (audiences.py); the default knows no admins, moderators or case parties.
+    audiences: Audiences = NO_AUDIENCES
 
     def is_committee(self, address: str) -> bool:
         lowered = address.lower()
         return lowered == self.conduct_address or lowered in self.committee
+
+    def memberships_of(self, address: str) -> frozenset[Membership]:
+        """The roles of ``address`` (with cases); the committee as this context knows it comes first."""
+        lowered = address.lower()
+        if lowered == self.conduct_address:
+            return frozenset({Membership(Role.CONDUCT)})
+        if lowered in self.committee:
+            return frozenset({Membership(Role.COMMITTEE)})
+        return self.audiences.memberships(address)
+
+    def roles_of(self, address: str) -> frozenset[Role]:
+        """The roles of ``address``: conduct, committee, reporter, ..., or other."""
+        return frozenset(membership.role for membership in self.memberships_of(address))

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from gateway.policy.model import Envelope, Finding, ParsedMessage, RuleContext
-from gateway.policy.rules import conduct_cc, recipient_banner, reporter_protection
+from gateway.policy.rules import conduct_cc, protected_content, recipient_banner, reporter_protection
 
 
 class RuleModule(Protocol):
@@ -32,7 +32,7 @@ class RuleModule(Protocol):
     ) -> list[Finding]: ...
 
 
-RULES: tuple[RuleModule, ...] = (conduct_cc, recipient_banner, reporter_protection)
+RULES: tuple[RuleModule, ...] = (conduct_cc, recipient_banner, reporter_protection, protected_content)
 
 
 def rules_by_name() -> dict[str, RuleModule]:

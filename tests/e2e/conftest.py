@@ -27,6 +27,8 @@ from tests.e2e.postfix import PostfixError, PostfixInstance  # noqa: E402
 from tests.e2e.tls import TlsMaterial, make_tls_material  # noqa: E402
 
 MEMBER = "maya.member@example.org"
+# Relay-core tests run the real policy engine with a policy that changes nothing (see the file).
+RELAY_POLICY = Path(__file__).resolve().parent / "relay-policy.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +70,6 @@ def member() -> Account:
 def recipient(request: pytest.FixtureRequest) -> str:
     label = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40].strip("-")
     return unique_address(label)
-
-
-RELAY_POLICY = Path(__file__).resolve().parent / "relay-policy.yaml"
 
 
 def gateway_settings(tls: TlsMaterial, postfix: PostfixInstance) -> dict[str, Any]:

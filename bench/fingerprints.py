@@ -1,0 +1,170 @@
+"""Protected-content fingerprints: evaluation time per message, and memory, with 10,000 protected messages.
+
+Learns 10,000 synthetic reporter messages (300 to 700 words each, about 2.5 KB on average) into a real
+``FingerprintStore`` in a temporary state folder, then measures parse + evaluate of the shipped
+policy (every rule, protected-content included) for an 8 KB and a 200 KB message to an outside
+recipient, once with unrelated prose and once quoting a passage of a protected message (which the
+rule must find). Memory is what ``tracemalloc`` sees the index hold after the start-up load (and the
+peak during it), plus the size of the SQLite file.
+
+    .venv/bin/python bench/fingerprints.py            # full run (about a minute)
+    .venv/bin/python bench/fingerprints.py --quick    # 1,000 documents, fewer rounds (smoke test)
+
+Targets (issue 4): p99 <= 10 ms for 8 KB; under 100 MB for 10,000 protected messages. Printed next to
+the figures, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import sys
+import tempfile
+import textwrap
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import machine_description, markdown_table, percentile  # noqa: E402
+
+from gateway.fingerprints import FingerprintStore, fingerprints_path  # noqa: E402
+from gateway.policy.config import read_policy  # noqa: E402
+from gateway.policy.engine import compile_policy, evaluate  # noqa: E402
+from gateway.policy.mime import parse_message  # noqa: E402
+from gateway.policy.model import Envelope, Outcome, ThreadFacts  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"8 KB": 8 * 1024, "200 KB": 200 * 1024}
+SYLLABLES = "ka ri mo ta ne lu vi so da pe zu qi xo be fa gy hu ja ko lo mi na".split()
+
+
+def vocabulary(rng: random.Random, size: int = 20_000) -> list[str]:
+    """Pseudo-words; drawn with a Zipf-like skew so common words repeat as in real prose."""
+    words = {"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(size * 2)}
+    return sorted(words)[:size]
+
+
+def prose(rng: random.Random, vocab: list[str], count: int) -> list[str]:
+    weights = [1 / (rank + 1) for rank in range(len(vocab))]
+    return rng.choices(vocab, weights=weights, k=count)
+
+
+def message(body_words: list[str], size: int) -> bytes:
+    """A plain + HTML alternative message of about ``size`` bytes to an outside recipient."""
+    words = (body_words * (size // (6 * max(1, len(body_words))) + 2))[: size // 12]
+    text = " ".join(words)
+    plain = "\r\n".join(textwrap.wrap(text, 76))
+    html = "<html><body>" + "".join(f"<p>{line}</p>\r\n" for line in textwrap.wrap(text, 200)) + "</body></html>"
+    return (
+        "From: Ada Quill <ada.quill@example.org>\r\n"
+        "To: Forum Moderators <mods@forum.example.com>\r\n"
+        "Cc: Conduct Committee <conduct@example.org>\r\n"
+        "Subject: Follow-up\r\nMessage-ID: <bench-fp@example.org>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        f"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{plain}\r\n"
+        f"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--b--\r\n"
+    ).encode()
+
+
+def run(quick: bool, argv: list[str]) -> str:
+    rng = random.Random(20261125)
+    vocab = vocabulary(rng)
+    documents = 1_000 if quick else 10_000
+    rounds = {"8 KB": 100 if quick else 1000, "200 KB": 10 if quick else 100}
+    document, source = read_policy(REPO / "policies" / "default.yaml")
+    policy = compile_policy(document, source)
+    envelope = Envelope(
+        mail_from="ada.quill@example.org",
+        rcpt_tos=("mods@forum.example.com", "conduct@example.org"),
+        authenticated_as="ada.quill@example.org",
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        state = Path(folder)
+        protected: list[list[str]] = []
+        total_words = 0
+        started = time.perf_counter()
+        with FingerprintStore.open(state) as writer:
+            for number in range(documents):
+                words = prose(rng, vocab, rng.randint(300, 700))
+                total_words += len(words)
+                if number < 10:
+                    protected.append(words)
+                writer.learn("home shelf", f"doc-{number}", " ".join(words), person="quiet-heron")
+        learn_seconds = time.perf_counter() - started
+        db_size = fingerprints_path(state).stat().st_size
+        gc.collect()
+        tracemalloc.start()
+        started = time.perf_counter()
+        store = FingerprintStore.open(state)
+        load_seconds = time.perf_counter() - started
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        stats = store.statistics()
+        rows = []
+        p99_8k = {}
+        unrelated = prose(random.Random(7), vocab, 2000)
+        for label, size in SIZES.items():
+            for kind, words in (("unrelated prose", unrelated), ("quotes a protected message", protected[3])):
+                body = words if kind == "unrelated prose" else [*unrelated[:40], *words[:60], *unrelated[40:]]
+                raw = message(body, size)
+                samples = []
+                outcome = Outcome.DELIVER
+                for index in range(rounds[label] + 5):
+                    start = time.perf_counter()
+                    verdict = evaluate(parse_message(raw), envelope, policy, ThreadFacts(), protected_content=store)
+                    elapsed = time.perf_counter() - start
+                    outcome = verdict.outcome
+                    if index >= 5:  # the first few warm caches
+                        samples.append(elapsed)
+                p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
+                if label == "8 KB":
+                    p99_8k[kind] = p99
+                rows.append(
+                    [
+                        f"{label}, {kind}",
+                        f"{len(raw) / 1024:.0f} KB",
+                        f"{p50 * 1000:.2f}",
+                        f"{p99 * 1000:.2f}",
+                        outcome.value,
+                    ]
+                )
+        store.close()
+    lines = [
+        "### Protected-content fingerprints (`bench/fingerprints.py`)",
+        "",
+        *machine_description(argv),
+        "",
+        f"{stats.documents:,} protected messages ({total_words:,} words, {stats.shingles:,} shingles held); "
+        f"learning them took {learn_seconds:.1f} s, loading the index at start {load_seconds:.1f} s.",
+        "",
+        *markdown_table(["message (parse + evaluate, every rule)", "size", "p50 ms", "p99 ms", "verdict"], rows),
+        "",
+        *markdown_table(
+            ["memory", "MiB"],
+            [
+                ["index held after start-up load (tracemalloc)", f"{current / 2**20:.1f}"],
+                ["peak during the load (tracemalloc)", f"{peak / 2**20:.1f}"],
+                ["fingerprints.sqlite3 on disk", f"{db_size / 2**20:.1f}"],
+            ],
+        ),
+        "",
+        f"Targets: 8 KB p99 <= 10 ms (measured {max(p99_8k.values()) * 1000:.2f} ms); "
+        f"< 100 MB for 10,000 protected messages (index {current / 2**20:.1f} MiB"
+        + (", measured with 1,000: --quick)" if quick else ")"),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1,000 documents and fewer rounds")
+    arguments = parser.parse_args()
+    print(run(arguments.quick, sys.argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""The fingerprint store: protected documents' keyed shingle hashes on disk, and the live index.
+
+Two files in the state folder, both 0600: ``fingerprints.sqlite3`` (one row per protected document:
+case, opaque document id, the protected person's id when known, where it was learnt, when, and its
+sorted 64-bit shingle hashes; never any text) and ``fingerprints.key`` (the per-installation
+BLAKE2b key, 32 random bytes, made at first use). Lose the key and every fingerprint is useless;
+back the two files up together.
+
+The gateway, the journal intake and ``conduct-gateway case add-report`` (another process) may all
+write. Each process keeps its own :class:`~gateway.policy.fingerprint.FingerprintIndex`; its own
+writes go into it at once, other processes' writes are picked up on the next lookup (SQLite's
+``data_version`` says whether anything changed), so a learnt report protects the very next message
+without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import sys
+import threading
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from gateway.errors import GatewayError
+from gateway.ledger import normalise_message_id
+from gateway.policy.fingerprint import (
+    KEY_BYTES,
+    FingerprintIndex,
+    IndexStatistics,
+    ProtectedDocument,
+    document_shingles,
+    learnable_texts,
+)
+from gateway.policy.model import ContentOverlap, ParsedMessage
+
+FINGERPRINTS_FILENAME = "fingerprints.sqlite3"
+KEY_FILENAME = "fingerprints.key"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+_KEY_CHECK_INPUT = b"conduct-gateway fingerprint key check"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_name  TEXT NOT NULL,
+    document   TEXT NOT NULL,     -- opaque id (a digest), never text of the message
+    person     TEXT,              -- the protected person's id in the case, when known
+    source     TEXT NOT NULL,     -- journal | add-report | ...
+    learnt_at  TEXT NOT NULL,     -- ISO 8601, UTC
+    shingles   BLOB NOT NULL,     -- sorted big-endian uint64 keyed shingle hashes
+    UNIQUE (case_name, document)
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+class FingerprintError(GatewayError):
+    """The fingerprint store or its key cannot be opened, read or written."""
+
+
+@dataclass(frozen=True)
+class Learnt:
+    """What one ``learn`` call stored."""
+
+    case: str
+    document: str
+    shingles: int  # 0: too short to fingerprint (under 8 words); nothing stored
+
+
+def fingerprints_path(state_dir: Path) -> Path:
+    return state_dir / FINGERPRINTS_FILENAME
+
+
+def key_path(state_dir: Path) -> Path:
+    return state_dir / KEY_FILENAME
+
+
+def message_document_id(message: ParsedMessage) -> str:
+    """A stable opaque id for a message: a digest of its Message-ID (else of its bytes).
+
+    The journal copy and an ``add-report`` of the same message get the same id, so learning it
+    twice replaces it rather than counting it twice.
+    """
+    message_id = normalise_message_id(message.message_id) if message.message_id else None
+    basis = f"message-id:{message_id}".encode() if message_id else b"raw:" + message.raw
+    return hashlib.sha256(basis).hexdigest()[:24]
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The installation's fingerprint key; made (0600, 32 random bytes) if it does not exist yet."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(descriptor, os.urandom(KEY_BYTES))
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        key = path.read_bytes()
+    except OSError as exc:
+        raise FingerprintError(f"{path}: cannot read or create the fingerprint key: {exc.strerror}") from None
+    if len(key) != KEY_BYTES:
+        raise FingerprintError(
+            f"{path}: the fingerprint key must be exactly {KEY_BYTES} bytes (it is {len(key)}); restore it "
+            "from the backup made with fingerprints.sqlite3"
+        )
+    return key
+
+
+def _pack(shingles: Sequence[int]) -> bytes:
+    values = array("Q", shingles)
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values.tobytes()
+
+
+def _unpack(blob: bytes) -> array[int]:
+    values = array("Q")
+    values.frombytes(blob)
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FingerprintStore:
+    """The fingerprints on disk and the in-memory index built from them (``ContentFingerprints``)."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, key: bytes, *, clock: Callable[[], datetime] = _utc_now
+    ) -> None:
+        self._db = connection
+        self._key = key
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._index = FingerprintIndex(key)
+        self._last_id = 0
+        self._epoch = ""
+        self._data_version = -1
+        self._load_all()
+
+    @classmethod
+    def open(cls, state_dir: Path, *, clock: Callable[[], datetime] = _utc_now) -> FingerprintStore:
+        """Open (creating, 0600) the store and key in ``state_dir`` and load every fingerprint."""
+        key = load_or_create_key(key_path(state_dir))
+        path = fingerprints_path(state_dir)
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                connection.close()
+                raise FingerprintError(
+                    f"{path}: fingerprint schema {version} is newer than this gateway understands; "
+                    "upgrade conduct-gateway"
+                )
+            connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            check = hashlib.blake2b(_KEY_CHECK_INPUT, key=key, digest_size=16).hexdigest()
+            connection.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('key_check', ?)", (check,))
+            stored = connection.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise FingerprintError(f"{path}: cannot open the fingerprint store: {exc}") from None
+        except OSError as exc:
+            raise FingerprintError(f"{path}: cannot open the fingerprint store: {exc.strerror}") from None
+        if stored != check:
+            connection.close()
+            raise FingerprintError(
+                f"{key_path(state_dir)} is not the key {path} was made with; restore the key from the "
+                "backup made together with the store"
+            )
+        return cls(connection, key, clock=clock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> FingerprintStore:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def learn(
+        self,
+        case: str,
+        document: str,
+        texts: str | Sequence[str],
+        *,
+        person: str | None = None,
+        source: str = "api",
+    ) -> Learnt:
+        """Fingerprint ``texts`` as one protected document of ``case`` (replacing one with that id).
+
+        Only the keyed shingle hashes are stored. Texts of fewer than 8 words store nothing.
+        """
+        shingles = document_shingles([texts] if isinstance(texts, str) else texts, self._key)
+        if not shingles:
+            return Learnt(case, document, 0)
+        learnt_at = self._clock().astimezone(UTC).isoformat(timespec="seconds")
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO documents"
+                    " (case_name, document, person, source, learnt_at, shingles) VALUES (?, ?, ?, ?, ?, ?)",
+                    (case, document, person, source, learnt_at, _pack(shingles)),
+                )
+            except sqlite3.Error as exc:
+                raise FingerprintError(f"cannot store fingerprints: {exc}") from None
+            # Read our row back with any other process's rows before it, so none is skipped.
+            self._data_version = -1
+            self._catch_up()
+        return Learnt(case, document, len(shingles))
+
+    def learn_message(
+        self, case: str, message: ParsedMessage, *, person: str | None = None, source: str = "api"
+    ) -> Learnt:
+        """Learn a reporter's or witness's message: its bodies and text attachments, without the
+        quoted text and signature of its plain-text bodies (see ``learnable_texts``)."""
+        return self.learn(
+            case, message_document_id(message), learnable_texts(message), person=person, source=source
+        )
+
+    def forget_case(self, case: str) -> int:
+        """Delete every fingerprint of ``case`` (expunging a case); returns how many documents."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                cursor = self._db.execute("DELETE FROM documents WHERE case_name = ?", (case,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('epoch', ?)", (os.urandom(8).hex(),)
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise FingerprintError(f"cannot delete fingerprints: {exc}") from None
+            self._load_all()
+            return cursor.rowcount
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def overlaps(self, text: str) -> list[ContentOverlap]:
+        """``ContentFingerprints.overlaps``, after picking up other processes' changes."""
+        with self._lock:
+            self._catch_up()
+            return self._index.overlaps(text)
+
+    def refresh(self) -> None:
+        """Pick up documents learnt or forgotten by other processes (cheap when nothing changed)."""
+        with self._lock:
+            self._catch_up()
+
+    def cases(self) -> dict[str, int]:
+        """Documents per case."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT case_name, COUNT(*) FROM documents GROUP BY case_name ORDER BY case_name"
+            ).fetchall()
+        return {case: int(count) for case, count in rows}
+
+    def statistics(self) -> IndexStatistics:
+        with self._lock:
+            return self._index.statistics()
+
+    # -- keeping the index in step -------------------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        try:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._data_version:
+                return
+            self._data_version = version
+            if self._current_epoch() != self._epoch:
+                self._load_all()
+                return
+            rows = self._db.execute(
+                "SELECT id, case_name, document, person, shingles FROM documents WHERE id > ? ORDER BY id",
+                (self._last_id,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise FingerprintError(f"cannot read fingerprints: {exc}") from None
+        for row_id, case, document, person, blob in rows:
+            self._index.add(ProtectedDocument(case, document, person, _unpack(blob)))
+            self._last_id = max(self._last_id, row_id)
+
+    def _current_epoch(self) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()
+        return str(row[0]) if row else ""
+
+    def _load_all(self) -> None:
+        try:
+            self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            self._epoch = self._current_epoch()
+            rows = self._db.execute(
+                "SELECT id, case_name, document, person, shingles FROM documents ORDER BY id"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise FingerprintError(f"cannot read fingerprints: {exc}") from None
+        index = FingerprintIndex(self._key)
+        index.add_many(
+            ProtectedDocument(case, document, person, _unpack(blob))
+            for _, case, document, person, blob in rows
+        )
+        self._index = index
+        self._last_id = max((row[0] for row in rows), default=0)

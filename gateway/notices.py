@@ -1,0 +1,306 @@
+"""Mail the gateway writes itself to committee members: notices to senders and review requests.
+
+Every message built here goes to a committee member only (``Notices`` refuses any other recipient,
+so a programming error cannot mail a held message to an outsider), is sent with the null envelope
+sender (like a DSN: nothing can bounce back into a loop), has the conduct address as ``From`` (the
+organisation's own domain, so the upstream accepts it and replies reach the committee), and carries
+``Auto-Submitted`` so that vacation responders stay quiet. Notices answer the sender's message
+(``In-Reply-To``/``References``), and are rate-limited per sender (``NoticeLimiter``).
+
+Messages are built as bytes by hand (CRLF, short lines) rather than with ``email.generator``, so an
+attached original is carried byte for byte and nothing is re-encoded.
+"""
+
+from __future__ import annotations
+
+import secrets
+import textwrap
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from email.header import Header
+from email.utils import formataddr, formatdate
+from enum import StrEnum
+
+from gateway.dsn import original_headers
+from gateway.errors import GatewayError
+from gateway.screening import Outgoing
+from gateway.spool import Spool
+
+NOTICE_HEADER = "X-Conduct-Gateway-Notice"
+WIDTH = 76
+GATEWAY_NAME = "Conduct gateway"
+
+
+class NoticeRefused(GatewayError):
+    """A gateway message was about to go to someone outside the committee; nothing was built."""
+
+
+class NoticeKind(StrEnum):
+    """What a gateway message is about (its ``X-Conduct-Gateway-Notice`` header)."""
+
+    HELD = "held"
+    REVIEW_REQUEST = "review-request"
+    APPROVED = "approved"
+    APPROVAL_RECORDED = "approval-recorded"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    WARNINGS = "warnings"
+    ALREADY_DECIDED = "already-decided"
+    SUPPRESSED = "suppressed"
+
+
+# Notices that answer one submission each: a flood of submissions must not become a flood of mail.
+# Outcomes of a review (approved, rejected, expired, cancelled) were promised to the sender and are
+# bounded by the number of holds, so they always go out.
+RATE_LIMITED = frozenset({NoticeKind.HELD, NoticeKind.WARNINGS, NoticeKind.ALREADY_DECIDED})
+
+
+@dataclass(frozen=True)
+class NoticeFinding:
+    """A finding as notices show it: never ``private_detail``."""
+
+    rule: str
+    code: str
+    where: str
+    kind: str
+    advice: str
+    action: str
+
+
+class LimitDecision(StrEnum):
+    SEND = "send"
+    COLLAPSE = "collapse"  # send one "further notices suppressed" notice instead
+    DROP = "drop"
+
+
+class NoticeLimiter:
+    """At most ``per_hour`` rate-limited notices per sender in any hour; then one summary, then none."""
+
+    def __init__(self, per_hour: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_hour = per_hour
+        self._clock = clock
+        self._sent: dict[str, deque[float]] = {}
+        self._collapsed: dict[str, float] = {}
+
+    def check(self, sender: str) -> LimitDecision:
+        now = self._clock()
+        key = sender.lower()
+        recent = self._sent.setdefault(key, deque())
+        while recent and recent[0] <= now - 3600:
+            recent.popleft()
+        if len(recent) < self.per_hour:
+            recent.append(now)
+            self._collapsed.pop(key, None)
+            return LimitDecision.SEND
+        if key in self._collapsed and self._collapsed[key] > now - 3600:
+            return LimitDecision.DROP
+        self._collapsed[key] = now
+        return LimitDecision.COLLAPSE
+
+    def resumes_in(self, sender: str) -> float:
+        """Seconds until the oldest counted notice leaves the window."""
+        recent = self._sent.get(sender.lower())
+        return max(0.0, recent[0] + 3600 - self._clock()) if recent else 0.0
+
+
+@dataclass(frozen=True)
+class Letter:
+    """What one gateway message says: the parts ``Notices.build`` turns into bytes."""
+
+    kind: NoticeKind
+    to: str
+    subject: str
+    text: str
+    in_reply_to: str | None = None
+    reply_to: str | None = None
+    attachment: bytes | None = None  # a whole message, attached as message/rfc822
+    attachment_headers_only: bool = False  # attach only the header block (text/rfc822-headers)
+
+
+class Notices:
+    """Builds gateway messages for one committee; refuses any recipient outside it."""
+
+    def __init__(
+        self,
+        *,
+        conduct_address: str,
+        committee: Iterable[str],
+        hostname: str,
+        limiter: NoticeLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.conduct_address = conduct_address
+        self.committee = frozenset(address.lower() for address in committee) | {conduct_address.lower()}
+        self.hostname = hostname
+        self.limiter = limiter
+        self._clock = clock
+
+    def outgoing(self, letter: Letter, *, essential: bool = False) -> Outgoing | None:
+        """The spoolable message for ``letter``; None when the sender's notice budget is spent.
+
+        Raises ``NoticeRefused`` if the recipient is not a committee member address.
+        """
+        if letter.to.lower() not in self.committee:
+            raise NoticeRefused(f"refusing to send a {letter.kind.value} notice outside the committee")
+        if self.limiter is not None and letter.kind in RATE_LIMITED:
+            decision = self.limiter.check(letter.to)
+            if decision is LimitDecision.DROP:
+                return None
+            if decision is LimitDecision.COLLAPSE:
+                letter = suppressed_letter(letter.to, self.limiter.resumes_in(letter.to))
+        queue_id = Spool.new_queue_id()
+        content = self.build(letter, queue_id)
+        return Outgoing(
+            queue_id=queue_id, mail_from="", rcpt_tos=(letter.to,), content=content, essential=essential
+        )
+
+    def build(self, letter: Letter, queue_id: str) -> bytes:
+        """The complete message (CRLF line ends)."""
+        auto = "auto-generated" if letter.kind is NoticeKind.REVIEW_REQUEST else "auto-replied"
+        headers = [
+            f"From: {formataddr((GATEWAY_NAME, self.conduct_address))}",
+            f"To: <{_clean(letter.to)}>",
+            f"Subject: {_header_text(letter.subject)}",
+            f"Date: {formatdate(self._clock(), usegmt=True)}",
+            f"Message-ID: <{queue_id}.{letter.kind.value}@{_clean(self.hostname)}>",
+            f"Auto-Submitted: {auto}",
+            "X-Auto-Response-Suppress: All",
+            f"{NOTICE_HEADER}: {letter.kind.value}",
+            "MIME-Version: 1.0",
+        ]
+        if letter.reply_to:
+            headers.append(f"Reply-To: <{_clean(letter.reply_to)}>")
+        if letter.in_reply_to:
+            headers += [
+                f"In-Reply-To: {_clean(letter.in_reply_to)}",
+                f"References: {_clean(letter.in_reply_to)}",
+            ]
+        text = _text_body(letter.text)
+        encoding = "7bit" if text.isascii() else "8bit"
+        if letter.attachment is None:
+            headers += ['Content-Type: text/plain; charset="utf-8"', f"Content-Transfer-Encoding: {encoding}"]
+            return _lines(headers) + b"\r\n" + text.encode("utf-8")
+        boundary = _boundary(letter.attachment)
+        headers.append(f'Content-Type: multipart/mixed; boundary="{boundary}"')
+        if letter.attachment_headers_only:
+            attached = original_headers(letter.attachment)
+            part_headers = [
+                "Content-Type: text/rfc822-headers",
+                "Content-Description: Headers of your message",
+            ]
+        else:
+            attached = _crlf_terminated(letter.attachment)
+            part_headers = [
+                "Content-Type: message/rfc822",
+                'Content-Disposition: attachment; filename="held-message.eml"',
+                "Content-Description: The held message, exactly as it was sent",
+            ]
+        if not attached.isascii():
+            part_headers.append("Content-Transfer-Encoding: 8bit")
+        return b"".join(
+            [
+                _lines(headers),
+                b"\r\nThis is a MIME-encapsulated message.\r\n",
+                f"\r\n--{boundary}\r\n".encode(),
+                _lines(
+                    ['Content-Type: text/plain; charset="utf-8"', f"Content-Transfer-Encoding: {encoding}"]
+                ),
+                b"\r\n",
+                text.encode("utf-8"),
+                f"\r\n--{boundary}\r\n".encode(),
+                _lines(part_headers),
+                b"\r\n",
+                attached,
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
+
+
+def suppressed_letter(to: str, resumes_in: float) -> Letter:
+    minutes = max(1, round(resumes_in / 60))
+    return Letter(
+        kind=NoticeKind.SUPPRESSED,
+        to=to,
+        subject="Further notices suppressed for a while",
+        text=(
+            "The gateway has sent you many notices in the last hour, so it will not send more held "
+            f"or warning notices for about {minutes} minute(s). Nothing else changes: your mail client "
+            "still shows the gateway's answer to each message you send, held messages still wait for "
+            "review, and you will still hear when one is approved, rejected or expires."
+        ),
+    )
+
+
+def finding_lines(findings: Sequence[NoticeFinding]) -> list[str]:
+    """One paragraph per finding: rule, where, kind, the action, and the advice."""
+    lines: list[str] = []
+    for finding in findings:
+        head = " - ".join(part for part in (finding.rule, finding.where, finding.kind) if part)
+        lines.append(f"* {head} [{finding.action}]")
+        if finding.advice:
+            lines.append(f"  {finding.advice}")
+    return lines
+
+
+def warnings_letter(
+    *, to: str, reference: str, subject: str, message_id: str | None, findings: Sequence[NoticeFinding]
+) -> Letter:
+    text = "\n".join(
+        [
+            f'Your message "{subject}" was sent, but the gateway noticed things the committee\'s '
+            "communication guidelines ask you to look at. Nothing was changed because of them; "
+            "please keep them in mind for your next message.",
+            "",
+            *finding_lines(findings),
+            "",
+            f"Reference: {reference}",
+        ]
+    )
+    return Letter(NoticeKind.WARNINGS, to, f"Sent, with warnings: {subject}", text, in_reply_to=message_id)
+
+
+def _text_body(text: str) -> str:
+    """Wrap each paragraph line to WIDTH; CRLF; lines that are indented keep their indent."""
+    out: list[str] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if len(line) <= WIDTH:
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        if line.lstrip().startswith("* "):
+            indent += "  "
+        out.extend(
+            textwrap.wrap(
+                line, WIDTH, subsequent_indent=indent, break_long_words=True, break_on_hyphens=False
+            )
+        )
+    return "\r\n".join(out) + "\r\n"
+
+
+def _header_text(text: str) -> str:
+    flat = _clean(text)
+    if flat.isascii() and len(flat) < 900:
+        return flat
+    return Header(flat, "utf-8", header_name="Subject").encode()
+
+
+def _clean(text: str) -> str:
+    return " ".join("".join(ch if ch >= " " and ch != "\x7f" else " " for ch in text).split())
+
+
+def _lines(lines: Sequence[str]) -> bytes:
+    return "".join(f"{line}\r\n" for line in lines).encode("utf-8")
+
+
+def _crlf_terminated(content: bytes) -> bytes:
+    return content if content.endswith(b"\r\n") else content + b"\r\n"
+
+
+def _boundary(attachment: bytes) -> str:
+    while True:
+        boundary = f"=_conduct_{secrets.token_hex(12)}"
+        if boundary.encode() not in attachment:
+            return boundary

@@ -1,0 +1,356 @@
+"""Mail to administrators, moderators, organisers and reported parties is anonymised.
+
+The guidelines say: *when communicating with administrators, moderators, or the reported party,
+carefully anonymize all identifying information about the reporter and witnesses: generalize
+specific timestamps that could identify participants; describe observable behaviors without quoting
+unique phrasing that could identify sources; use gender-neutral language unless gender is relevant
+to the incident.* (Names, usernames and addresses are the reporter-protection rule's job.)
+
+Scope it with `when` (the shipped policy: `recipient_roles: [reported, admin, moderator,
+organiser]`). It reads what the recipient reads: the Subject, text and HTML parts (the rendered
+text), text attachments, attachment file names, and the Date and Subject of attached messages; never
+the message's own Date or Received headers, which always hold a time. All text is normalised first
+(case, line breaks, look-alike letters), so a phrase split across lines is still found.
+
+- `PRECISE_TIMESTAMP`: a time of day (`14:32`, `9pm`, `9:15 a.m.`, `10 o'clock`), a date with its
+  weekday (`Tuesday 3 March`, `Tue, 3 Mar 2025`, `Friday the 3rd of March`), or a date with an hour
+  (`3 March at 10`). Dates alone (`3 March`), version numbers (`3.14`), ratios (`2:1`) and counts
+  are not reported. The patterns are regular expressions in `timestamp_patterns`, matched on
+  lower-cased text with single spaces: extend them for other languages and formats. A time inside
+  quoted text (`> ` lines, the `On Tue, 3 Mar 2025 at 14:32, Pat wrote:` line and what follows it,
+  forwarded headers) is reported with kind `quoted`: quoting an earlier message passes on the exact
+  time it was written, so do not forward threads to these recipients. A deadline is a precise date
+  too (`reply by Friday 14 March`): write "within two weeks", or let the reviewer approve it.
+- `GENDERED_LANGUAGE`: a word from `gendered_terms` (he, she, him, her, his, hers, himself, herself,
+  man, woman, guy, girl, lady, Mr, Mrs, ...) on word boundaries: "Herbert", "the", "shell" and
+  "others" are not matches. Gender is sometimes relevant to an incident, and only a person can
+  tell: the shipped policy therefore only *warns* about it (`actions: {GENDERED_LANGUAGE: warn}`),
+  and for recipients whose mail is held anyway (audience-review) the reviewing member decides. No
+  header or keyword switches the check off: mail clients cannot set headers easily, and a keyword
+  would reach the recipient. "Ms" is not in the default list because it is also "ms" (milliseconds).
+- `REPORTER_WORDS_QUOTED`: quoted text (see above) repeats a message a reporter or witness sent to
+  the committee (from the protected-content fingerprints): at least `quote_min_words` consecutive
+  words, or `quote_min_fraction` of that message. In HTML, quotes are recognised by the attribution
+  line (`... wrote:`) or `> ` markers in the rendered text. (The protected-content rule reports any
+  repeated passage to any outsider; this finding explains that quoting is the problem.)
+
+Every finding says where and what kind, never the text; `conduct-gateway check` shows the sender
+what matched (`private_detail`). What the sender is told, e.g. *part 1 (text/plain) gives a precise
+time or date. Generalise it: say "an evening in early March" instead of an exact date and time.*
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from typing_extensions import Annotated
+
+from gateway.policy.model import Envelope, Finding, ParsedMessage, RuleContext, SegmentKind
+from gateway.policy.normalize import normalize
+
+NAME = "anonymisation"
+
+CODES = {
+    "PRECISE_TIMESTAMP": "A precise time of day, a date with its weekday, or a date with an hour.",
+    "GENDERED_LANGUAGE": "A gendered pronoun or term (he, she, her, man, woman, Mr, ...).",
+    "REPORTER_WORDS_QUOTED": "Quoted text repeats a message a reporter or witness sent to the committee.",
+}
+
+_WEEKDAY = (
+    r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+    r"|mon|tues|tue|weds|wed|thurs|thur|thu|fri|sat|sun)\.?"
+)
+_MONTH = (
+    r"(?:january|february|march|april|may|june|july|august|september|october|november|december"
+    r"|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\.?"
+)
+_DAY = r"(?:[12][0-9]|3[01]|0?[1-9])(?:st|nd|rd|th)?"
+_NUMERIC_DATE = r"(?:[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}|[0-9]{1,2}[/.][0-9]{1,2}(?:[/.][0-9]{2,4})?)"
+_HOUR_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
+
+DEFAULT_TIMESTAMP_PATTERNS: tuple[str, ...] = (
+    # 24-hour clock: 14:32, 09:05:59 (not 2:1, 16:9, 3.14, or runs such as 12:34:56:78)
+    r"(?<![0-9:.,])(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?(?![0-9:]|[.,][0-9])",
+    # 12-hour clock: 9pm, 9 pm, 9:15 a.m., 9.15pm
+    r"(?<![0-9:.,])(?:1[0-2]|0?[1-9])(?:[:.][0-5][0-9])? ?(?:a\.? ?m\b\.?|p\.? ?m\b\.?)",
+    # o'clock: 10 o'clock, ten o'clock
+    rf"\b(?:1[0-2]|0?[1-9]|{_HOUR_WORDS}) ?o'? ?clock\b",
+    # weekday with a date: Tuesday 3 March, Tue, 3 Mar 2025, Friday the 3rd of March
+    rf"\b{_WEEKDAY},? (?:the )?{_DAY}(?: of)? {_MONTH}(?![a-z])",
+    # weekday with a date, month first: Tuesday, March 3rd
+    rf"\b{_WEEKDAY},? {_MONTH} {_DAY}(?![a-z0-9])",
+    # weekday with a numeric date: Tuesday 2025-03-04, Tue 3/3/25
+    rf"\b{_WEEKDAY},? {_NUMERIC_DATE}(?![0-9])",
+    # a date with an hour: 3 March at 10, 2025-03-04 around 9
+    rf"(?:\b{_DAY}(?: of)? {_MONTH}|\b{_MONTH} {_DAY}|(?<![0-9]){_NUMERIC_DATE})(?:,? [0-9]{{4}})?,? "
+    rf"(?:at|around|about|by) (?:1[0-2]|0?[0-9]|2[0-3])(?![0-9:]|[.,][0-9])",
+)
+
+DEFAULT_GENDERED_TERMS: tuple[str, ...] = (
+    "he", "she", "him", "her", "his", "hers", "himself", "herself",
+    "man", "men", "woman", "women", "guy", "guys", "girl", "girls", "boy", "boys",
+    "lady", "ladies", "gentleman", "gentlemen", "male", "female",
+    "mr", "mrs", "miss", "sir", "madam", "ma'am",
+    "husband", "wife", "boyfriend", "girlfriend",
+)  # fmt: skip
+
+
+def _valid_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    for index, pattern in enumerate(patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"entry {index} is not a valid regular expression: {exc}") from None
+    return patterns
+
+
+def _valid_terms(terms: tuple[str, ...]) -> tuple[str, ...]:
+    for index, term in enumerate(terms):
+        if not normalize(term):
+            raise ValueError(f"entry {index} is empty")
+    return terms
+
+
+class Params(BaseModel):
+    """Options of the anonymisation rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timestamp_patterns: Annotated[tuple[str, ...], AfterValidator(_valid_patterns)] = Field(
+        DEFAULT_TIMESTAMP_PATTERNS,
+        description=(
+            "Regular expressions (Python syntax) for precise times and dates, matched on lower-cased "
+            "text with single spaces. Replace the list to add languages or formats (copy the defaults "
+            "from the rule reference in the source, anonymisation.py)."
+        ),
+    )
+    gendered_terms: Annotated[tuple[str, ...], AfterValidator(_valid_terms)] = Field(
+        DEFAULT_GENDERED_TERMS,
+        description="Gendered words reported on word boundaries, in any case (add other languages' words).",
+    )
+    check_quotes: bool = Field(
+        True, description="Report quoted text that repeats a reporter's or witness's message."
+    )
+    quote_min_words: int = Field(
+        12, ge=1, le=500, description="Consecutive words of a protected message that make a quote a finding."
+    )
+    quote_min_fraction: float = Field(
+        0.3, gt=0, le=1, description="Share of a protected message that makes a quote a finding."
+    )
+
+
+# --- what the recipient reads -------------------------------------------------------------------
+
+_QUOTE_MARK = re.compile(r"^[ \t]*>")
+_QUOTE_MARKS = re.compile(r"^[ \t]*(?:>[ \t]?)+")
+_ATTRIBUTION = re.compile(r"^\s*on\b.{3,300}\bwrote:?\s*$", re.IGNORECASE)
+_ATTRIBUTION_START = re.compile(r"^\s*on\b", re.IGNORECASE)
+_ATTRIBUTION_END = re.compile(r"\bwrote:?\s*$", re.IGNORECASE)
+_FORWARD_SEPARATOR = re.compile(
+    r"^\s*-{2,}\s*(?:original message|forwarded message|begin forwarded message)\s*-*\s*:?\s*$"
+    r"|^\s*begin forwarded message:?\s*$|^\s*_{10,}\s*$",
+    re.IGNORECASE,
+)
+_HEADER_LINE = re.compile(r"^\s*(?:from|sent|date|to|cc|subject)\s*:", re.IGNORECASE)
+_READ_KINDS = frozenset(
+    {SegmentKind.TEXT, SegmentKind.HTML_TEXT, SegmentKind.ATTACHMENT_TEXT, SegmentKind.FILENAME}
+)
+_ATTACHED_HEADERS = ("date:", "subject:")
+
+
+@dataclass(frozen=True)
+class ReadableText:
+    """Text a recipient reads, split into the sender's own words and quoted earlier messages."""
+
+    where: str
+    kind: SegmentKind
+    own: str
+    quoted: str
+
+
+def split_quoted(text: str) -> tuple[str, str]:
+    """(own words, quoted text) of a body: `> ` lines, attribution lines and forwarded blocks are quoted.
+
+    Without `> ` markers (rendered HTML, top-posted replies) everything after an attribution line or
+    a forwarding separator is quoted, as mail clients put the earlier thread below.
+    """
+    lines = text.splitlines()
+    own: list[str] = []
+    quoted: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        attribution = _attribution_length(lines, index)
+        if attribution or _FORWARD_SEPARATOR.match(line) or _header_block(lines, index):
+            quoted.extend(lines[index : index + attribution])
+            rest = lines[index + attribution :]
+            following = next((item for item in rest if item.strip()), "")
+            if attribution and _QUOTE_MARK.match(following):
+                index += attribution  # marked quote follows: own text may resume after it
+                continue
+            quoted.extend(_QUOTE_MARKS.sub("", item) for item in rest)
+            break
+        if _QUOTE_MARK.match(line):
+            quoted.append(_QUOTE_MARKS.sub("", line))
+        else:
+            own.append(line)
+        index += 1
+    return "\n".join(own), "\n".join(quoted)
+
+
+def _attribution_length(lines: list[str], index: int) -> int:
+    """How many lines (0, 1 or 2) an "On ..., X wrote:" line at ``index`` takes."""
+    line = lines[index]
+    if _QUOTE_MARK.match(line):
+        return 0
+    if _ATTRIBUTION.match(line):
+        return 1
+    if (
+        _ATTRIBUTION_START.match(line)
+        and index + 1 < len(lines)
+        and _ATTRIBUTION_END.search(lines[index + 1])
+        and len(line) + len(lines[index + 1]) <= 300
+    ):
+        return 2
+    return 0
+
+
+def _header_block(lines: list[str], index: int) -> bool:
+    """An inline forwarded header block (From:/Sent:/To:/Subject: lines), as Outlook writes it."""
+    return (
+        bool(re.match(r"^\s*from\s*:", lines[index], re.IGNORECASE))
+        and index + 1 < len(lines)
+        and bool(_HEADER_LINE.match(lines[index + 1]))
+    )
+
+
+def readable_texts(message: ParsedMessage) -> Iterator[ReadableText]:
+    """Everything the recipient reads: Subject, body parts, text attachments, file names, attached mail."""
+    yield ReadableText("header Subject", SegmentKind.HEADER, message.subject, "")
+    seen: set[tuple[str, str]] = set()
+    for segment in message.segments:
+        if (segment.where, segment.text) in seen:
+            continue
+        seen.add((segment.where, segment.text))
+        if segment.kind in _READ_KINDS:
+            own, quoted = split_quoted(segment.text)
+            yield ReadableText(segment.where, segment.kind, own, quoted)
+        elif (
+            segment.kind is SegmentKind.HEADER
+            and " in " in segment.where  # a header of an attached or forwarded message
+            and segment.text[:8].lower().startswith(_ATTACHED_HEADERS)
+        ):
+            yield ReadableText(segment.where, segment.kind, "", segment.text)
+
+
+# --- matching -----------------------------------------------------------------------------------
+
+
+@cache
+def _timestamp_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
+
+
+@cache
+def _terms_regex(terms: tuple[str, ...]) -> re.Pattern[str]:
+    words = sorted({normalize(term) for term in terms}, key=len, reverse=True)
+    alternatives = "|".join(re.escape(word).replace(r"\ ", " ") for word in words)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+
+
+def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, params: Params) -> list[Finding]:
+    """Report precise timestamps, gendered words and quoted protected content in what the recipient reads."""
+    timestamps = _timestamp_regex(params.timestamp_patterns)
+    terms = _terms_regex(params.gendered_terms) if params.gendered_terms else None
+    findings: dict[tuple[str, str, str, str], Finding] = {}
+
+    def add(finding: Finding) -> None:
+        key = (finding.code, finding.where, finding.kind, finding.case or "")
+        if key in findings:
+            previous = findings[key]
+            detail = ", ".join(dict.fromkeys((*previous.private_detail.split(", "), finding.private_detail)))
+            findings[key] = Finding(**{**vars(previous), "private_detail": detail})
+        else:
+            findings[key] = finding
+
+    for text in readable_texts(message):
+        for region, content in (("own", text.own), ("quoted", text.quoted)):
+            if not content.strip():
+                continue
+            folded = normalize(content)
+            found = _matches(timestamps, folded)
+            if found:
+                add(_timestamp_finding(text.where, region, found))
+            if terms is not None:
+                words = _matches(terms, folded)
+                if words:
+                    add(_gender_finding(text.where, words))
+        if params.check_quotes and text.quoted.strip() and text.kind is not SegmentKind.FILENAME:
+            for overlap in context.protected_content.overlaps(text.quoted):
+                if overlap.longest_run >= params.quote_min_words or overlap.fraction >= params.quote_min_fraction:
+                    add(_quote_finding(text.where, overlap.case, overlap.longest_run, overlap.fraction))
+    return list(findings.values())
+
+
+def _matches(pattern: re.Pattern[str], text: str) -> list[str]:
+    return list(dict.fromkeys(match.group(0).strip() for match in pattern.finditer(text) if match.group(0)))
+
+
+def _quoted_list(items: list[str]) -> str:
+    return ", ".join(f'"{item}"' for item in items)
+
+
+def _timestamp_finding(where: str, region: str, found: list[str]) -> Finding:
+    if region == "quoted":
+        advice = (
+            f"The quoted earlier message in {where} (its \"... wrote:\" line, forwarded headers or text) "
+            "gives a precise time or date. Delete the quoted text and do not forward threads to this "
+            "recipient; describe what happened in your own words."
+        )
+    else:
+        advice = (
+            f"{where} gives a precise time or date. Generalise it: say \"an evening in early March\" "
+            "instead of an exact date and time, so that nobody can tell who was there."
+        )
+    return Finding(
+        rule=NAME,
+        code="PRECISE_TIMESTAMP",
+        where=where,
+        kind=region if region == "quoted" else "timestamp",
+        advice=advice,
+        private_detail=_quoted_list(found),
+    )
+
+
+def _gender_finding(where: str, words: list[str]) -> Finding:
+    return Finding(
+        rule=NAME,
+        code="GENDERED_LANGUAGE",
+        where=where,
+        kind="gendered-term",
+        advice=(
+            f"{where} uses gendered words. Use gender-neutral language (they/them, \"the person\", "
+            "\"the participant\") for everyone involved, unless gender is relevant to the incident; "
+            "if it is, the reviewing member can approve it as written."
+        ),
+        private_detail=_quoted_list(words),
+    )
+
+
+def _quote_finding(where: str, case: str, longest_run: int, fraction: float) -> Finding:
+    return Finding(
+        rule=NAME,
+        code="REPORTER_WORDS_QUOTED",
+        where=where,
+        kind="quoted",
+        advice=(
+            f"The quoted text in {where} repeats {longest_run} consecutive words ({fraction:.0%}) of a "
+            f"message a reporter or witness sent in case {case}. Delete the quote and describe the "
+            "behaviour in your own words instead of quoting the reporter."
+        ),
+        case=case,
+    )

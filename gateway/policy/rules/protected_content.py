@@ -1,0 +1,178 @@
+"""A reporter's or witness's own words never reach anyone outside the committee.
+
+The guidelines say: *never forward communication [...] of reporters outside of the code of conduct
+committee, without the express written permission of the person concerned*, and, for mail to
+administrators, moderators or the reported party, *describe observable behaviors without quoting
+unique phrasing that could identify sources*.
+
+The gateway learns the messages reporters and witnesses send to the committee (through the journal
+intake, or ``conduct-gateway case add-report CASE FILE.eml``) and keeps only fingerprints of them:
+keyed hashes of every run of 8 consecutive words, never the words. When at least one **envelope**
+recipient is outside the committee, every text of the outgoing message is compared with them:
+text and HTML parts, text attachments, attached and forwarded messages, headers. Texts are
+decoded and normalised first (any transfer encoding and charset, HTML rendered, case, accents,
+look-alike letters), and only words count: a passage reflowed to another line width, quoted with
+``> `` or ``> > ``, or pasted into HTML is the same passage.
+
+- ``PROTECTED_CONTENT``: the message repeats a protected message: a passage of at least
+  ``min_run_words`` consecutive words, or pieces that add up to at least ``min_fraction`` of it
+  (and to as many 8-word sequences as a ``min_run_words`` passage has). Short common phrases
+  ("thank you for your message", "please let me know if you have any questions") are far below
+  the threshold, and phrases found in 50 or more protected messages (disclaimers, list footers)
+  do not count. The finding says where, how much, and which case, never the words; e.g. *part 1
+  (text/plain) repeats 34 consecutive words (60%) of a message a reporter or witness sent in case
+  home shelf. Describe the behaviour in your own words instead of quoting or forwarding it.*
+
+A reporter's own words may always go back to that reporter (``self_disclosure``), so the committee
+can reply with the usual quote. Consent recorded in a case (``consents``) is consent to be *named*
+to a recipient, which is not consent to have one's messages forwarded: it lifts this finding only
+when ``consent_lifts`` is true.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.policy.fingerprint import SHINGLE_WORDS
+from gateway.policy.model import (
+    ContentOverlap,
+    Envelope,
+    Finding,
+    IdentityKind,
+    ParsedMessage,
+    RuleContext,
+)
+from gateway.policy.normalize import normalize
+
+NAME = "protected-content"
+
+CODES = {
+    "PROTECTED_CONTENT": (
+        "The message repeats part of a message a reporter or witness sent to the committee, and would "
+        "reach a recipient outside the committee."
+    ),
+}
+
+
+class Params(BaseModel):
+    """Options of the protected-content rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_run_words: int = Field(
+        12,
+        ge=SHINGLE_WORDS,
+        le=500,
+        description=(
+            "A passage of at least this many consecutive words repeated from a protected message is a "
+            "finding (8 at least: shorter passages are not fingerprinted)."
+        ),
+    )
+    min_fraction: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description=(
+            "Repeating at least this share of a protected message in shorter pieces is also a finding "
+            "(catches lightly edited copies)."
+        ),
+    )
+    self_disclosure: bool = Field(
+        True,
+        description="Allow a reporter's or witness's own words in mail to one of their recorded addresses.",
+    )
+    consent_lifts: bool = Field(
+        False,
+        description=(
+            "Let a consent record (permission to be named to a recipient) also allow that person's words "
+            "to reach that recipient. Off: consent to be named is not consent to be quoted."
+        ),
+    )
+
+
+def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, params: Params) -> list[Finding]:
+    """Report protected passages in a message going outside the committee."""
+    outsiders: dict[str, str] = {}
+    for recipient in envelope.rcpt_tos:
+        if not context.is_committee(recipient):
+            outsiders.setdefault(recipient.lower(), recipient)
+    if not outsiders:
+        return []
+    strongest: dict[tuple[str, str], tuple[ContentOverlap, list[str]]] = {}
+    for segment in message.segments:
+        for overlap in context.protected_content.overlaps(segment.text):
+            if not _past_threshold(overlap, params):
+                continue
+            key = (overlap.case, overlap.document)
+            current = strongest.get(key)
+            if current is None:
+                strongest[key] = (overlap, [segment.where])
+                continue
+            best, places = current
+            if segment.where not in places:
+                places.append(segment.where)
+            if (overlap.longest_run, overlap.fraction) > (best.longest_run, best.fraction):
+                strongest[key] = (overlap, places)
+    findings = []
+    for overlap, places in strongest.values():
+        concerned = tuple(
+            recipient for recipient in outsiders.values() if not _allowed(overlap, recipient, context, params)
+        )
+        if concerned:
+            findings.append(_finding(overlap, places, concerned))
+    return findings
+
+
+def _past_threshold(overlap: ContentOverlap, params: Params) -> bool:
+    if overlap.longest_run >= params.min_run_words:
+        return True
+    shingles_in_a_run = params.min_run_words - SHINGLE_WORDS + 1
+    return overlap.fraction >= params.min_fraction and overlap.matched >= shingles_in_a_run
+
+
+def _allowed(overlap: ContentOverlap, recipient: str, context: RuleContext, params: Params) -> bool:
+    if overlap.person is None:
+        return False
+    if params.consent_lifts and any(
+        consent.case == overlap.case
+        and consent.person == overlap.person
+        and consent.recipient == recipient.lower()
+        for consent in context.consents
+    ):
+        return True
+    if not params.self_disclosure:
+        return False
+    wanted = normalize(recipient.strip("<>"))
+    return any(
+        identity.kind is IdentityKind.ADDRESS
+        and identity.case == overlap.case
+        and identity.person == overlap.person
+        and normalize(identity.value.strip().strip("<>")) == wanted
+        for identity in context.finder.find(recipient)
+    )
+
+
+def _finding(overlap: ContentOverlap, places: list[str], recipients: tuple[str, ...]) -> Finding:
+    where = ", ".join(places)
+    share = max(1, round(overlap.fraction * 100))
+    return Finding(
+        rule=NAME,
+        code="PROTECTED_CONTENT",
+        where=where,
+        kind="passage",
+        advice=(
+            f"{where[0].upper()}{where[1:]} repeats {overlap.longest_run} consecutive words ({share}%) of a "
+            f"message a reporter or witness sent in case {overlap.case}, and the message goes to "
+            f"{_listing(recipients)}. Describe the behaviour in your own words instead of quoting or "
+            "forwarding their message."
+        ),
+        recipients=recipients,
+        case=overlap.case,
+        private_detail=f"protected document {overlap.document}",
+    )
+
+
+def _listing(recipients: tuple[str, ...]) -> str:
+    if len(recipients) == 1:
+        return recipients[0]
+    return ", ".join(recipients[:-1]) + " and " + recipients[-1]
