@@ -18,10 +18,18 @@ fixed number of messages. Reported per run:
 Targets: ``bare`` (bench/bare_relay.py: no spool, no policy, relays before answering), ``gateway``
 (``conduct-gateway serve`` through bench/passthrough_gateway.py, which sets the policy seam to
 PassThrough: the relay core with its fsynced spool and delivery worker), ``postfix`` (a private Postfix, default queue settings, relaying to the sink; it has no SASL
-here, so its clients do not log in). ``--policy FILE`` adds ``gateway+policy``: the same gateway with
-``policy.path`` set (the unmodified ``serve``; ``--member`` must be a member in that policy), for the
-policy engine's end-to-end figure (issue 3; bench/policy.py is the place
-for per-message evaluation times).
+here, so its clients do not log in). ``--policy FILE`` adds the unmodified ``serve`` with
+``policy.path`` set, for the policy engine's end-to-end figure (issue 3; bench/policy.py is the place
+for per-message evaluation times), measured as two targets on that one gateway:
+
+* ``gateway+policy``: the message lacks the policy's conduct address, so conduct-cc (with the shipped
+  ``rewrite`` action) adds it to Cc and to the envelope: every message is inspected and rewritten;
+* ``gateway+policy:cc``: the message already has the conduct address in Cc and in the envelope:
+  every rule inspects it and nothing changes (what most committee mail looks like).
+
+Both go to an outside recipient, so reporter-protection scans every message. The sending account
+(``--member``) defaults to the policy's first committee member; the sink counts one message per
+relayed transaction whatever its recipient count.
 """
 
 from __future__ import annotations
@@ -72,8 +80,8 @@ COUNTS = {
 }
 
 
-def build_message(size: int, member: str, seed: int = 2024) -> bytes:
-    """A plain-text message of ``size`` bytes (CRLF) from ``member``, ASCII prose lines."""
+def build_message(size: int, member: str, seed: int = 2024, cc: str | None = None) -> bytes:
+    """A plain-text message of ``size`` bytes (CRLF) from ``member``, ASCII prose lines (Cc ``cc``)."""
     rng = random.Random(seed)
     words = [
         "conduct",
@@ -88,7 +96,9 @@ def build_message(size: int, member: str, seed: int = 2024) -> bytes:
         "mail",
     ]
     header = (
-        f"From: Bench Member <{member}>\r\nTo: <{RECIPIENT}>\r\nSubject: relay benchmark\r\n"
+        f"From: Bench Member <{member}>\r\nTo: <{RECIPIENT}>\r\n"
+        + (f"Cc: Conduct Committee <{cc}>\r\n" if cc else "")
+        + "Subject: relay benchmark\r\n"
         f"Message-ID: <bench.{size}@example.org>\r\nDate: Mon, 02 Dec 2024 10:00:00 +0000\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
     ).encode()
@@ -121,6 +131,7 @@ class Target:
     name: str
     port: int
     login: bool
+    cc: str | None = None  # an address the message has in Cc and the envelope (the conduct address)
 
 
 class Sink:
@@ -173,11 +184,12 @@ def run_load(context: SpawnContext, spec: LoadSpec) -> LoadResult:
 def measure(
     context: SpawnContext, sink: Sink, target: Target, member: str, size: str, clients: int, count: int
 ) -> Run:
-    message = build_message(SIZES[size], member)
+    message = build_message(SIZES[size], member, cc=target.cc)
     login = (member, PASSWORD) if target.login else (None, None)
+    recipients = (RECIPIENT, target.cc) if target.cc else (RECIPIENT,)
 
     def spec(messages: int) -> LoadSpec:
-        return LoadSpec(HOST, target.port, clients, messages, message, member, (RECIPIENT,), *login)
+        return LoadSpec(HOST, target.port, clients, messages, message, member, recipients, *login)
 
     warmup = max(2 * clients, 10)
     before = sink.received.value
@@ -238,6 +250,19 @@ def gateway(workdir: Path, sink: Sink, name: str, member: str, policy: Path | No
         process.close()
 
 
+def policy_people(policy: Path) -> tuple[str, str]:
+    """The policy's conduct address and first member's first address (the default sender)."""
+    from gateway.errors import ConfigError
+    from gateway.policy.config import read_policy
+
+    try:
+        document, _ = read_policy(policy)
+    except ConfigError as exc:
+        sys.exit(f"bench/relay.py: --policy: {exc}")
+    organisation = document.organisation
+    return str(organisation.conduct_address), str(organisation.members[0].addresses[0])
+
+
 @contextlib.contextmanager
 def postfix(sink: Sink) -> Iterator[Target]:
     instance = PostfixInstance(relayhost=(HOST, sink.port))
@@ -258,12 +283,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", default=",".join(map(str, CLIENTS)), help="client counts, e.g. 1,8,32")
     parser.add_argument("--sizes", default=",".join(SIZES), help="message sizes: 8KB,200KB")
     parser.add_argument("--policy", type=Path, help="also run the real `serve` with this policy file")
-    parser.add_argument("--member", default=MEMBER, help="the sending account (a member of --policy)")
+    parser.add_argument(
+        "--member", help=f"the sending account (default: {MEMBER}; with --policy, its first member)"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     targets = args.targets.split(",")
+    conduct = None
     if args.policy is not None:
+        conduct, first_member = policy_people(args.policy)
+        args.member = args.member or first_member
         targets.append("gateway+policy")
+    args.member = args.member or MEMBER
     sizes = args.sizes.split(",")
     if "postfix" in targets and os.geteuid() != 0:
         parser.error(
@@ -288,6 +319,10 @@ def main(argv: list[str]) -> int:
                 "postfix": lambda: postfix(sink),
             }
             started = [stack.enter_context(factories[name]()) for name in targets]
+            if conduct is not None:
+                # The same gateway again, sent messages that already copy the conduct address.
+                policy_target = next(target for target in started if target.name == "gateway+policy")
+                started.append(Target("gateway+policy:cc", policy_target.port, login=True, cc=conduct))
             for size in sizes:
                 for clients in client_counts:
                     count = args.messages or COUNTS.get((size, clients), 1000)

@@ -21,9 +21,11 @@ from typing import Any
 from gateway.accounts import Accounts
 from gateway.delivery import DeliveryWorker
 from gateway.errors import ConfigError
+from gateway.journal import JournalService
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
 from gateway.policy_screener import PolicyScreener, load_compiled_policy
+from gateway.review import spool_outgoing
 from gateway.screening import Screener
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
 from gateway.smtp import SubmissionService
@@ -345,6 +347,7 @@ class Gateway:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         service_stopped = False
+        journal: JournalService | None = None  # journal intake: copies of inbound committee mail
         try:
             await service.start()
             self._listening = True
@@ -354,9 +357,14 @@ class Gateway:
                 await metrics.start()
                 host, port = metrics.address
                 log_event(log, "listening", name="metrics", address=_host_port(host, port))
+            if settings.journal.enabled:
+                journal = JournalService.from_settings(settings)
+                await journal.start()
+                log_event(log, "listening", name="journal", address=_host_port(*journal.address))
             async with asyncio.TaskGroup() as group:
                 self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
+                group.create_task(self._review_housekeeping(screener, spool, delivery_stop))
                 banner = startup_banner(settings, service.addresses, demo, self._config_path, self._program)
                 if banner:
                     self._announce(banner)
@@ -377,6 +385,9 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await service.stop(0)
             await metrics.stop()
+            if journal is not None:
+                await journal.stop()
+                journal.close()
             if (close_screener := _optional(screener, "close")) is not None:
                 close_screener()
             if handle_signals:
@@ -389,6 +400,19 @@ class Gateway:
             # A worker that ends on its own would leave accepted mail undelivered while we answer 250.
             raise RuntimeError("the delivery worker stopped by itself")
         log_event(log, "delivery_stopped")
+
+    async def _review_housekeeping(self, screener: Screener, spool: Spool, stop: asyncio.Event) -> None:
+        # Held messages expire (the sender gets a notice; nothing else is sent), and review decisions
+        # made with the CLI while we run reach the audit trail. At start, then every check_interval.
+        housekeeping = _optional(screener, "review_housekeeping")
+        while housekeeping is not None and not stop.is_set():
+            try:
+                await spool_outgoing(spool, await asyncio.to_thread(housekeeping))
+            except Exception as exc:  # the next round tries again; intake and delivery go on
+                log_event(log, "review_housekeeping_failed", logging.ERROR, error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.review.check_interval):
+                    await stop.wait()
 
     async def _watch_files(self, accounts: Accounts, screener: Screener, stop: asyncio.Event) -> None:
         # `user add|remove` and policy edits change files while we run: pick them up without a

@@ -16,6 +16,7 @@ import heapq
 import ipaddress
 import logging
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -61,6 +62,7 @@ DATA_BYTES_PER_SECOND = 100_000
 """Extra time allowed for DATA: one second per this many bytes, on top of the upstream timeout."""
 
 _SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
 
 
 @dataclass(frozen=True)
@@ -490,15 +492,22 @@ class DeliveryWorker:
             size=len(content),
             attempt=status.attempts,
             outcome=outcome,
-            delivered=counts["delivered"],
-            deferred=counts["deferred"],
-            failed=counts["failed"],
+            # Counts only when the outcome alone does not tell them (log_event leaves out None).
+            delivered=counts["delivered"] if outcome == "partial" else None,
+            deferred=(counts["deferred"] or None) if outcome == "partial" else None,
+            failed=(counts["failed"] or None) if outcome in ("partial", "deferred") else None,
             via=self._transport.description,
             reply_code=code,
-            reply=" ".join(reply.split())[:300],
+            reply=_redact(" ".join(reply.split()))[:300],
             duration_ms=round((time.monotonic() - started) * 1000, 1),
             next_attempt=_next_attempt_text(status, now),
         )
+
+
+def _redact(reply: str) -> str:
+    # Upstream replies often quote the recipient ("550 5.1.1 <bob@example.org>: unknown"); logs never
+    # hold recipients' addresses. The status file and the sender's DSN keep the reply as it was.
+    return _ADDRESS.sub("<address>", reply)
 
 
 def _apply(status: DeliveryStatus, results: Sequence[RecipientResult], now: float) -> DeliveryStatus:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import textwrap
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -84,8 +85,13 @@ class NoticeLimiter:
         self._clock = clock
         self._sent: dict[str, deque[float]] = {}
         self._collapsed: dict[str, float] = {}
+        self._lock = threading.Lock()  # the periodic expiry runs on a worker thread
 
     def check(self, sender: str) -> LimitDecision:
+        with self._lock:
+            return self._check(sender)
+
+    def _check(self, sender: str) -> LimitDecision:
         now = self._clock()
         key = sender.lower()
         recent = self._sent.setdefault(key, deque())
@@ -238,7 +244,8 @@ def finding_lines(findings: Sequence[NoticeFinding]) -> list[str]:
     """One paragraph per finding: rule, where, kind, the action, and the advice."""
     lines: list[str] = []
     for finding in findings:
-        head = " - ".join(part for part in (finding.rule, finding.where, finding.kind) if part)
+        rule = f"{finding.rule} ({finding.code})" if finding.code else finding.rule
+        head = " - ".join(part for part in (rule, finding.where, finding.kind) if part)
         lines.append(f"* {head} [{finding.action}]")
         if finding.advice:
             lines.append(f"  {finding.advice}")

@@ -23,14 +23,25 @@ from types import TracebackType
 
 from gateway.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
 from gateway.errors import AuditError, ConfigError, GatewayError, PolicyError
+from gateway.fingerprints import FingerprintStore
 from gateway.ledger import Ledger, ledger_path
 from gateway.logs import log_event
+from gateway.notices import warnings_letter
 from gateway.policy.config import read_policy
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
 from gateway.policy.mime import parse_message
-from gateway.policy.model import Action, Address, Envelope, Outcome, ParsedMessage, Rewrite, Verdict
+from gateway.policy.model import (
+    NO_FINGERPRINTS,
+    Action,
+    Address,
+    Envelope,
+    Outcome,
+    ParsedMessage,
+    Rewrite,
+    Verdict,
+)
 from gateway.policy.rewrite import apply_rewrite
-from gateway.review import HeldFinding, HoldStore, ReviewDesk, ReviewError, trail_sink
+from gateway.review import HeldFinding, HoldStore, ReviewDesk, ReviewError, drain_audit_outbox, trail_sink
 from gateway.screening import Accept, Outgoing, Refuse, Submission
 from gateway.settings import GatewaySettings
 from gateway.verdict_replies import (
@@ -198,6 +209,9 @@ class _Pending:
 class PolicyScreener:
     """The Screener the SMTP layer calls; owns the policy source, the thread ledger and the audit trail."""
 
+    # Fingerprints of reporters' own words, for protected-content (opened by from_settings).
+    fingerprint_store: FingerprintStore | None = None
+
     def __init__(
         self, source: PolicySource, ledger: Ledger, audit: AuditTrail, review: ReviewDesk | None = None
     ) -> None:
@@ -232,7 +246,13 @@ class PolicyScreener:
                 audit.close()
                 raise
             review = ReviewDesk(store, settings.review, settings.server.hostname, trail_sink(audit))
-        return cls(source, ledger, audit, review)
+        screener = cls(source, ledger, audit, review)
+        try:
+            screener.fingerprint_store = FingerprintStore.open(settings.state_dir)
+        except GatewayError:
+            screener.close()
+            raise
+        return screener
 
     @property
     def policy_version(self) -> str:
@@ -285,7 +305,9 @@ class PolicyScreener:
                 rcpt_tos=submission.rcpt_tos,
                 authenticated_as=submission.authenticated_as,
             )
-            verdict = evaluate(message, envelope, policy, thread)
+            verdict = evaluate(
+                message, envelope, policy, thread, protected_content=self.fingerprint_store or NO_FINGERPRINTS
+            )
         except Exception as exc:
             # Whatever failed, never pass the message: defer it. Log the type only, never content.
             return self._internal_error(submission, policy.version, exc)
@@ -318,27 +340,117 @@ class PolicyScreener:
             return self._internal_error(submission, policy.version, exc)
         self._count(verdict.outcome.value)
         labels = change_labels(rewrite)
-        self._remember(
-            submission.queue_id,
-            _Pending(
-                policy_version=policy.version,
-                findings=findings,
-                labels=labels,
-                thread=_Thread.of(message, rewrite.add_cc),
-                case=_case_of(verdict) or thread.case,
-            ),
+        pending = _Pending(
+            policy_version=policy.version,
+            findings=findings,
+            labels=labels,
+            thread=_Thread.of(message, rewrite.add_cc),
+            case=_case_of(verdict) or thread.case,
         )
+        content = _with_relay_header(relayed, relay_header(submission.queue_id, labels))
+        if holding:
+            assert self.review is not None
+            try:
+                held = self.review.hold(
+                    submission,
+                    policy,
+                    findings=_held_findings(verdict),
+                    changes=change_descriptions(rewrite),
+                    release=content,
+                    release_rcpt_tos=rcpt_tos,
+                    message_id=message.message_id,
+                    subject=message.subject,
+                    case=pending.case,
+                )
+            except Exception as exc:
+                return self._internal_error(submission, policy.version, exc)
+            if isinstance(held, Refuse):
+                return self._audit_refusal(
+                    submission, held, Outcome.HOLD.value, policy.version, findings, message.message_id
+                )
+            self._remember(submission.queue_id, pending)
+            return held
+        self._remember(submission.queue_id, pending)
         return Accept(
-            content=_with_relay_header(relayed, relay_header(submission.queue_id, labels)),
+            content=content,
             rcpt_tos=rcpt_tos,
             changes=change_descriptions(rewrite),
             verdict=verdict.outcome.value,
             findings=tuple(f"{d.finding.rule}:{d.finding.code}" for d in verdict.decisions),
+            extra=self._warnings_notice(submission, policy, verdict, message),
         )
+
+    def _warnings_notice(
+        self, submission: Submission, policy: CompiledPolicy, verdict: Verdict, message: ParsedMessage
+    ) -> tuple[Outgoing, ...]:
+        """One notice listing the ``warn`` findings of a delivered message (best effort)."""
+        warned = [d for d in _held_findings(verdict) if d.action == Action.WARN.value]
+        if not warned or self.review is None or submission.mail_from.lower() not in policy.committee:
+            return ()
+        try:
+            notice = self.review.notices(policy).outgoing(
+                warnings_letter(
+                    to=submission.mail_from,
+                    reference=submission.queue_id,
+                    subject=message.subject,
+                    message_id=message.message_id,
+                    findings=[f.notice() for f in warned],
+                )
+            )
+        except Exception as exc:  # a notice must never stop the message itself
+            log_event(
+                log, "notice-failed", logging.ERROR, queue_id=submission.queue_id, error=type(exc).__name__
+            )
+            return ()
+        return (notice,) if notice is not None else ()
+
+    def not_stored(self, submission: Submission, accept: Accept) -> None:
+        """The SMTP layer could not spool what ``screen`` accepted: undo a hold or a review decision."""
+        with self._lock:
+            self._pending.pop(submission.queue_id, None)
+        if self.review is not None and accept.verdict in ("hold", "review"):
+            self.review.not_stored(submission.queue_id)
+
+    def _review_accepted(self, submission: Submission, accept: Accept) -> None:
+        assert self.review is not None
+        with self._lock:
+            pending = self._pending.pop(submission.queue_id, None)
+        released = self.review.accepted(submission.queue_id)
+        if accept.verdict == "hold" and pending is not None:
+            self.audit.record_decision(
+                DecisionRecord(
+                    queue_id=submission.queue_id,
+                    member=submission.authenticated_as,
+                    verdict=Outcome.HOLD.value,
+                    reply="250 2.0.0",
+                    policy_version=pending.policy_version,
+                    findings=pending.findings,
+                    changes=pending.labels,
+                    message_id=pending.thread.message_id,
+                    recipients=submission.rcpt_tos,
+                    message=submission.content,
+                )
+            )
+        if released is not None:
+            # The thread ledger learns a held message only once it is really sent.
+            try:
+                content = self.review.store.release_content(released.reference)
+                self._learn_thread(released.reference, _Thread.of(parse_message(content)), released.case)
+            except Exception as exc:
+                log_event(
+                    log,
+                    "ledger-record-failed",
+                    logging.ERROR,
+                    queue_id=released.reference,
+                    error=type(exc).__name__,
+                )
 
     def accepted(self, submission: Submission, accept: Accept) -> None:
         """The message is durably spooled: audit it (fsynced; raises AuditError if that fails), then
         teach the ledger its participants (a ledger failure is logged, never raised)."""
+        if self.review is not None and accept.verdict in ("hold", "review"):
+            self._review_accepted(submission, accept)
+            return
         with self._lock:
             pending = self._pending.pop(submission.queue_id, None)
         if pending is None:
@@ -380,6 +492,25 @@ class PolicyScreener:
                 queue_id=submission.queue_id,
                 error=type(exc).__name__,
             )
+
+    def _learn_thread(self, reference: str, thread: _Thread, case: str | None) -> None:
+        if thread.message_id is not None:
+            self.ledger.record(
+                thread.message_id,
+                in_reply_to=thread.in_reply_to,
+                references=thread.references,
+                from_=thread.from_,
+                to=thread.to,
+                cc=thread.cc,
+                case=case,
+            )
+
+    def review_housekeeping(self) -> tuple[Outgoing, ...]:
+        """Periodic: audit the CLI's review decisions, expire overdue holds; the notices to spool."""
+        if self.review is None:
+            return ()
+        drain_audit_outbox(self.review.store, self.audit)
+        return tuple(self.review.expire_due(self.source.policy))
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -463,6 +594,8 @@ class PolicyScreener:
     def close(self) -> None:
         self.ledger.close()
         self.audit.close()
+        if self.fingerprint_store is not None:
+            self.fingerprint_store.close()
 
     def __enter__(self) -> PolicyScreener:
         return self
@@ -484,6 +617,23 @@ def _finding_records(verdict: Verdict) -> tuple[FindingRecord, ...]:
         )
         for d in verdict.decisions
     )
+
+
+def _held_findings(verdict: Verdict) -> list[HeldFinding]:
+    """What reviewers and the sender are shown of each finding (never ``private_detail``)."""
+    return [
+        HeldFinding(
+            rule=d.finding.rule,
+            code=d.finding.code,
+            where=d.finding.where,
+            kind=d.finding.kind,
+            advice=d.finding.advice,
+            action=d.action.value,
+            recipients=d.finding.recipients,
+        )
+        for d in verdict.decisions
+        if d.action is not Action.AUDIT
+    ]
 
 
 def _case_of(verdict: Verdict) -> str | None:
@@ -531,5 +681,8 @@ def _without_header(raw: bytes, name: str) -> bytes:
 
 
 def _with_relay_header(content: bytes, header: bytes) -> bytes:
-    """Exactly one relay header, at the top; the rest of the message is not re-serialised."""
-    return header + _without_header(content, RELAY_HEADER)
+    """Exactly one relay header, at the top; the rest of the message is not re-serialised.
+
+    A sender's own approval header is dropped too: only a release after review may carry one.
+    """
+    return header + _without_header(_without_header(content, APPROVED_HEADER), RELAY_HEADER)

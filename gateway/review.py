@@ -26,6 +26,7 @@ the gateway's periodic review task (``drain_audit_outbox``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import email
@@ -64,7 +65,7 @@ from gateway.policy.engine import CompiledPolicy
 from gateway.policy.html import render_html
 from gateway.screening import Accept, Outgoing, Refuse, Submission
 from gateway.settings import ReviewSettings
-from gateway.spool import Spool, fsync_directory, make_private_directory
+from gateway.spool import Spool, SpoolEnvelope, fsync_directory, make_private_directory
 from gateway.verdict_replies import APPROVED_HEADER, held_lines
 
 log = logging.getLogger("gateway.review")
@@ -461,6 +462,35 @@ def drain_audit_outbox(store: HoldStore, trail: AuditTrail) -> int:
         path.unlink()
         drained += 1
     return drained
+
+
+async def spool_outgoing(spool: Spool, messages: Sequence[Outgoing]) -> list[str]:
+    """Commit gateway messages to the spool together; the queue ids of those that failed (logged)."""
+    now = time.time()
+    results = await asyncio.gather(
+        *(
+            spool.commit(
+                SpoolEnvelope(
+                    queue_id=m.queue_id,
+                    mail_from=m.mail_from,
+                    rcpt_tos=m.rcpt_tos,
+                    authenticated_as=m.authenticated_as,
+                    received_at=now,
+                ),
+                m.content,
+            )
+            for m in messages
+        ),
+        return_exceptions=True,
+    )
+    failed = []
+    for message, result in zip(messages, results, strict=True):
+        if isinstance(result, BaseException):
+            failed.append(message.queue_id)
+            log_event(
+                log, "outgoing-store-failed", logging.ERROR, queue_id=message.queue_id, error=str(result)
+            )
+    return failed
 
 
 # --- the review flow -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -197,6 +199,30 @@ class ReviewSettings(Section):
     )
 
 
+def _client_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"not an IP address or network: {value!r} (e.g. 192.0.2.0/24)") from None
+
+
+class JournalSettings(Section):
+    """Journal intake: copies of inbound committee mail from the organisation's mail server.
+
+    The gateway learns reporters' and witnesses' own words (as fingerprints) and thread participants
+    from them; it never relays or keeps the copies.
+    """
+
+    enabled: bool = Field(False, description="Start the journal listener.")
+    host: str = Field("127.0.0.1", description="Address to listen on (the mail server must reach it).")
+    port: Port = Field(2526, description="TCP port (plain SMTP, no AUTH: restrict it by client address).")
+    allowed_clients: tuple[Annotated[str, AfterValidator(_client_network)], ...] = Field(
+        ("127.0.0.1/32", "::1/128"),
+        description="Addresses or networks allowed to send journal copies; everyone else gets 550 5.7.1.",
+    )
+    max_message_size: PositiveInt = Field(25 * 1024 * 1024, description="Bytes (SIZE).")
+
+
 class GatewaySettings(Section):
     """config/gateway.yaml. Relative paths are relative to the file's own folder."""
 
@@ -209,6 +235,7 @@ class GatewaySettings(Section):
     metrics: MetricsSettings = MetricsSettings()
     policy: PolicySettings = PolicySettings()
     review: ReviewSettings = ReviewSettings()
+    journal: JournalSettings = JournalSettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")
     shutdown_grace: NonNegativeFloat = Field(
         30.0, description="Seconds to let in-flight transactions finish on SIGTERM."

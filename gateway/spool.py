@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import time
@@ -52,8 +53,6 @@ IO_THREADS = 16
 """Threads for blocking spool and maildir I/O (batches, large messages, reads, listings)."""
 LARGE_MESSAGE = 256 * 1024
 """Messages above this many bytes are flushed on a thread of their own before joining a batch."""
-BATCHES_IN_FLIGHT = 1
-START_WRITEBACK = False
 FRESH_CACHE_BYTES = 64 * 1024 * 1024
 """Memory for just-committed messages, handed to the delivery worker without reading them back."""
 
@@ -393,9 +392,7 @@ def _apply_batch(changes: Sequence[_Change]) -> _BatchResult:
     for index, change in enumerate(changes):
         if change.chunks is not None:
             try:
-                descriptors[index] = fd = _create_and_write(change.source, change.chunks)
-                if START_WRITEBACK:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                descriptors[index] = _create_and_write(change.source, change.chunks)
             except OSError as exc:
                 errors[index] = exc
     for index, fd in descriptors.items():
@@ -453,28 +450,27 @@ class _GroupCommitter:
     batch and all their callers are released together. One thread call per batch, not per message.
     """
 
-    def __init__(self, on_batch: Callable[[_BatchResult], None], batches: int = 1) -> None:
+    def __init__(self, on_batch: Callable[[_BatchResult], None]) -> None:
         self._on_batch = on_batch
-        self._batches = batches
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._running = 0
+        self._running = False
         self._waiting: list[tuple[_Change, asyncio.Future[None]]] = []
 
     async def apply(self, change: _Change) -> None:
         """Return once ``change`` is durable; raise its OSError if it failed."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (tests, a restarted service): start afresh
-            self._loop, self._running, self._waiting = loop, 0, []
+            self._loop, self._running, self._waiting = loop, False, []
         done = loop.create_future()
         self._waiting.append((change, done))
-        if self._running < self._batches:
+        if not self._running:
             self._launch(loop)
         # One caller's cancellation must not cancel the batch the others are waiting for.
         await asyncio.shield(done)
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._waiting = self._waiting, []
-        self._running += 1
+        self._running = True
         running = loop.run_in_executor(io_executor(), _apply_batch, [change for change, _ in batch])
         running.add_done_callback(functools.partial(self._finished, loop, batch))
 
@@ -486,7 +482,7 @@ class _GroupCommitter:
     ) -> None:
         if loop is not self._loop:
             return
-        self._running -= 1
+        self._running = False
         failure: BaseException | None = SpoolError("spool I/O cancelled") if running.cancelled() else None
         if failure is None:
             failure = running.exception()
@@ -504,7 +500,7 @@ class _GroupCommitter:
             else:
                 done.set_exception(error)
                 done.exception()  # retrieved here: its caller may have been cancelled meanwhile
-        if self._waiting and self._running < self._batches and not loop.is_closed():
+        if self._waiting and not loop.is_closed():
             self._launch(loop)
 
 
@@ -535,7 +531,7 @@ class Spool:
                 make_private_directory(folder)
         except OSError as exc:
             raise SpoolError(f"cannot create the spool folders under {root}: {_reason(exc)}") from exc
-        self._committer = _GroupCommitter(self._count_batch, BATCHES_IN_FLIGHT)
+        self._committer = _GroupCommitter(self._count_batch)
         self._folders = {state: str(self.folder(state)) for state in QueueState}
         self._tmp = str(self.tmp_dir)
         self._status = str(self.status_dir)
@@ -567,7 +563,9 @@ class Spool:
     @staticmethod
     def new_queue_id() -> str:
         """Unique, sortable by arrival time, safe as a file name: 14 hex digits of microseconds, 8 random."""
-        return f"{time.time_ns() // 1000:014X}{secrets.token_hex(4).upper()}"
+        # Not a secret, only unique: the random module is reseeded in forked children, and cheaper
+        # than a getrandom() system call per message.
+        return f"{time.time_ns() // 1000:014X}{random.getrandbits(32):08X}"
 
     async def commit(self, envelope: SpoolEnvelope, content: bytes) -> None:
         """Store a new message in incoming/; return only once message and envelope are on disk.
@@ -698,12 +696,6 @@ class Spool:
             if state is QueueState.INCOMING:
                 return fresh
         return await self._in_thread(self._load_from, queue_id, state)
-
-    def forget(self, queue_id: str) -> None:
-        """Drop the in-memory copy of a fresh commit (the worker will not read it)."""
-        fresh = self._fresh.pop(queue_id, None)
-        if fresh is not None:
-            self._fresh_bytes -= len(fresh.content)
 
     async def write_status(self, queue_id: str, status: DeliveryStatus) -> None:
         """Durably replace the per-recipient status of a message."""

@@ -170,7 +170,7 @@ def test_engine_exception_is_a_451_logged_by_type_only(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def exploding(*args: object) -> None:
+    def exploding(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Jin Park was in the Subject")
 
     monkeypatch.setattr(policy_screener, "evaluate", exploding)

@@ -12,6 +12,7 @@ from gateway.verdict_replies import (
     ascii_text,
     change_descriptions,
     change_labels,
+    held_lines,
     refusal,
     relay_header,
     tempfail,
@@ -265,3 +266,13 @@ def test_changes_in_plain_words_and_labels() -> None:
     assert change_descriptions(Rewrite(add_envelope_recipients=("x@example.org",))) == (
         "added x@example.org as recipients",
     )
+
+
+def test_held_reply_names_reasons_reference_and_what_happens_next() -> None:
+    lines = held_lines("PROTECTED_IDENTITY, UNINSPECTABLE_CONTENT", "Q/1\r\nX")
+    assert lines == (
+        "Held for review by a second committee member: PROTECTED_IDENTITY, UNINSPECTABLE_CONTENT.",
+        "Reference Q1X. You will get an e-mail when it is approved or rejected.",
+    )
+    long = held_lines("R" * 500 + " Zoë", "Q1")
+    assert all(line.isascii() and len(line) <= MAX_LINE for line in long)

@@ -41,10 +41,12 @@ def main() -> None:
 
 def _register() -> None:
     # Explicit registration: a misspelt or missing command fails loudly at import, never silently.
-    from gateway.cli import audit, check, config, queue, serve, user
+    from gateway.cli import audit, case, check, config, queue, review, serve, user
 
     for command in (serve.serve, config.config, user.user, queue.queue, check.check, audit.audit):
         main.add_command(command)
+    main.add_command(case.case)
+    main.add_command(review.review)
 
 
 _register()

@@ -13,11 +13,20 @@ from typing import Any
 import click
 
 from gateway.cli import config_option
-from gateway.errors import ConfigError, LedgerError, PolicyError
+from gateway.errors import ConfigError, GatewayError, LedgerError, PolicyError
+from gateway.fingerprints import FingerprintStore, fingerprints_path, key_path
 from gateway.ledger import Ledger, ledger_path
 from gateway.policy.engine import CompiledPolicy, evaluate
 from gateway.policy.mime import parse_message
-from gateway.policy.model import Envelope, Outcome, Rewrite, ThreadFacts, Verdict
+from gateway.policy.model import (
+    NO_FINGERPRINTS,
+    ContentFingerprints,
+    Envelope,
+    Outcome,
+    Rewrite,
+    ThreadFacts,
+    Verdict,
+)
 from gateway.policy.rewrite import apply_rewrite
 from gateway.policy_screener import load_compiled_policy
 from gateway.screening import Refuse
@@ -60,12 +69,18 @@ class CheckResult:
 
 
 def run_check(
-    content: bytes, envelope: Envelope, policy: CompiledPolicy, ledger: Ledger | None
+    content: bytes,
+    envelope: Envelope,
+    policy: CompiledPolicy,
+    ledger: Ledger | None,
+    protected_content: ContentFingerprints = NO_FINGERPRINTS,
 ) -> CheckResult:
     """Evaluate exactly as the screener would, but record nothing."""
     message = parse_message(content)
     thread = ledger.lookup(message) if ledger is not None else None
-    verdict = evaluate(message, envelope, policy, thread or ThreadFacts())
+    verdict = evaluate(
+        message, envelope, policy, thread or ThreadFacts(), protected_content=protected_content
+    )
     outcome = verdict.outcome
     if outcome not in (Outcome.DELIVER, Outcome.REWRITE):
         return CheckResult(outcome, verdict, thread, envelope.rcpt_tos, (), refusal(verdict, REFERENCE), None)
@@ -93,6 +108,19 @@ def _settings(config_path: Path | None, policy_path: Path | None) -> GatewaySett
     ):
         return None
     return load_settings(config_path)
+
+
+def _open_fingerprints(settings: GatewaySettings | None) -> tuple[FingerprintStore | None, str]:
+    # Only an existing store is opened: `check` must not create the store or its key.
+    if settings is None:
+        return None, "no settings file: protected content (fingerprints) not consulted"
+    state = settings.state_dir
+    if not (fingerprints_path(state).exists() and key_path(state).exists()):
+        return None, ""
+    try:
+        return FingerprintStore.open(state), ""
+    except GatewayError as exc:
+        return None, f"{exc}; protected content (fingerprints) not consulted"
 
 
 def _open_ledger(settings: GatewaySettings | None) -> tuple[Ledger | None, str]:
@@ -151,9 +179,12 @@ def check(
     assert policy_path is not None  # _settings returns None only when --policy was given
     policy, _stamp = load_compiled_policy(policy_path)
     ledger, ledger_note = _open_ledger(settings)
+    fingerprints, fingerprints_note = _open_fingerprints(settings)
     envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpt_tos, authenticated_as=member or mail_from)
     try:
-        result = run_check(content, envelope, policy, ledger)
+        result = run_check(
+            content, envelope, policy, ledger, fingerprints if fingerprints is not None else NO_FINGERPRINTS
+        )
     except Exception as exc:
         click.echo(
             f"conduct-gateway: internal error in the policy engine ({type(exc).__name__}) while checking "
@@ -164,8 +195,11 @@ def check(
     finally:
         if ledger is not None:
             ledger.close()
-    if ledger_note:
-        click.echo(f"note: {ledger_note}", err=True)
+        if fingerprints is not None:
+            fingerprints.close()
+    for note in (ledger_note, fingerprints_note):
+        if note:
+            click.echo(f"note: {note}", err=True)
     if as_json:
         click.echo(json.dumps(_as_json(result, policy, show_rewrite), indent=2, ensure_ascii=False))
         return

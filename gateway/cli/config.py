@@ -117,13 +117,27 @@ def _type_text(field: FieldInfo) -> str:
         return "path"
     if annotation is str:
         return "string"
-    base = "integer" if annotation is int else "number" if annotation is float else str(annotation)
+    base = _plain_type_name(annotation)
     lower = [m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)]
     upper = [m.le for m in field.metadata if isinstance(m, annotated_types.Le)]
     if lower and upper:
         return f"{base} {lower[0]}–{upper[0]}"
     bounds = [_bound_text(m) for m in field.metadata]
     return " ".join([base, *(b for b in bounds if b)])
+
+
+def _plain_type_name(annotation: Any) -> str:
+    # Never fall back to repr(): it can hold memory addresses and would make the reference unstable.
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _plain_type_name(typing.get_args(annotation)[0])
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, list, frozenset, set):
+        items = [arg for arg in typing.get_args(annotation) if arg is not Ellipsis]
+        return "list of " + (_plain_type_name(items[0]) + "s" if items else "values")
+    names = {int: "integer", float: "number", str: "string", bool: "boolean", Path: "path"}
+    if annotation in names:
+        return names[annotation]
+    return getattr(annotation, "__name__", "value")
 
 
 def _bound_text(meta: Any) -> str:

@@ -21,6 +21,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticUndefined
@@ -198,12 +199,19 @@ class When(PolicyModel):
     """When a rule applies: only to messages with at least one envelope recipient of these roles."""
 
     recipient_roles: tuple[RoleName, ...] = Field(
-        min_length=1,
         description=(
             "The rule runs only when an envelope recipient has one of these roles; its findings then "
             "name those recipients, e.g. `[reported, admin, moderator, organiser]`."
         ),
     )
+
+    # Not min_length: pydantic would then also call a list with one misspelt role "too short".
+    @field_validator("recipient_roles")
+    @classmethod
+    def _some_role(cls, roles: tuple[Role, ...]) -> tuple[Role, ...]:
+        if not roles:
+            raise ValueError("list at least one role")
+        return roles
 
 
 class RuleEntryBase(PolicyModel):

@@ -8,7 +8,15 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from gateway.policy.model import Envelope, Finding, ParsedMessage, RuleContext
-from gateway.policy.rules import conduct_cc, protected_content, recipient_banner, reporter_protection
+from gateway.policy.rules import (
+    anonymisation,
+    audience_review,
+    communication,
+    conduct_cc,
+    protected_content,
+    recipient_banner,
+    reporter_protection,
+)
 
 
 class RuleModule(Protocol):
@@ -32,7 +40,15 @@ class RuleModule(Protocol):
     ) -> list[Finding]: ...
 
 
-RULES: tuple[RuleModule, ...] = (conduct_cc, recipient_banner, reporter_protection, protected_content)
+RULES: tuple[RuleModule, ...] = (
+    conduct_cc,
+    recipient_banner,
+    reporter_protection,
+    protected_content,
+    audience_review,
+    anonymisation,
+    communication,
+)
 
 
 def rules_by_name() -> dict[str, RuleModule]:

@@ -259,7 +259,7 @@ def test_engine_crash_is_exit_3_without_traceback(
 ) -> None:
     from gateway.cli import check as check_module
 
-    def exploding(*args: object) -> None:
+    def exploding(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(check_module, "evaluate", exploding)
@@ -314,3 +314,29 @@ def test_real_mail_corpus_goes_through_check_without_false_positives(
             failures.append(f"{path.parent.name}/{path.name}: {flagged}")
     assert not failures, "\n".join(failures)
     assert uninspectable < 40  # a handful of PDFs and archives, not a blanket refusal
+
+
+def test_protected_content_learnt_by_the_gateway_is_consulted(config_file: Path, tmp_path: Path) -> None:
+    """`check` must judge a quoted report the way the gateway would: with the learnt fingerprints."""
+    from gateway.fingerprints import FingerprintStore
+    from gateway.settings import load_settings
+
+    report = (
+        "At the evening social the organiser kept interrupting me whenever I tried to explain the "
+        "accessibility problems with the venue, and later followed me to the coat room to repeat it"
+    )
+    state = load_settings(config_file).state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    store = FingerprintStore.open(state)
+    try:
+        store.learn("home shelf", "report-1", report, person="quiet-heron", source="test")
+    finally:
+        store.close()
+    message = write_message(tmp_path, body=f"Summary of what we heard:\n\n> {report}\n")
+
+    result = check(config_file, message, "--json")
+
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.output[result.output.index("{") :])
+    assert verdict["verdict"] == "reject"
+    assert any(f["rule"] == "protected-content" for f in verdict["findings"]), verdict["findings"]

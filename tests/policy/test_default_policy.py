@@ -45,6 +45,8 @@ def test_default_policy_implements_the_guidelines(policy: CompiledPolicy) -> Non
     assert rules["recipient-banner"].action_for("BCC_ON_CASE_THREAD") == "reject"
     assert rules["reporter-protection"].action_for("PROTECTED_IDENTITY") == "reject"
     assert rules["reporter-protection"].action_for("UNINSPECTABLE_CONTENT") == "reject"
+    assert rules["protected-content"].action == "reject"
+    assert rules["protected-content"].params.consent_lifts is False  # type: ignore[attr-defined]
     (case,) = document.cases
     assert case.reporters and case.witnesses and case.reported and len(case.consents) == 1
 
@@ -208,7 +210,9 @@ def test_reporter_named_to_an_outsider_is_refused(policy: CompiledPolicy) -> Non
 def test_witness_named_with_consent_to_that_recipient_only(policy: CompiledPolicy) -> None:
     body = "Sam Okonkwo-Reyes saw it and agreed to be named.\n"
     organisers = build(to=("organisers@events.example.com",), body=body)
-    assert run(policy, organisers, envelope(organisers)).outcome is Outcome.DELIVER
+    # Consent lifts the identity finding; mail to organisers is still held for a second review.
+    verdict = run(policy, organisers, envelope(organisers))
+    assert (verdict.outcome, codes(verdict)) == (Outcome.HOLD, ["NEEDS_SECOND_REVIEW"])
     mods = build(to=(MODS,), body=body)
     assert run(policy, mods, envelope(mods)).outcome is Outcome.REJECT
 
@@ -237,3 +241,104 @@ def test_every_real_message_gets_a_verdict_without_internal_error(
         assert "RULE_ERROR" not in codes(verdict), path
         outcomes.add(verdict.outcome)
     assert outcomes == expected
+
+
+# --- audiences, anonymisation, communication -----------------------------------------------------
+
+MODERATOR = "team@forum.example.net"
+REPORTED = "pat.vandermeer@example.com"
+
+
+def test_default_policy_reviews_and_anonymises_the_guidelines_audiences(policy: CompiledPolicy) -> None:
+    rules = {entry.rule: entry for entry in policy.document.rules}
+    assert rules["audience-review"].action == "hold"
+    assert rules["anonymisation"].action == "hold"
+    assert rules["anonymisation"].action_for("GENDERED_LANGUAGE") == "warn"
+    assert rules["communication"].action == "warn"
+    assert (
+        rules["communication"].when is not None
+        and "committee" not in rules["communication"].when.recipient_roles
+    )
+    assert policy.audiences.roles(MODERATOR) == {"moderator"}
+    assert policy.audiences.roles("orga@events.example.com") == {"organiser"}
+    assert policy.audiences.roles("sysadmins@infra.example.net") == {"admin"}
+    assert policy.audiences.roles(REPORTED) == {"reported"}
+
+
+@pytest.mark.parametrize(
+    ("to", "body", "outcome", "expected"),
+    [
+        pytest.param(
+            (MODERATOR,), "Hello,\n\nthank you.\n", Outcome.HOLD, {"NEEDS_SECOND_REVIEW"}, id="moderator-held"
+        ),
+        pytest.param(
+            (REPORTED,),
+            "We received a report about the meet-up.\n",
+            Outcome.HOLD,
+            {"NEEDS_SECOND_REVIEW"},
+            id="reported-held",
+        ),
+        pytest.param(
+            (MODERATOR,),
+            "She says it happened on Tuesday 3 March at 21:45.\n",
+            Outcome.HOLD,
+            {"NEEDS_SECOND_REVIEW", "PRECISE_TIMESTAMP", "GENDERED_LANGUAGE"},
+            id="moderator-not-anonymised",
+        ),
+        pytest.param(
+            ("bram.oduya@example.org",),
+            "She says it happened on Tuesday 3 March at 21:45; just a misunderstanding?\n",
+            Outcome.DELIVER,
+            set(),
+            id="committee-only-nothing",
+        ),
+        pytest.param(
+            (MODS,),
+            "It was just a misunderstanding at 21:45.\n",
+            Outcome.DELIVER,
+            {"MINIMISING_LANGUAGE"},
+            id="other-outsider-warned-not-anonymised",
+        ),
+        pytest.param(
+            ("orga@events.example.com",),
+            "Please don't invite this person again.\n",
+            Outcome.HOLD,
+            {"NEEDS_SECOND_REVIEW", "DIRECTIVE_TO_ORGANISER"},
+            id="organiser-directive",
+        ),
+    ],
+)
+def test_audiences_end_to_end(
+    policy: CompiledPolicy, to: tuple[str, ...], body: str, outcome: Outcome, expected: set[str]
+) -> None:
+    raw = build(to=to, body=body)
+    verdict = run(policy, raw, envelope(raw))
+    assert (verdict.outcome, set(codes(verdict))) == (outcome, expected)
+
+
+def test_warnings_name_the_recipients_and_never_the_text(policy: CompiledPolicy) -> None:
+    raw = build(to=(MODERATOR,), body="Her message came at 21:45.\n")
+    verdict = run(policy, raw, envelope(raw))
+    actions = {d.finding.code: (d.action, d.finding.recipients) for d in verdict.decisions}
+    assert actions["GENDERED_LANGUAGE"] == ("warn", (MODERATOR,))
+    assert actions["PRECISE_TIMESTAMP"] == ("hold", (MODERATOR,))
+    assert all("21:45" not in d.finding.advice for d in verdict.decisions)
+
+
+def test_decision_notice_to_the_reported_party(policy: CompiledPolicy) -> None:
+    complete = (
+        "What happened:\nAt the meet-up you commented on a participant's appearance several times.\n"
+        "Impact:\nSeveral people left early.\n"
+        "What we expect from you:\nDo not comment on anyone's appearance at community events.\n"
+        "Consequences:\nYou may not attend the next two meet-ups.\n"
+    )
+    raw = build(to=(REPORTED,), body=complete, subject="[Decision] Code of Conduct report")
+    assert set(codes(run(policy, raw, envelope(raw)))) == {"NEEDS_SECOND_REVIEW"}
+    partial = complete.split("Consequences:")[0].replace("Impact:\nSeveral people left early.\n", "")
+    raw = build(to=(REPORTED,), body=partial, subject="[Decision] Code of Conduct report")
+    verdict = run(policy, raw, envelope(raw))
+    missing = sorted(
+        d.finding.kind for d in verdict.decisions if d.finding.code == "DECISION_COMPONENT_MISSING"
+    )
+    assert missing == ["consequences", "impact"]
+    assert verdict.outcome is Outcome.HOLD

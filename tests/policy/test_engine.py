@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from gateway.policy.audiences import Role
 from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import (
     CompiledPolicy,
@@ -33,6 +34,8 @@ from gateway.policy.model import (
     ProtectedIdentity,
     Rewrite,
     RuleContext,
+    SegmentKind,
+    TextSegment,
     ThreadFacts,
 )
 from gateway.policy.rules import conduct_cc
@@ -451,3 +454,71 @@ def test_a_signed_message_is_never_rewritten_in_content(rules: list[Any], msg: P
 
 def test_registry_rule_is_a_real_module() -> None:
     assert compiled().rules[0].module is conduct_cc
+
+
+# --- rules scoped by recipient role (``when``) --------------------------------------------------
+
+SCOPED_POLICY = """\
+organisation:
+  conduct_address: conduct@example.org
+  members:
+    - name: Ada Quill
+      addresses: [ada@example.org]
+audiences:
+  moderators:
+    domains: [forum.example.net]
+rules:
+  - rule: anonymisation
+    action: hold
+    when: {recipient_roles: [reported, moderator]}
+cases:
+  - code: home shelf
+    reported:
+      - id: loud-kettle
+        addresses: [pat@example.com]
+"""
+
+
+@pytest.mark.parametrize(
+    ("rcpts", "outcome", "recipients"),
+    [
+        pytest.param(("ada@example.org", "conduct@example.org"), Outcome.DELIVER, None, id="committee-only"),
+        pytest.param(("someone@example.net",), Outcome.DELIVER, None, id="other"),
+        pytest.param(
+            ("mods@forum.example.net", "x@example.net"), Outcome.HOLD, ("mods@forum.example.net",), id="mod"
+        ),
+        pytest.param(
+            ("Pat@Example.com", "mods@forum.example.net", "ada@example.org"),
+            Outcome.HOLD,
+            ("Pat@Example.com", "mods@forum.example.net"),
+            id="reported-and-mod",
+        ),
+    ],
+)
+def test_when_scopes_a_rule_to_recipient_roles(
+    rcpts: tuple[str, ...], outcome: Outcome, recipients: tuple[str, ...] | None
+) -> None:
+    policy = compiled(SCOPED_POLICY)
+    assert policy.rules[0].when_roles == {Role.REPORTED, Role.MODERATOR}
+    parsed = message(
+        segments=(TextSegment("part 1 (text/plain)", SegmentKind.TEXT, "She left at 21:45."),),
+    )
+    envelope = Envelope(mail_from="ada@example.org", rcpt_tos=rcpts, authenticated_as="ada@example.org")
+    verdict = evaluate(parsed, envelope, policy, ThreadFacts())
+    assert verdict.outcome is outcome
+    if recipients is None:
+        assert verdict.decisions == ()
+    else:
+        assert {d.finding.code for d in verdict.decisions} == {"PRECISE_TIMESTAMP", "GENDERED_LANGUAGE"}
+        assert all(d.finding.recipients == recipients for d in verdict.decisions)
+
+
+def test_a_rule_without_when_runs_for_every_message() -> None:
+    policy = compiled(SCOPED_POLICY.replace("    when: {recipient_roles: [reported, moderator]}\n", ""))
+    parsed = message(segments=(TextSegment("part 1 (text/plain)", SegmentKind.TEXT, "at 21:45"),))
+    envelope = Envelope(
+        mail_from="ada@example.org", rcpt_tos=("ada@example.org",), authenticated_as="ada@example.org"
+    )
+    verdict = evaluate(parsed, envelope, policy, ThreadFacts())
+    assert verdict.outcome is Outcome.HOLD
+    assert verdict.decisions[0].finding.recipients == ()

@@ -6,11 +6,13 @@ import asyncio
 import logging
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from gateway.delivery import DeliveryWorker
 from gateway.errors import ConfigError, SpoolError
+from gateway.settings import UpstreamSettings
 from gateway.spool import QueueState, Spool
 from gateway.testing import CapturedMessage, CaptureUpstream
 
@@ -257,7 +259,7 @@ async def test_a_message_never_outlives_its_lifetime_between_attempts(
         assert status is not None and status.next_attempt_at == pytest.approx(sent.received_at + 100)
 
 
-def _never() -> object:
+def _never() -> NoReturn:
     raise AssertionError("no status yet")
 
 
@@ -365,6 +367,21 @@ async def test_only_one_worker_per_spool(spool: Spool, upstream: CaptureUpstream
             await second.run(asyncio.Event())
 
 
+async def test_logged_replies_never_name_recipients(
+    spool: Spool, upstream: CaptureUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream.reply_to_rcpt("550 5.1.1 <bob.secret@example.org>: unknown user bob.secret@example.org")
+    sent = envelope(rcpt_tos=("bob.secret@example.org",))
+    await spool.commit(sent, message())
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        async with running(spool, delivery_settings(upstream_settings(upstream))):
+            await eventually(lambda: spool.locate(sent.queue_id) is QueueState.BOUNCED)
+    assert 'reply="550 5.1.1 <address>: unknown user <address>"' in caplog.text
+    assert "bob.secret" not in caplog.text
+    status = spool.find(sent.queue_id).status
+    assert status is not None and "bob.secret@example.org" in status.recipients[0].reply
+
+
 async def test_one_log_line_per_attempt_without_content(
     spool: Spool, upstream: CaptureUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -416,8 +433,11 @@ async def test_implicit_tls_with_a_verified_certificate(spool: Spool, certificat
 async def test_an_untrusted_certificate_fails_and_defers(
     spool: Spool, certificates: Certificates, security: str
 ) -> None:
-    contexts = {"starttls_context" if security == "starttls" else "tls_context": certificates.server_context}
-    async with CaptureUpstream(**contexts) as upstream:  # type: ignore[arg-type]
+    context = certificates.server_context
+    async with CaptureUpstream(
+        starttls_context=context if security == "starttls" else None,
+        tls_context=context if security == "tls" else None,
+    ) as upstream:
         settings = delivery_settings(
             upstream_settings(upstream, security=security, ca_file=certificates.other_ca_file)
         )
@@ -533,16 +553,10 @@ def test_bad_upstream_settings_are_config_errors(
     with pytest.raises(ConfigError, match=problem):
         DeliveryWorker(
             spool,
-            delivery_settings(upstream_settings_from(values)),
+            delivery_settings(UpstreamSettings.model_validate(values)),
             hostname="gateway.example.org",
             environ=environ,
         )
-
-
-def upstream_settings_from(values: dict[str, object]) -> object:
-    from gateway.settings import UpstreamSettings
-
-    return UpstreamSettings.model_validate(values)
 
 
 async def test_a_message_deleted_during_delivery_is_let_go(

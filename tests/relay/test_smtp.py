@@ -16,8 +16,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from gateway.screening import Accept, Refuse, Submission
+from gateway.errors import SpoolError
+from gateway.screening import Accept, Outgoing, Refuse, Submission
 from gateway.smtp import MAX_ERRORS, forward_path_problem
+from gateway.spool import SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
     ALICE_ALIAS,
@@ -690,6 +692,94 @@ async def test_accepted_content_and_recipients_are_what_the_screener_says(
     assert stored.envelope.rcpt_tos == (OUTSIDER, "conduct@example.org")
     assert stored.content.endswith(b"X-Conduct: checked\r\n" + message())
     assert screener.recorded == [stored.envelope.queue_id]
+
+
+class ConsumingScreener(RecordingScreener):
+    """Answers 250 without spooling the submission, spooling gateway messages instead (a hold)."""
+
+    def __init__(self, *, essential: bool = True) -> None:
+        super().__init__()
+        self.essential = essential
+        self.undone: list[str] = []
+
+    def screen(self, submission: Submission) -> Accept | Refuse:
+        self.seen.append(submission)
+        notice = Outgoing(f"{submission.queue_id}N", "", (ALICE,), b"Subject: held\r\n\r\nheld\r\n")
+        request = Outgoing(
+            f"{submission.queue_id}R", "", ("bob@example.org",), b"Subject: r\r\n\r\nr\r\n", self.essential
+        )
+        return Accept(
+            content=b"",
+            rcpt_tos=(),
+            verdict="hold",
+            extra=(notice, request),
+            spool_submission=False,
+            reply_lines=("Held for review by a second committee member: X.", "Reference Q."),
+        )
+
+    def not_stored(self, submission: Submission, accept: Accept) -> None:
+        self.undone.append(submission.queue_id)
+
+
+async def test_a_consumed_submission_spools_only_the_gateway_messages_and_says_so(
+    start_gateway: StartGateway,
+) -> None:
+    screener = ConsumingScreener()
+    gateway = await start_gateway(screener=screener)
+    smtp = await gateway.logged_in()
+    errors, response = await smtp.sendmail(ALICE, [OUTSIDER], message())
+    await smtp.quit()
+    assert errors == {}
+    assert response.splitlines() == [
+        "2.0.0 Held for review by a second committee member: X.",
+        "2.0.0 Reference Q.",
+    ]
+    stored = gateway.stored()
+    assert sorted(m.envelope.rcpt_tos for m in stored) == [(ALICE,), ("bob@example.org",)]
+    assert all(m.envelope.mail_from == "" and m.content != message() for m in stored)
+    assert screener.recorded == [screener.seen[0].queue_id]
+
+
+async def test_an_essential_gateway_message_that_cannot_be_stored_is_a_451_and_undone(
+    start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    screener = ConsumingScreener()
+    gateway = await start_gateway(screener=screener)
+    real_commit = gateway.spool.commit
+
+    async def failing(envelope: SpoolEnvelope, content: bytes) -> None:
+        if envelope.queue_id.endswith("R"):
+            raise SpoolError("disk full")
+        await real_commit(envelope, content)
+
+    monkeypatch.setattr(gateway.spool, "commit", failing)
+    smtp = await gateway.logged_in()
+    with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
+        await smtp.sendmail(ALICE, [OUTSIDER], message())
+    await smtp.quit()
+    assert deferred.value.code == 451
+    assert screener.undone == [screener.seen[0].queue_id]
+    assert screener.recorded == []
+
+
+async def test_a_best_effort_notice_that_cannot_be_stored_does_not_fail_the_message(
+    start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    screener = ConsumingScreener(essential=False)
+    gateway = await start_gateway(screener=screener)
+    real_commit = gateway.spool.commit
+
+    async def failing(envelope: SpoolEnvelope, content: bytes) -> None:
+        if envelope.queue_id.endswith("R"):
+            raise SpoolError("disk full")
+        await real_commit(envelope, content)
+
+    monkeypatch.setattr(gateway.spool, "commit", failing)
+    smtp = await gateway.logged_in()
+    errors, _response = await smtp.sendmail(ALICE, [OUTSIDER], message())
+    await smtp.quit()
+    assert errors == {} and screener.undone == []
+    assert [m.envelope.rcpt_tos for m in gateway.stored()] == [(ALICE,)]
 
 
 async def test_missing_date_and_message_id_are_added(gateway: RunningGateway) -> None:

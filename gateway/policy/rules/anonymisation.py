@@ -43,11 +43,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from typing_extensions import Annotated
 
 from gateway.policy.model import Envelope, Finding, ParsedMessage, RuleContext, SegmentKind
 from gateway.policy.normalize import normalize
@@ -69,25 +69,33 @@ _MONTH = (
     r"|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\.?"
 )
 _DAY = r"(?:[12][0-9]|3[01]|0?[1-9])(?:st|nd|rd|th)?"
-_NUMERIC_DATE = r"(?:[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}|[0-9]{1,2}[/.][0-9]{1,2}(?:[/.][0-9]{2,4})?)"
-_HOUR_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
+_NUMERIC_DATE = (
+    r"(?:[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}|[0-9]{1,2}/[0-9]{1,2}(?:/[0-9]{2,4})?"
+    r"|[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{2,4})"
+)
+_AT_HOUR = r"at (?:[01]?[0-9]|2[0-3])(?::[0-5][0-9])?(?: ?[ap]\.? ?m\.?(?![a-z0-9]))?(?![0-9:]|[.,][0-9])"
 
+# Matched on normalised text; a match must start at a word boundary (checked by the rule, which keeps
+# the patterns free of leading look-behinds: those would make the regex engine try every position).
 DEFAULT_TIMESTAMP_PATTERNS: tuple[str, ...] = (
-    # 24-hour clock: 14:32, 09:05:59 (not 2:1, 16:9, 3.14, or runs such as 12:34:56:78)
-    r"(?<![0-9:.,])(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?(?![0-9:]|[.,][0-9])",
     # 12-hour clock: 9pm, 9 pm, 9:15 a.m., 9.15pm
-    r"(?<![0-9:.,])(?:1[0-2]|0?[1-9])(?:[:.][0-5][0-9])? ?(?:a\.? ?m\b\.?|p\.? ?m\b\.?)",
+    r"[0-9]{1,2}(?<![2-9][0-9]|1[3-9]|00|[^0-9]0)(?:[:.][0-5][0-9])? ?[ap]\.? ?m\.?(?![a-z0-9])",
+    # 24-hour clock: 14:32, 09:05:59 (not 2:1, 16:9, 3.14, or runs such as 12:34:56:78)
+    r"[0-9]{1,2}(?<![3-9][0-9]|2[4-9]):[0-5][0-9](?::[0-5][0-9])?(?![0-9:]|[.,][0-9])",
+    # ISO 8601 date and time: 2025-03-04T10:00:00Z
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}t[0-9]{2}:[0-9]{2}(?::[0-9]{2})?",
     # o'clock: 10 o'clock, ten o'clock
-    rf"\b(?:1[0-2]|0?[1-9]|{_HOUR_WORDS}) ?o'? ?clock\b",
-    # weekday with a date: Tuesday 3 March, Tue, 3 Mar 2025, Friday the 3rd of March
-    rf"\b{_WEEKDAY},? (?:the )?{_DAY}(?: of)? {_MONTH}(?![a-z])",
-    # weekday with a date, month first: Tuesday, March 3rd
-    rf"\b{_WEEKDAY},? {_MONTH} {_DAY}(?![a-z0-9])",
-    # weekday with a numeric date: Tuesday 2025-03-04, Tue 3/3/25
-    rf"\b{_WEEKDAY},? {_NUMERIC_DATE}(?![0-9])",
-    # a date with an hour: 3 March at 10, 2025-03-04 around 9
-    rf"(?:\b{_DAY}(?: of)? {_MONTH}|\b{_MONTH} {_DAY}|(?<![0-9]){_NUMERIC_DATE})(?:,? [0-9]{{4}})?,? "
-    rf"(?:at|around|about|by) (?:1[0-2]|0?[0-9]|2[0-3])(?![0-9:]|[.,][0-9])",
+    r"o'? ?clock\b",
+    # weekday with a date: Tuesday 3 March, Tue, 3 Mar 2025, Friday the 3rd of March, Tuesday, March 3rd,
+    # Tuesday 2025-03-04, Tue 3/3/25
+    rf"{_WEEKDAY},? (?:(?:the )?{_DAY}(?: of)? {_MONTH}(?![a-z])|{_MONTH} {_DAY}(?![a-z0-9])"
+    rf"|{_NUMERIC_DATE}(?![0-9]))",
+    # a date with an hour: 3 March at 10, 2025-03-04 at 9:30, 3/3 at 9pm
+    rf"[0-9]{{1,4}}(?:(?:st|nd|rd|th)?(?: of)? {_MONTH}|[-/][0-9]{{1,2}}(?:[-/][0-9]{{2,4}})?"
+    r"|\.[0-9]{1,2}\.[0-9]{2,4})"
+    rf"(?:,? [0-9]{{4}})?,? {_AT_HOUR}",
+    # a date with an hour, month first: March 3rd, 2025 at 9
+    rf"{_MONTH} {_DAY}(?:,? [0-9]{{4}})?,? {_AT_HOUR}",
 )
 
 DEFAULT_GENDERED_TERMS: tuple[str, ...] = (
@@ -106,6 +114,14 @@ def _valid_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
         except re.error as exc:
             raise ValueError(f"entry {index} is not a valid regular expression: {exc}") from None
     return patterns
+
+
+def _valid_pattern(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return pattern
 
 
 def _valid_terms(terms: tuple[str, ...]) -> tuple[str, ...]:
@@ -128,6 +144,14 @@ class Params(BaseModel):
             "from the rule reference in the source, anonymisation.py)."
         ),
     )
+    timestamp_hint: Annotated[str, AfterValidator(_valid_pattern)] = Field(
+        "[0-9]|clock",
+        description=(
+            'A regular expression every timestamp contains a match of (default: a digit, or "clock"). '
+            "Only text near such a match is searched, which keeps long messages fast; extend it when "
+            "you add a pattern without digits (e.g. `[0-9]|clock|midnight`)."
+        ),
+    )
     gendered_terms: Annotated[tuple[str, ...], AfterValidator(_valid_terms)] = Field(
         DEFAULT_GENDERED_TERMS,
         description="Gendered words reported on word boundaries, in any case (add other languages' words).",
@@ -147,9 +171,11 @@ class Params(BaseModel):
 
 _QUOTE_MARK = re.compile(r"^[ \t]*>")
 _QUOTE_MARKS = re.compile(r"^[ \t]*(?:>[ \t]?)+")
-_ATTRIBUTION = re.compile(r"^\s*on\b.{3,300}\bwrote:?\s*$", re.IGNORECASE)
-_ATTRIBUTION_START = re.compile(r"^\s*on\b", re.IGNORECASE)
-_ATTRIBUTION_END = re.compile(r"\bwrote:?\s*$", re.IGNORECASE)
+# "On <date>, <person> wrote:" as English, German, French, Spanish and Italian mail clients write it.
+_WROTE = r"(?:(?:wrote|a écrit|escribió|ha scritto)\s?:|schrieb\b[^\n]{0,200}:)\s*$"
+_ATTRIBUTION = re.compile(rf"^\s*(?:on|am|le|el|il)\b.{{3,300}}\b{_WROTE}", re.IGNORECASE)
+_ATTRIBUTION_START = re.compile(r"^\s*(?:on|am|le|el|il)\b", re.IGNORECASE)
+_ATTRIBUTION_END = re.compile(rf"\b{_WROTE}", re.IGNORECASE)
 _FORWARD_SEPARATOR = re.compile(
     r"^\s*-{2,}\s*(?:original message|forwarded message|begin forwarded message)\s*-*\s*:?\s*$"
     r"|^\s*begin forwarded message:?\s*$|^\s*_{10,}\s*$",
@@ -273,7 +299,7 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
         if key in findings:
             previous = findings[key]
             detail = ", ".join(dict.fromkeys((*previous.private_detail.split(", "), finding.private_detail)))
-            findings[key] = Finding(**{**vars(previous), "private_detail": detail})
+            findings[key] = replace(previous, private_detail=detail)
         else:
             findings[key] = finding
 
@@ -282,7 +308,7 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
             if not content.strip():
                 continue
             folded = normalize(content)
-            found = _matches(timestamps, folded)
+            found = _matches(timestamps, folded, _near(params.timestamp_hint, folded))
             if found:
                 add(_timestamp_finding(text.where, region, found))
             if terms is not None:
@@ -291,13 +317,64 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
                     add(_gender_finding(text.where, words))
         if params.check_quotes and text.quoted.strip() and text.kind is not SegmentKind.FILENAME:
             for overlap in context.protected_content.overlaps(text.quoted):
-                if overlap.longest_run >= params.quote_min_words or overlap.fraction >= params.quote_min_fraction:
+                if (
+                    overlap.longest_run >= params.quote_min_words
+                    or overlap.fraction >= params.quote_min_fraction
+                ):
                     add(_quote_finding(text.where, overlap.case, overlap.longest_run, overlap.fraction))
     return list(findings.values())
 
 
-def _matches(pattern: re.Pattern[str], text: str) -> list[str]:
-    return list(dict.fromkeys(match.group(0).strip() for match in pattern.finditer(text) if match.group(0)))
+_WINDOW = 80  # characters searched on either side of a hint: longer than any timestamp
+
+
+def _near(hint: str, text: str) -> list[tuple[int, int]]:
+    """The spans of ``text`` within reach of a hint match, merged."""
+    spans: list[tuple[int, int]] = []
+    pattern = _compiled(hint)
+    position = 0
+    while (match := pattern.search(text, position)) is not None:
+        # Hints in the next _WINDOW characters are skipped and covered by a wider span instead, so
+        # digit-dense text (tables, encoded data) costs one search per _WINDOW characters, not per digit.
+        start, end = max(0, match.start() - _WINDOW), min(len(text), match.end() + 2 * _WINDOW)
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+        position = match.end() + _WINDOW
+    return spans
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _matches(pattern: re.Pattern[str], text: str, spans: list[tuple[int, int]] | None = None) -> list[str]:
+    found: dict[str, None] = {}
+    for start, end in spans if spans is not None else [(0, len(text))]:
+        for match in pattern.finditer(text, start, end):
+            # A span may start inside a word: judge the boundary on the whole text.
+            if match.group(0) and _starts_a_word(text, match.start()):
+                found[_tidy(match.group(0))] = None
+    return list(found)
+
+
+def _starts_a_word(text: str, start: int) -> bool:
+    """Whether a match at ``start`` begins a word or number (not "23:45" inside "123:45" or "1.23:45")."""
+    before = text[start - 1] if start else " "
+    if before.isalnum():
+        return False
+    return not (before in ".:," and start >= 2 and text[start - 2].isdigit())
+
+
+_DOTTED_MERIDIEM = re.compile(r"[ap]\. ?m\.$")
+
+
+def _tidy(matched: str) -> str:
+    matched = matched.strip()
+    # "9pm." at the end of a sentence: the full stop is not part of the time (unlike in "a.m.").
+    return matched[:-1] if matched.endswith(".") and not _DOTTED_MERIDIEM.search(matched) else matched
 
 
 def _quoted_list(items: list[str]) -> str:
@@ -307,13 +384,13 @@ def _quoted_list(items: list[str]) -> str:
 def _timestamp_finding(where: str, region: str, found: list[str]) -> Finding:
     if region == "quoted":
         advice = (
-            f"The quoted earlier message in {where} (its \"... wrote:\" line, forwarded headers or text) "
+            f'The quoted earlier message in {where} (its "... wrote:" line, forwarded headers or text) '
             "gives a precise time or date. Delete the quoted text and do not forward threads to this "
             "recipient; describe what happened in your own words."
         )
     else:
         advice = (
-            f"{where} gives a precise time or date. Generalise it: say \"an evening in early March\" "
+            f'{where} gives a precise time or date. Generalise it: say "an evening in early March" '
             "instead of an exact date and time, so that nobody can tell who was there."
         )
     return Finding(
@@ -333,8 +410,8 @@ def _gender_finding(where: str, words: list[str]) -> Finding:
         where=where,
         kind="gendered-term",
         advice=(
-            f"{where} uses gendered words. Use gender-neutral language (they/them, \"the person\", "
-            "\"the participant\") for everyone involved, unless gender is relevant to the incident; "
+            f'{where} uses gendered words. Use gender-neutral language (they/them, "the person", '
+            '"the participant") for everyone involved, unless gender is relevant to the incident; '
             "if it is, the reviewing member can approve it as written."
         ),
         private_detail=_quoted_list(words),

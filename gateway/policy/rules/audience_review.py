@@ -54,7 +54,9 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
         for membership in context.memberships_of(recipient):
             if membership.role in wanted:
                 groups.setdefault(membership, {}).setdefault(recipient.lower(), recipient)
-    return [_finding(membership, tuple(recipients.values())) for membership, recipients in sorted(groups.items())]
+    return [
+        _finding(membership, tuple(recipients.values())) for membership, recipients in sorted(groups.items())
+    ]
 
 
 def _finding(membership: Membership, recipients: tuple[str, ...]) -> Finding:

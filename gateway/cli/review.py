@@ -1,0 +1,243 @@
+"""`conduct-gateway review list|show|approve|reject|expire`: held messages awaiting a second member.
+
+Privacy follows `queue show`: whoever runs the gateway may not be on the committee, so `show`
+prints the findings, the changes the gateway will make and a header summary whose values that can
+carry names or the sender's words (the Subject first of all) are hidden; never the body. Committee
+members read the message itself in the review request they were sent.
+
+`approve` and `reject` record a decision as the member named with `--as` (never the sender), with
+the same rules as a reply by mail: the first decision wins. They work while the gateway runs: a
+released message is picked up at the next delivery poll, and the decision reaches the audit trail
+at the gateway's next review round (the running gateway holds the trail's lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from email import policy as email_policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Literal
+
+import click
+
+from gateway.audit import AuditTrail, JsonValue, audit_dir
+from gateway.cli import config_option
+from gateway.cli.queue import header_summary, mime_outline
+from gateway.errors import AuditError
+from gateway.policy.engine import CompiledPolicy
+from gateway.policy_screener import load_compiled_policy
+from gateway.review import (
+    AuditSink,
+    HoldRecord,
+    HoldStore,
+    ReviewDesk,
+    ReviewError,
+    member_of,
+    spool_outgoing,
+)
+from gateway.settings import GatewaySettings, load_settings
+from gateway.spool import Spool
+
+_UNDO_KEY = "cli"
+
+
+@click.group()
+def review() -> None:
+    """Held messages waiting for a second committee member: list, show, approve, reject, expire."""
+
+
+def _open(config_path: Path | None) -> tuple[GatewaySettings, CompiledPolicy, HoldStore]:
+    settings = load_settings(config_path)
+    policy, _stamp = load_compiled_policy(settings.policy.path)
+    return settings, policy, HoldStore.in_state_dir(settings.state_dir)
+
+
+def _outbox_sink(store: HoldStore) -> AuditSink:
+    def record(fields: Mapping[str, JsonValue]) -> None:
+        store.outbox_put(fields)
+
+    return record
+
+
+def _desk(settings: GatewaySettings, store: HoldStore, trail: AuditTrail | None) -> ReviewDesk:
+    sink = _outbox_sink(store)
+    if trail is not None:
+
+        def direct(fields: Mapping[str, JsonValue]) -> None:
+            trail.append("review", fields)
+
+        sink = direct
+    return ReviewDesk(store, settings.review, settings.server.hostname, sink)
+
+
+def _trail(settings: GatewaySettings) -> AuditTrail | None:
+    """The audit trail if no gateway holds it; else None (decisions go through the outbox)."""
+    try:
+        return AuditTrail.open(audit_dir(settings.state_dir))
+    except AuditError:
+        return None
+
+
+@review.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include decided and expired holds.")
+@config_option
+def list_(show_all: bool, config_path: Path | None) -> None:
+    """List held messages, oldest first: reference, status, age, expiry, sender, approvals, reasons."""
+    _settings, _policy, store = _open(config_path)
+    records = [r for r in store.records() if show_all or r.status == "held"]
+    now = time.time()
+    rows: list[tuple[str, ...]] = [
+        ("REFERENCE", "STATUS", "AGE", "EXPIRES IN", "SENDER", "APPROVALS", "REASONS")
+    ]
+    for record in records:
+        rows.append(
+            (
+                record.reference,
+                record.status,
+                _age(now - record.created_at),
+                _age(record.expires_at - now) if record.status == "held" else "-",
+                record.sender,
+                f"{len({d.member for d in record.approvals})}/{record.required_approvals}",
+                record.reasons(),
+            )
+        )
+    if records:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            click.echo(
+                "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1]
+            )
+    held = sum(1 for r in store.records() if r.status == "held")
+    click.echo(f"{len(records)} listed; {held} waiting for review.", err=True)
+
+
+@review.command()
+@click.argument("reference")
+@config_option
+def show(reference: str, config_path: Path | None) -> None:
+    """Show one held message: findings, changes, reviewers, decisions and a header summary.
+
+    Never the body; header values that can carry names or words (the Subject first) are hidden.
+    """
+    _settings, _policy, store = _open(config_path)
+    record = store.get(reference)
+    for line in describe(record, store.original(reference), time.time()):
+        click.echo(line)
+
+
+def describe(record: HoldRecord, original: bytes, now: float) -> list[str]:
+    lines = [
+        f"Reference:   {record.reference}",
+        f"Status:      {record.status}" + (" (release spooled)" if record.released else ""),
+        f"Held:        {_when(record.created_at)} ({_age(now - record.created_at)} ago)",
+        f"Expires:     {_when(record.expires_at)}",
+        f"Sender:      {record.sender} (authenticated as {record.sender_account})",
+        f"Recipients:  {', '.join(record.release_rcpt_tos)}",
+        f"Approvals:   {len({d.member for d in record.approvals})} of {record.required_approvals} needed",
+        f"Reviewers:   {', '.join(f'{r.name} <{r.address}>' for r in record.reviewers)}",
+        "Findings:",
+    ]
+    for finding in record.findings:
+        lines.append(f"  {finding.rule}: {finding.code} [{finding.action}] {finding.where} ({finding.kind})")
+        if finding.advice:
+            lines.append(f"    {finding.advice}")
+    lines.append("Changes on release:")
+    lines += [f"  {change}" for change in record.changes] or ["  none"]
+    if record.decisions:
+        lines.append("Decisions:")
+        for decision in record.decisions:
+            who = f"{decision.name} <{decision.member}>" if decision.member else "the gateway"
+            lines.append(f"  {_when(decision.at)}  {decision.decision} by {who} via {decision.via}")
+    parsed = BytesParser(policy=email_policy.compat32).parsebytes(original)
+    lines.append("Headers (values that can carry names or content are hidden; the body is never shown):")
+    lines += [f"  {line}" for line in header_summary(parsed.items())]
+    lines.append(f"Structure:   {mime_outline(parsed)}")
+    return lines
+
+
+def _decide(
+    reference: str,
+    member_address: str,
+    command: Literal["approve", "reject"],
+    reason: str,
+    config_path: Path | None,
+) -> None:
+    settings, policy, store = _open(config_path)
+    member = member_of(policy, member_address)
+    if member is None:
+        raise ReviewError(f"{member_address} is not a committee member in {settings.policy.path}")
+    record = store.get(reference)
+    sender = member_of(policy, record.sender_account) or member_of(policy, record.sender)
+    if sender == member or record.sender.lower() in member.addresses:
+        raise ReviewError(f"{member.name} sent message {reference} and cannot review it; another member must")
+    trail = _trail(settings)
+    try:
+        desk = _desk(settings, store, trail)
+        result = desk.decide(reference, member, command, reason, policy, via="cli", undo_key=_UNDO_KEY)
+        if result.outgoing:
+            failed = asyncio.run(spool_outgoing(Spool(settings.state_dir / "spool"), result.outgoing))
+            essential = {m.queue_id for m in result.outgoing if m.essential}
+            if essential & set(failed):
+                desk.not_stored(_UNDO_KEY)
+                raise ReviewError(
+                    f"could not store the released message in the spool; {reference} is still held"
+                )
+        desk.accepted(_UNDO_KEY)
+    finally:
+        if trail is not None:
+            trail.close()
+    for line in result.lines:
+        click.echo(line)
+
+
+@review.command()
+@click.argument("reference")
+@click.option("--as", "member", required=True, help="The committee member approving (an address of theirs).")
+@config_option
+def approve(reference: str, member: str, config_path: Path | None) -> None:
+    """Approve held message REFERENCE as MEMBER; released once enough members approved."""
+    _decide(reference, member, "approve", "", config_path)
+
+
+@review.command()
+@click.argument("reference")
+@click.option("--as", "member", required=True, help="The committee member rejecting (an address of theirs).")
+@click.option("--reason", required=True, help="Why; the sender is told.")
+@config_option
+def reject(reference: str, member: str, reason: str, config_path: Path | None) -> None:
+    """Reject held message REFERENCE as MEMBER; the sender gets it back with the reason."""
+    if not reason.strip():
+        raise click.UsageError("--reason must not be empty: the sender is told why")
+    _decide(reference, member, "reject", " ".join(reason.split()), config_path)
+
+
+@review.command()
+@config_option
+def expire(config_path: Path | None) -> None:
+    """Expire held messages past their time now (the running gateway also does this periodically)."""
+    settings, policy, store = _open(config_path)
+    trail = _trail(settings)
+    try:
+        notices = _desk(settings, store, trail).expire_due(policy)
+        if notices:
+            asyncio.run(spool_outgoing(Spool(settings.state_dir / "spool"), notices))
+    finally:
+        if trail is not None:
+            trail.close()
+    click.echo(f"Expiry checked: {len(notices)} notice(s) to senders of expired messages spooled.")
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
+def _age(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"

@@ -1,0 +1,152 @@
+"""Fingerprints of protected content: words, keyed shingles, the index and the overlap it measures."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from gateway.policy.fingerprint import (
+    COMMON_IN_DOCUMENTS,
+    FingerprintIndex,
+    ProtectedDocument,
+    document_shingles,
+    own_words,
+    shingle_hashes,
+    words,
+)
+
+KEY = bytes(range(32))
+REPORT = (
+    "On the second evening of the sprint he followed me from the venue to the tram stop, kept asking "
+    "which hotel I was staying in, and when I said I would rather not tell him he laughed and said he "
+    "would find out anyway because the organisers always book the same place for speakers."
+)
+UNRELATED = (
+    "The committee met on Thursday to review the travel grant applications. We agreed to fund twelve "
+    "people this year and to publish the criteria before the next round opens in the spring."
+)
+
+
+def index_with(*texts: str, key: bytes = KEY) -> FingerprintIndex:
+    index = FingerprintIndex(key)
+    for number, text in enumerate(texts):
+        index.add(
+            ProtectedDocument("home shelf", f"doc{number}", "quiet-heron", document_shingles([text], key))
+        )
+    return index
+
+
+def reflow(text: str, width: int, prefix: str = "") -> str:
+    return "\n".join(prefix + line for line in textwrap.wrap(text, width))
+
+
+def test_words_drop_punctuation_quote_markers_and_case() -> None:
+    assert words("> > Hello, World!\n>  it's  ME") == ["hello", "world", "it", "s", "me"]
+
+
+def test_shingles_depend_on_the_key() -> None:
+    tokens = words(REPORT)
+    assert shingle_hashes(tokens, KEY) != shingle_hashes(tokens, bytes(32))
+    assert len(shingle_hashes(tokens, KEY)) == len(tokens) - 7
+    assert shingle_hashes(tokens[:7], KEY) == []
+
+
+@pytest.mark.parametrize(
+    "copy",
+    [
+        pytest.param(REPORT, id="verbatim"),
+        pytest.param(reflow(REPORT, 40), id="reflowed-40"),
+        pytest.param(reflow(REPORT, 72), id="reflowed-72"),
+        pytest.param(reflow(REPORT, 60, "> "), id="quoted"),
+        pytest.param(reflow(REPORT, 50, "> > "), id="quoted-twice"),
+        pytest.param(reflow(REPORT, 50, ">> "), id="quoted-compact"),
+        pytest.param(REPORT.upper().replace(",", " ,"), id="case-and-spacing"),
+        pytest.param("Dear moderators,\n\nfor context: " + REPORT + "\n\nRegards", id="embedded"),
+    ],
+)
+def test_copies_of_a_protected_message_overlap_completely(copy: str) -> None:
+    (overlap,) = index_with(REPORT).overlaps(copy)
+    assert overlap.case == "home shelf" and overlap.person == "quiet-heron"
+    assert overlap.fraction == 1.0
+    assert overlap.longest_run == len(words(REPORT))
+
+
+def test_a_passage_reports_its_length_and_share() -> None:
+    passage = " ".join(REPORT.split()[10:30])  # 20 words from the middle
+    (overlap,) = index_with(REPORT).overlaps(f"Summary of the incident. {passage} That is all we know.")
+    assert overlap.longest_run == 20
+    assert overlap.matched == 20 - 7
+    assert 0.2 < overlap.fraction < 0.4
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(UNRELATED, id="unrelated"),
+        pytest.param("thank you for your message", id="thanks"),
+        pytest.param("please let me know if you have any questions", id="common-phrase-9-words"),
+        pytest.param("which hotel I was staying in", id="shared-6-words"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_unrelated_text_and_short_phrases_barely_overlap(text: str) -> None:
+    index = index_with(REPORT + " Please let me know if you have any questions.")
+    assert all(overlap.longest_run < 12 for overlap in index.overlaps(text))
+
+
+def test_a_different_key_finds_nothing() -> None:
+    index = index_with(REPORT)
+    other = FingerprintIndex(bytes(32))
+    other.add(ProtectedDocument("home shelf", "x", None, document_shingles([REPORT], bytes(32))))
+    assert index.overlaps(REPORT) and other.overlaps(REPORT)
+    stranger = FingerprintIndex(KEY)
+    stranger.add(ProtectedDocument("home shelf", "x", None, document_shingles([REPORT], bytes(32))))
+    assert stranger.overlaps(REPORT) == []
+
+
+def test_replacing_and_removing_documents() -> None:
+    index = index_with(REPORT, UNRELATED)
+    assert {o.document for o in index.overlaps(REPORT + " " + UNRELATED)} == {"doc0", "doc1"}
+    index.add(
+        ProtectedDocument("home shelf", "doc0", None, document_shingles(["something else entirely"], KEY))
+    )
+    assert [o.document for o in index.overlaps(REPORT)] == []
+    index.add(ProtectedDocument("other case", "doc9", None, document_shingles([REPORT], KEY)))
+    assert [o.case for o in index.overlaps(REPORT)] == ["other case"]
+    assert index.remove_case("other case") == 1
+    assert index.overlaps(REPORT) == []
+    assert len(index) == 2
+
+
+def test_add_many_equals_adding_one_by_one() -> None:
+    documents = [
+        ProtectedDocument("c", f"d{n}", None, document_shingles([f"{REPORT} variant number {n}"], KEY))
+        for n in range(5)
+    ]
+    one = FingerprintIndex(KEY)
+    for document in documents:
+        one.add(document)
+    many = FingerprintIndex(KEY)
+    many.add_many(documents)
+    assert one.overlaps(REPORT) == many.overlaps(REPORT)
+    assert one.statistics() == many.statistics()
+
+
+def test_boilerplate_shared_by_many_documents_does_not_count() -> None:
+    disclaimer = "this email and any attachments are confidential and intended solely for the addressee"
+    index = FingerprintIndex(KEY)
+    for n in range(COMMON_IN_DOCUMENTS):
+        index.add(ProtectedDocument("c", f"d{n}", None, document_shingles([f"note {n} {disclaimer}"], KEY)))
+    assert index.overlaps(disclaimer) == []
+
+
+def test_own_words_leave_out_quotes_and_signature() -> None:
+    body = "I agree, thank you.\nOn Monday, Ada wrote:\n> Our template text here\n> more\n-- \nRobin\nphone"
+    assert own_words(body) == "I agree, thank you.\nOn Monday, Ada wrote:"
+    assert own_words("Hi\n-----Original Message-----\nFrom: x") == "Hi"
+
+
+def test_key_length_is_checked() -> None:
+    with pytest.raises(ValueError):
+        FingerprintIndex(b"short")
