@@ -285,7 +285,8 @@ def _timestamp_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
 def _terms_regex(terms: tuple[str, ...]) -> re.Pattern[str]:
     words = sorted({normalize(term) for term in terms}, key=len, reverse=True)
     alternatives = "|".join(re.escape(word).replace(r"\ ", " ") for word in words)
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+    # No leading look-behind (slow on long texts): _matches checks where a match starts.
+    return re.compile(rf"(?:{alternatives})(?!\w)")
 
 
 def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, params: Params) -> list[Finding]:

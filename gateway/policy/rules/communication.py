@@ -251,14 +251,21 @@ def _phrases_regex(phrases: Phrases, tail: str = "") -> re.Pattern[str] | None:
     if not phrases:
         return None
     ordered = sorted({_phrase_regex_source(phrase) for phrase in phrases if normalize(phrase)}, key=len)
-    return re.compile(rf"(?<!\w)(?:{'|'.join(reversed(ordered))})(?!\w){tail}")
+    # No leading look-behind (slow on long texts): _found checks that a match starts a word.
+    return re.compile(rf"(?:{'|'.join(reversed(ordered))})(?!\w){tail}")
 
 
 def _found(phrases: Phrases, text: str, tail: str = "") -> list[str]:
     pattern = _phrases_regex(phrases, tail)
     if pattern is None:
         return []
-    return list(dict.fromkeys(match.group(0) for match in pattern.finditer(text)))
+    return list(
+        dict.fromkeys(
+            match.group(0)
+            for match in pattern.finditer(text)
+            if not match.start() or not text[match.start() - 1].isalnum()
+        )
+    )
 
 
 @dataclass(frozen=True)
