@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from report import machine_description, markdown_table, percentile
+from synthetic import pseudo_word
 
 from gateway.fingerprints import FingerprintStore, fingerprints_path
 from gateway.policy.config import read_policy
@@ -40,35 +41,11 @@ from gateway.policy.model import Envelope, Outcome, ThreadFacts
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"8 KB": 8 * 1024, "200 KB": 200 * 1024}
-SYLLABLES = [
-    "ka",
-    "ri",
-    "mo",
-    "ta",
-    "ne",
-    "lu",
-    "vi",
-    "so",
-    "da",
-    "pe",
-    "zu",
-    "qi",
-    "xo",
-    "be",
-    "fa",
-    "gy",
-    "hu",
-    "ja",
-    "ko",
-    "lo",
-    "mi",
-    "na",
-]
 
 
 def vocabulary(rng: random.Random, size: int = 20_000) -> list[str]:
     """Pseudo-words; drawn with a Zipf-like skew so common words repeat as in real prose."""
-    words = {"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(size * 2)}
+    words = {pseudo_word(rng, rng.randint(1, 4)) for _ in range(size * 2)}
     return sorted(words)[:size]
 
 

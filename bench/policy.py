@@ -19,13 +19,19 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
-import platform
 import random
 import statistics
+import sys
 import textwrap
 import time
 import tracemalloc
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import machine_description, percentile
+from synthetic import pseudo_word
 
 from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
@@ -35,38 +41,6 @@ from gateway.policy.rewrite import apply_rewrite
 
 IDENTITY_COUNTS = (10, 1_000, 10_000)
 MESSAGE_SIZES = {"8 KB": 8 * 1024, "200 KB": 200 * 1024}
-SYLLABLES = [
-    "ka",
-    "ri",
-    "mo",
-    "ta",
-    "ne",
-    "lu",
-    "vi",
-    "so",
-    "da",
-    "pe",
-    "zu",
-    "qi",
-    "xo",
-    "be",
-    "fa",
-    "gy",
-    "hu",
-    "ja",
-    "ko",
-    "lo",
-    "mi",
-    "na",
-    "po",
-    "ru",
-    "sa",
-    "te",
-    "ul",
-    "wo",
-    "ya",
-    "ze",
-]
 PROSE = (
     "The committee met on an evening in early March to go over the notes from the working group. "
     "Everyone agreed that the venue staff handled the situation calmly and that the follow-up "
@@ -74,11 +48,6 @@ PROSE = (
     "below and reply with changes before the next meeting; we will keep the conduct address in "
     "copy as usual and record the decision in the case folder. "
 )
-
-
-def fictional_name(rng: random.Random, syllables: int) -> str:
-    """A made-up word that cannot occur in the benchmark prose."""
-    return "".join(rng.choice(SYLLABLES) for _ in range(syllables)).capitalize()
 
 
 def policy_text(identities: int, rng: random.Random) -> str:
@@ -102,7 +71,7 @@ def policy_text(identities: int, rng: random.Random) -> str:
         lines.append(f"  - code: case {_words(case_index)}")
         lines.append("    reporters:")
         for person_index in range(case_index, min(people, case_index + people_per_case)):
-            first, last = fictional_name(rng, 3), fictional_name(rng, 4)
+            first, last = pseudo_word(rng, 3).capitalize(), pseudo_word(rng, 4).capitalize()
             handle = f"{first.lower()}{last.lower()[:3]}{person_index}"
             lines += [
                 f"      - id: person {_words(person_index)}",
@@ -164,11 +133,6 @@ def time_one(raw: bytes, envelope: Envelope, policy: CompiledPolicy) -> tuple[fl
     return time.perf_counter() - start, verdict.outcome
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 def run(quick: bool) -> str:
     rng = random.Random(20261124)
     envelope = Envelope(
@@ -206,8 +170,7 @@ def run(quick: bool) -> str:
                 f" | {outcome.value} | {compile_seconds:.2f} s | {peak / 2**20:.1f} MiB |"
             )
     lines = [
-        f"Machine: {platform.machine()}, {_cpu_model()}, Python {platform.python_version()}",
-        "Command: .venv/bin/python bench/policy.py" + (" --quick" if quick else ""),
+        *machine_description(["bench/policy.py", *(["--quick"] if quick else [])]),
         "",
         "| message | identities | p50 ms | p99 ms | mean ms | verdict | policy compile | compile peak memory |",
         "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
@@ -223,16 +186,6 @@ def run(quick: bool) -> str:
         f"8 KB p99 at {IDENTITY_COUNTS[-1]:,} identities: {p99_by[('8 KB', IDENTITY_COUNTS[-1])] * 1000:.2f} ms (target <= 5 ms)"
     )
     return "\n".join(lines)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
