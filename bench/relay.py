@@ -60,6 +60,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from gateway.errors import ConfigError  # noqa: E402
+from gateway.policy.config import read_policy  # noqa: E402
 from tests.e2e.gateway_process import GatewayProcess  # noqa: E402
 from tests.e2e.postfix import PostfixInstance  # noqa: E402
 
@@ -252,9 +254,6 @@ def gateway(workdir: Path, sink: Sink, name: str, member: str, policy: Path | No
 
 def policy_people(policy: Path) -> tuple[str, str]:
     """The policy's conduct address and first member's first address (the default sender)."""
-    from gateway.errors import ConfigError
-    from gateway.policy.config import read_policy
-
     try:
         document, _ = read_policy(policy)
     except ConfigError as exc:

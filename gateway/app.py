@@ -24,7 +24,7 @@ from gateway.errors import ConfigError
 from gateway.journal import JournalService
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
-from gateway.policy_screener import PolicyScreener, load_compiled_policy
+from gateway.policy_screener import PolicyScreener, load_policy_for
 from gateway.review import spool_outgoing
 from gateway.screening import Screener
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
@@ -63,9 +63,10 @@ def _optional(screener: Screener, name: str) -> Callable[[], Any] | None:
 def check_policy(settings: GatewaySettings) -> str:
     """Validate the policy file without starting anything, for `config validate`; one-line summary.
 
-    Raises ConfigError (file, line, key) when the policy is invalid.
+    Raises ConfigError (file, line, key) when the policy is invalid, and when the case registry
+    cannot be decrypted or clashes with the policy.
     """
-    policy, _stamp = load_compiled_policy(settings.policy.path)
+    policy, _stamp = load_policy_for(settings)
     return (
         f"{settings.policy.path} (version {policy.version}, {len(policy.rules)} rules, "
         f"{len(policy.document.cases)} cases)"

@@ -41,6 +41,7 @@ from gateway.policy.model import (
     Verdict,
 )
 from gateway.policy.rewrite import apply_rewrite
+from gateway.registry import CaseRegistry
 from gateway.review import HeldFinding, HoldStore, ReviewDesk, ReviewError, drain_audit_outbox, trail_sink
 from gateway.screening import Accept, Outgoing, Refuse, Submission
 from gateway.settings import GatewaySettings
@@ -72,11 +73,20 @@ class ReloadResult(StrEnum):
 
 @dataclass(frozen=True)
 class FileStamp:
-    """Identity of one version of the policy file: cheap stat fields, and the content hash."""
+    """Identity of one version of the policy file: cheap stat fields, and the content hash.
+
+    ``registry`` is the case registry file's own stamp (None: no registry file, or none configured).
+    """
 
     mtime_ns: int
     size: int
     sha256: str
+    registry: FileStamp | None = None
+
+    def seen(self) -> tuple[object, ...]:
+        """The cheap stat fields of the policy file and of the registry, for polling."""
+        registry = (self.registry.mtime_ns, self.registry.size) if self.registry is not None else None
+        return self.mtime_ns, self.size, registry
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -84,10 +94,14 @@ def _stat(path: Path) -> tuple[int, int]:
     return info.st_mtime_ns, info.st_size
 
 
-def load_compiled_policy(path: Path) -> tuple[CompiledPolicy, FileStamp]:
+def load_compiled_policy(
+    path: Path, registry: CaseRegistry | None = None
+) -> tuple[CompiledPolicy, FileStamp]:
     """Read, validate and compile the policy file; ConfigError (file, line, key) if it is unusable.
 
     The file is read once: the version is the hash of exactly the bytes that were validated.
+    With ``registry``, the case registry's cases are compiled in too (ConfigError naming the
+    registry file when it cannot be decrypted or clashes with the policy).
     """
     try:
         mtime_ns, size = _stat(path)
@@ -96,25 +110,42 @@ def load_compiled_policy(path: Path) -> tuple[CompiledPolicy, FileStamp]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror}") from None
     document, source = read_policy(path)
-    policy = compile_policy(document, source)
-    return policy, FileStamp(mtime_ns, size, hashlib.sha256(source).hexdigest())
+    snapshot = registry.read() if registry is not None else None
+    if snapshot is None or registry is None:
+        return compile_policy(document, source), FileStamp(mtime_ns, size, hashlib.sha256(source).hexdigest())
+    policy = compile_policy(document, source, registry=snapshot.for_policy(registry.path))
+    registry_stamp = FileStamp(snapshot.mtime_ns, snapshot.size, snapshot.sha256)
+    return policy, FileStamp(mtime_ns, size, hashlib.sha256(source).hexdigest(), registry_stamp)
+
+
+def load_policy_for(settings: GatewaySettings) -> tuple[CompiledPolicy, FileStamp]:
+    """The policy in force for these settings: the policy file plus the case registry."""
+    return load_compiled_policy(settings.policy.path, CaseRegistry.from_settings(settings))
 
 
 class PolicySource:
-    """The policy in force, and the file it came from."""
+    """The policy in force, and the files it came from (the policy file and the case registry)."""
 
-    def __init__(self, path: Path, policy: CompiledPolicy, stamp: FileStamp) -> None:
+    def __init__(
+        self, path: Path, policy: CompiledPolicy, stamp: FileStamp, registry: CaseRegistry | None = None
+    ) -> None:
         self.path = path
+        self.registry = registry
         self._policy = policy
         self._stamp = stamp
-        self._seen: tuple[int, int] | None = (stamp.mtime_ns, stamp.size)  # last stat looked at
+        self._seen: tuple[object, ...] | None = stamp.seen()  # last stat looked at
         self._last_error: str | None = None  # the refusal last reported
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path) -> PolicySource:
-        policy, stamp = load_compiled_policy(path)
-        return cls(path, policy, stamp)
+    def load(cls, path: Path, registry: CaseRegistry | None = None) -> PolicySource:
+        policy, stamp = load_compiled_policy(path, registry)
+        return cls(path, policy, stamp, registry)
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> PolicySource:
+        """The policy file and the case registry these settings name."""
+        return cls.load(settings.policy.path, CaseRegistry.from_settings(settings))
 
     @property
     def policy(self) -> CompiledPolicy:
@@ -131,20 +162,33 @@ class PolicySource:
             return self._reload(force=False)
 
     def _reload(self, *, force: bool) -> ReloadResult:
+        registry_digest: str | None = None
         try:
-            seen = _stat(self.path)
+            registry_seen = self.registry.stat() if self.registry is not None else None
+            seen = (*_stat(self.path), registry_seen)
             if not force and seen == self._seen:
                 return ReloadResult.UNCHANGED
             self._seen = seen
             digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+            if self.registry is not None:
+                registry_digest = self.registry.digest()
         except OSError as exc:
             self._seen = None
-            return self._refuse(f"{self.path}: cannot read the policy file: {exc.strerror}", force=force)
-        if digest == self._stamp.sha256:
+            return self._refuse(f"{exc.filename or self.path}: cannot read: {exc.strerror}", force=force)
+        known_registry = self._stamp.registry
+        if registry_digest is None and known_registry is not None and self.registry is not None:
+            # Losing the registry must never quietly drop every case's protection.
+            return self._refuse(
+                f"{self.registry.path}: the case registry has disappeared; the cases in force are kept. "
+                "Restore the file from a backup.",
+                force=force,
+            )
+        known_digest = known_registry.sha256 if known_registry is not None else None
+        if digest == self._stamp.sha256 and registry_digest == known_digest:
             self._last_error = None
             return ReloadResult.UNCHANGED
         try:
-            policy, stamp = load_compiled_policy(self.path)
+            policy, stamp = load_compiled_policy(self.path, self.registry)
         except ConfigError as exc:
             return self._refuse(str(exc), force=force)
         except Exception as exc:  # a compiler bug must not take the running policy down with it
@@ -152,7 +196,7 @@ class PolicySource:
             return self._refuse(message, force=force)
         previous = self._policy.version
         self._policy, self._stamp = policy, stamp
-        self._seen, self._last_error = (stamp.mtime_ns, stamp.size), None
+        self._seen, self._last_error = stamp.seen(), None
         log_event(log, "policy-reloaded", previous=previous, version=policy.version, file=self.path)
         return ReloadResult.RELOADED
 
@@ -229,7 +273,7 @@ class PolicyScreener:
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> PolicyScreener:
         """Load the policy (ConfigError if invalid) and open the ledger and audit trail in state_dir."""
-        source = PolicySource.load(settings.policy.path)
+        source = PolicySource.from_settings(settings)
         ledger = Ledger.open(ledger_path(settings.state_dir))
         try:
             audit = AuditTrail.open(audit_dir(settings.state_dir))
@@ -237,6 +281,8 @@ class PolicyScreener:
             ledger.close()
             raise
         log_event(log, "policy-loaded", version=source.policy.version, file=source.path)
+        if source.registry is not None and (warning := source.registry.key_warning()) is not None:
+            log_event(log, "registry-key-in-state-dir", logging.WARNING, advice=warning)
         review = None
         if settings.review.enabled:
             try:

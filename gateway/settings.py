@@ -223,6 +223,25 @@ class JournalSettings(Section):
     max_message_size: PositiveInt = Field(25 * 1024 * 1024, description="Bytes (SIZE).")
 
 
+class RegistrySettings(Section):
+    """The case registry: cases and the identities they protect, encrypted at rest, apart from the policy."""
+
+    path: Path | None = Field(
+        None, description="Registry file (default: <state_dir>/registry/cases.registry, 0600)."
+    )
+    key_env: str | None = Field(
+        "CONDUCT_REGISTRY_KEY",
+        description="Environment variable holding the key (32 random bytes in base64); used when set.",
+    )
+    key_file: Path | None = Field(
+        None,
+        description=(
+            "File holding the key, used when the variable is not set. Neither: <state_dir>/registry/"
+            "registry.key, made at first use (keep production keys elsewhere)."
+        ),
+    )
+
+
 class GatewaySettings(Section):
     """config/gateway.yaml. Relative paths are relative to the file's own folder."""
 
@@ -236,6 +255,7 @@ class GatewaySettings(Section):
     policy: PolicySettings = PolicySettings()
     review: ReviewSettings = ReviewSettings()
     journal: JournalSettings = JournalSettings()
+    registry: RegistrySettings = RegistrySettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")
     shutdown_grace: NonNegativeFloat = Field(
         30.0, description="Seconds to let in-flight transactions finish on SIGTERM."
@@ -274,6 +294,12 @@ class GatewaySettings(Section):
                     }
                 ),
                 "policy": self.policy.model_copy(update={"path": fix(self.policy.path)}),
+                "registry": self.registry.model_copy(
+                    update={
+                        "path": fix(self.registry.path) if self.registry.path else None,
+                        "key_file": fix(self.registry.key_file) if self.registry.key_file else None,
+                    }
+                ),
             }
         )
 

@@ -184,6 +184,31 @@ class Case(PolicyModel):
         (),
         description="Recorded written permissions; each lifts protection for one person and one recipient.",
     )
+    severity: Literal["normal", "severe"] = Field(
+        "normal",
+        description=(
+            "How grave the case is; sets how many committee members must approve its held mail "
+            "(see `review.approvals`)."
+        ),
+    )
+    conflicts: tuple[EmailAddress, ...] = Field(
+        (),
+        description=(
+            "Addresses of committee members with a conflict of interest on this case: for this case "
+            "they count as outside the committee, are not asked to review its mail and cannot approve it."
+        ),
+    )
+    expunge_on: datetime.date | None = Field(
+        None,
+        description=(
+            "From this date (YYYY-MM-DD) the case's identifying information is expunged from every "
+            "store the gateway keeps (omitted: kept until `case expunge`)."
+        ),
+    )
+    status: Literal["open", "closed"] = Field(
+        "open",
+        description="open, or closed once the committee has finished with it (protection stays in force).",
+    )
 
     def protected(self) -> Iterator[Person]:
         """Reporters and witnesses."""
@@ -463,6 +488,60 @@ def _case_problems(c_index: int, case: Case) -> Iterator[tuple[Loc, str]]:
             )
         elif consent.person not in protected:
             yield loc, f"no reporter or witness with id {consent.person!r} in case {case.code!r}"
+
+
+# --- cases kept outside the policy file (the case registry) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryCases:
+    """Cases read from the case registry, to be merged into a policy document by ``merge_cases``.
+
+    ``digest`` identifies the registry's version (it goes into the policy version); ``origin`` names
+    the registry in error messages.
+    """
+
+    cases: tuple[Case, ...]
+    digest: str
+    origin: str = "case registry"
+
+
+def merge_cases(document: PolicyDocument, registry: RegistryCases) -> PolicyDocument:
+    """The policy with the registry's cases added, checked like the policy's own cases.
+
+    A case listed in both with identical content counts once (so the policy's cases can be copied
+    into the registry before they are removed from the policy); different content under one code
+    name is an error. Error messages name case code names and keys, never identities.
+    """
+    in_policy = {case.code: case for case in document.cases}
+    added: list[Case] = []
+    for case in registry.cases:
+        if case.code not in in_policy:
+            added.append(case)
+        elif in_policy[case.code] != case:
+            raise ConfigError(
+                f"{registry.origin}: case {case.code!r} is also in the policy file, with different "
+                "content; keep it in one place (`conduct-gateway case import-policy "
+                "--remove-from-policy` moves the policy's cases into the registry)"
+            )
+    if not added:
+        return document
+    merged = document.model_copy(update={"cases": document.cases + tuple(added)})
+    first = len(document.cases)
+    problems = [
+        (loc, message)
+        for loc, message in _semantic_problems(merged)
+        if len(loc) > 1 and loc[0] == "cases" and isinstance(loc[1], int) and loc[1] >= first
+    ]
+    if problems:
+        raise ConfigError(
+            "\n".join(
+                f"{registry.origin}, case {merged.cases[int(loc[1])].code!r}, "
+                f"key {format_loc(loc[2:])}: {message}"
+                for loc, message in problems
+            )
+        )
+    return merged
 
 
 # --- schema and reference ----------------------------------------------------------------------

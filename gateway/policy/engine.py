@@ -15,7 +15,7 @@ from types import MappingProxyType
 from pydantic import BaseModel
 
 from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
-from gateway.policy.config import AUDIENCE_ROLES, IDENTITY_FIELDS, PolicyDocument
+from gateway.policy.config import AUDIENCE_ROLES, IDENTITY_FIELDS, PolicyDocument, RegistryCases, merge_cases
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import (
     NO_FINGERPRINTS,
@@ -103,13 +103,25 @@ class CompiledPolicy:
 
 
 def compile_policy(
-    document: PolicyDocument, source: bytes, *, build_finder: FinderFactory | None = None
+    document: PolicyDocument,
+    source: bytes,
+    *,
+    build_finder: FinderFactory | None = None,
+    registry: RegistryCases | None = None,
 ) -> CompiledPolicy:
-    """Prepare ``document`` (read from ``source``) for evaluation; builds the identity matcher once."""
+    """Prepare ``document`` (read from ``source``) for evaluation; builds the identity matcher once.
+
+    ``registry`` adds the case registry's cases (ConfigError if they clash with the policy's); the
+    version then covers the registry's version too, so every case change is a new policy version.
+    """
     if build_finder is None:
         build_finder = IdentityMatcher.build
+    hashed = source
+    if registry is not None:
+        document = merge_cases(document, registry)
+        hashed = source + b"\0case-registry:" + registry.digest.encode("ascii")
     identities = protected_identities(document)
-    digest = hashlib.sha256(source).hexdigest()
+    digest = hashlib.sha256(hashed).hexdigest()
     modules = rules_by_name()
     rules = tuple(
         CompiledRule(

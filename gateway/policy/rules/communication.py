@@ -47,6 +47,7 @@ misunderstanding"). Describe what happened and its impact without judging how se
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -247,7 +248,9 @@ def _phrase_regex_source(phrase: str) -> str:
 
 
 @cache
+@functools.lru_cache(maxsize=256)
 def _phrases_regex(phrases: Phrases, tail: str = "") -> re.Pattern[str] | None:
+    # Cached: building the alternation normalises every phrase, far costlier than matching.
     if not phrases:
         return None
     ordered = sorted({_phrase_regex_source(phrase) for phrase in phrases if normalize(phrase)}, key=len)
@@ -272,20 +275,23 @@ def _found(phrases: Phrases, text: str, tail: str = "") -> list[str]:
 class _OwnText:
     where: str
     text: str  # normalised
-    lines: tuple[str, ...]  # normalised lines, for headings
+    raw: str  # as written, for the headings of decision notices
+
+    def lines(self) -> tuple[str, ...]:
+        """Normalised non-empty lines (only decision notices need them: normalising is costly)."""
+        return tuple(line for line in (normalize(line) for line in self.raw.splitlines()) if line)
 
 
 def _own_texts(message: ParsedMessage) -> list[_OwnText]:
     """The sender's own words: the Subject and the body text and HTML parts, without quoted text."""
-    texts = [_OwnText("header Subject", normalize(message.subject), ())]
+    texts = [_OwnText("header Subject", normalize(message.subject), "")]
     seen: set[tuple[str, str]] = set()
     for segment in message.segments:
         if segment.kind not in _BODY_KINDS or (segment.where, segment.text) in seen:
             continue
         seen.add((segment.where, segment.text))
         own, _quoted = split_quoted(segment.text)
-        lines = tuple(line for line in (normalize(line) for line in own.splitlines()) if line)
-        texts.append(_OwnText(segment.where, normalize(own), lines))
+        texts.append(_OwnText(segment.where, normalize(own), own))
     return texts
 
 
@@ -314,7 +320,7 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
 
 
 def _missing_components(texts: list[_OwnText], params: Params) -> list[Finding]:
-    heading_lines = [_HEADING_DECORATION.sub("", line) for text in texts for line in text.lines]
+    heading_lines = [_HEADING_DECORATION.sub("", line) for text in texts for line in text.lines()]
     body = " ".join(text.text for text in texts)
     missing = []
     for name, component in params.decision_components.items():
