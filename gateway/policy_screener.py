@@ -606,6 +606,28 @@ class PolicyScreener:
             error=type(exc).__name__,
         )
 
+    def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:
+        """Record a refusal the SMTP layer made before the policy ran (malformed, too big, not yours).
+
+        Raises AuditError when the decision cannot be recorded; the SMTP layer then defers.
+        """
+        self.audit.record_decision(
+            DecisionRecord(
+                queue_id=submission.queue_id,
+                member=submission.authenticated_as,
+                verdict=Outcome.REJECT.value,
+                reply=f"{code} {status}",
+                policy_version=self.source.policy.version,
+                findings=(
+                    FindingRecord(rule="intake", code=reason, kind="message", action="reject", case=None),
+                ),
+                error=None,
+                message_id=None,
+                recipients=submission.rcpt_tos,
+                message=submission.content,
+            )
+        )
+
     def _audit_refusal(
         self,
         submission: Submission,

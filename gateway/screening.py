@@ -84,7 +84,9 @@ class Screener(Protocol):
 
     # Optional (looked up with getattr): ``not_stored(submission, accept)`` is called when an
     # acceptance could not be stored (the client gets 451), so the screener can undo what
-    # ``screen`` prepared for it (a hold, a review decision).
+    # ``screen`` prepared for it (a hold, a review decision). ``refused_at_intake(submission,
+    # code, status, reason)`` records a refusal the SMTP layer made before screening (malformed,
+    # too big, From not the member's); if it raises, the client gets 451 instead.
 
 
 class PassThrough:

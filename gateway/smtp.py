@@ -20,6 +20,7 @@ import asyncio.sslproto as sslproto
 import base64
 import binascii
 import contextlib
+import dataclasses
 import datetime
 import email.utils
 import ipaddress
@@ -792,27 +793,30 @@ class SubmissionProtocol(SMTP):
         queue_id = Spool.new_queue_id()
         record = _Record(queue_id, member, self.client_address, self.listener, len(txn.rcpt_tos), reader.size)
         content = reader.content
-        if reader.too_big or content is None:
-            return self._finished(record, replies.message_size_exceeds(reader.max_size))
-        try:
-            check_bytes(content, service.settings.limits.max_line_length)
-            facts = read_headers(content)
-        except BadMessage as refusal:
-            return self._finished(record, refusal.response)
-        allowed = service.accounts.addresses_of(member)
-        for header, addresses in (("From", facts.from_addresses), ("Sender", facts.sender_addresses)):
-            for address in addresses:
-                if address not in allowed:
-                    return self._finished(record, replies.header_address_not_yours(header, address, member))
-        content = self._missing_headers(facts) + content
         submission = Submission(
             queue_id=queue_id,
             mail_from=txn.mail_from,
             rcpt_tos=tuple(txn.rcpt_tos),
             authenticated_as=member,
-            content=content,
+            content=content or b"",
             client_address=self.client_address,
         )
+        if reader.too_big or content is None:
+            return self._refused_at_intake(
+                record, submission, replies.message_size_exceeds(reader.max_size), "MESSAGE_TOO_BIG"
+            )
+        try:
+            check_bytes(content, service.settings.limits.max_line_length)
+            facts = read_headers(content)
+        except BadMessage as refusal:
+            return self._refused_at_intake(record, submission, refusal.response, "MALFORMED_MESSAGE")
+        allowed = service.accounts.addresses_of(member)
+        for header, addresses in (("From", facts.from_addresses), ("Sender", facts.sender_addresses)):
+            for address in addresses:
+                if address not in allowed:
+                    reply = replies.header_address_not_yours(header, address, member)
+                    return self._refused_at_intake(record, submission, reply, "HEADER_ADDRESS_NOT_MEMBER")
+        submission = dataclasses.replace(submission, content=self._missing_headers(facts) + content)
         try:
             verdict = service.screener.screen(submission)
         except Exception as exc:
@@ -893,6 +897,24 @@ class SubmissionProtocol(SMTP):
         reply = Reply(250, "2.0.0", accept.reply_lines) if accept.reply_lines else None
         reply = reply or replies.queued(record.queue_id, accept.changes)
         return self._finished(record, reply, len(accept.rcpt_tos))
+
+    def _refused_at_intake(self, record: _Record, submission: Submission, reply: Reply, code: str) -> Reply:
+        """Refuse a message the policy never saw; the decision still goes to the audit trail."""
+        audit = getattr(self.service.screener, "refused_at_intake", None)
+        if callable(audit):
+            try:
+                audit(submission, reply.code, reply.status, code)
+            except Exception as exc:
+                # A refusal that cannot be recorded must not become an acceptance: defer instead.
+                log_event(
+                    logger,
+                    "smtp.record_failed",
+                    logging.ERROR,
+                    queue_id=record.queue_id,
+                    error=_describe(exc),
+                )
+                return self._finished(record, replies.INTERNAL_ERROR)
+        return self._finished(record, reply)
 
     def _finished(self, record: _Record, reply: Reply, recipients: int | None = None) -> Reply:
         """Count and log the end of one transaction (one line, metadata only)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import textwrap
@@ -366,3 +367,34 @@ def test_forged_relay_header_is_removed_whatever_its_case(screener: PolicyScreen
     assert isinstance(result, Accept)
     assert result.content.lower().count(b"x-conduct-gateway") == 1
     assert result.content == b"X-Conduct-Gateway: ref=Q1; changed=none\r\n" + message()
+
+
+def test_a_refusal_made_before_the_policy_is_audited_without_content(tmp_path: Path) -> None:
+    """The SMTP layer refuses malformed mail itself; that decision is audited like any other."""
+    from gateway.audit import audit_dir, verify
+    from gateway.policy_screener import PolicyScreener
+    from gateway.screening import Submission
+    from gateway.settings import GatewaySettings
+
+    repo = Path(__file__).resolve().parents[1]
+    settings = GatewaySettings.model_validate(
+        {"state_dir": str(tmp_path), "policy": {"path": str(repo / "policies" / "default.yaml")}}
+    )
+    secret = b"Subject: the secret subject line\r\n"
+    submission = Submission(
+        queue_id="Q1",
+        mail_from="ada.quill@example.org",
+        rcpt_tos=("olive@example.net",),
+        authenticated_as="ada.quill@example.org",
+        content=secret + b"\r\nbody",
+    )
+    with PolicyScreener.from_settings(settings) as screener:
+        screener.refused_at_intake(submission, 550, "5.6.0", "MALFORMED_MESSAGE")
+    text = (audit_dir(tmp_path) / "audit.jsonl").read_text()
+    entry = json.loads(text.splitlines()[-1])
+    assert entry["queue_id"] == "Q1"
+    assert entry["verdict"] == "reject"
+    assert entry["reply"] == "550 5.6.0"
+    assert [f["code"] for f in entry["findings"]] == ["MALFORMED_MESSAGE"]
+    assert "secret" not in text and "olive@example.net" not in text
+    assert verify(audit_dir(tmp_path)).ok

@@ -314,6 +314,33 @@ else:
     RuleEntry = Annotated[Union[ENTRY_MODELS], Field(discriminator="rule")]  # noqa: UP007
 
 
+ApprovalCount = Annotated[
+    Union[Annotated[int, Field(ge=1, le=50)], Literal["majority"]],  # noqa: UP007
+    _Shown("number (1+) or `majority`"),
+]
+
+
+class ApprovalCounts(PolicyModel):
+    """How many distinct committee members must approve a held message, by its case's severity.
+
+    A number, or `majority`: more than half of the members eligible to review that message (every
+    member but the sender and those with a conflict of interest on its case). A message that concerns
+    no case counts as normal; one that concerns several cases needs the most any of them asks for.
+    """
+
+    normal: ApprovalCount = Field(1, description="Approvals for a message whose cases are all normal.")
+    severe: ApprovalCount = Field(2, description="Approvals for a message concerning a severe case.")
+
+
+class ReviewPolicy(PolicyModel):
+    """Second-member review of held messages: how many approvals release one."""
+
+    approvals: ApprovalCounts = Field(
+        default_factory=ApprovalCounts,
+        description="Approvals needed, by case severity (`normal: 1, severe: 2` unless set).",
+    )
+
+
 class PolicyDocument(PolicyModel):
     """A policy file: the organisation, the rules in force and the cases."""
 
@@ -330,6 +357,10 @@ class PolicyDocument(PolicyModel):
         ),
     )
     rules: tuple[RuleEntry, ...] = Field(min_length=1, description="The rules in force, each at most once.")
+    review: ReviewPolicy = Field(
+        default_factory=ReviewPolicy,
+        description="How many committee members must approve a held message (by case severity).",
+    )
     cases: tuple[Case, ...] = Field(
         (),
         description=(
@@ -449,6 +480,13 @@ def _semantic_problems(document: PolicyDocument) -> Iterator[tuple[Loc, str]]:
             yield ("cases", c_index, "code"), f"two cases have the code name {case.code!r}"
         seen_codes.add(case.code)
         yield from _case_problems(c_index, case)
+        for k_index, address in enumerate(case.conflicts):
+            if address.lower() not in seen_addresses:
+                # A misspelt conflict would silently let the member see the case: refuse it.
+                yield (
+                    ("cases", c_index, "conflicts", k_index),
+                    f"{address} is not an address of a committee member (organisation.members)",
+                )
 
 
 IDENTITY_FIELDS = (
@@ -568,6 +606,8 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("audiences.admins / moderators / organisers", AudienceGroup),
     ("rules[]", RuleEntryBase),
     ("rules[].when", When),
+    ("review", ReviewPolicy),
+    ("review.approvals", ApprovalCounts),
     ("cases[]", Case),
     ("person", Person),
     ("cases[].consents[]", ConsentRecord),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from pydantic import BaseModel
@@ -38,6 +38,8 @@ from gateway.policy.model import (
 from gateway.policy.registry import RuleModule, rules_by_name
 
 ENGINE_RULE = "message-structure"  # the rule name of the engine's own checks
+# What an expunged case keeps in place of identities (gateway.expunge); never matched.
+EXPUNGED_MARK = "expunged"
 
 _OUTCOME_OF = {
     Action.AUDIT: Outcome.DELIVER,
@@ -100,6 +102,10 @@ class CompiledPolicy:
     consents: frozenset[Consent]
     identities: tuple[ProtectedIdentity, ...]
     audiences: Audiences = NO_AUDIENCES
+    # Case code name -> every address of each member conflicted on it (lower-cased).
+    conflicts: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    # Case code name -> "normal" | "severe" (review quorum).
+    severities: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def compile_policy(
@@ -164,7 +170,26 @@ def compile_policy(
         ),
         identities=identities,
         audiences=audiences(document),
+        conflicts=conflicts(document),
+        severities=MappingProxyType({case.code: case.severity for case in document.cases}),
     )
+
+
+def conflicts(document: PolicyDocument) -> Mapping[str, frozenset[str]]:
+    """Each case's conflicted members, by every address of theirs (a conflict follows the person)."""
+    addresses_of = {
+        address.lower(): frozenset(a.lower() for a in member.addresses)
+        for member in document.organisation.members
+        for address in member.addresses
+    }
+    found: dict[str, frozenset[str]] = {}
+    for case in document.cases:
+        members: set[str] = set()
+        for address in case.conflicts:
+            members |= addresses_of.get(address.lower(), frozenset({address.lower()}))
+        if members:
+            found[case.code] = frozenset(members)
+    return MappingProxyType(found)
 
 
 def protected_identities(document: PolicyDocument) -> tuple[ProtectedIdentity, ...]:
@@ -174,6 +199,8 @@ def protected_identities(document: PolicyDocument) -> tuple[ProtectedIdentity, .
         for person in case.protected():
             for key, kind in IDENTITY_FIELDS:
                 for value in getattr(person, key):
+                    if value.strip().casefold() == EXPUNGED_MARK:
+                        continue  # an expunged person: the placeholder identifies nobody
                     found[ProtectedIdentity(case=case.code, person=person.id, kind=kind, value=value)] = None
     return tuple(found)
 
@@ -219,6 +246,7 @@ def rule_context(
         thread=thread,
         audiences=policy.audiences,
         protected_content=protected_content,
+        conflicts=policy.conflicts,
     )
 
 
@@ -353,8 +381,13 @@ def _rewrites_that_disclose_refused(
         if decision.action is Action.REWRITE and decision.finding.rewrite is not None
         for recipient in decision.finding.rewrite.add_envelope_recipients
     ]
-    outsiders = {r.lower() for r in (*envelope.rcpt_tos, *added) if not context.is_committee(r)}
-    if not outsiders:
+    # Committee members conflicted on a case count as outsiders for that case's people.
+    candidates = {
+        r.lower()
+        for r in (*envelope.rcpt_tos, *added)
+        if not context.is_committee(r) or context.conflicted_cases(r)
+    }
+    if not candidates:
         return decisions
     consented = {(consent.case, consent.person, consent.recipient) for consent in context.consents}
     result = []
@@ -362,9 +395,10 @@ def _rewrites_that_disclose_refused(
         texts = _rewrite_texts(decision)
         if texts and any(
             (identity.case, identity.person, outsider) not in consented
+            and not context.is_inside(outsider, identity.case)
             for text in texts
             for identity in context.finder.find(text)
-            for outsider in outsiders
+            for outsider in candidates
         ):
             decision = Decision(
                 replace(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Protocol
 
 from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
@@ -256,10 +258,27 @@ class RuleContext:
     protected_content: ContentFingerprints = NO_FINGERPRINTS
     # Who each recipient is (audiences.py); the default knows no admins, moderators or case parties.
     audiences: Audiences = NO_AUDIENCES
+    # Case code name -> lower-cased addresses of members with a conflict of interest on that case
+    # (every address of such a member): for that case they count as outside the committee.
+    conflicts: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
 
     def is_committee(self, address: str) -> bool:
         lowered = address.lower()
         return lowered == self.conduct_address or lowered in self.committee
+
+    def is_inside(self, address: str, case: str | None) -> bool:
+        """Inside the committee *for this case*: a member conflicted on ``case`` is outside it.
+
+        ``case`` None asks about the committee as such (no case in question).
+        """
+        if not self.is_committee(address):
+            return False
+        return case is None or address.lower() not in self.conflicts.get(case, frozenset())
+
+    def conflicted_cases(self, address: str) -> frozenset[str]:
+        """The cases on which ``address`` (a member's) has a declared conflict of interest."""
+        lowered = address.lower()
+        return frozenset(case for case, members in self.conflicts.items() if lowered in members)
 
     def memberships_of(self, address: str) -> frozenset[Membership]:
         """The roles of ``address`` (with cases); the committee as this context knows it comes first."""

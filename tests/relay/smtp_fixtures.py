@@ -110,6 +110,7 @@ class RecordingScreener:
     refuse: Refuse | None = None
     seen: list[Submission] = field(default_factory=list)
     recorded: list[str] = field(default_factory=list)
+    intake_refusals: list[tuple[str, int, str, str]] = field(default_factory=list)
 
     def screen(self, submission: Submission) -> Accept | Refuse:
         self.seen.append(submission)
@@ -119,6 +120,9 @@ class RecordingScreener:
 
     def accepted(self, submission: Submission, accept: Accept) -> None:
         self.recorded.append(submission.queue_id)
+
+    def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:
+        self.intake_refusals.append((submission.queue_id, code, status, reason))
 
 
 @dataclass

@@ -1051,3 +1051,43 @@ async def test_internal_error_while_reading_data_closes_the_connection(
     assert (await client.reply()).startswith("451 4.3.0 ")
     assert await client.reader.read() == b""
     assert gateway.stored() == []
+
+
+async def test_refusals_before_the_policy_are_recorded_for_the_audit_trail(
+    start_gateway: StartGateway,
+) -> None:
+    """Every decision reaches the audit trail, including those the SMTP layer makes itself."""
+    screener = RecordingScreener()
+    running = await start_gateway(screener=screener)
+    smtp = await running.logged_in()
+    cases = {
+        "MALFORMED_MESSAGE": b"From: " + OUTSIDER.encode() + b"\r\n" + message(),
+        "HEADER_ADDRESS_NOT_MEMBER": message(sender=BOB),
+    }
+    for reason, content in cases.items():
+        await smtp.mail(ALICE)
+        await smtp.rcpt(OUTSIDER)
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await smtp.data(content)
+        assert refused.value.code == 550, reason
+    await smtp.quit()
+    assert [(code, reason) for _id, code, _status, reason in screener.intake_refusals] == [
+        (550, "MALFORMED_MESSAGE"),
+        (550, "HEADER_ADDRESS_NOT_MEMBER"),
+    ]
+    assert screener.seen == []  # the policy never saw them
+
+
+async def test_an_intake_refusal_that_cannot_be_recorded_is_deferred(start_gateway: StartGateway) -> None:
+    class UnrecordableScreener(RecordingScreener):
+        def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:
+            raise RuntimeError("audit trail unavailable")
+
+    running = await start_gateway(screener=UnrecordableScreener())
+    smtp = await running.logged_in()
+    await smtp.mail(ALICE)
+    await smtp.rcpt(OUTSIDER)
+    with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
+        await smtp.data(message(sender=BOB))
+    await smtp.quit()
+    assert deferred.value.code == 451
