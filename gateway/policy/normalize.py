@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 
 # Look-alikes mapped to the Latin letter a reader would take them for. Upper and lower case are
 # mapped separately, before casefolding, because some shapes differ by case (Greek capital eta
@@ -71,8 +71,12 @@ def _fold_table() -> dict[int, str | None]:
     return table
 
 
+@lru_cache(maxsize=256)
 def normalize(text: str) -> str:
     """Return the canonical matching form of ``text``.
+
+    Cached: every rule normalises the same decoded parts of a message, and phrase lists are
+    normalised on every check.
 
     NFKC compatibility folding, casefolding, removal of accents/combining marks and invisible
     characters, mapping of common look-alike letters to Latin, and collapse of every whitespace

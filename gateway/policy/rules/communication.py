@@ -47,7 +47,6 @@ misunderstanding"). Describe what happened and its impact without judging how se
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -248,9 +247,7 @@ def _phrase_regex_source(phrase: str) -> str:
 
 
 @cache
-@functools.lru_cache(maxsize=256)
 def _phrases_regex(phrases: Phrases, tail: str = "") -> re.Pattern[str] | None:
-    # Cached: building the alternation normalises every phrase, far costlier than matching.
     if not phrases:
         return None
     ordered = sorted({_phrase_regex_source(phrase) for phrase in phrases if normalize(phrase)}, key=len)
