@@ -47,10 +47,13 @@ misunderstanding"). Describe what happened and its impact without judging how se
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
+import ahocorasick
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.policy.audiences import ROLE_NOUNS, Role
@@ -233,39 +236,54 @@ _BODY_KINDS = frozenset({SegmentKind.TEXT, SegmentKind.HTML_TEXT})
 _HEADING_DECORATION = re.compile(r"^[\s#*_>|-]*(?:[0-9]+[.)]\s*|[a-z][.)]\s+)?[\s*_]*")
 
 
-def _phrase_regex_source(phrase: str) -> str:
-    """A phrase as a regex on normalised text; "n't" also matches "nt" and the long form."""
-    words = []
+def _phrase_variants(phrase: str) -> list[str]:
+    """A phrase as literal normalised spellings; "n't" also matches "nt" and the long form."""
+    options: list[tuple[str, ...]] = []
     for word in normalize(phrase).split(" "):
         if word.endswith("n't") and len(word) > 3:
             stem = word[:-3]
-            long_form = {"can": "can ?not", "won": "will not", "shan": "shall not"}.get(stem, f"{stem} not")
-            words.append(f"(?:{re.escape(stem)}n'?t|{long_form})")
+            long_forms = {"can": ("can not", "cannot"), "won": ("will not",), "shan": ("shall not",)}
+            options.append((word, f"{stem}nt", *long_forms.get(stem, (f"{stem} not",))))
         else:
-            words.append(re.escape(word))
-    return " ".join(words)
+            options.append((word,))
+    return [" ".join(words) for words in itertools.product(*options)]
 
 
 @cache
-def _phrases_regex(phrases: Phrases, tail: str = "") -> re.Pattern[str] | None:
-    if not phrases:
+def _phrase_automaton(phrases: Phrases) -> Any:
+    # One Aho-Corasick pass finds every phrase: a regex alternation rescans the text per position.
+    variants = {variant for phrase in phrases if normalize(phrase) for variant in _phrase_variants(phrase)}
+    if not variants:
         return None
-    ordered = sorted({_phrase_regex_source(phrase) for phrase in phrases if normalize(phrase)}, key=len)
-    # No leading look-behind (slow on long texts): _found checks that a match starts a word.
-    return re.compile(rf"(?:{'|'.join(reversed(ordered))})(?!\w){tail}")
+    automaton = ahocorasick.Automaton()
+    for variant in variants:
+        automaton.add_word(variant, variant)
+    automaton.make_automaton()
+    return automaton
+
+
+@cache
+def _tail_regex(tail: str) -> re.Pattern[str]:
+    return re.compile(tail)
 
 
 def _found(phrases: Phrases, text: str, tail: str = "") -> list[str]:
-    pattern = _phrases_regex(phrases, tail)
-    if pattern is None:
+    """The phrases found in normalised ``text`` as whole words (followed by ``tail``, a regex)."""
+    automaton = _phrase_automaton(phrases)
+    if automaton is None:
         return []
-    return list(
-        dict.fromkeys(
-            match.group(0)
-            for match in pattern.finditer(text)
-            if not match.start() or not text[match.start() - 1].isalnum()
-        )
-    )
+    follows = _tail_regex(tail) if tail else None
+    found: dict[str, None] = {}
+    for last, variant in automaton.iter(text):
+        start, after = last - len(variant) + 1, last + 1
+        if start and text[start - 1].isalnum():
+            continue
+        if after < len(text) and (text[after].isalnum() or text[after] == "_"):
+            continue
+        if follows is not None and not follows.match(text, after):
+            continue
+        found[variant] = None
+    return list(found)
 
 
 @dataclass(frozen=True)
