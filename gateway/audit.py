@@ -480,6 +480,28 @@ def read_salts(directory: Path) -> dict[int, bytes | None]:
     return salts
 
 
+def entries_about(directory: Path, case: str, queue_ids: Iterable[str] = ()) -> list[int]:
+    """The seqs of every entry that refers to ``case`` (in ``cases`` or a finding) or to one of
+    ``queue_ids`` (as ``queue_id`` or ``release_queue_id``): what expunging a case forgets."""
+    wanted = set(queue_ids)
+    found = []
+    for entry in read_entries(directory):
+        fields = entry.fields
+        cases = fields.get("cases")
+        findings = fields.get("findings")
+        if (
+            (isinstance(cases, list) and case in cases)
+            or (
+                isinstance(findings, list)
+                and any(isinstance(f, dict) and f.get("case") == case for f in findings)
+            )
+            or fields.get("queue_id") in wanted
+            or fields.get("release_queue_id") in wanted
+        ):
+            found.append(entry.seq)
+    return found
+
+
 def digest_matches(entry: StoredEntry, salt: bytes | None, name: str, value: str) -> bool:
     """Does the entry's digest ``name`` (or one of a list of them) correspond to ``value``?"""
     if salt is None:

@@ -77,6 +77,8 @@ class Ledger:
             # A lost last row after a power failure only forgets one thread step; the spool and the
             # audit trail carry the durability guarantees.
             connection.execute("PRAGMA synchronous = NORMAL")
+            # Deleted rows are overwritten, not left in free pages: expunging must really remove.
+            connection.execute("PRAGMA secure_delete = ON")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 connection.close()
@@ -223,6 +225,30 @@ class Ledger:
         with self._lock:
             cursor = self._db.execute("DELETE FROM messages WHERE case_name = ?", (case,))
             return cursor.rowcount
+
+    def forget_participants(self, matches: Callable[[str, str], bool]) -> int:
+        """Delete every message with a participant for whom ``matches(display_name, address)``
+        holds (expunging a case's people from threads not labelled with the case); how many."""
+        with self._lock:
+            rows = self._db.execute("SELECT message_id, participants FROM messages").fetchall()
+            doomed = [
+                (message_id,)
+                for message_id, participants in rows
+                if any(matches(name, address) for _field, name, address in json.loads(participants))
+            ]
+            if doomed:
+                self._db.executemany("DELETE FROM messages WHERE message_id = ?", doomed)
+            return len(doomed)
+
+    def scrub(self) -> None:
+        """Rewrite the file without free pages and empty the write-ahead log, so nothing deleted
+        (e.g. rows written before ``secure_delete``, or old versions of updated rows) stays on disk."""
+        with self._lock:
+            try:
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot compact the thread ledger: {exc}") from None
 
     def count(self) -> int:
         with self._lock:

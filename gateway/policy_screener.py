@@ -82,11 +82,13 @@ class FileStamp:
     size: int
     sha256: str
     registry: FileStamp | None = None
+    inode: int = 0  # kept for the registry only (rewritten by rename, its size rarely changes)
 
     def seen(self) -> tuple[object, ...]:
         """The cheap stat fields of the policy file and of the registry, for polling."""
-        registry = (self.registry.mtime_ns, self.registry.size) if self.registry is not None else None
-        return self.mtime_ns, self.size, registry
+        registry = self.registry
+        registry_seen = (registry.mtime_ns, registry.size, registry.inode) if registry is not None else None
+        return self.mtime_ns, self.size, registry_seen
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -114,7 +116,7 @@ def load_compiled_policy(
     if snapshot is None or registry is None:
         return compile_policy(document, source), FileStamp(mtime_ns, size, hashlib.sha256(source).hexdigest())
     policy = compile_policy(document, source, registry=snapshot.for_policy(registry.path))
-    registry_stamp = FileStamp(snapshot.mtime_ns, snapshot.size, snapshot.sha256)
+    registry_stamp = FileStamp(snapshot.mtime_ns, snapshot.size, snapshot.sha256, inode=snapshot.inode)
     return policy, FileStamp(mtime_ns, size, hashlib.sha256(source).hexdigest(), registry_stamp)
 
 
@@ -407,6 +409,7 @@ class PolicyScreener:
                     message_id=message.message_id,
                     subject=message.subject,
                     case=pending.case,
+                    cases=_cases_of(verdict, thread.case),
                 )
             except Exception as exc:
                 return self._internal_error(submission, policy.version, exc)
@@ -556,7 +559,9 @@ class PolicyScreener:
         if self.review is None:
             return ()
         drain_audit_outbox(self.review.store, self.audit)
-        return tuple(self.review.expire_due(self.source.policy))
+        policy = self.source.policy
+        # Offboarding and conflicts declared since: reviewers who lost the right are replaced.
+        return (*self.review.expire_due(policy), *self.review.reassign(policy))
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -702,6 +707,12 @@ def _held_findings(verdict: Verdict) -> list[HeldFinding]:
         for d in verdict.decisions
         if d.action is not Action.AUDIT
     ]
+
+
+def _cases_of(verdict: Verdict, thread_case: str | None) -> tuple[str, ...]:
+    """Every case a held message concerns: its findings' cases, and its thread's case."""
+    cases = sorted({d.finding.case for d in verdict.decisions if d.finding.case})
+    return tuple(dict.fromkeys((*cases, *((thread_case,) if thread_case else ()))))
 
 
 def _case_of(verdict: Verdict) -> str | None:

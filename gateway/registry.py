@@ -26,13 +26,15 @@ import base64
 import binascii
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,7 @@ class RegistrySnapshot:
     cases: tuple[Case, ...]
     mtime_ns: int
     size: int
+    inode: int  # every write is a new file: also tells apart two writes within one clock tick
     sha256: str  # of the encrypted file: changes with every write, reveals nothing
 
     def for_policy(self, path: Path) -> RegistryCases:
@@ -154,7 +157,8 @@ class CaseRegistry:
         """The configured key; with ``create``, the default key file is made when nothing else is set."""
         name = self.settings.key_env
         if name and name in self._environ:
-            return RegistryKey(parse_key(self._environ[name], f"environment variable {name}"), name)
+            source = f"environment variable {name}"
+            return RegistryKey(parse_key(self._environ[name], source), source)
         if self.settings.key_file is not None:
             return RegistryKey(
                 self._read_key_file(self.settings.key_file), f"key file {self.settings.key_file}"
@@ -192,13 +196,13 @@ class CaseRegistry:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def stat(self) -> tuple[int, int] | None:
-        """(mtime_ns, size) of the file, or None when there is no registry yet."""
+    def stat(self) -> tuple[int, int, int] | None:
+        """(mtime_ns, size, inode) of the file, or None when there is no registry yet."""
         try:
             info = self.path.stat()
         except FileNotFoundError:
             return None
-        return info.st_mtime_ns, info.st_size
+        return info.st_mtime_ns, info.st_size, info.st_ino
 
     def digest(self) -> str | None:
         """SHA-256 of the encrypted file, or None when there is no registry yet."""
@@ -218,7 +222,8 @@ class CaseRegistry:
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot read the case registry: {exc.strerror}") from None
         cases = self._decode(data, self.key())
-        return RegistrySnapshot(cases, info.st_mtime_ns, info.st_size, hashlib.sha256(data).hexdigest())
+        digest = hashlib.sha256(data).hexdigest()
+        return RegistrySnapshot(cases, info.st_mtime_ns, info.st_size, info.st_ino, digest)
 
     def cases(self) -> tuple[Case, ...]:
         snapshot = self.read()
@@ -325,3 +330,34 @@ def registry_path(settings: GatewaySettings) -> Path:
     if settings.registry.path is not None:
         return settings.registry.path
     return settings.state_dir / REGISTRY_DIRNAME / REGISTRY_NAME
+
+
+# -- code names --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def code_words() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The shipped word lists (adjectives, nouns) that code names are made of."""
+    text = resources.files("gateway").joinpath("data/words.txt").read_text(encoding="utf-8")
+    lists: dict[str, list[str]] = {"adjectives": [], "nouns": []}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = lists[line[1:-1]]
+        elif current is not None:
+            current.append(line)
+    return tuple(lists["adjectives"]), tuple(lists["nouns"])
+
+
+def new_code_name(taken: Iterable[str], *, joiner: str = " ") -> str:
+    """A random two-word code name ("home shelf"; "quiet-heron" with ``joiner="-"``) not in ``taken``."""
+    adjectives, nouns = code_words()
+    used = {name.casefold() for name in taken}
+    for _attempt in range(1000):
+        name = f"{secrets.choice(adjectives)}{joiner}{secrets.choice(nouns)}"
+        if name not in used:
+            return name
+    raise ConfigError("could not find an unused code name; give one explicitly")

@@ -49,6 +49,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from gateway.accounts import Accounts
 from gateway.audit import AuditTrail, JsonValue
 from gateway.errors import AuditError, GatewayError
 from gateway.logs import log_event
@@ -221,6 +222,83 @@ def member_of(policy: CompiledPolicy, address: str) -> Member | None:
     return None
 
 
+AccountCheck = Callable[[str], bool]
+"""Does this address (a member's) still have an account in the users file?"""
+
+
+def account_check(accounts: Accounts) -> AccountCheck:
+    """Review rights end with the member's account (``user remove``), read live from ``accounts``.
+
+    With no accounts at all the users file is not in use (nobody can submit), and nobody is refused.
+    """
+
+    def has_account(address: str) -> bool:
+        members = accounts.members()
+        lowered = address.lower()
+        return not members or any(lowered in accounts.addresses_of(member) for member in members)
+
+    return has_account
+
+
+def conflicted_members(policy: CompiledPolicy, cases: Sequence[str]) -> frozenset[str]:
+    """Every address of every member with a conflict of interest on any of ``cases``."""
+    found: set[str] = set()
+    for case in cases:
+        found |= policy.conflicts.get(case, frozenset())
+    return frozenset(found)
+
+
+def review_refusal(
+    policy: CompiledPolicy, member: Member, cases: Sequence[str], has_account: AccountCheck | None
+) -> str | None:
+    """Why ``member`` may not review a message of ``cases`` now (None: they may).
+
+    Checked when the hold is made *and* at every decision, so a member removed from the policy or
+    the users file, or declared conflicted meanwhile, loses the right at once.
+    """
+    current = member_of(policy, member.key)
+    if current is None:
+        return f"{member.name} is no longer a committee member in the policy"
+    if has_account is not None and not any(has_account(address) for address in current.addresses):
+        return f"{member.name} no longer has an account on the gateway (removed with `user remove`)"
+    conflicted = sorted(case for case in cases if set(current.addresses) & policy.conflicts.get(case, set()))
+    if conflicted:
+        return f"{member.name} has a declared conflict of interest on case {', '.join(conflicted)}"
+    return None
+
+
+def eligible_reviewers(
+    policy: CompiledPolicy,
+    *,
+    sender: Member | None,
+    sender_address: str,
+    cases: Sequence[str],
+    has_account: AccountCheck | None = None,
+    excluded: frozenset[str] = frozenset(),
+) -> tuple[Reviewer, ...]:
+    """The members who may review a message: all but the sender, the conflicted, the offboarded."""
+    return tuple(
+        Reviewer(name=m.name, address=m.key)
+        for m in committee_members(policy)
+        if m != sender
+        and sender_address.lower() not in m.addresses
+        and not (set(m.addresses) & excluded)
+        and review_refusal(policy, m, cases, has_account) is None
+    )
+
+
+def quorum(policy: CompiledPolicy, cases: Sequence[str], eligible: int) -> int:
+    """The quorum for a message of ``cases``: the policy's count for the gravest case's severity.
+
+    ``majority`` is more than half of the ``eligible`` reviewers (at least 1).
+    """
+    counts = policy.document.review.approvals
+    severities = {policy.severities.get(case, "normal") for case in cases}
+    wanted = [counts.severe if "severe" in severities else counts.normal, counts.normal]
+    numbers = [max(1, eligible // 2 + 1) if value == "majority" else int(value) for value in wanted]
+    return max(numbers)
+
+
 # --- the hold record -----------------------------------------------------------------------------------
 
 
@@ -282,6 +360,8 @@ class HoldRecord(_Model):
     changes: tuple[str, ...] = ()  # what the gateway will change, in plain words
     policy_version: str = ""
     case: str | None = None
+    # Every case the message concerns (its findings' and its thread's); ``case`` is the first.
+    cases: tuple[str, ...] = ()
     required_approvals: int = 1
     reviewers: tuple[Reviewer, ...] = ()
     grants: dict[str, Grant] = {}
@@ -293,6 +373,16 @@ class HoldRecord(_Model):
     @property
     def approvals(self) -> tuple[Decision, ...]:
         return tuple(d for d in self.decisions if d.decision == "approve")
+
+    @property
+    def all_cases(self) -> tuple[str, ...]:
+        return self.cases or ((self.case,) if self.case else ())
+
+    def counted_approvers(self) -> tuple[str, ...]:
+        """Distinct approving members who are still eligible reviewers (a former member's or a
+        since-conflicted member's approval no longer counts)."""
+        eligible = {reviewer.address for reviewer in self.reviewers}
+        return tuple(dict.fromkeys(d.member for d in self.approvals if d.member in eligible))
 
     @property
     def final(self) -> Decision | None:
@@ -533,6 +623,8 @@ class ReviewDesk:
     audit: AuditSink
     clock: Callable[[], float] = time.time
     limiter: NoticeLimiter | None = None
+    # The users file: review rights end with the account (None: not checked, e.g. no users file).
+    has_account: AccountCheck | None = None
     _undo: dict[str, _Undo] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -562,30 +654,40 @@ class ReviewDesk:
         message_id: str | None,
         subject: str,
         case: str | None,
-        required_approvals: int = 1,
+        cases: Sequence[str] = (),
+        required_approvals: int | None = None,
         excluded_reviewers: frozenset[str] = frozenset(),
     ) -> Accept | Refuse:
         """Keep the message, and prepare the sender's notice and the review requests.
 
+        ``cases`` are every case the message concerns: members conflicted on any of them are not
+        asked, and the gravest case's severity sets the quorum (``required_approvals`` overrides).
         The hold is on disk when this returns; the 250 (and ``accepted``) follows once the notices
         are spooled, or ``not_stored`` removes the hold again.
         """
         now = self.clock()
+        all_cases = tuple(dict.fromkeys((*cases, *((case,) if case else ()))))
         sender_member = member_of(policy, submission.authenticated_as) or member_of(
             policy, submission.mail_from
         )
-        reviewers = tuple(
-            Reviewer(name=m.name, address=m.key)
-            for m in committee_members(policy)
-            if m != sender_member and not (set(m.addresses) & excluded_reviewers)
+        reviewers = eligible_reviewers(
+            policy,
+            sender=sender_member,
+            sender_address=submission.mail_from,
+            cases=all_cases,
+            has_account=self.has_account,
+            excluded=excluded_reviewers,
         )
+        if required_approvals is None:
+            required_approvals = quorum(policy, all_cases, len(reviewers))
         if len(reviewers) < required_approvals:
             return Refuse(
                 550,
                 "5.7.1",
                 (
-                    "Message not sent: it needs review by a second committee member, and the policy names "
-                    "no other member who could review it. Ask an admin to add committee members.",
+                    f"Message not sent: it needs approval by {required_approvals} other committee "
+                    f"member(s), and only {len(reviewers)} may review it (not the sender, not members "
+                    "with a conflict of interest on its case). Ask an admin to add committee members.",
                     f"Reference: {submission.queue_id}",
                 ),
             )
@@ -607,7 +709,8 @@ class ReviewDesk:
             findings=tuple(findings),
             changes=tuple(changes),
             policy_version=policy.version,
-            case=case,
+            case=case or (all_cases[0] if all_cases else None),
+            cases=all_cases,
             required_approvals=required_approvals,
             reviewers=reviewers,
             grants=grants,
@@ -786,6 +889,11 @@ class ReviewDesk:
                         f"{actor.name} is not among the eligible reviewers of {reference} (the sender, "
                         "or a member excluded from this case, cannot review it)"
                     )
+                # Rights are checked again now: offboarding or a conflict declared since the hold.
+                refusal = review_refusal(policy, actor, record.all_cases, self.has_account)
+                if refusal is not None:
+                    self._audit_refusal(reference, actor.key, "not-eligible-now")
+                    raise ReviewError(f"{refusal}, so they cannot review message {reference}")
                 if any(d.member == actor.key for d in record.approvals):
                     return DecisionResult(
                         Outcome.APPROVAL_RECORDED,
@@ -807,13 +915,15 @@ class ReviewDesk:
             notices = self.notices(policy)
             outgoing: list[Outgoing] = []
             if command == "approve":
-                approvers = {d.member for d in record.approvals}
+                approvers = self._valid_approvers(record, policy)
                 if len(approvers) < record.required_approvals:
                     outcome = Outcome.APPROVAL_RECORDED
                     lines: tuple[str, ...] = (
                         f"Recorded: your approval of message {reference} "
-                        f"({len(approvers)} of {record.required_approvals} needed).",
+                        f"({len(approvers)} of {record.required_approvals} approvals needed; it is "
+                        "released when the others have approved).",
                     )
+                    outgoing += self._to_sender(notices, self._progress_letter(record, len(approvers)))
                 else:
                     release_id = Spool.new_queue_id()
                     record = record.model_copy(update={"status": "released", "release_queue_id": release_id})
@@ -849,6 +959,18 @@ class ReviewDesk:
         )
         return DecisionResult(outcome, record, tuple(outgoing), lines)
 
+    def _valid_approvers(self, record: HoldRecord, policy: CompiledPolicy) -> tuple[str, ...]:
+        """Distinct approvers who may still review it (quorum counts only them)."""
+        valid = []
+        for address in record.counted_approvers():
+            member = member_of(policy, address)
+            if (
+                member is not None
+                and review_refusal(policy, member, record.all_cases, self.has_account) is None
+            ):
+                valid.append(address)
+        return tuple(valid)
+
     def _already(
         self, record: HoldRecord, actor: Member, policy: CompiledPolicy, now: float
     ) -> DecisionResult:
@@ -878,9 +1000,11 @@ class ReviewDesk:
 
     def _release(self, record: HoldRecord, approver: Member, release_id: str) -> Outgoing:
         content = self.store.release_content(record.reference)
-        approvers = ", ".join(_mailbox(d.name, d.member) for d in record.approvals) or _mailbox(
-            approver.name, approver.key
-        )
+        counted = set(record.counted_approvers())
+        approvers = ", ".join(
+            _mailbox(d.name, d.member)
+            for d in {d.member: d for d in record.approvals if d.member in counted}.values()
+        ) or _mailbox(approver.name, approver.key)
         header = f"{APPROVED_HEADER}: {approvers}\r\n".encode()
         return Outgoing(
             queue_id=release_id,
@@ -962,6 +1086,95 @@ class ReviewDesk:
             outgoing += self._to_sender(self.notices(policy), self._expired_letter(record))
         return outgoing
 
+    # -- offboarding and conflicts declared after the hold
+
+    def reassign(self, policy: CompiledPolicy) -> list[Outgoing]:
+        """Re-check every held message's reviewers against the policy and the users file now.
+
+        A reviewer who lost the right (removed from the users file or the policy's members, or
+        declared conflicted on the message's case) loses their reply address, and their approval
+        stops counting; every remaining eligible member who has not decided yet gets a new review
+        request, and so does a member who became eligible. Returns the requests to spool.
+        Idempotent: once the reviewers match, a second run changes and sends nothing.
+        """
+        outgoing: list[Outgoing] = []
+        for candidate in self.store.records():
+            if candidate.status != "held" or not candidate.confirmed:
+                continue  # an unconfirmed hold may still be undone by its own transaction
+            with self.store.locked():
+                record = self.store.get(candidate.reference)
+                if record.status != "held" or not record.confirmed or self.clock() >= record.expires_at:
+                    continue
+                sender = member_of(policy, record.sender_account) or member_of(policy, record.sender)
+                eligible = eligible_reviewers(
+                    policy,
+                    sender=sender,
+                    sender_address=record.sender,
+                    cases=record.all_cases,
+                    has_account=self.has_account,
+                )
+                current = {reviewer.address for reviewer in record.reviewers}
+                wanted = {reviewer.address for reviewer in eligible}
+                dropped, added = current - wanted, wanted - current
+                if not dropped and not added:
+                    continue
+                decided = {d.member for d in record.decisions}
+                targets = [
+                    r for r in eligible if r.address in added or (dropped and r.address not in decided)
+                ]
+                grants = {
+                    key: grant
+                    for key, grant in record.grants.items()
+                    if not (grant.role == "reviewer" and grant.holder in dropped)
+                }
+                tokens = {reviewer.address: new_token() for reviewer in targets}
+                grants.update({token_hash(t): Grant(holder=a, role="reviewer") for a, t in tokens.items()})
+                record = record.model_copy(update={"reviewers": eligible, "grants": grants})
+                self.store.save(record)
+                original = self.store.original(record.reference)
+            for address in sorted(dropped):
+                self._audit(record, "reviewer-removed", address, "gateway")
+            for address in sorted(added):
+                self._audit(record, "reviewer-added", address, "gateway")
+            if len(eligible) < record.required_approvals:
+                log_event(
+                    log,
+                    "hold-quorum-unreachable",
+                    logging.WARNING,
+                    reference=record.reference,
+                    eligible=len(eligible),
+                    required=record.required_approvals,
+                )
+            note = (
+                "This request is sent again because a member asked before can no longer review it. "
+                if dropped
+                else ""
+            )
+            notices = self.notices(policy)
+            for reviewer in targets:
+                with contextlib.suppress(NoticeRefused):
+                    request = notices.outgoing(
+                        self._request_letter(
+                            record,
+                            reviewer,
+                            reply_address(self.settings, policy, tokens[reviewer.address]),
+                            original,
+                            note=note,
+                        ),
+                        essential=True,
+                    )
+                    if request is not None:
+                        outgoing.append(request)
+            log_event(
+                log,
+                "hold-reassigned",
+                reference=record.reference,
+                removed=len(dropped),
+                added=len(added),
+                requests=len(targets),
+            )
+        return outgoing
+
     # -- audit
 
     def _audit(self, record: HoldRecord, event: str, member: str, via: str) -> None:
@@ -971,10 +1184,10 @@ class ReviewDesk:
             "member": member,
             "via": via,
             "status": record.status,
-            "approvals": len({d.member for d in record.approvals}),
+            "approvals": len(record.counted_approvers()),
             "required_approvals": record.required_approvals,
             "policy": record.policy_version,
-            "cases": [record.case] if record.case else [],
+            "cases": list(record.all_cases),
         }
         if record.release_queue_id and event == "release":
             fields["release_queue_id"] = record.release_queue_id
@@ -991,7 +1204,7 @@ class ReviewDesk:
     # -- letters
 
     def _request_letter(
-        self, record: HoldRecord, reviewer: Reviewer, reply_to: str, original: bytes
+        self, record: HoldRecord, reviewer: Reviewer, reply_to: str, original: bytes, *, note: str = ""
     ) -> Letter:
         expires = _when(record.expires_at)
         approvals = (
@@ -1000,7 +1213,7 @@ class ReviewDesk:
             else f" It needs {record.required_approvals} approvals from different members."
         )
         lines = [
-            f"{record.sender_name} <{record.sender}> sent a message that the committee's policy holds "
+            f"{note}{record.sender_name} <{record.sender}> sent a message that the committee's policy holds "
             "for review by a second committee member before it goes out. Please review it: it is "
             "attached exactly as it was written.",
             "",
@@ -1044,6 +1257,7 @@ class ReviewDesk:
             "",
             f"Reference: {record.reference}",
             f"Asked to review: {reviewers}",
+            f"Approvals needed: {record.required_approvals} (0 of {record.required_approvals} so far)",
             f"Expires: {_when(record.expires_at)} "
             "(if nobody decides by then it is not sent; you will be told)",
             "",
@@ -1065,8 +1279,27 @@ class ReviewDesk:
             reply_to=reply_to,
         )
 
+    def _progress_letter(self, record: HoldRecord, approvals: int) -> Letter:
+        missing = record.required_approvals - approvals
+        text = (
+            f'Your message "{record.subject or "(no subject)"}" (reference {record.reference}) now has '
+            f"{approvals} of {record.required_approvals} approvals. It is still held: it needs "
+            f"{missing} more committee member{'s' if missing != 1 else ''} to approve it before it is "
+            "sent. You will be told when it is sent or rejected."
+        )
+        return Letter(
+            NoticeKind.APPROVAL_RECORDED,
+            record.sender,
+            f"{approvals} of {record.required_approvals} approvals: {record.subject or record.reference}",
+            text,
+            in_reply_to=record.message_id,
+        )
+
     def _approved_letter(self, record: HoldRecord, approver: Member) -> Letter:
-        names = ", ".join(d.name for d in record.approvals) or approver.name
+        counted = set(record.counted_approvers())
+        names = (
+            ", ".join(dict.fromkeys(d.name for d in record.approvals if d.member in counted)) or approver.name
+        )
         text = (
             f'Your message "{record.subject or "(no subject)"}" (reference {record.reference}) was approved '
             f"by {names} and has been released for delivery to {', '.join(record.release_rcpt_tos)}."

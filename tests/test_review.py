@@ -408,7 +408,8 @@ class TestDecisions:
         store.save(store.get("Q1").model_copy(update={"required_approvals": 2}))
         first = decide(screener, reply(reply_to(by["ben@example.org:review-request"]), "approve"))
         assert isinstance(first, Accept) and first.reply_lines[0].startswith("Recorded: your approval")
-        assert first.extra == ()
+        [progress] = first.extra  # only the sender's progress notice: nothing released
+        assert progress.rcpt_tos == ("ada@example.org",) and b"1 of 2 approvals" in progress.content
         second = decide(
             screener,
             reply(reply_to(by["cleo@example.org:review-request"]), "approve", sender="cleo@example.org"),

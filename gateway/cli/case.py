@@ -1,19 +1,42 @@
-"""`conduct-gateway case add-report|list`: teach the gateway a case's protected messages."""
+"""`conduct-gateway case ...`: open, run and close cases in the encrypted case registry.
+
+Commands that change a case print code names and counts only, never a name or address: their output
+ends up in terminals' scrollback, shell histories of colleagues and tickets. Only `case show --reveal`
+prints identities.
+"""
 
 from __future__ import annotations
 
+import datetime
+import io
+import os
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
+from ruamel.yaml import YAML
 
 from gateway.cli import config_option
 from gateway.cli.check import as_submitted
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.fingerprints import FingerprintStore
-from gateway.policy.config import Case
+from gateway.policy.config import (
+    Case,
+    ConsentRecord,
+    Person,
+    PolicyDocument,
+    RegistryCases,
+    merge_cases,
+    parse_policy_text,
+    read_policy,
+)
 from gateway.policy.mime import parse_message
-from gateway.policy_screener import load_compiled_policy
-from gateway.settings import load_settings
+from gateway.policy_screener import load_policy_for
+from gateway.registry import CaseRegistry, new_code_name, write_key_file
+from gateway.settings import GatewaySettings, load_settings
+from gateway.yamlsource import format_loc
 
 
 class UnknownCase(GatewayError):
@@ -22,7 +45,8 @@ class UnknownCase(GatewayError):
 
 @click.group()
 def case() -> None:
-    """Cases' protected content: reporters' and witnesses' own messages, kept as fingerprints only."""
+    """Cases in the encrypted case registry (code names, people, consent, conflicts) and their
+    protected content (reporters' and witnesses' own messages, kept as fingerprints only)."""
 
 
 def _find_case(cases: tuple[Case, ...], code: str, policy_path: Path) -> Case:
@@ -32,8 +56,8 @@ def _find_case(cases: tuple[Case, ...], code: str, policy_path: Path) -> Case:
             return candidate
     known = ", ".join(repr(c.code) for c in cases) or "none yet"
     raise UnknownCase(
-        f"there is no case {code!r} in {policy_path} (the cases are: {known}). Add the case to the "
-        "policy first, with its reporters and witnesses, then add the report."
+        f"there is no case {code!r} in the case registry or {policy_path} (the cases are: {known}). "
+        "Open it first with `conduct-gateway case new` and add its people with `case add-person`."
     )
 
 
@@ -57,7 +81,7 @@ def add_report(code: str, message_file: Path, person: str | None, config_path: P
     A running gateway uses the new fingerprints for the next message, without a restart.
     """
     settings = load_settings(config_path)
-    policy, _stamp = load_compiled_policy(settings.policy.path)
+    policy, _stamp = load_policy_for(settings)
     found = _find_case(policy.document.cases, code, settings.policy.path)
     protected = {p.id: p for p in found.protected()}
     try:
@@ -96,12 +120,409 @@ def add_report(code: str, message_file: Path, person: str | None, config_path: P
 @case.command("list")
 @config_option
 def list_cases(config_path: Path | None) -> None:
-    """Each case of the policy, with how many protected messages the gateway holds fingerprints of."""
+    """Every case: code name, status, severity and counts (never names), and how many protected
+    messages the gateway holds fingerprints of."""
     settings = load_settings(config_path)
-    policy, _stamp = load_compiled_policy(settings.policy.path)
+    policy, _stamp = load_policy_for(settings)
+    in_policy = {item.code for item in read_policy(settings.policy.path)[0].cases}
     with FingerprintStore.open(settings.state_dir) as store:
         counts = store.cases()
     for item in policy.document.cases:
-        click.echo(f"{item.code}: {counts.pop(item.code, 0)} protected message(s)")
+        where = "in the policy file" if item.code in in_policy else "in the registry"
+        click.echo(f"{item.code}: {counts.pop(item.code, 0)} protected message(s); {_summary(item)}; {where}")
     for code, count in sorted(counts.items()):
         click.echo(f"{code}: {count} protected message(s) (case no longer in the policy)")
+
+
+# --- the case registry ---------------------------------------------------------------------------
+
+ROLES = {"reporter": "reporters", "witness": "witnesses", "reported": "reported"}
+
+
+def _count(number: int, singular: str, plural: str) -> str:
+    return f"{number} {singular if number == 1 else plural}"
+
+
+def _summary(item: Case) -> str:
+    """Status, severity and counts: nothing that identifies anyone."""
+    return ", ".join(
+        (
+            item.status,
+            item.severity,
+            _count(len(item.reporters), "reporter", "reporters"),
+            _count(len(item.witnesses), "witness", "witnesses"),
+            _count(len(item.reported), "reported party", "reported parties"),
+            _count(len(item.consents), "consent", "consents"),
+            _count(len(item.conflicts), "conflict of interest", "conflicts of interest"),
+        )
+    )
+
+
+def _normal_code(code: str) -> str:
+    return " ".join(code.lower().split())
+
+
+def _validation_problem(exc: ValidationError, what: str) -> GatewayError:
+    # include_input=False: the rejected value may be a name, and this text can end up in a log.
+    problems = "; ".join(
+        f"{format_loc(tuple(error['loc'])) or what}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
+    return GatewayError(f"{what}: {problems}")
+
+
+class _RegistryEdit:
+    """One change to the registry: validated against the policy before anything is written."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.registry = CaseRegistry.from_settings(settings)
+        self.policy: PolicyDocument = read_policy(settings.policy.path)[0]
+
+    def apply(self, change: Callable[[list[Case]], None]) -> tuple[Case, ...]:
+        def changed(current: tuple[Case, ...]) -> Sequence[Case]:
+            cases = list(current)
+            change(cases)
+            # The running gateway would refuse an invalid registry; refuse it here, before writing.
+            merge_cases(
+                self.policy, RegistryCases(tuple(cases), "pending", f"case registry {self.registry.path}")
+            )
+            return cases
+
+        return self.registry.update(changed)
+
+    def taken_codes(self, cases: Sequence[Case]) -> set[str]:
+        taken = {item.code for item in (*cases, *self.policy.cases)}
+        with FingerprintStore.open(self.settings.state_dir) as store:
+            taken.update(store.cases())  # codes of old cases whose fingerprints are still kept
+        return taken
+
+    def find(self, cases: list[Case], code: str) -> int:
+        wanted = _normal_code(code)
+        for index, item in enumerate(cases):
+            if item.code == wanted:
+                return index
+        if any(item.code == wanted for item in self.policy.cases):
+            raise UnknownCase(
+                f"case {wanted!r} is in the policy file {self.settings.policy.path}, not in the case "
+                "registry: move it with `conduct-gateway case import-policy --remove-from-policy` first"
+            )
+        known = ", ".join(repr(item.code) for item in cases) or "none yet"
+        raise UnknownCase(f"there is no case {code!r} in the case registry (the cases are: {known})")
+
+
+def _replace(item: Case, **changes: object) -> Case:
+    """``item`` with ``changes``, validated (model_copy would not validate)."""
+    try:
+        return Case.model_validate({**item.model_dump(), **changes})
+    except ValidationError as exc:
+        raise _validation_problem(exc, f"case {item.code!r}") from None
+
+
+@case.command("new")
+@click.option("--severity", type=click.Choice(["normal", "severe"]), default="normal", show_default=True)
+@click.option("--code", "code", metavar="CODE", help="Use this code name instead of a random one.")
+@click.option(
+    "--expunge-on",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Date (YYYY-MM-DD) from which the case's identities are expunged.",
+)
+@config_option
+def new_case(
+    severity: str, code: str | None, expunge_on: datetime.datetime | None, config_path: Path | None
+) -> None:
+    """Open a new case under a random two-word code name (e.g. "home shelf") and print it.
+
+    Use the code name, never people's names, in subjects, file names and discussion.
+    """
+    edit = _RegistryEdit(load_settings(config_path))
+    chosen: list[str] = []
+
+    def add(cases: list[Case]) -> None:
+        taken = edit.taken_codes(cases)
+        name = _normal_code(code) if code else new_code_name(taken)
+        if name in taken:
+            raise GatewayError(f"the code name {name!r} is already used; choose another")
+        fields: dict[str, object] = {"code": name, "severity": severity}
+        if expunge_on is not None:
+            fields["expunge_on"] = expunge_on.date()
+        try:
+            cases.append(Case.model_validate(fields))
+        except ValidationError as exc:
+            raise _validation_problem(exc, "--code") from None
+        chosen[:] = [name]
+
+    edit.apply(add)
+    click.echo(f"Opened case {chosen[0]} ({severity}) in the case registry {edit.registry.path}.")
+    click.echo(
+        f"Add its people with: conduct-gateway case add-person '{chosen[0]}' --role reporter --name ..."
+    )
+
+
+@case.command("add-person")
+@click.argument("code", metavar="CASE")
+@click.option("--role", type=click.Choice(sorted(ROLES)), required=True)
+@click.option("--name", "names", multiple=True, metavar="TEXT", help="Full name (repeatable).")
+@click.option(
+    "--alias", "aliases", multiple=True, metavar="TEXT", help="Nickname or short name (repeatable)."
+)
+@click.option("--address", "addresses", multiple=True, metavar="ADDR", help="Email address (repeatable).")
+@click.option("--username", "usernames", multiple=True, metavar="TEXT", help="Platform handle (repeatable).")
+@click.option("--id", "person_id", metavar="CODE", help="Use this person code name instead of a random one.")
+@config_option
+def add_person(
+    code: str,
+    role: str,
+    names: tuple[str, ...],
+    aliases: tuple[str, ...],
+    addresses: tuple[str, ...],
+    usernames: tuple[str, ...],
+    person_id: str | None,
+    config_path: Path | None,
+) -> None:
+    """Add a reporter, witness or reported party to CASE under a random person code name.
+
+    Reporters' and witnesses' names, aliases, addresses and usernames are protected from the next
+    message on (a running gateway picks the change up within seconds, without a restart). Prints
+    the person's code name, never what was given.
+    """
+    edit = _RegistryEdit(load_settings(config_path))
+    chosen: list[str] = []
+
+    def add(cases: list[Case]) -> None:
+        index = edit.find(cases, code)
+        item = cases[index]
+        taken = {person.id for other in cases for person in (*other.protected(), *other.reported)}
+        person_code = person_id.strip().lower() if person_id else new_code_name(taken, joiner="-")
+        if person_code in {p.id for p in (*item.protected(), *item.reported)}:
+            raise GatewayError(f"case {item.code!r} already has a person {person_code!r}")
+        try:
+            person = Person(
+                id=person_code, names=names, aliases=aliases, addresses=addresses, usernames=usernames
+            )
+        except ValidationError as exc:
+            raise _validation_problem(exc, "the person") from None
+        key = ROLES[role]
+        cases[index] = _replace(item, **{key: (*getattr(item, key), person.model_dump())})
+        chosen[:] = [item.code, person_code]
+
+    edit.apply(add)
+    given = _count(len(names) + len(aliases) + len(addresses) + len(usernames), "identity", "identities")
+    protected = "protected" if role != "reported" else "recorded (reported parties are not protected)"
+    click.echo(f"Added {role} {chosen[1]} to case {chosen[0]}: {given} {protected}.")
+
+
+@case.command("consent")
+@click.argument("code", metavar="CASE")
+@click.argument("person", metavar="PERSON")
+@click.option("--recipient", required=True, metavar="ADDR", help="The one address they may be named to.")
+@click.option("--reference", required=True, metavar="TEXT", help="Where the written permission is kept.")
+@click.option("--date", "given_on", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
+@config_option
+def consent(
+    code: str,
+    person: str,
+    recipient: str,
+    reference: str,
+    given_on: datetime.datetime,
+    config_path: Path | None,
+) -> None:
+    """Record PERSON's written permission to be named to one recipient (PERSON: their code name)."""
+    edit = _RegistryEdit(load_settings(config_path))
+    chosen: list[str] = []
+
+    def add(cases: list[Case]) -> None:
+        index = edit.find(cases, code)
+        item = cases[index]
+        try:
+            record = ConsentRecord(
+                person=person.strip().lower(), recipient=recipient, reference=reference, date=given_on.date()
+            )
+        except ValidationError as exc:
+            raise _validation_problem(exc, "the consent") from None
+        cases[index] = _replace(item, consents=(*item.consents, record.model_dump()))
+        chosen[:] = [item.code]
+
+    edit.apply(add)
+    click.echo(f"Recorded consent of {person} in case {chosen[0]} for one recipient.")
+
+
+@case.command("conflict")
+@click.argument("code", metavar="CASE")
+@click.argument("member", metavar="MEMBER_ADDRESS")
+@click.option("--remove", is_flag=True, help="Withdraw the declaration instead.")
+@config_option
+def conflict(code: str, member: str, remove: bool, config_path: Path | None) -> None:
+    """Declare that the committee member MEMBER_ADDRESS has a conflict of interest on CASE.
+
+    For this case the member then counts as outside the committee: its protected identities and
+    content are not sent to them, and they neither review nor approve its held mail.
+    """
+    edit = _RegistryEdit(load_settings(config_path))
+    lowered = member.strip().lower()
+    owner = next(
+        (m for m in edit.policy.organisation.members if lowered in {a.lower() for a in m.addresses}), None
+    )
+    if owner is None:
+        raise GatewayError(f"{member} is not a committee member's address in {edit.settings.policy.path}")
+    # Every address of the member: a conflict follows the person, not one of their mailboxes.
+    member_addresses = tuple(dict.fromkeys(a.lower() for a in owner.addresses))
+    chosen: list[str] = []
+
+    def change(cases: list[Case]) -> None:
+        index = edit.find(cases, code)
+        item = cases[index]
+        current = tuple(a for a in item.conflicts if a.lower() not in member_addresses)
+        updated = current if remove else (*current, *member_addresses)
+        cases[index] = _replace(item, conflicts=updated)
+        chosen[:] = [item.code]
+
+    edit.apply(change)
+    verb = "Withdrew the conflict of interest of" if remove else "Recorded a conflict of interest for"
+    click.echo(f"{verb} {owner.name} on case {chosen[0]}.")
+
+
+@case.command("close")
+@click.argument("code", metavar="CASE")
+@click.option("--reopen", is_flag=True, help="Open a closed case again.")
+@config_option
+def close(code: str, reopen: bool, config_path: Path | None) -> None:
+    """Mark CASE closed. Its people stay protected until the case is expunged."""
+    edit = _RegistryEdit(load_settings(config_path))
+    chosen: list[str] = []
+
+    def change(cases: list[Case]) -> None:
+        index = edit.find(cases, code)
+        cases[index] = _replace(cases[index], status="open" if reopen else "closed")
+        chosen[:] = [cases[index].code]
+
+    edit.apply(change)
+    if reopen:
+        click.echo(f"Reopened case {chosen[0]}.")
+    else:
+        click.echo(
+            f"Closed case {chosen[0]}. Its reporters and witnesses stay protected; expunge it when "
+            "your retention rules say so."
+        )
+
+
+@case.command("show")
+@click.argument("code", metavar="CASE")
+@click.option("--reveal", is_flag=True, help="Required: confirms you mean to print identities.")
+@config_option
+def show(code: str, reveal: bool, config_path: Path | None) -> None:
+    """Print everything recorded for CASE, identities included (admins only).
+
+    Needs the registry key (the environment variable or key file: whoever can read it is an admin)
+    and --reveal. Prints a warning to standard error first.
+    """
+    if not reveal:
+        raise GatewayError(
+            "case show prints the names and addresses of the people a case protects; add --reveal to "
+            "confirm (and make sure nobody is looking at your screen)"
+        )
+    settings = load_settings(config_path)
+    registry = CaseRegistry.from_settings(settings)
+    registry.key()  # no key, no identities: even for a case still kept in the policy file
+    policy, _stamp = load_policy_for(settings)
+    found = _find_case(policy.document.cases, code, settings.policy.path)
+    click.echo(
+        f"WARNING: the identities of the people case {found.code} protects follow. Do not copy them into "
+        "mail, tickets or chat; clear your terminal's scrollback afterwards.",
+        err=True,
+    )
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.dump(found.model_dump(mode="json"), sys.stdout)
+
+
+@case.command("import-policy")
+@click.option(
+    "--remove-from-policy", is_flag=True, help="Also delete the cases from the policy file (recommended)."
+)
+@config_option
+def import_policy(remove_from_policy: bool, config_path: Path | None) -> None:
+    """Move the cases written in the policy file into the encrypted case registry.
+
+    Cases already in the registry with the same content are skipped; a case with the same code name
+    but different content is an error. Without --remove-from-policy the cases stay in the policy file
+    too (the gateway counts identical copies once): delete them there afterwards.
+    """
+    settings = load_settings(config_path)
+    edit = _RegistryEdit(settings)
+    cases = edit.policy.cases
+    if not cases:
+        click.echo(f"The policy file {settings.policy.path} holds no cases: nothing to import.")
+        if not remove_from_policy:
+            return
+    moved: list[str] = []
+
+    def add(current: list[Case]) -> None:
+        known = {item.code: item for item in current}
+        for item in cases:
+            if item.code not in known:
+                current.append(item)
+                moved.append(item.code)
+            elif known[item.code] != item:
+                raise GatewayError(
+                    f"case {item.code!r} is in the registry already, with different content; "
+                    "resolve it by hand (`case show --reveal`) before importing"
+                )
+
+    if cases:
+        edit.apply(add)
+        click.echo(
+            f"Imported {_count(len(moved), 'case', 'cases')} into the case registry {edit.registry.path}"
+            + (f": {', '.join(moved)}." if moved else " (all were there already).")
+        )
+    if remove_from_policy:
+        _remove_cases_from_policy(settings.policy.path)
+        click.echo(
+            f"Removed the cases from {settings.policy.path}. Older copies of that file (backups, version "
+            "control history) still hold the identities: purge them as your procedures require."
+        )
+    else:
+        click.echo(
+            f"The cases are still in {settings.policy.path}: delete them there "
+            "(or rerun with --remove-from-policy)."
+        )
+
+
+def _remove_cases_from_policy(path: Path) -> None:
+    """Drop the ``cases`` key from the policy file, keeping its other content and comments."""
+    yaml = YAML()  # round-trip: comments and key order survive
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if not isinstance(data, dict) or "cases" not in data:
+        return
+    del data["cases"]
+    out = io.StringIO()
+    yaml.dump(data, out)
+    text = out.getvalue()
+    parse_policy_text(text, path)  # never write a policy the gateway would refuse
+    temporary = path.with_name(f".{path.name}.import.tmp")
+    mode = path.stat().st_mode & 0o777
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    temporary.replace(path)
+
+
+@case.command("new-key")
+@click.argument("key_file", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False))
+def new_key(key_file: Path) -> None:
+    """Write a new random registry key to FILE (0600; never overwrites). Point registry.key_file at it,
+    or put its content in the CONDUCT_REGISTRY_KEY environment variable."""
+    write_key_file(key_file)
+    click.echo(
+        f"Wrote a new case registry key to {key_file} (mode 0600). "
+        "Keep a copy apart from the registry's backups."
+    )

@@ -364,8 +364,8 @@ class PolicyDocument(PolicyModel):
     cases: tuple[Case, ...] = Field(
         (),
         description=(
-            "The cases whose reporters and witnesses are protected. (A later version can keep them in a "
-            "separate, encrypted case registry instead.)"
+            "Cases written in the policy file (examples, small set-ups). Real cases belong in the "
+            "encrypted case registry (`conduct-gateway case new`); the gateway merges both."
         ),
     )
 

@@ -11,6 +11,7 @@ from gateway.policy.model import Envelope, Finding, ParsedMessage, RuleContext
 from gateway.policy.rules import (
     anonymisation,
     audience_review,
+    code_names,
     communication,
     conduct_cc,
     protected_content,
@@ -48,6 +49,7 @@ RULES: tuple[RuleModule, ...] = (
     audience_review,
     anonymisation,
     communication,
+    code_names,
 )
 
 

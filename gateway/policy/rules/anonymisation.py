@@ -182,6 +182,7 @@ _FORWARD_SEPARATOR = re.compile(
     re.IGNORECASE,
 )
 _HEADER_LINE = re.compile(r"^\s*(?:from|sent|date|to|cc|subject)\s*:", re.IGNORECASE)
+_FROM_LINE = re.compile(r"^\s*from\s*:", re.IGNORECASE)
 _READ_KINDS = frozenset(
     {SegmentKind.TEXT, SegmentKind.HTML_TEXT, SegmentKind.ATTACHMENT_TEXT, SegmentKind.FILENAME}
 )
@@ -248,7 +249,7 @@ def _attribution_length(lines: list[str], index: int) -> int:
 def _header_block(lines: list[str], index: int) -> bool:
     """An inline forwarded header block (From:/Sent:/To:/Subject: lines), as Outlook writes it."""
     return (
-        bool(re.match(r"^\s*from\s*:", lines[index], re.IGNORECASE))
+        bool(_FROM_LINE.match(lines[index]))
         and index + 1 < len(lines)
         and bool(_HEADER_LINE.match(lines[index + 1]))
     )

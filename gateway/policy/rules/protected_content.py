@@ -8,7 +8,8 @@ unique phrasing that could identify sources*.
 The gateway learns the messages reporters and witnesses send to the committee (through the journal
 intake, or ``conduct-gateway case add-report CASE FILE.eml``) and keeps only fingerprints of them:
 keyed hashes of every run of 8 consecutive words, never the words. When at least one **envelope**
-recipient is outside the committee, every text of the outgoing message is compared with them:
+recipient is outside the committee (or is a member with a conflict of interest on the case the
+protected message belongs to), every text of the outgoing message is compared with them:
 text and HTML parts, text attachments, attached and forwarded messages, headers. Texts are
 decoded and normalised first (any transfer encoding and charset, HTML rendered, case, accents,
 look-alike letters), and only words count: a passage reflowed to another line width, quoted with
@@ -92,9 +93,10 @@ class Params(BaseModel):
 
 def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, params: Params) -> list[Finding]:
     """Report protected passages in a message going outside the committee."""
+    # Outsiders, and members with a conflict of interest on some case (outside it for that case).
     outsiders: dict[str, str] = {}
     for recipient in envelope.rcpt_tos:
-        if not context.is_committee(recipient):
+        if not context.is_committee(recipient) or context.conflicted_cases(recipient):
             outsiders.setdefault(recipient.lower(), recipient)
     if not outsiders:
         return []
@@ -116,7 +118,10 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
     findings = []
     for overlap, places in strongest.values():
         concerned = tuple(
-            recipient for recipient in outsiders.values() if not _allowed(overlap, recipient, context, params)
+            recipient
+            for recipient in outsiders.values()
+            if not context.is_inside(recipient, overlap.case)
+            and not _allowed(overlap, recipient, context, params)
         )
         if concerned:
             findings.append(_finding(overlap, places, concerned))

@@ -19,8 +19,9 @@ missing.
   plain-text and HTML body when the message has no banner at all; when the sender wrote a wrong or
   incomplete banner, or with ``action: reject``, the message is refused with the exact lines to paste.
 - ``BANNER_NAMES_PROTECTED_PERSON``: the required banner would name a reporter or witness of a case to a
-  recipient outside the committee (e.g. a reply that drops the reporter and adds a moderator). Nothing
-  can fix that automatically: start a new message instead of replying.
+  recipient outside the committee (e.g. a reply that drops the reporter and adds a moderator), or to a
+  member with a conflict of interest on that case. Nothing can fix that automatically: start a new
+  message instead of replying.
 - ``BCC_ON_CASE_THREAD``: the thread belongs to a case and the message is also sent to people who are
   not in To or Cc (Bcc). A silent addition is exactly what the banner exists to prevent. Bcc to the
   sender's own address is allowed (clients use it to keep a copy).
@@ -178,7 +179,7 @@ def _check_bcc(
         if (lowered := recipient.lower()) not in visible
         and lowered != context.conduct_address
         and lowered not in senders
-        and not (params.allow_bcc_to_committee and context.is_committee(lowered))
+        and not (params.allow_bcc_to_committee and context.is_inside(lowered, context.thread.case))
     )
     if not hidden:
         return []
@@ -278,13 +279,22 @@ def _first_name_matches(sign: str, text: str, changes: list[_Change]) -> list[in
 
 
 def _names_protected_person(changes: list[_Change], envelope: Envelope, context: RuleContext) -> bool:
-    outsiders = {recipient.lower() for recipient in envelope.rcpt_tos if not context.is_committee(recipient)}
-    if not outsiders:
+    # Members conflicted on a case are outsiders for that case's people.
+    candidates = {
+        recipient.lower()
+        for recipient in envelope.rcpt_tos
+        if not context.is_committee(recipient) or context.conflicted_cases(recipient)
+    }
+    if not candidates:
         return False
     consented = {(consent.case, consent.person, consent.recipient) for consent in context.consents}
     for change in changes:
         for text in (change.person.label, *change.person.addresses):
             for identity in context.finder.find(text):
-                if any((identity.case, identity.person, outsider) not in consented for outsider in outsiders):
+                if any(
+                    (identity.case, identity.person, outsider) not in consented
+                    and not context.is_inside(outsider, identity.case)
+                    for outsider in candidates
+                ):
                     return True
     return False

@@ -5,7 +5,9 @@ the code of conduct committee, without the express written permission of the per
 
 The rule applies when at least one **envelope** recipient is outside the committee (not a member
 address and not the conduct address) — Bcc and envelope-only recipients count, whatever the
-headers say. It then looks for every protected identity of every case (each reporter's and
+headers say. A committee member declared conflicted on a case (the case's ``conflicts``) is outside
+the committee *for that case*: its people's identities sent to them are findings like an outsider's.
+It then looks for every protected identity of every case (each reporter's and
 witness's names, aliases, addresses and usernames) **everywhere in the message**: every header
 (Subject, display names and addresses, Reply-To, any other header), every text part, HTML (the
 rendered text and attribute values such as ``href``, ``alt`` and ``title``, comments, CSS text),
@@ -96,11 +98,14 @@ class Params(BaseModel):
 def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, params: Params) -> list[Finding]:
     """Report protected identities and unreadable parts in a message going outside the committee."""
     outsiders = _outsiders(envelope, context)
-    if not outsiders:
+    # A member with a conflict of interest on a case is outside the committee for that case only.
+    conflicted = _conflicted(envelope, context)
+    candidates = (*outsiders, *conflicted)
+    if not candidates:
         return []
     consented = {(c.case, c.person, c.recipient.lower()) for c in context.consents}
     own_people = (
-        {recipient: _own_people(recipient, context) for recipient in outsiders}
+        {recipient: _own_people(recipient, context) for recipient in candidates}
         if params.self_disclosure
         else {}
     )
@@ -112,8 +117,9 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
                 continue
             concerned = tuple(
                 recipient
-                for recipient in outsiders
-                if (identity.case, identity.person, recipient.lower()) not in consented
+                for recipient in candidates
+                if not context.is_inside(recipient, identity.case)
+                and (identity.case, identity.person, recipient.lower()) not in consented
                 and (identity.case, identity.person) not in own_people.get(recipient, set())
             )
             if concerned:
@@ -121,7 +127,16 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
     unreadable = list(message.uninspectable)
     if params.media_uninspectable:
         unreadable.extend(message.media)
-    return [*findings.values(), *(_uninspectable_finding(part, outsiders) for part in unreadable)]
+    # Unreadable content on a case's thread may hold that case's identities: a member conflicted on
+    # it cannot be sent it unreviewed either. (Elsewhere nobody can tell which case it concerns.)
+    thread_case = context.thread.case
+    blind = (
+        *outsiders,
+        *(r for r in conflicted if thread_case is not None and not context.is_inside(r, thread_case)),
+    )
+    if not blind:
+        return list(findings.values())
+    return [*findings.values(), *(_uninspectable_finding(part, blind) for part in unreadable)]
 
 
 def _outsiders(envelope: Envelope, context: RuleContext) -> tuple[str, ...]:
@@ -129,6 +144,15 @@ def _outsiders(envelope: Envelope, context: RuleContext) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for recipient in envelope.rcpt_tos:
         if not context.is_committee(recipient):
+            seen.setdefault(recipient.lower(), recipient)
+    return tuple(seen.values())
+
+
+def _conflicted(envelope: Envelope, context: RuleContext) -> tuple[str, ...]:
+    """Envelope recipients inside the committee with a conflict of interest on some case."""
+    seen: dict[str, str] = {}
+    for recipient in envelope.rcpt_tos:
+        if context.is_committee(recipient) and context.conflicted_cases(recipient):
             seen.setdefault(recipient.lower(), recipient)
     return tuple(seen.values())
 
