@@ -21,11 +21,13 @@ from typing import Any
 from gateway.accounts import Accounts
 from gateway.delivery import DeliveryWorker
 from gateway.errors import ConfigError
+from gateway.expunge import DueExpunger, Stores
 from gateway.journal import JournalService
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
-from gateway.policy_screener import PolicyScreener, load_policy_for
-from gateway.review import spool_outgoing
+from gateway.policy_screener import PolicyScreener, ReloadResult, load_policy_for
+from gateway.registry import CaseRegistry
+from gateway.review import account_check, spool_outgoing
 from gateway.screening import Screener
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
 from gateway.smtp import SubmissionService
@@ -290,6 +292,8 @@ class Gateway:
         self._screener: Screener | None = None
         self._delivery_task: asyncio.Task[None] | None = None
         self._main_task: asyncio.Task[object] | None = None
+        # Set when the users file or the policy changed: the review round runs at once (offboarding).
+        self._review_nudge = asyncio.Event()
 
     def request_stop(self) -> None:
         """Begin a graceful stop (SIGTERM, SIGINT). A second request stops without waiting."""
@@ -334,6 +338,7 @@ class Gateway:
         spool = Spool(settings.state_dir / "spool")
         tls_context = server_context(settings.tls, settings.state_dir, settings.server.hostname)
         screener = self._screener = build_screener(settings)
+        expunger = _wire_review(screener, accounts, settings)
         service = SubmissionService(settings, spool, accounts, screener, tls_context)
         worker = DeliveryWorker(spool, settings.delivery, hostname=settings.server.hostname)
         sources = {"spool": spool.statistics, "delivery": worker.statistics, "smtp": service.statistics}
@@ -365,7 +370,7 @@ class Gateway:
             async with asyncio.TaskGroup() as group:
                 self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
-                group.create_task(self._review_housekeeping(screener, spool, delivery_stop))
+                group.create_task(self._review_housekeeping(screener, spool, delivery_stop, expunger))
                 banner = startup_banner(settings, service.addresses, demo, self._config_path, self._program)
                 if banner:
                     self._announce(banner)
@@ -402,18 +407,35 @@ class Gateway:
             raise RuntimeError("the delivery worker stopped by itself")
         log_event(log, "delivery_stopped")
 
-    async def _review_housekeeping(self, screener: Screener, spool: Spool, stop: asyncio.Event) -> None:
-        # Held messages expire (the sender gets a notice; nothing else is sent), and review decisions
-        # made with the CLI while we run reach the audit trail. At start, then every check_interval.
+    async def _review_housekeeping(
+        self, screener: Screener, spool: Spool, stop: asyncio.Event, expunger: DueExpunger | None = None
+    ) -> None:
+        # Held messages expire (the sender gets a notice; nothing else is sent), review decisions
+        # made with the CLI while we run reach the audit trail, reviewers who were offboarded or
+        # became conflicted are replaced, and cases past their expunge date are expunged. At start,
+        # then every check_interval, and at once when the users file or the policy changes.
         housekeeping = _optional(screener, "review_housekeeping")
         while housekeeping is not None and not stop.is_set():
+            self._review_nudge.clear()
+            if expunger is not None:
+                try:
+                    await asyncio.to_thread(expunger.run)
+                except Exception as exc:  # e.g. the registry key is missing: review goes on regardless
+                    log_event(log, "expunge_round_failed", logging.ERROR, error=str(exc))
             try:
                 await spool_outgoing(spool, await asyncio.to_thread(housekeeping))
             except Exception as exc:  # the next round tries again; intake and delivery go on
                 log_event(log, "review_housekeeping_failed", logging.ERROR, error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.review.check_interval):
-                    await stop.wait()
+                    nudged = asyncio.ensure_future(self._review_nudge.wait())
+                    stopped = asyncio.ensure_future(stop.wait())
+                    try:
+                        await asyncio.wait((nudged, stopped), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        nudged.cancel()
+                        stopped.cancel()
+                        await asyncio.gather(nudged, stopped, return_exceptions=True)
 
     async def _watch_files(self, accounts: Accounts, screener: Screener, stop: asyncio.Event) -> None:
         # `user add|remove` and policy edits change files while we run: pick them up without a
@@ -424,9 +446,25 @@ class Gateway:
                 async with asyncio.timeout(ACCOUNTS_POLL_INTERVAL):
                     await stop.wait()
             if not stop.is_set():
+                before = _account_snapshot(accounts)
                 accounts.reload_if_changed()
-                if reload_policy is not None:
-                    await asyncio.to_thread(reload_policy)
+                reloaded = await asyncio.to_thread(reload_policy) if reload_policy is not None else None
+                if before != _account_snapshot(accounts) or reloaded == ReloadResult.RELOADED:
+                    self._review_nudge.set()  # offboarding takes effect on held messages at once
+
+
+def _account_snapshot(accounts: Accounts) -> tuple[tuple[str, frozenset[str]], ...]:
+    return tuple((member, accounts.addresses_of(member)) for member in accounts.members())
+
+
+def _wire_review(screener: Screener, accounts: Accounts, settings: GatewaySettings) -> DueExpunger | None:
+    """Review rights follow the users file; cases past their expunge date are expunged by us."""
+    if not isinstance(screener, PolicyScreener):
+        return None
+    if screener.review is not None:
+        screener.review.has_account = account_check(accounts)
+    registry = screener.source.registry or CaseRegistry.from_settings(settings)
+    return DueExpunger(Stores(settings.state_dir, registry, audit=screener.audit), settings.policy.path)
 
 
 def _host_port(host: str, port: int) -> str:

@@ -184,7 +184,7 @@ class JournalService:
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> JournalService:
         """Open the policy, the fingerprint store and the ledger the journal writes to."""
-        source = PolicySource.load(settings.policy.path)
+        source = PolicySource.from_settings(settings)  # the policy file and the case registry
         store = FingerprintStore.open(settings.state_dir)
         try:
             ledger = Ledger.open(ledger_path(settings.state_dir))

@@ -29,6 +29,7 @@ from gateway.policy.model import (
 )
 from gateway.policy.rewrite import apply_rewrite
 from gateway.policy_screener import load_compiled_policy
+from gateway.registry import CaseRegistry
 from gateway.screening import Refuse
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings, load_settings
 from gateway.verdict_replies import (
@@ -177,7 +178,8 @@ def check(
     if policy_path is None and settings is not None:
         policy_path = settings.policy.path
     assert policy_path is not None  # _settings returns None only when --policy was given
-    policy, _stamp = load_compiled_policy(policy_path)
+    registry = CaseRegistry.from_settings(settings) if settings is not None else None
+    policy, _stamp = load_compiled_policy(policy_path, registry)
     ledger, ledger_note = _open_ledger(settings)
     fingerprints, fingerprints_note = _open_fingerprints(settings)
     envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpt_tos, authenticated_as=member or mail_from)

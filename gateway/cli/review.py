@@ -23,18 +23,20 @@ from typing import Literal
 
 import click
 
+from gateway.accounts import Accounts
 from gateway.audit import AuditTrail, JsonValue, audit_dir
 from gateway.cli import config_option
 from gateway.cli.queue import header_summary, mime_outline
 from gateway.errors import AuditError
 from gateway.policy.engine import CompiledPolicy
-from gateway.policy_screener import load_compiled_policy
+from gateway.policy_screener import load_policy_for
 from gateway.review import (
     AuditSink,
     HoldRecord,
     HoldStore,
     ReviewDesk,
     ReviewError,
+    account_check,
     member_of,
     spool_outgoing,
 )
@@ -51,7 +53,8 @@ def review() -> None:
 
 def _open(config_path: Path | None) -> tuple[GatewaySettings, CompiledPolicy, HoldStore]:
     settings = load_settings(config_path)
-    policy, _stamp = load_compiled_policy(settings.policy.path)
+    # The policy with the case registry's cases: their conflicts and severities bind reviewers too.
+    policy, _stamp = load_policy_for(settings)
     return settings, policy, HoldStore.in_state_dir(settings.state_dir)
 
 
@@ -70,7 +73,9 @@ def _desk(settings: GatewaySettings, store: HoldStore, trail: AuditTrail | None)
             trail.append("review", fields)
 
         sink = direct
-    return ReviewDesk(store, settings.review, settings.server.hostname, sink)
+    # Review rights end with the account (`user remove`), as for replies by mail.
+    has_account = account_check(Accounts.load(settings.auth.users_file))
+    return ReviewDesk(store, settings.review, settings.server.hostname, sink, has_account=has_account)
 
 
 def _trail(settings: GatewaySettings) -> AuditTrail | None:

@@ -49,6 +49,7 @@ def test_default_policy_implements_the_guidelines(policy: CompiledPolicy) -> Non
     assert rules["protected-content"].params.consent_lifts is False  # type: ignore[attr-defined]
     (case,) = document.cases
     assert case.reporters and case.witnesses and case.reported and len(case.consents) == 1
+    assert rules["code-names"].action == "warn"
 
 
 def test_default_policy_uses_reserved_domains_only(policy: CompiledPolicy) -> None:
@@ -342,3 +343,29 @@ def test_decision_notice_to_the_reported_party(policy: CompiledPolicy) -> None:
     )
     assert missing == ["consequences", "impact"]
     assert verdict.outcome is Outcome.HOLD
+
+
+# --- code names ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("to", "subject", "expected"),
+    [
+        pytest.param(
+            ("bram.oduya@example.org",), "Notes about Robin Castellano", ["warn"], id="committee-name"
+        ),
+        pytest.param(("bram.oduya@example.org",), "Re: what Robbie said", ["warn"], id="committee-alias"),
+        pytest.param(("bram.oduya@example.org",), "Notes on home shelf / quiet-heron", [], id="code-names"),
+        pytest.param(("bram.oduya@example.org",), "Notes from rcastellano", [], id="username-not-a-name"),
+    ],
+)
+def test_real_names_in_subjects_are_warned_even_inside_the_committee(
+    policy: CompiledPolicy, to: tuple[str, ...], subject: str, expected: list[str]
+) -> None:
+    raw = build(to=to, subject=subject, body="See the notes of the last meeting.\n")
+    verdict = run(policy, raw, envelope(raw))
+    assert verdict.outcome is Outcome.DELIVER
+    found = [d for d in verdict.decisions if d.finding.rule == "code-names"]
+    assert [d.action.value for d in found] == expected
+    for decision in found:
+        assert "quiet-heron" in decision.finding.advice and "Robin" not in decision.finding.advice
