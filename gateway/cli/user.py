@@ -86,10 +86,19 @@ def list_(config_path: Path | None) -> None:
 @click.argument("address")
 @config_option
 def remove(address: str, config_path: Path | None) -> None:
-    """Remove the member ADDRESS: they can no longer log in. Mail already accepted is still delivered."""
+    """Remove the member ADDRESS: they can no longer log in, send or review held messages.
+
+    Mail already accepted is still delivered. A running gateway notices within seconds: the member's
+    review reply addresses stop working, their approvals of messages still held stop counting, and
+    those messages are sent for review again to the remaining eligible members.
+    """
     accounts = _accounts(config_path)
     accounts.remove(address)
-    click.echo(f"Removed {address.strip().lower()} from {accounts.path}.")
+    click.echo(
+        f"Removed {address.strip().lower()} from {accounts.path}. They can no longer send or review; "
+        "held messages awaiting their review go to the remaining members (also remove them from the "
+        "policy's organisation.members if they left the committee)."
+    )
 
 
 @user.command()
