@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -250,14 +251,20 @@ def _phrase_variants(phrase: str) -> list[str]:
 
 
 @cache
-def _phrase_automaton(phrases: Phrases) -> Any:
-    # One Aho-Corasick pass finds every phrase: a regex alternation rescans the text per position.
-    variants = {variant for phrase in phrases if normalize(phrase) for variant in _phrase_variants(phrase)}
-    if not variants:
+def _phrase_automaton(groups: tuple[tuple[str, Phrases], ...]) -> Any:
+    # One Aho-Corasick pass finds every phrase of every group: a regex alternation per group
+    # rescans the text once per group and per position. Values: (variant, groups it belongs to).
+    owners: dict[str, set[str]] = {}
+    for group, phrases in groups:
+        for phrase in phrases:
+            if normalize(phrase):
+                for variant in _phrase_variants(phrase):
+                    owners.setdefault(variant, set()).add(group)
+    if not owners:
         return None
     automaton = ahocorasick.Automaton()
-    for variant in variants:
-        automaton.add_word(variant, variant)
+    for variant, members in owners.items():
+        automaton.add_word(variant, (variant, tuple(sorted(members))))
     automaton.make_automaton()
     return automaton
 
@@ -267,23 +274,32 @@ def _tail_regex(tail: str) -> re.Pattern[str]:
     return re.compile(tail)
 
 
-def _found(phrases: Phrases, text: str, tail: str = "") -> list[str]:
-    """The phrases found in normalised ``text`` as whole words (followed by ``tail``, a regex)."""
-    automaton = _phrase_automaton(phrases)
+def _found_by_group(
+    groups: tuple[tuple[str, Phrases], ...], text: str, tails: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Per group, the phrases found in normalised ``text`` as whole words (followed by the group's
+    ``tails`` regex, if any)."""
+    automaton = _phrase_automaton(groups)
+    found: dict[str, dict[str, None]] = {}
     if automaton is None:
-        return []
-    follows = _tail_regex(tail) if tail else None
-    found: dict[str, None] = {}
-    for last, variant in automaton.iter(text):
+        return {}
+    for last, (variant, members) in automaton.iter(text):
         start, after = last - len(variant) + 1, last + 1
         if start and text[start - 1].isalnum():
             continue
         if after < len(text) and (text[after].isalnum() or text[after] == "_"):
             continue
-        if follows is not None and not follows.match(text, after):
-            continue
-        found[variant] = None
-    return list(found)
+        for group in members:
+            tail = (tails or {}).get(group)
+            if tail and not _tail_regex(tail).match(text, after):
+                continue
+            found.setdefault(group, {})[variant] = None
+    return {group: list(variants) for group, variants in found.items()}
+
+
+def _found(phrases: Phrases, text: str, tail: str = "") -> list[str]:
+    """The phrases found in normalised ``text`` as whole words (followed by ``tail``, a regex)."""
+    return _found_by_group((("", phrases),), text, {"": tail}).get("", [])
 
 
 @dataclass(frozen=True)
@@ -314,10 +330,11 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
     """Lint the sender's own words; check decision notices; flag directives to organisers."""
     texts = _own_texts(message)
     findings: dict[tuple[str, str], Finding] = {}
+    groups = tuple((lint.code, getattr(params, _LINT_FIELDS[lint.code])) for lint in _LINTS)
+    found_in = [_found_by_group(groups, text.text, {"VAGUE_REQUEST": _VAGUE_TAIL}) for text in texts]
     for lint in _LINTS:
-        phrases: Phrases = getattr(params, _LINT_FIELDS[lint.code])
-        for text in texts:
-            found = _found(phrases, text.text, _VAGUE_TAIL if lint.code == "VAGUE_REQUEST" else "")
+        for text, found_here in zip(texts, found_in, strict=True):
+            found = found_here.get(lint.code, [])
             if found and (lint.code, text.where) not in findings:
                 findings[(lint.code, text.where)] = Finding(
                     rule=NAME,
