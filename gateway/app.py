@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import logging
 import os
 import secrets
@@ -25,6 +24,7 @@ from gateway.expunge import DueExpunger, Stores
 from gateway.journal import JournalService
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
+from gateway.netaddr import host_port, is_loopback
 from gateway.policy_screener import PolicyScreener, ReloadResult, load_policy_for
 from gateway.registry import CaseRegistry
 from gateway.review import account_check, spool_outgoing
@@ -106,7 +106,7 @@ def preflight(
             "nothing would accept mail; enable at least one listener"
         )
     for name, (kind, listener) in listeners.items():
-        where = f"{_host_port(listener.host, listener.port)} ({kind})" if listener.enabled else "disabled"
+        where = f"{host_port(listener.host, listener.port)} ({kind})" if listener.enabled else "disabled"
         summary.append((name, where))
 
     tls = settings.tls
@@ -146,7 +146,7 @@ def preflight(
                 raise ConfigError(f"delivery.upstream.{key}: cannot read {path}")
         verify = "" if upstream.verify_certificates else ", certificate NOT verified"
         summary.append(
-            ("delivery", f"upstream {_host_port(upstream.host, upstream.port)} ({upstream.security}{verify})")
+            ("delivery", f"upstream {host_port(upstream.host, upstream.port)} ({upstream.security}{verify})")
         )
         if not upstream.verify_certificates and upstream.security != "none":
             warnings.append(
@@ -155,8 +155,8 @@ def preflight(
 
     metrics = settings.metrics
     if metrics.enabled:
-        summary.append(("metrics", f"http://{_host_port(metrics.host, metrics.port)}/metrics and /healthz"))
-        if not _is_loopback(metrics.host):
+        summary.append(("metrics", f"http://{host_port(metrics.host, metrics.port)}/metrics and /healthz"))
+        if not is_loopback(metrics.host):
             warnings.append(
                 f"metrics.host is {metrics.host}, not a loopback address: /metrics is reachable from the "
                 "network (fine inside a container whose port is published on loopback only)"
@@ -358,15 +358,15 @@ class Gateway:
             await service.start()
             self._listening = True
             for name, (host, port) in service.addresses.items():
-                log_event(log, "listening", name=name, address=_host_port(host, port))
+                log_event(log, "listening", name=name, address=host_port(host, port))
             if settings.metrics.enabled:
                 await metrics.start()
                 host, port = metrics.address
-                log_event(log, "listening", name="metrics", address=_host_port(host, port))
+                log_event(log, "listening", name="metrics", address=host_port(host, port))
             if settings.journal.enabled:
                 journal = JournalService.from_settings(settings)
                 await journal.start()
-                log_event(log, "listening", name="journal", address=_host_port(*journal.address))
+                log_event(log, "listening", name="journal", address=host_port(*journal.address))
             async with asyncio.TaskGroup() as group:
                 self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
@@ -465,19 +465,6 @@ def _wire_review(screener: Screener, accounts: Accounts, settings: GatewaySettin
         screener.review.has_account = account_check(accounts)
     registry = screener.source.registry or CaseRegistry.from_settings(settings)
     return DueExpunger(Stores(settings.state_dir, registry, audit=screener.audit), settings.policy.path)
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _client_host(host: str) -> str:

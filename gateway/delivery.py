@@ -13,7 +13,6 @@ import asyncio
 import collections
 import contextlib
 import heapq
-import ipaddress
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from gateway.dsn import FailedRecipient, build_dsn
 from gateway.errors import ConfigError, CorruptSpoolEntry, SpoolError
 from gateway.logs import log_event
 from gateway.maildir import Maildir
+from gateway.netaddr import host_port, is_loopback
 from gateway.settings import DeliverySettings, UpstreamSettings
 from gateway.spool import (
     PENDING_STATES,
@@ -603,13 +603,13 @@ class UpstreamTransport:
         self._settings = settings
         self._hostname = hostname
         self._password = upstream_password(settings, os.environ if environ is None else environ)
-        if settings.username and settings.security == "none" and not _is_loopback(settings.host):
+        if settings.username and settings.security == "none" and not is_loopback(settings.host):
             raise ConfigError(
                 "delivery.upstream: security is none, so the upstream password would cross the network "
                 "in clear text; use starttls or tls (none is for a server on this machine only)"
             )
         self._tls_context = upstream_tls_context(settings) if settings.security != "none" else None
-        self.description = _host_port(settings.host, settings.port)
+        self.description = host_port(settings.host, settings.port)
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._in_use: set[aiosmtplib.SMTP] = set()
         self._made = 0
@@ -845,19 +845,6 @@ def _connection_problem(exc: BaseException, doing: str) -> str:
 def _headers_ascii(content: bytes) -> bool:
     end = content.find(b"\r\n\r\n")
     return (content if end < 0 else content[:end]).isascii()
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- settings that need the outside world ---------------------------------------------------------------

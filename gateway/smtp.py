@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import datetime
 import email.utils
-import ipaddress
 import logging
 import ssl
 import time
@@ -42,6 +41,7 @@ from gateway.accounts import Accounts, LoginThrottle
 from gateway.dataread import BadMessage, DataReader, HeaderFacts, check_bytes, read_headers
 from gateway.errors import GatewayError
 from gateway.logs import log_event
+from gateway.netaddr import is_loopback
 from gateway.replies import Reply
 from gateway.screening import Accept, Refuse, Screener, Submission
 from gateway.settings import GatewaySettings
@@ -255,16 +255,6 @@ class SubmissionService:
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
         return task
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
 
 
 def parse_path(arg: str, keyword: str) -> tuple[str, list[str]] | None:
@@ -521,7 +511,7 @@ class SubmissionProtocol(SMTP):
     def _auth_allowed(self) -> bool:
         if self._tls_active():
             return True
-        return self.service.settings.auth.allow_plaintext_auth_on_loopback and _is_loopback(
+        return self.service.settings.auth.allow_plaintext_auth_on_loopback and is_loopback(
             self.client_address
         )
 

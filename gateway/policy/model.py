@@ -170,6 +170,15 @@ class IdentityKind(StrEnum):
     USERNAME = "username"
 
 
+# How findings and advice name each kind of identity to the sender.
+IDENTITY_NOUNS: dict[IdentityKind, str] = {
+    IdentityKind.NAME: "name",
+    IdentityKind.ALIAS: "alias or nickname",
+    IdentityKind.ADDRESS: "email address",
+    IdentityKind.USERNAME: "username",
+}
+
+
 @dataclass(frozen=True)
 class ProtectedIdentity:
     """One string that identifies a protected person (a case's reporter or witness)."""

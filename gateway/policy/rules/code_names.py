@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.policy.model import (
+    IDENTITY_NOUNS,
     Envelope,
     Finding,
     IdentityKind,
@@ -45,13 +46,6 @@ CODES = {
 }
 
 SUBJECT_WHERE = "header Subject"  # the top-level Subject, as gateway.policy.mime names its segment
-
-_NOUNS = {
-    IdentityKind.NAME: "name",
-    IdentityKind.ALIAS: "alias or nickname",
-    IdentityKind.ADDRESS: "email address",
-    IdentityKind.USERNAME: "username",
-}
 
 
 class Params(BaseModel):
@@ -94,7 +88,7 @@ def _code_for(segment: TextSegment, params: Params) -> str | None:
 
 
 def _finding(code: str, identity: ProtectedIdentity, where: str, params: Params) -> Finding:
-    noun = _NOUNS.get(identity.kind, "identity")
+    noun = IDENTITY_NOUNS.get(identity.kind, "identity")
     place = "The Subject" if code == "REAL_NAME_IN_SUBJECT" else f"The {where}"
     advice = (
         f"{place} contains the {noun} of a person protected in case {identity.case}. Subjects and file "

@@ -43,6 +43,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.policy.model import (
+    IDENTITY_NOUNS,
     Envelope,
     Finding,
     IdentityKind,
@@ -64,13 +65,6 @@ CODES = {
         "A part the gateway cannot read (encrypted, password-protected, unknown binary) would reach a "
         "recipient outside the committee."
     ),
-}
-
-_NOUNS = {
-    IdentityKind.NAME: "name",
-    IdentityKind.ALIAS: "alias or nickname",
-    IdentityKind.ADDRESS: "email address",
-    IdentityKind.USERNAME: "username",
 }
 
 
@@ -168,7 +162,7 @@ def _own_people(recipient: str, context: RuleContext) -> set[tuple[str, str]]:
 
 
 def _identity_finding(identity: ProtectedIdentity, where: str, recipients: tuple[str, ...]) -> Finding:
-    noun = _NOUNS.get(identity.kind, "identity")
+    noun = IDENTITY_NOUNS.get(identity.kind, "identity")
     return Finding(
         rule=NAME,
         code="PROTECTED_IDENTITY",
