@@ -560,6 +560,7 @@ class PolicyScreener:
             return ()
         drain_audit_outbox(self.review.store, self.audit)
         policy = self.source.policy
+        self.review.prune_decided()
         # Offboarding and conflicts declared since: reviewers who lost the right are replaced.
         return (*self.review.expire_due(policy), *self.review.reassign(policy))
 

@@ -517,6 +517,11 @@ class HoldStore:
         return items
 
 
+def _decided_at(record: HoldRecord) -> float:
+    """When the hold's outcome was decided (its last decision; creation time if it has none)."""
+    return max((decision.at for decision in record.decisions), default=record.created_at)
+
+
 def _encode(record: HoldRecord) -> bytes:
     return record.model_dump_json(indent=1).encode("utf-8")
 
@@ -1085,6 +1090,25 @@ class ReviewDesk:
             self._audit(record, "expire", "", "gateway")
             outgoing += self._to_sender(self.notices(policy), self._expired_letter(record))
         return outgoing
+
+    def prune_decided(self) -> list[str]:
+        """Delete decided holds older than ``decided_retention``: held mail must not stay forever.
+
+        A release not yet durably in the spool is kept (it is still needed). Returns the references.
+        """
+        cutoff = self.clock() - self.settings.decided_retention
+        pruned: list[str] = []
+        for candidate in self.store.records():
+            if candidate.status == "held" or _decided_at(candidate) > cutoff:
+                continue
+            with self.store.locked():
+                record = self.store.get(candidate.reference)
+                if record.status == "held" or (record.status == "released" and not record.released):
+                    continue
+                self.store.discard(record.reference)
+            self._audit(record, "prune", "", "gateway")
+            pruned.append(record.reference)
+        return pruned
 
     # -- offboarding and conflicts declared after the hold
 

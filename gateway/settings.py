@@ -197,6 +197,13 @@ class ReviewSettings(Section):
     notices_per_hour: PositiveInt = Field(
         20, description="Per sender: held/warning notices beyond this many an hour are collapsed into one."
     )
+    decided_retention: Retention = Field(
+        7 * 86400.0,
+        description=(
+            "Delete a decided hold (released, rejected, cancelled, expired) and its message bytes this "
+            "long after the decision; the audit trail keeps the record."
+        ),
+    )
 
 
 def _client_network(value: str) -> str:

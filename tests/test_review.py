@@ -447,6 +447,28 @@ class TestRestartAndExpiry:
         assert isinstance(late, Accept) and "expired" in late.reply_lines[0]
         assert not any(m.mail_from for m in late.extra)
 
+    def test_decided_holds_are_deleted_after_the_retention_and_held_ones_are_kept(
+        self, screener: PolicyScreener, settings: GatewaySettings
+    ) -> None:
+        """Held mail must not stay on disk forever once it has been decided."""
+        store = HoldStore.in_state_dir(settings.state_dir)
+        _, by = hold(screener, "Q1")
+        hold(screener, "Q2")
+        assert isinstance(
+            decide(screener, reply(reply_to(by["ben@example.org:review-request"]), "reject no")), Accept
+        )
+        assert screener.review is not None
+        screener.review_housekeeping()
+        assert {r.reference for r in store.records()} == {"Q1", "Q2"}  # within the retention
+
+        screener.review.clock = lambda: time.time() + settings.review.decided_retention + 60
+        screener.review_housekeeping()
+
+        assert [r.reference for r in store.records()] == ["Q2"]  # still held: kept (now expired)
+        assert sorted(p.name for p in store.root.glob("Q1.*")) == []
+        assert audit_reviews(settings)[-1]["review"] in {"prune", "expire"}
+        assert any(e["review"] == "prune" and e["queue_id"] == "Q1" for e in audit_reviews(settings))
+
     def test_cli_decisions_reach_the_audit_trail_through_the_outbox(
         self, screener: PolicyScreener, settings: GatewaySettings
     ) -> None:
