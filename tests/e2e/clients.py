@@ -7,6 +7,7 @@ listener (TLS from the first byte). Both clients verify the server certificate a
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +20,11 @@ Mechanism = Literal["PLAIN", "LOGIN"]
 
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 MSMTP = shutil.which("msmtp") or "/usr/bin/msmtp"
+
+
+def new_password() -> str:
+    """A random password for a test account. Never starts with "-": swaks would read it as an option."""
+    return "pw" + secrets.token_urlsafe(16)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ fail with Postfix's own log, never skip: a green run must mean mail really went 
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import sys
 import tempfile
@@ -20,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.e2e.clients import Account  # noqa: E402
+from tests.e2e.clients import Account, new_password  # noqa: E402
 from tests.e2e.gateway_process import GatewayFactory, GatewayProcess, deep_merge  # noqa: E402
 from tests.e2e.messages import unique_address  # noqa: E402
 from tests.e2e.postfix import PostfixError, PostfixInstance  # noqa: E402
@@ -63,7 +62,7 @@ def running_postfix(postfix: PostfixInstance) -> Iterator[PostfixInstance]:
 
 @pytest.fixture(scope="session")
 def member() -> Account:
-    return Account(MEMBER, secrets.token_urlsafe(18))
+    return Account(MEMBER, new_password())
 
 
 @pytest.fixture

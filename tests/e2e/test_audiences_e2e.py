@@ -8,7 +8,6 @@ learnt with `case add-report` while the gateway runs, are refused on their way t
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.clients import Account
+from tests.e2e.clients import Account, new_password
 from tests.e2e.messages import token, unique_address
 from tests.e2e.postfix import DeliveredMessage, PostfixInstance
 from tests.e2e.test_policy_e2e import PolicyGateway, arrived, compose, never_relayed, start_gateway
@@ -43,7 +42,7 @@ def gateway(
 ) -> Iterator[PolicyGateway]:
     process = start_gateway(tmp_path_factory.mktemp("audiences"), POLICY, tls_material, postfix, member)
     # Review rights need an account: the second member gets one, picked up at once on SIGHUP.
-    process.add_user(REVIEWER, secrets.token_urlsafe(18))
+    process.add_user(REVIEWER, new_password())
     os.kill(process.pid, signal.SIGHUP)
     deadline = time.monotonic() + 10
     while "event=reloaded" not in process.current_log() and time.monotonic() < deadline:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.clients import Account
+from tests.e2e.clients import Account, new_password
 from tests.e2e.gateway_process import GatewayFactory
 from tests.e2e.postfix import PostfixInstance
 from tests.e2e.test_review_e2e import notice_of, reply_address, send
@@ -29,8 +29,7 @@ def test_a_severe_case_is_released_at_the_second_approval_only(
 ) -> None:
     tag = secrets.token_hex(4)
     ada, ben, cleo, dan = (
-        Account(f"{name}-{tag}@example.org", secrets.token_urlsafe(16))
-        for name in ("ada", "ben", "cleo", "dan")
+        Account(f"{name}-{tag}@example.org", new_password()) for name in ("ada", "ben", "cleo", "dan")
     )
     outsider = f"olive-{tag}@example.test"
     policy = tmp_path / f"quorum-policy-{tag}.yaml"

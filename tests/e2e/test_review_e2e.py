@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.clients import Account, ClientRun, swaks
+from tests.e2e.clients import Account, ClientRun, new_password, swaks
 from tests.e2e.gateway_process import GatewayFactory, GatewayProcess
 from tests.e2e.postfix import DeliveredMessage, PostfixInstance
 from tests.e2e.tls import TlsMaterial
@@ -26,9 +26,9 @@ class Committee:
 
     def __init__(self) -> None:
         tag = secrets.token_hex(4)
-        self.ada = Account(f"ada-{tag}@example.org", secrets.token_urlsafe(16))
-        self.ben = Account(f"ben-{tag}@example.org", secrets.token_urlsafe(16))
-        self.cleo = Account(f"cleo-{tag}@example.org", secrets.token_urlsafe(16))
+        self.ada = Account(f"ada-{tag}@example.org", new_password())
+        self.ben = Account(f"ben-{tag}@example.org", new_password())
+        self.cleo = Account(f"cleo-{tag}@example.org", new_password())
         self.outsider = f"olive-{tag}@example.test"
 
     def policy(self) -> str:
