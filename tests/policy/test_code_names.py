@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gateway.policy.matcher import IdentityMatcher
@@ -128,3 +130,16 @@ def test_no_suggestion_when_switched_off() -> None:
 def test_one_finding_per_person_and_place() -> None:
     findings = run(plain(Subject="Jin Park (Jinny) and Maya Lind"))
     assert sorted((f.case, f.kind) for f in findings) == [("home shelf", "name"), ("stunned bulb", "name")]
+
+
+def test_a_sender_with_a_conflict_of_interest_is_not_told_the_case() -> None:
+    """Conflicted members must not see a case's details: the advice then names no case or person."""
+    conflicted = dataclasses.replace(CONTEXT, conflicts={"home shelf": frozenset({ADA})})
+    raw = plain(Subject="About Jin Park")
+
+    [finding] = code_names.check(parse_message(raw), COMMITTEE_ONLY, conflicted, Params())
+    [unconflicted] = run(raw)
+
+    assert "home shelf" in unconflicted.advice and "quiet-heron" in unconflicted.advice
+    assert "home shelf" not in finding.advice and "quiet-heron" not in finding.advice
+    assert finding.code == "REAL_NAME_IN_SUBJECT"

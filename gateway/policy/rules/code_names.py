@@ -75,7 +75,9 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
         for identity in context.finder.find(segment.text):
             key = (identity.case, identity.person, segment.where)
             if identity.kind in kinds and key not in findings:
-                findings[key] = _finding(code, identity, segment.where, params)
+                # A sender with a conflict of interest on the case must not learn which case it is.
+                reveal = context.is_inside(envelope.authenticated_as, identity.case)
+                findings[key] = _finding(code, identity, segment.where, params, reveal=reveal)
     return list(findings.values())
 
 
@@ -87,15 +89,16 @@ def _code_for(segment: TextSegment, params: Params) -> str | None:
     return None
 
 
-def _finding(code: str, identity: ProtectedIdentity, where: str, params: Params) -> Finding:
+def _finding(code: str, identity: ProtectedIdentity, where: str, params: Params, *, reveal: bool) -> Finding:
     noun = IDENTITY_NOUNS.get(identity.kind, "identity")
     place = "The Subject" if code == "REAL_NAME_IN_SUBJECT" else f"The {where}"
+    case = f" in case {identity.case}" if reveal else ""
     advice = (
-        f"{place} contains the {noun} of a person protected in case {identity.case}. Subjects and file "
+        f"{place} contains the {noun} of a protected person{case}. Subjects and file "
         "names are copied into every mailbox and search index the message reaches: write the code "
         "names instead"
     )
-    advice += f' ("{identity.case}", "{identity.person}").' if params.suggest else "."
+    advice += f' ("{identity.case}", "{identity.person}").' if params.suggest and reveal else "."
     return Finding(
         rule=NAME,
         code=code,
