@@ -54,7 +54,11 @@ def build_screener(settings: GatewaySettings) -> Screener:
     (exported as ``conduct_gateway_policy_*``), ``reload()`` (called on SIGHUP),
     ``reload_if_changed()`` (polled) and ``close()`` (called once the gateway has stopped).
     """
-    return PolicyScreener.from_settings(settings)
+    screener = PolicyScreener.from_settings(settings)
+    # The SMTP layer flushes the audit trail (in a thread, shared by concurrent transactions) before
+    # it answers, instead of one fsync per decision on the event loop.
+    screener.audit.deferred = True
+    return screener
 
 
 def _optional(screener: Screener, name: str) -> Callable[[], Any] | None:

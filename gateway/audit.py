@@ -208,6 +208,12 @@ class AuditTrail:
         self._clock = clock
         self._mutex = threading.Lock()
         self._closed = False
+        # Deferred mode (the running gateway): appends are written at once but flushed to disk by
+        # ``flush()``, which the SMTP layer awaits before it answers, so many decisions share one
+        # fdatasync and none blocks the event loop. Default: every append is flushed before it returns.
+        self.deferred = False
+        self._unflushed = False
+        self._flushing = threading.Lock()
 
     @classmethod
     def open(cls, directory: Path, *, clock: Callable[[], datetime] = _utc_now) -> AuditTrail:
@@ -313,7 +319,10 @@ class AuditTrail:
         size = os.fstat(fd).st_size
         try:
             _write_all(fd, data)
-            os.fdatasync(fd)
+            if self.deferred:
+                self._unflushed = True
+            else:
+                os.fdatasync(fd)
         except OSError as exc:
             # Never leave a torn line behind: the next append would be glued onto it.
             with contextlib.suppress(OSError):
@@ -379,10 +388,39 @@ class AuditTrail:
             self._salts_fd = os.open(path, os.O_RDWR | os.O_APPEND, 0o600)
             return forgotten
 
+    @property
+    def unflushed(self) -> bool:
+        """Whether entries were appended (deferred mode) that ``flush()`` has not made durable yet."""
+        return self._unflushed
+
+    def flush(self) -> None:
+        """Make every entry appended so far durable (deferred mode); blocking: run it off the loop.
+
+        Concurrent callers share the work: whoever flushes covers every entry written before it began.
+        Raises ``AuditError`` if the disk refuses.
+        """
+        with self._flushing:
+            with self._mutex:
+                if self._closed or not self._unflushed:
+                    return
+                self._unflushed = False
+                fds = (self._log_fd, self._salts_fd)
+            try:
+                for fd in fds:
+                    os.fdatasync(fd)
+            except OSError as exc:
+                with self._mutex:
+                    self._unflushed = True
+                raise AuditError(f"{self.directory}: cannot flush the audit trail: {exc.strerror}") from None
+
     def close(self) -> None:
-        with self._mutex:
+        with self._flushing, self._mutex:  # never close the files under a flush in another thread
             if self._closed:
                 return
+            if self._unflushed:
+                with contextlib.suppress(OSError):
+                    os.fdatasync(self._log_fd)
+                    os.fdatasync(self._salts_fd)
             self._closed = True
             os.close(self._log_fd)
             os.close(self._salts_fd)

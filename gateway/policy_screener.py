@@ -562,7 +562,13 @@ class PolicyScreener:
         policy = self.source.policy
         self.review.prune_decided()
         # Offboarding and conflicts declared since: reviewers who lost the right are replaced.
-        return (*self.review.expire_due(policy), *self.review.reassign(policy))
+        outgoing = (*self.review.expire_due(policy), *self.review.reassign(policy))
+        self.audit.flush()
+        return outgoing
+
+    def flush_decisions(self) -> None:
+        """Make the audit entries appended so far durable (blocking; see ``AuditTrail.deferred``)."""
+        self.audit.flush()
 
     # -- helpers -----------------------------------------------------------------------------------
 

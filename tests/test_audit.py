@@ -312,3 +312,49 @@ def test_reopening_a_cut_log_is_reported_and_the_cut_stays_visible(
     result = verify(directory)  # ...and verify still shows that entries were cut
     assert any(p.startswith("entry 3: differs from the hash checkpointed") for p in result.problems)
     assert any(p.startswith("entries 4: missing at the end of the log") for p in result.problems)
+
+
+def test_deferred_mode_flushes_many_entries_with_one_sync_per_file(
+    trail: AuditTrail, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running gateway batches: appends write at once, ``flush()`` makes them all durable."""
+    synced: list[int] = []
+    original = os.fdatasync
+
+    def counting(fd: int) -> None:
+        synced.append(fd)
+        original(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    trail.deferred = True
+    fill(trail, 5)
+    assert synced == []  # nothing blocks on the disk while appending
+    assert len(lines(directory)) == 5  # but every entry is already written, in order
+
+    trail.flush()
+    assert len(synced) == 2  # the log and the salts file, once each for all five entries
+    trail.flush()
+    assert len(synced) == 2  # nothing new: nothing to do
+    trail.record_decision(decision("Q6"))
+    trail.close()  # closing flushes what is left
+    assert len(synced) == 4
+    assert verify(directory).ok and verify(directory).last_seq == 6
+
+
+def test_a_failed_flush_is_an_error_and_is_retried(
+    trail: AuditTrail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trail.deferred = True
+    fill(trail, 1)
+    original = os.fdatasync
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(AuditError, match="cannot flush"):
+        trail.flush()
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(fd) or original(fd))
+    trail.flush()
+    assert len(synced) == 2  # the entries that failed to flush are flushed by the next call

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from tests.relay.smtp_fixtures import (  # noqa: F401
     client_tls,
     close_quietly,
     gateway,
+    make_settings,
     message,
     raw_clients,
     server_tls,
@@ -1091,3 +1093,63 @@ async def test_an_intake_refusal_that_cannot_be_recorded_is_deferred(start_gatew
         await smtp.data(message(sender=BOB))
     await smtp.quit()
     assert deferred.value.code == 451
+
+
+async def test_decisions_are_flushed_before_the_client_hears_of_them(start_gateway: StartGateway) -> None:
+    """A screener that batches its audit writes is flushed before every reply it decided."""
+
+    class BatchingScreener(RecordingScreener):
+        flushed_at: list[int]
+
+        def flush_decisions(self) -> None:
+            self.flushed_at.append(len(self.seen))
+
+    screener = BatchingScreener()
+    screener.flushed_at = []
+    running = await start_gateway(screener=screener)
+    smtp = await running.logged_in()
+    errors, _ = await smtp.sendmail(ALICE, [OUTSIDER], message())
+    assert errors == {}
+    screener.refuse = Refuse(550, "5.7.1", ("Not sent.",))
+    with pytest.raises(aiosmtplib.SMTPResponseException):
+        await smtp.sendmail(ALICE, [OUTSIDER], message())
+    await smtp.quit()
+    assert screener.flushed_at == [1, 2]  # after the acceptance, and before the refusal
+
+
+async def test_a_refusal_whose_record_cannot_be_flushed_is_deferred(start_gateway: StartGateway) -> None:
+    class UnflushableScreener(RecordingScreener):
+        def flush_decisions(self) -> None:
+            raise OSError(5, "Input/output error")
+
+    running = await start_gateway(screener=UnflushableScreener(refuse=Refuse(550, "5.7.1", ("No.",))))
+    smtp = await running.logged_in()
+    await smtp.mail(ALICE)
+    await smtp.rcpt(OUTSIDER)
+    with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
+        await smtp.data(message())
+    await smtp.quit()
+    assert deferred.value.code == 451
+
+
+async def test_the_gateways_own_screener_batches_its_audit_trail_and_is_flushed(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """serve's screener appends without fsync; the SMTP layer must flush it before each answer."""
+    from gateway.app import build_screener
+
+    shipped = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
+    screener = build_screener(make_settings(tmp_path / "policy", policy={"path": str(shipped)}))
+    try:
+        assert screener.audit.deferred  # type: ignore[attr-defined]
+        running = await start_gateway(screener=screener)
+        smtp = await running.logged_in()
+        await smtp.mail(ALICE)
+        await smtp.rcpt(OUTSIDER)
+        with contextlib.suppress(aiosmtplib.SMTPDataError):  # whatever the verdict, it is recorded
+            await smtp.data(message())
+        await smtp.quit()
+        assert screener.audit.last_seq == 1  # type: ignore[attr-defined]
+        assert not screener.audit.unflushed  # type: ignore[attr-defined]
+    finally:
+        screener.close()  # type: ignore[attr-defined]
