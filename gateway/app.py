@@ -274,6 +274,22 @@ def swaks_command(addresses: dict[str, tuple[str, int]], demo: DemoAccount) -> s
 # --- running ------------------------------------------------------------------------------------------
 
 
+async def recover_releases(screener: Screener, spool: Spool) -> None:
+    """Spool the releases of approvals a crash kept out of the spool: nothing approved is lost.
+
+    A release already in the spool (the crash came after its commit) is only marked, never sent twice.
+    """
+    unreleased = getattr(screener, "unreleased_holds", None)
+    recovered = getattr(screener, "release_recovered", None)
+    if not (callable(unreleased) and callable(recovered)):
+        return
+    for reference, release in await asyncio.to_thread(unreleased):
+        if spool.locate(release.queue_id) is None and await spool_outgoing(spool, [release]):
+            continue  # not stored (logged): the next round tries again
+        await asyncio.to_thread(recovered, reference)
+        log_event(log, "release_recovered", level=logging.WARNING, reference=reference)
+
+
 class Gateway:
     """Everything the gateway runs, started together and stopped in order (intake, then delivery)."""
 
@@ -428,6 +444,7 @@ class Gateway:
                     log_event(log, "expunge_round_failed", logging.ERROR, error=str(exc))
             try:
                 await spool_outgoing(spool, await asyncio.to_thread(housekeeping))
+                await recover_releases(screener, spool)
             except Exception as exc:  # the next round tries again; intake and delivery go on
                 log_event(log, "review_housekeeping_failed", logging.ERROR, error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):

@@ -566,6 +566,16 @@ class PolicyScreener:
         self.audit.flush()
         return outgoing
 
+    def unreleased_holds(self) -> list[tuple[str, Outgoing]]:
+        """Approved held messages whose release a crash kept out of the spool: (reference, release)."""
+        return self.review.unreleased() if self.review is not None else []
+
+    def release_recovered(self, reference: str) -> None:
+        """The recovered release of ``reference`` is in the spool now."""
+        if self.review is not None:
+            self.review.mark_released(reference)
+            self.audit.flush()
+
     def flush_decisions(self) -> None:
         """Make the audit entries appended so far durable (blocking; see ``AuditTrail.deferred``)."""
         self.audit.flush()

@@ -1034,6 +1034,40 @@ class ReviewDesk:
             return []
         return [notice] if notice is not None else []
 
+    # -- recovery after a crash
+
+    def unreleased(self, settle: float = 60.0) -> list[tuple[str, Outgoing]]:
+        """Approved holds whose release never reached the spool (a crash between recording the
+        decision and the spool commit), rebuilt with the queue id chosen at the decision.
+
+        Decisions younger than ``settle`` seconds are left alone: their own transaction (or a CLI
+        command in another process) may still be committing them.
+        """
+        in_flight = {undo.reference for undo in self._undo.values() if undo.released}
+        now = self.clock()
+        found: list[tuple[str, Outgoing]] = []
+        for record in self.store.records():
+            if record.status != "released" or record.released or record.reference in in_flight:
+                continue
+            if not record.release_queue_id or not record.approvals:
+                continue
+            last = record.approvals[-1]
+            if now - last.at < settle:
+                continue
+            approver = Member(name=last.name, addresses=(last.member,))
+            found.append((record.reference, self._release(record, approver, record.release_queue_id)))
+        return found
+
+    def mark_released(self, reference: str) -> None:
+        """The release of ``reference`` is durably in the spool (recovered after a crash)."""
+        with self.store.locked():
+            record = self.store.get(reference)
+            if record.released:
+                return
+            record = record.model_copy(update={"released": True})
+            self.store.save(record)
+        self._audit(record, "release-recovered", "", "gateway")
+
     # -- the SMTP layer's callbacks
 
     def accepted(self, key: str) -> HoldRecord | None:

@@ -429,6 +429,29 @@ class TestRestartAndExpiry:
             result = decide(second, reply(reply_to(by["ben@example.org:review-request"]), "approve"))
         assert isinstance(result, Accept) and result.reply_lines[0].startswith("Approved")
 
+    def test_an_approval_a_crash_kept_out_of_the_spool_is_released_after_restart(
+        self, settings: GatewaySettings
+    ) -> None:
+        """Nothing approved is lost: the decision is on disk before the release is spooled."""
+        with PolicyScreener.from_settings(settings) as first:
+            _, by = hold(first)
+            approval = first.screen(reply(reply_to(by["ben@example.org:review-request"]), "approve"))
+            assert isinstance(approval, Accept)
+            [release] = [m for m in approval.extra if m.rcpt_tos == (OUTSIDER, CONDUCT)]
+            assert first.unreleased_holds() == []  # still in flight in this process: not ours to redo
+            # ... and the gateway dies here: the release never reaches the spool, accepted() never runs.
+        with PolicyScreener.from_settings(settings) as second:
+            assert second.review is not None
+            assert second.unreleased_holds() == []  # a decision this fresh may still be committing
+            second.review.clock = lambda: time.time() + 120
+            [(reference, recovered)] = second.unreleased_holds()
+            assert reference == "Q1"
+            assert recovered.queue_id == release.queue_id  # the same id: the spool can tell a duplicate
+            assert recovered.rcpt_tos == release.rcpt_tos and recovered.content == release.content
+            second.release_recovered(reference)
+            assert second.unreleased_holds() == []
+            assert HoldStore.in_state_dir(settings.state_dir).get("Q1").released
+
     def test_expiry_tells_the_sender_and_sends_nothing_else(
         self, screener: PolicyScreener, settings: GatewaySettings
     ) -> None:
@@ -521,3 +544,57 @@ def test_a_warn_finding_delivers_and_sends_one_notice_listing_the_warnings(tmp_p
     assert message["In-Reply-To"] == "<orig-1@example.org>"
     text = message.get_body().get_content()  # type: ignore[union-attr]
     assert text.count("PROTECTED_IDENTITY") == 1 and "CONDUCT" not in text
+
+
+class _Unreleased:
+    """A screener with one approval a crash kept out of the spool."""
+
+    def __init__(self, release: Outgoing) -> None:
+        self.release = release
+        self.recovered: list[str] = []
+
+    def unreleased_holds(self) -> list[tuple[str, Outgoing]]:
+        return [] if self.recovered else [("Q1", self.release)]
+
+    def release_recovered(self, reference: str) -> None:
+        self.recovered.append(reference)
+
+
+def _release(queue_id: str) -> Outgoing:
+    return Outgoing(
+        queue_id=queue_id,
+        mail_from="ada@example.org",
+        rcpt_tos=(OUTSIDER,),
+        content=held_message(),
+        essential=True,
+        authenticated_as="ada@example.org",
+    )
+
+
+async def test_a_recovered_release_is_spooled_once(tmp_path: Path) -> None:
+    from gateway.app import recover_releases
+    from gateway.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    queue_id = Spool.new_queue_id()
+    screener = _Unreleased(_release(queue_id))
+    await recover_releases(screener, spool)  # type: ignore[arg-type]
+    assert screener.recovered == ["Q1"]
+    assert spool.load(queue_id).content == held_message()
+    await recover_releases(screener, spool)  # type: ignore[arg-type]
+    assert [entry.envelope.queue_id for entry in spool.entries()] == [queue_id]
+
+
+async def test_a_release_already_in_the_spool_is_only_marked(tmp_path: Path) -> None:
+    from gateway.app import recover_releases
+    from gateway.review import spool_outgoing
+    from gateway.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    queue_id = Spool.new_queue_id()
+    release = _release(queue_id)
+    assert await spool_outgoing(spool, [release]) == []  # the crash came after the commit
+    screener = _Unreleased(release)
+    await recover_releases(screener, spool)  # type: ignore[arg-type]
+    assert screener.recovered == ["Q1"]
+    assert [entry.envelope.queue_id for entry in spool.entries()] == [queue_id]  # not twice
