@@ -364,6 +364,10 @@ class Gateway:
         sources = {"spool": spool.statistics, "delivery": worker.statistics, "smtp": service.statistics}
         if (policy_statistics := _optional(screener, "statistics")) is not None:
             sources["policy"] = policy_statistics
+        # Journal intake: copies of inbound committee mail (started with the listeners below).
+        journal = JournalService.from_settings(settings) if settings.journal.enabled else None
+        if journal is not None:
+            sources["journal"] = journal.statistics
         registry = build_registry(sources)
         metrics = MetricsServer(settings.metrics, registry, self.health)
         delivery_stop = asyncio.Event()
@@ -373,7 +377,6 @@ class Gateway:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         service_stopped = False
-        journal: JournalService | None = None  # journal intake: copies of inbound committee mail
         try:
             await service.start()
             self._listening = True
@@ -383,8 +386,7 @@ class Gateway:
                 await metrics.start()
                 host, port = metrics.address
                 log_event(log, "listening", name="metrics", address=host_port(host, port))
-            if settings.journal.enabled:
-                journal = JournalService.from_settings(settings)
+            if journal is not None:
                 await journal.start()
                 log_event(log, "listening", name="journal", address=host_port(*journal.address))
             async with asyncio.TaskGroup() as group:

@@ -421,3 +421,16 @@ def test_swaks_command_targets_a_reachable_listener(
         f"swaks {expected} --auth PLAIN --auth-user demo@example.org --auth-password Secret123"
     )
     assert swaks_command({}, DemoAccount("demo@example.org", "Secret123")) == ""
+
+
+async def test_the_journal_intake_listens_and_its_counters_are_in_the_metrics(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, extra="journal:\n  enabled: true\n  port: 0\n")
+    gateway = await start_gateway(config=config)
+    await gateway.wait_for_log(r"event=listening name=journal")
+    status, body = await http_get(gateway.address("metrics"), "/metrics")
+    assert status == 200
+    assert "conduct_gateway_journal_copies_total 0.0" in body
+    gateway.signal(signal.SIGTERM)
+    assert await gateway.wait() == 0, gateway.output
