@@ -20,14 +20,17 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.e2e.clients import Account, new_password  # noqa: E402
-from tests.e2e.gateway_process import GatewayFactory, GatewayProcess, deep_merge  # noqa: E402
+from tests.e2e.gateway_process import (  # noqa: E402
+    GatewayFactory,
+    GatewayProcess,
+    deep_merge,
+    gateway_settings,
+)
 from tests.e2e.messages import unique_address  # noqa: E402
 from tests.e2e.postfix import PostfixError, PostfixInstance  # noqa: E402
 from tests.e2e.tls import TlsMaterial, make_tls_material  # noqa: E402
 
 MEMBER = "maya.member@example.org"
-# Relay-core tests run the real policy engine with a policy that changes nothing (see the file).
-RELAY_POLICY = Path(__file__).resolve().parent / "relay-policy.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -69,28 +72,6 @@ def member() -> Account:
 def recipient(request: pytest.FixtureRequest) -> str:
     label = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40].strip("-")
     return unique_address(label)
-
-
-def gateway_settings(tls: TlsMaterial, postfix: PostfixInstance) -> dict[str, Any]:
-    """A throwaway config: both listeners on port 0, our certificate, Postfix over verified STARTTLS."""
-    return {
-        "policy": {"path": str(RELAY_POLICY)},
-        "tls": {"cert_file": str(tls.cert_file), "key_file": str(tls.key_file)},
-        "delivery": {
-            "upstream": {
-                "host": "127.0.0.1",
-                "port": postfix.port,
-                "security": "starttls",
-                "verify_certificates": True,
-                "ca_file": str(tls.ca_file),
-                "timeout": "10s",
-            },
-            # Retry quickly: tests stop Postfix for seconds, not hours.
-            "initial_backoff": "0.5s",
-            "max_backoff": "1s",
-            "poll_interval": "0.2s",
-        },
-    }
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.clients import Endpoint
+from tests.e2e.postfix import PostfixInstance
+from tests.e2e.tls import TlsMaterial
 
 LISTENING = re.compile(r"event=listening name=(\S+) address=\[?([^\s\]]+?)\]?:(\d+)(?:\s|$)")
 LISTENER_SECURITY = {"submission": "starttls", "submissions": "tls"}
@@ -35,6 +37,34 @@ def conduct_gateway_command() -> list[str]:
     if found is None:
         raise RuntimeError("conduct-gateway is not installed: run `pip install -e '.[test]'`")
     return [found]
+
+
+# Relay-core tests run the real policy engine with a policy that changes nothing (see the file).
+RELAY_POLICY = Path(__file__).resolve().parent / "relay-policy.yaml"
+
+
+def gateway_settings(
+    tls: TlsMaterial, postfix: PostfixInstance, policy: Path = RELAY_POLICY
+) -> dict[str, Any]:
+    """A throwaway config: listeners on port 0, our certificate, Postfix over verified STARTTLS."""
+    return {
+        "policy": {"path": str(policy)},
+        "tls": {"cert_file": str(tls.cert_file), "key_file": str(tls.key_file)},
+        "delivery": {
+            "upstream": {
+                "host": "127.0.0.1",
+                "port": postfix.port,
+                "security": "starttls",
+                "verify_certificates": True,
+                "ca_file": str(tls.ca_file),
+                "timeout": "10s",
+            },
+            # Retry quickly: tests stop Postfix for seconds, not hours.
+            "initial_backoff": "0.5s",
+            "max_backoff": "1s",
+            "poll_interval": "0.2s",
+        },
+    }
 
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.clients import Account, ClientRun, msmtp, swaks
-from tests.e2e.gateway_process import GatewayProcess
+from tests.e2e.gateway_process import GatewayProcess, gateway_settings
 from tests.e2e.messages import token, unique_address
 from tests.e2e.postfix import DeliveredMessage, PostfixInstance
 from tests.e2e.tls import TlsMaterial
@@ -176,26 +176,7 @@ def never_relayed(postfix: PostfixInstance, *markers: str) -> None:
 def start_gateway(
     root: Path, policy: Path, tls: TlsMaterial, postfix: PostfixInstance, member: Account
 ) -> GatewayProcess:
-    process = GatewayProcess(
-        root,
-        {
-            "policy": {"path": str(policy)},
-            "tls": {"cert_file": str(tls.cert_file), "key_file": str(tls.key_file)},
-            "delivery": {
-                "upstream": {
-                    "host": "127.0.0.1",
-                    "port": postfix.port,
-                    "security": "starttls",
-                    "verify_certificates": True,
-                    "ca_file": str(tls.ca_file),
-                    "timeout": "10s",
-                },
-                "initial_backoff": "0.5s",
-                "max_backoff": "1s",
-                "poll_interval": "0.2s",
-            },
-        },
-    )
+    process = GatewayProcess(root, gateway_settings(tls, postfix, policy))
     process.add_user(member.address, member.password)
     process.start()
     return process
