@@ -26,6 +26,7 @@ from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
 from gateway.netaddr import host_port, is_loopback
 from gateway.policy_screener import PolicyScreener, ReloadResult, load_policy_for
+from gateway.policy_workers import PolicyWorkers, worker_count
 from gateway.registry import CaseRegistry
 from gateway.review import account_check, spool_outgoing
 from gateway.screening import Screener
@@ -59,6 +60,18 @@ def build_screener(settings: GatewaySettings) -> Screener:
     # it answers, instead of one fsync per decision on the event loop.
     screener.audit.deferred = True
     return screener
+
+
+async def start_policy_workers(screener: Screener, settings: GatewaySettings) -> PolicyWorkers | None:
+    """Start ``policy.workers`` evaluation processes for the screener (None: it evaluates in-process)."""
+    count = worker_count(settings.policy.workers)
+    if count == 0 or not isinstance(screener, PolicyScreener):
+        return None
+    workers = PolicyWorkers(settings, count)
+    await workers.start()
+    screener.workers = workers
+    log_event(log, "policy-workers-started", workers=count)
+    return workers
 
 
 def _optional(screener: Screener, name: str) -> Callable[[], Any] | None:
@@ -358,6 +371,7 @@ class Gateway:
         spool = Spool(settings.state_dir / "spool")
         tls_context = server_context(settings.tls, settings.state_dir, settings.server.hostname)
         screener = self._screener = build_screener(settings)
+        workers = await start_policy_workers(screener, settings)
         expunger = _wire_review(screener, accounts, settings)
         service = SubmissionService(settings, spool, accounts, screener, tls_context)
         worker = DeliveryWorker(spool, settings.delivery, hostname=settings.server.hostname)
@@ -416,6 +430,8 @@ class Gateway:
             if journal is not None:
                 await journal.stop()
                 journal.close()
+            if workers is not None:
+                await workers.close()
             if (close_screener := _optional(screener, "close")) is not None:
                 close_screener()
             if handle_signals:

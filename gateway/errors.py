@@ -8,7 +8,8 @@
     ├── MessageRefused            input is refused on purpose; carries the SMTP reply to send
     ├── LedgerError               the thread ledger cannot be opened or read
     ├── AuditError                the audit trail cannot be opened or appended to (checked by `audit verify`)
-    └── PolicyError               the policy engine failed internally (never a pass: 451)
+    ├── PolicyError               the policy engine failed internally (never a pass: 451)
+    │   └── PolicyWorkerError     a policy worker process failed or died with the message (451)
 
 CLI commands print a GatewayError's message as one paragraph and exit 2; they never show a traceback.
 """
@@ -46,6 +47,15 @@ class MessageRefused(GatewayError):
 
 class PolicyError(GatewayError):
     """The policy engine failed internally; the message is deferred, never passed."""
+
+
+class PolicyWorkerError(PolicyError):
+    """A policy worker process could not evaluate a message: it raised (``error`` names the
+    exception type, never its text) or it died while it had the message."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class LedgerError(GatewayError):

@@ -20,27 +20,27 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from gateway.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
-from gateway.errors import AuditError, ConfigError, GatewayError, PolicyError
+from gateway.errors import AuditError, ConfigError, GatewayError, PolicyError, PolicyWorkerError
+from gateway.evaluation import Evaluation, evaluate_submission
 from gateway.fingerprints import FingerprintStore
 from gateway.ledger import Ledger, ledger_path
 from gateway.logs import log_event
 from gateway.notices import warnings_letter
 from gateway.policy.config import read_policy
-from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
+from gateway.policy.engine import CompiledPolicy, compile_policy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import (
     NO_FINGERPRINTS,
     Action,
     Address,
-    Envelope,
+    ContentFingerprints,
     Outcome,
     ParsedMessage,
-    Rewrite,
     Verdict,
 )
-from gateway.policy.rewrite import apply_rewrite
 from gateway.registry import CaseRegistry
 from gateway.review import HeldFinding, HoldStore, ReviewDesk, ReviewError, drain_audit_outbox, trail_sink
 from gateway.screening import Accept, Outgoing, Refuse, Submission
@@ -55,6 +55,9 @@ from gateway.verdict_replies import (
     rewrite_impossible,
     tempfail,
 )
+
+if TYPE_CHECKING:
+    from gateway.policy_workers import PolicyWorkers
 
 log = logging.getLogger("gateway.policy")
 
@@ -257,6 +260,8 @@ class PolicyScreener:
 
     # Fingerprints of reporters' own words, for protected-content (opened by from_settings).
     fingerprint_store: FingerprintStore | None = None
+    # Worker processes that evaluate for ``screen_async`` (set by the gateway when it starts them).
+    workers: PolicyWorkers | None = None
 
     def __init__(
         self, source: PolicySource, ledger: Ledger, audit: AuditTrail, review: ReviewDesk | None = None
@@ -337,28 +342,57 @@ class PolicyScreener:
     def screen(self, submission: Submission) -> Accept | Refuse:
         """Decide; refusals are audited (fsynced) before they are returned."""
         policy = self.source.policy  # one policy for the whole decision, even if a reload happens
-        if self.review is not None and self.review.intercepts(submission, policy):
-            # A review decision (or a cancel) for the gateway itself: consumed here, never relayed.
-            try:
-                return self.review.intercept(submission, policy)
-            except ReviewError as exc:
-                return Refuse(550, "5.7.1", (f"Not accepted: {exc}", f"Reference: {submission.queue_id}"))
-            except Exception as exc:
-                return self._internal_error(submission, policy.version, exc)
+        if (intercepted := self._intercepted(submission, policy)) is not None:
+            return intercepted
         try:
-            message = parse_message(submission.content)
-            thread = self.ledger.lookup(message)
-            envelope = Envelope(
-                mail_from=submission.mail_from,
-                rcpt_tos=submission.rcpt_tos,
-                authenticated_as=submission.authenticated_as,
-            )
-            verdict = evaluate(
-                message, envelope, policy, thread, protected_content=self.fingerprint_store or NO_FINGERPRINTS
-            )
+            evaluation = evaluate_submission(submission, policy, self.ledger, self._protected_content())
         except Exception as exc:
             # Whatever failed, never pass the message: defer it. Log the type only, never content.
-            return self._internal_error(submission, policy.version, exc)
+            return self._internal_error(submission, policy.version, type(exc).__name__)
+        return self._decide(submission, policy, evaluation)
+
+    async def screen_async(self, submission: Submission) -> Accept | Refuse:
+        """``screen``, with the evaluation in a policy worker process when there are workers.
+
+        The event loop then only waits: parsing and rules run on another core. A worker that died
+        while it had the message defers it (451, the client retries); a worker whose policy is not
+        the one in force here (a reload in between) hands the message back to be evaluated here.
+        """
+        workers = self.workers
+        if workers is None:
+            return self.screen(submission)
+        policy = self.source.policy
+        if (intercepted := self._intercepted(submission, policy)) is not None:
+            return intercepted
+        try:
+            evaluation = await workers.evaluate(submission, policy.version)
+            if evaluation is None:
+                evaluation = evaluate_submission(submission, policy, self.ledger, self._protected_content())
+        except PolicyWorkerError as failed:
+            return self._internal_error(submission, policy.version, failed.error)
+        except Exception as exc:
+            return self._internal_error(submission, policy.version, type(exc).__name__)
+        return self._decide(submission, policy, evaluation)
+
+    def _intercepted(self, submission: Submission, policy: CompiledPolicy) -> Accept | Refuse | None:
+        """A review decision (or a cancel) for the gateway itself: consumed here, never relayed."""
+        if self.review is None or not self.review.intercepts(submission, policy):
+            return None
+        try:
+            return self.review.intercept(submission, policy)
+        except ReviewError as exc:
+            return Refuse(550, "5.7.1", (f"Not accepted: {exc}", f"Reference: {submission.queue_id}"))
+        except Exception as exc:
+            return self._internal_error(submission, policy.version, type(exc).__name__)
+
+    def _protected_content(self) -> ContentFingerprints:
+        return self.fingerprint_store or NO_FINGERPRINTS
+
+    def _decide(
+        self, submission: Submission, policy: CompiledPolicy, evaluation: Evaluation
+    ) -> Accept | Refuse:
+        """Refuse, hold or accept what the policy decided (``screen``'s second half)."""
+        verdict, message, thread = evaluation.verdict, evaluation.message, evaluation.thread
         findings = _finding_records(verdict)
         holding = verdict.outcome is Outcome.HOLD and self.review is not None
         if verdict.outcome not in (Outcome.DELIVER, Outcome.REWRITE) and not holding:
@@ -367,14 +401,12 @@ class PolicyScreener:
             return self._audit_refusal(
                 submission, reply, verdict.outcome.value, policy.version, findings, message.message_id
             )
-        try:
-            relayed, rcpt_tos, rewrite = self._relayed(submission, verdict)
-        except PolicyError as exc:
+        if evaluation.rewrite_error is not None or evaluation.relayed is None:
             # The rewriter refuses changes it cannot make safely (signed, no text body, unknown
             # charset): a permanent condition, so the sender is told to make the change.
             self._count(Outcome.REJECT.value)
             log_event(log, "rewrite-impossible", logging.WARNING, queue_id=submission.queue_id)
-            reply = rewrite_impossible(verdict, str(exc), submission.queue_id)
+            reply = rewrite_impossible(verdict, evaluation.rewrite_error or "", submission.queue_id)
             return self._audit_refusal(
                 submission,
                 reply,
@@ -382,10 +414,9 @@ class PolicyScreener:
                 policy.version,
                 findings,
                 message.message_id,
-                error=type(exc).__name__,
+                error=PolicyError.__name__,
             )
-        except Exception as exc:
-            return self._internal_error(submission, policy.version, exc)
+        relayed, rcpt_tos, rewrite = evaluation.relayed, evaluation.rcpt_tos, evaluation.rewrite
         self._count(verdict.outcome.value)
         labels = change_labels(rewrite)
         pending = _Pending(
@@ -412,7 +443,7 @@ class PolicyScreener:
                     cases=_cases_of(verdict, thread.case),
                 )
             except Exception as exc:
-                return self._internal_error(submission, policy.version, exc)
+                return self._internal_error(submission, policy.version, type(exc).__name__)
             if isinstance(held, Refuse):
                 return self._audit_refusal(
                     submission, held, Outcome.HOLD.value, policy.version, findings, message.message_id
@@ -582,19 +613,6 @@ class PolicyScreener:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _relayed(self, submission: Submission, verdict: Verdict) -> tuple[bytes, tuple[str, ...], Rewrite]:
-        if verdict.outcome is Outcome.DELIVER:
-            return submission.content, submission.rcpt_tos, Rewrite()
-        rewrite = verdict.rewrite
-        content = apply_rewrite(submission.content, rewrite)
-        present = {address.lower() for address in submission.rcpt_tos}
-        rcpt_tos = list(submission.rcpt_tos)
-        for address in rewrite.add_envelope_recipients:
-            if address.lower() not in present:
-                present.add(address.lower())
-                rcpt_tos.append(address)
-        return content, tuple(rcpt_tos), rewrite
-
     def _remember(self, queue_id: str, pending: _Pending) -> None:
         with self._lock:
             self._pending[queue_id] = pending
@@ -605,7 +623,7 @@ class PolicyScreener:
         with self._lock:
             self._outcomes[outcome] += 1
 
-    def _internal_error(self, submission: Submission, version: str, exc: Exception) -> Refuse:
+    def _internal_error(self, submission: Submission, version: str, error: str) -> Refuse:
         with self._lock:
             self._internal_errors += 1
         self._count(Outcome.TEMPFAIL.value)
@@ -614,7 +632,7 @@ class PolicyScreener:
             "policy-internal-error",
             logging.ERROR,
             queue_id=submission.queue_id,
-            error=type(exc).__name__,
+            error=error,
             policy=version,
         )
         reply = tempfail(submission.queue_id)
@@ -625,7 +643,7 @@ class PolicyScreener:
             version,
             (),
             _message_id(submission.content),
-            error=type(exc).__name__,
+            error=error,
         )
 
     def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:

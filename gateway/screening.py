@@ -87,6 +87,8 @@ class Screener(Protocol):
     # ``screen`` prepared for it (a hold, a review decision). ``refused_at_intake(submission,
     # code, status, reason)`` records a refusal the SMTP layer made before screening (malformed,
     # too big, From not the member's); if it raises, the client gets 451 instead.
+    # ``async screen_async(submission)``, when present, is awaited instead of ``screen`` (same
+    # contract): a screener that evaluates in other processes lets the event loop serve meanwhile.
 
 
 class PassThrough:

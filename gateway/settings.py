@@ -168,6 +168,14 @@ class PolicySettings(Section):
     """The policy file admins edit."""
 
     path: Path = Field(Path("../policies/default.yaml"), description="Policy YAML file.")
+    workers: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Processes that parse and evaluate messages, so the SMTP event loop does not: `auto` is one "
+            "per CPU core beyond the first, at most 4 (none on a one-core machine); 0 evaluates in the "
+            "gateway process."
+        ),
+    )
 
 
 class ReviewSettings(Section):

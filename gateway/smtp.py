@@ -810,7 +810,7 @@ class SubmissionProtocol(SMTP):
                     )
         submission = dataclasses.replace(submission, content=self._missing_headers(facts) + content)
         try:
-            verdict = service.screener.screen(submission)
+            verdict = await self._screen(submission)
         except Exception as exc:
             log_event(logger, "smtp.screener_failed", logging.ERROR, queue_id=queue_id, error=_describe(exc))
             return self._finished(record, replies.INTERNAL_ERROR)
@@ -824,6 +824,14 @@ class SubmissionProtocol(SMTP):
         stored = self._received_header(queue_id) + verdict.content if verdict.spool_submission else b""
         commit = service.track_commit(self._commit(record, submission, verdict, stored))
         return await asyncio.shield(commit)
+
+    async def _screen(self, submission: Submission) -> Accept | Refuse:
+        # A screener may evaluate elsewhere (policy worker processes) and offer an awaitable form.
+        screen_async = getattr(self.service.screener, "screen_async", None)
+        if callable(screen_async):
+            decided: Accept | Refuse = await screen_async(submission)
+            return decided
+        return self.service.screener.screen(submission)
 
     async def _commit(self, record: _Record, submission: Submission, accept: Accept, content: bytes) -> Reply:
         """Store, record, log; runs to the end even if the client has gone (its task is shielded)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import policy_screener
+from gateway import evaluation
 from gateway.audit import audit_dir, read_entries, verify
 from gateway.errors import AuditError, ConfigError, PolicyError
 from gateway.ledger import Ledger, ledger_path
@@ -174,7 +174,7 @@ def test_engine_exception_is_a_451_logged_by_type_only(
     def exploding(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Jin Park was in the Subject")
 
-    monkeypatch.setattr(policy_screener, "evaluate", exploding)
+    monkeypatch.setattr(evaluation, "evaluate", exploding)
     with caplog.at_level(logging.ERROR, logger="gateway"):
         result = screener.screen(submission(message()))
     assert isinstance(result, Refuse)
@@ -207,7 +207,7 @@ def test_rewrite_the_gateway_cannot_make_is_refused_with_what_to_do(
     def refusing(raw: bytes, rewrite: object) -> bytes:
         raise PolicyError("the message has no text body to put the [+ Name] / [- Name] lines in")
 
-    monkeypatch.setattr(policy_screener, "apply_rewrite", refusing)
+    monkeypatch.setattr(evaluation, "apply_rewrite", refusing)
     result = screener.screen(submission(message(cc=None), rcpt_tos=(OUTSIDER,)))
     assert isinstance(result, Refuse)
     assert (result.code, result.status) == (550, "5.7.1")

@@ -1,0 +1,290 @@
+"""Policy worker processes: parsing and rules on other cores, so the SMTP event loop only waits.
+
+Evaluating a message (``gateway.evaluation``) is pure CPU work, about a millisecond for an ordinary
+message, and the event loop also runs every session, the spool and delivery on its one core. With
+``policy.workers`` above 0, ``PolicyScreener.screen_async`` sends each submission to the least
+busy of that many worker processes and awaits the evaluation; everything with a side effect (audit
+trail, holds, thread ledger writes, the reply) stays in the gateway process.
+
+Each worker loads the policy (and the case registry) from the same files and opens its own
+read-only connections to the thread ledger and the fingerprint store (SQLite: other processes'
+writes are seen at once). A request names the policy version the gateway decided under. A worker
+whose policy differs reloads; if it still differs (the file changed again, or is now invalid) it
+says so and the gateway evaluates that message itself: a verdict is never made under a policy other
+than the one recorded with it.
+
+A worker that dies (killed, out of memory, a crash in a C extension) fails the messages it had
+with ``PolicyWorkerError`` (451: the client retries) and is started again for the next message;
+while no worker is alive, the gateway evaluates in-process. The protocol is length-prefixed pickles
+over a socket pair: both ends are this program, started by the gateway itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+
+from gateway.errors import PolicyWorkerError
+from gateway.evaluation import Evaluation, evaluate_submission
+from gateway.fingerprints import FingerprintStore
+from gateway.ledger import Ledger, ledger_path
+from gateway.logs import configure, log_event
+from gateway.policy.engine import CompiledPolicy
+from gateway.screening import Submission
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger("gateway.policy.workers")
+
+MAX_AUTO_WORKERS = 4
+RESTART_DELAY = 1.0  # a worker that keeps dying is restarted at most this often
+# A message still unanswered after this long means the worker is stuck: it is killed (the gateway
+# defers its messages) and started again.
+EVALUATION_TIMEOUT = 120.0
+RELOAD_RETRY_INTERVAL = 5.0  # a worker that could not load the gateway's policy tries again after this
+_FRAME = struct.Struct("!QI")  # request id, payload length
+
+# What a worker answers: an evaluation; STALE (its policy is not the requested version); or the
+# name of the exception it raised (never its text, which could quote the message).
+STALE = "stale"
+
+
+def worker_count(setting: int | str, cpus: int | None = None) -> int:
+    """How many workers ``policy.workers`` asks for: ``auto`` is one per core beyond the first
+    (the event loop keeps one), at most ``MAX_AUTO_WORKERS``; none on a one-core machine."""
+    if isinstance(setting, int):
+        return setting
+    available = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    return max(0, min(MAX_AUTO_WORKERS, available - 1))
+
+
+@dataclass(frozen=True)
+class _Request:
+    policy_version: str
+    submission: Submission
+
+
+@dataclass
+class _Worker:
+    """One worker process as the gateway sees it: its socket, and the requests it has."""
+
+    number: int
+    process: BaseProcess
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    started_at: float
+    pending: dict[int, asyncio.Future[Evaluation | str]] = field(default_factory=dict)
+    alive: bool = True
+    listener: asyncio.Task[None] | None = None
+
+
+class PolicyWorkers:
+    """A fixed number of worker processes evaluating submissions for one gateway."""
+
+    def __init__(self, settings: GatewaySettings, count: int) -> None:
+        if count < 1:
+            raise ValueError("PolicyWorkers needs at least one worker")
+        self.settings = settings
+        self.count = count
+        self._workers: list[_Worker | None] = [None] * count
+        self._next_id = 0
+        self._context = multiprocessing.get_context("spawn")  # never fork a process with threads
+        self.restarts = 0
+        self.lost = 0  # messages whose worker died with them
+        self.stale = 0  # messages handed back because the worker's policy differed
+        self._closed = False
+        self.evaluation_timeout = EVALUATION_TIMEOUT
+
+    async def start(self) -> None:
+        """Start every worker (each loads the policy in the background; requests wait in its socket)."""
+        for number in range(self.count):
+            self._workers[number] = await self._spawn(number)
+
+    async def evaluate(self, submission: Submission, policy_version: str) -> Evaluation | None:
+        """The evaluation of ``submission`` under ``policy_version``; None when the caller must
+        evaluate it itself (no worker alive, or the worker's policy is not that version).
+
+        Raises PolicyWorkerError when the worker raised or died with the message.
+        """
+        worker = await self._least_busy()
+        if worker is None:
+            return None
+        self._next_id += 1
+        request_id = self._next_id
+        payload = pickle.dumps(_Request(policy_version, submission), protocol=pickle.HIGHEST_PROTOCOL)
+        answer: asyncio.Future[Evaluation | str] = asyncio.get_running_loop().create_future()
+        worker.pending[request_id] = answer
+        worker.writer.write(_FRAME.pack(request_id, len(payload)) + payload)
+        try:
+            async with asyncio.timeout(self.evaluation_timeout):
+                result = await asyncio.shield(answer)
+        except TimeoutError:
+            log_event(log, "policy-worker-stuck", logging.ERROR, worker=worker.number)
+            worker.process.kill()  # its listener sees the socket close and fails what it had
+            result = await answer
+        if isinstance(result, Evaluation):
+            return result
+        if result == STALE:
+            self.stale += 1
+            return None
+        raise PolicyWorkerError(result)
+
+    async def close(self) -> None:
+        """Stop every worker: close its socket (it exits at end of input), then make sure."""
+        self._closed = True
+        workers = [worker for worker in self._workers if worker is not None]
+        for worker in workers:
+            worker.writer.close()
+        for worker in workers:
+            await self._reap(worker)
+            if worker.listener is not None:
+                worker.listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.listener
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (for tests and operators)."""
+        return [w.process.pid for w in self._workers if w is not None and w.alive and w.process.pid]
+
+    async def _least_busy(self) -> _Worker | None:
+        for number, worker in enumerate(self._workers):
+            if (worker is None or not worker.alive) and not self._closed:
+                started_at = worker.started_at if worker is not None else 0.0
+                if time.monotonic() - started_at >= RESTART_DELAY:
+                    if worker is not None:
+                        await self._reap(worker)
+                    self.restarts += 1
+                    log_event(log, "policy-worker-restarted", logging.WARNING, worker=number)
+                    self._workers[number] = await self._spawn(number)
+        alive = [worker for worker in self._workers if worker is not None and worker.alive]
+        return min(alive, key=lambda worker: len(worker.pending)) if alive else None
+
+    @staticmethod
+    async def _reap(worker: _Worker) -> None:
+        """Collect a dead worker's exit status (a stuck one is killed first)."""
+        await asyncio.to_thread(worker.process.join, 5)
+        if worker.process.is_alive():
+            worker.process.kill()
+            await asyncio.to_thread(worker.process.join, 5)
+
+    async def _spawn(self, number: int) -> _Worker:
+        ours, theirs = socket.socketpair()
+        process = self._context.Process(
+            target=serve_worker,
+            args=(theirs, self.settings),
+            name=f"conduct-gateway policy worker {number}",
+            daemon=True,
+        )
+        await asyncio.to_thread(process.start)
+        theirs.close()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        worker = _Worker(number, process, reader, writer, time.monotonic())
+        worker.listener = asyncio.create_task(self._listen(worker), name=f"policy-worker-{number}")
+        return worker
+
+    async def _listen(self, worker: _Worker) -> None:
+        """Hand each answer to its request; when the worker goes, fail what it still had."""
+        try:
+            while True:
+                request_id, length = _FRAME.unpack(await worker.reader.readexactly(_FRAME.size))
+                result = pickle.loads(await worker.reader.readexactly(length))  # noqa: S301 - our own worker
+                answer = worker.pending.pop(request_id, None)
+                if answer is not None and not answer.done():
+                    answer.set_result(result)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            worker.alive = False
+            worker.writer.close()
+            if worker.pending and not self._closed:
+                self.lost += len(worker.pending)
+                log_event(
+                    log,
+                    "policy-worker-died",
+                    logging.ERROR,
+                    worker=worker.number,
+                    messages=len(worker.pending),
+                )
+            for answer in worker.pending.values():
+                if not answer.done():
+                    answer.set_result("WorkerDied")
+            worker.pending.clear()
+
+
+# --- the worker process ------------------------------------------------------------------------
+
+
+class _WorkerState:
+    """What one worker holds: the policy in force, read connections to the ledger and fingerprints."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.policy: CompiledPolicy | None = None
+        self.last_failed_load = float("-inf")
+        state_dir = settings.state_dir
+        self.ledger = Ledger.open_read_only(ledger_path(state_dir))
+        self.fingerprints = FingerprintStore.open(state_dir)
+        self._load()
+
+    def _load(self) -> None:
+        from gateway.policy_screener import load_policy_for  # the screener imports this module
+
+        try:
+            self.policy, _stamp = load_policy_for(self.settings)
+        except Exception:  # an invalid file: the gateway keeps its last good policy; so do we
+            self.last_failed_load = time.monotonic()
+
+    def policy_for(self, version: str) -> CompiledPolicy | None:
+        if (self.policy is None or self.policy.version != version) and (
+            time.monotonic() - self.last_failed_load >= RELOAD_RETRY_INTERVAL
+        ):
+            self._load()
+        return self.policy if self.policy is not None and self.policy.version == version else None
+
+    def answer(self, request: _Request) -> Evaluation | str:
+        policy = self.policy_for(request.policy_version)
+        if policy is None:
+            return STALE
+        if self.ledger is None:  # created by the gateway after this worker started
+            self.ledger = Ledger.open_read_only(ledger_path(self.settings.state_dir))
+        try:
+            return evaluate_submission(request.submission, policy, self.ledger, self.fingerprints)
+        except Exception as exc:
+            return type(exc).__name__
+
+
+def serve_worker(connection: socket.socket, settings: GatewaySettings) -> None:
+    """A worker process's whole life: answer requests until the gateway closes the socket."""
+    # Ctrl-C in a terminal reaches the whole process group: only the gateway decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure(settings.log_level)
+    stream = connection.makefile("rwb")
+    state = _WorkerState(settings)
+    while (request := _read_request(stream)) is not None:
+        request_id, payload = request
+        answer = state.answer(payload)
+        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        stream.write(_FRAME.pack(request_id, len(data)) + data)
+        stream.flush()
+
+
+def _read_request(stream: io.BufferedIOBase) -> tuple[int, _Request] | None:
+    header = stream.read(_FRAME.size)
+    if len(header) < _FRAME.size:
+        return None
+    request_id, length = _FRAME.unpack(header)
+    payload = stream.read(length)
+    if len(payload) < length:
+        return None
+    request = pickle.loads(payload)  # noqa: S301 - written by the gateway that started us
+    return request_id, request

@@ -1,0 +1,196 @@
+"""Policy worker processes: the same decisions as in-process evaluation, and every way a worker fails."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from gateway import policy_workers
+from gateway.audit import audit_dir, read_entries
+from gateway.policy_screener import PolicyScreener
+from gateway.policy_workers import PolicyWorkers, worker_count
+from gateway.screening import Accept, Refuse
+from gateway.settings import GatewaySettings, PolicySettings
+from tests.test_policy_screener import CONDUCT, OUTSIDER, POLICY, message, submission
+
+# One submission per kind of decision: unchanged, rewritten (Cc added), refused (a reporter's name),
+# refused before any rule (ambiguous structure), and a reply whose parent the ledger knows.
+SUBMISSIONS = {
+    "deliver": submission(message()),
+    "rewrite-cc": submission(message(cc=None), rcpt_tos=(OUTSIDER,)),
+    "reject-identity": submission(message(body="Jin Park told us about it.\r\n")),
+    "reject-ambiguous": submission(message(extra=("Subject: a second subject",))),
+    "reply-banner": submission(
+        message(
+            message_id="<m2@example.org>",
+            extra=("In-Reply-To: <m1@example.org>",),
+            to=f"Olive Out <{OUTSIDER}>, Pat New <pat@example.net>",
+        ),
+        rcpt_tos=(OUTSIDER, "pat@example.net", CONDUCT),
+        queue_id="Q2",
+    ),
+}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> GatewaySettings:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY, encoding="utf-8")
+    return GatewaySettings(state_dir=tmp_path / "state", policy=PolicySettings(path=policy_file, workers=1))
+
+
+@pytest.fixture
+def screener(settings: GatewaySettings) -> Iterator[PolicyScreener]:
+    with PolicyScreener.from_settings(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def workers(settings: GatewaySettings, screener: PolicyScreener) -> AsyncIterator[PolicyWorkers]:
+    pool = PolicyWorkers(settings, 1)
+    await pool.start()
+    screener.workers = pool
+    try:
+        yield pool
+    finally:
+        screener.workers = None
+        await pool.close()
+
+
+def outcome(result: Accept | Refuse) -> tuple[object, ...]:
+    """Everything the SMTP layer acts on."""
+    if isinstance(result, Refuse):
+        return ("refuse", result.code, result.status, result.lines)
+    return ("accept", result.content, result.rcpt_tos, result.changes, result.verdict, result.findings)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "expected"), [(1, 0), (2, 1), (3, 2), (5, 4), (64, 4)], ids=lambda value: str(value)
+)
+def test_auto_keeps_one_core_for_the_event_loop_and_caps_the_count(cpus: int, expected: int) -> None:
+    assert worker_count("auto", cpus) == expected
+
+
+def test_an_explicit_count_is_taken_as_given() -> None:
+    assert worker_count(0, 8) == 0
+    assert worker_count(3, 1) == 3
+
+
+async def test_a_worker_decides_exactly_as_the_gateway_process_does(
+    tmp_path: Path, settings: GatewaySettings, screener: PolicyScreener, workers: PolicyWorkers
+) -> None:
+    in_process_settings = settings.model_copy(update={"state_dir": tmp_path / "in-process"})
+    with PolicyScreener.from_settings(in_process_settings) as reference:
+        for name in ("deliver",):  # the parent of "reply-banner", known to both ledgers
+            for judge in (screener, reference):
+                parent = judge.screen(SUBMISSIONS[name])
+                assert isinstance(parent, Accept)
+                judge.accepted(SUBMISSIONS[name], parent)
+        for name, case in SUBMISSIONS.items():
+            expected = reference.screen(case)
+            actual = await screener.screen_async(case)
+            assert outcome(actual) == outcome(expected), name
+    assert workers.stale == 0 and workers.lost == 0
+    kinds = {name: outcome(reference.screen(case))[0] for name, case in SUBMISSIONS.items()}
+    # The table covers acceptance and refusal, so the comparison above is not vacuous.
+    assert set(kinds.values()) == {"accept", "refuse"}
+
+
+async def test_a_worker_on_another_policy_version_hands_the_message_back(
+    settings: GatewaySettings, screener: PolicyScreener
+) -> None:
+    # The file changes after the gateway loaded it and before the worker starts: the worker
+    # loads the new version while the gateway still decides under the old one.
+    settings.policy.path.write_text(POLICY.replace("Jin Park", "Kim Lee"), encoding="utf-8")
+    pool = PolicyWorkers(settings, 1)
+    await pool.start()
+    screener.workers = pool
+    try:
+        result = await screener.screen_async(SUBMISSIONS["reject-identity"])
+        assert isinstance(result, Refuse)  # judged here, under the version in force: Jin Park protected
+        assert pool.stale == 1
+        # Once the gateway reloads, requests name the new version and the worker answers them.
+        screener.reload()
+        result = await screener.screen_async(SUBMISSIONS["reject-identity"])
+        assert isinstance(result, Accept)
+        assert pool.stale == 1
+    finally:
+        screener.workers = None
+        await pool.close()
+
+
+async def test_a_message_whose_worker_is_stuck_is_deferred_and_the_worker_replaced(
+    settings: GatewaySettings,
+    screener: PolicyScreener,
+    workers: PolicyWorkers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await screener.screen_async(SUBMISSIONS["deliver"])
+    [first] = workers.pids()
+    os.kill(first, signal.SIGSTOP)  # alive but never answering
+    workers.evaluation_timeout = 0.2
+    result = await screener.screen_async(SUBMISSIONS["deliver"])
+    assert isinstance(result, Refuse)
+    assert (result.code, result.status) == (451, "4.3.0")
+    assert workers.lost == 1
+    # The next message gets a new worker (once the restart delay has passed) and is relayed.
+    monkeypatch.setattr(policy_workers, "RESTART_DELAY", 0.0)
+    workers.evaluation_timeout = policy_workers.EVALUATION_TIMEOUT
+    result = await screener.screen_async(SUBMISSIONS["deliver"])
+    assert isinstance(result, Accept)
+    assert workers.restarts == 1
+    assert workers.pids() != [first]
+    entries = [dict(entry.fields) for entry in read_entries(audit_dir(settings.state_dir))]
+    assert [entry["verdict"] for entry in entries] == ["tempfail"]
+    assert entries[0]["error"] == "WorkerDied"
+
+
+async def test_while_no_worker_is_alive_the_gateway_evaluates_itself(
+    screener: PolicyScreener, workers: PolicyWorkers
+) -> None:
+    await screener.screen_async(SUBMISSIONS["deliver"])
+    [pid] = workers.pids()
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not workers.pids():
+            break
+        await asyncio.sleep(0.02)
+    assert workers.pids() == []
+    # Within the restart delay: not restarted, and the message is still decided (in-process).
+    result = await screener.screen_async(SUBMISSIONS["reject-identity"])
+    assert isinstance(result, Refuse) and result.code == 550
+    assert workers.restarts == 0 and workers.lost == 0
+
+
+def test_an_exception_in_a_worker_is_answered_with_its_type_only(
+    settings: GatewaySettings, screener: PolicyScreener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In-process, because a fault cannot be injected into another process: the worker's side of
+    # the protocol. (The gateway's side of an error answer is the stuck-worker test above.)
+    def failing(*_args: object, **_kwargs: object) -> NoReturn:
+        raise ValueError("Jin Park was mentioned")  # an exception text may quote the message
+
+    state = policy_workers._WorkerState(settings)
+    assert state.policy is not None
+    monkeypatch.setattr(policy_workers, "evaluate_submission", failing)
+    answer = state.answer(policy_workers._Request(state.policy.version, SUBMISSIONS["deliver"]))
+    assert answer == "ValueError"
+    assert state.answer(policy_workers._Request("another-version", SUBMISSIONS["deliver"])) == "stale"
+
+
+async def test_closing_stops_every_worker(settings: GatewaySettings) -> None:
+    pool = PolicyWorkers(settings.model_copy(update={"state_dir": settings.state_dir}), 2)
+    with PolicyScreener.from_settings(settings):
+        await pool.start()
+        pids = pool.pids()
+        assert len(pids) == 2
+        await pool.close()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
