@@ -378,6 +378,8 @@ class Gateway:
         sources = {"spool": spool.statistics, "delivery": worker.statistics, "smtp": service.statistics}
         if (policy_statistics := _optional(screener, "statistics")) is not None:
             sources["policy"] = policy_statistics
+        if workers is not None:
+            sources["policy_workers"] = workers.statistics
         # Journal intake: copies of inbound committee mail (started with the listeners below).
         journal = JournalService.from_settings(settings) if settings.journal.enabled else None
         if journal is not None:

@@ -66,6 +66,11 @@ DESCRIPTIONS = {
     "delivery.recipients_total": "Recipient results of delivery attempts.",
     "delivery.dsns_total": "Delivery status notifications sent to senders.",
     "delivery.errors_total": "Internal errors of the delivery worker (the message was kept).",
+    "policy_workers.workers": "Policy worker processes configured (policy.workers).",
+    "policy_workers.alive": "Policy worker processes alive now.",
+    "policy_workers.restarts_total": "Policy workers started again after one died or was stuck.",
+    "policy_workers.lost_total": "Messages deferred (451) because their policy worker died or was stuck.",
+    "policy_workers.stale_total": "Messages evaluated in the gateway process (a worker's policy differed).",
 }
 
 

@@ -69,6 +69,17 @@ def worker_count(setting: int | str, cpus: int | None = None) -> int:
 
 
 @dataclass(frozen=True)
+class WorkerStatistics:
+    """Snapshot for metrics."""
+
+    workers: int  # configured
+    alive: int
+    restarts_total: int
+    lost_total: int  # messages deferred because their worker died or was stuck
+    stale_total: int  # messages evaluated in the gateway process because a worker's policy differed
+
+
+@dataclass(frozen=True)
 class _Request:
     policy_version: str
     submission: Submission
@@ -151,6 +162,10 @@ class PolicyWorkers:
                 worker.listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker.listener
+
+    def statistics(self) -> WorkerStatistics:
+        alive = sum(1 for worker in self._workers if worker is not None and worker.alive)
+        return WorkerStatistics(self.count, alive, self.restarts, self.lost, self.stale)
 
     def pids(self) -> list[int]:
         """Process ids of the live workers (for tests and operators)."""

@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from gateway.app import DemoAccount, swaks_command
 from gateway.cli import main
 
-from .conftest import write_config
+from .conftest import SHIPPED_POLICY, write_config
 
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
@@ -434,3 +434,37 @@ async def test_the_journal_intake_listens_and_its_counters_are_in_the_metrics(
     assert "conduct_gateway_journal_copies_total 0.0" in body
     gateway.signal(signal.SIGTERM)
     assert await gateway.wait() == 0, gateway.output
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry.name))
+    return found
+
+
+async def test_policy_workers_run_as_child_processes_in_the_metrics_and_stop_with_the_gateway(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, extra=f"policy:\n  workers: 2\n  path: {SHIPPED_POLICY}\n")
+    gateway = await start_gateway(config=config)
+    await gateway.wait_for_log(r"event=policy-workers-started workers=2")
+    status, body = await http_get(gateway.address("metrics"), "/metrics")
+    assert status == 200
+    assert "conduct_gateway_policy_workers_alive 2.0" in body
+    assert "conduct_gateway_policy_workers_lost_total 0.0" in body
+    workers = children_of(gateway.process.pid)
+    assert len(workers) >= 2  # the workers (and multiprocessing's resource tracker, if any)
+    gateway.signal(signal.SIGTERM)
+    assert await gateway.wait() == 0, gateway.output
+    for _ in range(50):
+        if not [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
+            break
+        await asyncio.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived the gateway"
