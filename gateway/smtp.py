@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import datetime
 import email.utils
+import functools
 import logging
 import ssl
 import time
@@ -288,6 +289,9 @@ def parse_parameters(words: list[str]) -> dict[str, str | None] | None:
     return parameters
 
 
+# Committee mail goes to the same few addresses again and again; validating one costs more than
+# the rest of a RCPT command.
+@functools.lru_cache(maxsize=4096)
 def forward_path_problem(path: str) -> str | None:
     """Why a RCPT address is refused, in words; None if it is a plain ``local@domain`` address."""
     if not path:
