@@ -72,10 +72,16 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# Made once: json.dumps with any option builds a new encoder per call, a cost paid twice per entry.
+_CANONICAL_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+_LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def canonical_json(value: Mapping[str, Any]) -> bytes:
     """The bytes an entry's hash is computed over: sorted keys, no whitespace, ASCII only."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return text.encode("ascii")
+    return _CANONICAL_ENCODER.encode(value).encode("ascii")
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
@@ -303,7 +309,7 @@ class AuditTrail:
                 "digests": digests,
             }
             entry["hash"] = entry_hash(entry)
-            line = json.dumps(entry, ensure_ascii=True, allow_nan=False, separators=(",", ":")) + "\n"
+            line = _LINE_ENCODER.encode(entry) + "\n"
             self._append_line(self._log_fd, line.encode("ascii"), LOG_NAME)
             self._last_seq = entry["seq"]
             self._last_hash = entry["hash"]

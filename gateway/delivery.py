@@ -715,10 +715,12 @@ class UpstreamTransport:
             reply = "550 5.6.7 the upstream server does not support SMTPUTF8, needed for this address"
             return AttemptResult(tuple(RecipientResult(r, "failed", reply, remote) for r in recipients)), True
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+        # Each command below runs under asyncio.timeout(); aiosmtplib gets timeout=None rather than
+        # the same limit again, which would cost a second timer and a wait_for per reply.
 
         try:
             async with asyncio.timeout(timeout):
-                await client.mail(envelope.mail_from, options=options, encoding=encoding, timeout=timeout)
+                await client.mail(envelope.mail_from, options=options, encoding=encoding, timeout=None)
         except aiosmtplib.SMTPSenderRefused as exc:
             reply = _reply(exc.code, exc.message)
             outcome = _classify(exc.code)
@@ -735,7 +737,7 @@ class UpstreamTransport:
         for address in recipients:
             try:
                 async with asyncio.timeout(timeout):
-                    await client.rcpt(address, encoding=encoding, timeout=timeout)
+                    await client.rcpt(address, encoding=encoding, timeout=None)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 reply = _reply(exc.code, exc.message)
                 results[address] = RecipientResult(address, _classify(exc.code), reply, remote)
@@ -751,7 +753,7 @@ class UpstreamTransport:
         data_timeout = timeout + len(content) / DATA_BYTES_PER_SECOND
         try:
             async with asyncio.timeout(data_timeout):
-                response = await client.data(content, timeout=data_timeout)
+                response = await client.data(content, timeout=None)
         except aiosmtplib.SMTPDataError as exc:
             reply = _reply(exc.code, exc.message)
             for address in accepted:

@@ -11,10 +11,17 @@ write. Each process keeps its own :class:`~gateway.policy.fingerprint.Fingerprin
 writes go into it at once, other processes' writes are picked up on the next lookup (SQLite's
 ``data_version`` says whether anything changed), so a learnt report protects the very next message
 without a restart.
+
+On an event loop that check runs once per loop iteration, not once per looked-up text (a message
+has many, all looked up in one callback). Whatever runs between the check and the next iteration's
+reset became ready before the check, so a message it evaluates was received before any write the
+check could have missed; a message received later is evaluated after the reset and checks again.
+Without a running loop (the CLI, worker processes and threads) every lookup checks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -150,6 +157,8 @@ class FingerprintStore:
         self._last_id = 0
         self._epoch = ""
         self._data_version = -1
+        # Set once this loop iteration has checked for other processes' writes (see the module docstring).
+        self._checked_this_iteration = False
         self._load_all()
 
     @classmethod
@@ -262,7 +271,7 @@ class FingerprintStore:
     def overlaps(self, text: str) -> list[ContentOverlap]:
         """``ContentFingerprints.overlaps``, after picking up other processes' changes."""
         with self._lock:
-            self._catch_up()
+            self._catch_up_once_per_iteration()
             return self._index.overlaps(text)
 
     def refresh(self) -> None:
@@ -283,6 +292,22 @@ class FingerprintStore:
             return self._index.statistics()
 
     # -- keeping the index in step -------------------------------------------------------------------
+
+    def _catch_up_once_per_iteration(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._catch_up()
+            return
+        if self._checked_this_iteration:
+            return
+        self._catch_up()
+        self._checked_this_iteration = True
+        # call_soon: runs in the next iteration, after only callbacks that were ready before this check.
+        loop.call_soon(self._forget_iteration_check)
+
+    def _forget_iteration_check(self) -> None:
+        self._checked_this_iteration = False
 
     def _catch_up(self) -> None:
         try:

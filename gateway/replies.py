@@ -11,6 +11,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including the code and CRLF.
 _MAX_TEXT = 400
@@ -19,6 +20,15 @@ _MAX_TEXT = 400
 def _clean(text: str) -> str:
     """Printable ASCII only: a reply must never carry CR/LF (reply splitting) or raw bytes."""
     return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+
+
+def _wrap(text: str) -> list[str]:
+    """``textwrap.wrap(text, _MAX_TEXT) or [""]`` for cleaned text (spaces are its only whitespace)."""
+    if len(text) <= _MAX_TEXT:
+        # What textwrap does to a line that fits, without its cost: keep the leading spaces of a
+        # line with words on it, drop trailing spaces, and a line of only spaces becomes empty.
+        return [text.rstrip(" ")] if text.strip(" ") else [""]
+    return textwrap.wrap(text, _MAX_TEXT) or [""]
 
 
 @dataclass(frozen=True)
@@ -31,9 +41,14 @@ class Reply:
 
     def __str__(self) -> str:
         """The reply as sent, without the final CRLF (multi-line replies joined with CRLF)."""
+        return self._rendered
+
+    @cached_property
+    def _rendered(self) -> str:
+        # Cached: most replies are module constants sent once per command (frozen still allows this).
         wrapped: list[str] = []
         for line in self.lines or ("",):
-            wrapped.extend(textwrap.wrap(_clean(line), _MAX_TEXT) or [""])
+            wrapped.extend(_wrap(_clean(line)))
         status = f"{self.status} " if self.status else ""
         last = len(wrapped) - 1
         return "\r\n".join(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from pathlib import Path
 
@@ -99,3 +100,35 @@ def test_a_message_gets_the_same_id_however_it_arrives() -> None:
     two = parse_message(b"Message-ID:  abc@example.net \r\nSubject: y\r\n\r\nother\r\n")
     assert message_document_id(one) == message_document_id(two)
     assert "abc" not in message_document_id(one)
+
+
+async def test_on_an_event_loop_other_processes_are_checked_once_per_iteration(tmp_path: Path) -> None:
+    with FingerprintStore.open(tmp_path) as gateway, FingerprintStore.open(tmp_path) as cli:
+        assert gateway.overlaps(REPORT) == []
+        # Learnt within the same loop iteration as a lookup: that message was received before it.
+        cli.learn("home shelf", "doc-1", REPORT)
+        assert gateway.overlaps(REPORT) == []
+        await asyncio.sleep(0)
+        # The next iteration checks again, so the next message is protected.
+        assert [o.document for o in gateway.overlaps(REPORT)] == ["doc-1"]
+        cli.learn("other case", "doc-2", REPORT)
+        await asyncio.sleep(0)
+        assert {o.document for o in gateway.overlaps(REPORT)} == {"doc-1", "doc-2"}
+
+
+async def test_a_lookup_from_a_thread_without_a_loop_always_checks(tmp_path: Path) -> None:
+    with FingerprintStore.open(tmp_path) as gateway, FingerprintStore.open(tmp_path) as cli:
+        assert gateway.overlaps(REPORT) == []  # this iteration has checked
+        cli.learn("home shelf", "doc-1", REPORT)
+        found = await asyncio.to_thread(gateway.overlaps, REPORT)
+        assert [o.document for o in found] == ["doc-1"]
+
+
+def test_own_writes_are_seen_at_once_even_within_an_iteration(tmp_path: Path) -> None:
+    async def lookups() -> list[str]:
+        with FingerprintStore.open(tmp_path) as store:
+            assert store.overlaps(REPORT) == []
+            store.learn("home shelf", "doc-1", REPORT)
+            return [o.document for o in store.overlaps(REPORT)]
+
+    assert asyncio.run(lookups()) == ["doc-1"]
