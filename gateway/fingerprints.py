@@ -12,16 +12,13 @@ writes go into it at once, other processes' writes are picked up on the next loo
 ``data_version`` says whether anything changed), so a learnt report protects the very next message
 without a restart.
 
-On an event loop that check runs once per loop iteration, not once per looked-up text (a message
-has many, all looked up in one callback). Whatever runs between the check and the next iteration's
-reset became ready before the check, so a message it evaluates was received before any write the
-check could have missed; a message received later is evaluated after the reset and checks again.
-Without a running loop (the CLI, worker processes and threads) every lookup checks.
+A message has many texts to look up; :meth:`FingerprintStore.for_message` checks once and returns
+a view that looks them all up in the index as it was then (the message was received before that
+check, so it cannot have been missed by it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import sqlite3
@@ -44,7 +41,7 @@ from gateway.policy.fingerprint import (
     document_shingles,
     learnable_texts,
 )
-from gateway.policy.model import ContentOverlap, ParsedMessage
+from gateway.policy.model import ContentFingerprints, ContentOverlap, ParsedMessage
 
 FINGERPRINTS_FILENAME = "fingerprints.sqlite3"
 KEY_FILENAME = "fingerprints.key"
@@ -157,8 +154,6 @@ class FingerprintStore:
         self._last_id = 0
         self._epoch = ""
         self._data_version = -1
-        # Set once this loop iteration has checked for other processes' writes (see the module docstring).
-        self._checked_this_iteration = False
         self._load_all()
 
     @classmethod
@@ -271,8 +266,14 @@ class FingerprintStore:
     def overlaps(self, text: str) -> list[ContentOverlap]:
         """``ContentFingerprints.overlaps``, after picking up other processes' changes."""
         with self._lock:
-            self._catch_up_once_per_iteration()
+            self._catch_up()
             return self._index.overlaps(text)
+
+    def for_message(self) -> ContentFingerprints:
+        """Pick up other processes' changes once, for every lookup of one message's texts."""
+        with self._lock:
+            self._catch_up()
+        return _CheckedStore(self)
 
     def refresh(self) -> None:
         """Pick up documents learnt or forgotten by other processes (cheap when nothing changed)."""
@@ -292,22 +293,6 @@ class FingerprintStore:
             return self._index.statistics()
 
     # -- keeping the index in step -------------------------------------------------------------------
-
-    def _catch_up_once_per_iteration(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._catch_up()
-            return
-        if self._checked_this_iteration:
-            return
-        self._catch_up()
-        self._checked_this_iteration = True
-        # call_soon: runs in the next iteration, after only callbacks that were ready before this check.
-        loop.call_soon(self._forget_iteration_check)
-
-    def _forget_iteration_check(self) -> None:
-        self._checked_this_iteration = False
 
     def _catch_up(self) -> None:
         try:
@@ -348,3 +333,14 @@ class FingerprintStore:
         )
         self._index = index
         self._last_id = max((row[0] for row in rows), default=0)
+
+
+class _CheckedStore:
+    """A store already checked for other processes' changes: lookups read its index only."""
+
+    def __init__(self, store: FingerprintStore) -> None:
+        self._store = store
+
+    def overlaps(self, text: str) -> list[ContentOverlap]:
+        with self._store._lock:
+            return self._store._index.overlaps(text)

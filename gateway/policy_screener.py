@@ -386,7 +386,8 @@ class PolicyScreener:
             return self._internal_error(submission, policy.version, type(exc).__name__)
 
     def _protected_content(self) -> ContentFingerprints:
-        return self.fingerprint_store or NO_FINGERPRINTS
+        store = self.fingerprint_store
+        return store.for_message() if store is not None else NO_FINGERPRINTS
 
     def _decide(
         self, submission: Submission, policy: CompiledPolicy, evaluation: Evaluation

@@ -273,7 +273,8 @@ class _WorkerState:
         if self.ledger is None:  # created by the gateway after this worker started
             self.ledger = Ledger.open_read_only(ledger_path(self.settings.state_dir))
         try:
-            return evaluate_submission(request.submission, policy, self.ledger, self.fingerprints)
+            fingerprints = self.fingerprints.for_message()
+            return evaluate_submission(request.submission, policy, self.ledger, fingerprints)
         except Exception as exc:
             return type(exc).__name__
 

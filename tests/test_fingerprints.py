@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import stat
 from pathlib import Path
 
@@ -102,33 +101,23 @@ def test_a_message_gets_the_same_id_however_it_arrives() -> None:
     assert "abc" not in message_document_id(one)
 
 
-async def test_on_an_event_loop_other_processes_are_checked_once_per_iteration(tmp_path: Path) -> None:
+def test_one_messages_lookups_share_one_check_and_the_next_message_checks_again(tmp_path: Path) -> None:
     with FingerprintStore.open(tmp_path) as gateway, FingerprintStore.open(tmp_path) as cli:
-        assert gateway.overlaps(REPORT) == []
-        # Learnt within the same loop iteration as a lookup: that message was received before it.
+        first = gateway.for_message()
+        assert first.overlaps(REPORT) == []
+        # Learnt while the first message is being looked up: that message was received before it.
         cli.learn("home shelf", "doc-1", REPORT)
-        assert gateway.overlaps(REPORT) == []
-        await asyncio.sleep(0)
-        # The next iteration checks again, so the next message is protected.
-        assert [o.document for o in gateway.overlaps(REPORT)] == ["doc-1"]
+        assert first.overlaps(REPORT) == []
+        # The next message checks again, so it is protected.
+        assert [o.document for o in gateway.for_message().overlaps(REPORT)] == ["doc-1"]
         cli.learn("other case", "doc-2", REPORT)
-        await asyncio.sleep(0)
+        assert {o.document for o in gateway.for_message().overlaps(REPORT)} == {"doc-1", "doc-2"}
         assert {o.document for o in gateway.overlaps(REPORT)} == {"doc-1", "doc-2"}
 
 
-async def test_a_lookup_from_a_thread_without_a_loop_always_checks(tmp_path: Path) -> None:
-    with FingerprintStore.open(tmp_path) as gateway, FingerprintStore.open(tmp_path) as cli:
-        assert gateway.overlaps(REPORT) == []  # this iteration has checked
-        cli.learn("home shelf", "doc-1", REPORT)
-        found = await asyncio.to_thread(gateway.overlaps, REPORT)
-        assert [o.document for o in found] == ["doc-1"]
-
-
-def test_own_writes_are_seen_at_once_even_within_an_iteration(tmp_path: Path) -> None:
-    async def lookups() -> list[str]:
-        with FingerprintStore.open(tmp_path) as store:
-            assert store.overlaps(REPORT) == []
-            store.learn("home shelf", "doc-1", REPORT)
-            return [o.document for o in store.overlaps(REPORT)]
-
-    assert asyncio.run(lookups()) == ["doc-1"]
+def test_own_writes_are_seen_at_once_even_by_a_checked_view(tmp_path: Path) -> None:
+    with FingerprintStore.open(tmp_path) as store:
+        view = store.for_message()
+        assert view.overlaps(REPORT) == []
+        store.learn("home shelf", "doc-1", REPORT)
+        assert [o.document for o in view.overlaps(REPORT)] == ["doc-1"]

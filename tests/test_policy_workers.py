@@ -86,6 +86,7 @@ async def test_a_worker_decides_exactly_as_the_gateway_process_does(
     tmp_path: Path, settings: GatewaySettings, screener: PolicyScreener, workers: PolicyWorkers
 ) -> None:
     in_process_settings = settings.model_copy(update={"state_dir": tmp_path / "in-process"})
+    kinds: set[object] = set()
     with PolicyScreener.from_settings(in_process_settings) as reference:
         for name in ("deliver",):  # the parent of "reply-banner", known to both ledgers
             for judge in (screener, reference):
@@ -96,10 +97,10 @@ async def test_a_worker_decides_exactly_as_the_gateway_process_does(
             expected = reference.screen(case)
             actual = await screener.screen_async(case)
             assert outcome(actual) == outcome(expected), name
+            kinds.add(outcome(expected)[0])
     assert workers.stale == 0 and workers.lost == 0
-    kinds = {name: outcome(reference.screen(case))[0] for name, case in SUBMISSIONS.items()}
     # The table covers acceptance and refusal, so the comparison above is not vacuous.
-    assert set(kinds.values()) == {"accept", "refuse"}
+    assert kinds == {"accept", "refuse"}
 
 
 async def test_a_worker_on_another_policy_version_hands_the_message_back(
