@@ -104,6 +104,48 @@ class _Transaction:
     rcpt_tos: list[str] = field(default_factory=list)
 
 
+class SharedFlush:
+    """Runs a blocking flush in a thread for many waiting transactions: one run at a time.
+
+    A transaction that asks while a run is under way waits for the next run (the one under way may
+    have started before its records were written); everyone who asked meanwhile shares that run.
+    """
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+        self._next: asyncio.Future[None] | None = None  # the run not started yet, that callers join
+        self._running = False
+
+    async def __call__(self) -> None:
+        """Return once everything written before this call is flushed; raise what the flush raised."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            if not self._running:
+                self._running = True
+                asyncio.get_running_loop().call_soon(self._start)
+        # One caller's cancellation must not cancel the run the others are waiting for.
+        await asyncio.shield(self._next)
+
+    def _start(self) -> None:
+        batch, self._next = self._next, None
+        if batch is None:
+            self._running = False
+            return
+        running = asyncio.ensure_future(asyncio.to_thread(self._flush))
+        running.add_done_callback(lambda done: self._finished(batch, done))
+
+    def _finished(self, batch: asyncio.Future[None], done: asyncio.Future[None]) -> None:
+        if not batch.done():
+            if done.cancelled():
+                batch.set_exception(GatewayError("the flush was cancelled"))
+            elif (error := done.exception()) is not None:
+                batch.set_exception(error)
+            else:
+                batch.set_result(None)
+            batch.exception()  # retrieved: a batch nobody waits for any more must not warn
+        self._start()
+
+
 class SubmissionService:
     """The STARTTLS (587-style) and implicit-TLS (465-style) submission listeners and their connections."""
 
@@ -134,6 +176,8 @@ class SubmissionService:
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self.counters = _Counters()
+        flush = getattr(screener, "flush_decisions", None)
+        self.flush_decisions = SharedFlush(flush) if callable(flush) else None
 
     async def start(self) -> None:
         """Bind the enabled listeners (port 0 picks a free port; see ``addresses``)."""
@@ -930,14 +974,14 @@ class SubmissionProtocol(SMTP):
     async def _flush_decisions(self, record: _Record) -> bool:
         """Make the screener's records of this decision durable before the client hears of it.
 
-        A screener that batches its audit writes offers ``flush_decisions()`` (blocking, so it runs in
-        a thread): concurrent transactions share one flush instead of one fsync each on the event loop.
+        A screener that batches its audit writes offers ``flush_decisions()`` (blocking): it runs in
+        a thread, and concurrent transactions share one run (``SharedFlush``) instead of an fsync each.
         """
-        flush = getattr(self.service.screener, "flush_decisions", None)
-        if not callable(flush):
+        flush = self.service.flush_decisions
+        if flush is None:
             return True
         try:
-            await asyncio.to_thread(flush)
+            await flush()
         except Exception as exc:
             log_event(
                 logger, "smtp.record_failed", logging.ERROR, queue_id=record.queue_id, error=_describe(exc)

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from gateway.errors import SpoolError
 from gateway.screening import Accept, Outgoing, Refuse, Submission
-from gateway.smtp import MAX_ERRORS, forward_path_problem
+from gateway.smtp import MAX_ERRORS, SharedFlush, forward_path_problem
 from gateway.spool import SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
@@ -1153,3 +1154,66 @@ async def test_the_gateways_own_screener_batches_its_audit_trail_and_is_flushed(
         assert not screener.audit.unflushed  # type: ignore[attr-defined]
     finally:
         screener.close()  # type: ignore[attr-defined]
+
+
+async def test_concurrent_transactions_share_flushes_and_each_waits_for_one_that_covers_it() -> None:
+    written: list[int] = []  # what each transaction wrote before asking for a flush
+    durable: set[int] = set()
+    runs = 0
+    release = threading.Event()
+
+    def flush() -> None:
+        nonlocal runs
+        runs += 1
+        covered = list(written)  # a run covers what was written before it started
+        release.wait(5)
+        durable.update(covered)
+
+    shared = SharedFlush(flush)
+
+    async def transaction(number: int) -> None:
+        written.append(number)
+        await shared()
+        assert number in durable  # never answered before its own records are durable
+
+    first = [asyncio.create_task(transaction(n)) for n in range(10)]
+    await asyncio.sleep(0.05)  # the first run is under way, blocked
+    later = [asyncio.create_task(transaction(n)) for n in range(10, 20)]  # must wait for a second run
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(*first, *later)
+    assert durable == set(range(20))
+    assert runs == 2
+
+
+async def test_a_failed_flush_fails_its_waiters_only_and_the_next_run_is_tried_afresh() -> None:
+    outcomes = [OSError(5, "Input/output error"), None]
+
+    def flush() -> None:
+        if (error := outcomes.pop(0)) is not None:
+            raise error
+
+    shared = SharedFlush(flush)
+    results = await asyncio.gather(shared(), shared(), return_exceptions=True)
+    assert [type(result) for result in results] == [OSError, OSError]
+    await shared()  # the next run succeeds
+    assert outcomes == []
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_flush_the_others_wait_for() -> None:
+    release = threading.Event()
+    runs = 0
+
+    def flush() -> None:
+        nonlocal runs
+        runs += 1
+        release.wait(5)
+
+    shared = SharedFlush(flush)
+    leaving = asyncio.create_task(shared())
+    staying = asyncio.create_task(shared())
+    await asyncio.sleep(0.05)
+    leaving.cancel()
+    release.set()
+    await staying
+    assert leaving.cancelled() and runs == 1
