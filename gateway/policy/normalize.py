@@ -10,7 +10,6 @@ capitals, and every run of whitespace or line breaks (one space).
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from functools import cache, lru_cache
 
@@ -48,7 +47,6 @@ _CONFUSABLE_PAIRS = {
 _BLANK_LOOKING = "\u115f\u1160\u3164\uffa0\u2800"
 
 _ASCII_CONTROLS: dict[int, None] = dict.fromkeys((*range(0x00, 0x09), *range(0x0E, 0x1C), 0x7F))
-_WHITESPACE_RUN = re.compile(r"\s+")
 
 # Blocks whose combining marks and format characters we must find; scanning only these keeps the
 # one-off table build fast (Unicode assigns no Mn/Me/Cf code points elsewhere).
@@ -92,4 +90,6 @@ def normalize(text: str) -> str:
         # Casefolding can expose new marks (e.g. U+0130 -> i + combining dot) and new look-alikes.
         folded = unicodedata.normalize("NFKD", folded.casefold()).translate(table)
         folded = unicodedata.normalize("NFC", folded)
-    return _WHITESPACE_RUN.sub(" ", folded).strip()
+    # str.split() and the regex ``\s`` know the same whitespace (Py_UNICODE_ISSPACE); splitting is
+    # several times faster than substituting every run, and drops the ends as strip() did.
+    return " ".join(folded.split())

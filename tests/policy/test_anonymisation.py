@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import ConfigError
 from gateway.policy.config import parse_policy_text
@@ -14,7 +16,7 @@ from gateway.policy.mime import parse_message
 from gateway.policy.model import ContentOverlap, Envelope, Finding, RuleContext
 from gateway.policy.normalize import normalize
 from gateway.policy.rules import anonymisation
-from gateway.policy.rules.anonymisation import Params, split_quoted
+from gateway.policy.rules.anonymisation import Params, split_body, split_quoted
 from tests.policy.builders import Attached, Message, Multipart, Part, plain, render, with_headers
 
 ADA = "ada@example.org"
@@ -335,6 +337,89 @@ def test_without_fingerprints_nothing_is_quoted() -> None:
 )
 def test_split_quoted(text: str, own: str, quoted_text: str) -> None:
     assert split_quoted(text) == (own, quoted_text)
+
+
+def _split_quoted_line_by_line(text: str) -> tuple[str, str]:
+    """split_quoted as first written: every check on every line, no shortcut."""
+    lines = text.splitlines()
+    own: list[str] = []
+    quoted: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        attribution = anonymisation._attribution_length(lines, index)
+        if (
+            attribution
+            or anonymisation._FORWARD_SEPARATOR.match(line)
+            or anonymisation._header_block(lines, index)
+        ):
+            quoted.extend(lines[index : index + attribution])
+            rest = lines[index + attribution :]
+            following = next((item for item in rest if item.strip()), "")
+            if attribution and anonymisation._QUOTE_MARK.match(following):
+                index += attribution
+                continue
+            quoted.extend(anonymisation._QUOTE_MARKS.sub("", item) for item in rest)
+            break
+        if anonymisation._QUOTE_MARK.match(line):
+            quoted.append(anonymisation._QUOTE_MARKS.sub("", line))
+        else:
+            own.append(line)
+        index += 1
+    return "\n".join(own), "\n".join(quoted)
+
+
+# Lines built from the pieces the quote checks look for, in any case, joined by any line break.
+_QUOTE_PIECES = st.sampled_from(
+    (
+        "> ",
+        ">",
+        " \t>",
+        "On Mon, X wrote:",
+        "on",
+        "ON ",
+        "Am 3. März schrieb Y:",
+        "le",
+        "El",
+        "il",
+        "İl",
+        "ıl",
+        "wrote:",
+        "a écrit :",
+        "--",
+        "-----Original Message-----",
+        "_" * 10,
+        "Begin forwarded message:",
+        "From:",
+        "from :",
+        "Sent: today",
+        "Subject: x",
+        "\u00a0",
+        " ",
+        "\t",
+        "text",
+        "Once",
+        "x",
+    )
+)
+_QUOTE_LINE_BREAKS = st.sampled_from(("\n", "\r\n", "\r", "\x0b", "\x1c", "\x85", "\u2028"))
+_MAIL_LIKE_TEXT = st.lists(
+    st.tuples(st.lists(_QUOTE_PIECES | st.text(max_size=3), max_size=4).map("".join), _QUOTE_LINE_BREAKS),
+    max_size=8,
+).map(lambda lines: "".join(line + end for line, end in lines))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_MAIL_LIKE_TEXT)
+def test_split_quoted_agrees_with_checking_every_line(text: str) -> None:
+    assert split_quoted(text) == _split_quoted_line_by_line(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MAIL_LIKE_TEXT)
+def test_split_body_says_when_every_line_is_own(text: str) -> None:
+    split = split_body(text)
+    assert split.quotes_nothing == (split.own == "\n".join(text.splitlines()) and not split.quoted)
 
 
 def test_policy_errors_for_bad_patterns_name_line_and_key() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import zipfile
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from gateway.policy import mime
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import MAX_DEPTH, MAX_PARTS, parse_message, parse_parameters
-from gateway.policy.model import IdentityKind, ParsedMessage, ProtectedIdentity, SegmentKind
+from gateway.policy.model import Address, IdentityKind, ParsedMessage, ProtectedIdentity, SegmentKind
 from tests.policy.builders import (
     Attached,
     Message,
@@ -1034,3 +1035,71 @@ def test_never_raises_on_damaged_messages(edits: list[tuple[int, bytes]]) -> Non
     parsed = parse_message(bytes(raw))
     assert isinstance(parsed, ParsedMessage)
     assert INTERNAL_ERROR not in parsed.ambiguities
+
+
+# Bytes a base64 body is made of, and what breaks it.
+_BASE64_LIKE = st.lists(st.sampled_from(b"AZaz09+/= \t\r\n\f\v\x00\xff-_.="), max_size=24).map(bytes)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_BASE64_LIKE)
+def test_base64_validity_is_the_regex_definition(data: bytes) -> None:
+    # _valid_base64 strips and checks with bytes.translate; the rule it implements, as regexes:
+    cleaned = re.sub(rb"[ \t\r\n\f\v]+", b"", data)
+    expected = len(cleaned) % 4 == 0 and re.fullmatch(rb"[A-Za-z0-9+/]*={0,2}", cleaned) is not None
+    assert mime._valid_base64(data) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(_BASE64_LIKE)
+def test_lenient_base64_drops_exactly_what_is_not_base64(data: bytes) -> None:
+    cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    cleaned = cleaned[: len(cleaned) - 1] if len(cleaned) % 4 == 1 else cleaned
+    assert mime._lenient_base64(data) == base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
+
+
+@pytest.mark.parametrize(
+    "recipients",
+    [
+        pytest.param(2, id="short-header-remembered"),
+        pytest.param(200, id="long-header-parsed-every-time"),
+    ],
+)
+def test_address_headers_parse_the_same_every_time(recipients: int) -> None:
+    to = ", ".join(f'"Jin {n}" <jin.{n}@example.net>' for n in range(recipients))
+    raw = f"From: Ada <ada@example.org>\r\nTo: {to}\r\nSubject: x\r\n\r\nHello\r\n".encode()
+    first, again = parse_message(raw), parse_message(raw)
+    assert first.to == again.to
+    assert [(a.name, a.address) for a in first.to] == [
+        (f"Jin {n}", f"jin.{n}@example.net") for n in range(recipients)
+    ]
+    assert first.from_ == again.from_ == (Address(name="Ada", address="ada@example.org"),)
+
+
+def _split_parameters_char_by_char(header: str) -> list[str]:
+    """mime._split_parameters as first written: one character at a time."""
+    pieces: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in header:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            pieces.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    pieces.append("".join(current))
+    return pieces
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.sampled_from(('"', "\\", ";", "a", " ", "=", "\\\\", '\\"', "\\;")), max_size=16).map("".join)
+)
+def test_parameters_split_as_char_by_char(header: str) -> None:
+    assert mime._split_parameters(header) == _split_parameters_char_by_char(header)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,3 +74,31 @@ def test_normalize_leaves_no_runs_of_whitespace(text: str) -> None:
     assert result == result.strip()
     assert "  " not in result
     assert not any(char.isspace() and char != " " for char in result)
+
+
+_LINE_BREAKS = ("\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+# Text with many line breaks, whitespace runs and characters that compose or fold next to them.
+_BROKEN_TEXT = st.lists(
+    st.one_of(
+        st.text(max_size=6),
+        st.sampled_from(_LINE_BREAKS),
+        st.sampled_from((" ", "\t", "\u00a0", "\u3000", "\u0301", "\u1100", "\u1161", "İ", "\u200b", "\x00")),
+    ),
+    max_size=16,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_whitespace_runs_fold_as_the_regex_definition_says(text: str) -> None:
+    # normalize folds whitespace with str.split(); the documented rule is the regex \s+ -> " ".
+    expected = re.sub(r"\s+", " ", text).strip()
+    assert " ".join(text.split()) == expected
+    assert normalize(text) == normalize(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_BROKEN_TEXT)
+def test_line_breaks_never_change_the_normal_form(text: str) -> None:
+    # Rules normalise a body instead of its own lines re-joined with "\n" when nothing is quoted.
+    assert normalize("\n".join(text.splitlines())) == normalize(text)

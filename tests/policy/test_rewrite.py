@@ -6,10 +6,13 @@ import base64
 import email
 import email.policy
 import quopri
+import re
 from email.message import EmailMessage, Message
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import PolicyError
 from gateway.policy.mime import parse_message
@@ -101,6 +104,12 @@ def test_empty_cc_header_is_filled_not_given_a_leading_comma() -> None:
     [
         pytest.param(b"To: Maya <maya@example.com>, CONDUCT@Example.org\r\n", id="in-to"),
         pytest.param(b"To: Maya <maya@example.com>\r\nCc: Conduct <conduct@EXAMPLE.ORG>\r\n", id="in-cc"),
+        pytest.param(
+            b"To: "
+            + b",\r\n ".join(f"Person {n} <person.{n}@example.com>".encode() for n in range(60))
+            + b",\r\n conduct@example.org\r\n",
+            id="in-a-long-to: parsed without the cache",
+        ),
     ],
 )
 def test_cc_never_duplicates_an_address(present: bytes) -> None:
@@ -591,3 +600,14 @@ def test_every_real_message_is_rewritten_correctly_or_refused_cleanly(real_mail_
         ]
         assert kept_after == kept_before, path
     assert rewritten >= 250, f"only {rewritten} of the corpus could be rewritten"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from((b"\r\n", b"\n", b"\r", b"\r\r\n", b"\n\r", b"x", b"yz")), max_size=12).map(
+        b"".join
+    )
+)
+def test_bare_line_feeds_become_crlf_and_nothing_else_changes(data: bytes) -> None:
+    expected = re.sub(rb"(?<!\r)\n", b"\r\n", data)
+    assert apply_rewrite(data, Rewrite()) == expected

@@ -183,6 +183,13 @@ _FORWARD_SEPARATOR = re.compile(
 )
 _HEADER_LINE = re.compile(r"^\s*(?:from|sent|date|to|cc|subject)\s*:", re.IGNORECASE)
 _FROM_LINE = re.compile(r"^\s*from\s*:", re.IGNORECASE)
+# How every line split_quoted treats specially begins (a `>` mark, an attribution, a forwarding
+# separator, a forwarded From: header), loosened to a prefix: a line without it is the sender's own.
+_QUOTE_CUE = r"[ \t]*>|\s*(?:(?:on|am|le|el|il)\b|-{2}|_{10}|begin forwarded message|from\s*:)"
+_LINE_QUOTE_CUE = re.compile(_QUOTE_CUE, re.IGNORECASE)
+# The same after a line break: one fast search over a whole text (a literal first character lets
+# the regex engine skip to each line break instead of trying every position).
+_LATER_LINE_QUOTE_CUE = re.compile(rf"\n(?i:{_QUOTE_CUE})")
 _READ_KINDS = frozenset(
     {SegmentKind.TEXT, SegmentKind.HTML_TEXT, SegmentKind.ATTACHMENT_TEXT, SegmentKind.FILENAME}
 )
@@ -195,8 +202,19 @@ class ReadableText:
 
     where: str
     kind: SegmentKind
+    own: str  # line breaks may be the message's own or "\n": only its normalised form counts
+    quoted: str
+
+
+@dataclass(frozen=True)
+class QuoteSplit:
+    """A body split into the sender's own words and the quoted earlier messages."""
+
     own: str
     quoted: str
+    # Every line is the sender's own: ``own`` is the text itself with "\n" line breaks, so anything
+    # that folds line breaks away (normalize) may read the unsplit text instead.
+    quotes_nothing: bool
 
 
 def split_quoted(text: str) -> tuple[str, str]:
@@ -205,12 +223,27 @@ def split_quoted(text: str) -> tuple[str, str]:
     Without `> ` markers (rendered HTML, top-posted replies) everything after an attribution line or
     a forwarding separator is quoted, as mail clients put the earlier thread below.
     """
+    split = split_body(text)
+    return split.own, split.quoted
+
+
+def split_body(text: str) -> QuoteSplit:
+    """:func:`split_quoted`, also telling whether every line was the sender's own."""
     lines = text.splitlines()
+    # Most bodies quote nothing: one search over the text with "\n" line breaks (where every line
+    # starts at 0 or after a "\n") shows that without the per-line checks below.
+    joined = "\n".join(lines)
+    if not (_LINE_QUOTE_CUE.match(joined) or _LATER_LINE_QUOTE_CUE.search(joined)):
+        return QuoteSplit(joined, "", quotes_nothing=True)
     own: list[str] = []
     quoted: list[str] = []
     index = 0
     while index < len(lines):
         line = lines[index]
+        if not _LINE_QUOTE_CUE.match(line):
+            own.append(line)  # none of the checks below can match it
+            index += 1
+            continue
         attribution = _attribution_length(lines, index)
         if attribution or _FORWARD_SEPARATOR.match(line) or _header_block(lines, index):
             quoted.extend(lines[index : index + attribution])
@@ -226,7 +259,7 @@ def split_quoted(text: str) -> tuple[str, str]:
         else:
             own.append(line)
         index += 1
-    return "\n".join(own), "\n".join(quoted)
+    return QuoteSplit("\n".join(own), "\n".join(quoted), quotes_nothing=len(own) == len(lines))
 
 
 def _attribution_length(lines: list[str], index: int) -> int:
@@ -264,8 +297,11 @@ def readable_texts(message: ParsedMessage) -> Iterator[ReadableText]:
             continue
         seen.add((segment.where, segment.text))
         if segment.kind in _READ_KINDS:
-            own, quoted = split_quoted(segment.text)
-            yield ReadableText(segment.where, segment.kind, own, quoted)
+            split = split_body(segment.text)
+            # Unsplit, the text differs from ``own`` only in line breaks, which matching normalises
+            # away; it is the string other rules normalise too, so normalize's cache answers.
+            own = segment.text if split.quotes_nothing else split.own
+            yield ReadableText(segment.where, segment.kind, own, split.quoted)
         elif (
             segment.kind is SegmentKind.HEADER
             and " in " in segment.where  # a header of an attached or forwarded message

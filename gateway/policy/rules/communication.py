@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.policy.audiences import ROLE_NOUNS, Role
 from gateway.policy.model import Envelope, Finding, ParsedMessage, RuleContext, SegmentKind
 from gateway.policy.normalize import normalize
-from gateway.policy.rules.anonymisation import split_quoted
+from gateway.policy.rules.anonymisation import split_body
 
 NAME = "communication"
 
@@ -321,8 +321,11 @@ def _own_texts(message: ParsedMessage) -> list[_OwnText]:
         if segment.kind not in _BODY_KINDS or (segment.where, segment.text) in seen:
             continue
         seen.add((segment.where, segment.text))
-        own, _quoted = split_quoted(segment.text)
-        texts.append(_OwnText(segment.where, normalize(own), own))
+        split = split_body(segment.text)
+        # With nothing quoted, own differs from the text only in line breaks, which normalising folds
+        # away: normalise the text itself, as the other rules do (normalize's cache answers).
+        folded = normalize(segment.text if split.quotes_nothing else split.own)
+        texts.append(_OwnText(segment.where, folded, split.own))
     return texts
 
 
