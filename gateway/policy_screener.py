@@ -271,6 +271,8 @@ class PolicyScreener:
         self.audit = audit
         self.review = review  # None: `hold` refuses like `reject` (review.enabled: false)
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        # Accepted messages the ledger has not learnt yet: (queue id, thread step, case).
+        self._unrecorded_threads: list[tuple[str, _Thread, str | None]] = []
         self._lock = threading.Lock()
         self._outcomes: Counter[str] = Counter()
         self._internal_errors = 0
@@ -344,6 +346,7 @@ class PolicyScreener:
         policy = self.source.policy  # one policy for the whole decision, even if a reload happens
         if (intercepted := self._intercepted(submission, policy)) is not None:
             return intercepted
+        self._record_threads()  # a reply may follow its parent before anyone flushed
         try:
             evaluation = evaluate_submission(submission, policy, self.ledger, self._protected_content())
         except Exception as exc:
@@ -364,6 +367,7 @@ class PolicyScreener:
         policy = self.source.policy
         if (intercepted := self._intercepted(submission, policy)) is not None:
             return intercepted
+        self._record_threads()  # the worker reads the ledger: it must hold every accepted parent
         try:
             evaluation = await workers.evaluate(submission, policy.version)
             if evaluation is None:
@@ -552,27 +556,23 @@ class PolicyScreener:
                 relayed=accept.content,
             )
         )
-        thread = pending.thread
-        if thread.message_id is None:
-            return
-        try:
-            self.ledger.record(
-                thread.message_id,
-                in_reply_to=thread.in_reply_to,
-                references=thread.references,
-                from_=thread.from_,
-                to=thread.to,
-                cc=thread.cc,
-                case=pending.case,
-            )
-        except Exception as exc:  # the message is already accepted; losing one thread step is not fatal
-            log_event(
-                log,
-                "ledger-record-failed",
-                logging.ERROR,
-                queue_id=submission.queue_id,
-                error=type(exc).__name__,
-            )
+        if pending.thread.message_id is not None:
+            # Written by flush_decisions, in its thread, before the client hears of the message.
+            with self._lock:
+                self._unrecorded_threads.append((submission.queue_id, pending.thread, pending.case))
+
+    def _record_threads(self) -> None:
+        """Teach the ledger the accepted messages' thread steps (a failure is logged, never raised:
+        the messages are already accepted, and losing one thread step is not fatal)."""
+        with self._lock:
+            steps, self._unrecorded_threads = self._unrecorded_threads, []
+        for queue_id, thread, case in steps:
+            try:
+                self._learn_thread(queue_id, thread, case)
+            except Exception as exc:
+                log_event(
+                    log, "ledger-record-failed", logging.ERROR, queue_id=queue_id, error=type(exc).__name__
+                )
 
     def _learn_thread(self, reference: str, thread: _Thread, case: str | None) -> None:
         if thread.message_id is not None:
@@ -609,8 +609,10 @@ class PolicyScreener:
             self.audit.flush()
 
     def flush_decisions(self) -> None:
-        """Make the audit entries appended so far durable (blocking; see ``AuditTrail.deferred``)."""
+        """Make the audit entries appended so far durable (blocking; see ``AuditTrail.deferred``),
+        and record the accepted messages in the thread ledger."""
         self.audit.flush()
+        self._record_threads()
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -701,6 +703,7 @@ class PolicyScreener:
         return reply
 
     def close(self) -> None:
+        self._record_threads()
         self.ledger.close()
         self.audit.close()
         if self.fingerprint_store is not None:
