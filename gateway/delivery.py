@@ -504,6 +504,36 @@ class DeliveryWorker:
         )
 
 
+# What can never appear in a spooled address on an SMTP command line (intake refuses such
+# addresses; this keeps a damaged spool entry from smuggling parameters or commands upstream).
+_UNSAFE_IN_PATH = re.compile(r"[\s<>\x00-\x1f\x7f]")
+
+
+def _path(address: str, encoding: str) -> bytes:
+    """``<address>`` for MAIL FROM / RCPT TO. The spool holds plain ``local@domain`` addresses (or
+    "" for the null sender), so aiosmtplib's per-call re-parsing with the email package is skipped."""
+    if _UNSAFE_IN_PATH.search(address):
+        raise ValueError("the address cannot be written in an SMTP command")
+    return b"<" + address.encode(encoding) + b">"
+
+
+async def _mail(client: aiosmtplib.SMTP, sender: str, options: Sequence[str], encoding: str) -> None:
+    """MAIL FROM, as ``aiosmtplib.SMTP.mail`` sends it (SMTPSenderRefused unless 250)."""
+    parameters = [option.encode("ascii") for option in options]
+    response = await client.execute_command(
+        b"MAIL", b"FROM:" + _path(sender, encoding), *parameters, timeout=None
+    )
+    if response.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+async def _rcpt(client: aiosmtplib.SMTP, recipient: str, encoding: str) -> None:
+    """RCPT TO, as ``aiosmtplib.SMTP.rcpt`` sends it (SMTPRecipientRefused unless 250 or 251)."""
+    response = await client.execute_command(b"RCPT", b"TO:" + _path(recipient, encoding), timeout=None)
+    if response.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+
+
 def _redact(reply: str) -> str:
     # Upstream replies often quote the recipient ("550 5.1.1 <bob@example.org>: unknown"); logs never
     # hold recipients' addresses. The status file and the sender's DSN keep the reply as it was.
@@ -720,7 +750,7 @@ class UpstreamTransport:
 
         try:
             async with asyncio.timeout(timeout):
-                await client.mail(envelope.mail_from, options=options, encoding=encoding, timeout=None)
+                await _mail(client, envelope.mail_from, options, encoding)
         except aiosmtplib.SMTPSenderRefused as exc:
             reply = _reply(exc.code, exc.message)
             outcome = _classify(exc.code)
@@ -737,7 +767,7 @@ class UpstreamTransport:
         for address in recipients:
             try:
                 async with asyncio.timeout(timeout):
-                    await client.rcpt(address, encoding=encoding, timeout=None)
+                    await _rcpt(client, address, encoding)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 reply = _reply(exc.code, exc.message)
                 results[address] = RecipientResult(address, _classify(exc.code), reply, remote)

@@ -207,6 +207,28 @@ async def test_partial_refusal_delivers_retries_and_reports_each_recipient(
     }
 
 
+async def test_a_spooled_recipient_that_would_smuggle_a_command_is_failed_not_sent(
+    spool: Spool, upstream: CaptureUpstream
+) -> None:
+    # Intake never spools such an address; a damaged or hand-edited entry must still not inject.
+    smuggling = "evil@example.org> NOTIFY=NEVER\r\nRCPT TO:<other@example.org"
+    sent = envelope(rcpt_tos=("ok@example.org", smuggling, "two words@example.org"))
+    await spool.commit(sent, message())
+    async with running(spool, delivery_settings(upstream_settings(upstream))):
+        await upstream.wait_for(2)  # the message to the valid recipient, and the DSN
+        await eventually(lambda: spool.locate(sent.queue_id) is QueueState.BOUNCED)
+    [original] = [m for m in upstream.messages if not is_dsn(m)]
+    assert original.rcpt_tos == ("ok@example.org",)
+    status = spool.find(sent.queue_id).status
+    assert status is not None
+    states = {r.address: (r.state, r.reply[:3]) for r in status.recipients}
+    assert states == {
+        "ok@example.org": ("delivered", "250"),
+        smuggling: ("failed", "553"),
+        "two words@example.org": ("failed", "553"),
+    }
+
+
 async def test_sender_refused_permanently_reports_every_recipient(
     spool: Spool, upstream: CaptureUpstream
 ) -> None:
