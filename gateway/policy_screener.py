@@ -771,7 +771,8 @@ def _message_id(content: bytes) -> str | None:
 def _header_block_end(raw: bytes) -> int:
     """Offset of the blank line that ends the top-level header block (len(raw) if there is none)."""
     crlf = raw.find(b"\r\n\r\n")
-    lf = raw.find(b"\n\n")
+    # A bare-LF blank line counts only if it comes first: no need to look past the CRLF one.
+    lf = raw.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else len(raw))
     candidates = [index + 2 for index in (crlf,) if index >= 0] + [index + 1 for index in (lf,) if index >= 0]
     return min(candidates) if candidates else len(raw)
 

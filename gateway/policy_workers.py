@@ -15,22 +15,19 @@ than the one recorded with it.
 
 A worker that dies (killed, out of memory, a crash in a C extension) fails the messages it had
 with ``PolicyWorkerError`` (451: the client retries) and is started again for the next message;
-while no worker is alive, the gateway evaluates in-process. The protocol is length-prefixed pickles
-over a socket pair: both ends are this program, started by the gateway itself.
+while no worker is alive, the gateway evaluates in-process. Requests and answers are
+``gateway.framing`` frames on a socket pair.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import multiprocessing
 import os
-import pickle
 import signal
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -38,6 +35,7 @@ from multiprocessing.process import BaseProcess
 from gateway.errors import PolicyWorkerError
 from gateway.evaluation import Evaluation, evaluate_submission
 from gateway.fingerprints import FingerprintStore
+from gateway.framing import encode_frame, read_frame, read_frame_async
 from gateway.ledger import Ledger, ledger_path
 from gateway.logs import configure, log_event
 from gateway.policy.engine import CompiledPolicy
@@ -52,7 +50,6 @@ RESTART_DELAY = 1.0  # a worker that keeps dying is restarted at most this often
 # defers its messages) and started again.
 EVALUATION_TIMEOUT = 120.0
 RELOAD_RETRY_INTERVAL = 5.0  # a worker that could not load the gateway's policy tries again after this
-_FRAME = struct.Struct("!QI")  # request id, payload length
 
 # What a worker answers: an evaluation; STALE (its policy is not the requested version); or the
 # name of the exception it raised (never its text, which could quote the message).
@@ -132,10 +129,9 @@ class PolicyWorkers:
             return None
         self._next_id += 1
         request_id = self._next_id
-        payload = pickle.dumps(_Request(policy_version, submission), protocol=pickle.HIGHEST_PROTOCOL)
         answer: asyncio.Future[Evaluation | str] = asyncio.get_running_loop().create_future()
         worker.pending[request_id] = answer
-        worker.writer.write(_FRAME.pack(request_id, len(payload)) + payload)
+        worker.writer.write(encode_frame(_Request(policy_version, submission), request_id))
         try:
             async with asyncio.timeout(self.evaluation_timeout):
                 result = await asyncio.shield(answer)
@@ -210,14 +206,11 @@ class PolicyWorkers:
     async def _listen(self, worker: _Worker) -> None:
         """Hand each answer to its request; when the worker goes, fail what it still had."""
         try:
-            while True:
-                request_id, length = _FRAME.unpack(await worker.reader.readexactly(_FRAME.size))
-                result = pickle.loads(await worker.reader.readexactly(length))  # noqa: S301 - our own worker
+            while (frame := await read_frame_async(worker.reader)) is not None:
+                request_id, result = frame
                 answer = worker.pending.pop(request_id, None)
-                if answer is not None and not answer.done():
+                if answer is not None and not answer.done() and isinstance(result, Evaluation | str):
                     answer.set_result(result)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
         finally:
             worker.alive = False
             worker.writer.close()
@@ -286,21 +279,8 @@ def serve_worker(connection: socket.socket, settings: GatewaySettings) -> None:
     configure(settings.log_level)
     stream = connection.makefile("rwb")
     state = _WorkerState(settings)
-    while (request := _read_request(stream)) is not None:
-        request_id, payload = request
-        answer = state.answer(payload)
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        stream.write(_FRAME.pack(request_id, len(data)) + data)
+    while (frame := read_frame(stream)) is not None:
+        request_id, request = frame
+        answer = state.answer(request) if isinstance(request, _Request) else "UnknownRequest"
+        stream.write(encode_frame(answer, request_id))
         stream.flush()
-
-
-def _read_request(stream: io.BufferedIOBase) -> tuple[int, _Request] | None:
-    header = stream.read(_FRAME.size)
-    if len(header) < _FRAME.size:
-        return None
-    request_id, length = _FRAME.unpack(header)
-    payload = stream.read(length)
-    if len(payload) < length:
-        return None
-    request = pickle.loads(payload)  # noqa: S301 - written by the gateway that started us
-    return request_id, request
