@@ -19,6 +19,7 @@ from typing import Any
 
 from gateway.accounts import Accounts
 from gateway.delivery import DeliveryWorker
+from gateway.delivery_process import DeliveryProcess, wants_own_process
 from gateway.errors import ConfigError
 from gateway.expunge import DueExpunger, Stores
 from gateway.journal import JournalService
@@ -324,6 +325,7 @@ class Gateway:
         self._accounts: Accounts | None = None
         self._screener: Screener | None = None
         self._delivery_task: asyncio.Task[None] | None = None
+        self._delivery_process: DeliveryProcess | None = None
         self._main_task: asyncio.Task[object] | None = None
         # Set when the users file or the policy changed: the review round runs at once (offboarding).
         self._review_nudge = asyncio.Event()
@@ -350,6 +352,8 @@ class Gateway:
     def health(self) -> Health:
         """Healthy while the listeners accept connections and the delivery worker runs."""
         delivery = self._delivery_task is not None and not self._delivery_task.done()
+        if self._delivery_process is not None:
+            delivery = delivery and self._delivery_process.alive
         return Health({"listeners": self._listening, "delivery": delivery and not self._stopping.is_set()})
 
     async def run(self, *, handle_signals: bool = True) -> None:
@@ -374,7 +378,11 @@ class Gateway:
         workers = await start_policy_workers(screener, settings)
         expunger = _wire_review(screener, accounts, settings)
         service = SubmissionService(settings, spool, accounts, screener, tls_context)
-        worker = DeliveryWorker(spool, settings.delivery, hostname=settings.server.hostname)
+        worker: DeliveryWorker | DeliveryProcess
+        if wants_own_process(settings.delivery.own_process):
+            worker = self._delivery_process = DeliveryProcess(settings, spool)
+        else:
+            worker = DeliveryWorker(spool, settings.delivery, hostname=settings.server.hostname)
         sources = {"spool": spool.statistics, "delivery": worker.statistics, "smtp": service.statistics}
         if (policy_statistics := _optional(screener, "statistics")) is not None:
             sources["policy"] = policy_statistics
@@ -440,7 +448,7 @@ class Gateway:
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
 
-    async def _deliver(self, worker: DeliveryWorker, stop: asyncio.Event) -> None:
+    async def _deliver(self, worker: DeliveryWorker | DeliveryProcess, stop: asyncio.Event) -> None:
         await worker.run(stop)
         if not stop.is_set():
             # A worker that ends on its own would leave accepted mail undelivered while we answer 250.

@@ -185,15 +185,18 @@ class DeliveryWorker:
             errors_total=self._errors,
         )
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, recover: bool = True) -> None:
         """Deliver until ``stop`` is set; then let in-flight attempts finish, close connections, return.
 
-        Raises SpoolError if another process is already delivering from the same spool.
+        Raises SpoolError if another process is already delivering from the same spool. ``recover``
+        False: the spool's owner has already cleaned up after an unclean stop (``Spool.recover``
+        would remove another process's half-written files, such as the gateway's intake's).
         """
         self._stopping = False
         with self._spool.delivery_lock():
             try:
-                await _in_thread(self._spool.recover)
+                if recover:
+                    await _in_thread(self._spool.recover)
                 await self._load_backlog()
             except OSError as exc:
                 raise SpoolError(f"cannot read the spool at {self._spool.root}: {exc}") from exc
@@ -219,6 +222,10 @@ class DeliveryWorker:
     def _committed(self, queue_id: str) -> None:
         self._enqueue(queue_id, QueueState.INCOMING)
         self._wakeup.set()
+
+    def committed_elsewhere(self, queue_id: str) -> None:
+        """Another process (the gateway's intake) committed ``queue_id`` to this spool: deliver it now."""
+        self._committed(queue_id)
 
     def _enqueue(self, queue_id: str, state: QueueState) -> None:
         if queue_id in self._active or (queue_id in self._where and queue_id not in self._due):

@@ -148,6 +148,13 @@ class DeliverySettings(Section):
     initial_backoff: Seconds = Field(60.0, description="Wait before the first retry...")
     max_backoff: Seconds = Field(3600.0, description="...doubling up to this wait.")
     poll_interval: Seconds = Field(1.0, description="How often deferred mail is looked at.")
+    own_process: bool | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Deliver from a process of its own, so the SMTP event loop does not also relay: `auto` does "
+            "when the machine has more than one CPU core."
+        ),
+    )
     done_retention: Retention = Field(
         86400.0, description="Keep delivered messages in spool/done/ this long, then delete them (0: soon)."
     )
