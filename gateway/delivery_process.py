@@ -3,7 +3,7 @@
 As in Postfix, where smtpd and the queue manager are separate programs, the event loop that answers
 clients does not also speak SMTP to the upstream: relaying a message costs about as much CPU as
 accepting it, and a Python process runs on one core. With ``delivery.own_process`` (``auto``: when
-the machine has more than one core) the gateway starts one delivery process, which runs the same
+the machine has three cores or more) the gateway starts one delivery process, which runs the same
 ``DeliveryWorker`` on its own ``Spool`` object over the same folder (it takes the spool's delivery
 lock, so there is still only one deliverer). The gateway cleans the spool up after an unclean stop
 before it starts the process (``Spool.recover`` under the same lock).
@@ -57,11 +57,16 @@ EMPTY_STATISTICS = DeliveryStatistics(
 )
 
 
+# With two cores the event loop and a policy worker already have one each: measured on two cores, a
+# delivery process only adds its hand-offs (bench/relay.py, the same throughput either way).
+AUTO_MIN_CPUS = 3
+
+
 def wants_own_process(setting: bool | str, cpus: int | None = None) -> bool:
-    """Whether ``delivery.own_process`` asks for a delivery process (``auto``: more than one core)."""
+    """Whether ``delivery.own_process`` asks for a delivery process (``auto``: three cores or more)."""
     if isinstance(setting, bool):
         return setting
-    return (cpus if cpus is not None else len(os.sched_getaffinity(0))) > 1
+    return (cpus if cpus is not None else len(os.sched_getaffinity(0))) >= AUTO_MIN_CPUS
 
 
 # What goes over the socket pair.

@@ -152,7 +152,7 @@ class DeliverySettings(Section):
         "auto",
         description=(
             "Deliver from a process of its own, so the SMTP event loop does not also relay: `auto` does "
-            "when the machine has more than one CPU core."
+            "when the machine has three CPU cores or more (on two, the loop and a policy worker use them)."
         ),
     )
     done_retention: Retention = Field(

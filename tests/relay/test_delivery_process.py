@@ -50,7 +50,7 @@ def delivered(settings: GatewaySettings) -> list[Path]:
 
 @pytest.mark.parametrize(
     ("setting", "cpus", "expected"),
-    [("auto", 1, False), ("auto", 2, True), (False, 8, False), (True, 1, True)],
+    [("auto", 1, False), ("auto", 2, False), ("auto", 3, True), (False, 8, False), (True, 1, True)],
 )
 def test_auto_uses_a_process_when_there_is_a_core_to_run_it(
     setting: bool | str, cpus: int, expected: bool
