@@ -473,3 +473,39 @@ async def test_policy_workers_run_as_child_processes_in_the_metrics_and_stop_wit
             break
         await asyncio.sleep(0.1)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived the gateway"
+
+
+async def test_a_policy_edit_reaches_the_policy_workers_without_a_restart(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(SHIPPED_POLICY.read_text(encoding="utf-8"), encoding="utf-8")
+    config = write_config(tmp_path, extra=f"policy:\n  workers: 1\n  path: {policy}\n")
+    gateway = await start_gateway(config=config)
+    await gateway.wait_for_log(r"event=policy-workers-started workers=1")
+    address, password = gateway.banner_value("address"), gateway.banner_value("password")
+    host, port = gateway.address("submission")
+
+    async def send(token: str) -> None:
+        async with aiosmtplib.SMTP(
+            hostname=host, port=port, start_tls=True, tls_context=gateway.tls_context(), timeout=10
+        ) as client:
+            await client.login(address, password)
+            await client.send_message(message(address, "someone@example.net", f"{token} Quinn Farrow"))
+
+    await send("before")  # nobody called Quinn Farrow is protected yet
+    edited = policy.read_text(encoding="utf-8").replace(
+        "names: [Robin Castellano]", "names: [Robin Castellano, Quinn Farrow]"
+    )
+    assert edited != policy.read_text(encoding="utf-8")
+    policy.write_text(edited, encoding="utf-8")
+    gateway.signal(signal.SIGHUP)
+    await gateway.wait_for_log(r"event=policy-reloaded")
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        await send("after")
+    assert refused.value.code == 550
+    status, body = await http_get(gateway.address("metrics"), "/metrics")
+    assert "conduct_gateway_policy_workers_lost_total 0.0" in body
+    assert "conduct_gateway_policy_workers_stale_total 0.0" in body  # the worker judged it, reloaded
+    gateway.signal(signal.SIGTERM)
+    assert await gateway.wait() == 0, gateway.output
