@@ -505,6 +505,7 @@ async def test_a_policy_edit_reaches_the_policy_workers_without_a_restart(
         await send("after")
     assert refused.value.code == 550
     status, body = await http_get(gateway.address("metrics"), "/metrics")
+    assert status == 200
     assert "conduct_gateway_policy_workers_lost_total 0.0" in body
     assert "conduct_gateway_policy_workers_stale_total 0.0" in body  # the worker judged it, reloaded
     gateway.signal(signal.SIGTERM)
