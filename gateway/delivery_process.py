@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
-import os
 import signal
 import socket
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from gateway.delivery import DeliveryStatistics, DeliveryWorker
 from gateway.errors import GatewayError
 from gateway.framing import encode_frame, read_frame_async
 from gateway.logs import configure, log_event
+from gateway.policy_workers import available_cpus
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
 
@@ -66,7 +66,7 @@ def wants_own_process(setting: bool | str, cpus: int | None = None) -> bool:
     """Whether ``delivery.own_process`` asks for a delivery process (``auto``: three cores or more)."""
     if isinstance(setting, bool):
         return setting
-    return (cpus if cpus is not None else len(os.sched_getaffinity(0))) >= AUTO_MIN_CPUS
+    return (cpus if cpus is not None else available_cpus()) >= AUTO_MIN_CPUS
 
 
 # What goes over the socket pair.

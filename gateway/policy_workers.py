@@ -61,8 +61,15 @@ def worker_count(setting: int | str, cpus: int | None = None) -> int:
     (the event loop keeps one), at most ``MAX_AUTO_WORKERS``; none on a one-core machine."""
     if isinstance(setting, int):
         return setting
-    available = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    available = cpus if cpus is not None else available_cpus()
     return max(0, min(MAX_AUTO_WORKERS, available - 1))
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity where the system reports one)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; not macOS
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
