@@ -118,6 +118,7 @@ class PolicyWorkers:
         self.lost = 0  # messages whose worker died with them
         self.stale = 0  # messages handed back because the worker's policy differed
         self._closed = False
+        self._restarting: set[int] = set()  # worker numbers being replaced now
         self.evaluation_timeout = EVALUATION_TIMEOUT
 
     async def start(self) -> None:
@@ -176,14 +177,19 @@ class PolicyWorkers:
 
     async def _least_busy(self) -> _Worker | None:
         for number, worker in enumerate(self._workers):
-            if (worker is None or not worker.alive) and not self._closed:
+            if (worker is None or not worker.alive) and not self._closed and number not in self._restarting:
                 started_at = worker.started_at if worker is not None else 0.0
                 if time.monotonic() - started_at >= RESTART_DELAY:
-                    if worker is not None:
-                        await self._reap(worker)
-                    self.restarts += 1
-                    log_event(log, "policy-worker-restarted", logging.WARNING, worker=number)
-                    self._workers[number] = await self._spawn(number)
+                    # Concurrent requests must not each start a replacement for the same worker.
+                    self._restarting.add(number)
+                    try:
+                        if worker is not None:
+                            await self._reap(worker)
+                        self.restarts += 1
+                        log_event(log, "policy-worker-restarted", logging.WARNING, worker=number)
+                        self._workers[number] = await self._spawn(number)
+                    finally:
+                        self._restarting.discard(number)
         alive = [worker for worker in self._workers if worker is not None and worker.alive]
         return min(alive, key=lambda worker: len(worker.pending)) if alive else None
 

@@ -195,3 +195,20 @@ async def test_closing_stops_every_worker(settings: GatewaySettings) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_concurrent_messages_start_one_replacement_for_a_dead_worker(
+    screener: PolicyScreener, workers: PolicyWorkers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await screener.screen_async(SUBMISSIONS["deliver"])
+    [pid] = workers.pids()
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not workers.pids():
+            break
+        await asyncio.sleep(0.02)
+    monkeypatch.setattr(policy_workers, "RESTART_DELAY", 0.0)
+    results = await asyncio.gather(*(screener.screen_async(SUBMISSIONS["deliver"]) for _ in range(10)))
+    assert all(isinstance(result, Accept) for result in results)
+    assert workers.restarts == 1
+    assert len(workers.pids()) == 1
