@@ -46,6 +46,19 @@ class Evaluation:
     relayed: bytes | None = None
     rcpt_tos: tuple[str, ...] = ()
     rewrite_error: str | None = None
+    # The relayed message is the submission itself (sent between processes without a copy of it).
+    unchanged: bool = False
+
+    def relayed_for(self, submission: Submission) -> bytes | None:
+        """The message to relay, given the submission this evaluation is of."""
+        return submission.content if self.unchanged else self.relayed
+
+    def without_copy_of(self, submission: Submission) -> Evaluation:
+        """This evaluation without a copy of the submission it would relay unchanged (for sending
+        back to the gateway, which has the submission already)."""
+        if self.relayed is not None and self.relayed is submission.content:
+            return replace(self, relayed=None, unchanged=True)
+        return self
 
     @property
     def rewrite(self) -> Rewrite:

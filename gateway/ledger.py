@@ -12,11 +12,12 @@ screener may call them from the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -60,7 +61,7 @@ class Ledger:
 
     def __init__(self, connection: sqlite3.Connection, *, clock: Callable[[], datetime] = _utc_now) -> None:
         self._db = connection
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by record() inside batch()
         self._clock = clock
 
     @classmethod
@@ -169,6 +170,22 @@ class Ledger:
                 row,
             )
         return True
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several ``record`` calls in one SQLite transaction (one commit instead of one each).
+
+        A record that fails inside raises as usual and leaves the others in the batch; an exception
+        that leaves the block rolls the whole batch back.
+        """
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def record_message(self, message: ParsedMessage, *, case: str | None = None) -> bool:
         """Record a parsed message (as relayed); see ``record``."""

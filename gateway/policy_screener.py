@@ -406,7 +406,8 @@ class PolicyScreener:
             return self._audit_refusal(
                 submission, reply, verdict.outcome.value, policy.version, findings, message.message_id
             )
-        if evaluation.rewrite_error is not None or evaluation.relayed is None:
+        relayed = evaluation.relayed_for(submission)
+        if evaluation.rewrite_error is not None or relayed is None:
             # The rewriter refuses changes it cannot make safely (signed, no text body, unknown
             # charset): a permanent condition, so the sender is told to make the change.
             self._count(Outcome.REJECT.value)
@@ -421,7 +422,7 @@ class PolicyScreener:
                 message.message_id,
                 error=PolicyError.__name__,
             )
-        relayed, rcpt_tos, rewrite = evaluation.relayed, evaluation.rcpt_tos, evaluation.rewrite
+        rcpt_tos, rewrite = evaluation.rcpt_tos, evaluation.rewrite
         self._count(verdict.outcome.value)
         labels = change_labels(rewrite)
         pending = _Pending(
@@ -566,13 +567,18 @@ class PolicyScreener:
         the messages are already accepted, and losing one thread step is not fatal)."""
         with self._lock:
             steps, self._unrecorded_threads = self._unrecorded_threads, []
-        for queue_id, thread, case in steps:
-            try:
-                self._learn_thread(queue_id, thread, case)
-            except Exception as exc:
-                log_event(
-                    log, "ledger-record-failed", logging.ERROR, queue_id=queue_id, error=type(exc).__name__
-                )
+        if not steps:
+            return
+        try:
+            with self.ledger.batch():
+                for queue_id, thread, case in steps:
+                    try:
+                        self._learn_thread(queue_id, thread, case)
+                    except Exception as exc:
+                        _ledger_failed(queue_id, exc)
+        except Exception as exc:  # the commit itself failed: none of the batch was recorded
+            for queue_id, _thread, _case in steps:
+                _ledger_failed(queue_id, exc)
 
     def _learn_thread(self, reference: str, thread: _Thread, case: str | None) -> None:
         if thread.message_id is not None:
@@ -716,6 +722,10 @@ class PolicyScreener:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _ledger_failed(queue_id: str, exc: Exception) -> None:
+    log_event(log, "ledger-record-failed", logging.ERROR, queue_id=queue_id, error=type(exc).__name__)
 
 
 def _finding_records(verdict: Verdict) -> tuple[FindingRecord, ...]:

@@ -280,7 +280,8 @@ class _WorkerState:
             self.ledger = Ledger.open_read_only(ledger_path(self.settings.state_dir))
         try:
             fingerprints = self.fingerprints.for_message()
-            return evaluate_submission(request.submission, policy, self.ledger, fingerprints)
+            evaluation = evaluate_submission(request.submission, policy, self.ledger, fingerprints)
+            return evaluation.without_copy_of(request.submission)
         except Exception as exc:
             return type(exc).__name__
 

@@ -158,3 +158,16 @@ def test_record_message_from_a_parsed_message(ledger: Ledger) -> None:
     facts = ledger.lookup_parent(["<new@example.org>"], [])
     assert facts.parent_participants == (ADA, OUTSIDER, CONDUCT)
     assert facts.case == "home shelf"
+
+
+def test_a_batch_commits_its_records_together_and_a_failed_batch_records_none(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "ledger.sqlite3") as ledger:
+        with ledger.batch():
+            assert ledger.record("<a@example.org>", from_=(Address("Ada", "ada@example.org"),))
+            assert ledger.record("<b@example.org>", from_=(Address("Ada", "ada@example.org"),))
+        assert ledger.lookup_parent(("<a@example.org>",), ()).parent_known
+        assert ledger.lookup_parent(("<b@example.org>",), ()).parent_known
+        with pytest.raises(RuntimeError), ledger.batch():
+            ledger.record("<c@example.org>", from_=(Address("Ada", "ada@example.org"),))
+            raise RuntimeError("the batch fails")
+        assert not ledger.lookup_parent(("<c@example.org>",), ()).parent_known
