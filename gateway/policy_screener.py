@@ -599,6 +599,7 @@ class PolicyScreener:
         drain_audit_outbox(self.review.store, self.audit)
         policy = self.source.policy
         self.review.prune_decided()
+        self.review.discard_abandoned()  # left by a crash between storing a hold and the 250
         # Offboarding and conflicts declared since: reviewers who lost the right are replaced.
         outgoing = (*self.review.expire_due(policy), *self.review.reassign(policy))
         self.audit.flush()

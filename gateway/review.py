@@ -75,6 +75,8 @@ HOLDS_DIRNAME = "holds"
 OUTBOX_DIRNAME = "audit-outbox"
 TOKEN_BYTES = 25  # 200 bits; base32 without padding: 40 characters, case-insensitive
 AUDIT_EVENT = "review"
+# A hold still unconfirmed this long after it was stored belongs to a transaction that never ended.
+ABANDONED_HOLD_GRACE = 600.0
 _REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _TOKEN = re.compile(r"^[a-z2-7]{40}$")
 _QUOTED = re.compile(r"^\s*>")
@@ -1143,6 +1145,27 @@ class ReviewDesk:
             self._audit(record, "prune", "", "gateway")
             pruned.append(record.reference)
         return pruned
+
+    def discard_abandoned(self, grace: float = ABANDONED_HOLD_GRACE) -> list[str]:
+        """Delete holds whose transaction never ended: unconfirmed, not in progress here, older than
+        ``grace``. A crash between storing a hold and answering 250 leaves one; the client was not
+        told the message was accepted and sends it again, which makes the real hold. Returns the
+        references."""
+        cutoff = self.clock() - grace
+        live = {undo.reference for undo in tuple(self._undo.values())}  # the event loop may add some
+        discarded: list[str] = []
+        for candidate in self.store.records():
+            if candidate.confirmed or candidate.reference in live or candidate.created_at > cutoff:
+                continue
+            with self.store.locked():
+                record = self.store.get(candidate.reference)
+                if record.confirmed or record.reference in live:
+                    continue
+                self.store.discard(record.reference)
+            self._audit(record, "abandoned", "", "gateway")
+            log_event(log, "review-abandoned", logging.WARNING, reference=record.reference)
+            discarded.append(record.reference)
+        return discarded
 
     # -- offboarding and conflicts declared after the hold
 

@@ -229,6 +229,29 @@ class TestHold:
         screener.not_stored(sub, result)
         assert not list((settings.state_dir / "holds").glob("Q1.*"))
 
+    def test_a_hold_left_unconfirmed_by_a_crash_is_discarded_and_the_retry_holds_once(
+        self, settings: GatewaySettings
+    ) -> None:
+        with PolicyScreener.from_settings(settings) as first:
+            assert isinstance(first.screen(submission()), Accept)
+            # ... and the gateway dies before the 250: accepted() and not_stored() never run.
+        with PolicyScreener.from_settings(settings) as second:
+            assert second.review is not None
+            second.review_housekeeping()
+            assert list((settings.state_dir / "holds").glob("Q1.*"))  # too fresh: maybe still committing
+            in_flight = submission(queue_id="Q2")
+            assert isinstance(second.screen(in_flight), Accept)  # a transaction still under way here
+            second.review.clock = lambda: time.time() + 3600
+            second.review_housekeeping()
+            assert not list((settings.state_dir / "holds").glob("Q1.*"))  # abandoned: gone
+            assert list((settings.state_dir / "holds").glob("Q2.*"))  # its transaction is live
+            # The client's retry (a new transaction) is the one hold of the message.
+            _, by = hold(second, queue_id="Q3")
+            assert by
+            remaining = {path.name.split(".")[0] for path in (settings.state_dir / "holds").glob("*.json")}
+            assert remaining == {"Q2", "Q3"}
+        assert [e["review"] for e in audit_reviews(settings) if e["queue_id"] == "Q1"][-1] == "abandoned"
+
     def test_a_sender_cannot_forge_the_approval_header_on_ordinary_mail(
         self, screener: PolicyScreener
     ) -> None:
