@@ -13,7 +13,9 @@ fixed number of messages. Reported per run:
   included; so is Postfix's);
 * 250s/s: messages divided by the time the clients took to get all their 250s (intake alone);
 * p50 / p99: one whole submission transaction (MAIL to the final 250) as the client saw it;
-* ratio: msg/s against the bare relay measured in the same run, at the same size and client count.
+* ratio: msg/s against the bare relay measured in the same run, at the same size and client count;
+* CPU ms/msg: user + system CPU of the target's processes (the relay and every process it started:
+  policy workers, a delivery process, Postfix's daemons) per message, over the measured run.
 
 Targets: ``bare`` (bench/bare_relay.py: no spool, no policy, relays before answering), ``gateway``
 (``conduct-gateway serve`` through bench/passthrough_gateway.py, which sets the policy seam to
@@ -53,6 +55,7 @@ from pathlib import Path
 
 import report
 from bare_relay import run_bare_relay
+from cpu import CpuSampler
 from load import LoadResult, LoadSpec, load_process
 from sink import run_sink
 
@@ -126,6 +129,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     failures: int
+    cpu_ms_per_message: float | None = None  # the target's processes (see bench/cpu.py)
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class Target:
     port: int
     login: bool
     cc: str | None = None  # an address the message has in Cc and the envelope (the conduct address)
+    pid: int | None = None  # the target's root process, for its CPU time
 
 
 class Sink:
@@ -198,10 +203,18 @@ def measure(
     run_load(context, spec(warmup))
     sink.wait_for(before + warmup, timeout=120)
     before = sink.received.value
-    result = run_load(context, spec(count))
-    delivered = count - len(result.failures)
-    last = sink.wait_for(before + delivered, timeout=300)
+    with contextlib.ExitStack() as stack:
+        # CPU from the first submission to the last arrival: the clients' logins before are left out.
+        sampler = stack.enter_context(CpuSampler(target.pid)) if target.pid is not None else None
+        result = run_load(context, spec(count))
+        delivered = count - len(result.failures)
+        last = sink.wait_for(before + delivered, timeout=300)
+        time.sleep(0.1)  # one more sample after the last arrival
     seconds = max(last, result.finished) - result.started
+    cpu_ms = None
+    if sampler is not None and delivered:
+        spent = sampler.between(result.started, max(last, result.finished))
+        cpu_ms = round(spent * 1000 / delivered, 3)
     return Run(
         target=target.name,
         size=size,
@@ -213,6 +226,7 @@ def measure(
         p50_ms=round(report.percentile(result.latencies, 0.50) * 1000, 2),
         p99_ms=round(report.percentile(result.latencies, 0.99) * 1000, 2),
         failures=len(result.failures),
+        cpu_ms_per_message=cpu_ms,
     )
 
 
@@ -222,7 +236,7 @@ def bare_relay(context: SpawnContext, sink: Sink) -> Iterator[Target]:
     process = context.Process(target=run_bare_relay, args=(HOST, sink.port, ready), daemon=True)
     process.start()
     try:
-        yield Target("bare", wait_ready(ready, process, "bare relay"), login=True)
+        yield Target("bare", wait_ready(ready, process, "bare relay"), login=True, pid=process.pid)
     finally:
         process.terminate()
         process.join(timeout=10)
@@ -247,7 +261,8 @@ def gateway(workdir: Path, sink: Sink, name: str, member: str, policy: Path | No
     process.add_user(member, PASSWORD)
     process.start()
     try:
-        yield Target(name, process.addresses["submission"][1], login=True)
+        assert process.process is not None
+        yield Target(name, process.addresses["submission"][1], login=True, pid=process.process.pid)
     finally:
         process.close()
 
@@ -267,7 +282,9 @@ def postfix(sink: Sink) -> Iterator[Target]:
     instance = PostfixInstance(relayhost=(HOST, sink.port))
     try:
         instance.start()
-        yield Target("postfix", instance.port, login=False)
+        master = instance.queue_directory / "pid" / "master.pid"
+        pid = int(master.read_text().split()[0]) if master.exists() else None
+        yield Target("postfix", instance.port, login=False, pid=pid)
     finally:
         instance.close()
 
@@ -321,7 +338,11 @@ def main(argv: list[str]) -> int:
             if conduct is not None:
                 # The same gateway again, sent messages that already copy the conduct address.
                 policy_target = next(target for target in started if target.name == "gateway+policy")
-                started.append(Target("gateway+policy:cc", policy_target.port, login=True, cc=conduct))
+                started.append(
+                    Target(
+                        "gateway+policy:cc", policy_target.port, login=True, cc=conduct, pid=policy_target.pid
+                    )
+                )
             for size in sizes:
                 for clients in client_counts:
                     count = args.messages or COUNTS.get((size, clients), 1000)
@@ -367,9 +388,10 @@ def render(runs: list[Run], argv: list[str]) -> list[str]:
                 f"{run.accepted_per_second:.0f}",
                 f"{run.p50_ms:.1f}",
                 f"{run.p99_ms:.1f}",
+                f"{run.cpu_ms_per_message:.2f}" if run.cpu_ms_per_message is not None else "-",
             ]
         )
-    header = ["target", "size", "clients", "msg/s", "vs bare", "250s/s", "p50 ms", "p99 ms"]
+    header = ["target", "size", "clients", "msg/s", "vs bare", "250s/s", "p50 ms", "p99 ms", "CPU ms/msg"]
     return ["", *report.markdown_table(header, rows), "", *report.machine_description(argv)]
 
 
