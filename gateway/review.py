@@ -552,10 +552,14 @@ def trail_sink(trail: AuditTrail) -> AuditSink:
 
 
 def drain_audit_outbox(store: HoldStore, trail: AuditTrail) -> int:
-    """Append the CLI's queued review events to the trail, oldest first; returns how many."""
+    """Append the CLI's queued events (review decisions, case actions) to the trail, oldest first;
+    returns how many."""
     drained = 0
-    for path, fields in store.outbox_items():
-        trail.append(AUDIT_EVENT, {**fields, "recorded_later": True})
+    for path, queued in store.outbox_items():
+        # Items carry their event name (the CLI's case actions); review decisions predate the key.
+        fields = dict(queued)
+        event = fields.pop("_event", AUDIT_EVENT)
+        trail.append(event if isinstance(event, str) else AUDIT_EVENT, {**fields, "recorded_later": True})
         path.unlink()
         drained += 1
     return drained

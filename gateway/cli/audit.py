@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -102,6 +102,22 @@ def _end(value: date | datetime) -> datetime:
     return datetime.combine(value + timedelta(days=1), time.min, tzinfo=UTC)
 
 
+def _cases(fields: Mapping[str, object]) -> list[str]:
+    """The cases an entry concerns: a decision's or review's ``cases``, a case action's ``case``."""
+    listed = fields.get("cases")
+    if isinstance(listed, list):
+        return [str(name) for name in listed]
+    single = fields.get("case")
+    return [str(single)] if isinstance(single, str) and fields.get("event") == "case" else []
+
+
+def _what(fields: Mapping[str, object]) -> str:
+    """The verdict of a decision; ``case <action>`` for a case action; else the event's name."""
+    if fields.get("event") == "case":
+        return f"case {fields.get('action', '')}".strip()
+    return str(fields.get("verdict", fields.get("event", "")))
+
+
 def _selected(
     directory: Path,
     *,
@@ -118,7 +134,7 @@ def _selected(
         fields = entry.fields
         if member is not None and str(fields.get("member", "")).lower() != member.lower():
             continue
-        if case is not None and case not in (fields.get("cases") or []):
+        if case is not None and case not in _cases(fields):
             continue
         if verdict is not None and fields.get("verdict") != verdict:
             continue
@@ -194,12 +210,12 @@ def show(
                 str(entry.seq),
                 str(values.get("time", ""))[:19].replace("T", " "),
                 str(values.get("queue_id", "")),
-                str(values.get("member", "")),
-                str(values.get("verdict", values.get("event", ""))),
+                str(values.get("member", values.get("by", ""))),
+                _what(values),
                 str(values.get("reply", "")),
                 str(values.get("recipient_count", "")),
                 ",".join(str(rule) for rule in values.get("rules") or []) or "-",
-                ",".join(str(name) for name in values.get("cases") or []) or "-",
+                ",".join(_cases(values)) or "-",
             )
         )
     if len(rows) == 1:

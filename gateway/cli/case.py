@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from gateway.cli import config_option
+from gateway.cli.auditing import record_case_action
 from gateway.cli.check import as_submitted
 from gateway.errors import ConfigError, GatewayError
 from gateway.fingerprints import FingerprintStore
@@ -254,6 +255,7 @@ def new_case(
         chosen[:] = [name]
 
     edit.apply(add)
+    record_case_action(edit.settings, "new", chosen[0], severity=severity)
     click.echo(f"Opened case {chosen[0]} ({severity}) in the case registry {edit.registry.path}.")
     click.echo(
         f"Add its people with: conduct-gateway case add-person '{chosen[0]}' --role reporter --name ..."
@@ -308,7 +310,9 @@ def add_person(
         chosen[:] = [item.code, person_code]
 
     edit.apply(add)
-    given = _count(len(names) + len(aliases) + len(addresses) + len(usernames), "identity", "identities")
+    count = len(names) + len(aliases) + len(addresses) + len(usernames)
+    record_case_action(edit.settings, "add-person", chosen[0], role=role, person=chosen[1], identities=count)
+    given = _count(count, "identity", "identities")
     protected = "protected" if role != "reported" else "recorded (reported parties are not protected)"
     click.echo(f"Added {role} {chosen[1]} to case {chosen[0]}: {given} {protected}.")
 
@@ -345,6 +349,7 @@ def consent(
         chosen[:] = [item.code]
 
     edit.apply(add)
+    record_case_action(edit.settings, "consent", chosen[0], person=person.strip().lower())
     click.echo(f"Recorded consent of {person} in case {chosen[0]} for one recipient.")
 
 
@@ -379,6 +384,8 @@ def conflict(code: str, member: str, remove: bool, config_path: Path | None) -> 
         chosen[:] = [item.code]
 
     edit.apply(change)
+    action = "conflict-withdrawn" if remove else "conflict"
+    record_case_action(edit.settings, action, chosen[0], member=member_addresses[0])
     verb = "Withdrew the conflict of interest of" if remove else "Recorded a conflict of interest for"
     click.echo(f"{verb} {owner.name} on case {chosen[0]}.")
 
@@ -398,6 +405,7 @@ def close(code: str, reopen: bool, config_path: Path | None) -> None:
         chosen[:] = [cases[index].code]
 
     edit.apply(change)
+    record_case_action(edit.settings, "reopen" if reopen else "close", chosen[0])
     if reopen:
         click.echo(f"Reopened case {chosen[0]}.")
     else:
@@ -427,6 +435,8 @@ def show(code: str, reveal: bool, config_path: Path | None) -> None:
     registry.key()  # no key, no identities: even for a case still kept in the policy file
     policy, _stamp = load_policy_for(settings)
     found = _find_case(policy.document.cases, code, settings.policy.path)
+    # Fail closed: identities are shown only once the showing is on record.
+    record_case_action(settings, "show-reveal", found.code)
     click.echo(
         f"WARNING: the identities of the people case {found.code} protects follow. Do not copy them into "
         "mail, tickets or chat; clear your terminal's scrollback afterwards.",
@@ -472,6 +482,8 @@ def import_policy(remove_from_policy: bool, config_path: Path | None) -> None:
 
     if cases:
         edit.apply(add)
+        for code in moved:
+            record_case_action(settings, "import-policy", code)
         click.echo(
             f"Imported {_count(len(moved), 'case', 'cases')} into the case registry {edit.registry.path}"
             + (f": {', '.join(moved)}." if moved else " (all were there already).")

@@ -11,10 +11,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway import registry as registry_module
+from gateway.audit import AuditTrail, audit_dir, read_entries, verify
 from gateway.cli import main
 from gateway.policy.config import read_policy
 from gateway.policy_screener import PolicyScreener, ReloadResult
 from gateway.registry import CaseRegistry, code_words, generate_key
+from gateway.review import HoldStore, drain_audit_outbox
 from gateway.screening import Accept, Refuse, Submission
 from gateway.settings import load_settings
 from tests.cli.conftest import SHIPPED_POLICY, write_config
@@ -293,3 +295,77 @@ def test_check_sees_registry_cases(config_file: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [*args, "--config", str(config_file)])
     assert result.exit_code == 0, result.output
     assert '"verdict": "reject"' in result.stdout and "PROTECTED_IDENTITY" in result.stdout
+
+
+def case_entries(config: Path) -> list[dict[str, object]]:
+    state = load_settings(config).state_dir
+    return [dict(entry.fields) for entry in read_entries(audit_dir(state)) if entry.fields["event"] == "case"]
+
+
+def test_every_case_command_and_every_reveal_is_audited_without_identities(config_file: Path) -> None:
+    code = new_case(config_file)
+    person = add_reporter(config_file, code)
+    ok(
+        cli(
+            config_file,
+            "consent",
+            code,
+            person,
+            "--recipient",
+            OUTSIDER,
+            "--reference",
+            "R1",
+            "--date",
+            "2025-01-02",
+        )
+    )
+    ok(cli(config_file, "conflict", code, BRAM))
+    ok(cli(config_file, "close", code))
+    ok(cli(config_file, "show", code, "--reveal"))
+    entries = case_entries(config_file)
+    assert [(e["action"], e["case"]) for e in entries] == [
+        ("new", code),
+        ("add-person", code),
+        ("consent", code),
+        ("conflict", code),
+        ("close", code),
+        ("show-reveal", code),
+    ]
+    assert entries[1]["person"] == person and entries[1]["identities"] == 4
+    assert all(isinstance(e["by"], str) and e["by"] for e in entries)
+    state = load_settings(config_file).state_dir
+    assert_no_identity(b"".join(path.read_bytes() for path in audit_dir(state).iterdir()))
+    assert verify(audit_dir(state)).ok
+    shown = CliRunner().invoke(main, ["audit", "show", "--case", code, "--config", str(config_file)])
+    assert shown.exit_code == 0, shown.output
+    assert "case show-reveal" in shown.output and "case add-person" in shown.output
+    assert_no_identity(shown.output)
+
+
+def test_while_a_gateway_holds_the_trail_case_actions_wait_in_the_outbox(config_file: Path) -> None:
+    settings = load_settings(config_file)
+    code = new_case(config_file)
+    with AuditTrail.open(audit_dir(settings.state_dir)) as running_gateway:
+        ok(cli(config_file, "show", code, "--reveal"))
+        assert [e["action"] for e in case_entries(config_file)] == ["new"]  # not yet
+        assert drain_audit_outbox(HoldStore.in_state_dir(settings.state_dir), running_gateway) == 1
+    [_, later] = case_entries(config_file)
+    assert (later["action"], later["case"], later["recorded_later"]) == ("show-reveal", code, True)
+
+
+def test_a_reveal_that_cannot_be_recorded_shows_nothing(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = new_case(config_file)
+    add_reporter(config_file, code)
+    state = load_settings(config_file).state_dir
+
+    def disk_full(self: HoldStore, fields: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(HoldStore, "outbox_put", disk_full)
+    with AuditTrail.open(audit_dir(state)):  # a gateway holds the trail, and the outbox cannot be written
+        result = cli(config_file, "show", code, "--reveal")
+    assert result.exit_code == 2, result.output
+    assert "cannot record" in result.output and "Traceback" not in result.output
+    assert_no_identity(result.output)
