@@ -262,6 +262,8 @@ class PolicyScreener:
     fingerprint_store: FingerprintStore | None = None
     # Worker processes that evaluate for ``screen_async`` (set by the gateway when it starts them).
     workers: PolicyWorkers | None = None
+    # Where the CLI queues audit entries while the gateway holds the trail (opened by from_settings).
+    audit_outbox: HoldStore | None = None
 
     def __init__(
         self, source: PolicySource, ledger: Ledger, audit: AuditTrail, review: ReviewDesk | None = None
@@ -293,15 +295,17 @@ class PolicyScreener:
         if source.registry is not None and (warning := source.registry.key_warning()) is not None:
             log_event(log, "registry-key-in-state-dir", logging.WARNING, advice=warning)
         review = None
+        try:
+            # Holds, and the outbox of the CLI's audit entries (drained even with review off).
+            store = HoldStore.in_state_dir(settings.state_dir)
+        except GatewayError:
+            ledger.close()
+            audit.close()
+            raise
         if settings.review.enabled:
-            try:
-                store = HoldStore.in_state_dir(settings.state_dir)
-            except GatewayError:
-                ledger.close()
-                audit.close()
-                raise
             review = ReviewDesk(store, settings.review, settings.server.hostname, trail_sink(audit))
         screener = cls(source, ledger, audit, review)
+        screener.audit_outbox = store
         try:
             screener.fingerprint_store = FingerprintStore.open(settings.state_dir)
         except GatewayError:
@@ -593,10 +597,13 @@ class PolicyScreener:
             )
 
     def review_housekeeping(self) -> tuple[Outgoing, ...]:
-        """Periodic: audit the CLI's review decisions, expire overdue holds; the notices to spool."""
+        """Periodic: audit what the CLI queued (review decisions, case actions), expire overdue holds;
+        the notices to spool."""
+        if self.audit_outbox is not None:
+            drain_audit_outbox(self.audit_outbox, self.audit)
         if self.review is None:
+            self.audit.flush()
             return ()
-        drain_audit_outbox(self.review.store, self.audit)
         policy = self.source.policy
         self.review.prune_decided()
         self.review.discard_abandoned()  # left by a crash between storing a hold and the 250

@@ -369,3 +369,17 @@ def test_a_reveal_that_cannot_be_recorded_shows_nothing(
     assert result.exit_code == 2, result.output
     assert "cannot record" in result.output and "Traceback" not in result.output
     assert_no_identity(result.output)
+
+
+def test_with_review_off_the_gateway_still_records_queued_case_actions(config_file: Path) -> None:
+    settings = load_settings(config_file)
+    settings = settings.model_copy(update={"review": settings.review.model_copy(update={"enabled": False})})
+    code = new_case(config_file)
+    with PolicyScreener.from_settings(settings) as gateway:  # holds the audit trail
+        assert gateway.review is None
+        ok(cli(config_file, "close", code))
+        assert gateway.review_housekeeping() == ()
+    assert [(e["action"], e.get("recorded_later")) for e in case_entries(config_file)] == [
+        ("new", None),
+        ("close", True),
+    ]
