@@ -42,7 +42,15 @@ from gateway.policy.model import (
     Verdict,
 )
 from gateway.registry import CaseRegistry
-from gateway.review import HeldFinding, HoldStore, ReviewDesk, ReviewError, drain_audit_outbox, trail_sink
+from gateway.review import (
+    HeldFinding,
+    HoldRecord,
+    HoldStore,
+    ReviewDesk,
+    ReviewError,
+    drain_audit_outbox,
+    trail_sink,
+)
 from gateway.screening import Accept, Outgoing, Refuse, Submission
 from gateway.settings import GatewaySettings
 from gateway.verdict_replies import (
@@ -522,10 +530,8 @@ class PolicyScreener:
                 )
             )
         if released is not None:
-            # The thread ledger learns a held message only once it is really sent.
             try:
-                content = self.review.store.release_content(released.reference)
-                self._learn_thread(released.reference, _Thread.of(parse_message(content)), released.case)
+                learn_release(self.ledger, self.review.store, released)
             except Exception as exc:
                 log_event(
                     log,
@@ -577,24 +583,12 @@ class PolicyScreener:
             with self.ledger.batch():
                 for queue_id, thread, case in steps:
                     try:
-                        self._learn_thread(queue_id, thread, case)
+                        _record_step(self.ledger, thread, case)
                     except Exception as exc:
                         _ledger_failed(queue_id, exc)
         except Exception as exc:  # the commit itself failed: none of the batch was recorded
             for queue_id, _thread, _case in steps:
                 _ledger_failed(queue_id, exc)
-
-    def _learn_thread(self, reference: str, thread: _Thread, case: str | None) -> None:
-        if thread.message_id is not None:
-            self.ledger.record(
-                thread.message_id,
-                in_reply_to=thread.in_reply_to,
-                references=thread.references,
-                from_=thread.from_,
-                to=thread.to,
-                cc=thread.cc,
-                case=case,
-            )
 
     def review_housekeeping(self) -> tuple[Outgoing, ...]:
         """Periodic: audit what the CLI queued (review decisions, case actions), expire overdue holds;
@@ -730,6 +724,25 @@ class PolicyScreener:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def learn_release(ledger: Ledger, store: HoldStore, released: HoldRecord) -> None:
+    """The thread ledger learns a held message only once it is really sent: when its release is
+    in the spool (released by a reviewer's reply to the gateway, or with the CLI)."""
+    _record_step(ledger, _Thread.of(parse_message(store.release_content(released.reference))), released.case)
+
+
+def _record_step(ledger: Ledger, thread: _Thread, case: str | None) -> None:
+    if thread.message_id is not None:
+        ledger.record(
+            thread.message_id,
+            in_reply_to=thread.in_reply_to,
+            references=thread.references,
+            from_=thread.from_,
+            to=thread.to,
+            cc=thread.cc,
+            case=case,
+        )
 
 
 def _ledger_failed(queue_id: str, exc: Exception) -> None:

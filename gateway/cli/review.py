@@ -28,8 +28,9 @@ from gateway.audit import AuditTrail, JsonValue, audit_dir
 from gateway.cli import config_option
 from gateway.cli.queue import header_summary, mime_outline
 from gateway.errors import AuditError
+from gateway.ledger import Ledger, ledger_path
 from gateway.policy.engine import CompiledPolicy
-from gateway.policy_screener import load_policy_for
+from gateway.policy_screener import learn_release, load_policy_for
 from gateway.review import (
     AuditSink,
     HoldRecord,
@@ -190,12 +191,23 @@ def _decide(
                 raise ReviewError(
                     f"could not store the released message in the spool; {reference} is still held"
                 )
-        desk.accepted(_UNDO_KEY)
+        released = desk.accepted(_UNDO_KEY)
     finally:
         if trail is not None:
             trail.close()
+    if released is not None:
+        _learn_release(settings, store, released)
     for line in result.lines:
         click.echo(line)
+
+
+def _learn_release(settings: GatewaySettings, store: HoldStore, released: HoldRecord) -> None:
+    """The released message joins its thread in the ledger, as when released by mail."""
+    try:
+        with Ledger.open(ledger_path(settings.state_dir)) as ledger:
+            learn_release(ledger, store, released)
+    except Exception as exc:  # the message is released already; a lost thread step is not fatal
+        click.echo(f"Warning: the thread ledger could not record the released message ({exc}).", err=True)
 
 
 @review.command()

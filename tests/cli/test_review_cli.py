@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
+from gateway.ledger import Ledger, ledger_path
 from gateway.policy_screener import PolicyScreener
 from gateway.review import HoldStore
 from gateway.screening import Accept, Submission
@@ -101,6 +102,18 @@ def test_approve_releases_into_the_spool_and_is_audited(config: Path) -> None:
     assert record.status == "released" and record.released and record.decisions[0].via == "cli"
     again = run(config, "reject", "Q1", "--as", "ben@example.org", "--reason", "late")
     assert again.exit_code == 0 and "Already decided" in again.output
+
+
+def test_a_message_released_with_the_cli_joins_its_thread_in_the_ledger(config: Path) -> None:
+    state = load_settings(config).state_dir
+    with Ledger.open(ledger_path(state)) as ledger:
+        assert not ledger.lookup_parent(("<c1@example.org>",), ()).parent_known  # held: not sent yet
+    result = run(config, "approve", "Q1", "--as", "ben@example.org")
+    assert result.exit_code == 0, result.output
+    with Ledger.open(ledger_path(state)) as ledger:
+        parent = ledger.lookup_parent(("<c1@example.org>",), ())
+    assert parent.parent_known
+    assert {a.address for a in parent.parent_participants} >= {"ada@example.org", "olive@example.net"}
 
 
 def test_reject_needs_a_reason_and_tells_the_sender(config: Path) -> None:
