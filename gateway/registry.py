@@ -176,6 +176,11 @@ class CaseRegistry:
         return RegistryKey(self._read_key_file(path), f"key file {path}", in_state_dir=True)
 
     @staticmethod
+    def key_from_file(path: Path) -> RegistryKey:
+        """A key read from ``path`` (a file ``case new-key`` wrote)."""
+        return RegistryKey(CaseRegistry._read_key_file(path), f"key file {path}")
+
+    @staticmethod
     def _read_key_file(path: Path) -> bytes:
         try:
             text = path.read_text(encoding="ascii")
@@ -284,6 +289,16 @@ class CaseRegistry:
             cases = tuple(change(current.cases if current is not None else ()))
             self._write(cases, key)
             return cases
+
+    def rekey(self, new_key: RegistryKey) -> int:
+        """Re-encrypt the registry with ``new_key`` (read with the configured key, atomically, under
+        the lock); returns how many cases it holds. ConfigError if there is no registry yet."""
+        with self.locked():
+            current = self.read()
+            if current is None:
+                raise ConfigError(f"{self.path}: there is no case registry yet: nothing to re-encrypt")
+            self._write(current.cases, new_key)
+            return len(current.cases)
 
     def write(self, cases: Sequence[Case]) -> None:
         """Replace the registry's content (atomically, under the lock)."""

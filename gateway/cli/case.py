@@ -528,6 +528,31 @@ def _remove_cases_from_policy(path: Path) -> None:
     temporary.replace(path)
 
 
+@case.command("rekey")
+@click.argument("new_key_file", metavar="NEW_KEY_FILE", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
+def rekey(new_key_file: Path, config_path: Path | None) -> None:
+    """Re-encrypt the case registry with the key in NEW_KEY_FILE (made with `case new-key`).
+
+    Afterwards point registry.key_file at NEW_KEY_FILE (or put its content in the key's environment
+    variable) and restart the gateway. Until then a running gateway cannot read the re-encrypted
+    registry: it keeps the cases it has in force and logs that the registry cannot be decrypted.
+    """
+    settings = load_settings(config_path)
+    registry = CaseRegistry.from_settings(settings)
+    new_key = CaseRegistry.key_from_file(new_key_file)
+    if new_key.secret == registry.key().secret:
+        raise GatewayError(f"{new_key_file} holds the key the registry is already encrypted with")
+    count = registry.rekey(new_key)
+    record_case_action(settings, "rekey", "*", cases=count)
+    click.echo(
+        f"Re-encrypted the case registry {registry.path} ({_count(count, 'case', 'cases')}) with the key "
+        f"in {new_key_file}. Now set registry.key_file to {new_key_file} (or put its content in the "
+        f"{settings.registry.key_env or 'key'} environment variable) and restart the gateway. Destroy the "
+        "old key once no backup you keep needs it."
+    )
+
+
 @case.command("new-key")
 @click.argument("key_file", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False))
 def new_key(key_file: Path) -> None:

@@ -383,3 +383,30 @@ def test_with_review_off_the_gateway_still_records_queued_case_actions(config_fi
         ("new", None),
         ("close", True),
     ]
+
+
+def test_rekey_re_encrypts_the_registry_with_a_new_key(tmp_path: Path) -> None:
+    old_key, new_key = tmp_path / "keys" / "old.key", tmp_path / "keys" / "new.key"
+    for key_file in (old_key, new_key):
+        ok(CliRunner().invoke(main, ["case", "new-key", str(key_file)]))
+    config = write_config(tmp_path, f"registry:\n  key_file: {old_key}\n")
+    code = new_case(config)
+    add_reporter(config, code)
+    registry = registry_of(config)
+    before = registry.path.read_bytes()
+    same = cli(config, "rekey", str(old_key))
+    assert same.exit_code == 2 and "already encrypted with" in same.output
+    done = ok(cli(config, "rekey", str(new_key)))
+    assert "Re-encrypted the case registry" in done.stdout and "1 case" in done.stdout
+    assert registry.path.read_bytes() != before
+    assert stat.S_IMODE(registry.path.stat().st_mode) == 0o600
+    # The old key no longer opens it (the error names the file, never a case's content) ...
+    refused = cli(config, "list")
+    assert refused.exit_code == 2 and "cannot be decrypted" in refused.output
+    assert_no_identity(refused.output)
+    # ... the new one does, with every case and person intact.
+    switched = write_config(tmp_path, f"registry:\n  key_file: {new_key}\n")
+    assert code in ok(cli(switched, "list")).stdout
+    [stored] = registry_of(switched).cases()
+    assert stored.code == code and [p.names for p in stored.reporters] == [(NAME,)]
+    assert [e["action"] for e in case_entries(switched)][-1] == "rekey"
