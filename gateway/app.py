@@ -389,7 +389,8 @@ class Gateway:
         if workers is not None:
             sources["policy_workers"] = workers.statistics
         # Journal intake: copies of inbound committee mail (started with the listeners below).
-        journal = JournalService.from_settings(settings) if settings.journal.enabled else None
+        shared_policy = screener.source if isinstance(screener, PolicyScreener) else None
+        journal = JournalService.from_settings(settings, shared_policy) if settings.journal.enabled else None
         if journal is not None:
             sources["journal"] = journal.statistics
         registry = build_registry(sources)

@@ -182,9 +182,13 @@ class JournalService:
         self._copies = self._learnt = self._refused = self._failures = 0
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings) -> JournalService:
-        """Open the policy, the fingerprint store and the ledger the journal writes to."""
-        source = PolicySource.from_settings(settings)  # the policy file and the case registry
+    def from_settings(cls, settings: GatewaySettings, source: PolicySource | None = None) -> JournalService:
+        """Open the policy, the fingerprint store and the ledger the journal writes to.
+
+        ``source``: the policy the gateway's screener holds, shared rather than compiled a second time.
+        """
+        if source is None:
+            source = PolicySource.from_settings(settings)  # the policy file and the case registry
         store = FingerprintStore.open(settings.state_dir)
         try:
             ledger = Ledger.open(ledger_path(settings.state_dir))

@@ -178,3 +178,20 @@ async def test_what_the_journal_learnt_protects_the_next_message(
     assert not isinstance(after, Accept)
     text = "\n".join(after.lines)
     assert "protected-content" in text and "own words" in text, text
+
+
+def test_the_journal_uses_the_screeners_policy_instead_of_compiling_its_own(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    with PolicyScreener.from_settings(settings) as screener:
+        service = JournalService.from_settings(settings, screener.source)
+        try:
+            assert service.journal._policy() is screener.source.policy
+            # An edit the screener's source takes in is what the journal sees next.
+            before = screener.source.policy
+            edited = POLICY.replace("names: [Robin Castellano]", "names: [Robin Castellano, Kim Lee]")
+            settings.policy.path.write_text(edited, encoding="utf-8")
+            screener.reload()
+            assert screener.source.policy is not before
+            assert service.journal._policy() is screener.source.policy
+        finally:
+            service.close()
