@@ -100,6 +100,10 @@ class Transport(Protocol):
     def connections_made(self) -> int: ...
 
 
+ATTEMPT_OUTCOMES = ("delivered", "partial", "deferred", "bounced", "expired", "corrupt")
+RECIPIENT_OUTCOMES: tuple[Outcome, ...] = ("delivered", "deferred", "failed")
+
+
 @dataclass(frozen=True)
 class DeliveryStatistics:
     """A snapshot for metrics and the CLI."""
@@ -115,6 +119,23 @@ class DeliveryStatistics:
     recipients_total: Mapping[str, int]  # delivered / deferred / failed
     dsns_total: int
     errors_total: int
+
+    @classmethod
+    def empty(cls) -> DeliveryStatistics:
+        """Nothing delivered yet (every count present, at zero)."""
+        return cls(
+            in_flight=0,
+            sending=0,
+            ready=0,
+            scheduled=0,
+            connections_open=0,
+            connections_total=0,
+            attempts_total=0,
+            outcomes_total=dict.fromkeys(ATTEMPT_OUTCOMES, 0),
+            recipients_total=dict.fromkeys(RECIPIENT_OUTCOMES, 0),
+            dsns_total=0,
+            errors_total=0,
+        )
 
 
 # --- the worker ---------------------------------------------------------------------------------------
@@ -176,11 +197,8 @@ class DeliveryWorker:
             connections_open=self._transport.connections_open(),
             connections_total=self._transport.connections_made(),
             attempts_total=self._attempts,
-            outcomes_total={
-                k: self._outcomes[k]
-                for k in ("delivered", "partial", "deferred", "bounced", "expired", "corrupt")
-            },
-            recipients_total={k: self._recipients[k] for k in ("delivered", "deferred", "failed")},
+            outcomes_total={k: self._outcomes[k] for k in ATTEMPT_OUTCOMES},
+            recipients_total={k: self._recipients[k] for k in RECIPIENT_OUTCOMES},
             dsns_total=self._dsns,
             errors_total=self._errors,
         )

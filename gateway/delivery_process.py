@@ -42,19 +42,6 @@ log = logging.getLogger("gateway.delivery.process")
 
 RESTART_DELAY = 1.0
 STATISTICS_INTERVAL = 0.1  # how often the process looks whether its statistics changed
-EMPTY_STATISTICS = DeliveryStatistics(
-    in_flight=0,
-    sending=0,
-    ready=0,
-    scheduled=0,
-    connections_open=0,
-    connections_total=0,
-    attempts_total=0,
-    outcomes_total=dict.fromkeys(("delivered", "partial", "deferred", "bounced", "expired", "corrupt"), 0),
-    recipients_total=dict.fromkeys(("delivered", "deferred", "failed"), 0),
-    dsns_total=0,
-    errors_total=0,
-)
 
 
 # With two cores the event loop and a policy worker already have one each: measured on two cores, a
@@ -94,7 +81,7 @@ class DeliveryProcess:
         self._context = multiprocessing.get_context("spawn")  # never fork a process with threads
         self._process: BaseProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._statistics = EMPTY_STATISTICS
+        self._statistics = DeliveryStatistics.empty()
         self._earlier: DeliveryStatistics | None = None  # totals of processes that have ended
         self.restarts = 0
 
@@ -126,7 +113,7 @@ class DeliveryProcess:
                 self.restarts += 1
                 log_event(log, "delivery_process_died", logging.ERROR, restart_in=RESTART_DELAY)
                 self._earlier = self.statistics()
-                self._statistics = EMPTY_STATISTICS
+                self._statistics = DeliveryStatistics.empty()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RESTART_DELAY):
                         await stop.wait()

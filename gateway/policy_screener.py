@@ -729,7 +729,7 @@ class PolicyScreener:
 def learn_release(ledger: Ledger, store: HoldStore, released: HoldRecord) -> None:
     """The thread ledger learns a held message only once it is really sent: when its release is
     in the spool (released by a reviewer's reply to the gateway, or with the CLI)."""
-    _record_step(ledger, _Thread.of(parse_message(store.release_content(released.reference))), released.case)
+    ledger.record_message(parse_message(store.release_content(released.reference)), case=released.case)
 
 
 def _record_step(ledger: Ledger, thread: _Thread, case: str | None) -> None:

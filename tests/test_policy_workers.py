@@ -63,6 +63,16 @@ async def workers(settings: GatewaySettings, screener: PolicyScreener) -> AsyncI
         await pool.close()
 
 
+async def kill_the_worker(workers: PolicyWorkers) -> None:
+    """SIGKILL the one worker and wait until the pool has seen it go."""
+    [pid] = workers.pids()
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not workers.pids():
+            return
+        await asyncio.sleep(0.02)
+
+
 def outcome(result: Accept | Refuse) -> tuple[object, ...]:
     """Everything the SMTP layer acts on."""
     if isinstance(result, Refuse):
@@ -156,12 +166,7 @@ async def test_while_no_worker_is_alive_the_gateway_evaluates_itself(
     screener: PolicyScreener, workers: PolicyWorkers
 ) -> None:
     await screener.screen_async(SUBMISSIONS["deliver"])
-    [pid] = workers.pids()
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        if not workers.pids():
-            break
-        await asyncio.sleep(0.02)
+    await kill_the_worker(workers)
     assert workers.pids() == []
     # Within the restart delay: not restarted, and the message is still decided (in-process).
     result = await screener.screen_async(SUBMISSIONS["reject-identity"])
@@ -186,7 +191,7 @@ def test_an_exception_in_a_worker_is_answered_with_its_type_only(
 
 
 async def test_closing_stops_every_worker(settings: GatewaySettings) -> None:
-    pool = PolicyWorkers(settings.model_copy(update={"state_dir": settings.state_dir}), 2)
+    pool = PolicyWorkers(settings, 2)
     with PolicyScreener.from_settings(settings):
         await pool.start()
         pids = pool.pids()
@@ -201,12 +206,7 @@ async def test_concurrent_messages_start_one_replacement_for_a_dead_worker(
     screener: PolicyScreener, workers: PolicyWorkers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await screener.screen_async(SUBMISSIONS["deliver"])
-    [pid] = workers.pids()
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        if not workers.pids():
-            break
-        await asyncio.sleep(0.02)
+    await kill_the_worker(workers)
     monkeypatch.setattr(policy_workers, "RESTART_DELAY", 0.0)
     results = await asyncio.gather(*(screener.screen_async(SUBMISSIONS["deliver"]) for _ in range(10)))
     assert all(isinstance(result, Accept) for result in results)

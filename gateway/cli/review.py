@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from email import policy as email_policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -24,14 +23,14 @@ from typing import Literal
 import click
 
 from gateway.accounts import Accounts
-from gateway.audit import AuditTrail, JsonValue, audit_dir
 from gateway.cli import config_option
+from gateway.cli.auditing import audit_sink
 from gateway.cli.queue import header_summary, mime_outline
-from gateway.errors import AuditError
 from gateway.ledger import Ledger, ledger_path
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy_screener import learn_release, load_policy_for
 from gateway.review import (
+    AUDIT_EVENT,
     AuditSink,
     HoldRecord,
     HoldStore,
@@ -59,32 +58,10 @@ def _open(config_path: Path | None) -> tuple[GatewaySettings, CompiledPolicy, Ho
     return settings, policy, HoldStore.in_state_dir(settings.state_dir)
 
 
-def _outbox_sink(store: HoldStore) -> AuditSink:
-    def record(fields: Mapping[str, JsonValue]) -> None:
-        store.outbox_put(fields)
-
-    return record
-
-
-def _desk(settings: GatewaySettings, store: HoldStore, trail: AuditTrail | None) -> ReviewDesk:
-    sink = _outbox_sink(store)
-    if trail is not None:
-
-        def direct(fields: Mapping[str, JsonValue]) -> None:
-            trail.append("review", fields)
-
-        sink = direct
+def _desk(settings: GatewaySettings, store: HoldStore, sink: AuditSink) -> ReviewDesk:
     # Review rights end with the account (`user remove`), as for replies by mail.
     has_account = account_check(Accounts.load(settings.auth.users_file))
     return ReviewDesk(store, settings.review, settings.server.hostname, sink, has_account=has_account)
-
-
-def _trail(settings: GatewaySettings) -> AuditTrail | None:
-    """The audit trail if no gateway holds it; else None (decisions go through the outbox)."""
-    try:
-        return AuditTrail.open(audit_dir(settings.state_dir))
-    except AuditError:
-        return None
 
 
 @review.command("list")
@@ -179,9 +156,8 @@ def _decide(
     sender = member_of(policy, record.sender_account) or member_of(policy, record.sender)
     if sender == member or record.sender.lower() in member.addresses:
         raise ReviewError(f"{member.name} sent message {reference} and cannot review it; another member must")
-    trail = _trail(settings)
-    try:
-        desk = _desk(settings, store, trail)
+    with audit_sink(settings, AUDIT_EVENT) as sink:
+        desk = _desk(settings, store, sink)
         result = desk.decide(reference, member, command, reason, policy, via="cli", undo_key=_UNDO_KEY)
         if result.outgoing:
             failed = asyncio.run(spool_outgoing(Spool(settings.state_dir / "spool"), result.outgoing))
@@ -192,9 +168,6 @@ def _decide(
                     f"could not store the released message in the spool; {reference} is still held"
                 )
         released = desk.accepted(_UNDO_KEY)
-    finally:
-        if trail is not None:
-            trail.close()
     if released is not None:
         _learn_release(settings, store, released)
     for line in result.lines:
@@ -236,14 +209,10 @@ def reject(reference: str, member: str, reason: str, config_path: Path | None) -
 def expire(config_path: Path | None) -> None:
     """Expire held messages past their time now (the running gateway also does this periodically)."""
     settings, policy, store = _open(config_path)
-    trail = _trail(settings)
-    try:
-        notices = _desk(settings, store, trail).expire_due(policy)
+    with audit_sink(settings, AUDIT_EVENT) as sink:
+        notices = _desk(settings, store, sink).expire_due(policy)
         if notices:
             asyncio.run(spool_outgoing(Spool(settings.state_dir / "spool"), notices))
-    finally:
-        if trail is not None:
-            trail.close()
     click.echo(f"Expiry checked: {len(notices)} notice(s) to senders of expired messages spooled.")
 
 

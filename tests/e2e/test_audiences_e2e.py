@@ -18,7 +18,14 @@ import pytest
 from tests.e2e.clients import Account, new_password
 from tests.e2e.messages import token, unique_address
 from tests.e2e.postfix import DeliveredMessage, PostfixInstance
-from tests.e2e.test_policy_e2e import PolicyGateway, arrived, compose, never_relayed, start_gateway
+from tests.e2e.test_policy_e2e import (
+    PolicyGateway,
+    arrived,
+    assert_quoting_refused,
+    compose,
+    never_relayed,
+    start_gateway,
+)
 from tests.e2e.tls import TlsMaterial
 
 pytestmark = pytest.mark.e2e
@@ -96,16 +103,7 @@ def test_a_reporters_words_learnt_while_running_are_refused_to_an_outsider(
     learnt = gateway.process.cli("case", "add-report", "amber tide", str(report))
     assert learnt.returncode == 0, learnt.stderr
 
-    quoted, plain, outsider = token(), token(), unique_address("words")
-    body = f"Here is what we were told:\r\n\r\n> {REPORT_WORDS}.\r\n"
-    refused = gateway.send(compose(quoted, to=f"<{outsider}>", body=body), [outsider])
-
-    assert refused.final.startswith("550"), refused.run.transcript
-    assert "protected-content" in refused.reply_text
-    assert "cloakroom" not in refused.reply_text  # the reporter's words are never echoed
-    gateway.send(compose(plain, to=f"<{outsider}>"), [outsider])
-    arrived(postfix, outsider, plain)
-    never_relayed(postfix, quoted)
+    assert_quoting_refused(gateway, postfix, REPORT_WORDS, telltale="cloakroom", label="words")
 
 
 def test_a_warning_delivers_the_message_and_tells_the_sender(

@@ -13,9 +13,9 @@ import pytest
 
 from tests.e2e.clients import Account, Endpoint, swaks
 from tests.e2e.gateway_process import GatewayProcess, deep_merge, gateway_settings
-from tests.e2e.messages import token, unique_address
+from tests.e2e.messages import token
 from tests.e2e.postfix import PostfixInstance
-from tests.e2e.test_policy_e2e import PolicyGateway, arrived, compose, never_relayed
+from tests.e2e.test_policy_e2e import PolicyGateway, assert_quoting_refused
 from tests.e2e.tls import TlsMaterial
 
 pytestmark = pytest.mark.e2e
@@ -89,12 +89,4 @@ def test_a_report_copied_by_the_mail_server_protects_the_reporters_words(
     # Postfix delivers the report to the committee's mailbox and its copy to the journal listener.
     wait_for_log(gateway.process, 'event=journal-copy learnt=1 cases="amber tide"')
 
-    quoted, plain, outsider = token(), token(), unique_address("journal")
-    body = f"For context, the report said:\r\n\r\n> {REPORT_WORDS}.\r\n"
-    refused = gateway.send(compose(quoted, to=f"<{outsider}>", body=body), [outsider])
-    assert refused.final.startswith("550"), refused.run.transcript
-    assert "protected-content" in refused.reply_text
-    assert "accent" not in refused.reply_text  # the reporter's words are never echoed
-    gateway.send(compose(plain, to=f"<{outsider}>"), [outsider])
-    arrived(postfix, outsider, plain)
-    never_relayed(postfix, quoted)
+    assert_quoting_refused(gateway, postfix, REPORT_WORDS, telltale="accent", label="journal")

@@ -173,6 +173,22 @@ def never_relayed(postfix: PostfixInstance, *markers: str) -> None:
         assert not any(marker in text for marker in markers), text
 
 
+def assert_quoting_refused(
+    gateway: PolicyGateway, postfix: PostfixInstance, words: str, *, telltale: str, label: str
+) -> None:
+    """A member quoting a reporter's ``words`` to an outsider is refused without the words (``telltale``,
+    one of them) echoed; the same message without the quote is relayed."""
+    quoted, plain, outsider = token(), token(), unique_address(label)
+    body = f"Here is what we were told:\r\n\r\n> {words}.\r\n"
+    refused = gateway.send(compose(quoted, to=f"<{outsider}>", body=body), [outsider])
+    assert refused.final.startswith("550"), refused.run.transcript
+    assert "protected-content" in refused.reply_text
+    assert telltale not in refused.reply_text  # the reporter's words are never echoed
+    gateway.send(compose(plain, to=f"<{outsider}>"), [outsider])
+    arrived(postfix, outsider, plain)
+    never_relayed(postfix, quoted)
+
+
 def start_gateway(
     root: Path, policy: Path, tls: TlsMaterial, postfix: PostfixInstance, member: Account
 ) -> GatewayProcess:
