@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import aiosmtplib
 
+from gateway import upstream_fast_paths
 from gateway.dsn import FailedRecipient, build_dsn
 from gateway.errors import ConfigError, CorruptSpoolEntry, SpoolError
 from gateway.logs import log_event
@@ -669,6 +670,7 @@ class UpstreamTransport:
         self._in_use: set[aiosmtplib.SMTP] = set()
         self._made = 0
         self._closing = False
+        upstream_fast_paths.install()  # aiosmtplib's DATA preparation, minus its no-op passes
 
     def connections_open(self) -> int:
         return sum(1 for c in (*self._in_use, *(c for c, _ in self._idle)) if c.is_connected)
