@@ -33,6 +33,32 @@ def read_frame(stream: io.BufferedIOBase) -> tuple[int, object] | None:
     return request_id, pickle.loads(data)  # noqa: S301 - written by our own process (module docstring)
 
 
+class FrameBuffer:
+    """Frames out of a byte stream that arrives in arbitrary pieces (an ``asyncio.Protocol``'s
+    ``data_received``): cheaper than awaiting ``readexactly`` twice per frame."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, object]]:
+        """Add ``data``; return every frame now complete, in order."""
+        buffer = self._data
+        buffer += data
+        frames: list[tuple[int, object]] = []
+        start = 0
+        while len(buffer) - start >= _HEADER.size:
+            request_id, length = _HEADER.unpack_from(buffer, start)
+            end = start + _HEADER.size + length
+            if len(buffer) < end:
+                break
+            payload = buffer[start + _HEADER.size : end]
+            frames.append((request_id, pickle.loads(payload)))  # noqa: S301 - see the module docstring
+            start = end
+        if start:
+            del buffer[:start]
+        return frames
+
+
 async def read_frame_async(reader: asyncio.StreamReader) -> tuple[int, object] | None:
     """The next frame from an asyncio stream; None at end of input or when the connection broke."""
     try:

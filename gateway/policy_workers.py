@@ -29,13 +29,14 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from gateway.errors import PolicyWorkerError
 from gateway.evaluation import Evaluation, evaluate_submission
 from gateway.fingerprints import FingerprintStore
-from gateway.framing import encode_frame, read_frame, read_frame_async
+from gateway.framing import FrameBuffer, encode_frame, read_frame
 from gateway.ledger import Ledger, ledger_path
 from gateway.logs import configure, log_event
 from gateway.policy.engine import CompiledPolicy
@@ -90,17 +91,55 @@ class _Request:
 
 
 @dataclass
+class _Waiting:
+    """A request the worker has not answered yet."""
+
+    answer: asyncio.Future[Evaluation | str]
+    since: float  # loop time it was sent
+
+
+class _AnswerProtocol(asyncio.Protocol):
+    """The gateway's end of one worker's socket: each answer goes to its request; when the socket
+    closes (the worker exited, died or was killed), every request still waiting fails."""
+
+    def __init__(self) -> None:
+        self.frames = FrameBuffer()
+        self.pending: dict[int, _Waiting] = {}
+        self.closed = False
+        self.on_close: Callable[[_AnswerProtocol], None] = lambda _protocol: None
+
+    def data_received(self, data: bytes) -> None:
+        for request_id, result in self.frames.feed(data):
+            waiting = self.pending.pop(request_id, None)
+            if waiting is not None and not waiting.answer.done() and isinstance(result, Evaluation | str):
+                waiting.answer.set_result(result)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.on_close(self)
+        for waiting in self.pending.values():
+            if not waiting.answer.done():
+                waiting.answer.set_result("WorkerDied")
+        self.pending.clear()
+
+
+@dataclass
 class _Worker:
     """One worker process as the gateway sees it: its socket, and the requests it has."""
 
     number: int
     process: BaseProcess
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    transport: asyncio.Transport
+    protocol: _AnswerProtocol
     started_at: float
-    pending: dict[int, asyncio.Future[Evaluation | str]] = field(default_factory=dict)
-    alive: bool = True
-    listener: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return not self.protocol.closed
+
+    @property
+    def pending(self) -> dict[int, _Waiting]:
+        return self.protocol.pending
 
 
 class PolicyWorkers:
@@ -120,11 +159,13 @@ class PolicyWorkers:
         self._closed = False
         self._restarting: set[int] = set()  # worker numbers being replaced now
         self.evaluation_timeout = EVALUATION_TIMEOUT
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start every worker (each loads the policy in the background; requests wait in its socket)."""
         for number in range(self.count):
             self._workers[number] = await self._spawn(number)
+        self._watchdog = asyncio.create_task(self._watch(), name="policy-worker-watchdog")
 
     async def evaluate(self, submission: Submission, policy_version: str) -> Evaluation | None:
         """The evaluation of ``submission`` under ``policy_version``; None when the caller must
@@ -137,16 +178,13 @@ class PolicyWorkers:
             return None
         self._next_id += 1
         request_id = self._next_id
-        answer: asyncio.Future[Evaluation | str] = asyncio.get_running_loop().create_future()
-        worker.pending[request_id] = answer
-        worker.writer.write(encode_frame(_Request(policy_version, submission), request_id))
-        try:
-            async with asyncio.timeout(self.evaluation_timeout):
-                result = await asyncio.shield(answer)
-        except TimeoutError:
-            log_event(log, "policy-worker-stuck", logging.ERROR, worker=worker.number)
-            worker.process.kill()  # its listener sees the socket close and fails what it had
-            result = await answer
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Evaluation | str] = loop.create_future()
+        worker.pending[request_id] = _Waiting(answer, loop.time())
+        worker.transport.write(encode_frame(_Request(policy_version, submission), request_id))
+        # No timer per request: the watchdog kills a worker that keeps one waiting too long, which
+        # answers every request it had (see _AnswerProtocol.connection_lost).
+        result = await answer
         if isinstance(result, Evaluation):
             return result
         if result == STALE:
@@ -157,15 +195,15 @@ class PolicyWorkers:
     async def close(self) -> None:
         """Stop every worker: close its socket (it exits at end of input), then make sure."""
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         workers = [worker for worker in self._workers if worker is not None]
         for worker in workers:
-            worker.writer.close()
+            worker.transport.close()
         for worker in workers:
             await self._reap(worker)
-            if worker.listener is not None:
-                worker.listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker.listener
 
     def statistics(self) -> WorkerStatistics:
         alive = sum(1 for worker in self._workers if worker is not None and worker.alive)
@@ -193,6 +231,19 @@ class PolicyWorkers:
         alive = [worker for worker in self._workers if worker is not None and worker.alive]
         return min(alive, key=lambda worker: len(worker.pending)) if alive else None
 
+    async def _watch(self) -> None:
+        """Kill a worker that has kept a request waiting longer than ``evaluation_timeout``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self.evaluation_timeout / 4))
+            now = loop.time()
+            for worker in self._workers:
+                if worker is None or not worker.alive:
+                    continue
+                if any(now - waiting.since > self.evaluation_timeout for waiting in worker.pending.values()):
+                    log_event(log, "policy-worker-stuck", logging.ERROR, worker=worker.number)
+                    worker.process.kill()  # its socket closes: the requests it had are answered
+
     @staticmethod
     async def _reap(worker: _Worker) -> None:
         """Collect a dead worker's exit status (a stuck one is killed first)."""
@@ -211,35 +262,15 @@ class PolicyWorkers:
         )
         await asyncio.to_thread(process.start)
         theirs.close()
-        reader, writer = await asyncio.open_connection(sock=ours)
-        worker = _Worker(number, process, reader, writer, time.monotonic())
-        worker.listener = asyncio.create_task(self._listen(worker), name=f"policy-worker-{number}")
-        return worker
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(_AnswerProtocol, sock=ours)
+        protocol.on_close = lambda closed: self._worker_gone(number, closed)
+        return _Worker(number, process, transport, protocol, time.monotonic())
 
-    async def _listen(self, worker: _Worker) -> None:
-        """Hand each answer to its request; when the worker goes, fail what it still had."""
-        try:
-            while (frame := await read_frame_async(worker.reader)) is not None:
-                request_id, result = frame
-                answer = worker.pending.pop(request_id, None)
-                if answer is not None and not answer.done() and isinstance(result, Evaluation | str):
-                    answer.set_result(result)
-        finally:
-            worker.alive = False
-            worker.writer.close()
-            if worker.pending and not self._closed:
-                self.lost += len(worker.pending)
-                log_event(
-                    log,
-                    "policy-worker-died",
-                    logging.ERROR,
-                    worker=worker.number,
-                    messages=len(worker.pending),
-                )
-            for answer in worker.pending.values():
-                if not answer.done():
-                    answer.set_result("WorkerDied")
-            worker.pending.clear()
+    def _worker_gone(self, number: int, protocol: _AnswerProtocol) -> None:
+        if protocol.pending and not self._closed:
+            self.lost += len(protocol.pending)
+            log_event(log, "policy-worker-died", logging.ERROR, worker=number, messages=len(protocol.pending))
 
 
 # --- the worker process ------------------------------------------------------------------------
