@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import ahocorasick
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.policy.audiences import Audiences, Membership, Role
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, Finding, RuleContext
+from gateway.policy.normalize import normalize
 from gateway.policy.rules import communication
 from gateway.policy.rules.communication import DecisionComponent, Params
 from tests.policy.builders import Message, Multipart, Part, plain, render
@@ -215,3 +222,154 @@ def test_directives_are_fine_to_others_and_information_is_fine_to_organisers() -
     assert codes(check(directive, MOD, params=Params(directive_roles=(Role.MODERATOR,)))) == [
         "DIRECTIVE_TO_ORGANISER"
     ]
+
+
+# --- phrase search ------------------------------------------------------------------------------
+
+Groups = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def reference_found_by_group(
+    groups: Groups, text: str, tails: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """The phrase search as it was before the anchored walk: one plain Aho-Corasick walk (the oracle).
+
+    Spellings come from ``_phrase_variants``, which both share: the search is under test, not them.
+    """
+    owners: dict[str, set[str]] = {}
+    for group, phrases in groups:
+        for phrase in phrases:
+            if normalize(phrase):
+                for variant in communication._phrase_variants(phrase):
+                    owners.setdefault(variant, set()).add(group)
+    if not owners:
+        return {}
+    automaton = ahocorasick.Automaton()
+    for variant, members in owners.items():
+        automaton.add_word(variant, (variant, tuple(sorted(members))))
+    automaton.make_automaton()
+    found: dict[str, dict[str, None]] = {}
+    for last, (variant, members) in automaton.iter(text):
+        start, after = last - len(variant) + 1, last + 1
+        if start and text[start - 1].isalnum():
+            continue
+        if after < len(text) and (text[after].isalnum() or text[after] == "_"):
+            continue
+        for group in members:
+            tail = (tails or {}).get(group)
+            if tail and not re.compile(tail).match(text, after):
+                continue
+            found.setdefault(group, {})[variant] = None
+    return {group: list(variants) for group, variants in found.items()}
+
+
+def assert_same_search(groups: Groups, text: str, tails: dict[str, str] | None = None) -> None:
+    expected = reference_found_by_group(groups, text, tails)
+    # items(), not the dicts: the order of groups and of phrases is part of the result.
+    assert list(communication._found_by_group(groups, text, tails).items()) == list(expected.items())
+    for group, phrases in groups:
+        tail = (tails or {}).get(group, "")
+        alone = reference_found_by_group((("", phrases),), text, {"": tail}).get("", [])
+        assert communication._found(phrases, text, tail) == alone
+
+
+# Words for random phrase lists: "n't" forms, leading punctuation and digits, underscores, letters
+# and digits outside ASCII (Arabic-Indic one is a digit), spellings that fold alike.
+WORDS = (
+    "be", "better", "just", "a", "joke", "it", "was", "didn't", "can't", "won't", "n't", "not",
+    "mean", "to", "over-sensitive", "over", "sensitive", "1st", "42", "x1", "_x", "foo_bar",
+    "'twas", "-ish", "(see", "(x", "!!", "é", "ß", "ж", "١", "東京", "Éa",
+)  # fmt: skip
+ASCII_NOISE = (" ", "  ", *"_'.,-()\"!?\n\t\x00xX7a")  # "x", "X", "7", "a" glue words together
+OTHER_NOISE = ("é", "ß", "١", "ж", "東", "’", "“", "\u00a0", "\U0001f600", "\ud800")
+PHRASE = st.one_of(
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=3).map(" ".join),
+    st.sampled_from(("", "   ", "\u200b", "Just  A\nJOKE")),
+)
+TAILS = st.sampled_from(
+    (None, {"A": communication._VAGUE_TAIL}, {"B": r"(?=[ .]|$)"}, {"A": r"(?<=e)", "C": r"\s*x"})
+)
+
+
+def texts_around(data: st.DataObject, phrases: list[str]) -> str:
+    """Spellings of the phrases, each after noise that may or may not make a word boundary."""
+    variants = [v for phrase in phrases if normalize(phrase) for v in communication._phrase_variants(phrase)]
+    # Most texts are ASCII: only they take the anchored walk.
+    noise = ASCII_NOISE if data.draw(st.integers(0, 3)) else ASCII_NOISE + OTHER_NOISE
+    # Upper case and hyphens for spaces: spellings that must not match, the latter folding alike.
+    spellings = [*variants, *(v.upper() for v in variants), *(v.replace(" ", "-") for v in variants)]
+    spelling = st.sampled_from(spellings or ["x"])
+    glue = st.lists(st.sampled_from(noise), max_size=2).map("".join)
+    pairs = data.draw(st.lists(st.tuples(glue, spelling), min_size=1, max_size=8))
+    return "".join(before + variant for before, variant in pairs) + data.draw(glue)
+
+
+@st.composite
+def phrase_groups(draw: st.DrawFn) -> Groups:
+    # Phrases inside a longer one (at its start, middle or end) decide the order of findings.
+    words = draw(st.lists(st.sampled_from(WORDS), min_size=3, max_size=4))
+    spans = [" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
+    inside = [" ".join(words[i:j]) for i in range(1, len(words)) for j in range(i + 1, len(words))]
+    phrase = st.one_of(st.sampled_from(inside), st.sampled_from(spans), PHRASE)
+    names = draw(st.lists(st.sampled_from("ABC"), min_size=1, max_size=3))
+    lists = [draw(st.lists(phrase, min_size=1, max_size=4)) for _ in names]
+    lists[0].insert(0, spans[-1])
+    return tuple((name, tuple(phrases)) for name, phrases in zip(names, lists, strict=True))
+
+
+@settings(max_examples=500, deadline=None)
+@given(phrase_groups(), st.data())
+def test_search_agrees_with_the_plain_walk_on_random_phrases(groups: Groups, data: st.DataObject) -> None:
+    text = texts_around(data, [phrase for _, phrases in groups for phrase in phrases])
+    assert_same_search(groups, text, data.draw(TAILS))
+
+
+DEFAULTS = Params()
+DEFAULT_GROUPS: Groups = (
+    *((lint.code, getattr(DEFAULTS, communication._LINT_FIELDS[lint.code])) for lint in communication._LINTS),
+    ("DIRECTIVES", DEFAULTS.directives),
+    *((name, component.cues) for name, component in DEFAULTS.decision_components.items()),
+)
+DEFAULT_TAILS = {"VAGUE_REQUEST": communication._VAGUE_TAIL}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_search_agrees_with_the_plain_walk_on_the_default_phrases(data: st.DataObject) -> None:
+    text = texts_around(data, [phrase for _, phrases in DEFAULT_GROUPS for phrase in phrases])
+    assert_same_search(DEFAULT_GROUPS, text, DEFAULT_TAILS)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        pytest.param("_just a joke", ["just a joke"], id="underscore before is a boundary"),
+        pytest.param("just a joke_", [], id="underscore after is not"),
+        pytest.param("xjust a joke", [], id="inside a word"),
+        pytest.param("1just a joke", [], id="after a digit"),
+        pytest.param('("just a joke")', ["just a joke"], id="punctuation around"),
+        pytest.param("é just a joke", ["just a joke"], id="text outside ASCII"),
+        pytest.param("“just a joke”", ["just a joke"], id="quotes outside ASCII"),
+        pytest.param("éjust a joke", [], id="after a letter outside ASCII"),
+        pytest.param(
+            "it was just a joke.", ["was", "it was just a joke", "just a joke"], id="by end, longest first"
+        ),
+        pytest.param("it was over-sensitive", ["was", "over-sensitive"], id="spellings that fold alike"),
+        pytest.param("over sensitive, over-sensitive", ["over sensitive", "over-sensitive"], id="both"),
+        pytest.param("--x1 (x1", ["--x1", "(x1"], id="leading punctuation"),
+        pytest.param("", [], id="empty"),
+    ],
+)
+def test_search_examples(text: str, found: list[str]) -> None:
+    phrases = ("just a joke", "it was just a joke", "was", "over sensitive", "over-sensitive", "--x1", "(x1")
+    assert communication._found(phrases, text) == found
+    assert_same_search((("A", phrases),), text)
+
+
+def test_search_agrees_with_the_plain_walk_on_real_mail(real_mail_dir: Path) -> None:
+    texts: list[str] = []
+    for path in sorted(real_mail_dir.rglob("*.eml")):
+        texts.extend(own.text for own in communication._own_texts(parse_message(path.read_bytes())))
+    assert sum(text.isascii() for text in texts) > len(texts) // 2  # the anchored walk is exercised
+    for text in texts:
+        assert_same_search(DEFAULT_GROUPS, text, DEFAULT_TAILS)
