@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from typing import Any
 
 # Values made only of these characters are written unquoted.
@@ -34,10 +35,31 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
     logger.handle(record)
 
 
+class LineFormatter(logging.Formatter):
+    """``time level logger message``; the time text is made once per second, not once per line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"  # as logging.Formatter.default_msec_format
+
+
 def configure(level: str = "info") -> None:
     """Send gateway logs to stderr, one line each, with a timestamp."""
+    # Lines never show threads or processes: spare every record looking them up (logging's own
+    # advice for lines made on a hot path).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(LineFormatter())
     root = logging.getLogger("gateway")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

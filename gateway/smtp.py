@@ -398,6 +398,7 @@ class SubmissionProtocol(SMTP):
         self._member_address: str | None = None
         self._lost = False
         self._close_after_reply = False
+        self._idle_deadline: float | None = None  # loop time; None while the idle timer is stopped
 
     # --- connection life cycle -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -449,9 +450,30 @@ class SubmissionProtocol(SMTP):
         if self._original_transport is not None:
             self._original_transport.abort()  # type: ignore[attr-defined]
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # Called for every command and every chunk of DATA. Replacing a timer each time costs about
+        # as much as reading the command: move a deadline instead, and let one timer follow it.
+        now = self.loop.time()
+        deadline = now + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        handle = self._timeout_handle
+        # A new timer unless one is pending that fires before the deadline (it then follows it).
+        if handle is None or handle.cancelled() or not now <= handle.when() <= deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        deadline = self._idle_deadline
+        if deadline is None:
+            return  # stopped since it was set; the next reset starts a timer again
+        if self.loop.time() >= deadline:
+            self._timeout_cb()
+        else:
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
+
     def _stop_timer(self) -> None:
-        if self._timeout_handle is not None:
-            self._timeout_handle.cancel()
+        self._idle_deadline = None
 
     # --- input -----------------------------------------------------------------------------------
     async def _fill(self) -> None:

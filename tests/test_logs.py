@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gateway.logs import log_event
+from gateway.logs import LineFormatter, log_event
 
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._-:/+[]<>,=")
 
@@ -42,3 +42,13 @@ def test_disabled_levels_cost_nothing_and_log_nothing(caplog: pytest.LogCaptureF
         log_event(logger, "quiet", logging.INFO, field="x")
         log_event(logger, "loud", logging.ERROR, field="x")
     assert [record.getMessage() for record in caplog.records] == ["event=loud field=x"]
+
+
+@pytest.mark.parametrize("moment", [0.0, 1795536589.0, 1795536589.5, 1795536589.999, 1795536590.001])
+def test_line_times_are_written_as_the_standard_formatter_writes_them(moment: float) -> None:
+    standard = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    ours = LineFormatter()
+    for created in (moment, moment + 0.25, moment + 1.0, moment):  # reused, then a new second, then back
+        record = logging.LogRecord("gateway.test-logs", logging.INFO, __file__, 0, "event=x", (), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == standard.format(record)

@@ -1217,3 +1217,19 @@ async def test_a_cancelled_waiter_does_not_cancel_the_flush_the_others_wait_for(
     release.set()
     await staying
     assert leaving.cancelled() and runs == 1
+
+
+async def test_commands_keep_a_session_alive_and_the_idle_timeout_counts_from_the_last_one(
+    start_gateway: StartGateway, raw_clients: Connect
+) -> None:
+    gateway = await start_gateway(limits={"command_timeout": 0.3})
+    client = await raw_clients(gateway.submission)  # the greeting is read
+    loop = asyncio.get_running_loop()
+    for _ in range(6):  # 0.9 s of activity: three timeouts' worth
+        await asyncio.sleep(0.15)
+        await client.send(b"NOOP\r\n")
+        assert (await client.reply()).startswith("250")
+    last_command = loop.time()
+    assert (await client.reply()).startswith("421 4.4.2")
+    waited = loop.time() - last_command
+    assert 0.25 <= waited < 0.6
