@@ -5,7 +5,8 @@ Layout, in ``<state_dir>/audit/`` (folder 0700, files 0600):
 ``audit.jsonl``
     One JSON object per line. Every entry has ``seq`` (1, 2, 3, ...), ``time`` (UTC), ``prev`` (the
     previous entry's hash; 64 zeros for the first) and ``hash``: the SHA-256 of the canonical JSON
-    (sorted keys, no spaces, ASCII) of every other field. Editing, deleting or reordering an entry
+    (sorted keys, no spaces, ASCII) of every other field. The line is that canonical JSON with
+    ``hash`` added as its last key. Editing, deleting or reordering an entry
     breaks the chain at that entry, which ``verify`` names.
 ``salts.jsonl``
     One line per entry: ``{"seq", "hash", "salt"}``. Identifying values (Message-ID, recipients,
@@ -76,7 +77,6 @@ def parse_time(text: str) -> datetime:
 _CANONICAL_ENCODER = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
 )
-_LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:
@@ -308,9 +308,12 @@ class AuditTrail:
                 **fields,
                 "digests": digests,
             }
-            entry["hash"] = entry_hash(entry)
-            line = _LINE_ENCODER.encode(entry) + "\n"
-            self._append_line(self._log_fd, line.encode("ascii"), LOG_NAME)
+            # The line is the canonical JSON the hash covers, with the hash added last: one encoding
+            # instead of two (verify parses lines, so their key order is free).
+            canonical = canonical_json(entry)
+            entry["hash"] = hashlib.sha256(canonical).hexdigest()
+            line = b'%s,"hash":"%s"}\n' % (canonical[:-1], entry["hash"].encode("ascii"))
+            self._append_line(self._log_fd, line, LOG_NAME)
             self._last_seq = entry["seq"]
             self._last_hash = entry["hash"]
             checkpoint = {"seq": entry["seq"], "hash": entry["hash"], "salt": salt.hex()}

@@ -153,7 +153,7 @@ class Ledger:
             key,
             json.dumps(_normalised_ids(in_reply_to)),
             json.dumps(_normalised_ids(references)),
-            json.dumps(participants, ensure_ascii=False),
+            _PARTICIPANTS_JSON.encode(participants),
             case,
             recorded_at,
         )
@@ -270,6 +270,10 @@ class Ledger:
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+
+# json.dumps with any option builds an encoder per call; this is the one it would build.
+_PARTICIPANTS_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def _normalised_ids(values: Iterable[str]) -> list[str]:

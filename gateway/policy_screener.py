@@ -482,8 +482,10 @@ class PolicyScreener:
         self, submission: Submission, policy: CompiledPolicy, verdict: Verdict, message: ParsedMessage
     ) -> tuple[Outgoing, ...]:
         """One notice listing the ``warn`` findings of a delivered message (best effort)."""
+        if not any(d.action is Action.WARN for d in verdict.decisions):
+            return ()
         warned = [d for d in _held_findings(verdict) if d.action == Action.WARN.value]
-        if not warned or self.review is None or submission.mail_from.lower() not in policy.committee:
+        if self.review is None or submission.mail_from.lower() not in policy.committee:
             return ()
         try:
             notice = self.review.notices(policy).outgoing(

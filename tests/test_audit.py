@@ -20,6 +20,7 @@ from gateway.audit import (
     AuditTrail,
     DecisionRecord,
     FindingRecord,
+    canonical_json,
     digest_matches,
     entry_hash,
     read_entries,
@@ -102,6 +103,15 @@ def test_entries_are_chained_and_files_private(trail: AuditTrail, directory: Pat
     result = verify(directory)
     assert result.ok, result.problems
     assert (result.entries, result.last_seq) == (3, 3)
+
+
+def test_a_line_is_the_hashed_canonical_json_with_its_hash_last(trail: AuditTrail, directory: Path) -> None:
+    fill(trail, 2)
+    for line in (directory / LOG_NAME).read_bytes().splitlines(keepends=True):
+        fields = json.loads(line)
+        hashed = canonical_json({key: value for key, value in fields.items() if key != "hash"})
+        assert line == hashed[:-1] + b',"hash":"' + entry_hash(fields).encode() + b'"}\n'
+        assert fields["hash"] == entry_hash(fields)
 
 
 def test_decision_fields(trail: AuditTrail, directory: Path) -> None:

@@ -79,6 +79,9 @@ def _domain_of(key: str) -> str:
     return key.rpartition("@")[2]
 
 
+_REMEMBERED_ANSWERS = 4096
+
+
 @dataclass(frozen=True)
 class Audiences:
     """The policy's audience lists, ready to classify any address in constant time per domain label."""
@@ -87,6 +90,11 @@ class Audiences:
     committee: frozenset[str] = frozenset()
     by_address: Mapping[str, frozenset[Membership]] = field(default_factory=lambda: MappingProxyType({}))
     by_domain: Mapping[str, frozenset[Membership]] = field(default_factory=lambda: MappingProxyType({}))
+    # Rules ask about the same few recipients several times per message, and about the same people
+    # message after message: answers are remembered for this policy load (bounded).
+    _answers: dict[str, frozenset[Membership]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def build(
@@ -113,6 +121,14 @@ class Audiences:
 
     def memberships(self, address: str) -> frozenset[Membership]:
         """Every role ``address`` holds (with the case, for case roles); ``other`` when none."""
+        answer = self._answers.get(address)
+        if answer is None:
+            if len(self._answers) >= _REMEMBERED_ANSWERS:
+                self._answers.clear()
+            answer = self._answers[address] = self._memberships(address)
+        return answer
+
+    def _memberships(self, address: str) -> frozenset[Membership]:
         key = mailbox_key(address)
         if key and key == self.conduct_address:
             return frozenset({Membership(Role.CONDUCT)})

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
+from gateway.policy import audiences as audiences_module
 from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
 from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import audiences, compile_policy, rule_context
@@ -80,6 +81,16 @@ def classified() -> Audiences:
 )
 def test_roles(classified: Audiences, address: str, expected: set[Role]) -> None:
     assert classified.roles(address) == expected
+
+
+def test_remembered_answers_are_the_answers(classified: Audiences, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audiences_module, "_REMEMBERED_ANSWERS", 3)  # forget often
+    classified._answers.clear()
+    addresses = ["owl@example.net", "pat@example.com", "robin@mail.example.net", "someone@example.net"]
+    first = [classified.memberships(address) for address in addresses]
+    again = [classified.memberships(address) for address in reversed(addresses)][::-1]
+    assert first == again == [classified._memberships(address) for address in addresses]
+    assert len(classified._answers) <= 3
 
 
 def test_case_roles_name_their_case(classified: Audiences) -> None:
