@@ -111,8 +111,13 @@ class SharedFlush:
     have started before its records were written); everyone who asked meanwhile shares that run.
     """
 
-    def __init__(self, flush: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        flush: Callable[[], None],
+        run: Callable[[Callable[[], None]], Awaitable[None]] = asyncio.to_thread,
+    ) -> None:
         self._flush = flush
+        self._run = run  # how the flush reaches a thread (the spool's next batch, see SubmissionService)
         self._next: asyncio.Future[None] | None = None  # the run not started yet, that callers join
         self._running = False
 
@@ -131,7 +136,7 @@ class SharedFlush:
         if batch is None:
             self._running = False
             return
-        running = asyncio.ensure_future(asyncio.to_thread(self._flush))
+        running = asyncio.ensure_future(self._run(self._flush))
         running.add_done_callback(lambda done: self._finished(batch, done))
 
     def _finished(self, batch: asyncio.Future[None], done: asyncio.Future[None]) -> None:
@@ -177,7 +182,9 @@ class SubmissionService:
         self._all_closed.set()
         self.counters = _Counters()
         flush = getattr(screener, "flush_decisions", None)
-        self.flush_decisions = SharedFlush(flush) if callable(flush) else None
+        # Decisions are flushed after the commit of their messages: with the spool's next batch, so
+        # the two share one thread hand-off instead of taking one each.
+        self.flush_decisions = SharedFlush(flush, spool.run_with_next_batch) if callable(flush) else None
 
     async def start(self) -> None:
         """Bind the enabled listeners (port 0 picks a free port; see ``addresses``)."""

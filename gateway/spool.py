@@ -379,14 +379,37 @@ class _Change:
 
 @dataclass(frozen=True)
 class _BatchResult:
-    errors: list[OSError | None]
+    errors: list[BaseException | None]  # one per item of the batch, in order
     file_syncs: int
     directory_syncs: int
 
 
-def _apply_batch(changes: Sequence[_Change]) -> _BatchResult:
+# A blocking call that rides along with a batch: run on its thread once the batch's changes are durable.
+_Task = Callable[[], None]
+
+
+def _apply_batch(items: Sequence[_Change | _Task]) -> _BatchResult:
+    """Apply the batch's changes, then run its tasks (each one's exception is its result)."""
+    changes = [item for item in items if isinstance(item, _Change)]
+    result = _apply_changes(changes)
+    change_errors = iter(result.errors)
+    errors: list[BaseException | None] = []
+    for item in items:
+        if isinstance(item, _Change):
+            errors.append(next(change_errors))
+            continue
+        try:
+            item()
+        except Exception as exc:  # the task's caller gets it, as from a thread of its own
+            errors.append(exc)
+        else:
+            errors.append(None)
+    return _BatchResult(errors, result.file_syncs, result.directory_syncs)
+
+
+def _apply_changes(changes: Sequence[_Change]) -> _BatchResult:
     """Write the batch's new files, flush them, rename everything, then fsync each folder touched once."""
-    errors: list[OSError | None] = [None] * len(changes)
+    errors: list[BaseException | None] = [None] * len(changes)
     descriptors: dict[int, int] = {}
     # Writing every file before flushing any lets the kernel write their data out together.
     for index, change in enumerate(changes):
@@ -454,10 +477,10 @@ class _GroupCommitter:
         self._on_batch = on_batch
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
-        self._waiting: list[tuple[_Change, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[_Change | _Task, asyncio.Future[None]]] = []
 
-    async def apply(self, change: _Change) -> None:
-        """Return once ``change`` is durable; raise its OSError if it failed."""
+    async def apply(self, change: _Change | _Task) -> None:
+        """Return once ``change`` is durable (or the task has run); raise what it failed with."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (tests, a restarted service): start afresh
             self._loop, self._running, self._waiting = loop, False, []
@@ -477,7 +500,7 @@ class _GroupCommitter:
     def _finished(
         self,
         loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[_Change, asyncio.Future[None]]],
+        batch: list[tuple[_Change | _Task, asyncio.Future[None]]],
         running: asyncio.Future[_BatchResult],
     ) -> None:
         if loop is not self._loop:
@@ -763,6 +786,15 @@ class Spool:
             (self.folder(state) / queue_id).unlink()
         with contextlib.suppress(FileNotFoundError):
             (self.status_dir / f"{queue_id}.json").unlink()
+
+    async def run_with_next_batch(self, task: Callable[[], None]) -> None:
+        """Run blocking ``task`` on the spool's I/O thread, with its next batch of changes (after them).
+
+        For work that would otherwise take a thread hand-off of its own right after a commit (making
+        the audit entries of the messages just stored durable): the two then share one. Raises what
+        ``task`` raised.
+        """
+        await self._committer.apply(task)
 
     async def _in_thread(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         call = functools.partial(function, *args, **kwargs)

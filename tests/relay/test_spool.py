@@ -83,6 +83,32 @@ async def test_concurrent_commits_share_folder_fsyncs(spool: Spool) -> None:
         assert spool.load(e.queue_id).content == message(body=e.queue_id)
 
 
+async def test_a_task_rides_with_the_next_batch_after_its_commits(spool: Spool) -> None:
+    # A commit under way holds the batch; a commit and a task submitted meanwhile share the next one,
+    # and the task runs only once that batch's message is durable (so it can record it).
+    seen: list[bool] = []
+    first, second = envelope(), envelope()
+    running = asyncio.ensure_future(spool.commit(first, message()))
+    await asyncio.sleep(0)  # the first batch is launched with the first commit alone
+    later = asyncio.ensure_future(spool.commit(second, message()))
+    await asyncio.sleep(0)
+    await spool.run_with_next_batch(lambda: seen.append((spool.root / "incoming" / second.queue_id).exists()))
+    await asyncio.gather(running, later)
+    assert seen == [True]
+    assert spool.statistics().directory_syncs_total == 2  # two batches, not three
+
+
+async def test_a_failing_task_fails_only_its_own_caller(spool: Spool) -> None:
+    def broken() -> None:
+        raise ValueError("the task's own failure")
+
+    committed = asyncio.ensure_future(spool.commit(envelope(), message()))
+    with pytest.raises(ValueError, match="the task's own failure"):
+        await spool.run_with_next_batch(broken)
+    await committed  # the commit beside it is unaffected
+    assert spool.statistics().messages["incoming"] == 1
+
+
 async def test_a_failed_commit_raises_spool_error_and_leaves_nothing(spool: Spool) -> None:
     (spool.root / "incoming").rmdir()
     (spool.root / "incoming").write_bytes(b"")  # root ignores permissions; a file blocks the folder
