@@ -104,6 +104,9 @@ class _Transaction:
     rcpt_tos: list[str] = field(default_factory=list)
 
 
+ThreadRunner = Callable[[Callable[[], None]], Awaitable[None]]  # runs a blocking call off the event loop
+
+
 class SharedFlush:
     """Runs a blocking flush in a thread for many waiting transactions: one run at a time.
 
