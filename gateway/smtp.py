@@ -114,11 +114,7 @@ class SharedFlush:
     have started before its records were written); everyone who asked meanwhile shares that run.
     """
 
-    def __init__(
-        self,
-        flush: Callable[[], None],
-        run: Callable[[Callable[[], None]], Awaitable[None]] = asyncio.to_thread,
-    ) -> None:
+    def __init__(self, flush: Callable[[], None], run: ThreadRunner = asyncio.to_thread) -> None:
         self._flush = flush
         self._run = run  # how the flush reaches a thread (the spool's next batch, see SubmissionService)
         self._next: asyncio.Future[None] | None = None  # the run not started yet, that callers join

@@ -471,6 +471,8 @@ class _GroupCommitter:
     Changes submitted while a batch runs form the next one, which starts when it ends; a change is
     durable when its batch has fsynced its folders, so one folder fsync covers every rename in the
     batch and all their callers are released together. One thread call per batch, not per message.
+    A task (``Spool.run_with_next_batch``) rides along and runs after the batch's changes; the
+    batch's callers are released when it has run too (a fraction of a millisecond for an audit flush).
     """
 
     def __init__(self, on_batch: Callable[[_BatchResult], None]) -> None:
