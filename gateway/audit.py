@@ -6,8 +6,8 @@ Layout, in ``<state_dir>/audit/`` (folder 0700, files 0600):
     One JSON object per line. Every entry has ``seq`` (1, 2, 3, ...), ``time`` (UTC), ``prev`` (the
     previous entry's hash; 64 zeros for the first) and ``hash``: the SHA-256 of the canonical JSON
     (sorted keys, no spaces, ASCII) of every other field. The line is that canonical JSON with
-    ``hash`` added as its last key. Editing, deleting or reordering an entry
-    breaks the chain at that entry, which ``verify`` names.
+    ``hash`` added as its last key. Editing, deleting or reordering an entry breaks the chain at
+    that entry, which ``verify`` names.
 ``salts.jsonl``
     One line per entry: ``{"seq", "hash", "salt"}``. Identifying values (Message-ID, recipients,
     message digests) are stored in the entry only as HMAC-SHA-256 digests keyed with that entry's

@@ -482,11 +482,13 @@ class PolicyScreener:
         self, submission: Submission, policy: CompiledPolicy, verdict: Verdict, message: ParsedMessage
     ) -> tuple[Outgoing, ...]:
         """One notice listing the ``warn`` findings of a delivered message (best effort)."""
-        if not any(d.action is Action.WARN for d in verdict.decisions):
+        if (
+            self.review is None
+            or not any(d.action is Action.WARN for d in verdict.decisions)
+            or submission.mail_from.lower() not in policy.committee
+        ):
             return ()
         warned = [d for d in _held_findings(verdict) if d.action == Action.WARN.value]
-        if self.review is None or submission.mail_from.lower() not in policy.committee:
-            return ()
         try:
             notice = self.review.notices(policy).outgoing(
                 warnings_letter(
