@@ -545,6 +545,11 @@ class PolicyScreener:
                     error=type(exc).__name__,
                 )
 
+    def can_record_off_loop(self, accept: Accept) -> bool:
+        """Whether ``accepted`` may run on a spool I/O thread (with ``flush_decisions`` after it): not
+        for holds and review decisions, whose review store belongs to the event loop's thread."""
+        return self.review is None or accept.verdict not in ("hold", "review")
+
     def accepted(self, submission: Submission, accept: Accept) -> None:
         """The message is durably spooled: audit it (fsynced; raises AuditError if that fails), then
         teach the ledger its participants (a ledger failure is logged, never raised)."""

@@ -89,6 +89,10 @@ class Screener(Protocol):
     # too big, From not the member's); if it raises, the client gets 451 instead.
     # ``async screen_async(submission)``, when present, is awaited instead of ``screen`` (same
     # contract): a screener that evaluates in other processes lets the event loop serve meanwhile.
+    # ``flush_decisions()`` (blocking) makes recorded decisions durable; the SMTP layer runs it off
+    # the event loop before it answers. With it, ``can_record_off_loop(accept)`` returning True lets
+    # the SMTP layer call ``accepted`` and ``flush_decisions`` on the spool's I/O thread, in the batch
+    # that stores the message.
 
 
 class PassThrough:

@@ -46,7 +46,7 @@ from gateway.netaddr import is_loopback
 from gateway.replies import Reply
 from gateway.screening import Accept, Refuse, Screener, Submission
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool, SpoolEnvelope
+from gateway.spool import FollowUp, Spool, SpoolEnvelope
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,24 @@ class _Transaction:
 
 
 ThreadRunner = Callable[[Callable[[], None]], Awaitable[None]]  # runs a blocking call off the event loop
+
+
+async def _outcome(store: Awaitable[None]) -> BaseException | None:
+    """What ``asyncio.gather(..., return_exceptions=True)`` gives for one awaitable."""
+    try:
+        await store
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _flush_logged(flush: Callable[[], None]) -> None:
+    """A screener's blocking decision flush, run in a spool batch: failures are logged, the messages
+    are stored either way."""
+    try:
+        flush()
+    except Exception as exc:
+        log_event(logger, "smtp.record_failed", logging.ERROR, error=_describe(exc))
 
 
 class SharedFlush:
@@ -181,9 +199,12 @@ class SubmissionService:
         self._all_closed.set()
         self.counters = _Counters()
         flush = getattr(screener, "flush_decisions", None)
-        # Decisions are flushed after the commit of their messages: with the spool's next batch, so
-        # the two share one thread hand-off instead of taking one each.
+        # A refusal's decision is flushed with the spool's next batch, so the two share one thread
+        # hand-off instead of taking one each; an acceptance's is recorded and flushed in the batch
+        # that stores its message (``SubmissionProtocol._follow_up``).
         self.flush_decisions = SharedFlush(flush, spool.run_with_next_batch) if callable(flush) else None
+        # One callable for every batch, so the batch runs it once however many messages it holds.
+        self.flush_in_batch = functools.partial(_flush_logged, flush) if callable(flush) else None
 
     async def start(self) -> None:
         """Bind the enabled listeners (port 0 picks a free port; see ``addresses``)."""
@@ -922,9 +943,10 @@ class SubmissionProtocol(SMTP):
         )
         # The submission and the gateway's own messages (notices, review requests, a released held
         # message) are committed together, so one group commit covers them all.
+        follow_up = self._follow_up(record, submission, accept)
         stores: list[tuple[str, bool, Awaitable[None]]] = []
         if accept.spool_submission:
-            stores.append((record.queue_id, True, service.spool.commit(envelope, content)))
+            stores.append((record.queue_id, True, service.spool.commit(envelope, content, follow_up)))
         for outgoing in accept.extra:
             generated = SpoolEnvelope(
                 queue_id=outgoing.queue_id,
@@ -936,7 +958,11 @@ class SubmissionProtocol(SMTP):
             stores.append(
                 (outgoing.queue_id, outgoing.essential, service.spool.commit(generated, outgoing.content))
             )
-        results = await asyncio.gather(*(store for _id, _essential, store in stores), return_exceptions=True)
+        if len(stores) == 1:  # the usual case: awaited directly, a task and two loop turns sooner
+            results: list[BaseException | None] = [await _outcome(stores[0][2])]
+        else:
+            awaited = (store for _id, _essential, store in stores)
+            results = list(await asyncio.gather(*awaited, return_exceptions=True))
         failed_essential = False
         for (stored_id, essential, _store), result in zip(stores, results, strict=True):
             if isinstance(result, BaseException):
@@ -964,18 +990,42 @@ class SubmissionProtocol(SMTP):
                         error=_describe(exc),
                     )
             return self._finished(record, replies.STORE_FAILED)
+        if follow_up is None:
+            self._record_accepted(record, submission, accept)
+            await self._flush_decisions(record)  # logged if it fails; the message is spooled either way
+        service.counters.bytes_accepted += len(content)
+        reply = Reply(250, "2.0.0", accept.reply_lines) if accept.reply_lines else None
+        reply = reply or replies.queued(record.queue_id, accept.changes)
+        return self._finished(record, reply, len(accept.rcpt_tos))
+
+    def _follow_up(self, record: _Record, submission: Submission, accept: Accept) -> FollowUp | None:
+        """Record the acceptance on the spool's I/O thread, in the batch that stores the message,
+        when the screener allows it (one thread hand-off and one batch per message instead of two).
+
+        Not when an essential extra message must be stored too: the acceptance is recorded only once
+        everything is, and the extras may land in another batch.
+        """
+        service = self.service
+        flush = service.flush_in_batch
+        off_loop = getattr(service.screener, "can_record_off_loop", None)
+        if (
+            flush is None
+            or not accept.spool_submission
+            or any(outgoing.essential for outgoing in accept.extra)
+            or not callable(off_loop)
+            or not off_loop(accept)
+        ):
+            return None
+        return FollowUp(functools.partial(self._record_accepted, record, submission, accept), flush)
+
+    def _record_accepted(self, record: _Record, submission: Submission, accept: Accept) -> None:
         try:
-            service.screener.accepted(submission, accept)
+            self.service.screener.accepted(submission, accept)
         except Exception as exc:
             # The message is on disk and will be delivered; saying 4xx now would only make a duplicate.
             log_event(
                 logger, "smtp.record_failed", logging.ERROR, queue_id=record.queue_id, error=_describe(exc)
             )
-        await self._flush_decisions(record)  # logged if it fails; the message is spooled either way
-        service.counters.bytes_accepted += len(content)
-        reply = Reply(250, "2.0.0", accept.reply_lines) if accept.reply_lines else None
-        reply = reply or replies.queued(record.queue_id, accept.changes)
-        return self._finished(record, reply, len(accept.rcpt_tos))
 
     async def _refused_at_intake(
         self, record: _Record, submission: Submission, reply: Reply, code: str

@@ -364,6 +364,19 @@ def make_private_directory(path: Path) -> None:
     path.chmod(0o700)
 
 
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """Blocking work that must follow a commit before its caller hears of it (see ``Spool.commit``).
+
+    ``record`` runs on the spool's I/O thread once this message is durable; ``flush`` runs once per
+    batch, after every record of the batch (callers that pass the same callable share one run). Both
+    handle their own errors: anything they raise is logged and does not fail the commit.
+    """
+
+    record: Callable[[], None]
+    flush: Callable[[], None] | None = None
+
+
 @dataclass(eq=False, slots=True)
 class _Change:
     """One rename for the batch, optionally of a file the batch first creates from ``chunks``.
@@ -375,6 +388,7 @@ class _Change:
     target: str
     folders: tuple[str, ...]  # the folders whose entries change and must be fsynced
     chunks: Sequence[bytes] | None = None  # create ``source`` (0600) with these bytes first
+    follow_up: FollowUp | None = None  # run once the change is durable, in the same batch
 
 
 @dataclass(frozen=True)
@@ -389,9 +403,11 @@ _Task = Callable[[], None]
 
 
 def _apply_batch(items: Sequence[_Change | _Task]) -> _BatchResult:
-    """Apply the batch's changes, then run its tasks (each one's exception is its result)."""
+    """Apply the batch's changes and their follow-ups, then run its tasks (each one's exception is
+    its result)."""
     changes = [item for item in items if isinstance(item, _Change)]
     result = _apply_changes(changes)
+    _run_follow_ups(changes, result.errors)
     change_errors = iter(result.errors)
     errors: list[BaseException | None] = []
     for item in items:
@@ -405,6 +421,27 @@ def _apply_batch(items: Sequence[_Change | _Task]) -> _BatchResult:
         else:
             errors.append(None)
     return _BatchResult(errors, result.file_syncs, result.directory_syncs)
+
+
+def _run_follow_ups(changes: Sequence[_Change], errors: Sequence[BaseException | None]) -> None:
+    """Each durable change's ``record``, then each distinct ``flush`` once."""
+    flushes: dict[int, Callable[[], None]] = {}
+    for change, error in zip(changes, errors, strict=True):
+        follow_up = change.follow_up
+        if follow_up is None or error is not None:
+            continue
+        _run_logged(follow_up.record)
+        if follow_up.flush is not None:
+            flushes.setdefault(id(follow_up.flush), follow_up.flush)
+    for flush in flushes.values():
+        _run_logged(flush)
+
+
+def _run_logged(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception as exc:  # the follow-up should have handled it; the commit stands regardless
+        log_event(log, "spool_follow_up_failed", logging.ERROR, error=type(exc).__name__)
 
 
 def _apply_changes(changes: Sequence[_Change]) -> _BatchResult:
@@ -490,8 +527,10 @@ class _GroupCommitter:
         self._waiting.append((change, done))
         if not self._running:
             self._launch(loop)
-        # One caller's cancellation must not cancel the batch the others are waiting for.
-        await asyncio.shield(done)
+        # Awaited directly, not through a shield: each caller has its own future, so a cancelled
+        # caller cancels only that (the batch skips it), and the answer reaches the caller one event
+        # loop turn sooner.
+        await done
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._waiting = self._waiting, []
@@ -592,11 +631,15 @@ class Spool:
         # than a getrandom() system call per message.
         return f"{time.time_ns() // 1000:014X}{random.getrandbits(32):08X}"
 
-    async def commit(self, envelope: SpoolEnvelope, content: bytes) -> None:
+    async def commit(
+        self, envelope: SpoolEnvelope, content: bytes, follow_up: FollowUp | None = None
+    ) -> None:
         """Store a new message in incoming/; return only once message and envelope are on disk.
 
         Raises SpoolError when it cannot. Callers shield this from cancellation: a cancelled commit may
         still have stored the message, and the client must then not be told otherwise.
+        ``follow_up`` runs on the I/O thread once the message is durable, in the same batch, before
+        this returns (recording the decision without another thread hand-off); not if storing failed.
         """
         queue_id = _checked_id(envelope.queue_id)
         if not envelope.rcpt_tos:
@@ -610,10 +653,10 @@ class Spool:
                 # blocks the event loop nor holds up the small messages of the batch it then joins.
                 await self._in_thread(_write_entry, tmp, envelope, content)
                 self._file_syncs += 1
-                await self._committer.apply(_Change(tmp, target, (incoming,)))
+                await self._committer.apply(_Change(tmp, target, (incoming,), follow_up=follow_up))
             else:
                 chunks = (encode_entry(envelope, content), content)
-                await self._committer.apply(_Change(tmp, target, (incoming,), chunks))
+                await self._committer.apply(_Change(tmp, target, (incoming,), chunks, follow_up))
         except OSError as exc:
             self._commit_failures += 1
             log_event(log, "spool_commit_failed", logging.ERROR, queue_id=queue_id, error=_reason(exc))

@@ -24,7 +24,7 @@ from gateway.accounts import Accounts
 from gateway.screening import Accept, PassThrough, Refuse, Screener, Submission
 from gateway.settings import GatewaySettings
 from gateway.smtp import SubmissionService
-from gateway.spool import QueueState, Spool, SpoolMessage
+from gateway.spool import FollowUp, QueueState, Spool, SpoolMessage
 
 HOSTNAME = "mail.example.org"
 PASSWORD = "correct horse battery staple"
@@ -97,10 +97,10 @@ class SlowSpool(Spool):
         self.delay = delay
         self.started = asyncio.Event()
 
-    async def commit(self, envelope: Any, content: bytes) -> None:
+    async def commit(self, envelope: Any, content: bytes, follow_up: FollowUp | None = None) -> None:
         self.started.set()
         await asyncio.sleep(self.delay)
-        await super().commit(envelope, content)
+        await super().commit(envelope, content, follow_up)
 
 
 @dataclass

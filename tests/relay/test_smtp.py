@@ -21,7 +21,7 @@ import pytest
 from gateway.errors import SpoolError
 from gateway.screening import Accept, Outgoing, Refuse, Submission
 from gateway.smtp import MAX_ERRORS, SharedFlush, forward_path_problem
-from gateway.spool import SpoolEnvelope
+from gateway.spool import FollowUp, SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
     ALICE_ALIAS,
@@ -750,10 +750,10 @@ async def test_an_essential_gateway_message_that_cannot_be_stored_is_a_451_and_u
     gateway = await start_gateway(screener=screener)
     real_commit = gateway.spool.commit
 
-    async def failing(envelope: SpoolEnvelope, content: bytes) -> None:
+    async def failing(envelope: SpoolEnvelope, content: bytes, *follow_up: FollowUp | None) -> None:
         if envelope.queue_id.endswith("R"):
             raise SpoolError("disk full")
-        await real_commit(envelope, content)
+        await real_commit(envelope, content, *follow_up)
 
     monkeypatch.setattr(gateway.spool, "commit", failing)
     smtp = await gateway.logged_in()
@@ -772,10 +772,10 @@ async def test_a_best_effort_notice_that_cannot_be_stored_does_not_fail_the_mess
     gateway = await start_gateway(screener=screener)
     real_commit = gateway.spool.commit
 
-    async def failing(envelope: SpoolEnvelope, content: bytes) -> None:
+    async def failing(envelope: SpoolEnvelope, content: bytes, *follow_up: FollowUp | None) -> None:
         if envelope.queue_id.endswith("R"):
             raise SpoolError("disk full")
-        await real_commit(envelope, content)
+        await real_commit(envelope, content, *follow_up)
 
     monkeypatch.setattr(gateway.spool, "commit", failing)
     smtp = await gateway.logged_in()
@@ -1154,6 +1154,104 @@ async def test_the_gateways_own_screener_batches_its_audit_trail_and_is_flushed(
         assert not screener.audit.unflushed  # type: ignore[attr-defined]
     finally:
         screener.close()  # type: ignore[attr-defined]
+
+
+class OffLoopScreener(RecordingScreener):
+    """Lets the SMTP layer record acceptances on the spool's I/O thread (as the policy screener does
+    for everything but holds and review decisions); notes where and when each step ran."""
+
+    def __init__(self, gateway_spool: Path, *, off_loop: bool = True) -> None:
+        super().__init__()
+        self.spool_root = gateway_spool
+        self.off_loop = off_loop
+        self.steps: list[tuple[str, str, bool]] = []  # (step, thread name, message already durable)
+        self.fail_record = False
+
+    def can_record_off_loop(self, accept: Accept) -> bool:
+        return self.off_loop
+
+    def accepted(self, submission: Submission, accept: Accept) -> None:
+        stored = (self.spool_root / "incoming" / submission.queue_id).is_file()
+        self.steps.append(("accepted", threading.current_thread().name, stored))
+        if self.fail_record:
+            raise RuntimeError("audit trail unavailable")
+        super().accepted(submission, accept)
+
+    def flush_decisions(self) -> None:
+        self.steps.append(("flush", threading.current_thread().name, True))
+
+
+async def test_an_acceptance_is_recorded_and_flushed_in_the_batch_that_stores_it(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    screener = OffLoopScreener(tmp_path / "spool")
+    gateway = await start_gateway(screener=screener)
+    smtp = await gateway.logged_in()
+    errors, _ = await smtp.sendmail(ALICE, [OUTSIDER], message())
+    # Recorded and flushed before the client heard 250: the steps are all there when it has.
+    assert errors == {}
+    assert [(step, durable) for step, _thread, durable in screener.steps] == [
+        ("accepted", True),
+        ("flush", True),
+    ]
+    assert all(thread != threading.current_thread().name for _step, thread, _ in screener.steps)
+    assert screener.recorded == [gateway.stored()[0].envelope.queue_id]
+    # One batch for the message and its record: one folder fsync, not a second batch for the flush.
+    assert gateway.spool.statistics().directory_syncs_total == 1
+    await smtp.quit()
+
+
+async def test_an_acceptance_the_screener_keeps_on_the_loop_is_recorded_there(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    screener = OffLoopScreener(tmp_path / "spool", off_loop=False)
+    gateway = await start_gateway(screener=screener)
+    smtp = await gateway.logged_in()
+    errors, _ = await smtp.sendmail(ALICE, [OUTSIDER], message())
+    await smtp.quit()
+    assert errors == {}
+    accepted_on = [thread for step, thread, _ in screener.steps if step == "accepted"]
+    assert accepted_on == [threading.current_thread().name]  # the event loop's (the test's) thread
+    assert [step for step, _, _ in screener.steps] == ["accepted", "flush"]
+
+
+async def test_an_acceptance_with_an_essential_extra_is_recorded_after_everything_is_stored(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    class EssentialExtraScreener(OffLoopScreener):
+        def screen(self, submission: Submission) -> Accept | Refuse:
+            self.seen.append(submission)
+            request = Outgoing(f"{submission.queue_id}R", "", (ALICE,), b"Subject: r\r\n\r\nr\r\n", True)
+            return Accept(content=submission.content, rcpt_tos=submission.rcpt_tos, extra=(request,))
+
+    screener = EssentialExtraScreener(tmp_path / "spool")
+    gateway = await start_gateway(screener=screener)
+    smtp = await gateway.logged_in()
+    errors, _ = await smtp.sendmail(ALICE, [OUTSIDER], message())
+    await smtp.quit()
+    assert errors == {}
+    assert next((step, thread) for step, thread, _ in screener.steps) == (
+        "accepted",
+        threading.current_thread().name,
+    )
+    assert len(gateway.stored()) == 2
+
+
+async def test_an_acceptance_whose_record_fails_in_the_batch_is_logged_and_still_queued(
+    start_gateway: StartGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    screener = OffLoopScreener(tmp_path / "spool")
+    screener.fail_record = True
+    gateway = await start_gateway(screener=screener)
+    smtp = await gateway.logged_in()
+    with caplog.at_level(logging.ERROR, logger="gateway.smtp"):
+        errors, response = await smtp.sendmail(ALICE, [OUTSIDER], message())
+    await smtp.quit()
+    assert errors == {}
+    assert "queued" in response.lower()
+    assert len(gateway.stored()) == 1  # on disk and will be delivered: a 4xx would make a duplicate
+    assert any("smtp.record_failed" in r.getMessage() for r in caplog.records)
+    assert [step for step, _, _ in screener.steps] == ["accepted", "flush"]
 
 
 async def test_concurrent_transactions_share_flushes_and_each_waits_for_one_that_covers_it() -> None:

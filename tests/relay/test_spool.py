@@ -14,7 +14,9 @@ import pytest
 
 from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.spool import (
+    LARGE_MESSAGE,
     DeliveryStatus,
+    FollowUp,
     QueueState,
     RecipientStatus,
     Spool,
@@ -107,6 +109,86 @@ async def test_a_failing_task_fails_only_its_own_caller(spool: Spool) -> None:
         await spool.run_with_next_batch(broken)
     await committed  # the commit beside it is unaffected
     assert spool.statistics().messages["incoming"] == 1
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+async def test_follow_ups_run_in_the_batch_once_their_messages_are_durable(spool: Spool, size: str) -> None:
+    # Each record sees its own message in incoming/; the shared flush runs once, after every record,
+    # and all of it before the commits return.
+    events: list[str] = []
+    sent = [envelope() for _ in range(3)]
+    content = message(body="x" * (LARGE_MESSAGE + 1)) if size == "large" else message()
+
+    def recorder(queue_id: str) -> Callable[[], None]:
+        def record() -> None:
+            assert (spool.root / "incoming" / queue_id).is_file()
+            events.append(f"record {queue_id}")
+
+        return record
+
+    def flush() -> None:
+        events.append("flush")
+
+    blocker = asyncio.ensure_future(spool.commit(envelope(), message()))
+    await asyncio.sleep(0)  # the next commits wait for this batch, so they share the following one
+    commits = [spool.commit(e, content, FollowUp(recorder(e.queue_id), flush)) for e in sent]
+    await asyncio.gather(blocker, *commits)
+    records = [event for event in events if event != "flush"]
+    assert sorted(records) == sorted(f"record {e.queue_id}" for e in sent)
+    assert events[-1] == "flush"  # every record is followed by a flush of its batch
+    assert "flush flush" not in " ".join(events)  # ... once per batch, not once per message
+    if size == "small":  # small messages submitted together share one batch: one flush in all
+        assert events.count("flush") == 1
+    else:  # a large one is written on a thread of its own first, and may reach a later batch
+        assert events.count("flush") <= len(sent)
+
+
+async def test_a_follow_up_does_not_run_when_its_message_was_not_stored(spool: Spool) -> None:
+    ran: list[str] = []
+    (spool.root / "incoming").rmdir()
+    (spool.root / "incoming").write_bytes(b"")  # root ignores permissions; a file blocks the folder
+    with pytest.raises(SpoolError):
+        await spool.commit(
+            envelope(), message(), FollowUp(lambda: ran.append("record"), lambda: ran.append("flush"))
+        )
+    assert ran == []
+
+
+async def test_a_failing_follow_up_is_logged_and_the_commit_stands(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> None:
+        raise ValueError("Jane Doe's words")  # never logged: only the exception's type
+
+    sent, beside = envelope(), envelope()
+    flushed: list[bool] = []
+    with caplog.at_level(logging.ERROR, logger="gateway.spool"):
+        await asyncio.gather(
+            spool.commit(sent, message(), FollowUp(broken, lambda: flushed.append(True))),
+            spool.commit(beside, message(), FollowUp(lambda: None, broken)),
+        )
+    assert spool.load(sent.queue_id).state is QueueState.INCOMING
+    assert spool.load(beside.queue_id).state is QueueState.INCOMING
+    assert flushed == [True]  # a record that failed does not keep the batch's flush from running
+    failures = [r for r in caplog.records if "spool_follow_up_failed" in r.getMessage()]
+    assert len(failures) == 2
+    assert all("ValueError" in r.getMessage() and "Jane" not in r.getMessage() for r in failures)
+
+
+async def test_a_cancelled_commit_caller_does_not_cancel_the_others_in_its_batch(spool: Spool) -> None:
+    first, second = envelope(), envelope()
+    blocker = asyncio.ensure_future(spool.commit(envelope(), message()))
+    await asyncio.sleep(0)
+    cancelled = asyncio.ensure_future(spool.commit(first, message()))
+    kept = asyncio.ensure_future(spool.commit(second, message()))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(blocker, kept)
+    assert cancelled.cancelled()
+    assert spool.load(second.queue_id).state is QueueState.INCOMING
+    # The cancelled caller's message was already in the batch: it is stored (the SMTP layer shields
+    # its commits, so a client is never told "not stored" about a message that was).
+    assert spool.load(first.queue_id).state is QueueState.INCOMING
 
 
 async def test_a_failed_commit_raises_spool_error_and_leaves_nothing(spool: Spool) -> None:
