@@ -882,6 +882,31 @@ async def test_message_is_stored_even_if_the_client_hangs_up_during_the_commit(
     assert len(gateway.stored()) == 1
 
 
+async def test_a_commit_that_fails_unexpectedly_is_a_451_and_the_session_goes_on(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.smtp import SubmissionProtocol
+
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("Jane Doe's words")
+
+    monkeypatch.setattr(SubmissionProtocol, "_commit", broken)
+    smtp = await gateway.logged_in()
+    await smtp.mail(ALICE)
+    await smtp.rcpt(OUTSIDER)
+    with (
+        caplog.at_level(logging.ERROR, logger="gateway.smtp"),
+        pytest.raises(aiosmtplib.SMTPDataError) as failed,
+    ):
+        await smtp.data(message())
+    assert failed.value.code == 451 and "Jane" not in failed.value.message
+    assert 'error="RuntimeError at' in caplog.text and "Jane" not in caplog.text
+    monkeypatch.undo()
+    errors, _ = await smtp.sendmail(ALICE, [OUTSIDER], message())  # the same session, working again
+    await smtp.quit()
+    assert errors == {} and len(gateway.stored()) == 1
+
+
 async def test_idle_client_gets_421_after_the_command_timeout(
     start_gateway: StartGateway, raw_clients: Connect
 ) -> None:

@@ -191,6 +191,23 @@ async def test_a_cancelled_commit_caller_does_not_cancel_the_others_in_its_batch
     assert spool.load(first.queue_id).state is QueueState.INCOMING
 
 
+async def test_a_batch_that_breaks_fails_its_callers_and_the_next_batch_runs(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.spool as spool_module
+
+    def broken(items: object) -> None:
+        raise RuntimeError("the batch broke")
+
+    monkeypatch.setattr(spool_module, "_apply_batch", broken)
+    with pytest.raises(RuntimeError, match="the batch broke"):
+        await spool.commit(envelope(), message())
+    monkeypatch.undo()
+    sent = envelope()
+    await asyncio.wait_for(spool.commit(sent, message()), 5)  # the committer is not left "running"
+    assert spool.load(sent.queue_id).state is QueueState.INCOMING
+
+
 async def test_a_failed_commit_raises_spool_error_and_leaves_nothing(spool: Spool) -> None:
     (spool.root / "incoming").rmdir()
     (spool.root / "incoming").write_bytes(b"")  # root ignores permissions; a file blocks the folder
