@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
 import random
 import secrets
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -130,6 +132,7 @@ class Run:
     p99_ms: float
     failures: int
     cpu_ms_per_message: float | None = None  # the target's processes (see bench/cpu.py)
+    round: int = 0  # with --rounds, which turn of the targets this was
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--member", help=f"the sending account (default: {MEMBER}; with --policy, its first member)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="the targets take this many turns at each point; the table shows medians, and each "
+        "ratio is the median of the rounds' ratios against the bare relay of the same round",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     targets = args.targets.split(",")
@@ -349,17 +359,19 @@ def main(argv: list[str]) -> int:
                     if args.quick and not args.messages:
                         count = max(clients * 2, count // 10)
                     # Targets take turns at each point, so drift on the machine hits them alike.
-                    for target in started:
-                        run = measure(context, sink, target, args.member, size, clients, count)
-                        runs.append(run)
-                        print(
-                            f"  {run.target:>15} {size:>6} {clients:>3} clients: {run.messages_per_second:8.1f} msg/s"
-                            f" ({run.accepted_per_second:8.1f} 250s/s)"
-                            f"  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms"
-                            + (f"  ({run.failures} failed)" if run.failures else ""),
-                            file=sys.stderr,
-                            flush=True,
-                        )
+                    for round_number in range(args.rounds):
+                        for target in started:
+                            run = measure(context, sink, target, args.member, size, clients, count)
+                            run = dataclasses.replace(run, round=round_number)
+                            runs.append(run)
+                            print(
+                                f"  {run.target:>15} {size:>6} {clients:>3} clients: "
+                                f"{run.messages_per_second:8.1f} msg/s ({run.accepted_per_second:8.1f} 250s/s)"
+                                f"  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms"
+                                + (f"  ({run.failures} failed)" if run.failures else ""),
+                                file=sys.stderr,
+                                flush=True,
+                            )
         sink.process.terminate()
         sink.process.join(timeout=10)
     finally:
@@ -373,25 +385,40 @@ def main(argv: list[str]) -> int:
 
 
 def render(runs: list[Run], argv: list[str]) -> list[str]:
-    bare = {(run.size, run.clients): run.messages_per_second for run in runs if run.target == "bare"}
-    rows = []
+    """One row per target and point; over several rounds, the median of each column, and the ratio
+    is the median of each round's ratio against that round's bare relay (bare varies by ±10 %)."""
+    bare = {
+        (run.size, run.clients, run.round): run.messages_per_second for run in runs if run.target == "bare"
+    }
+    groups: dict[tuple[str, str, int], list[Run]] = {}
     for run in runs:
-        base = bare.get((run.size, run.clients))
-        ratio = f"{run.messages_per_second / base:.2f}x" if base else "-"
-        rows.append(
-            [
-                run.target,
-                run.size,
-                str(run.clients),
-                f"{run.messages_per_second:.0f}",
-                ratio,
-                f"{run.accepted_per_second:.0f}",
-                f"{run.p50_ms:.1f}",
-                f"{run.p99_ms:.1f}",
-                f"{run.cpu_ms_per_message:.2f}" if run.cpu_ms_per_message is not None else "-",
-            ]
-        )
+        groups.setdefault((run.target, run.size, run.clients), []).append(run)
+    rounds = max((run.round for run in runs), default=0) + 1
+    rows = []
+    for (target, size, clients), group in groups.items():
+        ratios = [
+            run.messages_per_second / base
+            for run in group
+            if (base := bare.get((run.size, run.clients, run.round)))
+        ]
+        cpu = [run.cpu_ms_per_message for run in group if run.cpu_ms_per_message is not None]
+        row = [
+            target,
+            size,
+            str(clients),
+            f"{statistics.median(run.messages_per_second for run in group):.0f}",
+            f"{statistics.median(ratios):.2f}x" if ratios else "-",
+            f"{statistics.median(run.accepted_per_second for run in group):.0f}",
+            f"{statistics.median(run.p50_ms for run in group):.1f}",
+            f"{statistics.median(run.p99_ms for run in group):.1f}",
+            f"{statistics.median(cpu):.2f}" if cpu else "-",
+        ]
+        if rounds > 1:
+            row.append(f"{min(ratios):.2f}x-{max(ratios):.2f}x" if ratios else "-")
+        rows.append(row)
     header = ["target", "size", "clients", "msg/s", "vs bare", "250s/s", "p50 ms", "p99 ms", "CPU ms/msg"]
+    if rounds > 1:
+        header.append(f"vs bare, {rounds} rounds")
     return ["", *report.markdown_table(header, rows), "", *report.machine_description(argv)]
 
 
