@@ -35,6 +35,7 @@ from gateway.errors import GatewayError
 from gateway.framing import encode_frame, read_frame_async
 from gateway.logs import configure, log_event
 from gateway.policy_workers import available_cpus
+from gateway.proctitle import name_this_process
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
 
@@ -199,6 +200,7 @@ def serve_delivery(connection: socket.socket, settings: GatewaySettings) -> None
     # Ctrl-C in a terminal reaches the whole process group: only the gateway decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure(settings.log_level)
+    name_this_process()
     asyncio.run(_deliver(connection, settings))
 
 

@@ -40,6 +40,7 @@ from gateway.framing import FrameBuffer, encode_frame, read_frame
 from gateway.ledger import Ledger, ledger_path
 from gateway.logs import configure, log_event
 from gateway.policy.engine import CompiledPolicy
+from gateway.proctitle import name_this_process
 from gateway.screening import Submission
 from gateway.settings import GatewaySettings
 
@@ -322,6 +323,7 @@ def serve_worker(connection: socket.socket, settings: GatewaySettings) -> None:
     # Ctrl-C in a terminal reaches the whole process group: only the gateway decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure(settings.log_level)
+    name_this_process()
     stream = connection.makefile("rwb")
     state = _WorkerState(settings)
     while (frame := read_frame(stream)) is not None:

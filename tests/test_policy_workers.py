@@ -92,6 +92,20 @@ def test_an_explicit_count_is_taken_as_given() -> None:
     assert worker_count(3, 1) == 3
 
 
+def command_line(pid: int) -> bytes:
+    """What ``ps`` shows for a process (its argv, as the kernel holds it)."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+
+
+async def test_a_worker_shows_what_it_is_in_ps(workers: PolicyWorkers) -> None:
+    [pid] = workers.pids()
+    for _ in range(250):  # it names itself as it starts
+        if command_line(pid) == b"conduct-gateway policy worker 0":
+            break
+        await asyncio.sleep(0.02)
+    assert command_line(pid) == b"conduct-gateway policy worker 0"
+
+
 async def test_a_worker_decides_exactly_as_the_gateway_process_does(
     tmp_path: Path, settings: GatewaySettings, screener: PolicyScreener, workers: PolicyWorkers
 ) -> None:

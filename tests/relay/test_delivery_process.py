@@ -72,6 +72,15 @@ async def test_what_the_gateway_commits_is_delivered_and_counted(
     assert not process.alive  # stopped with the gateway
 
 
+async def test_the_delivery_process_shows_what_it_is_in_ps(settings: GatewaySettings, spool: Spool) -> None:
+    process = DeliveryProcess(settings, spool)
+    async with delivering(process):
+        await eventually(lambda: process._process is not None and process._process.pid is not None)
+        assert process._process is not None and process._process.pid is not None
+        cmdline = Path(f"/proc/{process._process.pid}/cmdline")
+        await eventually(lambda: cmdline.read_bytes().rstrip(b"\0 ") == b"conduct-gateway delivery")
+
+
 async def test_a_delivery_process_that_dies_is_replaced_and_nothing_is_lost(
     settings: GatewaySettings, spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
