@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
-import signal
 import socket
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -33,9 +32,9 @@ from multiprocessing.process import BaseProcess
 from gateway.delivery import DeliveryStatistics, DeliveryWorker
 from gateway.errors import GatewayError
 from gateway.framing import encode_frame, read_frame_async
-from gateway.logs import configure, log_event
+from gateway.helper_process import begin_helper_process
+from gateway.logs import log_event
 from gateway.policy_workers import available_cpus
-from gateway.proctitle import name_this_process
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
 
@@ -197,10 +196,7 @@ def _added(earlier: DeliveryStatistics | None, now: DeliveryStatistics) -> Deliv
 
 def serve_delivery(connection: socket.socket, settings: GatewaySettings) -> None:
     """The delivery process's whole life: deliver until the gateway says stop (or goes away)."""
-    # Ctrl-C in a terminal reaches the whole process group: only the gateway decides when we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure(settings.log_level)
-    name_this_process()
+    begin_helper_process(settings.log_level)
     asyncio.run(_deliver(connection, settings))
 
 

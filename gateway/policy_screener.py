@@ -510,8 +510,8 @@ class PolicyScreener:
         """The SMTP layer could not spool what ``screen`` accepted: undo a hold or a review decision."""
         with self._lock:
             self._pending.pop(submission.queue_id, None)
-        if self.review is not None and accept.verdict in ("hold", "review"):
-            self.review.not_stored(submission.queue_id)
+        if (review := self._review_of(accept)) is not None:
+            review.not_stored(submission.queue_id)
 
     def _review_accepted(self, submission: Submission, accept: Accept) -> None:
         assert self.review is not None
@@ -545,15 +545,19 @@ class PolicyScreener:
                     error=type(exc).__name__,
                 )
 
+    def _review_of(self, accept: Accept) -> ReviewDesk | None:
+        """The review desk that records (or undoes) ``accept``: for a hold or a review decision."""
+        return self.review if accept.verdict in ("hold", "review") else None
+
     def can_record_off_loop(self, accept: Accept) -> bool:
         """Whether ``accepted`` may run on a spool I/O thread (with ``flush_decisions`` after it): not
         for holds and review decisions, whose review store belongs to the event loop's thread."""
-        return self.review is None or accept.verdict not in ("hold", "review")
+        return self._review_of(accept) is None
 
     def accepted(self, submission: Submission, accept: Accept) -> None:
         """The message is durably spooled: audit it (fsynced; raises AuditError if that fails), then
         teach the ledger its participants (a ledger failure is logged, never raised)."""
-        if self.review is not None and accept.verdict in ("hold", "review"):
+        if self._review_of(accept) is not None:
             self._review_accepted(submission, accept)
             return
         with self._lock:

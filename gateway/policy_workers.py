@@ -26,7 +26,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -37,10 +36,10 @@ from gateway.errors import PolicyWorkerError
 from gateway.evaluation import Evaluation, evaluate_submission
 from gateway.fingerprints import FingerprintStore
 from gateway.framing import FrameBuffer, encode_frame, read_frame
+from gateway.helper_process import begin_helper_process
 from gateway.ledger import Ledger, ledger_path
-from gateway.logs import configure, log_event
+from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
-from gateway.proctitle import name_this_process
 from gateway.screening import Submission
 from gateway.settings import GatewaySettings
 
@@ -320,10 +319,7 @@ class _WorkerState:
 
 def serve_worker(connection: socket.socket, settings: GatewaySettings) -> None:
     """A worker process's whole life: answer requests until the gateway closes the socket."""
-    # Ctrl-C in a terminal reaches the whole process group: only the gateway decides when we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure(settings.log_level)
-    name_this_process()
+    begin_helper_process(settings.log_level)
     stream = connection.makefile("rwb")
     state = _WorkerState(settings)
     while (frame := read_frame(stream)) is not None:

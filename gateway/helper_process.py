@@ -1,0 +1,24 @@
+"""How the gateway's helper processes (policy workers, the delivery process) begin.
+
+A process started by ``multiprocessing`` (spawn) shows the interpreter's bootstrap command line in
+``ps`` and ``top`` (``python -c "from multiprocessing.spawn import spawn_main; ..."
+--multiprocessing-fork``), which says nothing about what it is: each helper names itself after its
+``multiprocessing`` name instead.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+
+import setproctitle
+
+from gateway.logs import configure
+
+
+def begin_helper_process(log_level: str) -> None:
+    """Ignore Ctrl-C, log as the gateway does, and show as ``conduct-gateway policy worker 0`` (say)."""
+    # Ctrl-C in a terminal reaches the whole process group: only the gateway decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure(log_level)
+    setproctitle.setproctitle(multiprocessing.current_process().name)
