@@ -86,8 +86,11 @@ class CaptureUpstream:
         credentials: tuple[str, str] | None = None,
         record: bool = True,
         data_size_limit: int | None = 32 * 1024 * 1024,
+        pipelining: bool = False,
     ) -> None:
         self.host = host
+        self.pipelining = pipelining
+        """Advertise PIPELINING (RFC 2920), as Postfix does; aiosmtpd answers pipelined commands in order."""
         self.port = port
         self._hostname = hostname
         self._starttls_context = starttls_context
@@ -252,6 +255,14 @@ class CaptureUpstream:
 class _Handler:
     def __init__(self, upstream: CaptureUpstream) -> None:
         self._upstream = upstream
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self._upstream.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

@@ -81,9 +81,10 @@ def spool(tmp_path: Path) -> Spool:
     return Spool(tmp_path / "state" / "spool")
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[CaptureUpstream]:
-    async with CaptureUpstream() as server:
+@pytest.fixture(params=[False, True], ids=["one-command-at-a-time", "pipelining"])
+async def upstream(request: pytest.FixtureRequest) -> AsyncIterator[CaptureUpstream]:
+    """The upstream, once without and once with PIPELINING: every delivery outcome must be the same."""
+    async with CaptureUpstream(pipelining=request.param) as server:
         yield server
 
 
