@@ -777,7 +777,7 @@ class UpstreamTransport:
             reply = "550 5.6.7 the upstream server does not support SMTPUTF8, needed for this address"
             return AttemptResult(tuple(RecipientResult(r, "failed", reply, remote) for r in recipients)), True
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        if upstream_pipelining.available(client):
+        if self._settings.pipelining and upstream_pipelining.available(client):
             return await self._pipelined_transaction(client, envelope, content, recipients, options, encoding)
         # Each command below runs under asyncio.timeout(); aiosmtplib gets timeout=None rather than
         # the same limit again, which would cost a second timer and a wait_for per reply.

@@ -134,6 +134,13 @@ class UpstreamSettings(Section):
     )
     password_file: Path | None = Field(None, description="File holding the upstream password.")
     timeout: Seconds = Field(60.0, description="Timeout for every network wait.")
+    pipelining: bool = Field(
+        True,
+        description=(
+            "Send MAIL, RCPT and DATA in one write when the server offers PIPELINING (RFC 2920); "
+            "false waits for each reply (for a server that mishandles it)."
+        ),
+    )
 
 
 class DeliverySettings(Section):

@@ -103,9 +103,9 @@ class RawUpstream:
             writer.close()
 
 
-def transport_for(port: int) -> UpstreamTransport:
+def transport_for(port: int, **overrides: Any) -> UpstreamTransport:
     settings = UpstreamSettings.model_validate(
-        {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 5}
+        {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 5, **overrides}
     )
     return UpstreamTransport(settings, hostname="gateway.test", environ={})
 
@@ -137,9 +137,16 @@ async def test_mail_every_rcpt_and_data_arrive_in_one_write(raw: RawUpstream) ->
     assert raw.messages == [CONTENT.replace(b"\r\n.leading", b"\r\n..leading")]
 
 
-async def test_without_pipelining_offered_each_command_waits_for_its_reply() -> None:
-    async with RawUpstream(ehlo=b"250-raw.test\r\n250 8BITMIME\r\n") as raw:
-        transport = transport_for(raw.port)
+@pytest.mark.parametrize(
+    ("ehlo", "settings"),
+    [(b"250-raw.test\r\n250 8BITMIME\r\n", {}), (EHLO, {"pipelining": False})],
+    ids=["not-offered", "turned-off"],
+)
+async def test_without_pipelining_each_command_waits_for_its_reply(
+    ehlo: bytes, settings: dict[str, Any]
+) -> None:
+    async with RawUpstream(ehlo=ehlo) as raw:
+        transport = transport_for(raw.port, **settings)
         result = await transport.send(
             envelope("a@example.net", "b@example.net"), CONTENT, ("a@example.net", "b@example.net")
         )
