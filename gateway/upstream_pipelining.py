@@ -27,7 +27,7 @@ import aiosmtplib
 import aiosmtplib.protocol as _protocol
 from aiosmtplib import SMTPResponse, SMTPServerDisconnected
 
-_INTERNALS = ("_read_response_from_buffer", "read_response", "write")
+_PROTOCOL_METHODS = ("_read_response_from_buffer", "read_response", "write")
 
 
 def available(client: aiosmtplib.SMTP) -> bool:
@@ -37,7 +37,7 @@ def available(client: aiosmtplib.SMTP) -> bool:
     return (
         client.supports_extension("pipelining")
         and protocol is not None
-        and all(hasattr(protocol, name) for name in _INTERNALS)
+        and all(hasattr(protocol, name) for name in _PROTOCOL_METHODS)
         and hasattr(protocol, "_command_lock")
         and hasattr(protocol, "_response_pending")
     )
