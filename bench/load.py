@@ -4,6 +4,10 @@ Every client connects and logs in once (when a login is given); when all are rea
 and they send messages back to back, each taking the next one from a shared budget, so the total
 count is fixed whatever the concurrency. Latency is one whole transaction (MAIL, RCPT, DATA up to
 the final 250) as the client sees it.
+
+Every message is made unique: its Message-ID and a last body line carry its number. Real mail differs
+from message to message, and identical copies would let the gateway's per-text caches (decoded and
+normalised text, parsed address lists) answer every message after the first.
 """
 
 from __future__ import annotations
@@ -51,9 +55,10 @@ async def _send_all(
     try:
         while budget[0] > 0:
             budget[0] -= 1
+            message = unique_copy(spec.message, budget[0])
             began = time.monotonic()
             try:
-                await smtp.sendmail(spec.mail_from, list(spec.recipients), spec.message)
+                await smtp.sendmail(spec.mail_from, list(spec.recipients), message)
             except aiosmtplib.SMTPException as exc:
                 failures.append(f"{type(exc).__name__}: {exc}")
                 if not smtp.is_connected:
@@ -66,6 +71,13 @@ async def _send_all(
                 await smtp.quit()
             except aiosmtplib.SMTPException:
                 smtp.close()
+
+
+def unique_copy(message: bytes, number: int) -> bytes:
+    """``message`` (which ends with CRLF) with ``number`` in its Message-ID and in a last body line."""
+    head, separator, body = message.partition(b"\r\n\r\n")
+    head = head.replace(b"Message-ID: <", b"Message-ID: <%d." % number, 1)
+    return head + separator + body + b"Reference number %d\r\n" % number
 
 
 async def run_load(spec: LoadSpec) -> LoadResult:

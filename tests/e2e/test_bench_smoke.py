@@ -36,3 +36,18 @@ def test_relay_benchmark_runs_every_target_and_prints_the_table() -> None:
     assert all(float(row[8].rstrip(" |")) >= 0 for row in rows)
     assert "- Machine: " in result.stdout
     assert "- Command: `python bench/relay.py --messages 20" in result.stdout
+
+
+def test_the_load_sends_every_message_unique_but_otherwise_the_same() -> None:
+    # Identical copies would let the gateway's per-text caches answer every message after the first.
+    sys.path.insert(0, str(RELAY_BENCH.parent))
+    from load import unique_copy
+    from relay import build_message
+
+    message = build_message(8 * 1024, "maya.member@example.org")
+    first, second = unique_copy(message, 1), unique_copy(message, 2)
+    assert first != second
+    for copy, number in ((first, b"1"), (second, b"2")):
+        head, _, body = copy.partition(b"\r\n\r\n")
+        assert head.replace(b"<" + number + b".bench.", b"<bench.") == message.partition(b"\r\n\r\n")[0]
+        assert body == message.partition(b"\r\n\r\n")[2] + b"Reference number " + number + b"\r\n"
