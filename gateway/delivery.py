@@ -543,6 +543,16 @@ def _path(address: str, encoding: str) -> bytes:
     return b"<" + address.encode(encoding) + b">"
 
 
+# For an address (from a damaged spool entry) that no SMTP command line can carry.
+_UNWRITABLE_SENDER = "553 5.1.7 the sender address cannot be written in an SMTP command"
+_UNWRITABLE_RECIPIENT = "553 5.1.3 the recipient address cannot be written in an SMTP command"
+
+
+def _answered(address: str, code: int, message: str, remote: str) -> RecipientResult:
+    """What the upstream's reply ``code message`` means for ``address``."""
+    return RecipientResult(address, _classify(code), _reply(code, message), remote)
+
+
 def _command(verb_and_path: bytes, options: Sequence[str] = ()) -> bytes:
     """One command line for a pipelined group (options are the gateway's own SIZE/BODY/SMTPUTF8)."""
     return b" ".join((verb_and_path, *(option.encode("ascii") for option in options))) + b"\r\n"
@@ -786,13 +796,12 @@ class UpstreamTransport:
             async with asyncio.timeout(timeout):
                 await _mail(client, envelope.mail_from, options, encoding)
         except aiosmtplib.SMTPSenderRefused as exc:
-            reply = _reply(exc.code, exc.message)
-            outcome = _classify(exc.code)
             keep = await _reset(client, timeout)
-            return AttemptResult(tuple(RecipientResult(r, outcome, reply, remote) for r in recipients)), keep
+            return AttemptResult(tuple(_answered(r, exc.code, exc.message, remote) for r in recipients)), keep
         except ValueError:
-            reply = "553 5.1.7 the sender address cannot be written in an SMTP command"
-            return AttemptResult(tuple(RecipientResult(r, "failed", reply) for r in recipients)), True
+            return AttemptResult(
+                tuple(RecipientResult(r, "failed", _UNWRITABLE_SENDER) for r in recipients)
+            ), True
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
             raise _StaleConnection from exc
 
@@ -803,11 +812,9 @@ class UpstreamTransport:
                 async with asyncio.timeout(timeout):
                     await _rcpt(client, address, encoding)
             except aiosmtplib.SMTPRecipientRefused as exc:
-                reply = _reply(exc.code, exc.message)
-                results[address] = RecipientResult(address, _classify(exc.code), reply, remote)
+                results[address] = _answered(address, exc.code, exc.message, remote)
             except ValueError:
-                reply = "553 5.1.3 the recipient address cannot be written in an SMTP command"
-                results[address] = RecipientResult(address, "failed", reply)
+                results[address] = RecipientResult(address, "failed", _UNWRITABLE_RECIPIENT)
             else:
                 accepted.append(address)
         if not accepted:
@@ -819,9 +826,8 @@ class UpstreamTransport:
             async with asyncio.timeout(data_timeout):
                 response = await client.data(content, timeout=None)
         except aiosmtplib.SMTPDataError as exc:
-            reply = _reply(exc.code, exc.message)
             for address in accepted:
-                results[address] = RecipientResult(address, _classify(exc.code), reply, remote)
+                results[address] = _answered(address, exc.code, exc.message, remote)
             keep = await _reset(client, timeout)
         else:
             reply = _reply(response.code, response.message)
@@ -847,15 +853,15 @@ class UpstreamTransport:
         try:
             commands = [_command(b"MAIL FROM:" + _path(envelope.mail_from, encoding), options)]
         except ValueError:
-            reply = "553 5.1.7 the sender address cannot be written in an SMTP command"
-            return AttemptResult(tuple(RecipientResult(r, "failed", reply) for r in recipients)), True
+            return AttemptResult(
+                tuple(RecipientResult(r, "failed", _UNWRITABLE_SENDER) for r in recipients)
+            ), True
         sent: list[str] = []
         for address in recipients:
             try:
                 commands.append(_command(b"RCPT TO:" + _path(address, encoding)))
             except ValueError:
-                reply = "553 5.1.3 the recipient address cannot be written in an SMTP command"
-                results[address] = RecipientResult(address, "failed", reply)
+                results[address] = RecipientResult(address, "failed", _UNWRITABLE_RECIPIENT)
             else:
                 sent.append(address)
         if not sent:
@@ -869,18 +875,15 @@ class UpstreamTransport:
         mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
         accepted: list[str] = []
         if mail_reply.code != 250:
-            reply, outcome = _reply(mail_reply.code, mail_reply.message), _classify(mail_reply.code)
-            results.update((a, RecipientResult(a, outcome, reply, remote)) for a in sent)
+            results.update((a, _answered(a, mail_reply.code, mail_reply.message, remote)) for a in sent)
         else:
             for address, response in zip(sent, rcpt_replies, strict=True):
                 if response.code in (250, 251):
                     accepted.append(address)
                 else:
-                    reply = _reply(response.code, response.message)
-                    results[address] = RecipientResult(address, _classify(response.code), reply, remote)
+                    results[address] = _answered(address, response.code, response.message, remote)
         if data_reply.code != 354:
-            reply, outcome = _reply(data_reply.code, data_reply.message), _classify(data_reply.code)
-            results.update((a, RecipientResult(a, outcome, reply, remote)) for a in accepted)
+            results.update((a, _answered(a, data_reply.code, data_reply.message, remote)) for a in accepted)
             return AttemptResult(tuple(results[r] for r in recipients)), await _reset(client, timeout)
         if not accepted:
             # The server took DATA with no recipient accepted, which RFC 2920 tells it not to do:
@@ -891,11 +894,11 @@ class UpstreamTransport:
         data_timeout = timeout + len(content) / DATA_BYTES_PER_SECOND
         async with asyncio.timeout(data_timeout):
             response = await upstream_pipelining.send_content(client, content)
-        reply = _reply(response.code, response.message)
         if response.code == 250:
+            reply = _reply(response.code, response.message)
             results.update((a, RecipientResult(a, "delivered", reply, remote)) for a in accepted)
             return AttemptResult(tuple(results[r] for r in recipients)), True
-        results.update((a, RecipientResult(a, _classify(response.code), reply, remote)) for a in accepted)
+        results.update((a, _answered(a, response.code, response.message, remote)) for a in accepted)
         return AttemptResult(tuple(results[r] for r in recipients)), await _reset(client, timeout)
 
     async def close_idle(self, older_than: float) -> None:

@@ -27,7 +27,14 @@ import aiosmtplib
 import aiosmtplib.protocol as _protocol
 from aiosmtplib import SMTPResponse, SMTPServerDisconnected
 
-_PROTOCOL_METHODS = ("_read_response_from_buffer", "read_response", "write")
+# What of aiosmtplib's protocol this module uses (see the module docstring).
+_PROTOCOL_ATTRIBUTES = (
+    "_command_lock",
+    "_response_pending",
+    "_read_response_from_buffer",
+    "read_response",
+    "write",
+)
 
 
 def available(client: aiosmtplib.SMTP) -> bool:
@@ -37,9 +44,7 @@ def available(client: aiosmtplib.SMTP) -> bool:
     return (
         client.supports_extension("pipelining")
         and protocol is not None
-        and all(hasattr(protocol, name) for name in _PROTOCOL_METHODS)
-        and hasattr(protocol, "_command_lock")
-        and hasattr(protocol, "_response_pending")
+        and all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES)
     )
 
 
