@@ -195,14 +195,21 @@ class DemoAccount:
     password: str
 
 
+def wants_demo_account(settings: GatewaySettings) -> bool:
+    """The embedded default's first start: no users file, and no upstream to relay to."""
+    return not settings.auth.users_file.exists() and settings.delivery.upstream is None
+
+
 def create_demo_account(settings: GatewaySettings) -> DemoAccount | None:
     """On the embedded default's first start (no users file), make a demo account with a random password.
 
     Never with an upstream configured: an account nobody asked for must not be able to relay to a real
-    mail server. The password is shown once; only its hash is stored.
+    mail server. The password is shown once; only its hash is stored. So it is made only once every
+    listener is up, just before the banner shows it: a start that fails earlier (a port in use) leaves
+    no account behind, and the next start makes one and shows its password.
     """
     users = settings.auth.users_file
-    if users.exists() or settings.delivery.upstream is not None:
+    if not wants_demo_account(settings):
         return None
     # Letters and digits only (143 bits): nothing a shell or swaks could take for an option or quote.
     password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
@@ -363,9 +370,8 @@ class Gateway:
         for warning in preflight(settings).warnings:
             log_event(log, "config_warning", level=logging.WARNING, detail=warning)
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        demo = create_demo_account(settings)
         accounts = self._accounts = Accounts.load(settings.auth.users_file)
-        if not accounts.members():
+        if not accounts.members() and not wants_demo_account(settings):
             log_event(
                 log,
                 "no_accounts",
@@ -418,6 +424,9 @@ class Gateway:
                 self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
                 group.create_task(self._review_housekeeping(screener, spool, delivery_stop, expunger))
+                demo = create_demo_account(settings)
+                if demo is not None:
+                    accounts.reload_if_changed()
                 banner = startup_banner(settings, service.addresses, demo, self._config_path, self._program)
                 if banner:
                     self._announce(banner)
