@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway import systemd
 from gateway.accounts import Accounts
 from gateway.delivery import DeliveryWorker
 from gateway.delivery_process import DeliveryProcess, wants_own_process
@@ -275,6 +276,10 @@ def cli_command(program: str, config_path: Path | None, *words: str) -> str:
     return shlex.join(args)
 
 
+def _listing(addresses: dict[str, tuple[str, int]]) -> str:
+    return ", ".join(f"{name} {host_port(host, port)}" for name, (host, port) in addresses.items())
+
+
 def swaks_command(addresses: dict[str, tuple[str, int]], demo: DemoAccount) -> str:
     """The swaks command line that sends a first message through the listener the gateway opened."""
     if "submission" in addresses:
@@ -348,13 +353,15 @@ class Gateway:
         self._stop_requested.set()
 
     def reload(self) -> None:
-        """SIGHUP: re-read the users file. Settings changes need a restart."""
+        """SIGHUP: re-read the users file and the policy. Settings changes need a restart."""
+        systemd.notify("RELOADING=1")
         if self._accounts is not None:
             self._accounts.reload_if_changed()
         reload_policy = _optional(self._screener, "reload") if self._screener is not None else None
         policy = reload_policy() if reload_policy is not None else None
         accounts = len(self._accounts.members()) if self._accounts is not None else None
         log_event(log, "reloaded", accounts=accounts, policy=policy)
+        systemd.notify("READY=1")
 
     def health(self) -> Health:
         """Healthy while the listeners accept connections and the delivery worker runs."""
@@ -431,7 +438,11 @@ class Gateway:
                 if banner:
                     self._announce(banner)
                 log_event(log, "ready")
+                systemd.notify("READY=1", f"STATUS=accepting mail on {_listing(service.addresses)}")
+                if (interval := systemd.watchdog_interval()) is not None:
+                    group.create_task(self._watchdog(interval, delivery_stop))
                 await self._stop_requested.wait()
+                systemd.notify("STOPPING=1", "STATUS=stopping: finishing transactions in flight")
                 self._stopping.set()
                 self._listening = False
                 await service.stop(settings.shutdown_grace)
@@ -457,6 +468,19 @@ class Gateway:
             if handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
+
+    async def _watchdog(self, interval: float, stop: asyncio.Event) -> None:
+        """Ping systemd's watchdog while the event loop turns and the service is healthy.
+
+        A loop stuck in one call never gets here, so systemd notices and restarts the service; an
+        unhealthy service (listeners or delivery down) stops pinging for the same outcome.
+        """
+        while not stop.is_set():
+            if self.health().ok:
+                systemd.notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
 
     async def _deliver(self, worker: DeliveryWorker | DeliveryProcess, stop: asyncio.Event) -> None:
         await worker.run(stop)
