@@ -243,7 +243,8 @@ def startup_banner(
         paragraphs.append(
             [
                 f"TLS uses a self-signed certificate, {settings.state_dir / 'tls' / SELF_SIGNED_CERT}:",
-                "mail clients ask you to accept it once (Gmail needs a CA-signed one; see README).",
+                "mail clients ask you to accept it once "
+                "(Gmail needs a CA-signed one: see docs/guides/senders.md).",
             ]
         )
     if demo is not None:
