@@ -12,6 +12,7 @@ import shlex
 import signal
 import ssl
 import string
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,13 @@ from gateway.accounts import Accounts
 from gateway.delivery import DeliveryWorker
 from gateway.delivery_process import DeliveryProcess, wants_own_process
 from gateway.errors import ConfigError
+from gateway.example_policy import write_example_policy
 from gateway.expunge import DueExpunger, Stores
 from gateway.journal import JournalService
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
 from gateway.netaddr import host_port, is_loopback
-from gateway.policy_screener import PolicyScreener, ReloadResult, load_policy_for
+from gateway.policy_screener import PolicyScreener, ReloadResult, load_compiled_policy, load_policy_for
 from gateway.policy_workers import PolicyWorkers, worker_count
 from gateway.registry import CaseRegistry
 from gateway.review import account_check, spool_outgoing
@@ -87,11 +89,19 @@ def check_policy(settings: GatewaySettings) -> str:
     Raises ConfigError (file, line, key) when the policy is invalid, and when the case registry
     cannot be decrypted or clashes with the policy.
     """
+    path = settings.policy.path
+    if settings.delivery.upstream is None and not path.exists():
+        # The first start will write the shipped example there: check that, and write nothing now.
+        with tempfile.TemporaryDirectory() as folder:
+            example = Path(folder) / path.name
+            write_example_policy(example)
+            policy, _stamp = load_compiled_policy(example, CaseRegistry.from_settings(settings))
+        return (
+            f"{path} does not exist yet: the first start writes the shipped example there (version "
+            f"{policy.version}, {len(policy.rules)} rules, {len(policy.document.cases)} cases)"
+        )
     policy, _stamp = load_policy_for(settings)
-    return (
-        f"{settings.policy.path} (version {policy.version}, {len(policy.rules)} rules, "
-        f"{len(policy.document.cases)} cases)"
-    )
+    return f"{path} (version {policy.version}, {len(policy.rules)} rules, {len(policy.document.cases)} cases)"
 
 
 # --- checks before anything starts ------------------------------------------------------------------
@@ -375,6 +385,9 @@ class Gateway:
         """Run until a stop is requested; then stop accepting, drain, and return."""
         settings = self.settings
         self._main_task = asyncio.current_task()
+        if settings.delivery.upstream is None and write_example_policy(settings.policy.path):
+            # The embedded default's first start: the admin edits this copy; the package keeps its own.
+            log_event(log, "example_policy_written", path=settings.policy.path)
         for warning in preflight(settings).warnings:
             log_event(log, "config_warning", level=logging.WARNING, detail=warning)
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
