@@ -35,7 +35,12 @@ _METRIC_WORD = re.compile(r"[^a-zA-Z0-9_]")
 StatisticsSource = Callable[[], Any]
 
 # The label a mapping field's keys go in (anything else: "kind").
-LABEL_NAMES = {"messages": "state", "outcomes_total": "outcome", "recipients_total": "result"}
+LABEL_NAMES = {
+    "messages": "state",
+    "outcomes_total": "outcome",
+    "recipients_total": "result",
+    "refusals_total": "reason",
+}
 
 # HELP texts of the fields we know; a field added later is exported with a generic text.
 DESCRIPTIONS = {
@@ -45,9 +50,13 @@ DESCRIPTIONS = {
     "spool.directory_syncs_total": "Folder fsyncs; one is shared by every commit that waited for it.",
     "spool.file_syncs_total": "File fsyncs made by the spool.",
     "spool.quarantined_total": "Unreadable spool entries moved to corrupt/.",
-    "smtp.connections_open": "SMTP connections open now.",
+    "smtp.connections_open": "SMTP connections open now, logged in or not.",
+    "smtp.sessions_open": "Logged-in SMTP sessions open now (counted apart from strangers).",
     "smtp.connections_total": "SMTP connections admitted.",
     "smtp.connections_refused_total": "SMTP connections refused (limits, or shutting down).",
+    "smtp.refusals_total": (
+        "Connections refused or ended, and MAILs refused for lack of disk space, by the limit that did it."
+    ),
     "smtp.auth_successes_total": "Successful logins.",
     "smtp.auth_failures_total": "Failed logins.",
     "smtp.auth_throttled_total": "Logins refused because the client failed too often.",

@@ -149,7 +149,11 @@ class LimitsSettings(Section):
     )
     session_lifetime: Seconds = Field(
         3600.0,
-        description="Longest a connection may stay open, logged in or not; the mail program then reconnects.",
+        description=(
+            "Longest a connection may stay open, logged in or not, even while a message arrives (as "
+            "chasquid's connection deadline); the mail program then reconnects. At 1 h, a message of "
+            "`max_message_size` must arrive at about 7 KB/s or more."
+        ),
     )
     min_data_rate: NonNegativeInt = Field(
         500,
