@@ -73,6 +73,8 @@ READ_CHUNK = 256 * 1024
 TLS_HANDSHAKE_TIMEOUT = 60.0
 PASSWORD_CHECKS_AT_ONCE = 4
 SOMAXCONN_FILE = Path("/proc/sys/net/core/somaxconn")
+SMALL_BACKLOG = 512
+BACKLOG_HINT = "a burst of more connections may wait unanswered; raise net.core.somaxconn (sysctl)"
 
 # What a connection is told when the intake ends it or turns it away, by the limit that did it.
 LIMIT_REPLIES: dict[Limit, Reply] = {
@@ -261,8 +263,10 @@ class SubmissionService:
         """Bind the enabled listeners (port 0 picks a free port; see ``addresses``)."""
         loop = asyncio.get_running_loop()
         server_settings = self.settings.server
-        # The default backlog (100) let the kernel drop connections of a burst unanswered.
+        # asyncio's default backlog (100) let the kernel drop connections of a burst unanswered.
         backlog = server_settings.listen_backlog or kernel_backlog()
+        if backlog < SMALL_BACKLOG:
+            log_event(logger, "smtp.small_backlog", logging.WARNING, backlog=backlog, hint=BACKLOG_HINT)
         listeners = (
             ("submission", server_settings.submission, False),
             ("submissions", server_settings.submissions, True),

@@ -331,6 +331,11 @@ async def test_a_burst_of_connections_is_answered_every_one_greeting_or_421(
 ) -> None:
     """Defect 5: with asyncio's backlog of 100, clients of a 500-connection burst were dropped by the
     kernel and waited to their own timeout. Every one must now hear a 220 or a 421 4.7.0."""
+    if smtp_module.kernel_backlog() < 500:
+        pytest.skip(
+            f"net.core.somaxconn is {smtp_module.kernel_backlog()} here: the kernel itself drops a burst "
+            "of 500; raise it (sysctl) to run this test"
+        )
     gateway = await start_gateway()
 
     async def first_line() -> str:
