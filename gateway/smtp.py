@@ -386,7 +386,7 @@ class SubmissionService:
         except OSError as exc:
             # Not knowing is no reason to refuse: a full disk still fails the commit, with a 451.
             shortage: str | None = None
-            self._log_storage(f"unknown ({exc.strerror})")
+            self._log_storage(f"unknown: {exc.strerror}")
         else:
             shortage = storage_shortage(free, needed, limits.spool_reserve_bytes, limits.spool_reserve_inodes)
             self._log_storage(shortage, free)
@@ -402,14 +402,16 @@ class SubmissionService:
         was, now = change
         if now is None:
             log_event(logger, "smtp.storage_ok", was=was)
+        elif free is None:
+            log_event(logger, "smtp.storage_unknown", logging.WARNING, error=now)
         else:
             log_event(
                 logger,
                 "smtp.storage_low",
                 logging.WARNING,
                 short_of=now,
-                free_bytes=free.bytes if free is not None else None,
-                free_inodes=free.inodes if free is not None else None,
+                free_bytes=free.bytes,
+                free_inodes=free.inodes,
                 reserve_bytes=self.settings.limits.spool_reserve_bytes,
                 reserve_inodes=self.settings.limits.spool_reserve_inodes,
             )
@@ -938,16 +940,16 @@ class SubmissionProtocol(SMTP):
             return replies.UNKNOWN_PARAMETER
         if not sender.isascii() and not smtp_utf8:
             return replies.SMTPUTF8_NEEDED
-        # Postfix's check at MAIL: better a 452 now than a full upload that cannot be stored.
-        no_room = self.service.storage_refusal(int(size) if size is not None else None)
-        if no_room is not None:
-            return no_room
         self.service.accounts.reload_if_changed()
         if sender.lower() not in self.service.accounts.addresses_of(member):
             log_event(
                 logger, "smtp.sender_refused", logging.WARNING, client=self.client_address, member=member
             )
             return replies.sender_not_yours(sender, member)
+        # Postfix's check at MAIL: better a 452 now than a full upload that cannot be stored.
+        no_room = self.service.storage_refusal(int(size) if size is not None else None)
+        if no_room is not None:
+            return no_room
         self._txn = _Transaction(mail_from=sender, smtp_utf8=smtp_utf8)
         return replies.SENDER_OK
 
