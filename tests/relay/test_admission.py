@@ -20,6 +20,7 @@ import aiosmtplib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 
 from gateway import smtp as smtp_module
 from gateway.admission import (
@@ -34,6 +35,7 @@ from gateway.admission import (
     SessionClock,
     storage_shortage,
 )
+from gateway.metrics import build_registry
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
 from tests.relay.smtp_fixtures import (  # noqa: F401
@@ -312,6 +314,8 @@ async def test_idle_strangers_from_many_addresses_never_lock_a_member_out(
         await close_quietly(member)
     assert len(gateway.stored()) == 2
     assert gateway.service.statistics().refusals_total == {"made_room": 21 + 39}
+    exported = generate_latest(build_registry({"smtp": gateway.service.statistics})).decode()
+    assert 'conduct_gateway_smtp_refusals_total{reason="made_room"} 60.0' in exported
 
 
 async def test_logged_in_sessions_have_a_cap_of_their_own(start_gateway: StartGateway) -> None:
