@@ -3,7 +3,7 @@
 Nothing here touches a socket, a file or the clock: the SMTP shell (``gateway.smtp``) passes in the
 times, counts and free-space figures it observed and applies what comes back. The shapes follow
 sshd (``MaxStartups``, ``LoginGraceTime``), Postfix (``smtpd_min_data_rate``, the free-space check at
-MAIL) and chasquid (a connection deadline, three failed logins per connection):
+MAIL) and chasquid (a connection deadline; a connection closed at its third failure):
 
 - Connections that have not logged in ("strangers") and members' sessions are counted apart. When
   every stranger slot is taken, a newcomer closes the *oldest idle stranger* instead of being turned
@@ -26,7 +26,8 @@ from typing import Generic, TypeVar
 from gateway.settings import GatewaySettings
 
 INODES_PER_MESSAGE = 8
-"""Inodes one message may take in the spool (message, envelope, status, journal, their temporaries)."""
+"""Inodes one message may take: its spool file (written in tmp/ first), its status file, the gateway's own
+messages committed with it (notices, review requests) and the audit records; generous on purpose."""
 
 
 class Limit(enum.StrEnum):
