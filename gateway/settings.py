@@ -20,6 +20,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic import (
@@ -27,11 +28,14 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
+from gateway.logs import LogFormat
 from gateway.yamlsource import LoadedYaml, load_yaml_file, set_path, validate_yaml
 
 ENV_PREFIX = "CONDUCT_GATEWAY_"
 ENV_NESTING = "__"
 DEFAULT_CONFIG = Path("config/gateway.yaml")
+SYSTEM_CONFIG = Path("/etc/conduct-gateway/gateway.yaml")
+CONFIG_VARIABLE = "CONDUCT_GATEWAY_CONFIG"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -47,8 +51,18 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[PositiveFloat, BeforeValidator(parse_duration)]
-Retention = Annotated[NonNegativeFloat, BeforeValidator(parse_duration)]
+# What the settings file may hold for a duration, for editors reading the JSON Schema.
+_DURATION_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdwSMHDW]?\s*$"},
+        ],
+        "description": 'Seconds, or a number with a unit: "45s", "30m", "72h", "5d", "2w".',
+    }
+)
+Seconds = Annotated[PositiveFloat, BeforeValidator(parse_duration), _DURATION_SCHEMA]
+Retention = Annotated[NonNegativeFloat, BeforeValidator(parse_duration), _DURATION_SCHEMA]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 
@@ -332,6 +346,18 @@ class RegistrySettings(Section):
     )
 
 
+class LoggingSettings(Section):
+    """How log lines are written (the threshold is `log_level`)."""
+
+    format: LogFormat = Field(
+        "text",
+        description=(
+            "`text`: one `time level logger event=... key=value` line per event; `json`: one JSON object "
+            "per line (`time`, `level`, `logger`, `event` and its fields) for log collectors."
+        ),
+    )
+
+
 class GatewaySettings(Section):
     """config/gateway.yaml. Relative paths are relative to the file's own folder."""
 
@@ -347,6 +373,7 @@ class GatewaySettings(Section):
     journal: JournalSettings = JournalSettings()
     registry: RegistrySettings = RegistrySettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")
+    logging: LoggingSettings = LoggingSettings()
     shutdown_grace: NonNegativeFloat = Field(
         30.0, description="Seconds to let in-flight transactions finish on SIGTERM."
     )
@@ -401,7 +428,7 @@ def apply_environment(loaded: LoadedYaml, environ: Mapping[str, str]) -> None:
     if not isinstance(loaded.data, dict):
         raise ConfigError(f"{loaded.path}: the file must be a mapping of sections")
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in ("CONDUCT_GATEWAY_CONFIG",):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_VARIABLE:
             continue
         loc = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTING))
         if not all(loc):
@@ -414,10 +441,34 @@ def apply_environment(loaded: LoadedYaml, environ: Mapping[str, str]) -> None:
         loaded.overrides[loc] = f"environment variable {name}"
 
 
-def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> GatewaySettings:
-    """Read, override from the environment, validate and resolve the settings file."""
+def find_config(
+    path: Path | None = None, environ: Mapping[str, str] | None = None, system: Path = SYSTEM_CONFIG
+) -> Path:
+    """The settings file to use: ``--config``, else ``$CONDUCT_GATEWAY_CONFIG``, else the first that exists
+    of ``./config/gateway.yaml`` and ``/etc/conduct-gateway/gateway.yaml``.
+
+    A file named explicitly (option or variable) is used as given, so a typo is reported as that file
+    missing. When nothing was named and neither default exists, the error lists what was tried.
+    """
     env = os.environ if environ is None else environ
-    chosen = path or Path(env.get("CONDUCT_GATEWAY_CONFIG", DEFAULT_CONFIG))
+    if path is not None:
+        return path
+    if env.get(CONFIG_VARIABLE):
+        return Path(env[CONFIG_VARIABLE])
+    for candidate in (DEFAULT_CONFIG, system):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no settings file found: tried --config (not given), ${CONFIG_VARIABLE} (not set), "
+        f"{DEFAULT_CONFIG} (relative to {Path.cwd()}) and {system}. Run the command from the folder that "
+        f"holds config/gateway.yaml, or name the file with --config PATH or {CONFIG_VARIABLE}=PATH."
+    )
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+    """Find (see :func:`find_config`), read, override from the environment, validate and resolve."""
+    env = os.environ if environ is None else environ
+    chosen = find_config(path, env)
     loaded = load_yaml_file(chosen)
     apply_environment(loaded, env)
     settings = validate_yaml(GatewaySettings, loaded)

@@ -29,7 +29,10 @@ config_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     envvar="CONDUCT_GATEWAY_CONFIG",
-    help="Settings file (default: config/gateway.yaml).",
+    help=(
+        "Settings file (default: $CONDUCT_GATEWAY_CONFIG, else ./config/gateway.yaml, "
+        "else /etc/conduct-gateway/gateway.yaml)."
+    ),
 )
 
 

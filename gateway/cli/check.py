@@ -31,7 +31,7 @@ from gateway.policy.rewrite import apply_rewrite
 from gateway.policy_screener import load_compiled_policy
 from gateway.registry import CaseRegistry
 from gateway.screening import Refuse
-from gateway.settings import DEFAULT_CONFIG, GatewaySettings, load_settings
+from gateway.settings import CONFIG_VARIABLE, DEFAULT_CONFIG, SYSTEM_CONFIG, GatewaySettings, load_settings
 from gateway.verdict_replies import (
     change_descriptions,
     change_labels,
@@ -104,8 +104,9 @@ def _settings(config_path: Path | None, policy_path: Path | None) -> GatewaySett
     if (
         policy_path is not None
         and config_path is None
-        and "CONDUCT_GATEWAY_CONFIG" not in os.environ
+        and CONFIG_VARIABLE not in os.environ
         and not DEFAULT_CONFIG.exists()
+        and not SYSTEM_CONFIG.exists()
     ):
         return None
     return load_settings(config_path)

@@ -1,8 +1,8 @@
-"""`conduct-gateway config validate|reference`: check a settings file, and document every setting."""
+"""`conduct-gateway config validate|reference|schema|example-policy`: check and document the settings."""
 
 from __future__ import annotations
 
-import os
+import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,15 @@ from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from gateway.settings import ENV_NESTING, ENV_PREFIX, GatewaySettings, load_settings, parse_duration
+from gateway.example_policy import example_policy_text
+from gateway.settings import (
+    ENV_NESTING,
+    ENV_PREFIX,
+    GatewaySettings,
+    find_config,
+    load_settings,
+    parse_duration,
+)
 
 
 @click.group()
@@ -24,7 +32,8 @@ def config() -> None:
 @config.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path, dir_okay=False))
 def validate(path: Path | None) -> None:
-    """Check the settings file at PATH (default: $CONDUCT_GATEWAY_CONFIG, else config/gateway.yaml).
+    """Check the settings file at PATH (default: $CONDUCT_GATEWAY_CONFIG, else ./config/gateway.yaml, else
+    /etc/conduct-gateway/gateway.yaml).
 
     Environment overrides (CONDUCT_GATEWAY_<SECTION>__<KEY>) are applied, exactly as `serve` would.
     Nothing is started and nothing is written. Exit status 0 when usable, 2 with the problems otherwise.
@@ -32,7 +41,7 @@ def validate(path: Path | None) -> None:
     # Imported here: the wiring module pulls in the whole service, which `config reference` never needs.
     from gateway.app import preflight
 
-    chosen = path or Path(os.environ.get("CONDUCT_GATEWAY_CONFIG", "config/gateway.yaml"))
+    chosen = find_config(path)
     settings = load_settings(chosen)
     report = preflight(settings)
     click.echo(f"OK: {chosen} is valid.")
@@ -40,6 +49,30 @@ def validate(path: Path | None) -> None:
         click.echo(f"  {label + ':':<13} {value}")
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+@config.command("example-policy")
+def example_policy() -> None:
+    """Print the shipped example policy (a fictional committee on example.org) to start your own from."""
+    click.echo(example_policy_text(), nl=False)
+
+
+@config.command()
+def schema() -> None:
+    """Print the JSON Schema of the settings file, for editors that complete and check YAML keys.
+
+    Save it (e.g. as config/schema.json) and name it on the first line of gateway.yaml:
+    `# yaml-language-server: $schema=schema.json`.
+    """
+    click.echo(settings_json_schema_text(), nl=False)
+
+
+def settings_json_schema_text() -> str:
+    """The settings file's JSON Schema as text (validation mode: what the YAML may hold)."""
+    document = GatewaySettings.model_json_schema(mode="validation")
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "conduct-gateway settings (config/gateway.yaml)"
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 @config.command()

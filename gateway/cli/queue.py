@@ -14,18 +14,22 @@ import datetime
 import email.utils
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 import click
 
 from gateway.cli import config_option
+from gateway.cli.tables import emit, json_option
 from gateway.errors import SpoolError
+from gateway.notices import NOTICE_HEADER
 from gateway.settings import load_settings
-from gateway.spool import QueueState, Spool, SpoolEntry, SpoolMessage
+from gateway.spool import DeliveryStatus, QueueState, Spool, SpoolEntry, SpoolMessage
 
 # Header values shown as they are: none can hold a person's name or the sender's words.
 SHOWN_HEADERS = frozenset(
@@ -71,8 +75,9 @@ def _spool(config_path: Path | None) -> Spool:
     help="Only messages in this state (repeatable). Default: every state but done.",
 )
 @click.option("--all", "show_all", is_flag=True, help="Include delivered (done) messages.")
+@json_option
 @config_option
-def list_(states: tuple[str, ...], show_all: bool, config_path: Path | None) -> None:
+def list_(states: tuple[str, ...], show_all: bool, as_json: bool, config_path: Path | None) -> None:
     """List queued messages, oldest first: id, state, age, size, sender, recipients, attempts."""
     spool = _spool(config_path)
     wanted = [QueueState(s) for s in states] or [
@@ -80,40 +85,90 @@ def list_(states: tuple[str, ...], show_all: bool, config_path: Path | None) -> 
     ]
     entries = [entry for state in wanted for entry in spool.entries(state)]
     now = time.time()
-    rows: list[tuple[str, ...]] = [
-        ("QUEUE ID", "STATE", "AGE", "SIZE", "ATTEMPTS", "RCPTS", "SENDER / PROBLEM")
-    ]
-    rows += [_row(entry, now) for entry in entries]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    if entries:
-        for row in rows:
-            click.echo(
-                "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1]
-            )
+    records = [_record(spool, entry, now) for entry in entries]
+    emit(LIST_HEADER, [_row(record) for record in records], records, as_json)
     counts = spool.statistics().messages
     summary = ", ".join(f"{counts.get(s.value, 0)} {s.value}" for s in QueueState)
     # On stderr, so that stdout holds only the table (for grep and scripts).
     click.echo(f"{len(entries)} message(s) listed. In the spool: {summary}.", err=True)
 
 
-def _row(entry: SpoolEntry, now: float) -> tuple[str, ...]:
-    envelope, status = entry.envelope, entry.status
+LIST_HEADER = ("QUEUE ID", "STATE", "AGE", "SIZE", "ATTEMPTS", "RECIPIENTS", "SENDER / PROBLEM")
+
+
+def _record(spool: Spool, entry: SpoolEntry, now: float) -> dict[str, Any]:
+    """One listed message as data: what the table shows and ``--json`` prints."""
+    envelope = entry.envelope
+    record: dict[str, Any] = {"queue_id": entry.queue_id, "state": entry.state.value, "size": entry.size}
     if envelope is None:
-        return (entry.queue_id, entry.state.value, "-", _size(entry.size), "-", "-", entry.problem)
-    total = len(dict.fromkeys(envelope.rcpt_tos))
-    waiting = len(status.pending()) if status is not None else total
-    attempts = str(status.attempts) if status is not None else "0"
-    rcpts = f"{waiting}/{total} waiting" if waiting else f"{total}"
-    sender = envelope.mail_from or "<> (delivery report)"
+        return record | {"problem": entry.problem}
+    progress = _progress(entry.state, envelope.rcpt_tos, entry.status)
+    return record | {
+        "age_seconds": max(0, int(now - envelope.received_at)),
+        "attempts": progress.attempts,
+        "recipients": progress.counts,
+        "sender": envelope.mail_from,
+        "generated": _generated_kind(spool, entry) if not envelope.authenticated_as else None,
+    }
+
+
+def _row(record: dict[str, Any]) -> tuple[str, ...]:
+    if "problem" in record:
+        return (record["queue_id"], record["state"], "-", _size(record["size"]), "-", "-", record["problem"])
+    sender = record["sender"] or "<>"
+    if record["generated"]:
+        sender += f" ({record['generated']})"
+    counts = ", ".join(f"{number} {state}" for state, number in record["recipients"].items())
     return (
-        entry.queue_id,
-        entry.state.value,
-        _age(now - envelope.received_at),
-        _size(entry.size),
-        attempts,
-        rcpts,
+        record["queue_id"],
+        record["state"],
+        _age(record["age_seconds"]),
+        _size(record["size"]),
+        str(record["attempts"]),
+        counts,
         sender,
     )
+
+
+@dataclass(frozen=True)
+class _Progress:
+    attempts: int
+    counts: dict[str, int]  # recipients by state: delivered, waiting, failed
+    states: dict[str, str]  # each recipient's state as shown
+
+
+def _progress(state: QueueState, rcpt_tos: Sequence[str], status: DeliveryStatus | None) -> _Progress:
+    """Where delivery stands. A message delivered to everyone at its first attempt keeps no status file
+    (one fsync less per message), so done/ without one means exactly that."""
+    unique = list(dict.fromkeys(rcpt_tos))
+    if status is None:
+        shown = "delivered" if state is QueueState.DONE else "waiting"
+        attempts = 1 if state is QueueState.DONE else 0
+        return _Progress(attempts, {shown: len(unique)}, dict.fromkeys(unique, shown))
+    results = {r.address: r.state for r in status.recipients}
+    states = {address: _SHOWN_STATE[results.get(address, "pending")] for address in unique}
+    counts: dict[str, int] = {}
+    for shown in states.values():
+        counts[shown] = counts.get(shown, 0) + 1
+    return _Progress(status.attempts, counts, states)
+
+
+_SHOWN_STATE = {"pending": "waiting", "deferred": "waiting", "delivered": "delivered", "failed": "failed"}
+
+
+def _generated_kind(spool: Spool, entry: SpoolEntry) -> str:
+    """What a message the gateway wrote itself is: a notice of some kind, or a delivery report."""
+    try:
+        content = spool.load(entry.queue_id).content
+    except (SpoolError, OSError):
+        return "generated by the gateway"
+    headers = BytesParser(policy=policy.compat32).parsebytes(content, headersonly=True)
+    kind = headers.get(NOTICE_HEADER)
+    if kind:
+        return f"gateway notice: {_clean(str(kind))}"
+    if headers.get_content_type() == "multipart/report":
+        return "delivery report"
+    return "generated by the gateway"
 
 
 @queue.command()
@@ -152,10 +207,11 @@ def describe(message: SpoolMessage, now: float) -> list[str]:
         f"Recipients:  {len(dict.fromkeys(envelope.rcpt_tos))}",
     ]
     results = {r.address: r for r in status.recipients} if status is not None else {}
+    progress = _progress(message.state, envelope.rcpt_tos, status)
     for address in dict.fromkeys(envelope.rcpt_tos):
         result = results.get(address)
         if result is None or result.state == "pending":
-            lines.append(f"  {address}  pending")
+            lines.append(f"  {address}  {progress.states[address]}")
             continue
         remote = f" [{result.remote}]" if result.remote else ""
         expired = " (retry lifetime ran out)" if result.expired else ""
@@ -227,7 +283,7 @@ def delete(queue_ids: tuple[str, ...], yes: bool, config_path: Path | None) -> N
     spool = _spool(config_path)
     entries = [spool.find(queue_id) for queue_id in queue_ids]  # all must exist before any goes
     for entry in entries:
-        about = _row(entry, time.time())
+        about = _row(_record(spool, entry, time.time()))
         question = f"Delete {entry.queue_id} ({entry.state.value}, {about[3]}, sender {about[-1]})?"
         if not yes and not click.confirm(question, default=False):
             click.echo(f"{entry.queue_id}: kept.")
@@ -241,6 +297,8 @@ def delete(queue_ids: tuple[str, ...], yes: bool, config_path: Path | None) -> N
 
 def _attempts(message: SpoolMessage, now: float) -> str:
     status = message.status
+    if status is None and message.state is QueueState.DONE:
+        return ", delivered to every recipient at the first attempt"
     if status is None or not status.attempts:
         return ", not tried yet"
     text = f", {status.attempts} attempt(s), last {_age(now - status.last_attempt_at)} ago"

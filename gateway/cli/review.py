@@ -18,7 +18,7 @@ import time
 from email import policy as email_policy
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import click
 
@@ -26,6 +26,7 @@ from gateway.accounts import Accounts
 from gateway.cli import config_option
 from gateway.cli.auditing import audit_sink
 from gateway.cli.queue import header_summary, mime_outline
+from gateway.cli.tables import emit, json_option
 from gateway.ledger import Ledger, ledger_path
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy_screener import learn_release, load_policy_for
@@ -66,33 +67,41 @@ def _desk(settings: GatewaySettings, store: HoldStore, sink: AuditSink) -> Revie
 
 @review.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include decided and expired holds.")
+@json_option
 @config_option
-def list_(show_all: bool, config_path: Path | None) -> None:
+def list_(show_all: bool, as_json: bool, config_path: Path | None) -> None:
     """List held messages, oldest first: reference, status, age, expiry, sender, approvals, reasons."""
     _settings, _policy, store = _open(config_path)
     records = [r for r in store.records() if show_all or r.status == "held"]
     now = time.time()
-    rows: list[tuple[str, ...]] = [
-        ("REFERENCE", "STATUS", "AGE", "EXPIRES IN", "SENDER", "APPROVALS", "REASONS")
+    listed: list[dict[str, Any]] = [
+        {
+            "reference": record.reference,
+            "status": record.status,
+            "age_seconds": max(0, int(now - record.created_at)),
+            "expires_in_seconds": max(0, int(record.expires_at - now)) if record.status == "held" else None,
+            "sender": record.sender,
+            "approvals": len({d.member for d in record.approvals}),
+            "required_approvals": record.required_approvals,
+            "reasons": record.reasons(),
+        }
+        for record in records
     ]
-    for record in records:
-        rows.append(
-            (
-                record.reference,
-                record.status,
-                _age(now - record.created_at),
-                _age(record.expires_at - now) if record.status == "held" else "-",
-                record.sender,
-                f"{len({d.member for d in record.approvals})}/{record.required_approvals}",
-                record.reasons(),
-            )
+    rows = [
+        (
+            item["reference"],
+            item["status"],
+            _age(item["age_seconds"]),
+            "-" if item["expires_in_seconds"] is None else _age(item["expires_in_seconds"]),
+            item["sender"],
+            f"{item['approvals']}/{item['required_approvals']}",
+            item["reasons"],
         )
-    if records:
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-        for row in rows:
-            click.echo(
-                "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1]
-            )
+        for item in listed
+    ]
+    emit(
+        ("REFERENCE", "STATUS", "AGE", "EXPIRES IN", "SENDER", "APPROVALS", "REASONS"), rows, listed, as_json
+    )
     held = sum(1 for r in store.records() if r.status == "held")
     click.echo(f"{len(records)} listed; {held} waiting for review.", err=True)
 

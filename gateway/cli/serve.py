@@ -12,7 +12,7 @@ import click
 from gateway.cli import config_option
 from gateway.errors import GatewayError
 from gateway.logs import configure
-from gateway.settings import DEFAULT_CONFIG, load_settings
+from gateway.settings import find_config, load_settings
 
 log = logging.getLogger("gateway.app")
 
@@ -30,11 +30,12 @@ def serve(config_path: Path | None) -> None:
     # Imported here so that `user` and `queue` commands do not load the whole service.
     from gateway.app import Gateway
 
+    config_path = find_config(config_path)
     settings = load_settings(config_path)
-    configure(settings.log_level)
+    configure(settings.log_level, settings.logging.format)
     # Hints name the program as it was started (`.venv/bin/conduct-gateway`), so they can be pasted.
     program = sys.argv[0] if Path(sys.argv[0]).name == "conduct-gateway" else "conduct-gateway"
-    gateway = Gateway(settings, config_path=config_path or DEFAULT_CONFIG, program=program)
+    gateway = Gateway(settings, config_path=config_path, program=program)
     try:
         asyncio.run(gateway.run())
     except (asyncio.CancelledError, KeyboardInterrupt):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -126,7 +127,7 @@ class TestList:
             "AGE",
             "SIZE",
             "ATTEMPTS",
-            "RCPTS",
+            "RECIPIENTS",
             "SENDER",
             "/",
             "PROBLEM",
@@ -135,13 +136,75 @@ class TestList:
         assert set(rows) == {fresh, waiting, "BROKEN1"}
         assert rows[fresh].split()[1:3] == ["incoming", "2m05s"]
         assert "alice@example.org" in rows[fresh]
-        assert "1/2 waiting" in rows[waiting]
+        assert "1 delivered, 1 waiting" in rows[waiting]
+        assert "1 waiting" in rows[fresh]
         assert rows[waiting].split()[1] == "deferred"
         assert "moved aside as unreadable" in rows["BROKEN1"]
         assert "1 incoming, 1 deferred, 1 done, 0 bounced, 1 corrupt" in result.stderr
 
         with_done = run(config_file, "list", "--all")
         assert finished in with_done.stdout
+
+    def test_columns_are_aligned_and_never_run_together(self, config_file: Path, spool: Spool) -> None:
+        commit(spool, rcpts=("conduct@example.org", "a-rather-long-recipient-address@example.org"))
+        commit(spool)
+        lines = run(config_file, "list").stdout.splitlines()
+        starts = [lines[0].index(title) for title in ("STATE", "ATTEMPTS", "RECIPIENTS", "SENDER")]
+        for line in lines[1:]:
+            for start in starts:
+                assert line[start - 2 : start] == "  ", (line, start)
+        assert "waitingalice" not in "".join(lines)
+
+    def test_mail_delivered_at_the_first_attempt_shows_as_delivered(
+        self, config_file: Path, spool: Spool
+    ) -> None:
+        # The delivery worker moves such mail to done/ without writing a status file.
+        finished = commit(spool, rcpts=("conduct@example.org", "bob@example.org"))
+        asyncio.run(spool.move(finished, QueueState.INCOMING, QueueState.DONE))
+        row = next(line for line in run(config_file, "list", "--all").stdout.splitlines() if finished in line)
+        assert row.split()[1] == "done"
+        assert row.split()[5] == "1"  # id, state, age, size (two words), attempts
+        assert "2 delivered" in row
+        assert "waiting" not in row
+        shown = run(config_file, "show", finished).stdout
+        assert "State:       done, delivered to every recipient at the first attempt" in shown
+        assert "  bob@example.org  delivered" in shown
+        assert "pending" not in shown and "not tried yet" not in shown
+
+    @pytest.mark.parametrize(
+        ("headers", "expected"),
+        [
+            ("X-Conduct-Gateway-Notice: review-request\r\n", "<> (gateway notice: review-request)"),
+            (
+                "Content-Type: multipart/report; report-type=delivery-status; boundary=x\r\n",
+                "<> (delivery report)",
+            ),
+        ],
+        ids=["review-request", "dsn"],
+    )
+    def test_generated_mail_says_what_it_is(
+        self, config_file: Path, spool: Spool, headers: str, expected: str
+    ) -> None:
+        queue_id = Spool.new_queue_id()
+        content = f"From: conduct@example.org\r\nTo: ada@example.org\r\n{headers}\r\nbody\r\n".encode()
+        envelope = SpoolEnvelope(queue_id, "", ("ada@example.org",), "", time.time())
+        asyncio.run(spool.commit(envelope, content))
+        row = next(line for line in run(config_file, "list").stdout.splitlines() if queue_id in line)
+        assert row.endswith(expected)
+
+    def test_json_for_scripts(self, config_file: Path, spool: Spool) -> None:
+        waiting = commit(spool, rcpts=("conduct@example.org", "bob@example.org"))
+        defer(spool, waiting, half_delivered(("conduct@example.org", "bob@example.org")))
+        (spool.folder(QueueState.CORRUPT) / "BROKEN1").write_bytes(b"junk")
+        result = run(config_file, "list", "--json")
+        assert result.exit_code == 0, result.output
+        listed = {item["queue_id"]: item for item in json.loads(result.stdout)}
+        assert listed[waiting]["state"] == "deferred"
+        assert listed[waiting]["attempts"] == 2
+        assert listed[waiting]["recipients"] == {"delivered": 1, "waiting": 1}
+        assert listed[waiting]["sender"] == "alice@example.org"
+        assert listed[waiting]["generated"] is None
+        assert listed["BROKEN1"]["problem"] == "moved aside as unreadable"
 
     def test_state_filter(self, config_file: Path, spool: Spool) -> None:
         fresh = commit(spool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -67,6 +68,35 @@ def test_list_shows_reference_sender_reasons_status(config: Path) -> None:
     )
     assert "held" in result.output and "0/1" in result.output
     assert "Secret" not in result.output
+
+
+def test_list_columns_never_run_together(config: Path) -> None:
+    lines = run(config, "list").stdout.splitlines()
+    assert lines[0].split() == [
+        "REFERENCE",
+        "STATUS",
+        "AGE",
+        "EXPIRES",
+        "IN",
+        "SENDER",
+        "APPROVALS",
+        "REASONS",
+    ]
+    reasons_at = lines[0].index("REASONS")
+    assert lines[1][reasons_at - 2 : reasons_at] == "  "
+    assert "0/1PROTECTED" not in lines[1]
+
+
+def test_list_as_json(config: Path) -> None:
+    result = run(config, "list", "--json")
+    assert result.exit_code == 0, result.output
+    (held,) = json.loads(result.stdout)
+    assert held["reference"] == "Q1"
+    assert held["status"] == "held"
+    assert (held["approvals"], held["required_approvals"]) == (0, 1)
+    assert held["sender"] == "ada@example.org"
+    assert "PROTECTED_IDENTITY" in held["reasons"]
+    assert "Secret" not in result.stdout
 
 
 def test_show_hides_subject_and_body(config: Path) -> None:

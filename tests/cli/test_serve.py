@@ -297,6 +297,40 @@ async def test_sigterm_lets_the_transaction_in_flight_finish(start_gateway: Star
     assert await again.wait() == 0, again.output
 
 
+@pytest.mark.parametrize("busy", ["submission", "metrics"])
+async def test_a_first_start_that_fails_leaves_no_demo_account_and_the_next_start_shows_one(
+    start_gateway: StartGateway, tmp_path: Path, busy: str
+) -> None:
+    # A listener's port is taken by another program: the start fails after the settings were read.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path)
+        text = config.read_text(encoding="utf-8")
+        text = text.replace("submission:\n    port: 0", "submission:\n    port: " + str(port), 1)
+        if busy == "metrics":
+            text = text.replace("metrics:\n  port: 0", f"metrics:\n  host: 127.0.0.1\n  port: {port}")
+        assert f"port: {port}" in text
+        config.write_text(text, encoding="utf-8")
+        failed = await start_gateway(config=config, ready=False)
+        assert await failed.wait() != 0, failed.output
+    assert not any("password:" in line for line in failed.stdout)
+    assert not (tmp_path / "users.passwd").exists(), "an account whose password nobody saw was made"
+
+    config.write_text(text.replace(f"port: {port}", "port: 0"), encoding="utf-8")
+    again = await start_gateway(config=config)
+    assert again.banner_value("address") == "demo@example.org"
+    password = again.banner_value("password")
+    host, port = again.address("submission")
+    async with aiosmtplib.SMTP(
+        hostname=host, port=port, start_tls=True, tls_context=again.tls_context(), timeout=10
+    ) as client:
+        await client.login("demo@example.org", password)
+    again.signal(signal.SIGTERM)
+    assert await again.wait() == 0, again.output
+
+
 async def test_accounts_added_while_running_can_log_in_without_a_restart(start_gateway: StartGateway) -> None:
     gateway = await start_gateway()
     host, port = gateway.address("submission")
@@ -463,7 +497,7 @@ async def test_policy_workers_run_as_child_processes_in_the_metrics_and_stop_wit
     status, body = await http_get(gateway.address("metrics"), "/metrics")
     assert status == 200
     assert "conduct_gateway_policy_workers_alive 2.0" in body
-    assert "conduct_gateway_policy_workers_lost_total 0.0" in body
+    assert "conduct_gateway_policy_workers_lost_messages_total 0.0" in body
     workers = children_of(gateway.process.pid)
     assert len(workers) >= 2  # the workers (and multiprocessing's resource tracker, if any)
     gateway.signal(signal.SIGTERM)
@@ -506,7 +540,7 @@ async def test_a_policy_edit_reaches_the_policy_workers_without_a_restart(
     assert refused.value.code == 550
     status, body = await http_get(gateway.address("metrics"), "/metrics")
     assert status == 200
-    assert "conduct_gateway_policy_workers_lost_total 0.0" in body
-    assert "conduct_gateway_policy_workers_stale_total 0.0" in body  # the worker judged it, reloaded
+    assert "conduct_gateway_policy_workers_lost_messages_total 0.0" in body
+    assert "conduct_gateway_policy_workers_stale_messages_total 0.0" in body  # the worker judged it, reloaded
     gateway.signal(signal.SIGTERM)
     assert await gateway.wait() == 0, gateway.output

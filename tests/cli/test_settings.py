@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
+import jsonschema
 import pytest
+from ruamel.yaml import YAML
 
+from gateway.cli.config import settings_json_schema_text
 from gateway.errors import ConfigError
-from gateway.settings import GatewaySettings, load_settings, parse_duration
+from gateway.settings import (
+    CONFIG_VARIABLE,
+    DEFAULT_CONFIG,
+    GatewaySettings,
+    find_config,
+    load_settings,
+    parse_duration,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -246,3 +257,80 @@ class TestPaths:
         )
         assert settings.state_dir == Path("/var/lib/conduct-gateway")
         assert settings.delivery.maildir == Path("/srv/mail")
+
+
+class TestFindingTheSettingsFile:
+    """--config, then $CONDUCT_GATEWAY_CONFIG, then ./config/gateway.yaml, then /etc/conduct-gateway."""
+
+    @pytest.fixture
+    def places(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, Path]:
+        work = tmp_path / "work"
+        (work / "config").mkdir(parents=True)
+        monkeypatch.chdir(work)
+        system = tmp_path / "etc" / "gateway.yaml"
+        system.parent.mkdir()
+        named = write(tmp_path, "", name="named.yaml")
+        return work / "config" / "gateway.yaml", system, named
+
+    def test_the_option_wins_over_everything(self, places: tuple[Path, Path, Path]) -> None:
+        local, system, named = places
+        local.write_text("", encoding="utf-8")
+        system.write_text("", encoding="utf-8")
+        assert find_config(named, {CONFIG_VARIABLE: str(system)}, system) == named
+
+    def test_the_variable_comes_next(self, places: tuple[Path, Path, Path]) -> None:
+        local, system, named = places
+        local.write_text("", encoding="utf-8")
+        assert find_config(None, {CONFIG_VARIABLE: str(named)}, system) == named
+
+    def test_then_the_working_folder_then_the_system_file(self, places: tuple[Path, Path, Path]) -> None:
+        local, system, _named = places
+        system.write_text("", encoding="utf-8")
+        assert find_config(None, {}, system) == system
+        local.write_text("", encoding="utf-8")
+        assert find_config(None, {}, system) == DEFAULT_CONFIG
+
+    def test_nothing_found_names_everything_tried(self, places: tuple[Path, Path, Path]) -> None:
+        _local, system, _named = places
+        with pytest.raises(ConfigError) as caught:
+            find_config(None, {}, system)
+        message = str(caught.value)
+        for tried in ("--config", CONFIG_VARIABLE, str(DEFAULT_CONFIG), str(system)):
+            assert tried in message
+
+    def test_a_named_missing_file_is_reported_missing(self, places: tuple[Path, Path, Path]) -> None:
+        local, _system, _named = places
+        local.write_text("", encoding="utf-8")  # never silently used instead of the file asked for
+        missing = local.parent / "typo.yaml"
+        assert "typo.yaml: file not found" in config_error(missing)
+        with pytest.raises(ConfigError, match=r"typo\.yaml: file not found"):
+            load_settings(None, environ={CONFIG_VARIABLE: str(missing)})
+
+
+class TestSettingsSchema:
+    """`conduct-gateway config schema`: what editors check gateway.yaml against."""
+
+    def test_the_shipped_settings_file_is_valid_against_it(self) -> None:
+        schema = json.loads(settings_json_schema_text())
+        document = YAML(typ="safe").load((REPO / "config" / "gateway.yaml").read_text(encoding="utf-8"))
+        jsonschema.validate(document, schema)
+
+    @pytest.mark.parametrize("value", [45, 2.5, "45s", "30m", "72h", "5d", "2w", " 10 "])
+    def test_durations_may_be_numbers_or_numbers_with_a_unit(self, value: object) -> None:
+        schema = json.loads(settings_json_schema_text())
+        jsonschema.validate({"auth": {"failure_window": value}}, schema)
+
+    @pytest.mark.parametrize(
+        "document",
+        [{"auth": {"failure_window": "soon"}}, {"no_such_section": {}}, {"auth": {"max_failures": "many"}}],
+        ids=["bad-duration", "unknown-key", "wrong-type"],
+    )
+    def test_what_the_gateway_refuses_the_schema_refuses(self, document: dict[str, object]) -> None:
+        schema = json.loads(settings_json_schema_text())
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(document, schema)
+
+    def test_the_shipped_copy_is_fresh(self) -> None:
+        assert (REPO / "config" / "schema.json").read_text(encoding="utf-8") == settings_json_schema_text(), (
+            "config/schema.json is stale: run .venv/bin/conduct-gateway config schema > config/schema.json"
+        )
