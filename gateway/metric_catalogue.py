@@ -64,7 +64,17 @@ CATALOGUE: dict[str, MetricSpec] = {
         "Age of the oldest message waiting for delivery, by state.",
         "state",
     ),
-    "smtp.connections_open": _gauge("smtp_connections_open", "SMTP connections open now."),
+    "smtp.connections_open": _gauge("smtp_connections_open", "SMTP connections open now, logged in or not."),
+    "smtp.sessions_open": _gauge(
+        "smtp_sessions_open",
+        "Logged-in SMTP sessions open now (counted apart from connections not logged in).",
+    ),
+    "smtp.refusals_total": _counter(
+        "smtp_refusals",
+        "Connections refused or ended by a limit, and MAILs answered 452 4.3.1 for lack of disk space, "
+        "by the limit (too_many_from_address, made_room, login_too_slow, insufficient_storage, ...).",
+        "reason",
+    ),
     "smtp.connections_total": _counter("smtp_connections", "SMTP connections admitted."),
     "smtp.connections_refused_total": _counter(
         "smtp_connections_refused", "SMTP connections refused (limits, or shutting down)."
