@@ -54,6 +54,7 @@ from gateway.admission import (
 )
 from gateway.dataread import BadMessage, DataReader, HeaderFacts, check_bytes, read_headers
 from gateway.errors import GatewayError
+from gateway.histogram import Histogram, HistogramSnapshot
 from gateway.logs import log_event
 from gateway.netaddr import is_loopback
 from gateway.replies import Reply
@@ -131,6 +132,7 @@ class SmtpStatistics:
     messages_deferred_total: int
     bytes_accepted_total: int
     commits_in_flight: int
+    submission_seconds: HistogramSnapshot | None = None  # end of DATA to the reply
 
 
 @dataclass
@@ -251,6 +253,7 @@ class SubmissionService:
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self.counters = _Counters()
+        self.submission_time = Histogram()
         flush = getattr(screener, "flush_decisions", None)
         # A refusal's decision is flushed with the spool's next batch, so the two share one thread
         # hand-off instead of taking one each; an acceptance's is recorded and flushed in the batch
@@ -341,6 +344,7 @@ class SubmissionService:
             messages_deferred_total=counters.messages_deferred,
             bytes_accepted_total=counters.bytes_accepted,
             commits_in_flight=len(self._commits),
+            submission_seconds=self.submission_time.snapshot(),
         )
 
     # --- used by the connections ---------------------------------------------------------------
@@ -1239,6 +1243,7 @@ class SubmissionProtocol(SMTP):
 
     def _finished(self, record: _Record, reply: Reply, recipients: int | None = None) -> Reply:
         """Count and log the end of one transaction (one line, metadata only)."""
+        self.service.submission_time.observe(time.monotonic() - record.started)
         counters = self.service.counters
         if reply.code < 400:
             counters.messages_accepted += 1
@@ -1340,6 +1345,7 @@ class _Record:
     listener: str
     recipients: int
     size: int
+    started: float = dataclasses.field(default_factory=time.monotonic)  # the end of DATA
 
 
 class _NoHooks:
