@@ -52,7 +52,7 @@ from gateway.admission import (
     SessionClock,
     storage_shortage,
 )
-from gateway.dataread import BadMessage, DataReader, HeaderFacts, check_bytes, read_headers
+from gateway.dataread import DataReader
 from gateway.errors import GatewayError
 from gateway.histogram import Histogram, HistogramSnapshot
 from gateway.logs import log_event
@@ -61,6 +61,7 @@ from gateway.replies import Reply
 from gateway.screening import Accept, Refuse, Screener, Submission
 from gateway.settings import GatewaySettings
 from gateway.spool import FollowUp, Spool, SpoolEnvelope
+from gateway.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
 
 logger = logging.getLogger(__name__)
 
@@ -1036,24 +1037,21 @@ class SubmissionProtocol(SMTP):
             content=content or b"",
             client_address=self.client_address,
         )
-        if reader.too_big or content is None:
-            return await self._refused_at_intake(
-                record, submission, replies.message_size_exceeds(reader.max_size), "MESSAGE_TOO_BIG"
+        checked = (
+            too_big(reader.max_size)
+            if reader.too_big or content is None
+            else check_submitted(
+                content,
+                member=member,
+                allowed=service.accounts.addresses_of(member),
+                max_line_length=service.settings.limits.max_line_length,
             )
-        try:
-            check_bytes(content, service.settings.limits.max_line_length)
-            facts = read_headers(content)
-        except BadMessage as refusal:
-            return await self._refused_at_intake(record, submission, refusal.response, "MALFORMED_MESSAGE")
-        allowed = service.accounts.addresses_of(member)
-        for header, addresses in (("From", facts.from_addresses), ("Sender", facts.sender_addresses)):
-            for address in addresses:
-                if address not in allowed:
-                    reply = replies.header_address_not_yours(header, address, member)
-                    return await self._refused_at_intake(
-                        record, submission, reply, "HEADER_ADDRESS_NOT_MEMBER"
-                    )
-        submission = dataclasses.replace(submission, content=self._missing_headers(facts) + content)
+        )
+        if isinstance(checked, IntakeRefusal):
+            return await self._refused_at_intake(record, submission, checked.reply, checked.code)
+        assert content is not None
+        added = missing_headers(checked, self.hostname, _now())
+        submission = dataclasses.replace(submission, content=added + content)
         try:
             verdict = await self._screen(submission)
         except Exception as exc:
@@ -1268,15 +1266,6 @@ class SubmissionProtocol(SMTP):
             status=reply.status,
         )
         return reply
-
-    def _missing_headers(self, facts: HeaderFacts) -> bytes:
-        # RFC 6409 8.2/8.3: a submission server may add a missing Date and Message-ID.
-        added = b""
-        if not facts.has_date:
-            added += f"Date: {email.utils.format_datetime(_now())}\r\n".encode()
-        if not facts.has_message_id:
-            added += f"Message-ID: {email.utils.make_msgid(domain=self.hostname)}\r\n".encode()
-        return added
 
     def _received_header(self, queue_id: str) -> bytes:
         # Trace without the client's address or EHLO name: a member's home IP or laptop name must not
