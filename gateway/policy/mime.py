@@ -709,12 +709,12 @@ class _Decoder:
         raw = _payload_bytes(entity)
         encoding = _transfer_encoding(headers)
         readings = _decode_transfer(raw, encoding)
-        # Declared media whose bytes are media are not decoded further (a picture's base64 need not
-        # be valid to be shown); anything else under a media type is read for what its bytes are.
-        media = _is_media(content_type) and all(sniff(data) in MEDIA for data in readings)
-        if encoding == "base64" and not media and not _valid_base64(raw):
+        # A picture's base64 need not be valid: nobody reads text in it. Anything under a media type
+        # that is not media by its bytes is read for what its bytes are.
+        declared_media = _is_media(content_type) and not any(_looks_like_text(data) for data in readings)
+        if encoding == "base64" and not declared_media and not _valid_base64(raw):
             self._ambiguous(f"part {path or '1'} has invalid base64")
-        if media:
+        if declared_media and all(sniff(data) in MEDIA for data in readings):
             self._media(label, sniff(readings[0]))
             return
         file = _File(

@@ -65,10 +65,11 @@ def pdf(
         stream = add(
             f"<< /Length {len(data)} /Filter [{filter_names}] >>\nstream\n".encode() + data + b"\nendstream"
         )
+        xobjects = f"/XObject << /Im1 {image} 0 R >> " if number in image_pages else ""
         kids.append(
             add(
                 f"<< /Type /Page /Parent {pages_id} 0 R /MediaBox [0 0 612 792] /Contents {stream} 0 R "
-                f"/Resources << /Font << /F1 {font} 0 R >> /XObject << /Im1 {image} 0 R >> >> >>".encode()
+                f"/Resources << /Font << /F1 {font} 0 R >> {xobjects}>> >>".encode()
             )
         )
     kid_refs = " ".join(f"{kid} 0 R" for kid in kids)

@@ -129,7 +129,9 @@ def _decompress(data: bytes, kind: Format, limit: int) -> bytes:
         decompressor = _decompressor(kind)
         out += decompressor.decompress(data, limit + 1 - len(out))
         if not decompressor.eof:
-            break  # the limit was reached, or the data ends early (read what there is)
+            if len(out) <= limit:
+                raise ValueError("the compressed data ends early")  # what is missing cannot be read
+            break  # the limit was reached
         data = decompressor.unused_data
     return bytes(out)
 
