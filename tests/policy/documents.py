@@ -51,7 +51,7 @@ def pdf(
     font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
     image = add(
         b"<< /Type /XObject /Subtype /Image /Width 1 /Height 1 /ColorSpace /DeviceGray "
-        b"/BitsPerComponent 8 /Length 1 >>\nstream\n\x80\nendstream"
+        b"/BitsPerComponent 8 /Filter /ASCIIHexDecode /Length 3 >>\nstream\n80>\nendstream"
     )
     pages_id = len(objects) + 1 + 2 * len(pages)
     kids: list[int] = []
@@ -103,7 +103,7 @@ def _pdf_filter(name: str, data: bytes) -> bytes:
     raise ValueError(name)
 
 
-def encrypted_pdf(plain_pdf: bytes, user_password: str = "secret") -> bytes:
+def encrypted_pdf(plain_pdf: bytes, user_password: str = "secret") -> bytes:  # noqa: S107 (a test file)
     """``plain_pdf`` encrypted with AES (a reader needs ``user_password`` to open it)."""
     from pypdf import PdfReader, PdfWriter
 
@@ -162,7 +162,9 @@ def docx(
     body: str = "", *, table_cell: str = "", creator: str = "", last_modified_by: str = "", title: str = ""
 ) -> bytes:
     """A Word document: ``body`` as a paragraph of 3-character runs, ``table_cell`` in a table."""
-    table = f"<w:tbl><w:tr><w:tc><w:p>{_runs(table_cell, 2)}</w:p></w:tc></w:tr></w:tbl>" if table_cell else ""
+    table = (
+        f"<w:tbl><w:tr><w:tc><w:p>{_runs(table_cell, 2)}</w:p></w:tc></w:tr></w:tbl>" if table_cell else ""
+    )
     document = (
         f'<?xml version="1.0" encoding="UTF-8"?><w:document {_W}><w:body>'
         f"<w:p>{_runs('Statement', 9)}</w:p><w:p>{_runs(body, 3)}</w:p>{table}</w:body></w:document>"
@@ -302,9 +304,78 @@ def fold(line: str, width: int = 20) -> str:
 
 
 def ics(*lines: str) -> bytes:
-    body = "\r\n".join(["BEGIN:VCALENDAR", "VERSION:2.0", "BEGIN:VEVENT", *lines, "END:VEVENT", "END:VCALENDAR"])
+    body = "\r\n".join(
+        ["BEGIN:VCALENDAR", "VERSION:2.0", "BEGIN:VEVENT", *lines, "END:VEVENT", "END:VCALENDAR"]
+    )
     return (body + "\r\n").encode()
 
 
 def vcf(*lines: str) -> bytes:
     return ("\r\n".join(["BEGIN:VCARD", "VERSION:3.0", *lines, "END:VCARD"]) + "\r\n").encode()
+
+
+# --- Outlook .msg (Compound File Binary) --------------------------------------------------------
+
+_SECTOR = 512
+_END_OF_CHAIN, _FREE, _FAT_SECTOR, _NO_STREAM = 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD, 0xFFFFFFFF
+
+
+def compound_file(streams: dict[str, bytes]) -> bytes:
+    """A Compound File Binary (OLE2) with top-level ``streams``, each padded to 4096 bytes.
+
+    Streams of 4096 bytes or more live in ordinary sectors, so no mini stream is needed; names
+    must be shorter than 32 characters.
+    """
+    names = list(streams)
+    datas = [streams[name].ljust(4096, b"\x00") for name in names]
+    entries = 1 + len(names)
+    directory_sectors = -(-entries * 128 // _SECTOR)
+    data_sectors = [len(data) // _SECTOR for data in datas]
+    total = 1 + directory_sectors + sum(data_sectors)  # one FAT sector holds 128 entries
+    assert total <= 128
+    fat = [_FAT_SECTOR]
+    fat += [*range(2, 1 + directory_sectors), _END_OF_CHAIN]
+    starts = []
+    position = 1 + directory_sectors
+    for count in data_sectors:
+        starts.append(position)
+        fat += [*range(position + 1, position + count), _END_OF_CHAIN]
+        position += count
+    fat += [_FREE] * (128 - len(fat))
+
+    def entry(name: str, kind: int, child: int, right: int, start: int, size: int) -> bytes:
+        encoded = (name + "\x00").encode("utf-16-le")
+        return (
+            encoded.ljust(64, b"\x00")
+            + struct.pack("<HBBIII", len(encoded), kind, 1, _NO_STREAM, right, child)
+            + b"\x00" * 16  # CLSID
+            + b"\x00" * 4  # state bits
+            + b"\x00" * 16  # creation and modification times
+            + struct.pack("<IQ", start, size)
+        )
+
+    directory = entry("Root Entry", 5, 1 if names else _NO_STREAM, _NO_STREAM, _END_OF_CHAIN, 0)
+    for index, name in enumerate(names, start=1):
+        right = index + 1 if index < len(names) else _NO_STREAM
+        directory += entry(name, 2, _NO_STREAM, right, starts[index - 1], len(datas[index - 1]))
+    directory = directory.ljust(directory_sectors * _SECTOR, b"\x00")
+    header = (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+        + b"\x00" * 16
+        + struct.pack("<HHHH", 0x003E, 0x0003, 0xFFFE, 9)
+        + struct.pack("<H", 6)
+        + b"\x00" * 6
+        + struct.pack("<IIIIIIIII", 0, 1, 1, 0, 4096, _END_OF_CHAIN, 0, _END_OF_CHAIN, 0)
+    )
+    header += struct.pack("<I", 0) + struct.pack("<I", _FREE) * 108  # the FAT is sector 0
+    fat_sector = b"".join(struct.pack("<I", value) for value in fat)
+    return header + fat_sector + directory + b"".join(datas)
+
+
+def outlook_msg(*, subject: str = "", body: str = "", sender_name: str = "") -> bytes:
+    """An Outlook ``.msg``: subject, plain body and sender name as Unicode property streams."""
+    streams = {}
+    for prop_id, value in ((0x0037, subject), (0x1000, body), (0x0C1A, sender_name)):
+        if value:
+            streams[f"__substg1.0_{prop_id:04X}001F"] = value.encode("utf-16-le")
+    return compound_file(streams)

@@ -250,7 +250,9 @@ def test_consent_does_not_lift_uninspectable_content() -> None:
 def test_images_count_unless_turned_off() -> None:
     image = Part(content_type="image/png", body=b"\x89PNG\x00", encoding="base64")
     raw = render(Message(body=Multipart(parts=(Part(body="hi"), image))))
-    assert summary(run(raw, OUTSIDER)) == {("UNINSPECTABLE_CONTENT", "media", "part 2 (image/png)", (OUTSIDER,))}
+    assert summary(run(raw, OUTSIDER)) == {
+        ("UNINSPECTABLE_CONTENT", "media", "part 2 (image/png)", (OUTSIDER,))
+    }
     assert run(raw, OUTSIDER, params=Params(media_uninspectable=False)) == []
 
 

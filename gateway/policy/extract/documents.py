@@ -18,8 +18,8 @@ DOCUMENTS = frozenset(
         Format.OTHER_ARCHIVE, Format.RTF, Format.TNEF, Format.CALENDAR, Format.VCARD, Format.OLE,
     }
 )  # fmt: skip
-# Formats that are text as well: their raw text is read too.
-TEXTUAL = frozenset({Format.RTF, Format.CALENDAR, Format.VCARD})
+# Text formats whose raw text is read too (an RTF is not: its source is not what a reader sees).
+TEXTUAL = frozenset({Format.CALENDAR, Format.VCARD})
 
 
 def read(data: bytes, kind: Format, name: str, budget: Budget) -> Extraction:

@@ -23,30 +23,22 @@ _TOKEN = re.compile(
 )
 # Destinations holding no text a person wrote (fonts, colours, styles, lists, binary data).
 _SKIPPED = frozenset(
-    [
-        "fonttbl",
-        "colortbl",
-        "stylesheet",
-        "listtable",
-        "listoverridetable",
-        "rsidtbl",
-        "themedata",
-        "colorschememapping",
-        "datastore",
-        "latentstyles",
-        "panose",
-        "blipuid",
-        "xmlnstbl",
-        "pgdsctbl",
-        "generator",
-        "filetbl",
-        "mmathpr",
-        "wgrffmtfilter",
-        "defchp",
-        "defpap",
-    ]
-)
+    {
+        "fonttbl", "colortbl", "stylesheet", "listtable", "listoverridetable", "rsidtbl", "themedata",
+        "colorschememapping", "datastore", "latentstyles", "panose", "blipuid", "xmlnstbl", "pgdsctbl",
+        "generator", "filetbl", "mmathpr", "wgrffmtfilter", "defchp", "defpap",
+    }
+)  # fmt: skip
 _PICTURES = frozenset({"pict", "shppict"})
+# Destinations outside the text flow (besides every \* destination): comments, notes, fields' codes,
+# document information, headers and footers.
+_ASIDE = frozenset(
+    {
+        "annotation", "atnauthor", "atnid", "info", "author", "title", "subject", "operator", "keywords",
+        "comment", "doccomm", "company", "manager", "category", "footnote", "header", "headerl",
+        "headerr", "headerf", "footer", "footerl", "footerr", "footerf", "fldinst", "txe", "xe", "tc",
+    }
+)  # fmt: skip
 _OBJECTS = frozenset({"objdata"})
 _CHARACTERS = {
     "par": "\n", "line": "\n", "sect": "\n\n", "page": "\n\n", "row": "\n", "cell": "\t",
@@ -71,13 +63,16 @@ class _Group:
     unicode_skip: int = 1  # \ucN: fallback characters after each \uN
     font: int | None = None
     in_font_table: bool = False
+    aside: bool = False  # inside a destination not shown in the text flow (comments, fields, info)
 
 
 @dataclass
 class _State:
     out: list[str] = field(default_factory=list)
+    aside: list[str] = field(default_factory=list)  # text of destinations outside the text flow
     pending: bytearray = field(default_factory=bytearray)  # \'xx bytes of one multi-byte character
     pending_codepage: int = 1252
+    pending_aside: bool = False
     document_codepage: int = 1252
     font_codepages: dict[int, int] = field(default_factory=dict)
     pictures: int = 0
@@ -85,8 +80,11 @@ class _State:
 
     def flush(self) -> None:
         if self.pending:
-            self.out.append(_decode(bytes(self.pending), self.pending_codepage))
+            self.emit(_decode(bytes(self.pending), self.pending_codepage), self.pending_aside)
             self.pending.clear()
+
+    def emit(self, text: str, aside: bool) -> None:
+        (self.aside if aside else self.out).append(text)
 
 
 def _decode(data: bytes, codepage: int) -> str:
@@ -104,6 +102,7 @@ def read_rtf(data: bytes) -> Extraction:
         found.cannot_read("an RTF document the gateway cannot decode", "binary")
         return found
     found.text("".join(state.out))
+    found.text("".join(state.aside), "comments, fields and properties")
     if state.pictures:
         found.cannot_read("pictures inside an RTF document are not read", "media")
     if state.objects:
@@ -115,6 +114,7 @@ def _decode_rtf(data: bytes) -> _State:
     state = _State()
     stack: list[_Group] = [_Group()]
     skip_next = 0  # \uN fallback characters still to skip
+    starred = False  # after \*: the next control word starts an ignorable destination
     position = 0
     while position < len(data):
         match = _TOKEN.match(data, position)
@@ -127,16 +127,26 @@ def _decode_rtf(data: bytes) -> _State:
         if brace is not None:
             state.flush()
             skip_next = 0
+            starred = False
             if brace == b"{":
                 if len(stack) >= MAX_RTF_GROUP_DEPTH:
                     raise ValueError("RTF groups nested too deeply")
-                stack.append(_Group(group.skip, group.unicode_skip, group.font, group.in_font_table))
-            elif len(stack) > 1:
-                stack.pop()
+                stack.append(
+                    _Group(group.skip, group.unicode_skip, group.font, group.in_font_table, group.aside)
+                )
+            elif len(stack) > 1 and stack.pop().aside:
+                state.aside.append("\n")  # each comment, field or property is read on its own
             continue
         if word is not None:
             name = word.decode("ascii")
             number = int(parameter) if parameter else None
+            if starred or name in _ASIDE:
+                # Its text is read apart, so it neither joins nor splits the words around it.
+                state.flush()
+                if not group.aside:
+                    state.aside.append("\n")
+                group.aside = True
+            starred = False
             if name == "bin" and number:
                 state.flush()
                 position += max(number, 0)  # raw binary data, never text
@@ -154,7 +164,7 @@ def _decode_rtf(data: bytes) -> _State:
             elif name == "u" and number is not None:
                 state.flush()
                 if not group.skip:
-                    state.out.append(chr(number % 65536))
+                    state.emit(chr(number % 65536), group.aside)
                 skip_next = group.unicode_skip
             elif name == "uc" and number is not None:
                 group.unicode_skip = max(number, 0)
@@ -168,29 +178,31 @@ def _decode_rtf(data: bytes) -> _State:
                 state.font_codepages[group.font] = number
             elif name in _CHARACTERS and not group.skip:
                 state.flush()
-                state.out.append(_CHARACTERS[name])
+                state.emit(_CHARACTERS[name], group.aside)
             continue
+        starred = False
         if hex_byte is not None:
             if skip_next:
                 skip_next -= 1
                 continue
             if not group.skip:
                 codepage = _codepage(state, group)
-                if state.pending and codepage != state.pending_codepage:
+                if state.pending and (codepage, group.aside) != (state.pending_codepage, state.pending_aside):
                     state.flush()
-                state.pending_codepage = codepage
+                state.pending_codepage, state.pending_aside = codepage, group.aside
                 state.pending.append(int(hex_byte, 16))
             continue
         state.flush()
         if symbol is not None:
             char = symbol.decode("latin-1")
             if char == "*":
-                continue  # an ignorable destination follows: its text is read all the same
+                starred = True
+                continue
             if skip_next:
                 skip_next -= 1
                 continue
             if not group.skip:
-                state.out.append(_SYMBOLS.get(char, ""))
+                state.emit(_SYMBOLS.get(char, ""), group.aside)
             continue
         if text is not None:
             chunk = text.decode("latin-1")
@@ -199,7 +211,7 @@ def _decode_rtf(data: bytes) -> _State:
                 chunk = chunk[dropped:]
                 skip_next -= dropped
             if not group.skip:
-                state.out.append(_decode(chunk.encode("latin-1"), _codepage(state, group)))
+                state.emit(_decode(chunk.encode("latin-1"), _codepage(state, group)), group.aside)
     state.flush()
     return state
 
