@@ -748,6 +748,10 @@ class _Decoder:
             if found not in documents.TEXTUAL:
                 return
         kind = _classify(file.content_type, file.name, data)
+        if kind in ("text", "html", "xml") and _binary(data, file.charset):
+            # A declared type or a name is a claim: binary bytes called "notes.txt" are still binary,
+            # and the recipient can save them under another name.
+            kind = "binary"
         if kind == "text":
             for number, text in enumerate(_readings(data, file.charset)):
                 self._text(text, file, text_kind, depth, archive_depth, first=number == 0)
@@ -1019,6 +1023,22 @@ def _looks_like_text(data: bytes) -> bool:
     return len(_CONTROL_CHARS.findall(text)) * 100 <= len(text)
 
 
+_WIDE_CODECS = ("utf_16", "utf_32")
+_BINARY_CONTROLS = bytes(range(32)).translate(None, b"\t\n\r\f\v\x1b")  # ESC: ISO-2022 text
+
+
+def _binary(data: bytes, charset: str | None) -> bool:
+    """Bytes no charset makes text of: NUL bytes (outside UTF-16/32), or mostly control characters."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (_codec(charset) or "").startswith(
+        _WIDE_CODECS
+    ):
+        return False
+    if b"\x00" in data:
+        return True
+    sample = data[:65536]
+    return len(sample) - len(sample.translate(None, _BINARY_CONTROLS)) > len(sample) // 20
+
+
 def _classify(content_type: str, filename: str, data: bytes) -> str:
     """What a body is, from its declared type, then its file name, then its first bytes."""
     extension = _extension(filename)
@@ -1042,6 +1062,12 @@ def _classify(content_type: str, filename: str, data: bytes) -> str:
         return "smime"
     if content_type in _ENCRYPTED_TYPES:
         return "encrypted"
+    # A name is a claim: binary bytes called "notes.txt" are still binary (the recipient can rename them).
+    named_text = (
+        extension in _HTML_EXTENSIONS or extension in _XML_EXTENSIONS or extension in _TEXT_EXTENSIONS
+    )
+    if named_text and not _looks_like_text(data):
+        return "binary"
     if extension in _HTML_EXTENSIONS:
         return "html"
     if extension in _XML_EXTENSIONS:
