@@ -36,11 +36,13 @@ def pdf(
     filters: Sequence[str] = ("FlateDecode",),
     info: dict[str, str] | None = None,
     image_pages: Sequence[int] = (),
+    image: bytes = b"\x80",
 ) -> bytes:
     """A PDF whose pages have the given content streams, encoded with ``filters`` (outermost first).
 
     ``filters`` ("ASCII85Decode", "FlateDecode") with an all-ASCII body gives a PDF made only of
-    ASCII bytes, as many writers produce. Pages listed in ``image_pages`` also paint an image.
+    ASCII bytes, as many writers produce. Pages listed in ``image_pages`` also paint an image whose
+    samples are ``image`` (one grey pixel unless given).
     """
     objects: list[bytes] = []
 
@@ -49,9 +51,12 @@ def pdf(
         return len(objects)
 
     font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
-    image = add(
-        b"<< /Type /XObject /Subtype /Image /Width 1 /Height 1 /ColorSpace /DeviceGray "
-        b"/BitsPerComponent 8 /Filter /ASCIIHexDecode /Length 3 >>\nstream\n80>\nendstream"
+    samples = image.hex().encode() + b">"
+    image_id = add(
+        f"<< /Type /XObject /Subtype /Image /Width {len(image)} /Height 1 /ColorSpace /DeviceGray "
+        f"/BitsPerComponent 8 /Filter /ASCIIHexDecode /Length {len(samples)} >>\nstream\n".encode()
+        + samples
+        + b"\nendstream"
     )
     pages_id = len(objects) + 1 + 2 * len(pages)
     kids: list[int] = []
@@ -65,7 +70,7 @@ def pdf(
         stream = add(
             f"<< /Length {len(data)} /Filter [{filter_names}] >>\nstream\n".encode() + data + b"\nendstream"
         )
-        xobjects = f"/XObject << /Im1 {image} 0 R >> " if number in image_pages else ""
+        xobjects = f"/XObject << /Im1 {image_id} 0 R >> " if number in image_pages else ""
         kids.append(
             add(
                 f"<< /Type /Page /Parent {pages_id} 0 R /MediaBox [0 0 612 792] /Contents {stream} 0 R "

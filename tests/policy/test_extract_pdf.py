@@ -9,6 +9,7 @@ from pypdf import PdfReader, PdfWriter
 from pypdf.annotations import Text
 from pypdf.generic import NameObject, TextStringObject
 
+from gateway.policy.extract import parts
 from tests.policy import documents
 from tests.policy.attached import names, places, read, unreadable
 
@@ -135,3 +136,15 @@ def test_images_inside_a_pdf_are_media() -> None:
 def test_a_pdf_is_read_as_a_pdf_whatever_its_declared_type(declared: str) -> None:
     data = documents.pdf([documents.pdf_text_stream("Jin Park")], filters=("ASCII85Decode", "FlateDecode"))
     assert names(read(data, declared, "notes.txt")) == {"Jin Park"}
+
+
+def test_a_pdf_with_too_many_pages_is_uninspectable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parts, "MAX_PDF_PAGES", 2)
+    data = documents.pdf([documents.pdf_text_stream("Jin Park")] * 3)
+    assert unreadable(read(data)) == [("binary", "a PDF with too many pages to inspect (limit 2)")]
+
+
+def test_a_pdf_with_too_much_content_is_uninspectable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parts, "MAX_PDF_CONTENT_BYTES", 1000)
+    data = documents.pdf([documents.pdf_text_stream(*["Jin Park"] * 100)])
+    assert unreadable(read(data)) == [("binary", "a PDF with too much page content to inspect")]

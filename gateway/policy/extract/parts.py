@@ -8,7 +8,8 @@ MAX_ARCHIVE_MEMBERS = 1000  # files inside all attachments of one message (archi
 MAX_ARCHIVE_MEMBER_BYTES = 20_000_000  # one file, uncompressed
 MAX_ARCHIVE_TOTAL_BYTES = 50_000_000  # all files inside all attachments of one message, uncompressed
 MAX_ARCHIVE_DEPTH = 3  # files inside files inside files
-MAX_PDF_PAGES = 2000
+MAX_PDF_PAGES = 1000
+MAX_PDF_CONTENT_BYTES = 20_000_000  # page content streams of one PDF, decompressed (text extraction is slow)
 
 
 @dataclass(frozen=True)

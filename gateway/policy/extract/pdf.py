@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pypdf import PageObject, PdfReader
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, PdfObject
 
-from gateway.policy.extract import office
-from gateway.policy.extract.parts import MAX_PDF_PAGES, Embedded, Extraction
+from gateway.policy.extract import office, parts
+from gateway.policy.extract.parts import Embedded, Extraction
 
 _UNREADABLE = "a PDF the gateway cannot read"
 _FORM_DEPTH = 4  # nesting of form XObjects searched for images
@@ -39,8 +39,12 @@ def _read(data: bytes, found: Extraction) -> None:
         found.cannot_read("an encrypted PDF (it needs a password to open)", "encrypted")
         return
     page_count = len(reader.pages)
-    if page_count > MAX_PDF_PAGES:
-        found.cannot_read(f"a PDF with too many pages to inspect (limit {MAX_PDF_PAGES})", "binary")
+    if page_count > parts.MAX_PDF_PAGES:
+        found.cannot_read(f"a PDF with too many pages to inspect (limit {parts.MAX_PDF_PAGES})", "binary")
+        return
+    # Extracting text costs far more than decompressing it: measure the content first.
+    if sum(_content_size(page) for page in reader.pages) > parts.MAX_PDF_CONTENT_BYTES:
+        found.cannot_read("a PDF with too much page content to inspect", "binary")
         return
     images = False
     any_text = False
@@ -66,6 +70,17 @@ def _read(data: bytes, found: Extraction) -> None:
     for number, (name, contents) in enumerate(reader.attachments.items(), start=1):
         for content in contents:
             found.files.append(Embedded(name, content, f"file {number} attached to the PDF"))
+
+
+def _content_size(page: PageObject) -> int:
+    contents = _resolve(page.get("/Contents"))
+    streams = list(contents) if isinstance(contents, ArrayObject) else [contents]
+    size = 0
+    for stream in streams:
+        resolved = _resolve(stream)
+        if resolved is not None and hasattr(resolved, "get_data"):
+            size += len(resolved.get_data())
+    return size
 
 
 def _paints_image(resources: PdfObject | None, depth: int) -> bool:
