@@ -4,8 +4,8 @@ Every XML part of the package is read: the body, tables, headers and footers, co
 footnotes, slides and notes, shared strings, and the document properties (author, last modified
 by, title, company...). Runs join within a paragraph (editors split words into runs freely) and
 paragraph-like elements separate words; attribute values (link targets, cell values, field data)
-are read too. XML is parsed without DTDs or entities (defusedxml), so an entity bomb is refused,
-not expanded. Other files inside (images, embedded documents, macros) are read in turn; fonts,
+are read too. XML is parsed by expat with DTDs and entity declarations refused, so an entity bomb
+is refused, not expanded. Other files inside (images, embedded documents, macros) are read in turn; fonts,
 printer settings and page thumbnails (a picture of text read anyway) are skipped.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 import zipfile
 from collections.abc import Callable
-
-from defusedxml.ElementTree import DefusedXMLParser
+from typing import NoReturn
+from xml.parsers import expat
 
 from gateway.policy.extract.parts import Embedded, Extraction
 
@@ -95,39 +95,49 @@ def read_package(
 
 
 class _Collector:
-    """An ElementTree parser target: text in document order, attribute values aside."""
+    """Expat handlers: text in document order, attribute values aside, DTDs refused."""
 
     def __init__(self) -> None:
         self.chunks: list[str] = []
         self.attributes: list[str] = []
+        self.breaks: dict[str, bool] = {}  # tag -> whether it separates words (cached: tags repeat)
 
-    def start(self, tag: str, attrib: dict[str, str]) -> None:
-        if _local(tag) in _BREAKS:
+    def _breaks(self, tag: str) -> bool:
+        found = self.breaks.get(tag)
+        if found is None:
+            found = self.breaks[tag] = tag.rpartition(":")[2].lower() in _BREAKS
+        return found
+
+    def start(self, tag: str, attributes: dict[str, str]) -> None:
+        if self._breaks(tag):
             self.chunks.append("\n")
-        self.attributes.extend(value for value in attrib.values() if value.strip())
+        if attributes:
+            self.attributes.extend(value for value in attributes.values() if value.strip())
 
     def end(self, tag: str) -> None:
-        if _local(tag) in _BREAKS:
+        if self._breaks(tag):
             self.chunks.append("\n")
 
-    def data(self, data: str) -> None:
-        self.chunks.append(data)
 
-    def close(self) -> None:
-        return None
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2].lower()
+def _forbidden(*_args: object) -> NoReturn:
+    # Office documents never declare a DTD or entities; one that does may be an entity bomb.
+    raise ValueError("DTDs and entity declarations are not read")
 
 
 def read_xml(data: bytes, found: Extraction, where: str = "") -> None:
     """The text and attribute values of one XML document; unreadable if it is not well-formed XML."""
     collector = _Collector()
+    parser = expat.ParserCreate()
+    parser.buffer_text = True  # one call per run of text, not per line
+    parser.StartElementHandler = collector.start
+    parser.EndElementHandler = collector.end
+    parser.CharacterDataHandler = collector.chunks.append
+    parser.StartDoctypeDeclHandler = _forbidden
+    parser.EntityDeclHandler = _forbidden
+    parser.UnparsedEntityDeclHandler = _forbidden
+    parser.ExternalEntityRefHandler = _forbidden
     try:
-        parser = DefusedXMLParser(target=collector, forbid_dtd=True, forbid_entities=True)
-        parser.feed(data)
-        parser.close()
+        parser.Parse(data, True)
     except Exception:  # malformed XML, a DTD or entity declaration, a parser error
         found.cannot_read("a document part that is not well-formed XML", "binary", where)
         return
