@@ -10,12 +10,15 @@ is held for review: 250 with "Held for review", and nothing reaches the outsider
 from __future__ import annotations
 
 import base64
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.clients import Account
+from tests.e2e.clients import Account, new_password
 from tests.e2e.messages import token, unique_address
 from tests.e2e.postfix import PostfixInstance
 from tests.e2e.test_policy_e2e import (
@@ -34,6 +37,7 @@ pytestmark = pytest.mark.e2e
 
 POLICY = Path(__file__).resolve().parent / "policy-e2e-attachments.yaml"
 NAME = "Elif Marchetti"
+REVIEWER = "noor.haddad@example.org"
 
 READABLE: dict[str, tuple[Callable[[], bytes], str, str]] = {
     "pdf": (
@@ -99,6 +103,12 @@ def gateway(
     member: Account,
 ) -> Iterator[PolicyGateway]:
     process = start_gateway(tmp_path_factory.mktemp("attachments"), POLICY, tls_material, postfix, member)
+    # Held mail needs a second member who can review it: give Noor an account, picked up on SIGHUP.
+    process.add_user(REVIEWER, new_password())
+    os.kill(process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "event=reloaded" not in process.current_log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     yield PolicyGateway(process, tls_material, member)
     process.close()
 
