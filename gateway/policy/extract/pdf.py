@@ -9,6 +9,7 @@ gateway cannot read; images inside a PDF are listed as media, like image attachm
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 
@@ -17,6 +18,10 @@ from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, PdfObje
 
 from gateway.policy.extract import office, parts
 from gateway.policy.extract.parts import Embedded, Extraction
+
+# pypdf logs what it finds odd in a file, sometimes quoting names from it (fonts, keys): the
+# gateway's logs never carry message content, so its messages are not passed on.
+logging.getLogger("pypdf").disabled = True
 
 _UNREADABLE = "a PDF the gateway cannot read"
 _FORM_DEPTH = 4  # nesting of form XObjects searched for images
