@@ -10,18 +10,19 @@ recursively) and produces :class:`~gateway.policy.model.TextSegment` s for:
   charsets and continuations, RFC 2047), but never ``charset`` or ``boundary`` values;
 * every text part (base64, quoted-printable and uuencode decoded; the declared charset applied,
   falling back to UTF-8 then Latin-1; valid UTF-8 under a wrong declared charset read both ways),
-  and text-like attachments (JSON, XML, CSV, calendars, vCards, scripts, RTF, PostScript...);
+  and text-like attachments (JSON, XML, CSV, scripts, PostScript...);
 * HTML: the rendered text, and attribute values, comments, script and CSS text;
 * multipart preambles and epilogues; inline uuencoded files; ``text/rfc822-headers`` and
   delivery-status blocks;
-* ZIP archives and the office documents built on them (docx, xlsx, pptx, odt...), in memory:
-  member names and text members; encrypted members are uninspectable;
-* ``application/octet-stream`` and other undeclared parts by name, then by content (a ZIP is
-  opened, valid UTF-8 text is read as text).
+* every body and every file inside one, first by what its bytes are (never its declared type or
+  name): PDFs, office documents, RTF, TNEF, Outlook messages, calendars, vCards and archives are
+  read by :mod:`gateway.policy.extract` (the files inside them in turn, bounded); other bodies by
+  their declared type, then their name, then their content (binary bytes are never text).
 
 What cannot be read is listed in ``uninspectable`` (encrypted parts, inline PGP messages, opaque
-S/MIME, archives that cannot be opened, unknown binary content); images, audio and video are listed
-in ``media``: they carry no text the gateway can read.
+S/MIME, encrypted or scanned PDFs, archives that cannot be opened, unknown binary content, a reader
+library's failure); images, audio and video are listed in ``media``: they carry no text the gateway
+can read.
 
 Anything two readers could read differently goes to ``ambiguities`` (the engine refuses the
 message): duplicate singleton headers, conflicting MIME parameters, a nested multipart reusing an
