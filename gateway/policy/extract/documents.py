@@ -11,6 +11,8 @@ from gateway.policy.extract.rtf import read_rtf
 from gateway.policy.extract.sniff import Format
 from gateway.policy.extract.tnef import read_tnef
 
+LAST_RESORT = "an attachment the gateway failed to read"  # a reader bug: each fails closed itself
+
 # Formats read here; the others (text, HTML, XML, media, unknown) are the MIME decoder's to read.
 DOCUMENTS = frozenset(
     {
@@ -28,7 +30,7 @@ def read(data: bytes, kind: Format, name: str, budget: Budget) -> Extraction:
         return _read(data, kind, name, budget)
     except Exception:  # each reader fails closed itself; this is the last net
         found = Extraction()
-        found.cannot_read("an attachment the gateway failed to read", "binary")
+        found.cannot_read(LAST_RESORT, "binary")
         return found
 
 
