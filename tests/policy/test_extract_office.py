@@ -84,3 +84,10 @@ def test_a_link_target_in_an_attribute_is_read() -> None:
     data = documents.zip_file({"[Content_Types].xml": b"<Types/>", "word/_rels/document.xml.rels": rels})
     parsed = read(data)
     assert any("mailto:Jin%20Park" in segment.text for segment in parsed.segments)
+
+
+def test_a_document_without_its_package_marker_is_still_read_as_a_document() -> None:
+    # No [Content_Types].xml: a repairing word processor still shows the body, runs joined.
+    document = b"<document><body><p><r><t>Ji</t></r><r><t>n Park</t></r></p></body></document>"
+    parsed = read(documents.zip_file({"word/document.xml": document}))
+    assert names(parsed) == {"Jin Park"}

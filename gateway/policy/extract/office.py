@@ -67,12 +67,18 @@ _SKIPPED = re.compile(
     re.IGNORECASE,
 )
 _OOXML_MARK = "[content_types].xml"
-_ODF_MARK = "mimetype"
+_OOXML_PARTS = ("word/", "xl/", "ppt/")
 
 
 def is_package(names: set[str]) -> bool:
-    """Whether a ZIP archive with these (lower-cased) member names is an OOXML or ODF document."""
-    return _OOXML_MARK in names or (_ODF_MARK in names and "content.xml" in names)
+    """Whether a ZIP archive with these (lower-cased) member names is an OOXML or ODF document.
+
+    Parts a word processor would show count too, without the package's marker file: an
+    application that repairs a damaged document still shows their text, runs joined.
+    """
+    return (
+        _OOXML_MARK in names or "content.xml" in names or any(name.startswith(_OOXML_PARTS) for name in names)
+    )
 
 
 def read_package(
