@@ -836,9 +836,7 @@ class _Decoder:
 
     def _media(self, where: str, found: Format) -> None:
         noun = {Format.AUDIO: "a sound recording", Format.VIDEO: "a video"}.get(found, "an image")
-        self.media.append(
-            Uninspectable(where, f"it is {noun}, whose content the gateway cannot read", "media")
-        )
+        self.media.append(Uninspectable(where, f"it is {noun}", "media"))
 
     def _document(
         self, data: bytes, found: Format, file: _File, kind: SegmentKind, depth: int, archive_depth: int
