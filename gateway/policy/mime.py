@@ -10,18 +10,19 @@ recursively) and produces :class:`~gateway.policy.model.TextSegment` s for:
   charsets and continuations, RFC 2047), but never ``charset`` or ``boundary`` values;
 * every text part (base64, quoted-printable and uuencode decoded; the declared charset applied,
   falling back to UTF-8 then Latin-1; valid UTF-8 under a wrong declared charset read both ways),
-  and text-like attachments (JSON, XML, CSV, calendars, vCards, scripts, RTF, PostScript...);
+  and text-like attachments (JSON, XML, CSV, scripts, PostScript...);
 * HTML: the rendered text, and attribute values, comments, script and CSS text;
 * multipart preambles and epilogues; inline uuencoded files; ``text/rfc822-headers`` and
   delivery-status blocks;
-* ZIP archives and the office documents built on them (docx, xlsx, pptx, odt...), in memory:
-  member names and text members; encrypted members are uninspectable;
-* ``application/octet-stream`` and other undeclared parts by name, then by content (a ZIP is
-  opened, valid UTF-8 text is read as text).
+* every body and every file inside one, first by what its bytes are (never its declared type or
+  name): PDFs, office documents, RTF, TNEF, Outlook messages, calendars, vCards and archives are
+  read by :mod:`gateway.policy.extract` (the files inside them in turn, bounded); other bodies by
+  their declared type, then their name, then their content (binary bytes are never text).
 
 What cannot be read is listed in ``uninspectable`` (encrypted parts, inline PGP messages, opaque
-S/MIME, archives that cannot be opened, unknown binary content); images, audio and video are listed
-in ``media``: they carry no text the gateway can read.
+S/MIME, encrypted or scanned PDFs, archives that cannot be opened, unknown binary content, a reader
+library's failure); images, audio and video are listed in ``media``: they carry no text the gateway
+can read.
 
 Anything two readers could read differently goes to ``ambiguities`` (the engine refuses the
 message): duplicate singleton headers, conflicting MIME parameters, a nested multipart reusing an
@@ -37,7 +38,6 @@ import binascii
 import codecs
 import io
 import re
-import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +51,9 @@ from email.utils import getaddresses
 from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
+from gateway.policy.extract import documents
+from gateway.policy.extract.parts import MAX_ARCHIVE_DEPTH, Budget, Extraction
+from gateway.policy.extract.sniff import MEDIA, Format, sniff
 from gateway.policy.html import Rendered, render_html, render_xml
 from gateway.policy.model import Address, ParsedMessage, SegmentKind, TextSegment, Uninspectable
 
@@ -63,10 +66,6 @@ def _words(text: str) -> frozenset[str]:
 MAX_PARTS = 1000  # MIME entities (parts and attached messages) in one message
 MAX_DEPTH = 32  # nesting of multiparts and attached messages
 MAX_TEXT_CHARS = 50_000_000  # decoded text over the whole message
-MAX_ARCHIVE_MEMBERS = 1000  # files in all archives of one message
-MAX_ARCHIVE_MEMBER_BYTES = 20_000_000  # one file, uncompressed
-MAX_ARCHIVE_TOTAL_BYTES = 50_000_000  # all files of all archives of one message, uncompressed
-MAX_ARCHIVE_DEPTH = 3  # archives inside archives
 LEADING_TEXT_CHARS = 2048
 
 _IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
@@ -124,28 +123,6 @@ _SIGNATURE_TYPES = frozenset(
 )
 _SMIME_TYPES = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
 _ENCRYPTED_TYPES = frozenset({"application/pgp-encrypted", "application/x-pgp-encrypted"})
-_ZIP_TYPES = frozenset(
-    {"application/zip", "application/x-zip", "application/x-zip-compressed", "application/epub+zip"}
-)
-_ZIP_TYPE_PREFIXES = ("application/vnd.openxmlformats-officedocument.", "application/vnd.oasis.opendocument.")
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-# Archive formats not opened (only ZIP is): their content is unreadable, not merely binary.
-_OTHER_ARCHIVE_TYPES = _words(
-    """application/gzip application/x-gzip application/x-tar application/x-gtar
-    application/x-7z-compressed application/x-rar-compressed application/vnd.rar application/x-rar
-    application/x-bzip2 application/x-xz application/x-compress application/zstd
-    application/vnd.ms-cab-compressed application/x-apple-diskimage application/x-iso9660-image"""
-)
-_OTHER_ARCHIVE_EXTENSIONS = _words("gz tgz tar 7z rar bz2 tbz2 xz txz z zst cab dmg iso")
-_OTHER_ARCHIVE_MAGIC = (
-    b"\x1f\x8b",
-    b"7z\xbc\xaf\x27\x1c",
-    b"Rar!\x1a\x07",
-    b"BZh",
-    b"\xfd7zXZ\x00",
-    b"\x28\xb5\x2f\xfd",
-)
-
 _TEXT_EXTENSIONS = _words(
     """txt text md markdown rst csv tsv json jsonl ndjson yaml yml toml ini cfg conf log ics ifb
     vcf vcard js mjs ts py rb pl php sh bash zsh ps1 bat c h cc cpp hpp java kt go rs swift sql
@@ -153,17 +130,7 @@ _TEXT_EXTENSIONS = _words(
 )
 _HTML_EXTENSIONS = frozenset({"html", "htm", "xhtml", "mht", "mhtml"})
 _XML_EXTENSIONS = frozenset({"xml", "rels", "svg", "xsl", "xslt", "plist", "opf", "ncx", "kml", "gpx"})
-_ZIP_EXTENSIONS = _words("""zip docx docm dotx xlsx xlsm xltx pptx pptm ppsx odt ods odp odg ott epub jar""")
 _MESSAGE_EXTENSIONS = frozenset({"eml", "msg822", "mbox"})
-_MEDIA_EXTENSIONS = _words(
-    """png jpg jpeg gif bmp tif tiff webp heic heif ico emf wmf jfif mp3 m4a wav ogg oga flac aac
-    mp4 m4v mov avi mkv webm wmv"""
-)
-# Layout data inside office documents that holds no text (printer settings, embedded fonts).
-_OFFICE_LAYOUT_MEMBER = re.compile(r"printersettings|\.odttf$|\.fntdata$|\.ttf$|\.otf$", re.IGNORECASE)
-_OFFICE_XML_PREFIXES = ("word/", "xl/", "ppt/", "docprops/", "customxml/")
-_ODF_XML_MEMBERS = frozenset({"content.xml", "styles.xml", "meta.xml", "settings.xml"})
-
 # Python's own codecs that are not mail charsets: a client would show such text undecoded.
 _NON_MAIL_CODECS = frozenset({"unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined"})
 
@@ -498,8 +465,7 @@ class _Decoder:
         self.parts = 0
         self.text_chars = 0
         self.top_headers: dict[str, list[_Header]] = {}
-        self.archive_members = 0  # over every archive in the message
-        self.archive_bytes = 0
+        self.budget = Budget()  # what the message's attachments may still unpack
 
     # recording ------------------------------------------------------------------------------
 
@@ -744,11 +710,13 @@ class _Decoder:
         raw = _payload_bytes(entity)
         encoding = _transfer_encoding(headers)
         readings = _decode_transfer(raw, encoding)
-        media = _is_media(content_type) and not any(_looks_like_text(data) for data in readings)
-        if encoding == "base64" and not media and not _valid_base64(raw):
+        # A picture's base64 need not be valid: nobody reads text in it. Anything under a media type
+        # that is not media by its bytes is read for what its bytes are.
+        declared_media = _is_media(content_type) and not any(_looks_like_text(data) for data in readings)
+        if encoding == "base64" and not declared_media and not _valid_base64(raw):
             self._ambiguous(f"part {path or '1'} has invalid base64")
-        if media:
-            self.media.append(Uninspectable(label, f"{_safe_type(content_type)} is not read", "media"))
+        if declared_media and all(sniff(data) in MEDIA for data in readings):
+            self._media(label, sniff(readings[0]))
             return
         file = _File(
             name=filename,
@@ -769,9 +737,22 @@ class _Decoder:
     # content -------------------------------------------------------------------------------
 
     def _file(self, data: bytes, file: _File, depth: int, archive_depth: int) -> None:
-        """Read one body: a part, a uuencoded file or an archive member."""
-        kind = _classify(file.content_type, file.name, data)
+        """Read one body: a part, a uuencoded file or a file found inside an attachment."""
         text_kind = SegmentKind.ATTACHMENT_TEXT if file.attachment else SegmentKind.TEXT
+        # The bytes say what a file is; its declared type and name only matter for text formats.
+        found = sniff(data)
+        if found in MEDIA:
+            self._media(file.label, found)
+            return
+        if found in documents.DOCUMENTS:
+            self._document(data, found, file, text_kind, depth, archive_depth)
+            if found not in documents.TEXTUAL:
+                return
+        kind = _classify(file.content_type, file.name, data)
+        if kind in ("text", "html", "xml") and _binary(data, file.charset):
+            # A declared type or a name is a claim: binary bytes called "notes.txt" are still binary,
+            # and the recipient can save them under another name.
+            kind = "binary"
         if kind == "text":
             for number, text in enumerate(_readings(data, file.charset)):
                 self._text(text, file, text_kind, depth, archive_depth, first=number == 0)
@@ -784,9 +765,9 @@ class _Decoder:
             charset = file.charset or _meta_charset(data)
             for number, text in enumerate(_readings(data, charset)):
                 self._rendered(render_html(text), file, SegmentKind.HTML_TEXT, first=number == 0)
-        elif kind in ("xml", "office-xml"):
+        elif kind == "xml":
             for text in _readings(data, file.charset):
-                self._rendered(render_xml(text, office=kind == "office-xml"), file, text_kind, first=False)
+                self._rendered(render_xml(text, office=False), file, text_kind, first=False)
         elif kind == "headers":
             block = message_from_bytes(data, policy=compat32)
             self._count_entity(depth + 1)
@@ -796,8 +777,6 @@ class _Decoder:
                 self._segment(file.label, text_kind, decode_bytes(_to_bytes(body), file.charset))
         elif kind == "message":
             self._enclosed_bytes(data, file.path, depth, ())
-        elif kind == "zip":
-            self._archive(data, file, depth, archive_depth)
         elif kind == "signature":
             # A detached signature holds no text a person wrote; one that reads as text is read anyway.
             if _looks_like_text(data):
@@ -811,18 +790,6 @@ class _Decoder:
                 self._cannot_read(file.label, "encrypted content (S/MIME)", "encrypted")
         elif kind == "encrypted":
             self._cannot_read(file.label, "encrypted content", "encrypted")
-        elif kind == "media":
-            if _looks_like_text(data):  # a text file under a picture's name is still text
-                for text in _readings(data, file.charset):
-                    self._segment(file.label, text_kind, text)
-            else:
-                self.media.append(
-                    Uninspectable(file.label, "an image, audio or video file is not read", "media")
-                )
-        elif kind == "layout":
-            pass  # printer settings or fonts inside an office document
-        elif kind == "other-archive":
-            self._cannot_read(file.label, "an archive format the gateway does not open (only ZIP)", "archive")
         else:
             self._cannot_read(
                 file.label,
@@ -867,56 +834,35 @@ class _Decoder:
         if first and file.leading:
             self.leading.append(rendered.body_text.strip()[:LEADING_TEXT_CHARS])
 
-    def _archive(self, data: bytes, file: _File, depth: int, archive_depth: int) -> None:
-        if archive_depth >= MAX_ARCHIVE_DEPTH:
-            self._cannot_read(file.label, "archives nested too deeply to inspect", "archive")
-            return
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
-            members = archive.infolist()
-        except Exception:  # any damaged or unsupported archive is simply unreadable
-            self._cannot_read(file.label, "an archive the gateway cannot open", "archive")
-            return
-        self.archive_members += len(members)
-        if self.archive_members > MAX_ARCHIVE_MEMBERS:
-            self._cannot_read(
-                file.label, f"archives with too many files (limit {MAX_ARCHIVE_MEMBERS})", "archive"
-            )
-            return
-        names = {member.filename.lower() for member in members}
-        office = "[content_types].xml" in names or "mimetype" in names
-        for number, member in enumerate(members, start=1):
-            label = f"file {number} of the archive in {file.label}"
-            self._filename(f"file name of {label}", member.filename)
-            if member.is_dir():
+    def _media(self, where: str, found: Format) -> None:
+        noun = {Format.AUDIO: "a sound recording", Format.VIDEO: "a video"}.get(found, "an image")
+        self.media.append(Uninspectable(where, f"it is {noun}", "media"))
+
+    def _document(
+        self, data: bytes, found: Format, file: _File, kind: SegmentKind, depth: int, archive_depth: int
+    ) -> None:
+        """A document or archive of a sniffed format: its texts, then the files inside it, in turn."""
+        extraction: Extraction = documents.read(data, found, file.name, self.budget)
+        for text in extraction.texts:
+            self._segment(_within(text.where, file.label), kind, text.text)
+        for problem in extraction.unreadable:
+            where = _within(problem.where, file.label)
+            if problem.kind == "media":
+                self.media.append(Uninspectable(where, problem.reason, "media"))
+            else:
+                self._cannot_read(where, problem.reason, problem.kind)
+        for embedded in extraction.files:
+            label = _within(embedded.where, file.label)
+            if embedded.name:
+                self._filename(f"file name of {label}", embedded.name)
+            if not embedded.data:
                 continue
-            if member.flag_bits & 0x1:
-                self._cannot_read(label, "a password-protected file in an archive", "encrypted")
+            if archive_depth >= MAX_ARCHIVE_DEPTH:
+                self._cannot_read(label, "files nested too deeply inside other files to inspect", "archive")
                 continue
-            # Sizes in the archive's directory can lie (zip bombs): never read more than the budget.
-            allowed = min(MAX_ARCHIVE_MEMBER_BYTES, MAX_ARCHIVE_TOTAL_BYTES - self.archive_bytes)
-            if member.file_size > allowed:
-                self._cannot_read(label, "a file in an archive too large to inspect", "archive")
-                continue
-            try:
-                with archive.open(member) as handle:
-                    content = handle.read(allowed + 1)
-            except Exception:  # unsupported compression, corrupt data, wrong CRC...
-                self._cannot_read(label, "a file in an archive the gateway cannot read", "archive")
-                continue
-            self.archive_bytes += len(content)
-            if len(content) > allowed:
-                self._cannot_read(label, "a file in an archive too large to inspect", "archive")
-                continue
-            lowered = member.filename.lower()
-            member_type = "application/octet-stream"
-            if office and (lowered.startswith(_OFFICE_XML_PREFIXES) or lowered in _ODF_XML_MEMBERS):
-                member_type = "application/x-office-xml"
-            elif office and _OFFICE_LAYOUT_MEMBER.search(lowered):
-                member_type = "application/x-office-layout"
             inner = _File(
-                name=member.filename,
-                content_type=member_type,
+                name=embedded.name,
+                content_type="application/octet-stream",
                 charset=None,
                 smime_type="",
                 label=label,
@@ -924,7 +870,7 @@ class _Decoder:
                 attachment=True,
                 leading=False,
             )
-            self._file(content, inner, depth, archive_depth + 1)
+            self._file(embedded.data, inner, depth, archive_depth + 1)
 
     # result --------------------------------------------------------------------------------
 
@@ -968,6 +914,11 @@ class _File:
     leading: bool  # one of the message's top-level text bodies
     flowed: bool = False  # text/plain; format=flowed
     delete_space: bool = False  # ... with delsp=yes
+
+
+def _within(where: str, label: str) -> str:
+    """A location inside a file: "page 2" within "part 3 (application/pdf)"."""
+    return f"{where} in {label}" if where else label
 
 
 def _is_media(content_type: str) -> bool:
@@ -1071,6 +1022,22 @@ def _looks_like_text(data: bytes) -> bool:
     return len(_CONTROL_CHARS.findall(text)) * 100 <= len(text)
 
 
+_WIDE_CODECS = ("utf_16", "utf_32")
+_BINARY_CONTROLS = bytes(range(32)).translate(None, b"\t\n\r\f\v\x1b")  # ESC: ISO-2022 text
+
+
+def _binary(data: bytes, charset: str | None) -> bool:
+    """Bytes no charset makes text of: NUL bytes (outside UTF-16/32), or mostly control characters."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (_codec(charset) or "").startswith(
+        _WIDE_CODECS
+    ):
+        return False
+    if b"\x00" in data:
+        return True
+    sample = data[:65536]
+    return len(sample) - len(sample.translate(None, _BINARY_CONTROLS)) > len(sample) // 20
+
+
 def _classify(content_type: str, filename: str, data: bytes) -> str:
     """What a body is, from its declared type, then its file name, then its first bytes."""
     extension = _extension(filename)
@@ -1078,14 +1045,6 @@ def _classify(content_type: str, filename: str, data: bytes) -> str:
         return "html"
     if content_type == "text/rfc822-headers":
         return "headers"
-    if content_type == "application/x-office-xml":
-        return (
-            "office-xml"
-            if extension in _XML_EXTENSIONS
-            else _classify("application/octet-stream", filename, data)
-        )
-    if content_type == "application/x-office-layout":
-        return "layout"
     if content_type in _XML_TYPES or content_type.endswith("+xml"):
         return "xml"
     if (
@@ -1102,20 +1061,12 @@ def _classify(content_type: str, filename: str, data: bytes) -> str:
         return "smime"
     if content_type in _ENCRYPTED_TYPES:
         return "encrypted"
-    if (
-        data.startswith(_ZIP_MAGIC)
-        or content_type in _ZIP_TYPES
-        or content_type.startswith(_ZIP_TYPE_PREFIXES)
-    ):
-        return "zip"
-    if extension in _ZIP_EXTENSIONS and data.startswith(_ZIP_MAGIC):
-        return "zip"
-    if (
-        content_type in _OTHER_ARCHIVE_TYPES
-        or extension in _OTHER_ARCHIVE_EXTENSIONS
-        or data.startswith(_OTHER_ARCHIVE_MAGIC)
-    ):
-        return "other-archive"
+    # A name is a claim: binary bytes called "notes.txt" are still binary (the recipient can rename them).
+    named_text = (
+        extension in _HTML_EXTENSIONS or extension in _XML_EXTENSIONS or extension in _TEXT_EXTENSIONS
+    )
+    if named_text and not _looks_like_text(data):
+        return "binary"
     if extension in _HTML_EXTENSIONS:
         return "html"
     if extension in _XML_EXTENSIONS:
@@ -1124,8 +1075,6 @@ def _classify(content_type: str, filename: str, data: bytes) -> str:
         return "message"
     if extension in _TEXT_EXTENSIONS:
         return "text"
-    if extension in _MEDIA_EXTENSIONS:
-        return "media"
     if extension in ("p7m", "p7c"):
         return "smime"
     if extension in ("gpg", "pgp"):

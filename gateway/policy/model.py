@@ -86,8 +86,8 @@ class ParsedMessage:
     signed: bool
     # Leading text of each top-level text body (text/plain and rendered text/html), for banners.
     leading_text: tuple[str, ...] = ()
-    # Images, audio and video: not read (no text to match) and not "uninspectable" by default;
-    # reporter-protection can be told to treat them as uninspectable.
+    # Images, audio and video (by their bytes): not read (no text to match); reporter-protection
+    # counts them as uninspectable unless its media_uninspectable option is off.
     media: tuple[Uninspectable, ...] = ()
 
 

@@ -277,8 +277,9 @@ def test_real_mail_corpus_goes_through_check_without_false_positives(
     """Every real message, to an outsider, under a case protecting "Jin Park" (alias JP, as in
     ISO-2022-JP) and "Sam Lee" (common surnames): no internal error and no identity found.
 
-    UNINSPECTABLE_CONTENT (a PDF or archive going outside) is the rule working as documented, not
-    a false positive, so it is allowed here; every other reporter-protection finding fails.
+    UNINSPECTABLE_CONTENT (a picture, an unreadable PDF or archive going outside) is the rule working
+    as documented, not a false positive, so it is allowed here; every other reporter-protection
+    finding fails.
     """
     files = sorted(real_mail_dir.rglob("*.eml"))
     assert len(files) == 334
@@ -306,7 +307,7 @@ def test_real_mail_corpus_goes_through_check_without_false_positives(
         data = json.loads(result.stdout)
         assert data["verdict"] in ("deliver", "rewrite", "reject", "hold"), path
         codes = [f["code"] for f in data["findings"] if f["rule"] == "reporter-protection"]
-        uninspectable += codes.count("UNINSPECTABLE_CONTENT")
+        uninspectable += "UNINSPECTABLE_CONTENT" in codes
         flagged = [
             f"{f['code']} {f['where']}: {f['detail']}"
             for f in data["findings"]
@@ -315,7 +316,7 @@ def test_real_mail_corpus_goes_through_check_without_false_positives(
         if flagged:
             failures.append(f"{path.parent.name}/{path.name}: {flagged}")
     assert not failures, "\n".join(failures)
-    assert uninspectable < 40  # a handful of PDFs and archives, not a blanket refusal
+    assert uninspectable < 40  # messages with pictures, PDFs or archives, not a blanket refusal
 
 
 def test_protected_content_learnt_by_the_gateway_is_consulted(config_file: Path, tmp_path: Path) -> None:

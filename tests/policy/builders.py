@@ -138,6 +138,7 @@ class Part:
     disposition: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     break_at: tuple[int, ...] = ()
+    encoded: bytes | None = None  # the body already in ``encoding`` (e.g. binary quoted-printable)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,8 @@ def _render_node(node: Node) -> tuple[list[tuple[str, str]], bytes]:
         if disposition:
             headers.append(("Content-Disposition", disposition))
         headers.extend(node.headers)
+        if node.encoded is not None:
+            return headers, node.encoded
         return headers, encode_body(node.body, node.encoding, node.charset or "utf-8", break_at=node.break_at)
     if isinstance(node, Attached):
         headers = [("Content-Type", "message/rfc822")]

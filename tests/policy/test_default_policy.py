@@ -44,7 +44,7 @@ def test_default_policy_implements_the_guidelines(policy: CompiledPolicy) -> Non
     assert rules["recipient-banner"].action == "rewrite"
     assert rules["recipient-banner"].action_for("BCC_ON_CASE_THREAD") == "reject"
     assert rules["reporter-protection"].action_for("PROTECTED_IDENTITY") == "reject"
-    assert rules["reporter-protection"].action_for("UNINSPECTABLE_CONTENT") == "reject"
+    assert rules["reporter-protection"].action_for("UNINSPECTABLE_CONTENT") == "hold"
     assert rules["protected-content"].action == "reject"
     assert rules["protected-content"].params.consent_lifts is False  # type: ignore[attr-defined]
     (case,) = document.cases
@@ -226,7 +226,8 @@ def test_reporter_named_inside_the_committee_is_fine(policy: CompiledPolicy) -> 
 @pytest.mark.parametrize(
     ("thread", "expected"),
     [
-        pytest.param(NO_THREAD, {Outcome.REWRITE, Outcome.REJECT}, id="new-thread"),
+        # Messages with pictures or unreadable attachments are held for review (UNINSPECTABLE_CONTENT).
+        pytest.param(NO_THREAD, {Outcome.REWRITE, Outcome.REJECT, Outcome.HOLD}, id="new-thread"),
         # Nobody is in To/Cc of these messages as sent to MODS: Bcc on a case thread, always refused.
         pytest.param(replace(PARENT, case="home shelf"), {Outcome.REJECT}, id="case-thread"),
     ],

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.policy import mime
+from gateway.policy.extract import parts
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import MAX_DEPTH, MAX_PARTS, parse_message, parse_parameters
 from gateway.policy.model import Address, IdentityKind, ParsedMessage, ProtectedIdentity, SegmentKind
@@ -471,7 +472,7 @@ DECODING_CASES = [
                 filename="statement.docx",
             )
         ),
-        "file 2 of the archive in part 1 (application/vnd.openxmlformats-officedocument."
+        "file 2 of the document in part 1 (application/vnd.openxmlformats-officedocument."
         "wordprocessingml.document)",
         SegmentKind.ATTACHMENT_TEXT,
         id="docx-runs",
@@ -797,7 +798,7 @@ def test_raw_utf8_headers_are_read_as_utf8() -> None:
         pytest.param(
             mixed(Part(content_type="application/gzip", body=b"\x1f\x8b\x08\x00\x00\x00", encoding="base64")),
             "archive",
-            id="gzip",
+            id="truncated-gzip",
         ),
         pytest.param(
             mixed(Part(content_type="message/partial; id=x; number=1", body="part", charset=None)),
@@ -813,7 +814,7 @@ def test_uninspectable(raw: bytes, kind: str) -> None:
 
 
 def test_archive_bombs_are_not_unpacked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mime, "MAX_ARCHIVE_MEMBER_BYTES", 10_000)
+    monkeypatch.setattr(parts, "MAX_ARCHIVE_MEMBER_BYTES", 10_000)
     bomb = zip_bytes({"zeros.txt": b"0" * 50_000, "small.txt": b"Jin Park"})
     parsed = parse_message(mixed(Part(content_type="application/zip", body=bomb, encoding="base64")))
     assert [(part.where, part.kind) for part in parsed.uninspectable] == [
@@ -827,7 +828,7 @@ def test_archive_bombs_are_not_unpacked(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_archives_with_too_many_files_are_not_unpacked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mime, "MAX_ARCHIVE_MEMBERS", 3)
+    monkeypatch.setattr(parts, "MAX_ARCHIVE_MEMBERS", 3)
     many = zip_bytes({f"{n}.txt": b"x" for n in range(4)})
     parsed = parse_message(mixed(Part(content_type="application/zip", body=many, encoding="base64")))
     assert [part.kind for part in parsed.uninspectable] == ["archive"]

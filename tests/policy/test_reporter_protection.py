@@ -247,13 +247,13 @@ def test_consent_does_not_lift_uninspectable_content() -> None:
     assert [finding.code for finding in findings] == ["UNINSPECTABLE_CONTENT"]
 
 
-def test_images_count_only_when_asked() -> None:
+def test_images_count_unless_turned_off() -> None:
     image = Part(content_type="image/png", body=b"\x89PNG\x00", encoding="base64")
     raw = render(Message(body=Multipart(parts=(Part(body="hi"), image))))
-    assert run(raw, OUTSIDER) == []
-    assert summary(run(raw, OUTSIDER, params=Params(media_uninspectable=True))) == {
+    assert summary(run(raw, OUTSIDER)) == {
         ("UNINSPECTABLE_CONTENT", "media", "part 2 (image/png)", (OUTSIDER,))
     }
+    assert run(raw, OUTSIDER, params=Params(media_uninspectable=False)) == []
 
 
 def test_params_reject_unknown_options() -> None:

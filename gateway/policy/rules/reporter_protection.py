@@ -27,11 +27,20 @@ found in "Jingle" or "Beijing"; a person protected as "Jin Park" is not found by
   A consent record for that person and that recipient lifts it for that recipient only. A
   person's identities may always be sent to that person's own recorded address
   (``self_disclosure``), so the committee can write to a reporter by name.
-- ``UNINSPECTABLE_CONTENT``: a part the gateway cannot read (encrypted mail, an inline PGP
-  message, opaque S/MIME, a password-protected or unreadable archive, unknown binary such as PDF
-  or ``application/octet-stream`` that is not text) is going outside the committee. Consent does
-  not lift it: nobody can know whose identity it holds. Images, audio and video are not counted
-  unless ``media_uninspectable`` is on.
+- ``UNINSPECTABLE_CONTENT``: a part the gateway cannot read is going outside the committee:
+  encrypted mail, an inline PGP message, opaque S/MIME, an image (a screenshot can show a name),
+  a scanned or password-protected PDF, a password-protected archive, an archive format it does
+  not open (7-Zip, RAR), an Office 97-2003 file, unknown binary, a file damaged or too large or
+  too deeply nested to unpack. Consent does not lift it: nobody can know whose identity it holds.
+  The finding says which part and why (*it is an image*). Images, audio and video count unless
+  ``media_uninspectable`` is off.
+
+Attachments are read by what their bytes are, never by their declared type or name: PDF (page
+text, properties, comments, form fields, attached files), Word, Excel and PowerPoint (OOXML) and
+OpenDocument files (body, tables, headers, comments, document properties such as the author),
+RTF (decoded), Outlook ``winmail.dat`` (TNEF) and ``.msg`` files, calendar invitations and contact
+cards (folded lines joined, ``N:Surname;Given`` and ``CN="Surname, Given"`` read as names), and
+ZIP, tar, gzip, bzip2 and xz archives, recursively.
 
 What the sender is told: which part to fix and for whom, e.g. *Remove the name of a person
 protected in case home-shelf (found in header Subject), or record their written consent to be
@@ -81,10 +90,10 @@ class Params(BaseModel):
         ),
     )
     media_uninspectable: bool = Field(
-        False,
+        True,
         description=(
-            "Also report images, audio and video sent outside the committee as UNINSPECTABLE_CONTENT "
-            "(a screenshot can show a name the gateway cannot read)."
+            "Report images, audio and video sent outside the committee as UNINSPECTABLE_CONTENT "
+            "(a screenshot can show a name the gateway cannot read). Turn off to let them through unread."
         ),
     )
 
