@@ -188,6 +188,9 @@ def _added(earlier: DeliveryStatistics | None, now: DeliveryStatistics) -> Deliv
         recipients_total={k: earlier.recipients_total.get(k, 0) + v for k, v in now.recipients_total.items()},
         dsns_total=earlier.dsns_total + now.dsns_total,
         errors_total=earlier.errors_total + now.errors_total,
+        out_of_step_total=earlier.out_of_step_total + now.out_of_step_total,
+        unrecorded=now.unrecorded,
+        disk_full_total=earlier.disk_full_total + now.disk_full_total,
     )
 
 

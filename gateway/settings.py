@@ -133,7 +133,23 @@ class UpstreamSettings(Section):
         None, description="Name of the environment variable holding the upstream password."
     )
     password_file: Path | None = Field(None, description="File holding the upstream password.")
-    timeout: Seconds = Field(60.0, description="Timeout for every network wait.")
+    timeout: Seconds = Field(
+        300.0,
+        description=(
+            "Wait for the connection, the greeting, EHLO, STARTTLS, AUTH and the reply to each command "
+            "(RFC 5321 §4.5.3.2: 5 minutes)."
+        ),
+    )
+    data_timeout: Seconds = Field(
+        120.0, description="Wait for the 354 reply to DATA (RFC 5321 §4.5.3.2.4: 2 minutes)."
+    )
+    final_reply_timeout: Seconds = Field(
+        600.0,
+        description=(
+            "Wait for the reply to the final dot, plus one second per 100 KB for sending the message "
+            "(RFC 5321 §4.5.3.2.6: 10 minutes; a shorter wait makes a slow upstream get duplicates)."
+        ),
+    )
     pipelining: bool = Field(
         True,
         description=(
