@@ -58,7 +58,8 @@ IN_FLIGHT_PER_CONNECTION = 4
 """Messages in progress per upstream connection: while some wait for their spool updates to reach
 the disk, others use the connection. ``concurrency`` bounds the connections, not the bookkeeping."""
 RECORD_RETRY_LIMIT = 60.0
-"""Longest wait between tries to record what was sent (the first waits ``poll_interval``)."""
+"""Longest wait between tries to record what was sent (the first waits ``poll_interval``, doubling
+up to this or ``max_backoff``, whichever is shorter)."""
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 """Errors that say the disk (its space, its inodes, or the quota) is full: logged once per episode."""
 
@@ -409,15 +410,16 @@ class DeliveryWorker:
             self._record_tries[queue_id] += 1
             self._record_failed(queue_id, exc)
             exponent = min(self._record_tries[queue_id] - 1, 30)
-            delay = min(self._settings.poll_interval * 2.0**exponent, RECORD_RETRY_LIMIT)
+            limit = min(RECORD_RETRY_LIMIT, self._settings.max_backoff)
+            delay = min(self._settings.poll_interval * 2.0**exponent, limit)
             self._schedule(queue_id, state, self._clock() + delay)
             return
-        tries = self._record_tries.get(queue_id, 0)
+        tries, was_full = self._record_tries.get(queue_id, 0), self._disk_full
+        self._disk_full = False
         self._forget(queue_id)
         if tries:
             log_event(log, "delivery_recorded", queue_id=queue_id, tries=tries + 1)
-        if self._disk_full:
-            self._disk_full = False
+        if was_full:
             log_event(log, "spool_disk_full_cleared", logging.WARNING, unrecorded=len(self._unrecorded))
 
     def _forget(self, queue_id: str) -> None:
