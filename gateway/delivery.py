@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
+from gateway.crash_points import CrashPoints
 from gateway.dsn import FailedRecipient, build_dsn
 from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.logs import log_event
@@ -146,11 +147,13 @@ class DeliveryWorker:
         hostname: str,
         clock: Clock = time.time,
         environ: Mapping[str, str] | None = None,
+        crash_at: str | None = None,
     ) -> None:
         self._spool = spool
         self._settings = settings
         self._hostname = hostname
         self._clock = clock
+        self._crash_points = CrashPoints(crash_at)  # fault tests only (settings: fault_injection)
         self._transport: Transport
         if settings.upstream is not None:
             self._transport = UpstreamTransport(
@@ -379,6 +382,8 @@ class DeliveryWorker:
                     results = (await self._transport.send(envelope, content, pending)).recipients
                 finally:
                     self._senders -= 1
+            if any(r.outcome == "delivered" for r in results):
+                self._crash_points.reached("after-upstream-250")
             status = _apply(status, results, now)
             self._attempts += 1
         expiry = envelope.received_at + self._settings.retry_lifetime

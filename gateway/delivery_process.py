@@ -206,7 +206,10 @@ def serve_delivery(connection: socket.socket, settings: GatewaySettings) -> None
 async def _deliver(connection: socket.socket, settings: GatewaySettings) -> None:
     reader, writer = await asyncio.open_connection(sock=connection)
     worker = DeliveryWorker(
-        Spool(settings.state_dir / "spool"), settings.delivery, hostname=settings.server.hostname
+        Spool(settings.state_dir / "spool"),
+        settings.delivery,
+        hostname=settings.server.hostname,
+        crash_at=settings.crash_at,
     )
     stop = asyncio.Event()
 

@@ -20,11 +20,13 @@ from pydantic import (
     PositiveInt,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic import (
     EmailStr as EmailStr,
 )
 
+from gateway.crash_points import PATTERN as CRASH_POINT_PATTERN
 from gateway.errors import ConfigError
 from gateway.yamlsource import LoadedYaml, load_yaml_file, set_path, validate_yaml
 
@@ -305,6 +307,24 @@ class GatewaySettings(Section):
     shutdown_grace: NonNegativeFloat = Field(
         30.0, description="Seconds to let in-flight transactions finish on SIGTERM."
     )
+    fault_injection: bool = Field(
+        False, description="Honour `crash_at`. For fault tests only: never in production."
+    )
+    crash_at: str | None = Field(
+        None,
+        pattern=CRASH_POINT_PATTERN,
+        description=(
+            "Fault tests: exit at once, as after kill -9, when delivery reaches this point "
+            "(`after-upstream-250`: the upstream took a message whose result is not recorded yet; "
+            "`after-upstream-250@N`: the Nth time). Needs `fault_injection: true`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _crash_only_when_testing(self) -> GatewaySettings:
+        if self.crash_at is not None and not self.fault_injection:
+            raise ValueError("crash_at is for fault tests: it needs fault_injection: true as well")
+        return self
 
     def resolve(self, base: Path) -> GatewaySettings:
         """Make every relative path absolute against ``base`` (the config file's folder)."""
