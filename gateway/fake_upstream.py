@@ -17,9 +17,11 @@ Phases: ``connect`` (``drop`` closes the connection at once, ``delay`` stalls be
 reading in the middle of the message), ``dot`` (the reply to the end of the message), ``rset``,
 ``noop``, ``quit``. A step replaces the reply (``reply``), sends bytes after it (``extra``), waits
 first (``delay``), closes instead of replying (``drop``) or sends the reply in pieces (``split``: each
-line cut in two, one piece per packet). ``refuse()`` stops listening (connection refused) and
-``listen()`` starts again on the same port. ``broken_tls`` offers STARTTLS and answers the handshake
-with garbage. A message counts as accepted only when the reply to its final dot was 2xx.
+line cut in two, one piece per packet), for the next ``times`` occurrences, and for MAIL and RCPT
+optionally only when the command line contains ``match`` (an address). ``refuse()`` stops listening
+(connection refused) and ``listen()`` starts again on the same port. ``broken_tls`` offers STARTTLS
+and answers the handshake with garbage. A message counts as accepted only when the reply to its
+final dot was 2xx.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Step:
     drop: bool = False
     split: bool = False
     times: int | None = None
+    match: bytes | None = None  # only for command lines containing this (an address, say)
 
 
 @dataclass(frozen=True)
@@ -155,9 +158,11 @@ class FakeUpstream:
         drop: bool = False,
         split: bool = False,
         times: int | None = None,
+        match: bytes | None = None,
     ) -> None:
-        """Script ``phase`` for its next ``times`` occurrences (every one if None)."""
-        self._steps.setdefault(phase, []).append(Step(reply, extra, delay, drop, split, times))
+        """Script ``phase`` for its next ``times`` occurrences (every one if None), or only for
+        command lines that contain ``match``."""
+        self._steps.setdefault(phase, []).append(Step(reply, extra, delay, drop, split, times, match))
 
     def clear(self) -> None:
         """Back to the default behaviour at every phase."""
@@ -171,15 +176,15 @@ class FakeUpstream:
 
     # -- the session
 
-    def _step(self, phase: str) -> Step:
-        steps = self._steps.get(phase)
-        if not steps:
+    def _step(self, phase: str, line: bytes = b"") -> Step:
+        steps = self._steps.get(phase, [])
+        step = next((s for s in steps if s.match is None or s.match in line), None)
+        if step is None:
             return Step()
-        step = steps[0]
         if step.times is not None:
             step.times -= 1
             if step.times <= 0:
-                steps.pop(0)
+                steps.remove(step)
         return step
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -197,8 +202,10 @@ class FakeUpstream:
             self._writers.discard(writer)
             writer.transport.abort()
 
-    async def _answer(self, writer: asyncio.StreamWriter, phase: str, default: bytes | None = None) -> bytes:
-        step = self._step(phase)
+    async def _answer(
+        self, writer: asyncio.StreamWriter, phase: str, default: bytes | None = None, line: bytes = b""
+    ) -> bytes:
+        step = self._step(phase, line)
         if step.delay:
             await asyncio.sleep(step.delay)
         if step.drop:
@@ -236,10 +243,10 @@ class FakeUpstream:
                 await writer.drain()
                 raise _Dropped
             elif verb == b"MAIL":
-                reply = await self._answer(writer, "mail")
+                reply = await self._answer(writer, "mail", line=line)
                 transaction = _Transaction(_address(line) if reply.startswith(b"2") else None)
             elif verb == b"RCPT":
-                reply = await self._answer(writer, "rcpt")
+                reply = await self._answer(writer, "rcpt", line=line)
                 if reply.startswith(b"2") and transaction.mail_from is not None:
                     transaction.rcpt_tos.append(_address(line))
             elif verb == b"DATA":

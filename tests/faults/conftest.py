@@ -127,16 +127,16 @@ class ThreadedUpstream:
     """A FakeUpstream on an event loop of its own thread, for a gateway running as a child process
     (the test itself then waits with blocking calls)."""
 
-    def __init__(self, **options: object) -> None:
+    def __init__(self, **options: Any) -> None:
         self._options = options
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-upstream", daemon=True)
         self.upstream: FakeUpstream
 
-    def __enter__(self) -> FakeUpstream:
+    def __enter__(self) -> ThreadedUpstream:
         self._thread.start()
         self.upstream = self.call(self._make())
-        return self.upstream
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.call(self.upstream.refuse())
@@ -145,7 +145,7 @@ class ThreadedUpstream:
         self._loop.close()
 
     async def _make(self) -> FakeUpstream:
-        upstream = FakeUpstream(**self._options)  # type: ignore[arg-type]
+        upstream = FakeUpstream(**self._options)
         await upstream.listen()
         return upstream
 
