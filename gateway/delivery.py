@@ -19,14 +19,21 @@ import os
 import re
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from gateway.crash_points import CrashPoints
+from gateway.delivery_types import (
+    ATTEMPT_OUTCOMES,
+    RECIPIENT_OUTCOMES,
+    DeliveryStatistics,
+    RecipientResult,
+    Transport,
+)
 from gateway.dsn import FailedRecipient, build_dsn
 from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.logs import log_event
-from gateway.maildir import Maildir
+from gateway.maildir import Maildir, MaildirTransport
 from gateway.settings import DeliverySettings
 from gateway.spool import (
     PENDING_STATES,
@@ -38,13 +45,7 @@ from gateway.spool import (
     SpoolMessage,
     io_executor,
 )
-from gateway.upstream import (
-    IDLE_CONNECTION_LIMIT,
-    AttemptResult,
-    Outcome,
-    RecipientResult,
-    UpstreamTransport,
-)
+from gateway.upstream import IDLE_CONNECTION_LIMIT, UpstreamTransport
 
 __all__ = ["DeliveryStatistics", "DeliveryWorker", "Transport", "UpstreamTransport"]
 
@@ -65,68 +66,6 @@ DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 """Errors that say the disk (its space, its inodes, or the quota) is full: logged once per episode."""
 
 _ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
-
-
-class Transport(Protocol):
-    """Where messages go: the upstream server or the local Maildir."""
-
-    description: str
-
-    async def send(
-        self, envelope: SpoolEnvelope, content: bytes, recipients: Sequence[str]
-    ) -> AttemptResult: ...
-
-    async def close_idle(self, older_than: float) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def connections_open(self) -> int: ...
-
-    def connections_made(self) -> int: ...
-
-    @property
-    def out_of_step(self) -> int: ...
-
-
-ATTEMPT_OUTCOMES = ("delivered", "partial", "deferred", "bounced", "expired", "corrupt")
-RECIPIENT_OUTCOMES: tuple[Outcome, ...] = ("delivered", "deferred", "failed")
-
-
-@dataclass(frozen=True)
-class DeliveryStatistics:
-    """A snapshot for metrics and the CLI."""
-
-    in_flight: int  # messages being worked on (sending, or recording the result)
-    sending: int  # messages being handed to the upstream right now (at most ``concurrency``)
-    ready: int
-    scheduled: int
-    connections_open: int
-    connections_total: int
-    attempts_total: int
-    outcomes_total: Mapping[str, int]  # delivered / partial / deferred / bounced / expired / corrupt
-    recipients_total: Mapping[str, int]  # delivered / deferred / failed
-    dsns_total: int
-    errors_total: int
-    out_of_step_total: int = 0  # upstream connections dropped: replies that matched no command
-    unrecorded: int = 0  # messages sent whose result is not on disk yet (kept in memory, retried)
-    disk_full_total: int = 0  # spool writes after a delivery that failed because the disk was full
-
-    @classmethod
-    def empty(cls) -> DeliveryStatistics:
-        """Nothing delivered yet (every count present, at zero)."""
-        return cls(
-            in_flight=0,
-            sending=0,
-            ready=0,
-            scheduled=0,
-            connections_open=0,
-            connections_total=0,
-            attempts_total=0,
-            outcomes_total=dict.fromkeys(ATTEMPT_OUTCOMES, 0),
-            recipients_total=dict.fromkeys(RECIPIENT_OUTCOMES, 0),
-            dsns_total=0,
-            errors_total=0,
-        )
 
 
 # --- the worker ---------------------------------------------------------------------------------------
@@ -649,37 +588,3 @@ def _next_attempts(spool: Spool, queue_ids: Sequence[str]) -> dict[str, float]:
 
 async def _in_thread(function: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.get_running_loop().run_in_executor(io_executor(), function, *args)
-
-
-# --- transports -----------------------------------------------------------------------------------------
-
-
-class MaildirTransport:
-    """The embedded default: every message lands in the local Maildir."""
-
-    description = "maildir"
-    out_of_step = 0
-
-    def __init__(self, maildir: Maildir) -> None:
-        self._maildir = maildir
-
-    async def send(self, envelope: SpoolEnvelope, content: bytes, recipients: Sequence[str]) -> AttemptResult:
-        try:
-            path = await _in_thread(self._maildir.deliver, envelope, content, recipients)
-        except OSError as exc:
-            reply = f"451 4.3.0 cannot write to the local maildir {self._maildir.path}: {exc.strerror or exc}"
-            return AttemptResult(tuple(RecipientResult(r, "deferred", reply) for r in recipients))
-        reply = f"250 2.0.0 delivered to the local maildir as new/{path.name}"
-        return AttemptResult(tuple(RecipientResult(r, "delivered", reply) for r in recipients))
-
-    async def close_idle(self, older_than: float) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def connections_open(self) -> int:
-        return 0
-
-    def connections_made(self) -> int:
-        return 0

@@ -29,7 +29,8 @@ import socket
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
-from gateway.delivery import DeliveryStatistics, DeliveryWorker
+from gateway.delivery import DeliveryWorker
+from gateway.delivery_types import DeliveryStatistics
 from gateway.errors import GatewayError
 from gateway.framing import encode_frame, read_frame_async
 from gateway.helper_process import begin_helper_process

@@ -18,14 +18,13 @@ import re
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
 from gateway import upstream_fast_paths, upstream_pipelining
+from gateway.delivery_types import AttemptResult, Outcome, RecipientResult
 from gateway.errors import ConfigError
 from gateway.logs import log_event
 from gateway.netaddr import host_port, is_loopback
@@ -34,8 +33,6 @@ from gateway.spool import SpoolEnvelope
 from gateway.upstream_replies import OutOfStep, Phase, ensure_in_step, expect, settled, supported, watch
 
 log = logging.getLogger("gateway.delivery")
-
-Outcome = Literal["delivered", "deferred", "failed"]
 
 IDLE_CONNECTION_LIMIT = 10.0
 """Seconds an unused upstream connection is kept open for the next message."""
@@ -48,23 +45,6 @@ the reply to the final dot."""
 
 _SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
 _NOOP = b"NOOP\r\n"
-
-
-@dataclass(frozen=True)
-class RecipientResult:
-    """What one attempt achieved for one recipient."""
-
-    address: str
-    outcome: Outcome
-    reply: str
-    remote: str = ""
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """What one attempt achieved, per recipient."""
-
-    recipients: tuple[RecipientResult, ...]
 
 
 # What can never appear in a spooled address on an SMTP command line (intake refuses such
