@@ -253,7 +253,9 @@ class DeliveryWorker:
             now = self._clock()
             next_due = self._promote_due(now)
             while self._ready and len(self._active) < settings.concurrency * IN_FLIGHT_PER_CONNECTION:
-                queue_id = self._ready.popleft()
+                queue_id = self._next_ready()
+                if queue_id is None:
+                    break
                 state = self._where.pop(queue_id)
                 self._active.add(queue_id)
                 group.create_task(self._attempt(queue_id, state))
@@ -263,6 +265,15 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wakeup.wait()
+
+    def _next_ready(self) -> str | None:
+        if not self._disk_full:
+            return self._ready.popleft()
+        # Disk full: only the records of what was sent go on; new sending waits (it stays ready).
+        queue_id = next((q for q in self._ready if q in self._unrecorded), None)
+        if queue_id is not None:
+            self._ready.remove(queue_id)
+        return queue_id
 
     async def _prune(self) -> None:
         try:
@@ -307,7 +318,7 @@ class DeliveryWorker:
             return
         now = self._clock()
         if self._disk_full:
-            # What is sent now could not be recorded either: wait until a record goes through.
+            # Taken before the disk filled: what is sent now could not be recorded either.
             self._schedule(queue_id, state, now + self._settings.poll_interval)
             return
         status = message.status or DeliveryStatus.initial(envelope)
