@@ -194,3 +194,10 @@ async def test_the_worker_defers_counts_and_logs_a_stray_reply_then_delivers_onc
         assert len(logged) == 1
         assert "secret" not in caplog.text
         assert "bob@example.org" not in caplog.text
+
+
+def test_the_waits_default_to_rfc_5321s_recommendations() -> None:
+    # §4.5.3.2: 5 minutes for the greeting, MAIL and RCPT, 2 for the 354, 10 for the reply to the
+    # final dot (a shorter wait there turns a slow upstream into duplicates).
+    settings = UpstreamSettings(host="mail.example.org")
+    assert (settings.timeout, settings.data_timeout, settings.final_reply_timeout) == (300, 120, 600)
