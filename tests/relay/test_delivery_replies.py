@@ -8,12 +8,15 @@ differently.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.delivery import UpstreamTransport
 from gateway.fake_upstream import FakeUpstream
@@ -201,3 +204,42 @@ def test_the_waits_default_to_rfc_5321s_recommendations() -> None:
     # final dot (a shorter wait there turns a slow upstream into duplicates).
     settings = UpstreamSettings(host="mail.example.org")
     assert (settings.timeout, settings.data_timeout, settings.final_reply_timeout) == (300, 120, 600)
+
+
+PHASES = ("greeting", "ehlo", "mail", "rcpt", "data", "dot", "noop")
+LINES = st.sampled_from(
+    [b"250 2.0.0 ok\r\n", b"451 4.3.0 later\r\n", b"554 5.0.0 no\r\n", b"354 go\r\n", b"250-a\r\n250 b\r\n"]
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pipelining=st.booleans(),
+    stray_at=st.sampled_from(PHASES),
+    stray=LINES,
+    split_at=st.sampled_from((None, *PHASES)),
+    dot_reply=st.sampled_from([b"250 2.0.0 queued\r\n", b"451 4.3.0 later\r\n", b"554 5.7.1 refused\r\n"]),
+)
+def test_whatever_stray_line_arrives_wherever_nothing_is_delivered_that_the_upstream_did_not_take(
+    pipelining: bool, stray_at: Any, stray: bytes, split_at: Any, dot_reply: bytes
+) -> None:
+    async def scenario() -> None:
+        async with FakeUpstream(pipelining=pipelining) as fake:
+            fake.on(stray_at, extra=stray, times=1)
+            fake.on("dot", reply=dot_reply, times=1)
+            if split_at is not None:
+                fake.on(split_at, split=True, times=1)
+            transport = transport_for(fake, timeout=2, final_reply_timeout=2)
+            first = await transport.send(one("a@example.net"), CONTENT, ("a@example.net",))
+            fake.clear()
+            second = await transport.send(one("b@example.net"), CONTENT, ("b@example.net",))
+            await transport.close()
+            taken = {r for m in fake.accepted for r in m.rcpt_tos}
+            results = (*first.recipients, *second.recipients)
+            delivered = {r.address for r in results if r.outcome == "delivered"}
+            assert delivered <= taken  # never delivered without the upstream's acceptance
+            if first.recipients[0].outcome == "failed":
+                assert dot_reply.startswith(b"5") or stray.startswith(b"5")
+            assert [r.outcome for r in second.recipients] == ["delivered"]  # and it recovers
+
+    asyncio.run(scenario())
