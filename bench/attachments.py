@@ -97,7 +97,9 @@ def message(attachment: bytes, content_type: str, name: str) -> bytes:
 
 
 def shipped_policy() -> CompiledPolicy:
-    document, source = read_policy(Path(__file__).resolve().parents[1] / "gateway" / "data" / "default-policy.yaml")
+    document, source = read_policy(
+        Path(__file__).resolve().parents[1] / "gateway" / "data" / "default-policy.yaml"
+    )
     return compile_policy(document, source)
 
 

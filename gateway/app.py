@@ -409,7 +409,9 @@ class Gateway:
         if wants_own_process(settings.delivery.own_process):
             worker = self._delivery_process = DeliveryProcess(settings, spool)
         else:
-            worker = DeliveryWorker(spool, settings.delivery, hostname=settings.server.hostname)
+            worker = DeliveryWorker(
+                spool, settings.delivery, hostname=settings.server.hostname, crash_at=settings.crash_at
+            )
         sources = {"spool": spool.statistics, "delivery": worker.statistics, "smtp": service.statistics}
         if (policy_statistics := _optional(screener, "statistics")) is not None:
             sources["policy"] = policy_statistics

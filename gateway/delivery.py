@@ -12,26 +12,29 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import heapq
 import logging
 import os
 import re
-import ssl
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar
 
-import aiosmtplib
-
-from gateway import upstream_fast_paths, upstream_pipelining
+from gateway.crash_points import CrashPoints
+from gateway.delivery_types import (
+    ATTEMPT_OUTCOMES,
+    RECIPIENT_OUTCOMES,
+    DeliveryStatistics,
+    RecipientResult,
+    Transport,
+)
 from gateway.dsn import FailedRecipient, build_dsn
-from gateway.errors import ConfigError, CorruptSpoolEntry, SpoolError
+from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.logs import log_event
-from gateway.maildir import Maildir
-from gateway.netaddr import host_port, is_loopback
-from gateway.settings import DeliverySettings, UpstreamSettings
+from gateway.maildir import Maildir, MaildirTransport
+from gateway.settings import DeliverySettings
 from gateway.spool import (
     PENDING_STATES,
     DeliveryStatus,
@@ -42,101 +45,27 @@ from gateway.spool import (
     SpoolMessage,
     io_executor,
 )
+from gateway.upstream import IDLE_CONNECTION_LIMIT, UpstreamTransport
+
+__all__ = ["DeliveryStatistics", "DeliveryWorker", "Transport", "UpstreamTransport"]
 
 log = logging.getLogger("gateway.delivery")
 _T = TypeVar("_T")
 
 Clock = Callable[[], float]
-Outcome = Literal["delivered", "deferred", "failed"]
 
 PRUNE_INTERVAL = 60.0
 """Seconds between passes that delete finished messages past their retention."""
-IDLE_CONNECTION_LIMIT = 10.0
-"""Seconds an unused upstream connection is kept open for the next message."""
-PROBE_AFTER_IDLE = 2.0
-"""A connection idle longer than this is checked with RSET before it carries another message."""
 IN_FLIGHT_PER_CONNECTION = 4
 """Messages in progress per upstream connection: while some wait for their spool updates to reach
 the disk, others use the connection. ``concurrency`` bounds the connections, not the bookkeeping."""
-QUIT_TIMEOUT = 5.0
-DATA_BYTES_PER_SECOND = 100_000
-"""Extra time allowed for DATA: one second per this many bytes, on top of the upstream timeout."""
+RECORD_RETRY_LIMIT = 60.0
+"""Longest wait between tries to record what was sent (the first waits ``poll_interval``, doubling
+up to this or ``max_backoff``, whichever is shorter)."""
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""Errors that say the disk (its space, its inodes, or the quota) is full: logged once per episode."""
 
-_SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
 _ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
-
-
-@dataclass(frozen=True)
-class RecipientResult:
-    """What one attempt achieved for one recipient."""
-
-    address: str
-    outcome: Outcome
-    reply: str
-    remote: str = ""
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """What one attempt achieved, per recipient."""
-
-    recipients: tuple[RecipientResult, ...]
-
-
-class Transport(Protocol):
-    """Where messages go: the upstream server or the local Maildir."""
-
-    description: str
-
-    async def send(
-        self, envelope: SpoolEnvelope, content: bytes, recipients: Sequence[str]
-    ) -> AttemptResult: ...
-
-    async def close_idle(self, older_than: float) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def connections_open(self) -> int: ...
-
-    def connections_made(self) -> int: ...
-
-
-ATTEMPT_OUTCOMES = ("delivered", "partial", "deferred", "bounced", "expired", "corrupt")
-RECIPIENT_OUTCOMES: tuple[Outcome, ...] = ("delivered", "deferred", "failed")
-
-
-@dataclass(frozen=True)
-class DeliveryStatistics:
-    """A snapshot for metrics and the CLI."""
-
-    in_flight: int  # messages being worked on (sending, or recording the result)
-    sending: int  # messages being handed to the upstream right now (at most ``concurrency``)
-    ready: int
-    scheduled: int
-    connections_open: int
-    connections_total: int
-    attempts_total: int
-    outcomes_total: Mapping[str, int]  # delivered / partial / deferred / bounced / expired / corrupt
-    recipients_total: Mapping[str, int]  # delivered / deferred / failed
-    dsns_total: int
-    errors_total: int
-
-    @classmethod
-    def empty(cls) -> DeliveryStatistics:
-        """Nothing delivered yet (every count present, at zero)."""
-        return cls(
-            in_flight=0,
-            sending=0,
-            ready=0,
-            scheduled=0,
-            connections_open=0,
-            connections_total=0,
-            attempts_total=0,
-            outcomes_total=dict.fromkeys(ATTEMPT_OUTCOMES, 0),
-            recipients_total=dict.fromkeys(RECIPIENT_OUTCOMES, 0),
-            dsns_total=0,
-            errors_total=0,
-        )
 
 
 # --- the worker ---------------------------------------------------------------------------------------
@@ -157,11 +86,13 @@ class DeliveryWorker:
         hostname: str,
         clock: Clock = time.time,
         environ: Mapping[str, str] | None = None,
+        crash_at: str | None = None,
     ) -> None:
         self._spool = spool
         self._settings = settings
         self._hostname = hostname
         self._clock = clock
+        self._crash_points = CrashPoints(crash_at)  # fault tests only (settings: fault_injection)
         self._transport: Transport
         if settings.upstream is not None:
             self._transport = UpstreamTransport(
@@ -184,6 +115,12 @@ class DeliveryWorker:
         self._recipients: collections.Counter[str] = collections.Counter()
         self._dsns = 0
         self._errors = 0
+        # Sent, but the result could not be written (disk full): retried for the record alone, never
+        # sent again for that. A crash loses this memory; then each such message is sent once more.
+        self._unrecorded: dict[str, DeliveryStatus] = {}
+        self._record_tries: collections.Counter[str] = collections.Counter()
+        self._disk_full = False
+        self._disk_full_total = 0
 
     @property
     def transport(self) -> Transport:
@@ -202,6 +139,9 @@ class DeliveryWorker:
             recipients_total={k: self._recipients[k] for k in RECIPIENT_OUTCOMES},
             dsns_total=self._dsns,
             errors_total=self._errors,
+            out_of_step_total=self._transport.out_of_step,
+            unrecorded=len(self._unrecorded),
+            disk_full_total=self._disk_full_total,
         )
 
     async def run(self, stop: asyncio.Event, *, recover: bool = True) -> None:
@@ -292,7 +232,7 @@ class DeliveryWorker:
             log_event(log, "spool_scan_failed", logging.ERROR, error=exc.strerror or str(exc))
             return
         for queue_id in found:
-            if queue_id not in self._where or queue_id in self._due:
+            if (queue_id not in self._where or queue_id in self._due) and queue_id not in self._unrecorded:
                 self._enqueue(queue_id, QueueState.INCOMING)
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
@@ -313,7 +253,9 @@ class DeliveryWorker:
             now = self._clock()
             next_due = self._promote_due(now)
             while self._ready and len(self._active) < settings.concurrency * IN_FLIGHT_PER_CONNECTION:
-                queue_id = self._ready.popleft()
+                queue_id = self._next_ready()
+                if queue_id is None:
+                    break
                 state = self._where.pop(queue_id)
                 self._active.add(queue_id)
                 group.create_task(self._attempt(queue_id, state))
@@ -323,6 +265,15 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wakeup.wait()
+
+    def _next_ready(self) -> str | None:
+        if not self._disk_full:
+            return self._ready.popleft()
+        # Disk full: only the records of what was sent go on; new sending waits (it stays ready).
+        queue_id = next((q for q in self._ready if q in self._unrecorded), None)
+        if queue_id is not None:
+            self._ready.remove(queue_id)
+        return queue_id
 
     async def _prune(self) -> None:
         try:
@@ -358,10 +309,19 @@ class DeliveryWorker:
     async def _deliver(self, queue_id: str, state: QueueState) -> None:
         message = await self._read(queue_id, state)
         if message is None:
+            self._forget(queue_id)
             return
         envelope, content, state = message.envelope, message.content, message.state
-        status = message.status or DeliveryStatus.initial(envelope)
+        remembered = self._unrecorded.get(queue_id)
+        if remembered is not None:
+            await self._record(queue_id, state, message, remembered)  # sent already: record it, only
+            return
         now = self._clock()
+        if self._disk_full:
+            # Taken before the disk filled: what is sent now could not be recorded either.
+            self._schedule(queue_id, state, now + self._settings.poll_interval)
+            return
+        status = message.status or DeliveryStatus.initial(envelope)
         pending = status.pending()
         started = time.monotonic()
         results: tuple[RecipientResult, ...] = ()
@@ -372,6 +332,8 @@ class DeliveryWorker:
                     results = (await self._transport.send(envelope, content, pending)).recipients
                 finally:
                     self._senders -= 1
+            if any(r.outcome == "delivered" for r in results):
+                self._crash_points.reached("after-upstream-250")
             status = _apply(status, results, now)
             self._attempts += 1
         expiry = envelope.received_at + self._settings.retry_lifetime
@@ -386,7 +348,59 @@ class DeliveryWorker:
             for result in results:
                 self._recipients[result.outcome] += 1
             self._log_attempt(envelope, content, status, results, outcome, started, now)
-        await self._settle(queue_id, state, message, status, now)
+        await self._record(queue_id, state, message, status)
+
+    async def _record(
+        self, queue_id: str, state: QueueState, message: SpoolMessage, status: DeliveryStatus
+    ) -> None:
+        """Settle ``status``; if the spool cannot take it, keep it in memory and try the record again
+        later (never the sending: the upstream may already have the message)."""
+        try:
+            await self._settle(queue_id, state, message, status, self._clock())
+        except FileNotFoundError:
+            self._forget(queue_id)
+            raise
+        except Exception as exc:  # whatever failed, what was sent stays sent
+            self._unrecorded[queue_id] = status
+            self._record_tries[queue_id] += 1
+            self._record_failed(queue_id, exc)
+            exponent = min(self._record_tries[queue_id] - 1, 30)
+            limit = min(RECORD_RETRY_LIMIT, self._settings.max_backoff)
+            delay = min(self._settings.poll_interval * 2.0**exponent, limit)
+            self._schedule(queue_id, state, self._clock() + delay)
+            return
+        tries, was_full = self._record_tries.get(queue_id, 0), self._disk_full
+        self._disk_full = False
+        self._forget(queue_id)
+        if tries:
+            log_event(log, "delivery_recorded", queue_id=queue_id, tries=tries + 1)
+        if was_full:
+            log_event(log, "spool_disk_full_cleared", logging.WARNING, unrecorded=len(self._unrecorded))
+
+    def _forget(self, queue_id: str) -> None:
+        self._unrecorded.pop(queue_id, None)
+        self._record_tries.pop(queue_id, None)
+        if not self._unrecorded:
+            self._disk_full = False  # nothing left whose record would tell when space returns
+
+    def _record_failed(self, queue_id: str, exc: Exception) -> None:
+        """Disk full: one line when it starts (and one when it ends); anything else: one line each."""
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            self._disk_full_total += 1
+            if not self._disk_full:
+                self._disk_full = True
+                log_event(
+                    log,
+                    "spool_disk_full",
+                    logging.ERROR,
+                    error=errno.errorcode.get(exc.errno or 0, "?"),
+                    detail="results of sent messages are kept in memory until the spool takes them; "
+                    "no new delivery starts meanwhile",
+                )
+            return
+        self._errors += 1
+        error = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        log_event(log, "delivery_record_failed", logging.ERROR, queue_id=queue_id, error=error)
 
     def _backoff(self, attempts: int) -> float:
         """initial_backoff after the first attempt, doubling after each further one, up to max_backoff."""
@@ -530,51 +544,6 @@ class DeliveryWorker:
         )
 
 
-# What can never appear in a spooled address on an SMTP command line (intake refuses such
-# addresses; this keeps a damaged spool entry from smuggling parameters or commands upstream).
-_UNSAFE_IN_PATH = re.compile(r"[\s<>\x00-\x1f\x7f]")
-
-
-def _path(address: str, encoding: str) -> bytes:
-    """``<address>`` for MAIL FROM / RCPT TO. The spool holds plain ``local@domain`` addresses (or
-    "" for the null sender), so aiosmtplib's per-call re-parsing with the email package is skipped."""
-    if _UNSAFE_IN_PATH.search(address):
-        raise ValueError("the address cannot be written in an SMTP command")
-    return b"<" + address.encode(encoding) + b">"
-
-
-# For an address (from a damaged spool entry) that no SMTP command line can carry.
-_UNWRITABLE_SENDER = "553 5.1.7 the sender address cannot be written in an SMTP command"
-_UNWRITABLE_RECIPIENT = "553 5.1.3 the recipient address cannot be written in an SMTP command"
-
-
-def _answered(address: str, code: int, message: str, remote: str) -> RecipientResult:
-    """What the upstream's reply ``code message`` means for ``address``."""
-    return RecipientResult(address, _classify(code), _reply(code, message), remote)
-
-
-def _command(verb_and_path: bytes, options: Sequence[str] = ()) -> bytes:
-    """One command line for a pipelined group (options are the gateway's own SIZE/BODY/SMTPUTF8)."""
-    return b" ".join((verb_and_path, *(option.encode("ascii") for option in options))) + b"\r\n"
-
-
-async def _mail(client: aiosmtplib.SMTP, sender: str, options: Sequence[str], encoding: str) -> None:
-    """MAIL FROM, as ``aiosmtplib.SMTP.mail`` sends it (SMTPSenderRefused unless 250)."""
-    parameters = [option.encode("ascii") for option in options]
-    response = await client.execute_command(
-        b"MAIL", b"FROM:" + _path(sender, encoding), *parameters, timeout=None
-    )
-    if response.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
-
-
-async def _rcpt(client: aiosmtplib.SMTP, recipient: str, encoding: str) -> None:
-    """RCPT TO, as ``aiosmtplib.SMTP.rcpt`` sends it (SMTPRecipientRefused unless 250 or 251)."""
-    response = await client.execute_command(b"RCPT", b"TO:" + _path(recipient, encoding), timeout=None)
-    if response.code not in (250, 251):
-        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
-
-
 def _redact(reply: str) -> str:
     # Upstream replies often quote the recipient ("550 5.1.1 <bob@example.org>: unknown"); logs never
     # hold recipients' addresses. The status file and the sender's DSN keep the reply as it was.
@@ -630,406 +599,3 @@ def _next_attempts(spool: Spool, queue_ids: Sequence[str]) -> dict[str, float]:
 
 async def _in_thread(function: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.get_running_loop().run_in_executor(io_executor(), function, *args)
-
-
-# --- transports -----------------------------------------------------------------------------------------
-
-
-class MaildirTransport:
-    """The embedded default: every message lands in the local Maildir."""
-
-    description = "maildir"
-
-    def __init__(self, maildir: Maildir) -> None:
-        self._maildir = maildir
-
-    async def send(self, envelope: SpoolEnvelope, content: bytes, recipients: Sequence[str]) -> AttemptResult:
-        try:
-            path = await _in_thread(self._maildir.deliver, envelope, content, recipients)
-        except OSError as exc:
-            reply = f"451 4.3.0 cannot write to the local maildir {self._maildir.path}: {exc.strerror or exc}"
-            return AttemptResult(tuple(RecipientResult(r, "deferred", reply) for r in recipients))
-        reply = f"250 2.0.0 delivered to the local maildir as new/{path.name}"
-        return AttemptResult(tuple(RecipientResult(r, "delivered", reply) for r in recipients))
-
-    async def close_idle(self, older_than: float) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def connections_open(self) -> int:
-        return 0
-
-    def connections_made(self) -> int:
-        return 0
-
-
-class UpstreamTransport:
-    """The organisation's mail server, over a small pool of reused aiosmtplib connections."""
-
-    def __init__(
-        self, settings: UpstreamSettings, *, hostname: str, environ: Mapping[str, str] | None = None
-    ) -> None:
-        self._settings = settings
-        self._hostname = hostname
-        self._password = upstream_password(settings, os.environ if environ is None else environ)
-        if settings.username and settings.security == "none" and not is_loopback(settings.host):
-            raise ConfigError(
-                "delivery.upstream: security is none, so the upstream password would cross the network "
-                "in clear text; use starttls or tls (none is for a server on this machine only)"
-            )
-        self._tls_context = upstream_tls_context(settings) if settings.security != "none" else None
-        self.description = host_port(settings.host, settings.port)
-        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
-        self._in_use: set[aiosmtplib.SMTP] = set()
-        self._made = 0
-        self._closing = False
-        upstream_fast_paths.install()  # aiosmtplib's DATA preparation, minus its no-op passes
-
-    def connections_open(self) -> int:
-        return sum(1 for c in (*self._in_use, *(c for c, _ in self._idle)) if c.is_connected)
-
-    def connections_made(self) -> int:
-        return self._made
-
-    async def send(self, envelope: SpoolEnvelope, content: bytes, recipients: Sequence[str]) -> AttemptResult:
-        for reused_first in (True, False):
-            try:
-                client, reused = await self._acquire(allow_reuse=reused_first)
-            except _SESSION_ERRORS as exc:
-                reply = _connection_problem(exc, "connecting to")
-                return AttemptResult(tuple(RecipientResult(r, "deferred", reply) for r in recipients))
-            keep = False
-            try:
-                result, keep = await self._transaction(client, envelope, content, recipients)
-                return result
-            except _StaleConnection as exc:
-                if reused:
-                    continue  # the pooled connection had died quietly: try once on a fresh one
-                problem: BaseException = exc.__cause__ or exc
-            except _SESSION_ERRORS as exc:
-                problem = exc
-            finally:
-                self._release(client, keep)
-            reply = _connection_problem(problem, "talking to")
-            remote = self._settings.host
-            return AttemptResult(tuple(RecipientResult(r, "deferred", reply, remote) for r in recipients))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _acquire(self, *, allow_reuse: bool) -> tuple[aiosmtplib.SMTP, bool]:
-        timeout = self._settings.timeout
-        while allow_reuse and self._idle:
-            client, since = self._idle.pop()
-            idle = time.monotonic() - since
-            if not client.is_connected or idle > IDLE_CONNECTION_LIMIT:
-                await _quit(client)
-                continue
-            if idle > PROBE_AFTER_IDLE:
-                try:
-                    async with asyncio.timeout(timeout):
-                        await client.rset(timeout=timeout)
-                except _SESSION_ERRORS:
-                    client.close()
-                    continue
-            self._in_use.add(client)
-            return client, True
-        client = aiosmtplib.SMTP(
-            hostname=self._settings.host,
-            port=self._settings.port,
-            local_hostname=self._hostname,
-            timeout=timeout,
-            use_tls=self._settings.security == "tls",
-            start_tls=self._settings.security == "starttls",
-            tls_context=self._tls_context,
-            username=self._settings.username,
-            password=self._password,
-        )
-        try:
-            async with asyncio.timeout(timeout):
-                await client.connect()
-            if client.is_ehlo_or_helo_needed:
-                # The extensions (SIZE, 8BITMIME, SMTPUTF8) must be known before MAIL is composed.
-                async with asyncio.timeout(timeout):
-                    try:
-                        await client.ehlo(timeout=timeout)
-                    except aiosmtplib.SMTPHeloError:
-                        await client.helo(timeout=timeout)
-        except BaseException:
-            client.close()
-            raise
-        self._made += 1
-        self._in_use.add(client)
-        return client, False
-
-    def _release(self, client: aiosmtplib.SMTP, keep: bool) -> None:
-        self._in_use.discard(client)
-        if keep and client.is_connected and not self._closing:
-            self._idle.append((client, time.monotonic()))
-        else:
-            client.close()
-
-    async def _transaction(
-        self, client: aiosmtplib.SMTP, envelope: SpoolEnvelope, content: bytes, recipients: Sequence[str]
-    ) -> tuple[AttemptResult, bool]:
-        """One MAIL/RCPT.../DATA transaction; returns the results and whether the connection is reusable."""
-        remote = self._settings.host
-        timeout = self._settings.timeout
-        international = not envelope.mail_from.isascii() or not all(r.isascii() for r in recipients)
-        options: list[str] = []
-        if client.supports_extension("size"):
-            options.append(f"SIZE={len(content)}")
-        if not content.isascii() and client.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")
-        if client.supports_extension("smtputf8") and (international or not _headers_ascii(content)):
-            options.append("SMTPUTF8")
-        elif international:
-            reply = "550 5.6.7 the upstream server does not support SMTPUTF8, needed for this address"
-            return AttemptResult(tuple(RecipientResult(r, "failed", reply, remote) for r in recipients)), True
-        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        if self._settings.pipelining and upstream_pipelining.available(client):
-            return await self._pipelined_transaction(client, envelope, content, recipients, options, encoding)
-        # Each command below runs under asyncio.timeout(); aiosmtplib gets timeout=None rather than
-        # the same limit again, which would cost a second timer and a wait_for per reply.
-
-        try:
-            async with asyncio.timeout(timeout):
-                await _mail(client, envelope.mail_from, options, encoding)
-        except aiosmtplib.SMTPSenderRefused as exc:
-            keep = await _reset(client, timeout)
-            return AttemptResult(tuple(_answered(r, exc.code, exc.message, remote) for r in recipients)), keep
-        except ValueError:
-            return AttemptResult(
-                tuple(RecipientResult(r, "failed", _UNWRITABLE_SENDER) for r in recipients)
-            ), True
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
-            raise _StaleConnection from exc
-
-        results: dict[str, RecipientResult] = {}
-        accepted: list[str] = []
-        for address in recipients:
-            try:
-                async with asyncio.timeout(timeout):
-                    await _rcpt(client, address, encoding)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                results[address] = _answered(address, exc.code, exc.message, remote)
-            except ValueError:
-                results[address] = RecipientResult(address, "failed", _UNWRITABLE_RECIPIENT)
-            else:
-                accepted.append(address)
-        if not accepted:
-            keep = await _reset(client, timeout)
-            return AttemptResult(tuple(results[r] for r in recipients)), keep
-
-        data_timeout = timeout + len(content) / DATA_BYTES_PER_SECOND
-        try:
-            async with asyncio.timeout(data_timeout):
-                response = await client.data(content, timeout=None)
-        except aiosmtplib.SMTPDataError as exc:
-            for address in accepted:
-                results[address] = _answered(address, exc.code, exc.message, remote)
-            keep = await _reset(client, timeout)
-        else:
-            reply = _reply(response.code, response.message)
-            for address in accepted:
-                results[address] = RecipientResult(address, "delivered", reply, remote)
-            keep = True
-        return AttemptResult(tuple(results[r] for r in recipients)), keep
-
-    async def _pipelined_transaction(
-        self,
-        client: aiosmtplib.SMTP,
-        envelope: SpoolEnvelope,
-        content: bytes,
-        recipients: Sequence[str],
-        options: Sequence[str],
-        encoding: str,
-    ) -> tuple[AttemptResult, bool]:
-        """The same transaction as ``_transaction``, with MAIL, every RCPT and DATA sent at once
-        (RFC 2920); the outcomes per recipient are the same as one command at a time."""
-        remote = self._settings.host
-        timeout = self._settings.timeout
-        results: dict[str, RecipientResult] = {}
-        try:
-            commands = [_command(b"MAIL FROM:" + _path(envelope.mail_from, encoding), options)]
-        except ValueError:
-            return AttemptResult(
-                tuple(RecipientResult(r, "failed", _UNWRITABLE_SENDER) for r in recipients)
-            ), True
-        sent: list[str] = []
-        for address in recipients:
-            try:
-                commands.append(_command(b"RCPT TO:" + _path(address, encoding)))
-            except ValueError:
-                results[address] = RecipientResult(address, "failed", _UNWRITABLE_RECIPIENT)
-            else:
-                sent.append(address)
-        if not sent:
-            return AttemptResult(tuple(results[r] for r in recipients)), True
-        commands.append(b"DATA\r\n")
-        try:
-            async with asyncio.timeout(timeout):
-                replies = await upstream_pipelining.exchange(client, commands)
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
-            raise _StaleConnection from exc  # nothing was delivered: safe to try on a fresh connection
-        mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
-        accepted: list[str] = []
-        if mail_reply.code != 250:
-            results.update((a, _answered(a, mail_reply.code, mail_reply.message, remote)) for a in sent)
-        else:
-            for address, response in zip(sent, rcpt_replies, strict=True):
-                if response.code in (250, 251):
-                    accepted.append(address)
-                else:
-                    results[address] = _answered(address, response.code, response.message, remote)
-        if data_reply.code != 354:
-            results.update((a, _answered(a, data_reply.code, data_reply.message, remote)) for a in accepted)
-            return AttemptResult(tuple(results[r] for r in recipients)), await _reset(client, timeout)
-        if not accepted:
-            # The server took DATA with no recipient accepted, which RFC 2920 tells it not to do:
-            # end the message empty at once, so that nothing is delivered, and start again.
-            async with asyncio.timeout(timeout):
-                await upstream_pipelining.send_content(client, b"")
-            return AttemptResult(tuple(results[r] for r in recipients)), await _reset(client, timeout)
-        data_timeout = timeout + len(content) / DATA_BYTES_PER_SECOND
-        async with asyncio.timeout(data_timeout):
-            response = await upstream_pipelining.send_content(client, content)
-        if response.code == 250:
-            reply = _reply(response.code, response.message)
-            results.update((a, RecipientResult(a, "delivered", reply, remote)) for a in accepted)
-            return AttemptResult(tuple(results[r] for r in recipients)), True
-        results.update((a, _answered(a, response.code, response.message, remote)) for a in accepted)
-        return AttemptResult(tuple(results[r] for r in recipients)), await _reset(client, timeout)
-
-    async def close_idle(self, older_than: float) -> None:
-        """Politely close connections nobody has used for ``older_than`` seconds."""
-        now = time.monotonic()
-        stale = [(c, t) for c, t in self._idle if now - t > older_than or not c.is_connected]
-        if not stale:
-            return
-        self._idle = [(c, t) for c, t in self._idle if (c, t) not in stale]
-        await asyncio.gather(*(_quit(c) for c, _ in stale))
-
-    async def close(self) -> None:
-        """Say QUIT on every idle connection and close everything (the worker is stopping)."""
-        self._closing = True
-        idle, self._idle = self._idle, []
-        try:
-            await asyncio.gather(*(_quit(c) for c, _ in idle))
-        finally:
-            for client in (*(c for c, _ in idle), *self._in_use):
-                client.close()
-            self._closing = False
-
-
-class _StaleConnection(Exception):
-    """A pooled connection turned out to be closed when the next message was started on it."""
-
-
-async def _reset(client: aiosmtplib.SMTP, seconds: float) -> bool:
-    """RSET after a refused transaction; True if the connection can carry another message."""
-    if not client.is_connected:
-        return False
-    try:
-        async with asyncio.timeout(seconds):
-            await client.rset(timeout=seconds)
-    except _SESSION_ERRORS:
-        return False
-    return True
-
-
-async def _quit(client: aiosmtplib.SMTP) -> None:
-    try:
-        if client.is_connected:
-            async with asyncio.timeout(QUIT_TIMEOUT):
-                await client.quit(timeout=QUIT_TIMEOUT)
-    except _SESSION_ERRORS:
-        pass
-    finally:
-        client.close()
-
-
-def _classify(code: int) -> Outcome:
-    if 200 <= code < 300:
-        return "delivered"
-    if 500 <= code < 600:
-        return "failed"
-    return "deferred"  # 4xx, and anything odd: retrying is the safe side
-
-
-def _reply(code: int, message: str) -> str:
-    return f"{code} {' '.join(message.split())}".strip()
-
-
-def _connection_problem(exc: BaseException, doing: str) -> str:
-    # A 4xx-style text: these are retried; the words end up in logs and, on expiry, in the DSN.
-    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:
-        return _reply(exc.code, exc.message)
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = f"TLS certificate not trusted ({exc.verify_message})"
-    elif isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
-        detail = f"TLS failed ({exc})"
-    elif isinstance(exc, TimeoutError):
-        detail = "timed out"
-    else:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-    cause = exc.__cause__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        detail = f"TLS certificate not trusted ({cause.verify_message})"
-    return f"451 4.4.1 problem {doing} the upstream server: {detail}"
-
-
-def _headers_ascii(content: bytes) -> bool:
-    end = content.find(b"\r\n\r\n")
-    return (content if end < 0 else content[:end]).isascii()
-
-
-# --- settings that need the outside world ---------------------------------------------------------------
-
-
-def upstream_password(settings: UpstreamSettings, environ: Mapping[str, str]) -> str | None:
-    """The upstream AUTH password, from the environment variable or file the settings name.
-
-    Raises ConfigError, naming the setting, when it is missing or the settings are inconsistent.
-    """
-    if settings.password_env and settings.password_file:
-        raise ConfigError("delivery.upstream: set password_env or password_file, not both")
-    if settings.username is None:
-        if settings.password_env or settings.password_file:
-            raise ConfigError("delivery.upstream: a password is set but no username")
-        return None
-    if settings.password_env:
-        password = environ.get(settings.password_env, "")
-        if not password:
-            raise ConfigError(
-                f"delivery.upstream.password_env: the environment variable {settings.password_env} "
-                "is not set or empty"
-            )
-        return password
-    if settings.password_file:
-        path = Path(settings.password_file)
-        try:
-            password = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"delivery.upstream.password_file: cannot read {path}: {exc}") from None
-        if not password:
-            raise ConfigError(f"delivery.upstream.password_file: {path} is empty")
-        return password
-    raise ConfigError(
-        "delivery.upstream: username is set but no password; name an environment variable in "
-        "password_env or a file in password_file"
-    )
-
-
-def upstream_tls_context(settings: UpstreamSettings) -> ssl.SSLContext:
-    """Certificate checks on unless switched off; ``ca_file`` is trusted in addition to the system CAs."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if settings.ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=str(settings.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"delivery.upstream.ca_file: cannot load {settings.ca_file}: {exc}") from None
-    if not settings.verify_certificates:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context

@@ -29,7 +29,8 @@ import socket
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
-from gateway.delivery import DeliveryStatistics, DeliveryWorker
+from gateway.delivery import DeliveryWorker
+from gateway.delivery_types import DeliveryStatistics
 from gateway.errors import GatewayError
 from gateway.framing import encode_frame, read_frame_async
 from gateway.helper_process import begin_helper_process
@@ -188,6 +189,9 @@ def _added(earlier: DeliveryStatistics | None, now: DeliveryStatistics) -> Deliv
         recipients_total={k: earlier.recipients_total.get(k, 0) + v for k, v in now.recipients_total.items()},
         dsns_total=earlier.dsns_total + now.dsns_total,
         errors_total=earlier.errors_total + now.errors_total,
+        out_of_step_total=earlier.out_of_step_total + now.out_of_step_total,
+        unrecorded=now.unrecorded,
+        disk_full_total=earlier.disk_full_total + now.disk_full_total,
     )
 
 
@@ -203,7 +207,10 @@ def serve_delivery(connection: socket.socket, settings: GatewaySettings) -> None
 async def _deliver(connection: socket.socket, settings: GatewaySettings) -> None:
     reader, writer = await asyncio.open_connection(sock=connection)
     worker = DeliveryWorker(
-        Spool(settings.state_dir / "spool"), settings.delivery, hostname=settings.server.hostname
+        Spool(settings.state_dir / "spool"),
+        settings.delivery,
+        hostname=settings.server.hostname,
+        crash_at=settings.crash_at,
     )
     stop = asyncio.Event()
 

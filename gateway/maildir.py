@@ -12,6 +12,7 @@ instead of writing a second one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -19,7 +20,8 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.spool import SpoolEnvelope, fsync_directory, make_private_directory
+from gateway.delivery_types import AttemptResult, RecipientResult
+from gateway.spool import SpoolEnvelope, fsync_directory, io_executor, make_private_directory
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -78,3 +80,36 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+class MaildirTransport:
+    """The embedded default: every message lands in the local Maildir."""
+
+    description = "maildir"
+    out_of_step = 0
+
+    def __init__(self, maildir: Maildir) -> None:
+        self._maildir = maildir
+
+    async def send(self, envelope: SpoolEnvelope, content: bytes, recipients: Sequence[str]) -> AttemptResult:
+        try:
+            path = await asyncio.get_running_loop().run_in_executor(
+                io_executor(), self._maildir.deliver, envelope, content, recipients
+            )
+        except OSError as exc:
+            reply = f"451 4.3.0 cannot write to the local maildir {self._maildir.path}: {exc.strerror or exc}"
+            return AttemptResult(tuple(RecipientResult(r, "deferred", reply) for r in recipients))
+        reply = f"250 2.0.0 delivered to the local maildir as new/{path.name}"
+        return AttemptResult(tuple(RecipientResult(r, "delivered", reply) for r in recipients))
+
+    async def close_idle(self, older_than: float) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def connections_open(self) -> int:
+        return 0
+
+    def connections_made(self) -> int:
+        return 0

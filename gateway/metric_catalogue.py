@@ -114,6 +114,15 @@ CATALOGUE: dict[str, MetricSpec] = {
     "delivery.errors_total": _counter(
         "delivery_errors", "Internal errors of the delivery worker (the message was kept)."
     ),
+    "delivery.out_of_step_total": _counter(
+        "delivery_out_of_step", "Upstream connections dropped because a reply matched no command we sent."
+    ),
+    "delivery.unrecorded": _gauge(
+        "delivery_unrecorded", "Messages sent whose result is not on disk yet (kept in memory, retried)."
+    ),
+    "delivery.disk_full_total": _counter(
+        "delivery_disk_full", "Results after a delivery that the spool could not take: disk full."
+    ),
     "delivery.delivery_seconds": _histogram(
         "delivery_latency_seconds",
         "From acceptance (250) to the upstream's 250 for the message's last recipient.",

@@ -22,11 +22,13 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic import (
     EmailStr as EmailStr,
 )
 
+from gateway.crash_points import PATTERN as CRASH_POINT_PATTERN
 from gateway.errors import ConfigError
 from gateway.logs import LogFormat
 from gateway.yamlsource import LoadedYaml, load_yaml_file, set_path, validate_yaml
@@ -208,7 +210,23 @@ class UpstreamSettings(Section):
         None, description="Name of the environment variable holding the upstream password."
     )
     password_file: Path | None = Field(None, description="File holding the upstream password.")
-    timeout: Seconds = Field(60.0, description="Timeout for every network wait.")
+    timeout: Seconds = Field(
+        300.0,
+        description=(
+            "Wait for the connection, the greeting, EHLO, STARTTLS, AUTH and the reply to each command "
+            "(RFC 5321 §4.5.3.2: 5 minutes)."
+        ),
+    )
+    data_timeout: Seconds = Field(
+        120.0, description="Wait for the 354 reply to DATA (RFC 5321 §4.5.3.2.4: 2 minutes)."
+    )
+    final_reply_timeout: Seconds = Field(
+        600.0,
+        description=(
+            "Wait for the reply to the final dot, plus one second per 100 KB for sending the message "
+            "(RFC 5321 §4.5.3.2.6: 10 minutes; a shorter wait makes a slow upstream get duplicates)."
+        ),
+    )
     pipelining: bool = Field(
         True,
         description=(
@@ -377,6 +395,24 @@ class GatewaySettings(Section):
     shutdown_grace: NonNegativeFloat = Field(
         30.0, description="Seconds to let in-flight transactions finish on SIGTERM."
     )
+    fault_injection: bool = Field(
+        False, description="Honour `crash_at`. For fault tests only: never in production."
+    )
+    crash_at: str | None = Field(
+        None,
+        pattern=CRASH_POINT_PATTERN,
+        description=(
+            "Fault tests: exit at once, as after kill -9, when delivery reaches this point "
+            "(`after-upstream-250`: the upstream took a message whose result is not recorded yet; "
+            "`after-upstream-250@N`: the Nth time). Needs `fault_injection: true`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _crash_only_when_testing(self) -> GatewaySettings:
+        if self.crash_at is not None and not self.fault_injection:
+            raise ValueError("crash_at is for fault tests: it needs fault_injection: true as well")
+        return self
 
     def resolve(self, base: Path) -> GatewaySettings:
         """Make every relative path absolute against ``base`` (the config file's folder)."""

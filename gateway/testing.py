@@ -14,6 +14,9 @@ Replies are full SMTP reply lines such as ``"550 5.1.1 no such user"``. A script
 the next ``times`` matching commands (every one if ``times`` is None), then the default (accept)
 returns. TLS: ``starttls_context`` offers STARTTLS, ``tls_context`` makes the listener implicit
 TLS; ``credentials`` requires AUTH (PLAIN/LOGIN) with that user name and password.
+
+For an upstream that misbehaves byte by byte (stray lines, stalls, drops, broken TLS), see
+``gateway.fake_upstream.FakeUpstream``.
 """
 
 from __future__ import annotations

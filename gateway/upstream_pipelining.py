@@ -9,8 +9,10 @@ and an event-loop turn per command.
 
 aiosmtplib has no public API for this, so ``exchange`` and ``send_content`` use four of its
 protocol's internals (``_command_lock``, ``_response_pending``, ``_read_response_from_buffer`` and
-``read_response``). ``available()`` checks that they are there; if a later aiosmtplib drops one,
-the delivery falls back to one command at a time, and a test says so.
+``read_response``). ``has_internals()`` checks that they are there. The delivery reads every reply
+through them, one command at a time too, so that each reply is checked against its command
+(``upstream_replies``); if a later aiosmtplib drops one, the upstream transport delivers nothing and
+says why, and a test says so.
 
 Why the reading needs care: aiosmtplib's protocol parses at most one reply per read from the socket,
 and servers usually answer a pipelined group in one packet. So after each reply the rest of the
@@ -37,15 +39,16 @@ _PROTOCOL_ATTRIBUTES = (
 )
 
 
+def has_internals(client: aiosmtplib.SMTP) -> bool:
+    """Whether aiosmtplib still has the internals this module uses (checked on a connected client)."""
+    protocol = client.protocol
+    return protocol is not None and all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES)
+
+
 def available(client: aiosmtplib.SMTP) -> bool:
     """Whether to pipeline on ``client``: its server offers PIPELINING and aiosmtplib still has the
     internals this module uses."""
-    protocol = client.protocol
-    return (
-        client.supports_extension("pipelining")
-        and protocol is not None
-        and all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES)
-    )
+    return client.supports_extension("pipelining") and has_internals(client)
 
 
 async def exchange(client: aiosmtplib.SMTP, commands: Sequence[bytes]) -> list[SMTPResponse]:
@@ -64,9 +67,12 @@ async def exchange(client: aiosmtplib.SMTP, commands: Sequence[bytes]) -> list[S
             protocol._response_pending = False
 
 
-async def send_content(client: aiosmtplib.SMTP, content: bytes) -> SMTPResponse:
-    """After a 354 to a pipelined DATA: send ``content`` (dot-stuffed, CRLF, then the terminating
-    dot) and return the server's reply. Empty ``content`` sends the terminating dot alone."""
+async def send_content(
+    client: aiosmtplib.SMTP, content: bytes, then: Sequence[bytes] = ()
+) -> list[SMTPResponse]:
+    """After a 354: send ``content`` (dot-stuffed, CRLF, then the terminating dot) and the commands
+    ``then`` in the same write; return the reply to the dot, then one per command. Empty ``content``
+    sends the terminating dot alone."""
     protocol = _connected(client)
     if content:
         # aiosmtplib's own preparation (with the fast paths of ``upstream_fast_paths``), looked up
@@ -75,9 +81,9 @@ async def send_content(client: aiosmtplib.SMTP, content: bytes) -> SMTPResponse:
         content = _protocol.PERIOD_REGEX.sub(b"..", content)
     async with protocol._command_lock:
         protocol._response_pending = True
-        protocol.write(content + b".\r\n")
+        protocol.write(b"".join((content, b".\r\n", *then)))
         try:
-            return await _next_reply(protocol)
+            return [await _next_reply(protocol) for _ in range(1 + len(then))]
         finally:
             protocol._response_pending = False
 

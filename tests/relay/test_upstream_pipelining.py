@@ -15,7 +15,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from gateway import upstream_pipelining
+from gateway import upstream_pipelining, upstream_replies
 from gateway.delivery import UpstreamTransport
 from gateway.settings import UpstreamSettings
 from gateway.spool import SpoolEnvelope
@@ -240,14 +240,32 @@ async def test_pipelining_is_used_only_when_offered_and_the_internals_are_there(
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=raw.port, start_tls=False)
     await client.connect()
     await client.ehlo()
-    # If an aiosmtplib upgrade drops one of them, delivery still works, one command at a time: say so.
     assert upstream_pipelining.available(client)
     monkeypatch.delattr(type(client.protocol), "_read_response_from_buffer")
     assert not upstream_pipelining.available(client)
     monkeypatch.undo()
     client.esmtp_extensions.pop("pipelining")
     assert not upstream_pipelining.available(client)
+    assert upstream_pipelining.has_internals(client)
     client.close()
+
+
+@pytest.mark.parametrize("module", [upstream_pipelining, upstream_replies], ids=lambda m: m.__name__)
+async def test_without_the_aiosmtplib_internals_strict_reading_needs_nothing_is_delivered(
+    raw: RawUpstream, monkeypatch: pytest.MonkeyPatch, module: Any
+) -> None:
+    # Every reply is checked through them, one command at a time too. If an aiosmtplib upgrade drops
+    # one, delivering unchecked could record mail as delivered that never was: defer, and say why.
+    names = "_PROTOCOL_ATTRIBUTES" if module is upstream_pipelining else "_INTERNALS"
+    monkeypatch.setattr(module, names, (*getattr(module, names), "_an_internal_a_later_version_dropped"))
+    transport = transport_for(raw.port)
+    result = await transport.send(envelope("a@example.net"), CONTENT, ("a@example.net",))
+    await transport.close()
+    [recipient] = result.recipients
+    assert recipient.outcome == "deferred"
+    assert "aiosmtplib" in recipient.reply
+    assert raw.messages == []
+    assert not [line for line in raw.lines if line.startswith(b"MAIL")]
 
 
 async def test_exchange_on_a_closed_connection_says_disconnected(raw: RawUpstream) -> None:
