@@ -32,6 +32,7 @@ from gateway.delivery_types import (
 )
 from gateway.dsn import FailedRecipient, build_dsn
 from gateway.errors import CorruptSpoolEntry, SpoolError
+from gateway.histogram import Histogram
 from gateway.logs import log_event
 from gateway.maildir import Maildir, MaildirTransport
 from gateway.settings import DeliverySettings
@@ -112,6 +113,7 @@ class DeliveryWorker:
         self._stopping = False
         self._attempts = 0
         self._outcomes: collections.Counter[str] = collections.Counter()
+        self._latency = Histogram()  # accepted (250) to delivered to every recipient
         self._recipients: collections.Counter[str] = collections.Counter()
         self._dsns = 0
         self._errors = 0
@@ -142,6 +144,7 @@ class DeliveryWorker:
             out_of_step_total=self._transport.out_of_step,
             unrecorded=len(self._unrecorded),
             disk_full_total=self._disk_full_total,
+            delivery_seconds=self._latency.snapshot(),
         )
 
     async def run(self, stop: asyncio.Event, *, recover: bool = True) -> None:
@@ -451,6 +454,8 @@ class DeliveryWorker:
             elif message.status is not None:
                 await self._durably(spool.write_status(queue_id, status))
             await self._durably(spool.move(queue_id, state, finished))
+            if finished is QueueState.DONE:
+                self._latency.observe(max(0.0, time.time() - message.envelope.received_at))
             return
         await self._durably(spool.write_status(queue_id, status))
         if status.unreported_failures():

@@ -34,6 +34,7 @@ from gateway.delivery_types import DeliveryStatistics
 from gateway.errors import GatewayError
 from gateway.framing import encode_frame, read_frame_async
 from gateway.helper_process import begin_helper_process
+from gateway.histogram import combined
 from gateway.logs import log_event
 from gateway.policy_workers import available_cpus
 from gateway.settings import GatewaySettings
@@ -192,6 +193,7 @@ def _added(earlier: DeliveryStatistics | None, now: DeliveryStatistics) -> Deliv
         out_of_step_total=earlier.out_of_step_total + now.out_of_step_total,
         unrecorded=now.unrecorded,
         disk_full_total=earlier.disk_full_total + now.disk_full_total,
+        delivery_seconds=combined(earlier.delivery_seconds, now.delivery_seconds),
     )
 
 

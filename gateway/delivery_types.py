@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from gateway.histogram import HistogramSnapshot
 from gateway.spool import SpoolEnvelope
 
 Outcome = Literal["delivered", "deferred", "failed"]
@@ -71,6 +72,7 @@ class DeliveryStatistics:
     out_of_step_total: int = 0  # upstream connections dropped: replies that matched no command
     unrecorded: int = 0  # messages sent whose result is not on disk yet (kept in memory, retried)
     disk_full_total: int = 0  # spool writes after a delivery that failed because the disk was full
+    delivery_seconds: HistogramSnapshot | None = None  # acceptance to the last recipient's 250
 
     @classmethod
     def empty(cls) -> DeliveryStatistics:

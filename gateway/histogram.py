@@ -55,3 +55,13 @@ def snapshot_of(values: list[float], bounds: tuple[float, ...]) -> HistogramSnap
     for value in values:
         histogram.observe(value)
     return histogram.snapshot()
+
+
+def combined(first: HistogramSnapshot | None, second: HistogramSnapshot | None) -> HistogramSnapshot | None:
+    """Two snapshots of histograms with the same buckets as one (e.g. across a helper's restarts)."""
+    if first is None or second is None:
+        return second if first is None else first
+    if [bound for bound, _ in first.buckets] != [bound for bound, _ in second.buckets]:
+        raise ValueError("histograms with different buckets cannot be combined")
+    buckets = tuple((bound, a + b) for (bound, a), (_, b) in zip(first.buckets, second.buckets, strict=True))
+    return HistogramSnapshot(buckets, first.total + second.total, first.count + second.count)

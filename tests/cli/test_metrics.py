@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.delivery import DeliveryStatistics
-from gateway.histogram import Histogram
+from gateway.histogram import Histogram, combined
 from gateway.journal import JournalStatistics
 from gateway.metric_catalogue import CATALOGUE, NOT_EXPORTED
 from gateway.metrics import Health, MetricsServer, StatisticsCollector, build_registry
@@ -224,3 +224,17 @@ class TestServer:
     def test_no_health_checks_means_unhealthy(self) -> None:
         assert not Health({}).ok
         assert Health({"a": True}).ok
+
+
+def test_histograms_of_a_restarted_helper_add_up() -> None:
+    first, second = Histogram((1.0,)), Histogram((1.0,))
+    first.observe(0.5)
+    second.observe(2.0)
+    second.observe(0.1)
+    both = combined(first.snapshot(), second.snapshot())
+    assert both is not None
+    assert both.buckets == ((1.0, 2), (float("inf"), 3))
+    assert (both.count, both.total) == (3, pytest.approx(2.6))
+    assert combined(None, first.snapshot()) == first.snapshot()
+    with pytest.raises(ValueError, match="different buckets"):
+        combined(first.snapshot(), Histogram((2.0,)).snapshot())
