@@ -26,7 +26,7 @@ REPORT = (
 def test_learnt_text_is_found_and_survives_a_restart(tmp_path: Path) -> None:
     with FingerprintStore.open(tmp_path) as store:
         learnt = store.learn("home shelf", "doc-1", REPORT, person="quiet-heron", source="test")
-        assert learnt.shingles == len(REPORT.split()) - 7
+        assert learnt.shingles == len(REPORT.split()) - 3
         (overlap,) = store.overlaps(f"Forwarding: {REPORT}")
         assert (overlap.case, overlap.person, overlap.fraction) == ("home shelf", "quiet-heron", 1.0)
     with FingerprintStore.open(tmp_path) as reopened:

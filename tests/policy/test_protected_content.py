@@ -176,7 +176,7 @@ def test_the_finding_says_how_much_and_where(index: FingerprintIndex) -> None:
     passage = " ".join(REPORT.split()[5:25])
     (decision,) = verdict(mail(f"In short: {passage}.".encode()), index).decisions
     assert decision.finding.where.startswith("part")
-    assert "repeats 20 consecutive words (" in decision.finding.advice
+    assert "repeats 20 words (" in decision.finding.advice
 
 
 @pytest.mark.parametrize(
@@ -217,11 +217,18 @@ def test_consent_to_be_named_lifts_it_only_when_configured(index: FingerprintInd
 
 
 def test_thresholds_are_configurable(index: FingerprintIndex) -> None:
-    passage = mail(" ".join(REPORT.split()[:15]).encode())  # 15 words: about a quarter of the report
+    report = REPORT.split()
+    passage = mail(" ".join(report[:15]).encode())  # 15 words: about a quarter of the report
     assert verdict(passage, index).outcome is Outcome.REJECT
-    assert verdict(passage, index, policy=compiled("min_run_words: 20")).outcome is Outcome.DELIVER
-    pieces = " and then ".join(" ".join(REPORT.split()[i : i + 10]) for i in range(0, 60, 10))
-    # 10-word pieces: no 12-word passage, but about 37% of the report
+    exact_only = "min_run_words: 20, passage_words: 20"
+    assert verdict(passage, index, policy=compiled(exact_only)).outcome is Outcome.DELIVER
+    # One word in six changed: no 12-word run and no 8-word piece, but an edited copy.
+    edited = mail(" ".join(w if n % 6 != 5 else "zebra" for n, w in enumerate(report)).encode())
+    assert verdict(edited, index).outcome is Outcome.REJECT
+    assert verdict(edited, index, policy=compiled("min_share: 1")).outcome is Outcome.DELIVER
+    # 8-word pieces apart: less than 75% of any 16 words, but about 60% of the report.
+    filler = " otters juggle quietly near lighthouse ferries "
+    pieces = filler.join(" ".join(report[i : i + 8]) for i in range(0, 56, 8))
     assert verdict(mail(pieces.encode()), index).outcome is Outcome.REJECT
     stricter = compiled("min_fraction: 0.9")
     assert verdict(mail(pieces.encode()), index, policy=stricter).outcome is Outcome.DELIVER

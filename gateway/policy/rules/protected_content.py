@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.policy.fingerprint import SHINGLE_WORDS
+from gateway.policy.fingerprint import SHINGLE_WORDS, Passage, best_passage
 from gateway.policy.model import (
     ContentOverlap,
     Envelope,
@@ -62,11 +62,29 @@ class Params(BaseModel):
 
     min_run_words: int = Field(
         12,
-        ge=SHINGLE_WORDS,
+        ge=8,
         le=500,
         description=(
-            "A passage of at least this many consecutive words repeated from a protected message is a "
-            "finding (8 at least: shorter passages are not fingerprinted)."
+            "A passage of at least this many consecutive words repeated verbatim from a protected message "
+            "is a finding (8 at least)."
+        ),
+    )
+    passage_words: int = Field(
+        16,
+        ge=8,
+        le=500,
+        description=(
+            "Length of the stretches judged for an edited copy: a stretch of this many words in which at "
+            "least min_share of the words are repeated is a finding."
+        ),
+    )
+    min_share: float = Field(
+        0.75,
+        ge=0.5,
+        le=1,
+        description=(
+            "Share of a passage_words stretch that must be repeated word for word, in runs of 5 or more "
+            "words, for the stretch to count as a copy (1: no word changed)."
         ),
     )
     min_fraction: float = Field(
@@ -100,23 +118,24 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
             outsiders.setdefault(recipient.lower(), recipient)
     if not outsiders:
         return []
-    strongest: dict[tuple[str, str], tuple[ContentOverlap, list[str]]] = {}
+    strongest: dict[tuple[str, str], tuple[ContentOverlap, int, list[str]]] = {}
     for segment in message.segments:
         for overlap in context.protected_content.overlaps(segment.text):
-            if not _past_threshold(overlap, params):
+            repeated = _repeated_words(overlap, params)
+            if not repeated:
                 continue
             key = (overlap.case, overlap.document)
             current = strongest.get(key)
             if current is None:
-                strongest[key] = (overlap, [segment.where])
+                strongest[key] = (overlap, repeated, [segment.where])
                 continue
-            best, places = current
+            best, most, places = current
             if segment.where not in places:
                 places.append(segment.where)
-            if (overlap.longest_run, overlap.fraction) > (best.longest_run, best.fraction):
-                strongest[key] = (overlap, places)
+            if (repeated, overlap.fraction) > (most, best.fraction):
+                strongest[key] = (overlap, repeated, places)
     findings = []
-    for overlap, places in strongest.values():
+    for overlap, repeated, places in strongest.values():
         concerned = tuple(
             recipient
             for recipient in outsiders.values()
@@ -124,15 +143,21 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
             and not _allowed(overlap, recipient, context, params)
         )
         if concerned:
-            findings.append(_finding(overlap, places, concerned))
+            findings.append(_finding(overlap, repeated, places, concerned))
     return findings
 
 
-def _past_threshold(overlap: ContentOverlap, params: Params) -> bool:
+def _repeated_words(overlap: ContentOverlap, params: Params) -> int:
+    """How many words of the text repeat the document, if past a threshold; 0 otherwise."""
+    passage: Passage | None = best_passage(overlap, params.passage_words, params.min_share)
+    if passage is not None:
+        return max(passage.covered, overlap.longest_run)
     if overlap.longest_run >= params.min_run_words:
-        return True
-    shingles_in_a_run = params.min_run_words - SHINGLE_WORDS + 1
-    return overlap.fraction >= params.min_fraction and overlap.matched >= shingles_in_a_run
+        return overlap.longest_run
+    shingles_in_a_passage = params.min_run_words - SHINGLE_WORDS + 1
+    if overlap.fraction >= params.min_fraction and overlap.matched >= shingles_in_a_passage:
+        return max(overlap.longest_run, sum(end - start for start, end in overlap.spans))
+    return 0
 
 
 def _allowed(overlap: ContentOverlap, recipient: str, context: RuleContext, params: Params) -> bool:
@@ -157,7 +182,9 @@ def _allowed(overlap: ContentOverlap, recipient: str, context: RuleContext, para
     )
 
 
-def _finding(overlap: ContentOverlap, places: list[str], recipients: tuple[str, ...]) -> Finding:
+def _finding(
+    overlap: ContentOverlap, repeated: int, places: list[str], recipients: tuple[str, ...]
+) -> Finding:
     where = ", ".join(places)
     share = max(1, round(overlap.fraction * 100))
     return Finding(
@@ -166,7 +193,7 @@ def _finding(overlap: ContentOverlap, places: list[str], recipients: tuple[str, 
         where=where,
         kind="passage",
         advice=(
-            f"{where[0].upper()}{where[1:]} repeats {overlap.longest_run} consecutive words ({share}%) of a "
+            f"{where[0].upper()}{where[1:]} repeats {repeated} words ({share}%) of a "
             f"message a reporter or witness sent in case {overlap.case}, and the message goes to "
             f"{_listing(recipients)}. Describe the behaviour in your own words instead of quoting or "
             "forwarding their message."
