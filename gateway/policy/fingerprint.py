@@ -429,11 +429,15 @@ def _runs(positions: list[int]) -> list[tuple[int, int]]:
 
 
 def _spans(runs: list[tuple[int, int]], size: int) -> tuple[tuple[int, int], ...]:
-    """The word spans [start, end) the shingle runs cover, overlapping ones merged."""
+    """The word spans [start, end) the shingle runs cover, overlapping ones merged.
+
+    Spans that only touch stay apart: the text joins two pieces of the document there (a dropped
+    word, or pieces from two places), and a name must not be read across the seam.
+    """
     spans: list[tuple[int, int]] = []
     for first, last in runs:
         end = last + size
-        if spans and first <= spans[-1][1]:
+        if spans and first < spans[-1][1]:
             spans[-1] = (spans[-1][0], max(spans[-1][1], end))
         else:
             spans.append((first, end))
@@ -480,11 +484,14 @@ def best_passage(overlap: ContentOverlap, window: int, share: float) -> Passage 
         count -= max(0, ends[last - 1] - high)
         return count
 
-    # A best window can always start at a span's start (moving it right loses only uncovered
-    # words on the left), or end at the text's end.
+    # A window with the most covered words can always start where a span starts (moving it right
+    # loses only uncovered words) or end where one ends; those windows also reach as far as any
+    # qualifying window does, so their union is the union of all qualifying windows.
+    candidates = sorted(
+        {min(start, total - window) for start in starts} | {max(end - window, 0) for end in ends}
+    )
     passages: list[tuple[int, int]] = []
-    for start in starts:
-        low = min(start, total - window)
+    for low in candidates:
         if covered(low, low + window) >= need:
             if passages and low <= passages[-1][1]:
                 passages[-1] = (passages[-1][0], low + window)
