@@ -64,7 +64,8 @@ def quoted(text: str) -> str:
 
 def reply(body: str) -> bytes:
     return (
-        f"From: Ada Quill <{ADA}>\r\nTo: undisclosed-recipients:;\r\nSubject: Your report\r\nMessage-ID: <a1@example.org>\r\n"
+        f"From: Ada Quill <{ADA}>\r\nTo: undisclosed-recipients:;\r\nSubject: Your report\r\n"
+        "Message-ID: <a1@example.org>\r\n"
         f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
     ).encode()
 
