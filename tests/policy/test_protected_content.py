@@ -234,6 +234,25 @@ def test_thresholds_are_configurable(index: FingerprintIndex) -> None:
     assert verdict(mail(pieces.encode()), index, policy=stricter).outcome is Outcome.DELIVER
 
 
+@pytest.mark.parametrize(
+    ("every", "outcome"),
+    [
+        pytest.param(6, Outcome.REJECT, id="one-word-in-six-changed-is-caught"),
+        pytest.param(5, Outcome.DELIVER, id="one-word-in-five-changed-is-not"),
+        pytest.param(4, Outcome.DELIVER, id="one-word-in-four-changed-is-not"),
+    ],
+)
+def test_how_much_rewording_hides_a_copy(every: int, outcome: Outcome, index: FingerprintIndex) -> None:
+    reworded = " ".join(w if n % every != every - 1 else "zebra" for n, w in enumerate(REPORT.split()))
+    assert verdict(mail(reworded.encode()), index).outcome is outcome
+
+
+def test_spelling_variants_and_typos_do_not_hide_a_copy(index: FingerprintIndex) -> None:
+    american = REPORT.replace("organisers", "organizers").replace("hotel", "hotle")
+    assert verdict(mail(american.encode()), index).outcome is Outcome.REJECT
+    assert verdict(mail(american.encode()), index, rcpt_tos=(REPORTER,)).outcome is Outcome.DELIVER
+
+
 def test_without_fingerprints_nothing_is_found() -> None:
     envelope = Envelope(mail_from=ADA, rcpt_tos=(OUTSIDER,), authenticated_as=ADA)
     result = evaluate(parse_message(mail(REPORT.encode())), envelope, compiled(), ThreadFacts())

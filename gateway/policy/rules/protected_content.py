@@ -7,27 +7,48 @@ unique phrasing that could identify sources*.
 
 The gateway learns the messages reporters and witnesses send to the committee (through the journal
 intake, or ``conduct-gateway case add-report CASE FILE.eml``) and keeps only fingerprints of them:
-keyed hashes of every run of 8 consecutive words, never the words. When at least one **envelope**
-recipient is outside the committee (or is a member with a conflict of interest on the case the
-protected message belongs to), every text of the outgoing message is compared with them:
+keyed hashes of every run of 4 consecutive words, never the words. Quoted lines, attribution lines
+("On Mon, ... wrote:"), the signature and a closing list footer or legal disclaimer are not
+learnt: they are not the author's words, and unrelated mail shares them. When at least one
+**envelope** recipient is outside the committee (or is a member with a conflict of interest on the
+case the protected message belongs to), every text of the outgoing message is compared with them:
 text and HTML parts, text attachments, attached and forwarded messages, headers. Texts are
 decoded and normalised first (any transfer encoding and charset, HTML rendered, case, accents,
-look-alike letters), and only words count: a passage reflowed to another line width, quoted with
-``> `` or ``> > ``, or pasted into HTML is the same passage.
+look-alike letters), only words count, and British and American spellings are one word
+("organised"/"organized", "behaviour"/"behavior", "travelled"/"traveled", "centre"/"center"): a
+passage reflowed to another line width, quoted with ``> `` or ``> > ``, or pasted into HTML is the
+same passage.
 
-- ``PROTECTED_CONTENT``: the message repeats a protected message: a passage of at least
-  ``min_run_words`` consecutive words, or pieces that add up to at least ``min_fraction`` of it
-  (and to as many 8-word sequences as a ``min_run_words`` passage has). Short common phrases
-  ("thank you for your message", "please let me know if you have any questions") are far below
-  the threshold, and phrases found in 50 or more protected messages (disclaimers, list footers)
-  do not count. The finding says where, how much, and which case, never the words; e.g. *part 1
-  (text/plain) repeats 34 consecutive words (60%) of a message a reporter or witness sent in case
-  home shelf. Describe the behaviour in your own words instead of quoting or forwarding it.*
+- ``PROTECTED_CONTENT``: the message repeats a protected message, in one of three ways:
+
+  * an **edited copy**: a stretch of ``passage_words`` words (16) in which at least
+    ``min_share`` (75%) of the words are repeated word for word, in runs of 5 or more words;
+  * an **exact passage** of at least ``min_run_words`` (12) consecutive words;
+  * **pieces** of 8 or more identical words that add up to ``min_fraction`` (30%) of the
+    protected message (and to as many words as a ``min_run_words`` passage).
+
+  So a word substituted, inserted or dropped, a letter changed inside a word, or a spelling
+  variant does not hide a copy: each changed or added word costs only itself, as long as at least
+  5 unchanged words separate two changes, e.g. one word in six changed throughout still counts.
+  **Not caught**: a rewording that leaves no 5 consecutive words unchanged (one word in four or
+  five changed), fragments of 4 words or fewer in another order, synonyms throughout, a
+  translation, a summary. Short common phrases ("thank you for your message", "please let me
+  know if you have any questions") are below the threshold, and 4-word sequences found in 50 or
+  more protected messages do not count. Measured on the real-mail collection (334 public test and
+  list messages): with the 18 hand-written list posts learnt as reports, none of the 289 other
+  messages is refused (0 false positives); with every readable message (307) learnt, each checked
+  against all the others, 59 are refused, 55 of them for a message they share at least 12
+  identical consecutive words with (fixtures that copy each other, bounce reports) and 4 for a
+  bounce template with a date, host or address changed. The finding says where, how much, and
+  which case, never the words; e.g. *part 1 (text/plain) repeats 34 words (60%) of a message a
+  reporter or witness sent in case home shelf. Describe the behaviour in your own words instead
+  of quoting or forwarding it.*
 
 A reporter's own words may always go back to that reporter (``self_disclosure``), so the committee
-can reply with the usual quote. Consent recorded in a case (``consents``) is consent to be *named*
-to a recipient, which is not consent to have one's messages forwarded: it lifts this finding only
-when ``consent_lifts`` is true.
+can reply with the usual quote (the names they wrote in it: see reporter-protection's
+``reporter_own_words``). Consent recorded in a case (``consents``) is consent to be *named* to a
+recipient, which is not consent to have one's messages forwarded: it lifts this finding only when
+``consent_lifts`` is true.
 """
 
 from __future__ import annotations
