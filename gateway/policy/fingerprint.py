@@ -164,7 +164,9 @@ def _hasher(key: bytes) -> blake2b:
 
 def scheme_words(tokens: Sequence[str], scheme: Scheme = CURRENT_SCHEME) -> Sequence[str]:
     """``tokens`` as ``scheme`` hashes them (spelling keys in the current scheme)."""
-    return [spelling_key(token) for token in tokens] if scheme.spelling else tokens
+    if not scheme.spelling:
+        return tokens
+    return [token if len(token) < 5 else spelling_key(token) for token in tokens]
 
 
 def shingle_hashes(tokens: Sequence[str], key: bytes, size: int = SHINGLE_WORDS) -> list[int]:
@@ -363,17 +365,25 @@ class FingerprintIndex:
         positions: dict[int, list[int]] = {}
         seen: dict[int, tuple[int, ...]] = {}
         prefixes = [value >> _DOC_BITS for value in hashes]
+        buckets = self._buckets
+        shift = _BUCKET_SHIFT - _DOC_BITS
         for position, prefix in enumerate(prefixes):
             documents = seen.get(prefix)
             if documents is None:
-                documents = seen[prefix] = self._lookup(prefix, scheme.number)
+                # Most shingles of most texts are in no document: answer those without a call.
+                bucket = buckets[prefix >> shift]
+                index = bisect_left(bucket, prefix << _DOC_BITS)
+                if index == len(bucket) or bucket[index] >> _DOC_BITS != prefix:
+                    documents = seen[prefix] = ()
+                else:
+                    documents = seen[prefix] = self._lookup(prefix, scheme.number)
             for number in documents:
                 positions.setdefault(number, []).append(position)
         result = []
         for number, found in positions.items():
             entry = self._entries[number]
-            if entry is None:
-                continue
+            if entry is None or all(b - a > 1 for a, b in zip(found, found[1:], strict=False)):
+                continue  # lone shingles only: common phrases, below every threshold
             runs = _runs(found)
             longest = max(last - first for first, last in runs) + scheme.words
             pieces = {

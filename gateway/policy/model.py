@@ -236,7 +236,8 @@ class ContentOverlap:
     verbatim (after normalisation). ``spans`` are the [start, end) word positions of the text
     (out of ``words``) that lie in a verbatim run of the document, so a passage with a few words
     changed is still seen (``fingerprint.best_passage``). ``person`` is the protected person
-    (their id in the case) who wrote the document, when known.
+    (their id in the case) who wrote the document, when known. A document the text shares only
+    lone 4-word sequences with (common phrases) is not reported.
     """
 
     case: str
