@@ -31,7 +31,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 from gateway.policy.model import ContentOverlap, Mention, ParsedMessage, SegmentKind
 from gateway.policy.normalize import normalize
@@ -382,7 +382,7 @@ class FingerprintIndex:
         result = []
         for number, found in positions.items():
             entry = self._entries[number]
-            if entry is None or all(b - a > 1 for a, b in zip(found, found[1:], strict=False)):
+            if entry is None or all(b - a > 1 for a, b in pairwise(found)):
                 continue  # lone shingles only: common phrases, below every threshold
             runs = _runs(found)
             longest = max(last - first for first, last in runs) + scheme.words
