@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from gateway.cli import main
 from gateway.fingerprints import FingerprintStore
 from gateway.journal import Journal
 from gateway.ledger import Ledger, ledger_path
@@ -20,6 +22,7 @@ from gateway.policy.model import IdentityKind, Mention
 from gateway.policy_screener import PolicyScreener, load_policy_for
 from gateway.screening import Accept, Refuse, Submission
 from gateway.settings import GatewaySettings, PolicySettings
+from tests.cli.conftest import write_config
 
 CONDUCT = "conduct@example.org"
 ADA = "ada@example.org"
@@ -124,3 +127,21 @@ def test_a_witness_the_report_does_not_name_is_refused_even_to_the_reporter(scre
     result = screener.screen(reply(REPORTER, extra="Sam Okonkwo saw it too.\r\n\r\n"))
     assert isinstance(result, Refuse)
     assert result.code == 550 and "Sam" not in " ".join(result.lines)
+
+
+def test_case_add_report_records_whom_the_report_names(tmp_path: Path) -> None:
+    report = tmp_path / "report.eml"
+    report.write_bytes(
+        b"From: Robin <robin.castellano@mail.example.net>\nTo: conduct@example.org\nSubject: Saturday\n"
+        b"Message-ID: <r9@mail.example.net>\nContent-Type: text/plain; charset=utf-8\n\n"
+        b"After the talk he followed me out of the hall; Sam Okonkwo-Reyes saw him do it and told him to stop.\n"
+    )
+    config = write_config(tmp_path)
+    result = CliRunner().invoke(
+        main, ["case", "add-report", "home shelf", str(report), "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    with FingerprintStore.open(tmp_path / "state") as store:
+        assert store.named_by("home shelf", "quiet-heron") == {
+            Mention("home shelf", "amber-finch", IdentityKind.NAME)
+        }
