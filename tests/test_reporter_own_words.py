@@ -134,7 +134,8 @@ def test_case_add_report_records_whom_the_report_names(tmp_path: Path) -> None:
     report.write_bytes(
         b"From: Robin <robin.castellano@mail.example.net>\nTo: conduct@example.org\nSubject: Saturday\n"
         b"Message-ID: <r9@mail.example.net>\nContent-Type: text/plain; charset=utf-8\n\n"
-        b"After the talk he followed me out of the hall; Sam Okonkwo-Reyes saw him do it and told him to stop.\n"
+        b"After the talk he followed me out of the hall; Sam Okonkwo-Reyes saw him do it and told him\n"
+        b"to stop.\n"
     )
     config = write_config(tmp_path)
     result = CliRunner().invoke(
