@@ -79,12 +79,18 @@ _ATTRIBUTION_END = re.compile(
     re.IGNORECASE,
 )
 _ATTRIBUTION_START = re.compile(r"^(?:on|le|am|el|il|op|w dniu)\b", re.IGNORECASE)
-# A closing paragraph with one of these is a list footer or a legal disclaimer that the same
-# list or employer adds to everyone's mail: not the author's words, and shared with unrelated mail.
-_FOOTER = re.compile(
-    r"unsubscribe|mailing list|you are (?:currently )?subscribed|you received this message|intended "
-    r"(?:solely|only|recipient)|confidential|disclaimer|privileged|virus",
-    re.IGNORECASE,
+# A closing paragraph that is a list footer or a legal disclaimer, which the same list or employer
+# adds to everyone's mail: not the author's words, and shared with unrelated mail. Both signs are
+# needed, so a reporter's own closing words ("please keep this confidential") are still learnt.
+_FOOTER_SIGNS = (
+    (
+        re.compile(r"\bunsubscribe", re.IGNORECASE),
+        re.compile(r"subscribed|mailing list|this (?:list|group)", re.IGNORECASE),
+    ),
+    (
+        re.compile(r"intended (?:solely |only |exclusively )?(?:for|recipient)|\baddressee", re.IGNORECASE),
+        re.compile(r"confidential|privileged", re.IGNORECASE),
+    ),
 )
 
 
@@ -134,7 +140,9 @@ def own_words(text: str) -> str:
                 continue
         kept.append(line)
     paragraphs = re.split(r"\n\s*\n", "\n".join(kept).strip())
-    while len(paragraphs) > 1 and _FOOTER.search(paragraphs[-1]):
+    while len(paragraphs) > 1 and any(
+        first.search(paragraphs[-1]) and second.search(paragraphs[-1]) for first, second in _FOOTER_SIGNS
+    ):
         paragraphs.pop()
     return "\n\n".join(paragraphs)
 
