@@ -79,6 +79,7 @@ _ATTRIBUTION_END = re.compile(
     re.IGNORECASE,
 )
 _ATTRIBUTION_START = re.compile(r"^(?:on|le|am|el|il|op|w dniu)\b", re.IGNORECASE)
+_ATTRIBUTION_DETAIL = re.compile(r"@|\d:\d\d")
 # A closing paragraph that is a list footer or a legal disclaimer, which the same list or employer
 # adds to everyone's mail: not the author's words, and shared with unrelated mail. Both signs are
 # needed, so a reporter's own closing words ("please keep this confidential") are still learnt.
@@ -135,8 +136,14 @@ def own_words(text: str) -> str:
         if _ATTRIBUTION_END.search(stripped) and len(stripped) <= 250:
             if _ATTRIBUTION_START.match(stripped):
                 continue
-            if kept and _ATTRIBUTION_START.match(kept[-1].strip()) and len(kept[-1]) <= 200:
-                kept.pop()  # an attribution line the mail client wrapped in two
+            previous = kept[-1].strip() if kept else ""
+            # An attribution line the mail client wrapped in two: it names an address or a time.
+            if (
+                _ATTRIBUTION_START.match(previous)
+                and len(previous) + len(stripped) <= 250
+                and _ATTRIBUTION_DETAIL.search(f"{previous} {stripped}")
+            ):
+                kept.pop()
                 continue
         kept.append(line)
     paragraphs = re.split(r"\n\s*\n", "\n".join(kept).strip())

@@ -224,6 +224,8 @@ def test_own_words_leave_out_attributions_and_closing_footers() -> None:
     assert own_words("Le lun. 3 mars 2025, Ada a écrit :\nMerci") == "Merci"
     report = "Hi,\n\nHe followed me to the tram stop and I am still upset. Please keep this confidential."
     assert own_words(report) == report
+    told = "On Saturday he came up to me at the venue again and\nhe wrote:\nyou will regret this"
+    assert own_words(told) == told
 
 
 def test_documents_of_the_exact_8_word_scheme_are_still_matched() -> None:
