@@ -5,6 +5,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.policy.fingerprint import FingerprintIndex, ProtectedDocument, document_shingles
 from gateway.policy.matcher import IdentityMatcher
@@ -160,3 +162,14 @@ def test_a_name_is_not_read_across_two_pieces_of_the_report_put_side_by_side() -
     spliced = "I told everything to my friend Maya Lind Street is where the hotel was, and he waited for me"
     (finding,) = run(quoted(spliced), REPORTER, fingerprints=learnt)
     assert finding.kind == "name"
+
+
+@given(position=st.integers(0, len(REPORT.split())), depth=st.integers(0, 2))
+def test_a_person_the_report_does_not_name_is_found_wherever_it_is_slipped_in(
+    position: int, depth: int
+) -> None:
+    words = REPORT.split()
+    words.insert(position, "Sam\u00a0Okonkwo")  # kept on one line (names split by quoting: issue 12, item 2)
+    body = "\n".join(">" * depth + " " + line for line in textwrap.wrap(" ".join(words), 60))
+    findings = run(body, REPORTER)
+    assert {(f.code, f.kind, f.recipients) for f in findings} == {("PROTECTED_IDENTITY", "name", (REPORTER,))}
