@@ -3,9 +3,10 @@
 Learns 10,000 synthetic reporter messages (300 to 700 words each, about 2.5 KB on average) into a real
 ``FingerprintStore`` in a temporary state folder, then measures parse + evaluate of the shipped
 policy (every rule, protected-content included) for an 8 KB and a 200 KB message to an outside
-recipient, once with unrelated prose and once quoting a passage of a protected message (which the
-rule must find). Memory is what ``tracemalloc`` sees the index hold after the start-up load (and the
-peak during it), plus the size of the SQLite file.
+recipient, once with unrelated prose, once quoting a passage of a protected message and once quoting
+one with a word in six changed (both of which the rule must find). Memory is what ``tracemalloc``
+sees the index hold after the start-up load (and the peak during it), plus the size of the SQLite
+file.
 
     .venv/bin/python bench/fingerprints.py            # full run (about a minute)
     .venv/bin/python bench/fingerprints.py --quick    # 1,000 documents, fewer rounds (smoke test)
@@ -118,7 +119,13 @@ def run(quick: bool, argv: list[str]) -> str:
         p99_8k = {}
         unrelated = prose(random.Random(7), vocab, 2000)
         for label, size in SIZES.items():
-            for kind, words in (("unrelated prose", unrelated), ("quotes a protected message", protected[3])):
+            # One word in six of the quoted passage changed: an edited copy the rule must still find.
+            edited = [word if n % 6 != 5 else "zzedit" for n, word in enumerate(protected[5])]
+            for kind, words in (
+                ("unrelated prose", unrelated),
+                ("quotes a protected message", protected[3]),
+                ("quotes it with 1 word in 6 changed", edited),
+            ):
                 body = words if kind == "unrelated prose" else [*unrelated[:40], *words[:60], *unrelated[40:]]
                 raw = message(body, size)
                 samples = []

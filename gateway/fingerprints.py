@@ -1,10 +1,11 @@
 """The fingerprint store: protected documents' keyed shingle hashes on disk, and the live index.
 
 Two files in the state folder, both 0600: ``fingerprints.sqlite3`` (one row per protected document:
-case, opaque document id, the protected person's id when known, where it was learnt, when, and its
-sorted 64-bit shingle hashes; never any text) and ``fingerprints.key`` (the per-installation
-BLAKE2b key, 32 random bytes, made at first use). Lose the key and every fingerprint is useless;
-back the two files up together.
+case, opaque document id, the protected person's id when known, where it was learnt, when, its
+sorted 64-bit shingle hashes and the scheme they were made with, and which protected people it
+names as ids and identity kinds; never any text, name or address) and ``fingerprints.key`` (the
+per-installation BLAKE2b key, 32 random bytes, made at first use). Lose the key and every
+fingerprint is useless; back the two files up together.
 
 The gateway, the journal intake and ``conduct-gateway case add-report`` (another process) may all
 write. Each process keeps its own :class:`~gateway.policy.fingerprint.FingerprintIndex`; its own
@@ -20,6 +21,7 @@ check, so it cannot have been missed by it).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import sys
@@ -34,6 +36,7 @@ from types import TracebackType
 from gateway.errors import GatewayError
 from gateway.ledger import normalise_message_id
 from gateway.policy.fingerprint import (
+    CURRENT_SCHEME,
     KEY_BYTES,
     FingerprintIndex,
     IndexStatistics,
@@ -41,11 +44,18 @@ from gateway.policy.fingerprint import (
     document_shingles,
     learnable_texts,
 )
-from gateway.policy.model import ContentFingerprints, ContentOverlap, ParsedMessage
+from gateway.policy.model import (
+    ContentFingerprints,
+    ContentOverlap,
+    IdentityFinder,
+    IdentityKind,
+    Mention,
+    ParsedMessage,
+)
 
 FINGERPRINTS_FILENAME = "fingerprints.sqlite3"
 KEY_FILENAME = "fingerprints.key"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 _KEY_CHECK_INPUT = b"conduct-gateway fingerprint key check"
 
@@ -58,6 +68,8 @@ CREATE TABLE IF NOT EXISTS documents (
     source     TEXT NOT NULL,     -- journal | add-report | ...
     learnt_at  TEXT NOT NULL,     -- ISO 8601, UTC
     shingles   BLOB NOT NULL,     -- sorted big-endian uint64 keyed shingle hashes
+    scheme     INTEGER NOT NULL DEFAULT 2,  -- how the shingles were made (1: exact 8-word runs)
+    mentions   TEXT NOT NULL DEFAULT '[]',  -- JSON [[case, person id, kind], ...]: never names
     UNIQUE (case_name, document)
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -174,6 +186,10 @@ class FingerprintStore:
                     "upgrade conduct-gateway"
                 )
             connection.executescript(_SCHEMA)
+            if version == 1:
+                # Version 1 rows are exact 8-word fingerprints: kept, and matched as such.
+                connection.execute("ALTER TABLE documents ADD COLUMN scheme INTEGER NOT NULL DEFAULT 1")
+                connection.execute("ALTER TABLE documents ADD COLUMN mentions TEXT NOT NULL DEFAULT '[]'")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             check = hashlib.blake2b(_KEY_CHECK_INPUT, key=key, digest_size=16).hexdigest()
             connection.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('key_check', ?)", (check,))
@@ -212,21 +228,35 @@ class FingerprintStore:
         *,
         person: str | None = None,
         source: str = "api",
+        finder: IdentityFinder | None = None,
     ) -> Learnt:
         """Fingerprint ``texts`` as one protected document of ``case`` (replacing one with that id).
 
-        Only the keyed shingle hashes are stored. Texts of fewer than 8 words store nothing.
+        Only the keyed shingle hashes are stored, and, when ``finder`` is given, which protected
+        people the texts name (case, person id and kind of identity: never the identity).
+        Texts of fewer than 8 words store nothing.
         """
-        shingles = document_shingles([texts] if isinstance(texts, str) else texts, self._key)
-        if not shingles:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        shingles = document_shingles(texts, self._key)
+        if len(shingles) < 8 - CURRENT_SCHEME.words + 1:
             return Learnt(case, document, 0)
+        mentions = _mentions(texts, finder) if finder is not None else frozenset()
         learnt_at = self._clock().astimezone(UTC).isoformat(timespec="seconds")
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO documents"
-                    " (case_name, document, person, source, learnt_at, shingles) VALUES (?, ?, ?, ?, ?, ?)",
-                    (case, document, person, source, learnt_at, _pack(shingles)),
+                    "INSERT OR REPLACE INTO documents (case_name, document, person, source, learnt_at,"
+                    " shingles, scheme, mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        case,
+                        document,
+                        person,
+                        source,
+                        learnt_at,
+                        _pack(shingles),
+                        CURRENT_SCHEME.number,
+                        _dump_mentions(mentions),
+                    ),
                 )
             except sqlite3.Error as exc:
                 raise FingerprintError(f"cannot store fingerprints: {exc}") from None
@@ -236,12 +266,24 @@ class FingerprintStore:
         return Learnt(case, document, len(shingles))
 
     def learn_message(
-        self, case: str, message: ParsedMessage, *, person: str | None = None, source: str = "api"
+        self,
+        case: str,
+        message: ParsedMessage,
+        *,
+        person: str | None = None,
+        source: str = "api",
+        finder: IdentityFinder | None = None,
     ) -> Learnt:
         """Learn a reporter's or witness's message: its bodies and text attachments, without the
-        quoted text and signature of its plain-text bodies (see ``learnable_texts``)."""
+        quoted text and signature of its plain-text bodies (see ``learnable_texts``), and which
+        protected people those texts name (with ``finder``, the policy's)."""
         return self.learn(
-            case, message_document_id(message), learnable_texts(message), person=person, source=source
+            case,
+            message_document_id(message),
+            learnable_texts(message),
+            person=person,
+            source=source,
+            finder=finder,
         )
 
     def forget_case(self, case: str) -> int:
@@ -268,6 +310,12 @@ class FingerprintStore:
         with self._lock:
             self._catch_up()
             return self._index.overlaps(text)
+
+    def named_by(self, case: str, person: str) -> frozenset[Mention]:
+        """``ContentFingerprints.named_by``, after picking up other processes' changes."""
+        with self._lock:
+            self._catch_up()
+            return self._index.named_by(case, person)
 
     def for_message(self) -> ContentFingerprints:
         """Pick up other processes' changes once, for every lookup of one message's texts."""
@@ -303,15 +351,12 @@ class FingerprintStore:
             if self._current_epoch() != self._epoch:
                 self._load_all()
                 return
-            rows = self._db.execute(
-                "SELECT id, case_name, document, person, shingles FROM documents WHERE id > ? ORDER BY id",
-                (self._last_id,),
-            ).fetchall()
+            rows = self._db.execute(f"{_SELECT} WHERE id > ? ORDER BY id", (self._last_id,)).fetchall()
         except sqlite3.Error as exc:
             raise FingerprintError(f"cannot read fingerprints: {exc}") from None
-        for row_id, case, document, person, blob in rows:
-            self._index.add(ProtectedDocument(case, document, person, _unpack(blob)))
-            self._last_id = max(self._last_id, row_id)
+        for row in rows:
+            self._index.add(_document(row))
+            self._last_id = max(self._last_id, row[0])
 
     def _current_epoch(self) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()
@@ -321,18 +366,40 @@ class FingerprintStore:
         try:
             self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
             self._epoch = self._current_epoch()
-            rows = self._db.execute(
-                "SELECT id, case_name, document, person, shingles FROM documents ORDER BY id"
-            ).fetchall()
+            rows = self._db.execute(f"{_SELECT} ORDER BY id").fetchall()
         except sqlite3.Error as exc:
             raise FingerprintError(f"cannot read fingerprints: {exc}") from None
         index = FingerprintIndex(self._key)
-        index.add_many(
-            ProtectedDocument(case, document, person, _unpack(blob))
-            for _, case, document, person, blob in rows
-        )
+        index.add_many(_document(row) for row in rows)
         self._index = index
         self._last_id = max((row[0] for row in rows), default=0)
+
+
+_SELECT = "SELECT id, case_name, document, person, shingles, scheme, mentions FROM documents"
+
+
+def _document(row: tuple[int, str, str, str | None, bytes, int, str]) -> ProtectedDocument:
+    _, case, document, person, blob, scheme, mentions = row
+    return ProtectedDocument(case, document, person, _unpack(blob), scheme, _load_mentions(mentions))
+
+
+def _mentions(texts: Sequence[str], finder: IdentityFinder) -> frozenset[Mention]:
+    return frozenset(
+        Mention(identity.case, identity.person, identity.kind)
+        for text in texts
+        for identity in finder.find(text)
+    )
+
+
+def _dump_mentions(mentions: frozenset[Mention]) -> str:
+    return json.dumps(sorted([m.case, m.person, m.kind.value] for m in mentions))
+
+
+def _load_mentions(text: str) -> frozenset[Mention]:
+    try:
+        return frozenset(Mention(case, person, IdentityKind(kind)) for case, person, kind in json.loads(text))
+    except (ValueError, TypeError) as exc:
+        raise FingerprintError(f"unreadable mentions in the fingerprint store: {exc}") from None
 
 
 class _CheckedStore:
@@ -344,3 +411,7 @@ class _CheckedStore:
     def overlaps(self, text: str) -> list[ContentOverlap]:
         with self._store._lock:
             return self._store._index.overlaps(text)
+
+    def named_by(self, case: str, person: str) -> frozenset[Mention]:
+        with self._store._lock:
+            return self._store._index.named_by(case, person)

@@ -83,8 +83,9 @@ class Journal:
         if mail_from:
             senders.append(mail_from)
         authors = self._authors_of(senders)
+        finder = self._policy().finder
         learnt = tuple(
-            self._store.learn_message(case, message, person=person, source="journal")
+            self._store.learn_message(case, message, person=person, source="journal", finder=finder)
             for case, person in authors
         )
         cases = {case for case, _ in authors}

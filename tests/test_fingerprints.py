@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
+import sys
+from array import array
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,10 @@ from gateway.fingerprints import (
     key_path,
     message_document_id,
 )
+from gateway.policy.fingerprint import LEGACY_SCHEME, document_shingles
+from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
+from gateway.policy.model import IdentityKind, Mention, ProtectedIdentity
 
 DISTINCTIVE = "the purple giraffe umbrella incident behind the marquee after the lightning talks"
 REPORT = (
@@ -26,7 +32,7 @@ REPORT = (
 def test_learnt_text_is_found_and_survives_a_restart(tmp_path: Path) -> None:
     with FingerprintStore.open(tmp_path) as store:
         learnt = store.learn("home shelf", "doc-1", REPORT, person="quiet-heron", source="test")
-        assert learnt.shingles == len(REPORT.split()) - 7
+        assert learnt.shingles == len(REPORT.split()) - 3
         (overlap,) = store.overlaps(f"Forwarding: {REPORT}")
         assert (overlap.case, overlap.person, overlap.fraction) == ("home shelf", "quiet-heron", 1.0)
     with FingerprintStore.open(tmp_path) as reopened:
@@ -121,3 +127,67 @@ def test_own_writes_are_seen_at_once_even_by_a_checked_view(tmp_path: Path) -> N
         assert view.overlaps(REPORT) == []
         store.learn("home shelf", "doc-1", REPORT)
         assert [o.document for o in view.overlaps(REPORT)] == ["doc-1"]
+
+
+def test_a_version_1_store_is_upgraded_and_its_fingerprints_still_match(tmp_path: Path) -> None:
+    with FingerprintStore.open(tmp_path) as store:
+        store.learn(
+            "home shelf", "doc-new", "an unrelated text that is long enough to be fingerprinted at all"
+        )
+    key = key_path(tmp_path).read_bytes()
+    legacy = document_shingles([REPORT], key, LEGACY_SCHEME)
+    connection = sqlite3.connect(fingerprints_path(tmp_path))
+    with connection:  # as version 1 wrote it: no scheme, no mentions
+        connection.execute("DROP TABLE documents")
+        connection.execute(
+            "CREATE TABLE documents (id INTEGER PRIMARY KEY AUTOINCREMENT, case_name TEXT NOT NULL,"
+            " document TEXT NOT NULL, person TEXT, source TEXT NOT NULL, learnt_at TEXT NOT NULL,"
+            " shingles BLOB NOT NULL, UNIQUE (case_name, document))"
+        )
+        connection.execute(
+            "INSERT INTO documents (case_name, document, person, source, learnt_at, shingles)"
+            " VALUES ('home shelf', 'doc-old', 'quiet-heron', 'test', '2025-01-01T00:00:00+00:00', ?)",
+            (array("Q", legacy).tobytes() if sys.byteorder == "big" else _big_endian(legacy),),
+        )
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()
+    with FingerprintStore.open(tmp_path) as store:
+        (overlap,) = store.overlaps(f"Forwarding: {REPORT}")
+        assert overlap.document == "doc-old" and overlap.longest_run == len(REPORT.split())
+        assert store.named_by("home shelf", "quiet-heron") == frozenset()
+        store.learn("home shelf", "doc-old", REPORT, person="quiet-heron")  # learnt again: new scheme
+        (overlap,) = store.overlaps(REPORT.replace("Saturday", "Sunday"))
+        assert overlap.document == "doc-old"
+
+
+def _big_endian(values: tuple[int, ...]) -> bytes:
+    packed = array("Q", values)
+    packed.byteswap()
+    return packed.tobytes()
+
+
+def test_whom_a_message_names_is_stored_as_ids_only(tmp_path: Path) -> None:
+    finder = IdentityMatcher.build(
+        [
+            ProtectedIdentity("home shelf", "amber-finch", IdentityKind.NAME, "Maya Lind"),
+            ProtectedIdentity("home shelf", "amber-finch", IdentityKind.ADDRESS, "maya@witness.test"),
+            ProtectedIdentity("home shelf", "slate-owl", IdentityKind.NAME, "Sam Okonkwo"),
+        ]
+    )
+    report = parse_message(
+        b"From: Robin <robin@example.net>\r\nTo: conduct@example.org\r\nSubject: what happened\r\n"
+        b"Message-ID: <r1@example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        + REPORT.encode()
+        + b" Maya Lind saw it all.\r\n\r\nOn Monday, Sam Okonkwo <sam@example.org> wrote:\r\n> hello\r\n"
+    )
+    with FingerprintStore.open(tmp_path) as store:
+        store.learn_message("home shelf", report, person="quiet-heron", source="test", finder=finder)
+        assert store.named_by("home shelf", "quiet-heron") == {
+            Mention("home shelf", "amber-finch", IdentityKind.NAME)
+        }
+    with FingerprintStore.open(tmp_path) as reopened:
+        assert reopened.for_message().named_by("home shelf", "quiet-heron") == {
+            Mention("home shelf", "amber-finch", IdentityKind.NAME)
+        }
+    stored = fingerprints_path(tmp_path).read_bytes()
+    assert b"Maya" not in stored and b"Lind" not in stored

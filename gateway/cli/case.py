@@ -76,10 +76,13 @@ def _find_case(cases: tuple[Case, ...], code: str, policy_path: Path) -> Case:
 def add_report(code: str, message_file: Path, person: str | None, config_path: Path | None) -> None:
     """Learn a reporter's or witness's message FILE.eml (as saved by a mail client) under CASE.
 
-    The gateway keeps only fingerprints (keyed hashes of 8-word sequences), never the text: outgoing
-    mail to anyone outside the committee that repeats a passage of it is then refused by the
-    protected-content rule. Quoted lines and the signature of its plain-text body are left out.
-    A running gateway uses the new fingerprints for the next message, without a restart.
+    The gateway keeps only fingerprints (keyed hashes of 4-word sequences), never the text: outgoing
+    mail to anyone outside the committee that repeats a passage of it, even with a few words
+    changed, is then refused by the protected-content rule. Quoted lines, attribution lines, the
+    signature and a closing list footer or disclaimer of its plain-text body are left out. It also
+    records which protected people the message names (ids only), so the committee may quote the
+    author's own words back to them, names included. A running gateway uses the new fingerprints
+    for the next message, without a restart.
     """
     settings = load_settings(config_path)
     policy, _stamp = load_policy_for(settings)
@@ -101,7 +104,9 @@ def add_report(code: str, message_file: Path, person: str | None, config_path: P
         matches = [p.id for p in protected.values() if senders & {a.lower() for a in p.addresses}]
         person = matches[0] if len(matches) == 1 else None
     with FingerprintStore.open(settings.state_dir) as store:
-        learnt = store.learn_message(found.code, message, person=person, source="add-report")
+        learnt = store.learn_message(
+            found.code, message, person=person, source="add-report", finder=policy.finder
+        )
     if not learnt.shingles:
         raise GatewayError(
             f"{message_file}: nothing to learn: the message has fewer than 8 words of its own text "

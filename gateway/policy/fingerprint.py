@@ -6,30 +6,59 @@ digits is a word and everything else (punctuation, ``>`` quote markers, line bre
 words. So the same words reflowed to another line width, quoted with ``> `` or ``> > ``, rendered
 from HTML or decoded from any transfer encoding give the same sequence.
 
-Every run of :data:`SHINGLE_WORDS` consecutive words (a shingle) is hashed with keyed BLAKE2b
-(64-bit digests). The key is a per-installation secret, so a stolen fingerprint file cannot be
-checked against guessed phrases offline. Only the hashes are kept, never the words.
+Every run of :data:`SHINGLE_WORDS` consecutive words (a shingle), each word replaced by its
+:func:`~gateway.policy.spelling.spelling_key` (British/American variants, doubled letters), is
+hashed with keyed BLAKE2b (64-bit digests). The key is a per-installation secret, so a stolen
+fingerprint file cannot be checked against guessed phrases offline. Only the hashes are kept,
+never the words. Documents learnt before version 2 (``scheme`` 1) have 8-word shingles of the
+words as written; they are still matched, with their own shingles, until learnt again.
 
 :class:`FingerprintIndex` holds every shingle of every protected document (all shingles, not a
 winnowed sample, so the overlap it reports is exact) in 8 bytes per shingle: 4096 sorted
 ``array('Q')`` buckets whose values carry the top 40 bits of the hash and a 24-bit document number.
+For a text it reports, per document, the *spans* of the text's words that lie in a run of
+shingles the document also has (word for word, after normalisation): a changed, inserted or
+dropped word breaks the shingles around it but leaves the words on either side covered, so
+:func:`best_passage` can judge a stretch of text by the share of its words that are covered.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
-from gateway.policy.model import ContentOverlap, ParsedMessage, SegmentKind
+from gateway.policy.model import ContentOverlap, Mention, ParsedMessage, SegmentKind
 from gateway.policy.normalize import normalize
+from gateway.policy.spelling import spelling_key
 
-SHINGLE_WORDS = 8
 KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """How a document's shingles were made: words per shingle, and whether spelling keys are used."""
+
+    number: int
+    words: int
+    spelling: bool
+
+
+LEGACY_SCHEME = Scheme(1, 8, spelling=False)  # exact 8-word runs (fingerprints of version 1)
+CURRENT_SCHEME = Scheme(2, 4, spelling=True)
+SCHEMES = {scheme.number: scheme for scheme in (LEGACY_SCHEME, CURRENT_SCHEME)}
+SHINGLE_WORDS = CURRENT_SCHEME.words
+# Verbatim pieces at least this long count towards the share of a document a text repeats
+# (shorter ones are too often common phrases).
+PIECE_WORDS = 8
+# In a passage, only verbatim stretches of at least this many words count as repeated: a lone
+# 4-word sequence is too often a common phrase ("please do not reply"), two overlapping ones less so.
+SPAN_WORDS = 5
 
 _WORD = re.compile(r"\w+")
 _DOC_BITS = 24
@@ -43,6 +72,27 @@ COMMON_IN_DOCUMENTS = 50
 # Where the sender's own words end in a reply: a signature ("-- "), Outlook's original-message
 # separators. Quoted lines ("> ...") are dropped wherever they are.
 _END_OF_OWN_TEXT = re.compile(r"^(?:--\s*|-{3,}\s*original message\s*-{3,}|_{20,})$", re.IGNORECASE)
+# Attribution lines ("On Mon, 3 Mar 2025, Ada Quill <ada@example.org> wrote:") are the mail
+# client's words, repeated by every reply that quotes the same message: never the author's.
+_ATTRIBUTION_END = re.compile(
+    r"(?:\bwrote|\ba [ée]crit|\bschrieb|\bescribi[óo]|\bha scritto|\bschreef|\bnapisa[łl]?)\b[^:]{0,40}:\s*$",
+    re.IGNORECASE,
+)
+_ATTRIBUTION_START = re.compile(r"^(?:on|le|am|el|il|op|w dniu)\b", re.IGNORECASE)
+_ATTRIBUTION_DETAIL = re.compile(r"@|\d:\d\d")
+# A closing paragraph that is a list footer or a legal disclaimer, which the same list or employer
+# adds to everyone's mail: not the author's words, and shared with unrelated mail. Both signs are
+# needed, so a reporter's own closing words ("please keep this confidential") are still learnt.
+_FOOTER_SIGNS = (
+    (
+        re.compile(r"\bunsubscribe", re.IGNORECASE),
+        re.compile(r"subscribed|mailing list|this (?:list|group)", re.IGNORECASE),
+    ),
+    (
+        re.compile(r"intended (?:solely |only |exclusively )?(?:for|recipient)|\baddressee", re.IGNORECASE),
+        re.compile(r"confidential|privileged", re.IGNORECASE),
+    ),
+)
 
 
 def words(text: str) -> list[str]:
@@ -50,16 +100,58 @@ def words(text: str) -> list[str]:
     return _WORD.findall(normalize(text))
 
 
+def split_at_spans(text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[str], str]:
+    """The normalised text of ``text`` inside each of the word ``spans`` (sorted, as ``overlaps``
+    reports them), and the rest joined by line breaks (a name cut by a span may join up there:
+    the rest is where identities are *not* allowed, so that errs on the safe side)."""
+    folded = normalize(text)
+    bounds = [match.span() for match in _WORD.finditer(folded)]
+    inside: list[str] = []
+    outside: list[str] = []
+    position = 0
+    for start, end in spans:
+        if start >= len(bounds) or end <= start:
+            continue
+        low = max(position, bounds[start][0])
+        high = bounds[min(end, len(bounds)) - 1][1]
+        if high <= low:
+            continue
+        outside.append(folded[position:low])
+        inside.append(folded[low:high])
+        position = high
+    outside.append(folded[position:])
+    return inside, "\n".join(outside)
+
+
 def own_words(text: str) -> str:
-    """The part of a plain-text mail body its author wrote: without quoted lines and signature."""
+    """The part of a plain-text mail body its author wrote: without quoted lines, attribution
+    lines ("On ..., Ada wrote:"), signature, and closing list footers or legal disclaimers."""
     kept: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
         if _END_OF_OWN_TEXT.match(stripped):
             break
-        if not stripped.startswith(">"):
-            kept.append(line)
-    return "\n".join(kept)
+        if stripped.startswith(">"):
+            continue
+        if _ATTRIBUTION_END.search(stripped) and len(stripped) <= 250:
+            if _ATTRIBUTION_START.match(stripped):
+                continue
+            previous = kept[-1].strip() if kept else ""
+            # An attribution line the mail client wrapped in two: it names an address or a time.
+            if (
+                _ATTRIBUTION_START.match(previous)
+                and len(previous) + len(stripped) <= 250
+                and _ATTRIBUTION_DETAIL.search(f"{previous} {stripped}")
+            ):
+                kept.pop()
+                continue
+        kept.append(line)
+    paragraphs = re.split(r"\n\s*\n", "\n".join(kept).strip())
+    while len(paragraphs) > 1 and any(
+        first.search(paragraphs[-1]) and second.search(paragraphs[-1]) for first, second in _FOOTER_SIGNS
+    ):
+        paragraphs.pop()
+    return "\n\n".join(paragraphs)
 
 
 def learnable_texts(message: ParsedMessage) -> list[str]:
@@ -85,9 +177,16 @@ def _hasher(key: bytes) -> blake2b:
     return blake2b(key=key, digest_size=8)
 
 
-def shingle_hashes(tokens: Sequence[str], key: bytes) -> list[int]:
-    """The keyed 64-bit hash of every run of SHINGLE_WORDS consecutive words, in text order."""
-    count = len(tokens) - SHINGLE_WORDS + 1
+def scheme_words(tokens: Sequence[str], scheme: Scheme = CURRENT_SCHEME) -> Sequence[str]:
+    """``tokens`` as ``scheme`` hashes them (spelling keys in the current scheme)."""
+    if not scheme.spelling:
+        return tokens
+    return [token if len(token) < 5 else spelling_key(token) for token in tokens]
+
+
+def shingle_hashes(tokens: Sequence[str], key: bytes, size: int = SHINGLE_WORDS) -> list[int]:
+    """The keyed 64-bit hash of every run of ``size`` consecutive words, in text order."""
+    count = len(tokens) - size + 1
     if count <= 0:
         return []
     base = _hasher(key)
@@ -99,7 +198,7 @@ def shingle_hashes(tokens: Sequence[str], key: bytes) -> list[int]:
         offset += (len(token) if token.isascii() else len(token.encode("utf-8"))) + 1
     ends = [*starts[1:], len(joined) + 1]
     result = [0] * count
-    last = SHINGLE_WORDS - 1
+    last = size - 1
     for index in range(count):
         digest = base.copy()
         digest.update(joined[starts[index] : ends[index + last] - 1])
@@ -107,11 +206,11 @@ def shingle_hashes(tokens: Sequence[str], key: bytes) -> list[int]:
     return result
 
 
-def document_shingles(texts: Iterable[str], key: bytes) -> tuple[int, ...]:
+def document_shingles(texts: Iterable[str], key: bytes, scheme: Scheme = CURRENT_SCHEME) -> tuple[int, ...]:
     """Every distinct shingle hash of a document made of ``texts`` (each text shingled on its own)."""
     found: set[int] = set()
     for text in texts:
-        found.update(shingle_hashes(words(text), key))
+        found.update(shingle_hashes(scheme_words(words(text), scheme), key, scheme.words))
     return tuple(sorted(found))
 
 
@@ -123,6 +222,9 @@ class ProtectedDocument:
     document: str  # an opaque id, unique within the case (e.g. a Message-ID digest)
     person: str | None  # the protected person who wrote it, when known
     shingles: Sequence[int]  # distinct keyed shingle hashes
+    scheme: int = CURRENT_SCHEME.number
+    # The protected people (ids and kinds, never the identities) the document names.
+    mentions: frozenset[Mention] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -131,6 +233,8 @@ class _Entry:
     document: str
     person: str | None
     size: int  # distinct shingles (40-bit prefixes)
+    scheme: int
+    mentions: frozenset[Mention]
 
 
 @dataclass(frozen=True)
@@ -155,6 +259,8 @@ class FingerprintIndex:
         self._buckets = [array("Q") for _ in range(1 << (64 - _BUCKET_SHIFT))]
         self._entries: list[_Entry | None] = []
         self._by_name: dict[tuple[str, str], int] = {}
+        self._by_author: dict[tuple[str, str], set[int]] = {}
+        self._schemes: dict[int, int] = {}  # scheme number -> live documents
         self._stored = 0  # values in the buckets
         self._dead = 0  # values belonging to removed documents
 
@@ -165,15 +271,11 @@ class FingerprintIndex:
         self._discard((document.case, document.document))
         if len(self._entries) >= MAX_DOCUMENTS:
             raise OverflowError("the fingerprint index is full; restart the gateway to renumber it")
-        number = len(self._entries)
-        prefixes = sorted({value >> _DOC_BITS for value in document.shingles})
-        self._entries.append(_Entry(document.case, document.document, document.person, len(prefixes)))
-        self._by_name[(document.case, document.document)] = number
+        number, prefixes = self._register(document)
         buckets = self._buckets
         shift = _BUCKET_SHIFT - _DOC_BITS
-        for prefix in prefixes:
+        for prefix in sorted(prefixes):
             insort(buckets[prefix >> shift], (prefix << _DOC_BITS) | number)
-        self._stored += len(prefixes)
 
     def add_many(self, documents: Iterable[ProtectedDocument]) -> None:
         """Add many documents at once (start-up): appends, then sorts each bucket once."""
@@ -181,17 +283,35 @@ class FingerprintIndex:
         shift = _BUCKET_SHIFT - _DOC_BITS
         for document in documents:
             self._discard((document.case, document.document))
-            number = len(self._entries)
-            if number >= MAX_DOCUMENTS:
+            if len(self._entries) >= MAX_DOCUMENTS:
                 raise OverflowError("the fingerprint index is full")
-            prefixes = {value >> _DOC_BITS for value in document.shingles}
-            self._entries.append(_Entry(document.case, document.document, document.person, len(prefixes)))
-            self._by_name[(document.case, document.document)] = number
+            number, prefixes = self._register(document)
             for prefix in prefixes:
                 buckets[prefix >> shift].append((prefix << _DOC_BITS) | number)
-            self._stored += len(prefixes)
         for index, bucket in enumerate(buckets):
             buckets[index] = array("Q", sorted(bucket))
+
+    def _register(self, document: ProtectedDocument) -> tuple[int, set[int]]:
+        if document.scheme not in SCHEMES:
+            raise ValueError(f"unknown fingerprint scheme {document.scheme}")
+        number = len(self._entries)
+        prefixes = {value >> _DOC_BITS for value in document.shingles}
+        self._entries.append(
+            _Entry(
+                document.case,
+                document.document,
+                document.person,
+                len(prefixes),
+                document.scheme,
+                document.mentions,
+            )
+        )
+        self._by_name[(document.case, document.document)] = number
+        if document.person is not None:
+            self._by_author.setdefault((document.case, document.person), set()).add(number)
+        self._schemes[document.scheme] = self._schemes.get(document.scheme, 0) + 1
+        self._stored += len(prefixes)
+        return number, prefixes
 
     def remove_case(self, case: str) -> int:
         """Forget every document of ``case``; returns how many."""
@@ -206,7 +326,11 @@ class FingerprintIndex:
             return
         entry = self._entries[number]
         self._entries[number] = None
-        self._dead += entry.size if entry is not None else 0
+        if entry is not None:
+            self._dead += entry.size
+            self._schemes[entry.scheme] -= 1
+            if entry.person is not None:
+                self._by_author.get((entry.case, entry.person), set()).discard(number)
         # Values of removed documents are skipped at lookup; drop them once they are a quarter.
         if self._dead * 4 > self._stored:
             self._compact()
@@ -230,41 +354,74 @@ class FingerprintIndex:
 
     # -- matching ----------------------------------------------------------------------------------
 
+    def named_by(self, case: str, person: str) -> frozenset[Mention]:
+        """The protected people that the documents ``person`` of ``case`` wrote name."""
+        found: set[Mention] = set()
+        for number in self._by_author.get((case, person), ()):
+            entry = self._entries[number]
+            if entry is not None:
+                found.update(entry.mentions)
+        return frozenset(found)
+
     def overlaps(self, text: str) -> list[ContentOverlap]:
         """Every protected document ``text`` repeats any shingle of (strongest first)."""
         if not self._by_name:
             return []
-        hashes = shingle_hashes(words(text), self._key)
+        tokens = words(text)
+        result = []
+        for number, live in sorted(self._schemes.items()):
+            if live:
+                result.extend(self._overlaps(tokens, SCHEMES[number]))
+        result.sort(key=lambda o: (-o.longest_run, -o.fraction, o.case, o.document))
+        return result
+
+    def _overlaps(self, tokens: list[str], scheme: Scheme) -> list[ContentOverlap]:
+        hashes = shingle_hashes(scheme_words(tokens, scheme), self._key, scheme.words)
         positions: dict[int, list[int]] = {}
-        matched: dict[int, set[int]] = {}
         seen: dict[int, tuple[int, ...]] = {}
-        for position, value in enumerate(hashes):
-            prefix = value >> _DOC_BITS
+        prefixes = [value >> _DOC_BITS for value in hashes]
+        buckets = self._buckets
+        shift = _BUCKET_SHIFT - _DOC_BITS
+        for position, prefix in enumerate(prefixes):
             documents = seen.get(prefix)
             if documents is None:
-                documents = seen[prefix] = self._lookup(prefix)
+                # Most shingles of most texts are in no document: answer those without a call.
+                bucket = buckets[prefix >> shift]
+                index = bisect_left(bucket, prefix << _DOC_BITS)
+                if index == len(bucket) or bucket[index] >> _DOC_BITS != prefix:
+                    documents = seen[prefix] = ()
+                else:
+                    documents = seen[prefix] = self._lookup(prefix, scheme.number)
             for number in documents:
                 positions.setdefault(number, []).append(position)
-                matched.setdefault(number, set()).add(prefix)
         result = []
         for number, found in positions.items():
             entry = self._entries[number]
-            if entry is None:
-                continue
+            if entry is None or all(b - a > 1 for a, b in pairwise(found)):
+                continue  # lone shingles only: common phrases, below every threshold
+            runs = _runs(found)
+            longest = max(last - first for first, last in runs) + scheme.words
+            pieces = {
+                prefixes[position]
+                for first, last in runs
+                if last - first + scheme.words >= PIECE_WORDS
+                for position in range(first, last + 1)
+            }
             result.append(
                 ContentOverlap(
                     case=entry.case,
                     document=entry.document,
-                    matched=len(matched[number]),
-                    fraction=len(matched[number]) / entry.size,
-                    longest_run=_longest_run(found) + SHINGLE_WORDS - 1,
+                    matched=len(pieces),
+                    fraction=len(pieces) / entry.size,
+                    longest_run=longest,
                     person=entry.person,
+                    spans=_spans(runs, scheme.words),
+                    words=len(tokens),
                 )
             )
-        result.sort(key=lambda o: (-o.longest_run, -o.fraction, o.case, o.document))
         return result
 
-    def _lookup(self, prefix: int) -> tuple[int, ...]:
+    def _lookup(self, prefix: int, scheme: int) -> tuple[int, ...]:
         bucket = self._buckets[prefix >> (_BUCKET_SHIFT - _DOC_BITS)]
         low = prefix << _DOC_BITS
         index = bisect_left(bucket, low)
@@ -274,7 +431,8 @@ class FingerprintIndex:
         entries = self._entries
         while index < size and bucket[index] <= high:
             number = bucket[index] & _DOC_MASK
-            if entries[number] is not None:
+            entry = entries[number]
+            if entry is not None and entry.scheme == scheme:
                 found.append(number)
             index += 1
         if len(found) >= COMMON_IN_DOCUMENTS:
@@ -282,10 +440,93 @@ class FingerprintIndex:
         return tuple(found)
 
 
-def _longest_run(positions: list[int]) -> int:
-    """Longest run of consecutive integers in an ascending list (1 for a single position)."""
-    best = run = 1
-    for previous, current in pairwise(positions):
-        run = run + 1 if current == previous + 1 else 1
-        best = max(best, run)
+def _runs(positions: list[int]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive integers (first, last) in an ascending list."""
+    runs = []
+    first = last = positions[0]
+    for position in positions[1:]:
+        if position != last + 1:
+            runs.append((first, last))
+            first = position
+        last = position
+    runs.append((first, last))
+    return runs
+
+
+def _spans(runs: list[tuple[int, int]], size: int) -> tuple[tuple[int, int], ...]:
+    """The word spans [start, end) the shingle runs cover, overlapping ones merged.
+
+    Spans that only touch stay apart: the text joins two pieces of the document there (a dropped
+    word, or pieces from two places), and a name must not be read across the seam.
+    """
+    spans: list[tuple[int, int]] = []
+    for first, last in runs:
+        end = last + size
+        if spans and first < spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((first, end))
+    return tuple(spans)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A stretch of a text that repeats a protected document: its word span and covered words."""
+
+    start: int
+    end: int
+    covered: int  # words inside a verbatim run of the document (the rest were changed or added)
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+def best_passage(overlap: ContentOverlap, window: int, share: float) -> Passage | None:
+    """The largest passage of the text made of stretches of ``window`` words that qualify.
+
+    A stretch of ``window`` consecutive words qualifies when at least ``share`` of its words are
+    covered: they lie in a verbatim run of at least SPAN_WORDS words of the document.
+    Overlapping qualifying stretches join into one passage, trimmed to its first and last covered
+    word. None when no stretch qualifies. Linear in the number of spans (plus a log factor).
+    """
+    spans = tuple(span for span in overlap.spans if span[1] - span[0] >= SPAN_WORDS)
+    total = overlap.words
+    if not spans or total < window:
+        return None
+    need = math.ceil(share * window - 1e-9)
+    starts = [start for start, _ in spans]
+    ends = [end for _, end in spans]
+    sums = [0, *accumulate(end - start for start, end in spans)]
+
+    def covered(low: int, high: int) -> int:
+        first = bisect_right(ends, low)  # the first span ending after ``low``
+        last = bisect_left(starts, high)  # spans before this one start before ``high``
+        if first >= last:
+            return 0
+        count = sums[last] - sums[first]
+        count -= max(0, low - starts[first])
+        count -= max(0, ends[last - 1] - high)
+        return count
+
+    # A window with the most covered words can always start where a span starts (moving it right
+    # loses only uncovered words) or end where one ends; those windows also reach as far as any
+    # qualifying window does, so their union is the union of all qualifying windows.
+    candidates = sorted(
+        {min(start, total - window) for start in starts} | {max(end - window, 0) for end in ends}
+    )
+    passages: list[tuple[int, int]] = []
+    for low in candidates:
+        if covered(low, low + window) >= need:
+            if passages and low <= passages[-1][1]:
+                passages[-1] = (passages[-1][0], low + window)
+            else:
+                passages.append((low, low + window))
+    best: Passage | None = None
+    for low, high in passages:
+        first = bisect_right(ends, low)
+        last = bisect_left(starts, high) - 1
+        trimmed = Passage(max(low, starts[first]), min(high, ends[last]), covered(low, high))
+        if best is None or trimmed.covered > best.covered:
+            best = trimmed
     return best

@@ -190,6 +190,15 @@ class ProtectedIdentity:
 
 
 @dataclass(frozen=True)
+class Mention:
+    """A protected person a learnt message names: ids and the kind of identity, never the identity."""
+
+    case: str
+    person: str
+    kind: IdentityKind
+
+
+@dataclass(frozen=True)
 class Consent:
     """Recorded written permission: ``person`` of ``case`` may be named to ``recipient``."""
 
@@ -221,10 +230,14 @@ class IdentityFinder(Protocol):
 class ContentOverlap:
     """How much of one protected document (a reporter's own message) a text repeats.
 
-    ``document`` is an opaque id (never the text); ``matched`` counts shared shingles and
-    ``fraction`` is matched / the document's shingle count; ``longest_run`` is the longest run of
-    consecutive words repeated verbatim (after normalisation). ``person`` is the protected
-    person (their id in the case) who wrote the document, when known.
+    ``document`` is an opaque id (never the text); ``matched`` counts the document's shingles
+    the text repeats in verbatim pieces of 8 words or more, and ``fraction`` is matched / the
+    document's shingle count; ``longest_run`` is the longest run of consecutive words repeated
+    verbatim (after normalisation). ``spans`` are the [start, end) word positions of the text
+    (out of ``words``) that lie in a verbatim run of the document, so a passage with a few words
+    changed is still seen (``fingerprint.best_passage``). ``person`` is the protected person
+    (their id in the case) who wrote the document, when known. A document the text shares only
+    lone 4-word sequences with (common phrases) is not reported.
     """
 
     case: str
@@ -233,6 +246,8 @@ class ContentOverlap:
     fraction: float
     longest_run: int
     person: str | None = None
+    spans: tuple[tuple[int, int], ...] = ()
+    words: int = 0
 
 
 class ContentFingerprints(Protocol):
@@ -242,12 +257,19 @@ class ContentFingerprints(Protocol):
         """Every protected document that ``text`` repeats part of (strongest first)."""
         ...
 
+    def named_by(self, case: str, person: str) -> frozenset[Mention]:
+        """The protected people named in the learnt messages that ``person`` of ``case`` wrote."""
+        ...
+
 
 class NoFingerprints:
     """No protected content known (the default until fingerprints are learnt)."""
 
     def overlaps(self, text: str) -> list[ContentOverlap]:
         return []
+
+    def named_by(self, case: str, person: str) -> frozenset[Mention]:
+        return frozenset()
 
 
 NO_FINGERPRINTS: ContentFingerprints = NoFingerprints()

@@ -7,34 +7,55 @@ unique phrasing that could identify sources*.
 
 The gateway learns the messages reporters and witnesses send to the committee (through the journal
 intake, or ``conduct-gateway case add-report CASE FILE.eml``) and keeps only fingerprints of them:
-keyed hashes of every run of 8 consecutive words, never the words. When at least one **envelope**
-recipient is outside the committee (or is a member with a conflict of interest on the case the
-protected message belongs to), every text of the outgoing message is compared with them:
+keyed hashes of every run of 4 consecutive words, never the words. Quoted lines, attribution lines
+("On Mon, ... wrote:"), the signature and a closing list footer or legal disclaimer are not
+learnt: they are not the author's words, and unrelated mail shares them. When at least one
+**envelope** recipient is outside the committee (or is a member with a conflict of interest on the
+case the protected message belongs to), every text of the outgoing message is compared with them:
 text and HTML parts, text attachments, attached and forwarded messages, headers. Texts are
 decoded and normalised first (any transfer encoding and charset, HTML rendered, case, accents,
-look-alike letters), and only words count: a passage reflowed to another line width, quoted with
-``> `` or ``> > ``, or pasted into HTML is the same passage.
+look-alike letters), only words count, and British and American spellings are one word
+("organised"/"organized", "behaviour"/"behavior", "travelled"/"traveled", "centre"/"center"): a
+passage reflowed to another line width, quoted with ``> `` or ``> > ``, or pasted into HTML is the
+same passage.
 
-- ``PROTECTED_CONTENT``: the message repeats a protected message: a passage of at least
-  ``min_run_words`` consecutive words, or pieces that add up to at least ``min_fraction`` of it
-  (and to as many 8-word sequences as a ``min_run_words`` passage has). Short common phrases
-  ("thank you for your message", "please let me know if you have any questions") are far below
-  the threshold, and phrases found in 50 or more protected messages (disclaimers, list footers)
-  do not count. The finding says where, how much, and which case, never the words; e.g. *part 1
-  (text/plain) repeats 34 consecutive words (60%) of a message a reporter or witness sent in case
-  home shelf. Describe the behaviour in your own words instead of quoting or forwarding it.*
+- ``PROTECTED_CONTENT``: the message repeats a protected message, in one of three ways:
+
+  * an **edited copy**: a stretch of ``passage_words`` words (16) in which at least
+    ``min_share`` (75%) of the words are repeated word for word, in runs of 5 or more words;
+  * an **exact passage** of at least ``min_run_words`` (12) consecutive words;
+  * **pieces** of 8 or more identical words that add up to ``min_fraction`` (30%) of the
+    protected message (and to as many words as a ``min_run_words`` passage).
+
+  So a word substituted, inserted or dropped, a letter changed inside a word, or a spelling
+  variant does not hide a copy: each changed or added word costs only itself, as long as at least
+  5 unchanged words separate two changes, e.g. one word in six changed throughout still counts.
+  **Not caught**: a rewording that leaves no 5 consecutive words unchanged (one word in four or
+  five changed), fragments of 4 words or fewer in another order, synonyms throughout, a
+  translation, a summary. Short common phrases ("thank you for your message", "please let me
+  know if you have any questions") are below the threshold, and 4-word sequences found in 50 or
+  more protected messages do not count. Measured on the real-mail collection (334 public test and
+  list messages): with the 18 hand-written list posts learnt as reports, none of the 289 other
+  messages is refused (0 false positives); with every readable message (307) learnt, each checked
+  against all the others, 59 are refused, 55 of them for a message they share at least 12
+  identical consecutive words with (fixtures that copy each other, bounce reports) and 4 for a
+  bounce template with a date, host or address changed. The finding says where, how much, and
+  which case, never the words; e.g. *part 1 (text/plain) repeats 34 words (60%) of a message a
+  reporter or witness sent in case home shelf. Describe the behaviour in your own words instead
+  of quoting or forwarding it.*
 
 A reporter's own words may always go back to that reporter (``self_disclosure``), so the committee
-can reply with the usual quote. Consent recorded in a case (``consents``) is consent to be *named*
-to a recipient, which is not consent to have one's messages forwarded: it lifts this finding only
-when ``consent_lifts`` is true.
+can reply with the usual quote (the names they wrote in it: see reporter-protection's
+``reporter_own_words``). Consent recorded in a case (``consents``) is consent to be *named* to a
+recipient, which is not consent to have one's messages forwarded: it lifts this finding only when
+``consent_lifts`` is true.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.policy.fingerprint import SHINGLE_WORDS
+from gateway.policy.fingerprint import SHINGLE_WORDS, Passage, best_passage
 from gateway.policy.model import (
     ContentOverlap,
     Envelope,
@@ -62,11 +83,29 @@ class Params(BaseModel):
 
     min_run_words: int = Field(
         12,
-        ge=SHINGLE_WORDS,
+        ge=8,
         le=500,
         description=(
-            "A passage of at least this many consecutive words repeated from a protected message is a "
-            "finding (8 at least: shorter passages are not fingerprinted)."
+            "A passage of at least this many consecutive words repeated verbatim from a protected message "
+            "is a finding (8 at least)."
+        ),
+    )
+    passage_words: int = Field(
+        16,
+        ge=8,
+        le=500,
+        description=(
+            "Length of the stretches judged for an edited copy: a stretch of this many words in which at "
+            "least min_share of the words are repeated is a finding."
+        ),
+    )
+    min_share: float = Field(
+        0.75,
+        ge=0.5,
+        le=1,
+        description=(
+            "Share of a passage_words stretch that must be repeated word for word, in runs of 5 or more "
+            "words, for the stretch to count as a copy (1: no word changed)."
         ),
     )
     min_fraction: float = Field(
@@ -100,23 +139,24 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
             outsiders.setdefault(recipient.lower(), recipient)
     if not outsiders:
         return []
-    strongest: dict[tuple[str, str], tuple[ContentOverlap, list[str]]] = {}
+    strongest: dict[tuple[str, str], tuple[ContentOverlap, int, list[str]]] = {}
     for segment in message.segments:
         for overlap in context.protected_content.overlaps(segment.text):
-            if not _past_threshold(overlap, params):
+            repeated = _repeated_words(overlap, params)
+            if not repeated:
                 continue
             key = (overlap.case, overlap.document)
             current = strongest.get(key)
             if current is None:
-                strongest[key] = (overlap, [segment.where])
+                strongest[key] = (overlap, repeated, [segment.where])
                 continue
-            best, places = current
+            best, most, places = current
             if segment.where not in places:
                 places.append(segment.where)
-            if (overlap.longest_run, overlap.fraction) > (best.longest_run, best.fraction):
-                strongest[key] = (overlap, places)
+            if (repeated, overlap.fraction) > (most, best.fraction):
+                strongest[key] = (overlap, repeated, places)
     findings = []
-    for overlap, places in strongest.values():
+    for overlap, repeated, places in strongest.values():
         concerned = tuple(
             recipient
             for recipient in outsiders.values()
@@ -124,15 +164,21 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
             and not _allowed(overlap, recipient, context, params)
         )
         if concerned:
-            findings.append(_finding(overlap, places, concerned))
+            findings.append(_finding(overlap, repeated, places, concerned))
     return findings
 
 
-def _past_threshold(overlap: ContentOverlap, params: Params) -> bool:
+def _repeated_words(overlap: ContentOverlap, params: Params) -> int:
+    """How many words of the text repeat the document, if past a threshold; 0 otherwise."""
+    passage: Passage | None = best_passage(overlap, params.passage_words, params.min_share)
+    if passage is not None:
+        return max(passage.covered, overlap.longest_run)
     if overlap.longest_run >= params.min_run_words:
-        return True
-    shingles_in_a_run = params.min_run_words - SHINGLE_WORDS + 1
-    return overlap.fraction >= params.min_fraction and overlap.matched >= shingles_in_a_run
+        return overlap.longest_run
+    shingles_in_a_passage = params.min_run_words - SHINGLE_WORDS + 1
+    if overlap.fraction >= params.min_fraction and overlap.matched >= shingles_in_a_passage:
+        return max(overlap.longest_run, sum(end - start for start, end in overlap.spans))
+    return 0
 
 
 def _allowed(overlap: ContentOverlap, recipient: str, context: RuleContext, params: Params) -> bool:
@@ -157,7 +203,9 @@ def _allowed(overlap: ContentOverlap, recipient: str, context: RuleContext, para
     )
 
 
-def _finding(overlap: ContentOverlap, places: list[str], recipients: tuple[str, ...]) -> Finding:
+def _finding(
+    overlap: ContentOverlap, repeated: int, places: list[str], recipients: tuple[str, ...]
+) -> Finding:
     where = ", ".join(places)
     share = max(1, round(overlap.fraction * 100))
     return Finding(
@@ -166,7 +214,7 @@ def _finding(overlap: ContentOverlap, places: list[str], recipients: tuple[str, 
         where=where,
         kind="passage",
         advice=(
-            f"{where[0].upper()}{where[1:]} repeats {overlap.longest_run} consecutive words ({share}%) of a "
+            f"{where[0].upper()}{where[1:]} repeats {repeated} words ({share}%) of a "
             f"message a reporter or witness sent in case {overlap.case}, and the message goes to "
             f"{_listing(recipients)}. Describe the behaviour in your own words instead of quoting or "
             "forwarding their message."

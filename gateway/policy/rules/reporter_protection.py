@@ -26,7 +26,15 @@ found in "Jingle" or "Beijing"; a person protected as "Jin Park" is not found by
   itself (only ``conduct-gateway check`` shows the sender what matched in their own message).
   A consent record for that person and that recipient lifts it for that recipient only. A
   person's identities may always be sent to that person's own recorded address
-  (``self_disclosure``), so the committee can write to a reporter by name.
+  (``self_disclosure``), so the committee can write to a reporter by name. A reporter's or
+  witness's own words may be quoted back to them, names included (``reporter_own_words``): an
+  identity sent to the recorded address of the author of a learnt message (see
+  protected-content) is not a finding when that message names the person with that kind of
+  identity (the name, an alias, the address...) and, in that part, the identity occurs only
+  inside passages repeating the author's message word for word (5 words or more). The same
+  identity in the committee's own words, an identity the author did not write (another witness,
+  or the witness's address when the author wrote only the name), or the same quote to anyone
+  else is still a finding.
 - ``UNINSPECTABLE_CONTENT``: a part the gateway cannot read is going outside the committee:
   encrypted mail, an inline PGP message, opaque S/MIME, an image (a screenshot can show a name),
   a scanned or password-protected PDF, a password-protected archive, an archive format it does
@@ -51,14 +59,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.policy.fingerprint import SPAN_WORDS, split_at_spans
 from gateway.policy.model import (
     IDENTITY_NOUNS,
     Envelope,
     Finding,
     IdentityKind,
+    Mention,
     ParsedMessage,
     ProtectedIdentity,
     RuleContext,
+    TextSegment,
     Uninspectable,
 )
 from gateway.policy.normalize import normalize
@@ -89,6 +100,14 @@ class Params(BaseModel):
             "addresses (so the committee can write to a reporter by name)."
         ),
     )
+    reporter_own_words: bool = Field(
+        True,
+        description=(
+            "Allow the identities a reporter or witness wrote in a learnt message of theirs when that "
+            "message is quoted back to them (only inside the quoted passage, only the kinds of identity "
+            "they wrote, only to their recorded addresses)."
+        ),
+    )
     media_uninspectable: bool = Field(
         True,
         description=(
@@ -112,6 +131,7 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
         if params.self_disclosure
         else {}
     )
+    quoted_back = _QuotedBack(context) if params.reporter_own_words else None
     findings: dict[tuple[str, str, str, str], Finding] = {}
     for segment in message.segments:
         for identity in context.finder.find(segment.text):
@@ -124,6 +144,7 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
                 if not context.is_inside(recipient, identity.case)
                 and (identity.case, identity.person, recipient.lower()) not in consented
                 and (identity.case, identity.person) not in own_people.get(recipient, set())
+                and not (quoted_back is not None and quoted_back.allows(identity, segment, recipient))
             )
             if concerned:
                 findings[key] = _identity_finding(identity, segment.where, concerned)
@@ -168,6 +189,59 @@ def _own_people(recipient: str, context: RuleContext) -> set[tuple[str, str]]:
         for identity in context.finder.find(recipient)
         if identity.kind is IdentityKind.ADDRESS and normalize(identity.value.strip().strip("<>")) == wanted
     }
+
+
+class _QuotedBack:
+    """Whether an identity in a part is only its author's own words quoted back to the author.
+
+    Looked up lazily: most messages go to no author, and most parts name nobody.
+    """
+
+    def __init__(self, context: RuleContext) -> None:
+        self._context = context
+        self._named: dict[str, frozenset[Mention]] = {}
+        self._split: dict[tuple[str, str], tuple[frozenset[Mention], frozenset[Mention]]] = {}
+
+    def allows(self, identity: ProtectedIdentity, segment: TextSegment, recipient: str) -> bool:
+        mention = Mention(identity.case, identity.person, identity.kind)
+        if mention not in self._named_to(recipient):
+            return False
+        inside, outside = self._found(segment, recipient)
+        return mention in inside and mention not in outside
+
+    def _named_to(self, recipient: str) -> frozenset[Mention]:
+        """What the learnt messages of the people ``recipient`` is an address of name."""
+        lowered = recipient.lower()
+        if lowered not in self._named:
+            fingerprints = self._context.protected_content
+            self._named[lowered] = frozenset(
+                mention
+                for case, person in _own_people(recipient, self._context)
+                for mention in fingerprints.named_by(case, person)
+            )
+        return self._named[lowered]
+
+    def _found(self, segment: TextSegment, recipient: str) -> tuple[frozenset[Mention], frozenset[Mention]]:
+        """Identities inside the passages of ``segment`` that repeat the recipient's own messages,
+        and identities anywhere else in it."""
+        key = (segment.where, recipient.lower())
+        if key not in self._split:
+            authors = _own_people(recipient, self._context)
+            spans = sorted(
+                span
+                for overlap in self._context.protected_content.overlaps(segment.text)
+                if (overlap.case, overlap.person) in authors
+                for span in overlap.spans
+                if span[1] - span[0] >= SPAN_WORDS
+            )
+            inside, outside = split_at_spans(segment.text, spans)
+            self._split[key] = (self._mentions(*inside), self._mentions(outside))
+        return self._split[key]
+
+    def _mentions(self, *texts: str) -> frozenset[Mention]:
+        # Each passage on its own: a name must not be put together from the ends of two quotes.
+        finder = self._context.finder
+        return frozenset(Mention(i.case, i.person, i.kind) for text in texts for i in finder.find(text))
 
 
 def _identity_finding(identity: ProtectedIdentity, where: str, recipients: tuple[str, ...]) -> Finding:
