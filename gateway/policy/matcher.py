@@ -44,6 +44,8 @@ from gateway.policy.model import IdentityHit, IdentityKind, ProtectedIdentity, S
 from gateway.policy.normalize import normalize
 from gateway.policy.variants import (
     DEFAULT_TITLES,
+    FULL_NAME,
+    LOCAL_PART,
     MIN_PATTERN_LENGTH,
     PARTICLES,
     Form,
@@ -205,6 +207,7 @@ class IdentityMatcher:
             return cls(None, count, normal_titles)
         automaton = ahocorasick.Automaton()
         for pattern, holders in by_pattern.items():
+            entries = _registered_first(holders.values())
             automaton.add_word(
                 pattern,
                 _Pattern(
@@ -214,7 +217,7 @@ class IdentityMatcher:
                     weak=len(pattern) <= WEAK_PATTERN_LENGTH and " " not in pattern,
                     free_start=_is_spaceless(pattern[0]),
                     free_end=_is_spaceless(pattern[-1]),
-                    entries=tuple(holders.values()),
+                    entries=entries,
                 ),
             )
         automaton.make_automaton()
@@ -355,6 +358,31 @@ class IdentityMatcher:
                         _add(hits, entry, Strength.STRONG, f"{upgrade}, letter-spaced", pattern.text)
                     elif form.alone:
                         _add(hits, entry, Strength.WEAK, f"{form.label}, letter-spaced", pattern.text)
+
+
+def _registered_first(entries: Iterable[_Entry]) -> tuple[_Entry, ...]:
+    """The entries of one pattern, without a person's derived forms where it is also registered.
+
+    "rcastellano" registered as a username is reported as the username, not also as the initial
+    and surname it happens to be; "jin.park" as a full name, not also as an address's local part.
+    """
+    entries = tuple(entries)
+    registered = {(entry.identity.case, entry.identity.person) for entry in entries if not _derived(entry)}
+    return tuple(
+        entry
+        for entry in entries
+        if not _derived(entry) or (entry.identity.case, entry.identity.person) not in registered
+    )
+
+
+def _derived(entry: _Entry) -> bool:
+    """Whether a whole form was derived by the gateway rather than written by the admin."""
+    form = entry.form
+    if form.kind is not FormKind.WHOLE:
+        return False
+    if entry.identity.kind is IdentityKind.NAME:
+        return form.label != FULL_NAME
+    return entry.identity.kind is IdentityKind.ADDRESS and form.label == LOCAL_PART
 
 
 def _add(

@@ -55,6 +55,8 @@ ROLE_LOCAL_PARTS = frozenset((
     "info", "admin", "contact", "office", "mail", "hello", "hi", "support", "team", "help", "sales",
     "abuse", "postmaster", "webmaster", "hostmaster", "noreply", "no-reply", "me", "home", "work",
 ))  # fmt: skip
+FULL_NAME = "full name"
+LOCAL_PART = "local part of the address"
 JOINERS = (" ", "_", "-", ".")
 LOCAL_SEPARATORS = (".", "_", "-")
 RUN_TOGETHER_MIN_WORD = 3  # shorter words run together only in letter-spaced text
@@ -142,14 +144,14 @@ def forms(identity: ProtectedIdentity) -> Iterator[Form]:
 
 def _name_forms(identity: ProtectedIdentity) -> Iterator[Form]:
     for variant in joined_variants(identity.value):
-        yield Form(variant, FormKind.WHOLE, Strength.STRONG, "full name")
+        yield Form(variant, FormKind.WHOLE, Strength.STRONG, FULL_NAME)
     shape = name_shape(identity)
     if shape is None:
         return
     words = shape.words
     given, last = words[0], words[-1]
     if any(len(word) < RUN_TOGETHER_MIN_WORD for word in words):
-        yield Form("".join(words), FormKind.SPACED, Strength.STRONG, "full name")
+        yield Form("".join(words), FormKind.SPACED, Strength.STRONG, FULL_NAME)
     reversed_run = last.replace("-", "") + given
     kind = FormKind.WHOLE if min(len(given), len(last)) >= RUN_TOGETHER_MIN_WORD else FormKind.SPACED
     yield Form(reversed_run, kind, Strength.STRONG, "surname and given name")
@@ -206,14 +208,14 @@ def _address_forms(identity: ProtectedIdentity) -> Iterator[Form]:
         return
     if local_part_is_distinctive(local):
         for variant in separator_variants(local):
-            yield Form(variant, FormKind.WHOLE, Strength.STRONG, "local part of the address")
+            yield Form(variant, FormKind.WHOLE, Strength.STRONG, LOCAL_PART)
     elif sum(char.isalpha() for char in local) >= MIN_ALONE_LETTERS:
         everyday = {normalize(word) for word in identity.everyday_words}
         yield Form(
             local,
             FormKind.WHOLE,
             Strength.WEAK,
-            "local part of the address",
+            LOCAL_PART,
             alone=identity.weak_forms and local not in everyday,
         )
 
