@@ -69,8 +69,8 @@ _WORD_SCAN = 16  # how far back a title or initial is looked for
 _MAX_PARTICLES = 3
 _INITIAL_AFTER = re.compile(r"(,?) ([^\W\d_])(\.?)(?![^\W_])")
 # A run of 3+ single letters, each separated from the next by one or two separator characters.
-_SPACED_RUN = re.compile(r"(?<![^\W_])[^\W\d_](?:[ ._,'*/+~|-]{1,2}[^\W\d_](?![^\W_])){2,}")
-_SPACED_HINT = re.compile(r"(?<![^\W_])[^\W\d_][ ._,'*/+~|-]{1,2}[^\W\d_][ ._,'*/+~|-]")
+_SPACED_RUN = re.compile(r"(?<![^\W_])[^\W\d_](?:[ ._,'*/+~|-]{1,3}[^\W\d_](?![^\W_])){2,}")
+_SPACED_HINT = re.compile(r"(?<![^\W_])[^\W\d_][ ._,'*/+~|-]{1,3}[^\W\d_][ ._,'*/+~|-]")
 
 # Scripts written without spaces between words (code point ranges, inclusive).
 _SPACELESS_RANGES = (
@@ -104,7 +104,7 @@ def _is_word_char(char: str) -> bool:
     return char.isalnum() and not _is_spaceless(char)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
     """One identity behind a pattern, and how a hit on it counts."""
 
@@ -113,7 +113,7 @@ class _Entry:
     initials: frozenset[str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Pattern:
     text: str
     length: int
@@ -160,7 +160,7 @@ def _domain_to_unicode(domain: str) -> str | None:
 
 def all_forms(identity: ProtectedIdentity) -> list[Form]:
     """Every form the matcher looks for on behalf of ``identity`` (too-short ones left out)."""
-    found = list(forms(identity))
+    found = forms(identity)
     if identity.kind is IdentityKind.ADDRESS:
         found += [
             Form(variant, FormKind.WHOLE, Strength.STRONG, "address")
@@ -193,7 +193,9 @@ class IdentityMatcher:
         cls, identities: Iterable[ProtectedIdentity], *, titles: Iterable[str] = DEFAULT_TITLES
     ) -> IdentityMatcher:
         """Compile every form of every identity of every case into one automaton (once per policy load)."""
-        by_pattern: dict[str, dict[tuple[ProtectedIdentity, Form], _Entry]] = {}
+        # Keyed by the identity object and the form's label: cheap to hash, and one identity's
+        # forms of one pattern and label are the same form.
+        by_pattern: dict[str, dict[tuple[int, str, bool], _Entry]] = {}
         count = 0
         for identity in identities:
             count += 1
@@ -201,7 +203,9 @@ class IdentityMatcher:
             initials = shape.initials if shape is not None else frozenset()
             for form in all_forms(identity):
                 holders = by_pattern.setdefault(form.pattern, {})
-                holders.setdefault((identity, form), _Entry(identity, form, initials))
+                key = (id(identity), form.label, form.kind is FormKind.PART)
+                if key not in holders:
+                    holders[key] = _Entry(identity, form, initials)
         normal_titles = titles_normalised(titles)
         if not by_pattern:
             return cls(None, count, normal_titles)
@@ -317,6 +321,18 @@ class IdentityMatcher:
             return "surname and initial"
         return None
 
+    def _title_or_initials(self, prefix: str, initials: frozenset[str]) -> bool:
+        """Whether the letters before a surname in a letter-spaced run are a title or initials."""
+        for _ in range(_MAX_PARTICLES + 1):
+            if prefix in self._titles or _is_initials(prefix, initials):
+                return True
+            # "M r v a n d e r B e r g": particles may stand between the title and the surname.
+            particle = next((p for p in PARTICLES if prefix.endswith(p) and len(prefix) > len(p)), None)
+            if particle is None:
+                return False
+            prefix = prefix[: -len(particle)]
+        return False
+
     def _scan_spaced(
         self, text: str, hits: dict[tuple[ProtectedIdentity, Strength, str], IdentityHit]
     ) -> None:
@@ -340,7 +356,7 @@ class IdentityMatcher:
                     if form.kind is not FormKind.PART:
                         continue
                     if not whole:
-                        if form.surname and (prefix in self._titles or _is_initials(prefix, entry.initials)):
+                        if form.surname and self._title_or_initials(prefix, entry.initials):
                             _add(
                                 hits,
                                 entry,
@@ -367,6 +383,8 @@ def _registered_first(entries: Iterable[_Entry]) -> tuple[_Entry, ...]:
     and surname it happens to be; "jin.park" as a full name, not also as an address's local part.
     """
     entries = tuple(entries)
+    if len(entries) == 1:
+        return entries
     registered = {(entry.identity.case, entry.identity.person) for entry in entries if not _derived(entry)}
     return tuple(
         entry

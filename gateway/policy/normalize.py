@@ -21,7 +21,7 @@ from functools import cache, lru_cache
 # because some shapes differ by case (Greek capital eta looks like H, its small form like n).
 _SUPPLEMENT = {
     "Ԛ": "Q", "Ԁ": "D", "Һ": "H", "Ӏ": "I", "ӏ": "l", "Ι": "I",
-    "κ": "k", "χ": "x", "τ": "t", "ε": "e",
+    "κ": "k", "χ": "x", "τ": "t", "ε": "e", "ς": "c", "к": "k", "м": "m",
     "ȷ": "j", "ɒ": "a", "ƿ": "p", "ſ": "s", "ß": "ss",
     "\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u2032": "'", "\u2010": "-", "\u2012": "-",
     "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u00b7": ".",
@@ -43,7 +43,8 @@ def _strip_marks(text: str) -> str:
 
 def _latin_reading(source: str, prototype: str) -> str | None:
     """The ASCII letters or digits a reader takes ``source`` for, from its UTS #39 prototype."""
-    stripped = _strip_marks(prototype)
+    # A prototype may itself be a Latin small capital (Cyrillic т -> ᴛ): read it as its letter.
+    stripped = "".join(_SUPPLEMENT.get(char, char) for char in _strip_marks(prototype))
     target = stripped.casefold()
     if not target or not target.isascii() or not target.isalnum():
         return None

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Protocol
 
@@ -64,6 +64,7 @@ MIN_PATTERN_LENGTH = 2
 MIN_ALONE_LETTERS = 3  # shorter name parts are never reported alone
 INITIALS_RUN_TOGETHER_MIN_SURNAME = 4
 DISTINCTIVE_LOCAL_PART = 6
+MIN_SPACED_LETTERS = 3
 DISTINCTIVE_SEPARATED_LOCAL_PART = 4
 
 
@@ -75,7 +76,7 @@ class FormKind(Enum):
     SPACED = "spaced"  # only counts in letter-spaced text ("J o  L i"): run together, short words
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Form:
     """One normalised pattern the matcher looks for, and what finding it means."""
 
@@ -88,7 +89,7 @@ class Form:
     in_last: bool = False  # a part of the last word (the surname, or a piece of it)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NameShape:
     """A multi-word name read as given name(s) and surname."""
 
@@ -128,18 +129,34 @@ def joined_variants(value: str) -> set[str]:
     return variants
 
 
-def forms(identity: ProtectedIdentity) -> Iterator[Form]:
-    """Every pattern the matcher looks for on behalf of ``identity``."""
+def forms(identity: ProtectedIdentity) -> list[Form]:
+    """Every pattern the matcher looks for on behalf of ``identity``.
+
+    Each form whose pattern holds anything but letters also gets a letters-only copy: letter-spaced
+    text ("N o o r . H") is matched with its letters joined ("noorh").
+    """
     if identity.kind is IdentityKind.NAME:
-        yield from _name_forms(identity)
+        found = list(_name_forms(identity))
     elif identity.kind is IdentityKind.ALIAS:
-        for variant in joined_variants(identity.value):
-            yield Form(variant, FormKind.WHOLE, Strength.STRONG, "alias")
+        found = [
+            Form(variant, FormKind.WHOLE, Strength.STRONG, "alias")
+            for variant in joined_variants(identity.value)
+        ]
     elif identity.kind is IdentityKind.USERNAME:
-        for variant in separator_variants(normalize(identity.value.strip().lstrip("@"))):
-            yield Form(variant, FormKind.WHOLE, Strength.STRONG, "username")
+        found = [
+            Form(variant, FormKind.WHOLE, Strength.STRONG, "username")
+            for variant in separator_variants(normalize(identity.value.strip().lstrip("@")))
+        ]
     else:
-        yield from _address_forms(identity)
+        found = list(_address_forms(identity))
+    seen = {form.pattern for form in found}
+    for form in list(found):
+        letters = "".join(char for char in form.pattern if char.isalpha())
+        if len(letters) >= MIN_SPACED_LETTERS and letters not in seen:
+            seen.add(letters)
+            kind = FormKind.PART if form.kind is FormKind.PART else FormKind.SPACED
+            found.append(replace(form, pattern=letters, kind=kind))
+    return found
 
 
 def _name_forms(identity: ProtectedIdentity) -> Iterator[Form]:
@@ -158,6 +175,7 @@ def _name_forms(identity: ProtectedIdentity) -> Iterator[Form]:
     surname_letters = last.replace("-", "")
     if len(surname_letters) >= INITIALS_RUN_TOGETHER_MIN_SURNAME:
         yield Form(given[0] + surname_letters, FormKind.WHOLE, Strength.STRONG, "initial and surname")
+    yield from _spaced_name_forms(words)
     everyday = {normalize(word) for word in identity.everyday_words}
     for index, word in enumerate(words):
         if word in PARTICLES:
@@ -177,6 +195,40 @@ def _name_forms(identity: ProtectedIdentity) -> Iterator[Form]:
                 surname=index > 0,
                 in_last=index == len(words) - 1,
             )
+
+
+def _spaced_name_forms(words: tuple[str, ...]) -> Iterator[Form]:
+    """Orders of a name that only letter-spaced text needs as patterns of their own.
+
+    In ordinary text these are found word by word (see the matcher); joined letters have no words.
+    """
+    given, last = words[0], words[-1]
+    start = _surname_start(words)
+    letters = "".join(char for char in last if char.isalpha())
+    surname = "".join(char for word in words[start:] for char in word if char.isalpha())
+    firsts = [word for word in words[:start] if word not in PARTICLES]
+
+    def spaced(text: str, label: str) -> Form:
+        return Form("".join(char for char in text if char.isalpha()), FormKind.SPACED, Strength.STRONG, label)
+
+    yield spaced(surname + given[0], "surname and initial")
+    yield spaced(surname + "".join(firsts), "surname, given name")
+    if len(firsts) > 1:
+        yield spaced("".join(word[0] for word in firsts) + surname, "initials and surname")
+    if len(words) > 2:
+        yield spaced(given + letters, "given name and surname")
+        yield spaced(surname + given, "surname, given name")
+    for piece in _pieces(last)[1:]:
+        yield spaced(given + piece, "given name and part of the surname")
+        yield spaced(piece + given, "part of the surname, given name")
+
+
+def _surname_start(words: tuple[str, ...] | list[str]) -> int:
+    """Where the surname begins: the last word, with the particles before it ("van der Berg")."""
+    start = len(words) - 1
+    while start > 1 and normalize(words[start - 1]) in PARTICLES:
+        start -= 1
+    return start
 
 
 def separator_variants(value: str) -> set[str]:
@@ -220,7 +272,7 @@ def _address_forms(identity: ProtectedIdentity) -> Iterator[Form]:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Example:
     """A form as people write it, for ``case show --reveal`` and tests: text, strength, label."""
 
@@ -258,9 +310,7 @@ def examples(identity: ProtectedIdentity, titles: Iterable[str] = DEFAULT_TITLES
 
 def _name_examples(words: tuple[str, ...], titles: tuple[str, ...], add: _Adder) -> None:
     given, last = words[0], words[-1]
-    surname_start = len(words) - 1
-    while surname_start > 1 and normalize(words[surname_start - 1]) in PARTICLES:
-        surname_start -= 1
+    surname_start = _surname_start(words)
     surname = " ".join(words[surname_start:])
     first_names = " ".join(words[:surname_start])
     add(f"{surname}, {first_names}", Strength.STRONG, "surname, given name")
