@@ -48,6 +48,7 @@ from gateway.policy.variants import (
     LOCAL_PART,
     MIN_PATTERN_LENGTH,
     PARTICLES,
+    WORD_INITIALS,
     Form,
     FormKind,
     forms,
@@ -446,7 +447,7 @@ def _is_initials(word: str, initials: frozenset[str]) -> bool:
     if not letters or len(letters) > 3 or not all(letter in initials for letter in letters):
         return False
     # "a" and "i" alone, without a dot, are English words, not initials.
-    return len(letters) > 1 or "." in word or letters not in ("a", "i", "o")
+    return len(letters) > 1 or "." in word or letters not in WORD_INITIALS
 
 
 def _in_machine_token(text: str, start: int, end: int) -> bool:

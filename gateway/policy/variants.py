@@ -12,7 +12,8 @@ Strong forms (``PROTECTED_IDENTITY``) identify the person on their own:
   the policy's ``name_forms.titles``, with or without a dot, name particles such as "van der" may
   come between);
 * the person's initial(s) and the surname (``N. Haddad``, ``N Haddad``, ``N.A. Haddad``,
-  ``Haddad, N.``, and run together as in user names, ``nhaddad``);
+  ``Haddad, N.``, and run together as in user names, ``nhaddad``); an initial A, I or O needs its
+  dot, because "a", "I" and "O" are words;
 * aliases, addresses, usernames (with or without ``@``, and with ``.``, ``_`` and ``-`` swapped),
   and the local part of an address when it is distinctive (it has a separator or a digit and at
   least 4 characters, or at least 6 characters): ``noor.h``, ``noor_h``, ``noor-h``.
@@ -65,6 +66,8 @@ MIN_ALONE_LETTERS = 3  # shorter name parts are never reported alone
 INITIALS_RUN_TOGETHER_MIN_SURNAME = 4
 DISTINCTIVE_LOCAL_PART = 6
 MIN_SPACED_LETTERS = 3
+# Single letters that are English words: as an initial they need a dot ("A. Berg", not "a Berg").
+WORD_INITIALS = frozenset("aio")
 DISTINCTIVE_SEPARATED_LOCAL_PART = 4
 
 
@@ -324,7 +327,8 @@ def _name_examples(words: tuple[str, ...], titles: tuple[str, ...], add: _Adder)
         add(last.replace("-", " "), Strength.WEAK, "surname")
     initials = "".join(word[0] for word in words[:surname_start] if normalize(word) not in PARTICLES)
     add(f"{given[0]}. {surname}", Strength.STRONG, "initial and surname")
-    add(f"{given[0]} {surname}", Strength.STRONG, "initial and surname")
+    if normalize(given[0]) not in WORD_INITIALS:
+        add(f"{given[0]} {surname}", Strength.STRONG, "initial and surname")
     add(f"{given[0]}.{last}", Strength.STRONG, "initial and surname")
     add(f"{surname}, {given[0]}.", Strength.STRONG, "surname and initial")
     if len(initials) > 1:
