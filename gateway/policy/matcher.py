@@ -386,7 +386,11 @@ def _registered_first(entries: Iterable[_Entry]) -> tuple[_Entry, ...]:
     entries = tuple(entries)
     if len(entries) == 1:
         return entries
-    registered = {(entry.identity.case, entry.identity.person) for entry in entries if not _derived(entry)}
+    registered = {
+        (entry.identity.case, entry.identity.person)
+        for entry in entries
+        if entry.form.kind is FormKind.WHOLE and not _derived(entry)
+    }
     return tuple(
         entry
         for entry in entries

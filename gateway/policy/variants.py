@@ -152,6 +152,8 @@ def forms(identity: ProtectedIdentity) -> list[Form]:
         ]
     else:
         found = list(_address_forms(identity))
+    whole = {form.pattern for form in found if form.kind is FormKind.WHOLE}
+    found = [form for form in found if form.kind is not FormKind.SPACED or form.pattern not in whole]
     seen = {form.pattern for form in found}
     for form in list(found):
         letters = "".join(char for char in form.pattern if char.isalpha())
@@ -329,7 +331,9 @@ def _name_examples(words: tuple[str, ...], titles: tuple[str, ...], add: _Adder)
     add(f"{given[0]}. {surname}", Strength.STRONG, "initial and surname")
     if normalize(given[0]) not in WORD_INITIALS:
         add(f"{given[0]} {surname}", Strength.STRONG, "initial and surname")
-    add(f"{given[0]}.{last}", Strength.STRONG, "initial and surname")
+    if len(last) > MIN_PATTERN_LENGTH:
+        # Two letters glued by a dot read as a domain or a code ("co.jp"): not a name form.
+        add(f"{given[0]}.{last}", Strength.STRONG, "initial and surname")
     add(f"{surname}, {given[0]}.", Strength.STRONG, "surname and initial")
     if len(initials) > 1:
         add(". ".join(initials) + f". {surname}", Strength.STRONG, "initials and surname")
