@@ -156,6 +156,8 @@ def forms(identity: ProtectedIdentity) -> list[Form]:
     found = [form for form in found if form.kind is not FormKind.SPACED or form.pattern not in whole]
     seen = {form.pattern for form in found}
     for form in list(found):
+        if any(char.isdigit() for char in form.pattern):
+            continue  # letter-spaced runs hold letters only: without its digits it is another form
         letters = "".join(char for char in form.pattern if char.isalpha())
         if len(letters) >= MIN_SPACED_LETTERS and letters not in seen:
             seen.add(letters)
