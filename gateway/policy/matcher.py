@@ -71,7 +71,9 @@ _MAX_PARTICLES = 3
 _INITIAL_AFTER = re.compile(r"(,?) ([^\W\d_])(\.?)(?![^\W_])")
 # A run of 3+ single letters, each separated from the next by one or two separator characters.
 _SPACED_RUN = re.compile(r"(?<![^\W_])[^\W\d_](?:[ ._,'*/+~|-]{1,3}[^\W\d_](?![^\W_])){2,}")
-_SPACED_HINT = re.compile(r"(?<![^\W_])[^\W\d_][ ._,'*/+~|-]{1,3}[^\W\d_][ ._,'*/+~|-]")
+# A cheap first look (no look-behind, led by a separator): most text has no letter-spaced run.
+_SPACED_SEPARATORS = frozenset(" ._,'*/+~|-")
+_SPACED_HINT = re.compile(r"[ ._,'*/+~|-][^\W\d_][ ._,'*/+~|-]{1,3}[^\W\d_][ ._,'*/+~|-]")
 
 # Scripts written without spaces between words (code point ranges, inclusive).
 _SPACELESS_RANGES = (
@@ -252,7 +254,7 @@ class IdentityMatcher:
             return []
         hits: dict[tuple[ProtectedIdentity, Strength, str], IdentityHit] = {}
         self._scan(normal, hits)
-        if _SPACED_HINT.search(normal):
+        if _SPACED_HINT.search(normal) or (len(normal) > 2 and normal[1] in _SPACED_SEPARATORS):
             self._scan_spaced(normal, hits)
         strong = {
             (hit.identity.case, hit.identity.person)
