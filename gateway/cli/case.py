@@ -35,8 +35,8 @@ from gateway.policy.config import (
     read_policy,
 )
 from gateway.policy.mime import parse_message
-from gateway.policy.model import ProtectedIdentity, Strength
-from gateway.policy.variants import examples
+from gateway.policy.model import ProtectedIdentity
+from gateway.policy.variants import described_forms
 from gateway.policy_screener import load_policy_for
 from gateway.registry import CaseRegistry, new_code_name, write_key_file
 from gateway.settings import GatewaySettings, load_settings
@@ -473,43 +473,18 @@ def show(code: str, reveal: bool, config_path: Path | None) -> None:
 
 
 def _matched_forms(item: Case, titles: tuple[str, ...]) -> dict[str, dict[str, list[str]]]:
-    """Each protected person's generated forms, by strength (title forms folded into one line)."""
-    shown: dict[str, dict[str, list[str]]] = {}
-    for person in item.protected():
-        strong: list[str] = []
-        weak: list[str] = []
-        quiet: list[str] = []
-        title_forms: list[str] = []
-        for key, kind in IDENTITY_FIELDS:
-            for value in getattr(person, key):
-                identity = ProtectedIdentity(
-                    item.code, person.id, kind, value, person.weak_forms, person.everyday_words
-                )
-                for example in examples(identity, titles):
-                    line = f"{example.text}  ({example.label})"
-                    if example.label.startswith("title and"):
-                        title_forms.append(example.text)
-                    elif example.strength is Strength.STRONG:
-                        strong.append(line)
-                    elif example.reported_alone:
-                        weak.append(line)
-                    else:
-                        quiet.append(line)
-        if title_forms:
-            surnames = sorted({text.split(" ", 1)[1] for text in title_forms if " " in text})
-            strong.append(
-                f"<title> {' / '.join(surnames)}  (title and surname; titles: {', '.join(titles)}; "
-                "with or without a dot)"
-            )
-        entry = {"strong": _unique(strong), "weak": _unique(weak)}
-        if quiet:
-            entry["not looked for alone"] = _unique(quiet)
-        shown[person.id] = entry
-    return shown
-
-
-def _unique(lines: list[str]) -> list[str]:
-    return list(dict.fromkeys(lines))
+    """Each protected person's generated forms, by strength."""
+    return {
+        person.id: described_forms(
+            [
+                ProtectedIdentity(item.code, person.id, kind, value, person.weak_forms, person.everyday_words)
+                for key, kind in IDENTITY_FIELDS
+                for value in getattr(person, key)
+            ],
+            titles,
+        )
+        for person in item.protected()
+    }
 
 
 @case.command("import-policy")

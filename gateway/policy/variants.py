@@ -349,3 +349,30 @@ def _name_examples(words: tuple[str, ...], titles: tuple[str, ...], add: _Adder)
 
 class _Adder(Protocol):
     def __call__(self, text: str, strength: Strength, label: str, alone: bool = True) -> None: ...
+
+
+def described_forms(identities: Iterable[ProtectedIdentity], titles: Iterable[str]) -> dict[str, list[str]]:
+    """One person's forms as ``case show --reveal`` lists them: strong, weak, not looked for alone.
+
+    Title forms are folded into one line naming the titles in force.
+    """
+    titles = tuple(titles)
+    groups: dict[str, list[str]] = {"strong": [], "weak": [], "not looked for alone": []}
+    surnames: list[str] = []
+    for identity in identities:
+        for example in examples(identity, titles):
+            line = f"{example.text}  ({example.label})"
+            if example.label.startswith("title and"):
+                surnames.append(example.text.split(" ", 1)[1])
+            elif example.strength is Strength.STRONG:
+                groups["strong"].append(line)
+            elif example.reported_alone:
+                groups["weak"].append(line)
+            else:
+                groups["not looked for alone"].append(line)
+    if surnames:
+        groups["strong"].append(
+            f"<title> {' / '.join(sorted(set(surnames)))}  (title and surname; titles: {', '.join(titles)}; "
+            "with or without a dot)"
+        )
+    return {group: list(dict.fromkeys(lines)) for group, lines in groups.items() if lines}
