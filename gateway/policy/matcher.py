@@ -320,7 +320,12 @@ class IdentityMatcher:
             if _is_initials(before, entry.initials):
                 return "initial and surname"
         after = _INITIAL_AFTER.match(text, end + 1)
-        if after and after.group(2) in entry.initials and (after.group(1) or after.group(3)):
+        # "Haddad, N." or "Haddad N."; "Lindqvist, I think" is the pronoun, not an initial.
+        if (
+            after
+            and after.group(2) in entry.initials
+            and (after.group(3) or (after.group(1) and after.group(2) not in WORD_INITIALS))
+        ):
             return "surname and initial"
         return None
 

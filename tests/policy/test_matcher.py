@@ -196,6 +196,8 @@ INITIAL_FORMS = table(
     ("a van der Berg", {("Anna van der Berg", WEAK)}),  # "a" is a word: an initial A needs its dot
     ("J. Haddad", {("Noor Haddad", WEAK)}),  # not this person's initial
     ("M. Li", {("Mei Li", STRONG)}),
+    ("Lindqvist, I think", {("Ingrid Sofia Lindqvist", WEAK)}),  # the pronoun, not her initial
+    ("Lindqvist, I.", {("Ingrid Sofia Lindqvist", STRONG)}),
     prefix="initial",
 )
 PART_FORMS = table(

@@ -8,7 +8,8 @@ also mail that stays inside the committee — for the real name or alias of a re
 any case in the message's Subject and in the names of its attachments (decoded and normalised as
 for reporter-protection, so encoded or look-alike spellings are found too, and in any strong form the
 gateway derives: "Haddad, Noor", "Mx Haddad", "N. Haddad"...), and suggests the code names to use
-instead. A lone given name or surname (a weak form) is not reported here. It does not look at the body: reporter-protection guards that for outsiders.
+instead. A lone given name or surname (a weak form) is not reported here. It does not look at the
+body: reporter-protection guards that for outsiders.
 
 - ``REAL_NAME_IN_SUBJECT``: the Subject contains a protected person's name or alias.
 - ``REAL_NAME_IN_FILENAME``: an attachment's file name does.
