@@ -68,6 +68,7 @@ _SHORT_JOINERS = frozenset(".-_+/=@%&~#*\\|^")
 _NAME_GLUE = frozenset({" ", ", ", ",", "_", "-", "."})
 _WORD_SCAN = 16  # how far back a title or initial is looked for
 _MAX_PARTICLES = 3
+_OPENERS = "([{<\"'`*_/"
 _INITIAL_AFTER = re.compile(r"(,?) ([^\W\d_])(\.?)(?![^\W_])")
 # A run of 3+ single letters, each separated from the next by one or two separator characters.
 _SPACED_RUN = re.compile(r"(?<![^\W_])[^\W\d_](?:[ ._,'*/+~|-]{1,3}[^\W\d_](?![^\W_])){2,}")
@@ -332,13 +333,14 @@ class IdentityMatcher:
     def _title_or_initials(self, prefix: str, initials: frozenset[str]) -> bool:
         """Whether the letters before a surname in a letter-spaced run are a title or initials."""
         for _ in range(_MAX_PARTICLES + 1):
-            if prefix in self._titles or _is_initials(prefix, initials):
+            if prefix.rstrip(".") in self._titles or _is_initials(prefix, initials):
                 return True
             # "M r v a n d e r B e r g": particles may stand between the title and the surname.
-            particle = next((p for p in PARTICLES if prefix.endswith(p) and len(prefix) > len(p)), None)
+            bare = prefix.rstrip(".")
+            particle = next((p for p in PARTICLES if bare.endswith(p) and len(bare) > len(p)), None)
             if particle is None:
                 return False
-            prefix = prefix[: -len(particle)]
+            prefix = bare[: -len(particle)] + ("." if prefix.endswith(".") else "")
         return False
 
     def _scan_spaced(
@@ -364,7 +366,9 @@ class IdentityMatcher:
                     if form.kind is not FormKind.PART:
                         continue
                     if not whole:
-                        if form.surname and self._title_or_initials(prefix, entry.initials):
+                        # "A . v a n  d e r  B e r g": the dot after a lone initial is kept.
+                        dotted = prefix if run.group()[1:2] != "." else prefix + "."
+                        if form.surname and self._title_or_initials(dotted, entry.initials):
                             _add(
                                 hits,
                                 entry,
@@ -443,8 +447,11 @@ def _before(text: str, start: int) -> str | None:
         low = stop
         while low > 0 and text[low - 1] != " " and stop - low < _WORD_SCAN:
             low -= 1
-        word = text[low:stop]
-        if not word or (low > 0 and text[low - 1] != " "):
+        if low > 0 and text[low - 1] != " ":
+            return None
+        # "(Mx Haddad", "[Dr. Haddad": opening punctuation is not part of the title.
+        word = text[low:stop].lstrip(_OPENERS)
+        if not word:
             return None
         if word not in PARTICLES:
             return word

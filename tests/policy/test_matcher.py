@@ -182,6 +182,8 @@ TITLE_FORMS = table(
     ("Mr van der Berg", {("Anna van der Berg", STRONG)}),
     ("Dame Li", {("Mei Li", STRONG)}),
     ("Mx Reyes", {("Sam Okonkwo-Reyes", STRONG)}),
+    ("(Mx Haddad)", {("Noor Haddad", STRONG)}),
+    ('"Dr. Haddad"', {("Noor Haddad", STRONG)}),
     ("my Haddad", {("Noor Haddad", WEAK)}),
     prefix="title",
 )
