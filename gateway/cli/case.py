@@ -24,6 +24,7 @@ from gateway.cli.check import as_submitted
 from gateway.errors import ConfigError, GatewayError
 from gateway.fingerprints import FingerprintStore
 from gateway.policy.config import (
+    IDENTITY_FIELDS,
     Case,
     ConsentRecord,
     Person,
@@ -34,6 +35,8 @@ from gateway.policy.config import (
     read_policy,
 )
 from gateway.policy.mime import parse_message
+from gateway.policy.model import ProtectedIdentity
+from gateway.policy.variants import described_forms
 from gateway.policy_screener import load_policy_for
 from gateway.registry import CaseRegistry, new_code_name, write_key_file
 from gateway.settings import GatewaySettings, load_settings
@@ -277,6 +280,14 @@ def new_case(
 @click.option("--address", "addresses", multiple=True, metavar="ADDR", help="Email address (repeatable).")
 @click.option("--username", "usernames", multiple=True, metavar="TEXT", help="Platform handle (repeatable).")
 @click.option("--id", "person_id", metavar="CODE", help="Use this person code name instead of a random one.")
+@click.option(
+    "--everyday-word",
+    "everyday_words",
+    multiple=True,
+    metavar="WORD",
+    help="A part of their name that is an everyday word or very common name: not looked for alone.",
+)
+@click.option("--no-weak-forms", is_flag=True, help="Never look for their given name or surname on its own.")
 @config_option
 def add_person(
     code: str,
@@ -286,6 +297,8 @@ def add_person(
     addresses: tuple[str, ...],
     usernames: tuple[str, ...],
     person_id: str | None,
+    everyday_words: tuple[str, ...],
+    no_weak_forms: bool,
     config_path: Path | None,
 ) -> None:
     """Add a reporter, witness or reported party to CASE under a random person code name.
@@ -306,7 +319,13 @@ def add_person(
             raise GatewayError(f"case {item.code!r} already has a person {person_code!r}")
         try:
             person = Person(
-                id=person_code, names=names, aliases=aliases, addresses=addresses, usernames=usernames
+                id=person_code,
+                names=names,
+                aliases=aliases,
+                addresses=addresses,
+                usernames=usernames,
+                weak_forms=not no_weak_forms,
+                everyday_words=everyday_words,
             )
         except ValidationError as exc:
             raise _validation_problem(exc, "the person") from None
@@ -450,6 +469,27 @@ def show(code: str, reveal: bool, config_path: Path | None) -> None:
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     yaml.dump(found.model_dump(mode="json"), sys.stdout)
+    click.echo(
+        "# What the gateway looks for, per person (generated from the above, in any case and with\n"
+        "# look-alike letters, letter-spacing or invisible characters): strong forms are refused to\n"
+        "# outsiders (PROTECTED_IDENTITY), weak forms held for review (PROTECTED_NAME_PART)."
+    )
+    yaml.dump({"matched": _matched_forms(found, policy.document.name_forms.all_titles())}, sys.stdout)
+
+
+def _matched_forms(item: Case, titles: tuple[str, ...]) -> dict[str, dict[str, list[str]]]:
+    """Each protected person's generated forms, by strength."""
+    return {
+        person.id: described_forms(
+            [
+                ProtectedIdentity(item.code, person.id, kind, value, person.weak_forms, person.everyday_words)
+                for key, kind in IDENTITY_FIELDS
+                for value in getattr(person, key)
+            ],
+            titles,
+        )
+        for person in item.protected()
+    }
 
 
 @case.command("import-policy")

@@ -31,6 +31,7 @@ from gateway.policy.audiences import Role
 from gateway.policy.matcher import patterns_for
 from gateway.policy.model import IdentityKind, ProtectedIdentity
 from gateway.policy.registry import RULES, RuleModule, documentation, finding_codes
+from gateway.policy.variants import DEFAULT_TITLES
 from gateway.yamlsource import LoadedYaml, format_loc, parse_yaml_text
 
 Loc = tuple[str | int, ...]
@@ -150,6 +151,20 @@ class Person(PolicyModel):
     usernames: tuple[Identifier, ...] = Field(
         (), description="Usernames or handles on the community's platforms (forum, chat, code hosting)."
     )
+    weak_forms: bool = Field(
+        True,
+        description=(
+            "Also look for this person's given name or surname on its own (a weak form, held for "
+            "review); false when their name parts are everyday words. Strong forms are always looked for."
+        ),
+    )
+    everyday_words: tuple[Identifier, ...] = Field(
+        (),
+        description=(
+            'Parts of this person\'s names that are everyday words or very common names (e.g. "Robin", '
+            '"Sam"): not looked for on their own; the rest of the name still is.'
+        ),
+    )
 
     @model_validator(mode="after")
     def _recognisable(self) -> Person:
@@ -214,6 +229,25 @@ class Case(PolicyModel):
         """Reporters and witnesses."""
         yield from self.reporters
         yield from self.witnesses
+
+
+class NameForms(PolicyModel):
+    """How the gateway derives the forms people write a protected name in (see "Name forms")."""
+
+    titles: tuple[Identifier, ...] = Field(
+        DEFAULT_TITLES,
+        description=(
+            "Titles that, before a surname, make it a strong form (`Mx Haddad`); matched with or "
+            "without a dot. Replaces the built-in list."
+        ),
+    )
+    extra_titles: tuple[Identifier, ...] = Field(
+        (), description="Titles added to `titles` (to keep the built-in list and add your own)."
+    )
+
+    def all_titles(self) -> tuple[str, ...]:
+        """Every title in force."""
+        return (*self.titles, *self.extra_titles)
 
 
 class _Defaults(PolicyModel):
@@ -360,6 +394,10 @@ class PolicyDocument(PolicyModel):
     review: ReviewPolicy = Field(
         default_factory=ReviewPolicy,
         description="How many committee members must approve a held message (by case severity).",
+    )
+    name_forms: NameForms = Field(
+        default_factory=NameForms,
+        description="Titles used to recognise protected names (`Mx Haddad`); the built-in list unless set.",
     )
     cases: tuple[Case, ...] = Field(
         (),
@@ -608,6 +646,7 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("rules[].when", When),
     ("review", ReviewPolicy),
     ("review.approvals", ApprovalCounts),
+    ("name_forms", NameForms),
     ("cases[]", Case),
     ("person", Person),
     ("cases[].consents[]", ConsentRecord),

@@ -7,6 +7,7 @@ A rule that raises becomes the policy's ``on_error`` action (default tempfail), 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -121,7 +122,7 @@ def compile_policy(
     version then covers the registry's version too, so every case change is a new policy version.
     """
     if build_finder is None:
-        build_finder = IdentityMatcher.build
+        build_finder = functools.partial(IdentityMatcher.build, titles=document.name_forms.all_titles())
     hashed = source
     if registry is not None:
         document = merge_cases(document, registry)
@@ -201,7 +202,16 @@ def protected_identities(document: PolicyDocument) -> tuple[ProtectedIdentity, .
                 for value in getattr(person, key):
                     if value.strip().casefold() == EXPUNGED_MARK:
                         continue  # an expunged person: the placeholder identifies nobody
-                    found[ProtectedIdentity(case=case.code, person=person.id, kind=kind, value=value)] = None
+                    found[
+                        ProtectedIdentity(
+                            case=case.code,
+                            person=person.id,
+                            kind=kind,
+                            value=value,
+                            weak_forms=person.weak_forms,
+                            everyday_words=person.everyday_words,
+                        )
+                    ] = None
     return tuple(found)
 
 

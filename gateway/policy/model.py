@@ -181,12 +181,41 @@ IDENTITY_NOUNS: dict[IdentityKind, str] = {
 
 @dataclass(frozen=True)
 class ProtectedIdentity:
-    """One string that identifies a protected person (a case's reporter or witness)."""
+    """One string that identifies a protected person (a case's reporter or witness).
+
+    The matcher derives the forms people write from it (see ``gateway.policy.variants``).
+    ``weak_forms`` False stops a lone given name or surname of this person being reported (the
+    person's name parts are everyday words); ``everyday_words`` lists single name parts that are
+    not reported alone for the same reason. Both only ever silence weak forms, never strong ones.
+    """
 
     case: str  # the case's code name
     person: str  # a stable key for the person within the case (never shown to outsiders)
     kind: IdentityKind
     value: str  # as the admin wrote it; matchers normalise it
+    weak_forms: bool = True
+    everyday_words: tuple[str, ...] = ()
+
+
+class Strength(StrEnum):
+    """How surely a form that matched names the protected person."""
+
+    STRONG = "strong"  # full name in any order, title or initial + surname, alias, address, username
+    WEAK = "weak"  # a part that is a common word on its own: a lone given name or surname
+
+
+@dataclass(frozen=True)
+class IdentityHit:
+    """One protected identity found in a text, with the form it was written in.
+
+    ``form`` says which generated form matched (e.g. "title + surname"), never the text itself;
+    ``variant`` is the normalised form that matched, for ``conduct-gateway check`` only.
+    """
+
+    identity: ProtectedIdentity
+    strength: Strength
+    form: str
+    variant: str
 
 
 @dataclass(frozen=True)
@@ -222,7 +251,11 @@ class IdentityFinder(Protocol):
     """A multi-pattern matcher over normalised text, built once per policy load."""
 
     def find(self, text: str) -> list[ProtectedIdentity]:
-        """Every protected identity occurring in ``text`` on word boundaries (deduplicated)."""
+        """Every protected identity written in a strong form in ``text`` (deduplicated)."""
+        ...
+
+    def find_hits(self, text: str) -> list[IdentityHit]:
+        """Every strong and weak form in ``text``, one hit per identity, strength and form."""
         ...
 
 

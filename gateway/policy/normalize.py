@@ -4,8 +4,10 @@ Both the protected identities and every piece of message text go through :func:`
 anything that changes how text *looks to a reader* without changing what it *says* disappears:
 compatibility forms (fullwidth, mathematical, circled letters: NFKC), case (casefold), accents and
 other combining marks, invisible characters (zero-width, soft hyphen, bidi controls, variation
-selectors, tag characters), common look-alike letters from Cyrillic, Greek, Armenian and small
-capitals, and every run of whitespace or line breaks (one space).
+selectors, tag characters), look-alike letters and digits of every script (the Unicode confusables
+data of UTS #39: Cyrillic, Greek, Armenian, Coptic, Cherokee, Canadian syllabics, Latin variants...)
+mapped to the Latin letter a reader takes them for, and every run of whitespace or line breaks
+(one space).
 """
 
 from __future__ import annotations
@@ -13,35 +15,68 @@ from __future__ import annotations
 import unicodedata
 from functools import cache, lru_cache
 
-# Look-alikes mapped to the Latin letter a reader would take them for. Upper and lower case are
-# mapped separately, before casefolding, because some shapes differ by case (Greek capital eta
-# looks like H, its small form like n).
-_CONFUSABLE_PAIRS = {
-    # Cyrillic capitals
-    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
-    "Т": "T", "Х": "X", "У": "Y", "Ѕ": "S", "І": "I", "Ј": "J", "Ԛ": "Q", "Ԝ": "W", "Ү": "Y",
-    "Ӏ": "I", "Ԁ": "D", "Һ": "H",
-    # Cyrillic small letters
-    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "ѕ": "s", "і": "i",
-    "ј": "j", "ԁ": "d", "һ": "h", "ԛ": "q", "ԝ": "w", "ӏ": "l", "ү": "y", "ѵ": "v",
-    # Greek capitals
-    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
-    "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "Ϲ": "C", "Ϳ": "J",
-    # Greek small letters
-    "α": "a", "ο": "o", "ρ": "p", "ι": "i", "κ": "k", "ν": "v", "υ": "u", "χ": "x", "ϲ": "c",
-    "ϳ": "j", "η": "n", "τ": "t", "ε": "e",
-    # Armenian
-    "օ": "o", "ս": "u", "ո": "n", "հ": "h", "ց": "g", "զ": "q", "ա": "w", "Օ": "O", "Տ": "S",
-    # Latin variants NFKC leaves alone
-    "ı": "i", "ȷ": "j", "ɑ": "a", "ɡ": "g", "ɩ": "i", "ʋ": "u", "ɒ": "a", "ƿ": "p", "ſ": "s", "ß": "ss",
-    # Punctuation variants that would otherwise split or glue words differently
+# What the UTS #39 data leaves out or maps to a non-Latin prototype (Greek tau -> small capital T),
+# and punctuation variants that would otherwise split or glue words differently. Applied after the
+# confusables data, so these win. Upper and lower case are mapped separately, before casefolding,
+# because some shapes differ by case (Greek capital eta looks like H, its small form like n).
+_SUPPLEMENT = {
+    "Ԛ": "Q", "Ԁ": "D", "Һ": "H", "Ӏ": "I", "ӏ": "l", "Ι": "I",
+    "κ": "k", "χ": "x", "τ": "t", "ε": "e", "ς": "c", "к": "k", "м": "m",
+    "ȷ": "j", "ɒ": "a", "ƿ": "p", "ſ": "s", "ß": "ss",
     "\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u2032": "'", "\u2010": "-", "\u2012": "-",
     "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u00b7": ".",
-    # Small capitals
     "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j",
     "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t",
     "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
 }  # fmt: skip
+
+# Only letters and digits are folded by the confusables data: symbols and marks that resemble a
+# letter (a box-drawing bar, a registered sign) would glue words together or split them.
+_FOLDED_CATEGORIES = ("L", "N")
+
+
+def _strip_marks(text: str) -> str:
+    return "".join(
+        char for char in unicodedata.normalize("NFKD", text) if unicodedata.category(char)[0] != "M"
+    )
+
+
+def _latin_reading(source: str, prototype: str) -> str | None:
+    """The ASCII letters or digits a reader takes ``source`` for, from its UTS #39 prototype."""
+    # A prototype may itself be a Latin small capital (Cyrillic т -> ᴛ): read it as its letter.
+    stripped = "".join(_SUPPLEMENT.get(char, char) for char in _strip_marks(prototype))
+    target = stripped.casefold()
+    if not target or not target.isascii() or not target.isalnum():
+        return None
+    category = unicodedata.category(source)
+    # UTS #39 gives one prototype for a whole class of look-alikes: small "l" for l, I, 1 and |,
+    # capital "O" for O and 0. Read the source as the member of its class with the same case or kind.
+    if stripped == "l" and (category == "Lu" or "CAPITAL" in unicodedata.name(source, "")):
+        return "i"
+    if category[0] == "N" and target in ("l", "o"):
+        return "1" if target == "l" else "0"
+    return target
+
+
+@cache
+def confusable_table() -> dict[int, str]:
+    """Every non-ASCII letter or digit the UTS #39 confusables data maps to Latin, and its reading.
+
+    Built once, on first use, from the data shipped with ``confusable-homoglyphs``.
+    """
+    from confusable_homoglyphs.confusables import confusables_data
+
+    table: dict[int, str] = {}
+    for source, homoglyphs in sorted(confusables_data.items()):
+        if len(source) != 1 or source.isascii() or unicodedata.category(source)[0] not in _FOLDED_CATEGORIES:
+            continue
+        readings = sorted(
+            {reading for glyph in homoglyphs if (reading := _latin_reading(source, glyph["c"])) is not None}
+        )
+        if readings:
+            table[ord(source)] = readings[0]
+    return table
+
 
 # Characters that render as blank space although Unicode does not call them whitespace.
 _BLANK_LOOKING = "\u115f\u1160\u3164\uffa0\u2800"
@@ -55,7 +90,7 @@ _SCANNED_RANGES = (range(0x0000, 0x30000), range(0xE0000, 0xE1000))
 
 @cache
 def _fold_table() -> dict[int, str | None]:
-    """Translation table: drop invisible characters and combining marks, map look-alikes."""
+    """Translation table: drop invisible characters and combining marks, map look-alikes to Latin."""
     table: dict[int, str | None] = {}
     for block in _SCANNED_RANGES:
         for code_point in block:
@@ -64,7 +99,8 @@ def _fold_table() -> dict[int, str | None]:
                 table[code_point] = None
     for blank in _BLANK_LOOKING:
         table[ord(blank)] = " "
-    for source, target in _CONFUSABLE_PAIRS.items():
+    table.update(confusable_table())
+    for source, target in _SUPPLEMENT.items():
         table[ord(source)] = target
     return table
 
@@ -77,7 +113,7 @@ def normalize(text: str) -> str:
     normalised on every check.
 
     NFKC compatibility folding, casefolding, removal of accents/combining marks and invisible
-    characters, mapping of common look-alike letters to Latin, and collapse of every whitespace
+    characters, mapping of look-alike letters of every script to Latin, and collapse of every whitespace
     run (spaces, tabs, line breaks, Unicode spaces) to a single space, trimmed at both ends.
     The result is idempotent: ``normalize(normalize(x)) == normalize(x)``.
     """

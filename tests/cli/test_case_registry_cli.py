@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from ruamel.yaml import YAML
 
 from gateway import registry as registry_module
 from gateway.audit import AuditTrail, audit_dir, read_entries, verify
@@ -118,6 +119,42 @@ def test_add_person_consent_conflict_close_list_and_show(config_file: Path) -> N
     assert NAME in shown.stdout and ADDRESS in shown.stdout and "Tiberius Q" in shown.stdout
     assert "bram.oduya@example.org" in shown.stdout and "status: closed" in shown.stdout
     assert shown.stderr.startswith("WARNING:")
+
+
+def test_show_lists_the_forms_matched_for_each_person(config_file: Path) -> None:
+    code = new_case(config_file)
+    person = add_reporter(config_file, code)
+    witness = ok(
+        cli(
+            config_file,
+            "add-person",
+            code,
+            "--role",
+            "witness",
+            "--name",
+            "Robin Vale",
+            "--everyday-word",
+            "Robin",
+            "--id",
+            "calm-otter",
+        )
+    )
+    assert "Robin" not in witness.output
+    shown = ok(cli(config_file, "show", code, "--reveal")).stdout
+    matched = YAML(typ="safe", pure=True).load("matched:" + shown.split("\nmatched:", 1)[1])["matched"]
+    reporter = matched[person]
+    assert "Halvorsen-Bakke, Jorunn  (surname, given name)" in reporter["strong"]
+    assert "J. Halvorsen-Bakke  (initial and surname)" in reporter["strong"]
+    assert "jorunn.hb  (local part of the address)" in reporter["strong"]
+    assert "@jorunn_hb  (username)" in reporter["strong"]
+    assert any(
+        line.startswith("<title> ") and "Halvorsen-Bakke" in line and "Mx" in line
+        for line in reporter["strong"]
+    )
+    assert "jorunn  (given name)" in reporter["weak"] and "bakke  (part of the surname)" in reporter["weak"]
+    assert "robin  (given name)" in matched["calm-otter"]["not looked for alone"]
+    assert "vale  (surname)" in matched["calm-otter"]["weak"]
+    assert "weak_forms: true" in shown and "- Robin" in shown  # the person as recorded
 
 
 @pytest.mark.parametrize(

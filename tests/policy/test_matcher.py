@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gateway.policy.matcher import IdentityMatcher, patterns_for
-from gateway.policy.model import IdentityKind, ProtectedIdentity
+from gateway.policy.model import IdentityKind, ProtectedIdentity, Strength
+from gateway.policy.variants import examples
 
 NAME = ProtectedIdentity("home-shelf", "r1", IdentityKind.NAME, "Jin Park")
 FIRST_NAME = ProtectedIdentity("home-shelf", "r1", IdentityKind.NAME, "Jin")
@@ -106,10 +109,14 @@ def test_empty_matcher_finds_nothing() -> None:
 @pytest.mark.parametrize(
     ("identity", "expected"),
     [
-        pytest.param(NAME, {"jin park", "jin_park", "jin-park", "jin.park", "jinpark"}, id="name-variants"),
+        pytest.param(
+            NAME,
+            {"jin park", "jin_park", "jin-park", "jin.park", "jinpark", "parkjin", "jpark"},
+            id="name-variants",
+        ),
         pytest.param(
             ProtectedIdentity("c", "p", IdentityKind.NAME, "Li Na"),
-            {"li na", "li_na", "li-na", "li.na"},
+            {"li na", "li_na", "li-na", "li.na"},  # "lina", "nali": only in letter-spaced text
             id="no-run-together-for-short-words",
         ),
         pytest.param(USERNAME, {"jpark"}, id="username-without-at"),
@@ -126,3 +133,172 @@ def test_many_identities_still_find_the_right_one() -> None:
     matcher = IdentityMatcher.build([*crowd, NAME])
     assert matcher.identity_count == 5001
     assert matcher.find("hello Person Number4321 and Jin Park") == [crowd[4321], NAME]
+
+
+# --- name forms derived from the registry, one table per class -----------------------------------
+
+NOOR = ProtectedIdentity("quiet case", "noor", IdentityKind.NAME, "Noor Haddad")
+NOOR_ADDRESS = ProtectedIdentity("quiet case", "noor", IdentityKind.ADDRESS, "noor.h@example.org")
+NOOR_USER = ProtectedIdentity("quiet case", "noor", IdentityKind.USERNAME, "noor_h84")
+SAM = ProtectedIdentity("quiet case", "sam", IdentityKind.NAME, "Sam Okonkwo-Reyes")
+ANNA = ProtectedIdentity("quiet case", "anna", IdentityKind.NAME, "Anna van der Berg")
+INGRID = ProtectedIdentity("quiet case", "ingrid", IdentityKind.NAME, "Ingrid Sofia Lindqvist")
+MEI = ProtectedIdentity("quiet case", "mei", IdentityKind.NAME, "Mei Li")
+PEOPLE = (NOOR, NOOR_ADDRESS, NOOR_USER, SAM, ANNA, INGRID, MEI)
+STRONG, WEAK = Strength.STRONG, Strength.WEAK
+
+
+@pytest.fixture(scope="module")
+def people() -> IdentityMatcher:
+    return IdentityMatcher.build(PEOPLE)
+
+
+def graded(matcher: IdentityMatcher, text: str) -> set[tuple[str, Strength]]:
+    return {(hit.identity.value, hit.strength) for hit in matcher.find_hits(text)}
+
+
+def table(*rows: tuple[str, set[tuple[str, Strength]]], prefix: str) -> list[object]:
+    return [
+        pytest.param(text, expected, id=f"{prefix}-{index}") for index, (text, expected) in enumerate(rows)
+    ]
+
+
+ORDER_FORMS = table(
+    ("Haddad, Noor", {("Noor Haddad", STRONG)}),
+    ("Haddad Noor", {("Noor Haddad", STRONG)}),
+    ("haddad.noor@elsewhere.example", {("Noor Haddad", STRONG)}),
+    ("HaddadNoor", {("Noor Haddad", STRONG)}),
+    ("Lindqvist, Ingrid Sofia", {("Ingrid Sofia Lindqvist", STRONG)}),
+    ("Ingrid Lindqvist", {("Ingrid Sofia Lindqvist", STRONG)}),
+    ("Sofia Lindqvist", {("Ingrid Sofia Lindqvist", STRONG)}),
+    ("Li, Mei", {("Mei Li", STRONG)}),
+    prefix="order",
+)
+TITLE_FORMS = table(
+    ("Mx Haddad", {("Noor Haddad", STRONG)}),
+    ("Ms. Haddad", {("Noor Haddad", STRONG)}),
+    ("thanks, Dr Haddad.", {("Noor Haddad", STRONG)}),
+    ("Prof. Lindqvist", {("Ingrid Sofia Lindqvist", STRONG)}),
+    ("Mr van der Berg", {("Anna van der Berg", STRONG)}),
+    ("Dame Li", {("Mei Li", STRONG)}),
+    ("Mx Reyes", {("Sam Okonkwo-Reyes", STRONG)}),
+    ("(Mx Haddad)", {("Noor Haddad", STRONG)}),
+    ('"Dr. Haddad"', {("Noor Haddad", STRONG)}),
+    ("my Haddad", {("Noor Haddad", WEAK)}),
+    prefix="title",
+)
+INITIAL_FORMS = table(
+    ("N. Haddad", {("Noor Haddad", STRONG)}),
+    ("N Haddad", {("Noor Haddad", STRONG)}),
+    ("N.Haddad", {("Noor Haddad", STRONG)}),
+    ("Haddad, N.", {("Noor Haddad", STRONG)}),
+    ("nhaddad", {("Noor Haddad", STRONG)}),
+    ("I.S. Lindqvist", {("Ingrid Sofia Lindqvist", STRONG)}),
+    ("A. van der Berg", {("Anna van der Berg", STRONG)}),
+    ("a van der Berg", {("Anna van der Berg", WEAK)}),  # "a" is a word: an initial A needs its dot
+    ("J. Haddad", {("Noor Haddad", WEAK)}),  # not this person's initial
+    ("M. Li", {("Mei Li", STRONG)}),
+    ("Lindqvist, I think", {("Ingrid Sofia Lindqvist", WEAK)}),  # the pronoun, not her initial
+    ("Lindqvist, I.", {("Ingrid Sofia Lindqvist", STRONG)}),
+    prefix="initial",
+)
+PART_FORMS = table(
+    ("Noor", {("Noor Haddad", WEAK)}),
+    ("Haddad's notes", {("Noor Haddad", WEAK)}),
+    ("Noor\u2019s notes", {("Noor Haddad", WEAK)}),
+    ("Okonkwo-Reyes", {("Sam Okonkwo-Reyes", WEAK)}),
+    ("Okonkwo Reyes", {("Sam Okonkwo-Reyes", WEAK)}),
+    ("Reyes", {("Sam Okonkwo-Reyes", WEAK)}),
+    ("Sam Reyes", {("Sam Okonkwo-Reyes", STRONG)}),
+    ("Sam Okonkwo Reyes", {("Sam Okonkwo-Reyes", STRONG)}),
+    ("van der Berg", {("Anna van der Berg", WEAK)}),
+    ("Berg, Anna", {("Anna van der Berg", STRONG)}),
+    ("Li", set()),  # two letters: never reported alone
+    ("Noorah and Haddadi", set()),
+    ("Haddad. Noor said", {("Noor Haddad", WEAK)}),  # a sentence ends between them
+    prefix="part",
+)
+ADDRESS_FORMS = table(
+    ("noor.h", {("noor.h@example.org", STRONG)}),
+    ("noor_h", {("noor.h@example.org", STRONG)}),
+    ("noor-h@elsewhere.example", {("noor.h@example.org", STRONG)}),
+    ("noorh", set()),
+    ("@noor_h84", {("noor_h84", STRONG)}),
+    ("noor.h84", {("noor_h84", STRONG)}),
+    prefix="address",
+)
+SPACED_FORMS = table(
+    ("N o o r  H a d d a d", {("Noor Haddad", STRONG)}),
+    ("N.o.o.r H.a.d.d.a.d", {("Noor Haddad", STRONG)}),
+    ("N-o-o-r", {("Noor Haddad", WEAK)}),
+    ("N\u200b o o \u200br", {("Noor Haddad", WEAK)}),
+    ("M x  H a d d a d", {("Noor Haddad", STRONG)}),
+    ("H a d d a d ,  N .", {("Noor Haddad", STRONG)}),
+    ("M e i  L i", {("Mei Li", STRONG)}),
+    ("n o o r . h", {("noor.h@example.org", STRONG)}),
+    ("I a m here, a b c", set()),
+    ("H a d d a d i", set()),
+    prefix="spaced",
+)
+LOOK_ALIKE_FORMS = table(
+    ("N\u2c9f\u2c9fr Haddad", {("Noor Haddad", STRONG)}),  # Coptic small o
+    ("Noor H\u13aaddad", {("Noor Haddad", STRONG)}),  # Cherokee A
+    ("\u039d\u0585\u0585r Haddad", {("Noor Haddad", STRONG)}),  # Greek capital nu, Armenian oh
+    ("\u0399ngrid Lindqvist", {("Ingrid Sofia Lindqvist", STRONG)}),  # Greek capital iota
+    ("Nᴏᴏʀ Haddad", {("Noor Haddad", STRONG)}),  # small capitals
+    prefix="look-alike",
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        *ORDER_FORMS,
+        *TITLE_FORMS,
+        *INITIAL_FORMS,
+        *PART_FORMS,
+        *ADDRESS_FORMS,
+        *SPACED_FORMS,
+        *LOOK_ALIKE_FORMS,
+    ],
+)
+def test_name_forms(people: IdentityMatcher, text: str, expected: set[tuple[str, Strength]]) -> None:
+    assert graded(people, text) == expected
+
+
+def test_weak_forms_are_left_out_where_the_person_is_named_in_full(people: IdentityMatcher) -> None:
+    assert graded(people, "Noor said that Noor Haddad agreed") == {("Noor Haddad", STRONG)}
+
+
+def test_a_person_switched_off_for_weak_forms() -> None:
+    quiet = replace(NOOR, weak_forms=False)
+    matcher = IdentityMatcher.build((quiet,))
+    assert matcher.find_hits("Noor and Haddad") == []
+    assert [hit.strength for hit in matcher.find_hits("Mx Haddad")] == [STRONG]
+
+
+def test_everyday_words_are_not_reported_alone() -> None:
+    matcher = IdentityMatcher.build((replace(NOOR, everyday_words=("Noor",)),))
+    assert matcher.find_hits("Noor") == []
+    assert graded(matcher, "Haddad") == {("Noor Haddad", WEAK)}
+
+
+def test_configured_titles() -> None:
+    matcher = IdentityMatcher.build((NOOR,), titles=("Dott.",))
+    assert graded(matcher, "Dott. Haddad") == {("Noor Haddad", STRONG)}
+    assert graded(matcher, "Mx Haddad") == {("Noor Haddad", WEAK)}
+
+
+def test_a_registered_username_is_not_also_reported_as_a_name_form() -> None:
+    user = ProtectedIdentity("quiet case", "noor", IdentityKind.USERNAME, "nhaddad")
+    found = IdentityMatcher.build((NOOR, user)).find("ping nhaddad")
+    assert found == [user]
+
+
+@pytest.mark.parametrize("identity", PEOPLE, ids=lambda identity: identity.value)
+def test_every_listed_example_is_found_at_its_strength(identity: ProtectedIdentity) -> None:
+    matcher = IdentityMatcher.build((identity,))
+    for example in examples(identity):
+        strengths = {hit.strength for hit in matcher.find_hits(f"see {example.text} below")}
+        expected = example.strength if example.reported_alone else STRONG
+        assert (expected in strengths) == (example.strength is STRONG or example.reported_alone), example

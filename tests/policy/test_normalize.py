@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.normalize import normalize
+from gateway.policy.normalize import _SUPPLEMENT, confusable_table, normalize
+
+SUPPLEMENTED = frozenset(ord(char) for char in _SUPPLEMENT)
 
 
 @pytest.mark.parametrize(
@@ -102,3 +105,47 @@ def test_whitespace_runs_fold_as_the_regex_definition_says(text: str) -> None:
 def test_line_breaks_never_change_the_normal_form(text: str) -> None:
     # Rules normalise a body instead of its own lines re-joined with "\n" when nothing is quoted.
     assert normalize("\n".join(text.splitlines())) == normalize(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("N\u2c9f\u2c9fr", "noor", id="coptic-o"),
+        pytest.param("\u13a1obin", "robin", id="cherokee-capital-r"),
+        pytest.param("\uab75van", "ivan", id="cherokee-small-v-as-i"),
+        pytest.param("\u0399van", "ivan", id="greek-capital-iota-is-i-not-l"),
+        pytest.param("\u04c0van", "ivan", id="cyrillic-palochka-is-i"),
+        pytest.param("\u1d0f\u1d0f", "oo", id="latin-small-capitals"),
+        pytest.param("\u0442\u0435\u0441\u0442", "tect", id="cyrillic-small-te-via-small-capital"),
+        pytest.param("\u0585\u0578", "on", id="armenian"),
+        pytest.param("\ua4f3\ua4e0", "on", id="lisu"),
+        pytest.param("\u0141ukasz S\u00e6ther", "lukasz saether", id="latin-stroke-and-ligature"),
+        pytest.param("\u0e50\u09ea", "08", id="thai-and-bengali-digits-read-as-digits"),
+        pytest.param("\u2502 Noor \u2502", "\u2502 noor \u2502", id="box-drawing-is-not-a-letter"),
+        pytest.param("\u00a9 \u00ae", "\u00a9 \u00ae", id="symbols-are-not-letters"),
+    ],
+)
+def test_look_alikes_of_every_script(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+def test_the_confusables_data_covers_every_latin_letter_from_other_scripts() -> None:
+    readings: dict[str, set[str]] = {}
+    for code_point, reading in confusable_table().items():
+        script = unicodedata.name(chr(code_point), "?").split()[0]
+        if script not in ("LATIN", "MATHEMATICAL", "FULLWIDTH") and len(reading) == 1:
+            readings.setdefault(reading, set()).add(script)
+    assert set("abcdefghijklmnopqrstuvwxyz") <= set(readings)
+    assert {"CHEROKEE", "COPTIC", "CYRILLIC", "GREEK", "ARMENIAN"} <= set().union(*readings.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(confusable_table().items())))
+def test_every_confusable_normalises_to_its_reading(item: tuple[int, str]) -> None:
+    code_point, reading = item
+    char = chr(code_point)
+    # Characters NFKC folds first (fullwidth, mathematical, ligatures) follow NFKC instead; the
+    # supplement overrides a few prototypes (see normalize).
+    assume(unicodedata.normalize("NFKD", char) == char and ord(char) not in SUPPLEMENTED)
+    assert normalize(char) == reading
+    assert normalize(f"x{char}y") == f"x{reading}y"

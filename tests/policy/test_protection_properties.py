@@ -13,14 +13,16 @@ committee, nothing.
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
-from gateway.policy.model import Envelope, IdentityKind, ProtectedIdentity, RuleContext
+from gateway.policy.model import Envelope, IdentityKind, ProtectedIdentity, RuleContext, Strength
 from gateway.policy.rules import reporter_protection
+from gateway.policy.variants import examples
 from tests.policy.builders import (
     DEFAULT_HEADERS,
     Attached,
@@ -232,3 +234,34 @@ def test_protected_identity_is_never_delivered_to_an_outsider(
 def test_nothing_is_reported_inside_the_committee(example: tuple[bytes, ProtectedIdentity]) -> None:
     raw, _identity = example
     assert reporter_protection.check(parse_message(raw), INSIDE, CONTEXT, reporter_protection.Params()) == []
+
+
+# --- derived name forms in any carrier -------------------------------------------------------------
+
+NAMED = ProtectedIdentity("home-shelf", "w2", IdentityKind.NAME, "Noor Okonkwo-Haddad")
+NAMED_CONTEXT = replace(CONTEXT, finder=IdentityMatcher.build((*IDENTITIES, NAMED)))
+STRONG_FORMS = tuple(example.text for example in examples(NAMED) if example.strength is Strength.STRONG)
+
+
+@st.composite
+def derived_form_messages(draw: st.DrawFn) -> bytes:
+    # A strong form the gateway derives (surname first, title or initial + surname...) stands in
+    # for the registered name, in a random spelling, carrier and encoding.
+    shown = replace(NAMED, value=draw(st.sampled_from(STRONG_FORMS)))
+    carrier = draw(st.sampled_from(["body", "filename", "header"]))
+    if carrier == "header":
+        return render(Message(headers=headers_with(draw(header_values(shown))), body=Part(body="x")))
+    node = draw(body_carriers(shown)) if carrier == "body" else draw(filename_carriers(shown))
+    return render(Message(body=Multipart(parts=(Part(body="see attached"), node))))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(derived_form_messages())
+def test_a_derived_name_form_is_never_delivered_to_an_outsider(raw: bytes) -> None:
+    findings = reporter_protection.check(
+        parse_message(raw), OUTSIDE, NAMED_CONTEXT, reporter_protection.Params()
+    )
+    assert any(
+        finding.code == "PROTECTED_IDENTITY" and f'"{NAMED.value}"' in finding.private_detail
+        for finding in findings
+    ), raw

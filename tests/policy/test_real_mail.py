@@ -5,14 +5,23 @@ policy protects people chosen to hit the corpus's traps: a two-letter alias ("JP
 ISO-2022-JP and .co.jp; "Li", as in <li> and Lijin), a first name inside other words ("Jin", as in
 Beijing), a common surname inside a full name ("Jin Park"; a developer named Park is in a Cc line),
 and a username equal to a common word's tail ("jpark"; sparklist).
+
+Strong forms (``PROTECTED_IDENTITY``) must never fire on the corpus. Weak forms (a lone given name
+or surname, ``PROTECTED_NAME_PART``, held for review) are expected to fire where the corpus really
+holds that word as a name: the test policy's surname "Park" is a real developer's surname in one
+Cc line, and that is the only one. With the shipped example case (gateway/data/default-policy.yaml, whose
+everyday given names "Robin" and "Sam" are listed as such), no finding of either kind.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from gateway.policy.config import load_policy
+from gateway.policy.engine import protected_identities
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, IdentityKind, ParsedMessage, ProtectedIdentity, RuleContext
@@ -42,6 +51,13 @@ CONTEXT = RuleContext(
     finder=PROTECTED,
     consents=frozenset(),
 )
+SHIPPED = load_policy(Path(__file__).resolve().parents[2] / "gateway" / "data" / "default-policy.yaml")
+SHIPPED_CONTEXT = replace(
+    CONTEXT,
+    finder=IdentityMatcher.build(protected_identities(SHIPPED), titles=SHIPPED.name_forms.all_titles()),
+)
+# Where a weak form of the test policy's people is truly written in the corpus: (message, where).
+WEAK_IN_CORPUS = {("lkml/samsung-soc-pinctrl-reply-cced7901.eml", "header Cc")}
 TO_AN_OUTSIDER = Envelope(
     mail_from="ada@example.org",
     rcpt_tos=("moderator@forum.example.net", "conduct@example.org"),
@@ -106,5 +122,21 @@ def test_real_message(real_mail_dir: Path, name: str) -> None:
         if finding.code == "PROTECTED_IDENTITY"
     ]
     assert named == []
+    weak = {(name, finding.where) for finding in findings if finding.code == "PROTECTED_NAME_PART"}
+    assert weak == {(message, where) for message, where in WEAK_IN_CORPUS if message == name}
     # What is left can only be parts the gateway honestly cannot read, pictures included.
-    assert len(findings) == len(parsed.uninspectable) + len(parsed.media)
+    assert len(findings) == len(weak) + len(parsed.uninspectable) + len(parsed.media)
+    shipped = reporter_protection.check(parsed, TO_AN_OUTSIDER, SHIPPED_CONTEXT, reporter_protection.Params())
+    assert [f.code for f in shipped if f.code != "UNINSPECTABLE_CONTENT"] == []
+
+
+def test_the_shipped_everyday_words_are_what_keeps_real_mail_quiet(real_mail_dir: Path) -> None:
+    # Not vacuous: without the example's everyday_words, "Sam" (a real contributor's given name in
+    # the corpus) is a weak form of the protected witness "Sam Okonkwo-Reyes", held for review.
+    name = "lkml/samsung-soc-pinctrl-reply-cced7901.eml"
+    parsed = parse_message((real_mail_dir / name).read_bytes())
+    loud = tuple(replace(identity, everyday_words=()) for identity in protected_identities(SHIPPED))
+    context = replace(CONTEXT, finder=IdentityMatcher.build(loud))
+    findings = reporter_protection.check(parsed, TO_AN_OUTSIDER, context, reporter_protection.Params())
+    assert {finding.code for finding in findings} == {"PROTECTED_NAME_PART"}
+    assert all(finding.case == "home shelf" for finding in findings)

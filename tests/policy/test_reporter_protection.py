@@ -35,7 +35,8 @@ OTHER_OUTSIDER = "organiser@events.example.net"
 REPORTER_ADDRESS = "jin.park@mail.example.net"
 
 IDENTITIES = (
-    ProtectedIdentity("home-shelf", "r1", IdentityKind.NAME, "Jin Park"),
+    # "park" is an everyday word: a lone "Park" is not reported for this person.
+    ProtectedIdentity("home-shelf", "r1", IdentityKind.NAME, "Jin Park", everyday_words=("Park",)),
     ProtectedIdentity("home-shelf", "r1", IdentityKind.ALIAS, "JP"),
     ProtectedIdentity("home-shelf", "r1", IdentityKind.ADDRESS, REPORTER_ADDRESS),
     ProtectedIdentity("home-shelf", "r1", IdentityKind.USERNAME, "jpark"),
@@ -262,5 +263,76 @@ def test_params_reject_unknown_options() -> None:
 
 
 def test_codes_are_documented() -> None:
-    assert set(reporter_protection.CODES) == {"PROTECTED_IDENTITY", "UNINSPECTABLE_CONTENT"}
+    assert set(reporter_protection.CODES) == {
+        "PROTECTED_IDENTITY",
+        "PROTECTED_NAME_PART",
+        "UNINSPECTABLE_CONTENT",
+    }
     assert reporter_protection.NAME == "reporter-protection"
+
+
+BODY = "part 1 (text/plain)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # strong forms: refused like the full name
+        pytest.param(
+            "Lind, Maya wrote", {("PROTECTED_IDENTITY", "name", BODY, (OUTSIDER,))}, id="surname-first"
+        ),
+        pytest.param("Lind Maya wrote", {("PROTECTED_IDENTITY", "name", BODY, (OUTSIDER,))}, id="no-comma"),
+        pytest.param("ask Mx Lind", {("PROTECTED_IDENTITY", "name", BODY, (OUTSIDER,))}, id="title"),
+        pytest.param("ask Ms. Lind", {("PROTECTED_IDENTITY", "name", BODY, (OUTSIDER,))}, id="title-dot"),
+        pytest.param("ask M. Lind", {("PROTECTED_IDENTITY", "name", BODY, (OUTSIDER,))}, id="initial"),
+        pytest.param("by Lind, M.", {("PROTECTED_IDENTITY", "name", BODY, (OUTSIDER,))}, id="initial-after"),
+        # weak forms: a lone given name or surname is held, not refused
+        pytest.param("Maya said so", {("PROTECTED_NAME_PART", "name", BODY, (OUTSIDER,))}, id="given-name"),
+        pytest.param("Lind's view", {("PROTECTED_NAME_PART", "name", BODY, (OUTSIDER,))}, id="possessive"),
+        pytest.param(
+            "Maya said so; Maya Lind agreed",
+            {("PROTECTED_IDENTITY", "name", BODY, (OUTSIDER,))},
+            id="weak-folded",
+        ),
+        # the everyday word of a person switched for it is not reported alone
+        pytest.param("a walk in the park", set(), id="everyday-word"),
+        pytest.param(
+            "ask Mx Park", {("PROTECTED_IDENTITY", "name", BODY, (OUTSIDER,))}, id="everyday-with-title"
+        ),
+        pytest.param("Mayan ruins, Linden trees", set(), id="near-miss-words"),
+    ],
+)
+def test_name_forms(text: str, expected: set[tuple[str, str, str, tuple[str, ...]]]) -> None:
+    assert summary(run(plain(text), OUTSIDER, CONDUCT)) == expected
+
+
+def test_weak_forms_can_be_switched_off_for_the_policy() -> None:
+    assert run(plain("Maya said so"), OUTSIDER, params=Params(weak_forms=False)) == []
+    assert len(run(plain("Mx Lind said so"), OUTSIDER, params=Params(weak_forms=False))) == 1
+
+
+def test_weak_forms_can_be_switched_off_for_a_person() -> None:
+    quiet = ProtectedIdentity("home-shelf", "w1", IdentityKind.NAME, "Maya Lind", weak_forms=False)
+    finder = IdentityMatcher.build((quiet,))
+    assert run(plain("Maya said so, and Lind too"), OUTSIDER, finder=finder) == []
+    assert [f.code for f in run(plain("Lind, Maya"), OUTSIDER, finder=finder)] == ["PROTECTED_IDENTITY"]
+
+
+def test_weak_forms_follow_consent_and_self_disclosure() -> None:
+    assert run(plain("Maya said so"), OUTSIDER, consents=(consent("w1", OUTSIDER),)) == []
+    assert run(plain("Dear Jin, thanks"), REPORTER_ADDRESS) == []
+
+
+def test_a_weak_finding_tells_the_reviewer_why_without_the_name() -> None:
+    [finding] = run(plain("Maya said so"), OUTSIDER)
+    assert finding.code == "PROTECTED_NAME_PART"
+    assert "given name" in finding.advice and "home-shelf" in finding.advice
+    assert "may mean someone else" in finding.advice
+    assert "maya" not in (finding.advice + finding.where + finding.kind).lower()
+    assert finding.private_detail == 'given name "maya" of name "Maya Lind"'
+
+
+def test_a_strong_finding_says_how_the_name_was_written() -> None:
+    [finding] = run(plain("ask Mx Lind"), OUTSIDER)
+    assert "written as: title and surname" in finding.advice
+    assert finding.private_detail == 'name "Maya Lind" (written as title and surname: "lind")'

@@ -6,8 +6,10 @@ name is copied into every mailbox, folder listing, search index and notification
 ever passes through, long after the case is closed. This rule checks **every** outgoing message —
 also mail that stays inside the committee — for the real name or alias of a reporter or witness of
 any case in the message's Subject and in the names of its attachments (decoded and normalised as
-for reporter-protection, so encoded or look-alike spellings are found too), and suggests the code
-names to use instead. It does not look at the body: reporter-protection guards that for outsiders.
+for reporter-protection, so encoded or look-alike spellings are found too, and in any strong form the
+gateway derives: "Haddad, Noor", "Mx Haddad", "N. Haddad"...), and suggests the code names to use
+instead. A lone given name or surname (a weak form) is not reported here. It does not look at the
+body: reporter-protection guards that for outsiders.
 
 - ``REAL_NAME_IN_SUBJECT``: the Subject contains a protected person's name or alias.
 - ``REAL_NAME_IN_FILENAME``: an attachment's file name does.

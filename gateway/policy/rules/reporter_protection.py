@@ -17,8 +17,22 @@ preambles and epilogues. Everything is decoded first (base64, quoted-printable, 
 RFC 2047 encoded-words, RFC 2231 parameters, declared charsets) and normalised (compatibility
 forms, case, accents, invisible characters, look-alike letters, line breaks), so a name split by
 a soft line break, folded in a header, written in fullwidth or Cyrillic look-alike letters, or
-with zero-width characters inside, is still found. Matches are on word boundaries: "Jin" is not
-found in "Jingle" or "Beijing"; a person protected as "Jin Park" is not found by "Park" alone.
+with zero-width characters inside, with look-alike letters of any script (the Unicode
+confusables data, UTS #39: Cyrillic, Greek, Coptic, Cherokee...), or letter-spaced
+(``N o o r  H a d d a d``, ``N.o.o.r``), is still found. Matches are on word boundaries: "Jin"
+is not found in "Jingle" or "Beijing".
+
+Admins never type variants: from each registered name the gateway derives the forms people write
+(full list in the README, "Name forms"; ``conduct-gateway case show --reveal`` lists them per
+person). **Strong** forms identify the person on their own: the full name in any order, with or
+without a comma (``Haddad, Noor``), a title and the surname (``Mx Haddad``, ``Dr. Okonkwo-Reyes``),
+the initial(s) and the surname (``N. Haddad``, ``Haddad, N.``, ``nhaddad``), aliases, addresses,
+the distinctive local part of an address on its own (``noor.h``, ``noor_h``), usernames with or
+without ``@``. **Weak** forms are a given name or a surname on its own (``Noor``, ``Haddad's``):
+common words that often mean someone else, so they are held for a second member's review rather
+than refused. A person whose name parts are everyday words can be switched off for them
+(``weak_forms: false``, or the words in ``everyday_words``), and the policy's
+``weak_forms: false`` switches weak forms off altogether.
 
 - ``PROTECTED_IDENTITY``: a protected identity appears in the message. The finding says where
   (e.g. ``header Subject``, ``part 1.2 (text/html)``), what kind of identity (name, alias,
@@ -35,6 +49,11 @@ found in "Jingle" or "Beijing"; a person protected as "Jin Park" is not found by
   identity in the committee's own words, an identity the author did not write (another witness,
   or the witness's address when the author wrote only the name), or the same quote to anyone
   else is still a finding.
+- ``PROTECTED_NAME_PART``: a protected person's given name or surname appears on its own (a weak
+  form, never together with a strong form of the same person in that part). The shipped policy
+  holds the message for a second member's review; the reviewer is told which part and which
+  case, and that a lone name part may well mean someone else. Consent and ``self_disclosure``
+  lift it as they lift ``PROTECTED_IDENTITY``.
 - ``UNINSPECTABLE_CONTENT``: a part the gateway cannot read is going outside the committee:
   encrypted mail, an inline PGP message, opaque S/MIME, an image (a screenshot can show a name),
   a scanned or password-protected PDF, a password-protected archive, an archive format it does
@@ -64,11 +83,12 @@ from gateway.policy.model import (
     IDENTITY_NOUNS,
     Envelope,
     Finding,
+    IdentityHit,
     IdentityKind,
     Mention,
     ParsedMessage,
-    ProtectedIdentity,
     RuleContext,
+    Strength,
     TextSegment,
     Uninspectable,
 )
@@ -80,6 +100,10 @@ CODES = {
     "PROTECTED_IDENTITY": (
         "A reporter's or witness's name, alias, address or username would reach a recipient outside "
         "the committee without recorded consent."
+    ),
+    "PROTECTED_NAME_PART": (
+        "A reporter's or witness's given name or surname, on its own, would reach a recipient outside "
+        "the committee without recorded consent (a weak form: it may mean someone else)."
     ),
     "UNINSPECTABLE_CONTENT": (
         "A part the gateway cannot read (encrypted, password-protected, unknown binary) would reach a "
@@ -98,6 +122,14 @@ class Params(BaseModel):
         description=(
             "Allow a protected person's own identities in mail sent to one of that person's recorded "
             "addresses (so the committee can write to a reporter by name)."
+        ),
+    )
+    weak_forms: bool = Field(
+        True,
+        description=(
+            "Report a protected person's lone given name or surname (PROTECTED_NAME_PART); false "
+            "looks only for strong forms (full names, titles or initials with the surname, aliases, "
+            "addresses, usernames)."
         ),
     )
     reporter_own_words: bool = Field(
@@ -132,22 +164,39 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
         else {}
     )
     quoted_back = _QuotedBack(context) if params.reporter_own_words else None
-    findings: dict[tuple[str, str, str, str], Finding] = {}
+    strong: dict[tuple[str, str, str, str], Finding] = {}
+    weak: dict[tuple[str, str, str], Finding] = {}
+    named: set[tuple[str, str]] = set()
     for segment in message.segments:
-        for identity in context.finder.find(segment.text):
-            key = (identity.case, identity.person, identity.kind.value, segment.where)
-            if key in findings:
+        for hit in context.finder.find_hits(segment.text):
+            identity = hit.identity
+            person = (identity.case, identity.person)
+            if hit.strength is Strength.STRONG:
+                key = (*person, identity.kind.value, segment.where)
+                if key in strong:
+                    continue
+            elif not params.weak_forms or (*person, segment.where) in weak:
                 continue
             concerned = tuple(
                 recipient
                 for recipient in candidates
                 if not context.is_inside(recipient, identity.case)
-                and (identity.case, identity.person, recipient.lower()) not in consented
-                and (identity.case, identity.person) not in own_people.get(recipient, set())
-                and not (quoted_back is not None and quoted_back.allows(identity, segment, recipient))
+                and (*person, recipient.lower()) not in consented
+                and person not in own_people.get(recipient, set())
+                and not (quoted_back is not None and quoted_back.allows(hit, segment, recipient))
             )
-            if concerned:
-                findings[key] = _identity_finding(identity, segment.where, concerned)
+            if not concerned:
+                continue
+            if hit.strength is Strength.STRONG:
+                strong[key] = _identity_finding(hit, segment.where, concerned)
+                named.add(person)
+            else:
+                weak[(*person, segment.where)] = _name_part_finding(hit, segment.where, concerned)
+    # A lone name part adds nothing where the same person is named in a strong form anyway.
+    findings = [
+        *strong.values(),
+        *(finding for (case, person, _where), finding in weak.items() if (case, person) not in named),
+    ]
     unreadable = list(message.uninspectable)
     if params.media_uninspectable:
         unreadable.extend(message.media)
@@ -159,8 +208,8 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
         *(r for r in conflicted if thread_case is not None and not context.is_inside(r, thread_case)),
     )
     if not blind:
-        return list(findings.values())
-    return [*findings.values(), *(_uninspectable_finding(part, blind) for part in unreadable)]
+        return findings
+    return [*findings, *(_uninspectable_finding(part, blind) for part in unreadable)]
 
 
 def _outsiders(envelope: Envelope, context: RuleContext) -> tuple[str, ...]:
@@ -191,6 +240,9 @@ def _own_people(recipient: str, context: RuleContext) -> set[tuple[str, str]]:
     }
 
 
+_Mentions = frozenset[tuple[Mention, Strength]]
+
+
 class _QuotedBack:
     """Whether an identity in a part is only its author's own words quoted back to the author.
 
@@ -200,14 +252,20 @@ class _QuotedBack:
     def __init__(self, context: RuleContext) -> None:
         self._context = context
         self._named: dict[str, frozenset[Mention]] = {}
-        self._split: dict[tuple[str, str], tuple[frozenset[Mention], frozenset[Mention]]] = {}
+        self._split: dict[tuple[str, str], tuple[_Mentions, _Mentions]] = {}
 
-    def allows(self, identity: ProtectedIdentity, segment: TextSegment, recipient: str) -> bool:
+    def allows(self, hit: IdentityHit, segment: TextSegment, recipient: str) -> bool:
+        identity = hit.identity
         mention = Mention(identity.case, identity.person, identity.kind)
         if mention not in self._named_to(recipient):
             return False
         inside, outside = self._found(segment, recipient)
-        return mention in inside and mention not in outside
+        # A full name must be inside one quoted passage as a full name: a given name at the end of one
+        # passage and a surname at the start of the next are two weak hits, not the name.
+        found_inside = (mention, Strength.STRONG) in inside or (
+            hit.strength is Strength.WEAK and (mention, Strength.WEAK) in inside
+        )
+        return found_inside and mention not in {found for found, _strength in outside}
 
     def _named_to(self, recipient: str) -> frozenset[Mention]:
         """What the learnt messages of the people ``recipient`` is an address of name."""
@@ -221,7 +279,7 @@ class _QuotedBack:
             )
         return self._named[lowered]
 
-    def _found(self, segment: TextSegment, recipient: str) -> tuple[frozenset[Mention], frozenset[Mention]]:
+    def _found(self, segment: TextSegment, recipient: str) -> tuple[_Mentions, _Mentions]:
         """Identities inside the passages of ``segment`` that repeat the recipient's own messages,
         and identities anywhere else in it."""
         key = (segment.where, recipient.lower())
@@ -238,13 +296,18 @@ class _QuotedBack:
             self._split[key] = (self._mentions(*inside), self._mentions(outside))
         return self._split[key]
 
-    def _mentions(self, *texts: str) -> frozenset[Mention]:
+    def _mentions(self, *texts: str) -> frozenset[tuple[Mention, Strength]]:
         # Each passage on its own: a name must not be put together from the ends of two quotes.
         finder = self._context.finder
-        return frozenset(Mention(i.case, i.person, i.kind) for text in texts for i in finder.find(text))
+        return frozenset(
+            (Mention(hit.identity.case, hit.identity.person, hit.identity.kind), hit.strength)
+            for text in texts
+            for hit in finder.find_hits(text)
+        )
 
 
-def _identity_finding(identity: ProtectedIdentity, where: str, recipients: tuple[str, ...]) -> Finding:
+def _identity_finding(hit: IdentityHit, where: str, recipients: tuple[str, ...]) -> Finding:
+    identity = hit.identity
     noun = IDENTITY_NOUNS.get(identity.kind, "identity")
     return Finding(
         rule=NAME,
@@ -252,13 +315,41 @@ def _identity_finding(identity: ProtectedIdentity, where: str, recipients: tuple
         where=where,
         kind=identity.kind.value,
         advice=(
-            f"Remove the {noun} of a person protected in case {identity.case} (found in {where}), or "
-            f"record their written consent to be named to {_listing(recipients)}."
+            f"Remove the {noun} of a person protected in case {identity.case} (found in {where}, "
+            f"written as: {hit.form}), or record their written consent to be named to "
+            f"{_listing(recipients)}."
         ),
         recipients=recipients,
         case=identity.case,
-        private_detail=f'{noun} "{identity.value}"',
+        private_detail=f'{noun} "{identity.value}"' + _written(hit),
     )
+
+
+def _name_part_finding(hit: IdentityHit, where: str, recipients: tuple[str, ...]) -> Finding:
+    identity = hit.identity
+    return Finding(
+        rule=NAME,
+        code="PROTECTED_NAME_PART",
+        where=where,
+        kind=identity.kind.value,
+        advice=(
+            f"{where[0].upper()}{where[1:]} contains the {hit.form} of a person protected in case "
+            f"{identity.case}, on its own. It may mean someone else with that name: if it does, a "
+            f"second committee member can release the message; if it is the protected person, "
+            f"remove it or record their written consent to be named to {_listing(recipients)}."
+        ),
+        recipients=recipients,
+        case=identity.case,
+        private_detail=f'{hit.form} "{hit.variant}" of {IDENTITY_NOUNS.get(identity.kind, "identity")} '
+        f'"{identity.value}"',
+    )
+
+
+def _written(hit: IdentityHit) -> str:
+    """How the identity was written, when that differs from the registered value."""
+    if hit.variant == normalize(hit.identity.value):
+        return ""
+    return f' (written as {hit.form}: "{hit.variant}")'
 
 
 def _uninspectable_finding(part: Uninspectable, recipients: tuple[str, ...]) -> Finding:
