@@ -53,6 +53,7 @@ from urllib.parse import unquote_to_bytes
 
 from gateway.policy.html import Rendered, render_html, render_xml
 from gateway.policy.model import Address, ParsedMessage, SegmentKind, TextSegment, Uninspectable
+from gateway.policy.reading import read_as_human, read_header
 
 
 def _words(text: str) -> frozenset[str]:
@@ -506,13 +507,19 @@ class _Decoder:
     def _ambiguous(self, reason: str) -> None:
         self.ambiguities[reason] = None
 
-    def _segment(self, where: str, kind: SegmentKind, text: str) -> None:
+    def _segment(self, where: str, kind: SegmentKind, text: str, reading: str = "") -> None:
         if not text or text.isspace():
             return
-        self.text_chars += len(text)
+        if not reading and kind not in (SegmentKind.HEADER, SegmentKind.FILENAME):
+            read = read_as_human(text, kind)
+            if "=?" in read:
+                # A forwarded header block pasted into a body can carry encoded-words.
+                read = decode_encoded_words(read)
+            reading = "" if read == text else read
+        self.text_chars += len(text) + len(reading)
         if self.text_chars > MAX_TEXT_CHARS:
             raise _Refused(f"the message holds too much text to inspect (limit {MAX_TEXT_CHARS} characters)")
-        self.segments.append(TextSegment(where=where, kind=kind, text=text))
+        self.segments.append(TextSegment(where=where, kind=kind, text=text, reading=reading))
 
     def _filename(self, where: str, name: str) -> None:
         # In a file name, dots, dashes and underscores separate words ("JP_notes.txt" names "JP"):
@@ -561,7 +568,11 @@ class _Decoder:
                 continue  # their parameters are scanned separately: see _parameters
             shown = _KNOWN_HEADERS.get(key)
             where = f"header {shown}{owner}" if shown else f"a non-standard header{owner}"
-            self._segment(where, SegmentKind.HEADER, f"{name}: {header.text}")
+            # The reading keeps encoded-words apart where decoding glues them to a neighbour.
+            reading = read_header(raw, decode_encoded_words)
+            self._segment(
+                where, SegmentKind.HEADER, f"{name}: {header.text}", reading and f"{name}: {reading}"
+            )
         singletons = _PART_SINGLETONS + (_TOP_SINGLETONS if top_level else ())
         for key in singletons:
             if counts[key] > 1:

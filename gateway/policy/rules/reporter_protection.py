@@ -53,6 +53,7 @@ from gateway.policy.model import (
     Uninspectable,
 )
 from gateway.policy.normalize import normalize
+from gateway.policy.reading import found_in
 
 NAME = "reporter-protection"
 
@@ -105,7 +106,7 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
     )
     findings: dict[tuple[str, str, str, str], Finding] = {}
     for segment in message.segments:
-        for identity in context.finder.find(segment.text):
+        for identity in found_in(context.finder, segment):
             key = (identity.case, identity.person, identity.kind.value, segment.where)
             if key in findings:
                 continue

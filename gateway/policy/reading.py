@@ -1,0 +1,199 @@
+"""Read decoded text as a person reads it, so a name split by quoting, layout or encoding is found.
+
+Identity matching looks at each segment's decoded text twice: as decoded (``TextSegment.text``) and,
+when it differs, as a reader sees it (``TextSegment.reading``, built here). The reading:
+
+* removes quote prefixes at any depth and in any style (``>``, ``> >``, ``>>``, ``|``, indented or
+  not) and joins the lines of a paragraph, whatever their quote depths, so ``Noor`` at the end of one
+  quoted line and ``> > Haddad`` at the start of the next read as one name;
+* ends a paragraph at a blank line (empty, or holding only quote markers): words of two paragraphs
+  are not joined into a name. In rendered HTML the renderer's own empty lines come from markup
+  (block elements, ``<br>``, table cells), not from the writer, so only quoted blank lines end a
+  paragraph there;
+* reads plain-text table cells (``| Noor | Haddad |``) as words of one line;
+* in a header, treats the edge of an RFC 2047 encoded-word as a word boundary: adjacent
+  encoded-words decode with no space between them (RFC 2047, kept for display), so ``w1`` and
+  ``Noor Haddad`` in two encoded-words display as ``w1Noor Haddad``; the reading also offers the
+  words apart (:func:`read_header`).
+
+Everything here is linear in the size of its input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+from gateway.policy.model import IdentityFinder, ProtectedIdentity, SegmentKind, TextSegment
+
+# Between paragraphs and between the alternative readings of a header: a character no name, alias,
+# address or username pattern spans (patterns hold single spaces between words), and which keeps
+# normalisation on its ASCII fast path.
+PARAGRAPH_BREAK = "\n#\n"
+# The longest name (in characters) looked for across several encoded-words with both of its ends
+# glued to neighbouring text; longer names are still found when their ends are not glued.
+GLUED_NAME_CHARS = 48
+# Alternative readings of one header are bounded by this many characters per character of the
+# header (plus a constant): a header cut into thousands of one-letter encoded-words cannot make
+# matching slow. Beyond the budget, names glued at both ends *and* split inside are not looked for.
+WINDOW_BUDGET_FACTOR = 64
+WINDOW_BUDGET_BASE = 16_384
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_QUOTE_PREFIX = re.compile(r"[ \t]*[>|](?:[ \t]*[>|])*[ \t]?")
+_QUOTED_LINE = re.compile(r"^[ \t]*[>|]", re.MULTILINE)
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
+
+
+def read_as_human(text: str, kind: SegmentKind) -> str:
+    """``text`` as a person reads it; ``text`` itself (the same object) when reading changes nothing.
+
+    Headers and file names are returned unchanged (their encoded-words are read by
+    :func:`read_header` from the raw header).
+    """
+    if kind in (SegmentKind.HEADER, SegmentKind.FILENAME):
+        return text
+    if "|" not in text and _QUOTED_LINE.search(text) is None:
+        return text
+    return _paragraphs(text, markup_blanks=kind is SegmentKind.HTML_TEXT)
+
+
+def _paragraphs(text: str, *, markup_blanks: bool) -> str:
+    """Quote prefixes removed, table bars read as spaces, paragraphs separated by PARAGRAPH_BREAK."""
+    out: list[str] = []
+    pending_break = False
+    for line in _LINE_BREAK.split(text):
+        prefix = _QUOTE_PREFIX.match(line)
+        content = line[prefix.end() :] if prefix else line
+        if "|" in content:
+            content = content.replace("|", " ")
+        if content and not content.isspace():
+            if pending_break and out:
+                out.append(PARAGRAPH_BREAK)
+            else:
+                out.append("\n")
+            out.append(content)
+            pending_break = False
+        elif prefix or not markup_blanks:
+            pending_break = True
+    return "".join(out[1:]) if out else ""
+
+
+def read_header(raw: str, decode_words: Callable[[str], str]) -> str:
+    """The reading of a raw (unfolded) header value whose encoded-words glue words together.
+
+    ``decode_words`` is the message decoder's RFC 2047 decoder (adjacent encoded-words joined, as
+    displayed). Returns "" when no encoded-word edge falls between two letters or digits (the
+    decoded text is then the whole reading). Otherwise the reading holds the decoded text with a
+    space at each such edge, and short windows of the decoded text that start or end at those
+    edges, so a name whose ends are glued to its neighbours is found even when it is itself split
+    across several encoded-words.
+    """
+    if "=?" not in raw:
+        return ""
+    pieces = list(_decoded_pieces(raw, decode_words))
+    text = "".join(pieces)
+    glued: list[int] = []
+    position = 0
+    for piece in pieces[:-1]:
+        position += len(piece)
+        if text[position - 1].isalnum() and text[position].isalnum():
+            glued.append(position)
+    if not glued:
+        return ""
+    return PARAGRAPH_BREAK.join(reading for reading in _header_readings(text, glued) if reading)
+
+
+def _decoded_pieces(raw: str, decode_words: Callable[[str], str]) -> Iterator[str]:
+    """Decoded text in pieces: each encoded-word, and each stretch of plain text, on its own.
+
+    Encoded-words whose bytes only make sense together (a multi-byte character split across two
+    words of one charset) stay one piece; whitespace between encoded-words is dropped (RFC 2047).
+    """
+    run: list[str] = []
+    charset = ""
+    position = 0
+
+    def flush() -> Iterator[str]:
+        if not run:
+            return
+        alone = [decode_words(word) for word in run]
+        together = decode_words(" ".join(run))
+        if "".join(alone) == together:
+            yield from alone
+        else:
+            yield together
+        run.clear()
+
+    for match in _ENCODED_WORD.finditer(raw):
+        gap = raw[position : match.start()]
+        word_charset = match.group(1).split("*", 1)[0].lower()
+        if gap and not (run and gap.isspace()):
+            yield from flush()
+            yield gap
+        elif run and word_charset != charset:
+            yield from flush()
+        run.append(match.group(0))
+        charset = word_charset
+        position = match.end()
+    yield from flush()
+    if position < len(raw):
+        yield raw[position:]
+
+
+def _header_readings(text: str, glued: list[int]) -> Iterator[str]:
+    """The decoded text apart at every glued edge, then windows bounded by glued edges."""
+    spaced: list[str] = []
+    start = 0
+    for edge in glued:
+        spaced.append(text[start:edge])
+        start = edge
+    spaced.append(text[start:])
+    yield " ".join(spaced)
+    budget = WINDOW_BUDGET_FACTOR * len(text) + WINDOW_BUDGET_BASE
+    reach = GLUED_NAME_CHARS
+    for index, edge in enumerate(glued):
+        # A name glued on one side only: from the edge to the last word break within reach.
+        yield text[_word_break(text, edge, edge - reach) : edge]
+        yield text[edge : _word_break(text, edge, edge + reach)]
+        budget -= 2 * reach
+        # A name glued on both sides: between this edge and each later one within reach.
+        for later_index in range(index + 1, len(glued)):
+            later = glued[later_index]
+            if later - edge > reach or budget <= 0:
+                break
+            budget -= later - edge
+            yield text[edge:later]
+
+
+def _word_break(text: str, edge: int, limit: int) -> int:
+    """The word break between ``edge`` and ``limit`` farthest from the edge (the edge if none).
+
+    A window cut at a word break glues no name to the cut: the cut is where the matcher sees an
+    end of text, so it must fall where the text has a boundary of its own.
+    """
+    if limit < edge:
+        if limit <= 0:
+            return 0
+        for index in range(limit, edge):
+            if not text[index - 1].isalnum():
+                return index
+        return edge
+    if limit >= len(text):
+        return len(text)
+    for index in range(limit, edge, -1):
+        if not text[index].isalnum():
+            return index
+    return edge
+
+
+def found_in(finder: IdentityFinder, segment: TextSegment) -> list[ProtectedIdentity]:
+    """Every protected identity in ``segment``, as decoded or as a person reads it (deduplicated)."""
+    if not segment.reading:
+        return finder.find(segment.text)
+    return list(dict.fromkeys(_chain(finder.find(segment.text), finder.find(segment.reading))))
+
+
+def _chain(*groups: Iterable[ProtectedIdentity]) -> Iterator[ProtectedIdentity]:
+    for group in groups:
+        yield from group
