@@ -117,10 +117,20 @@ def _decoded_pieces(raw: str, decode_words: Callable[[str], str]) -> Iterator[st
     def flush() -> Iterator[str]:
         if not run:
             return
-        alone = [decode_words(word) for word in run]
+        groups: list[list[str]] = [[run[0]]]
+        alone = decode_words(run[0])
+        for word in run[1:]:
+            decoded = decode_words(word)
+            # Bytes of one character split across two words decode only together: keep them together.
+            if decode_words(f"{groups[-1][-1]} {word}") == alone + decoded:
+                groups.append([word])
+            else:
+                groups[-1].append(word)
+            alone = decoded
+        pieces = [decode_words(" ".join(group)) for group in groups]
         together = decode_words(" ".join(run))
-        if "".join(alone) == together:
-            yield from alone
+        if "".join(pieces) == together:
+            yield from pieces
         else:
             yield together
         run.clear()
