@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -11,12 +12,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.policy.config import read_policy
+from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import decode_encoded_words, parse_message
-from gateway.policy.model import IdentityKind, ProtectedIdentity, SegmentKind, TextSegment
+from gateway.policy.model import (
+    Envelope,
+    IdentityKind,
+    Outcome,
+    ProtectedIdentity,
+    SegmentKind,
+    TextSegment,
+    ThreadFacts,
+)
 from gateway.policy.normalize import normalize
 from gateway.policy.reading import GLUED_NAME_CHARS, PARAGRAPH_BREAK, found_in, read_as_human, read_header
-from tests.policy.builders import Message, Part, encoded_word, plain, render
+from tests.policy.builders import Message, Part, encoded_word, plain, render, with_headers
 
 NAME = ProtectedIdentity("home-shelf", "w1", IdentityKind.NAME, "Noor Haddad")
 FINDER = IdentityMatcher.build((NAME,))
@@ -266,3 +277,33 @@ def test_reading_a_header_is_linear(pieces: list[str]) -> None:
     once = operations(lambda: read_header(raw, decode_encoded_words))
     twice = operations(lambda: read_header(raw + " " + raw, decode_encoded_words))
     assert twice <= 2 * once + 5 * GLUED_NAME_CHARS**2
+
+
+# --- the shipped policy, end to end ---------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+MODS = "mods@forum.example.com"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> CompiledPolicy:
+    document, source = read_policy(REPO / "policies" / "default.yaml")
+    return compile_policy(document, source)
+
+
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        pytest.param("Notes", "> > As Robin\n> Castellano said, the\n> venue was loud.\n", id="quoted-lines"),
+        pytest.param(words("w1", "Robin Castellano", encoding="B"), "See the subject.\n", id="glued-subject"),
+    ],
+)
+def test_the_shipped_policy_refuses_a_split_name_to_an_outsider(
+    shipped: CompiledPolicy, subject: str, body: str
+) -> None:
+    headers = with_headers(To=MODS, Cc="conduct@example.org", Subject=subject)
+    raw = render(Message(headers=headers, body=Part(body=body)))
+    envelope = Envelope("ada.quill@example.org", (MODS, "conduct@example.org"), "ada.quill@example.org")
+    verdict = evaluate(parse_message(raw), envelope, shipped, ThreadFacts())
+    assert verdict.outcome is Outcome.REJECT
+    assert "PROTECTED_IDENTITY" in [decision.finding.code for decision in verdict.decisions]
