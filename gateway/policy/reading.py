@@ -39,9 +39,7 @@ GLUED_NAME_CHARS = 48
 WINDOW_BUDGET_FACTOR = 64
 WINDOW_BUDGET_BASE = 16_384
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_QUOTE_PREFIX = re.compile(r"[ \t]*[>|](?:[ \t]*[>|])*[ \t]?")
-_QUOTED_LINE = re.compile(r"^[ \t]*[>|]", re.MULTILINE)
+_QUOTE_CHARS = " \t>|"  # what a quote prefix is made of, at any depth and in any style
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
 
 
@@ -51,9 +49,7 @@ def read_as_human(text: str, kind: SegmentKind) -> str:
     Headers and file names are returned unchanged (their encoded-words are read by
     :func:`read_header` from the raw header).
     """
-    if kind in (SegmentKind.HEADER, SegmentKind.FILENAME):
-        return text
-    if "|" not in text and _QUOTED_LINE.search(text) is None:
+    if kind in (SegmentKind.HEADER, SegmentKind.FILENAME) or (">" not in text and "|" not in text):
         return text
     return _paragraphs(text, markup_blanks=kind is SegmentKind.HTML_TEXT)
 
@@ -62,21 +58,20 @@ def _paragraphs(text: str, *, markup_blanks: bool) -> str:
     """Quote prefixes removed, table bars read as spaces, paragraphs separated by PARAGRAPH_BREAK."""
     out: list[str] = []
     pending_break = False
-    for line in _LINE_BREAK.split(text):
-        prefix = _QUOTE_PREFIX.match(line)
-        content = line[prefix.end() :] if prefix else line
-        if "|" in content:
-            content = content.replace("|", " ")
+    quoted = False
+    for line in text.splitlines():
+        content = line.lstrip(_QUOTE_CHARS)
+        marked = len(content) < len(line) and not line[: len(line) - len(content)].isspace()
+        quoted = quoted or marked
         if content and not content.isspace():
-            if pending_break and out:
-                out.append(PARAGRAPH_BREAK)
-            else:
-                out.append("\n")
+            out.append(PARAGRAPH_BREAK if pending_break and out else "\n")
             out.append(content)
             pending_break = False
-        elif prefix or not markup_blanks:
+        elif marked or not markup_blanks:
             pending_break = True
-    return "".join(out[1:]) if out else ""
+    if not quoted and "|" not in text:
+        return text  # ">" only inside lines: nothing is quoted
+    return "".join(out[1:]).replace("|", " ")
 
 
 def read_header(raw: str, decode_words: Callable[[str], str]) -> str:
