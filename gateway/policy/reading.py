@@ -22,7 +22,7 @@ Everything here is linear in the size of its input.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 from gateway.policy.model import IdentityFinder, ProtectedIdentity, SegmentKind, TextSegment
 
@@ -78,7 +78,7 @@ def read_header(raw: str, decode_words: Callable[[str], str]) -> str:
     """The reading of a raw (unfolded) header value whose encoded-words glue words together.
 
     ``decode_words`` is the message decoder's RFC 2047 decoder (adjacent encoded-words joined, as
-    displayed). Returns "" when no encoded-word edge falls between two letters or digits (the
+    displayed). Returns "" when no encoded-word edge touches text on both sides without a space (the
     decoded text is then the whole reading). Otherwise the reading holds the decoded text with a
     space at each such edge, and short windows of the decoded text that start or end at those
     edges, so a name whose ends are glued to its neighbours is found even when it is itself split
@@ -92,7 +92,9 @@ def read_header(raw: str, decode_words: Callable[[str], str]) -> str:
     position = 0
     for piece in pieces[:-1]:
         position += len(piece)
-        if text[position - 1].isalnum() and text[position].isalnum():
+        # Glued unless a space separates them: letters, digits, but also invisible characters and
+        # combining marks (which normalisation removes, gluing what is around them) count.
+        if not (text[position - 1].isspace() or text[position].isspace()):
             glued.append(position)
     if not glued:
         return ""
@@ -196,9 +198,4 @@ def found_in(finder: IdentityFinder, segment: TextSegment) -> list[ProtectedIden
     """Every protected identity in ``segment``, as decoded or as a person reads it (deduplicated)."""
     if not segment.reading:
         return finder.find(segment.text)
-    return list(dict.fromkeys(_chain(finder.find(segment.text), finder.find(segment.reading))))
-
-
-def _chain(*groups: Iterable[ProtectedIdentity]) -> Iterator[ProtectedIdentity]:
-    for group in groups:
-        yield from group
+    return list(dict.fromkeys([*finder.find(segment.text), *finder.find(segment.reading)]))

@@ -117,6 +117,8 @@ def words(*pieces: str, encoding: str = "Q", charset: str = "utf-8") -> str:
         pytest.param(encoded_word("w1") + "Noor Haddad", id="plain-name-after-encoded-word"),
         pytest.param(words("w1", "Noor") + " " + words("Haddad", "x2"), id="two-runs"),
         pytest.param(words("w1") + "\t" + words("Noor Haddad", encoding="B"), id="q-then-b-tab"),
+        pytest.param(words("w1\u200b", "Noor Haddad"), id="invisible-character-at-the-edge"),
+        pytest.param(words("w1", "\u0301Noor Haddad"), id="combining-mark-at-the-edge"),
     ],
 )
 def test_an_encoded_word_edge_is_a_word_boundary(raw: str) -> None:

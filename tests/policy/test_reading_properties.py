@@ -127,7 +127,7 @@ def body_messages(draw: st.DrawFn) -> tuple[bytes, ProtectedIdentity]:
 def header_messages(draw: st.DrawFn) -> tuple[bytes, ProtectedIdentity]:
     """The name glued to its neighbours by adjacent encoded-words, cut at random places."""
     person = draw(st.sampled_from(PEOPLE))
-    glue = st.text(alphabet="abcxyz019é", min_size=1, max_size=4)
+    glue = st.text(alphabet="abcxyz019é\u200b\u0301", min_size=1, max_size=4)
     before = draw(st.one_of(st.just(""), glue, st.just("Re: ")))
     after = draw(st.one_of(st.just(""), glue, st.just(" notes")))
     text = before + person.value + after
@@ -137,6 +137,8 @@ def header_messages(draw: st.DrawFn) -> tuple[bytes, ProtectedIdentity]:
     edges = [0, *sorted(cut for cut in cuts if 0 < cut < len(text)), len(text)]
     pieces = [text[start:end] for start, end in itertools.pairwise(edges)]
     charset = draw(st.sampled_from(["utf-8", "iso-8859-1"]))
+    if not all(char.encode(charset, "ignore") for char in text):
+        charset = "utf-8"  # an invisible character or a combining mark Latin-1 cannot carry
     encoding = draw(st.sampled_from(["B", "Q"]))
     separator = draw(st.sampled_from([" ", "\r\n ", "\t", ""]))
     value = separator.join(encoded_word(piece, charset, encoding) for piece in pieces)
