@@ -4,8 +4,11 @@ Identity matching looks at each segment's decoded text twice: as decoded (``Text
 when it differs, as a reader sees it (``TextSegment.reading``, built here). The reading:
 
 * removes quote prefixes at any depth and in any style (``>``, ``> >``, ``>>``, ``|``, indented or
-  not) and joins the lines of a paragraph, whatever their quote depths, so ``Noor`` at the end of one
-  quoted line and ``> > Haddad`` at the start of the next read as one name;
+  not, fullwidth ``＞``, Supercite tags such as ``NH>``) and joins the lines of a paragraph, whatever
+  their quote depths, so ``Noor`` at the end of one quoted line and ``> > Haddad`` at the start of
+  the next read as one name;
+* joins a word hyphenated across a line break (``Had-`` / ``dad`` reads ``Haddad``; ``Smith-`` /
+  ``Jones`` reads ``Smith-Jones``);
 * ends a paragraph at a blank line (empty, or holding only quote markers): words of two paragraphs
   are not joined into a name. In rendered HTML the renderer's own empty lines come from markup
   (block elements, ``<br>``, table cells), not from the writer, so only quoted blank lines end a
@@ -39,7 +42,14 @@ GLUED_NAME_CHARS = 48
 WINDOW_BUDGET_FACTOR = 64
 WINDOW_BUDGET_BASE = 16_384
 
-_QUOTE_CHARS = " \t>|"  # what a quote prefix is made of, at any depth and in any style
+# What a quote prefix is made of, at any depth and in any style (fullwidth forms and no-break
+# spaces included: clients writing Japanese or Chinese quote with them).
+_QUOTE_CHARS = " \t\u00a0\u3000>|\uff1e\uff5c"
+# Supercite-style citation tags before ">" (initials or a short name: "NH>", "Noor>").
+_CITATION_TAG_CHARS = 6
+# Any of these in a text means reading it may differ from the decoded text.
+_MARKS = (">", "|", "\uff1e", "\uff5c")
+_HYPHEN_AT_LINE_END = re.compile(r"-[ \t]*[\r\n]")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
 
 
@@ -49,7 +59,9 @@ def read_as_human(text: str, kind: SegmentKind) -> str:
     Headers and file names are returned unchanged (their encoded-words are read by
     :func:`read_header` from the raw header).
     """
-    if kind in (SegmentKind.HEADER, SegmentKind.FILENAME) or (">" not in text and "|" not in text):
+    if kind in (SegmentKind.HEADER, SegmentKind.FILENAME):
+        return text
+    if not any(mark in text for mark in _MARKS) and _HYPHEN_AT_LINE_END.search(text) is None:
         return text
     return _paragraphs(text, markup_blanks=kind is SegmentKind.HTML_TEXT)
 
@@ -58,20 +70,50 @@ def _paragraphs(text: str, *, markup_blanks: bool) -> str:
     """Quote prefixes removed, table bars read as spaces, paragraphs separated by PARAGRAPH_BREAK."""
     out: list[str] = []
     pending_break = False
-    quoted = False
+    changed = False
     for line in text.splitlines():
-        content = line.lstrip(_QUOTE_CHARS)
+        content = _unquoted(line)
         marked = len(content) < len(line) and not line[: len(line) - len(content)].isspace()
-        quoted = quoted or marked
-        if content and not content.isspace():
-            out.append(PARAGRAPH_BREAK if pending_break and out else "\n")
+        changed = changed or marked
+        if content and (not content[0].isspace() or not content.isspace()):
+            if pending_break and out:
+                out.append(PARAGRAPH_BREAK)
+            elif out and _hyphenated(out[-1], content):
+                # A word hyphenated across the line break: "Had-" / "dad" is one word to a reader;
+                # "Smith-" / "Jones" keeps its hyphen.
+                out[-1] = out[-1].rstrip()
+                if content[0].islower():
+                    out[-1] = out[-1][:-1]
+                out.append("")
+                changed = True
+            else:
+                out.append("\n")
             out.append(content)
             pending_break = False
         elif marked or not markup_blanks:
             pending_break = True
-    if not quoted and "|" not in text:
-        return text  # ">" only inside lines: nothing is quoted
-    return "".join(out[1:]).replace("|", " ")
+    if not changed and "|" not in text:
+        return text  # quote characters only inside lines, no hyphenated word: nothing to read
+    return "".join(out[1:]).replace("|", " ").replace("\uff5c", " ")
+
+
+def _unquoted(line: str) -> str:
+    """``line`` without its quote prefix, however deep, including Supercite tags (``NH>``)."""
+    content = line.lstrip(_QUOTE_CHARS)
+    tag_end = content.find(">", 0, _CITATION_TAG_CHARS + 1)
+    if tag_end < 0:
+        tag_end = content.find("\uff1e", 0, _CITATION_TAG_CHARS + 1)
+    if tag_end > 0 and content[:tag_end].isalpha():
+        content = content[tag_end + 1 :].lstrip(_QUOTE_CHARS)
+    return content
+
+
+def _hyphenated(previous: str, content: str) -> bool:
+    """Whether ``previous`` ends in a word broken by a hyphen that ``content`` continues."""
+    if previous[-1] != "-" and not previous[-1].isspace():
+        return False  # the common case, without copying the line
+    end = previous.rstrip()
+    return len(end) >= 2 and end[-1] == "-" and end[-2].isalpha() and content[0].isalpha()
 
 
 def read_header(raw: str, decode_words: Callable[[str], str]) -> str:

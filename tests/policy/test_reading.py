@@ -54,6 +54,11 @@ def finds_name(text: str) -> bool:
         pytest.param("> We met\n> Noor\n> Haddad\n> today.", id="one-word-a-line"),
         pytest.param("> > > We met Noor\r> > > Haddad today.", id="cr-line-ends"),
         pytest.param("| Noor | Haddad | 2024-03-01 |", id="plain-text-table-row"),
+        pytest.param("NH> We met Noor\nNH> Haddad today.", id="supercite-tags"),
+        pytest.param("\uff1e We met Noor\n\uff1e\uff1e Haddad today.", id="fullwidth-markers"),
+        pytest.param("\u00a0> We met Noor\n>\u00a0> Haddad today.", id="no-break-spaces"),
+        pytest.param("> We met Noor Had-\n> dad today.", id="hyphenated-surname"),
+        pytest.param("We met No-   \nor Haddad today.", id="hyphenated-unquoted"),
     ],
 )
 def test_a_name_split_by_quote_markers_reads_whole(text: str) -> None:
@@ -72,6 +77,20 @@ def test_a_name_split_by_quote_markers_reads_whole(text: str) -> None:
 )
 def test_words_of_different_paragraphs_are_not_joined(text: str) -> None:
     assert not finds_name(read_as_human(text, SegmentKind.TEXT))
+
+
+@pytest.mark.parametrize(
+    ("text", "reading"),
+    [
+        pytest.param("> Anna Smith-\n> Jones", "Anna Smith-Jones", id="capital-keeps-the-hyphen"),
+        pytest.param("> self-\n> aware", "selfaware", id="small-letter-drops-it"),
+        pytest.param("> 2024-\n> 03", "2024-\n03", id="digits-are-not-words"),
+        pytest.param("-- \nAda", "-- \nAda", id="signature-separator"),
+        pytest.param("a -> b\nc", "a -> b\nc", id="arrow-inside-a-line"),
+    ],
+)
+def test_line_breaks_inside_words(text: str, reading: str) -> None:
+    assert read_as_human(text, SegmentKind.TEXT) == reading
 
 
 def test_a_paragraph_break_is_marked_in_the_reading() -> None:
