@@ -100,12 +100,13 @@ def _paragraphs(text: str, *, markup_blanks: bool) -> str:
 def _unquoted(line: str) -> str:
     """``line`` without its quote prefix, however deep, including Supercite tags (``NH>``)."""
     content = line.lstrip(_QUOTE_CHARS)
-    tag_end = content.find(">", 0, _CITATION_TAG_CHARS + 1)
-    if tag_end < 0:
-        tag_end = content.find("\uff1e", 0, _CITATION_TAG_CHARS + 1)
-    if tag_end > 0 and content[:tag_end].isalpha():
+    while True:  # each turn removes a tag: linear in the line
+        tag_end = content.find(">", 0, _CITATION_TAG_CHARS + 1)
+        if tag_end < 0:
+            tag_end = content.find("\uff1e", 0, _CITATION_TAG_CHARS + 1)
+        if tag_end <= 0 or not content[:tag_end].isalpha():
+            return content
         content = content[tag_end + 1 :].lstrip(_QUOTE_CHARS)
-    return content
 
 
 def _hyphenated(previous: str, content: str) -> bool:

@@ -1,8 +1,9 @@
 """Property: a protected full name is found however quoting, layout or encoded-words split it.
 
 Hypothesis writes a paragraph that names a protected person, wraps it at a random column (or breaks
-the line between the name's words), quotes each line at a random depth and style (``>``, ``> >``,
-``>>``, ``|``, spaced or not, trailing spaces), and sends it as plain text (any transfer encoding,
+the line between the name's words, or hyphenates one of its words across the break), quotes each
+line at a random depth and style (``>``, ``> >``, ``>>``, ``|``, ``＞``, ``NH>``, spaced or not,
+trailing spaces), and sends it as plain text (any transfer encoding,
 format=flowed or not) or as HTML (the quote markers escaped, the lines joined by ``<br>``, ``<p>``,
 ``<div>``, table cells of one row, ``<blockquote>`` or ``<span>`` s). Or it puts the name in a header
 glued to the words around it and cuts the header into adjacent encoded-words at random places (at
@@ -43,7 +44,7 @@ OUTSIDE = Envelope("ada@example.org", ("mod@forum.example.net",), "ada@example.o
 
 FILLER = ("the", "venue", "staff", "said", "that", "our", "notes", "were", "read", "on", "monday", "by", "us")
 WORDS = st.lists(st.sampled_from(FILLER), max_size=12)
-QUOTE_STYLES = (">", "> ", ">>", "| ", "|", " > ")
+QUOTE_STYLES = (">", "> ", ">>", "| ", "|", " > ", "NH> ", "\uff1e", "\u00a0> ")
 HTML_JOINERS = (
     "<br>",
     "<br/>\n",
@@ -79,7 +80,15 @@ def wrapped_lines(draw: st.DrawFn, person: ProtectedIdentity) -> list[str]:
     """One paragraph naming ``person``, wrapped at a random column or between the name's words."""
     before, after = draw(WORDS), draw(WORDS)
     name_words = person.value.split(" ")
-    if draw(st.booleans()):
+    way = draw(st.sampled_from(["between-words", "hyphenated", "wrapped"]))
+    if way == "hyphenated":
+        # A name's word hyphenated across the line break ("Had-" / "dad").
+        index = draw(st.integers(0, len(name_words) - 1))
+        word = name_words[index]
+        cut = draw(st.integers(1, len(word) - 1))
+        first = [*before, *name_words[:index], word[:cut] + "-"]
+        return [" ".join(first), " ".join([word[cut:], *name_words[index + 1 :], *after])]
+    if way == "between-words":
         # A break between two of the name's words, the rest of the paragraph on the two lines.
         cut = draw(st.integers(1, len(name_words) - 1))
         return [" ".join([*before, *name_words[:cut]]), " ".join([*name_words[cut:], *after])]
@@ -89,9 +98,10 @@ def wrapped_lines(draw: st.DrawFn, person: ProtectedIdentity) -> list[str]:
 
 
 @st.composite
-def quoted_texts(draw: st.DrawFn, person: ProtectedIdentity) -> list[str]:
+def quoted_texts(draw: st.DrawFn, person: ProtectedIdentity) -> list[tuple[str, str]]:
+    """Each line's quote prefix, and its text (with trailing spaces)."""
     lines = draw(wrapped_lines(person))
-    return [draw(quote_prefixes()) + line + draw(st.sampled_from(["", " ", "  ", "\t"])) for line in lines]
+    return [(draw(quote_prefixes()), line + draw(st.sampled_from(["", " ", "  ", "\t"]))) for line in lines]
 
 
 @st.composite
@@ -99,7 +109,7 @@ def body_messages(draw: st.DrawFn) -> tuple[bytes, ProtectedIdentity]:
     person = draw(st.sampled_from(PEOPLE))
     lines = draw(quoted_texts(person))
     if draw(st.booleans()):
-        text = "\n".join(lines)
+        text = "\n".join(prefix + line for prefix, line in lines)
         flowed = draw(st.booleans())
         content_type = "text/plain; format=flowed" if flowed else "text/plain"
         encoding = draw(st.sampled_from(["8bit", "quoted-printable", "base64"]))
@@ -112,12 +122,14 @@ def body_messages(draw: st.DrawFn) -> tuple[bytes, ProtectedIdentity]:
             break_at=breaks if encoding == "quoted-printable" else (),
         )
     else:
-        joined = html.escape(lines[0])
-        for line in lines[1:]:
+        joined = html.escape("".join(lines[0]))
+        for prefix, line in lines[1:]:
             joiner = draw(st.sampled_from(HTML_JOINERS))
-            if joiner in INLINE_JOINERS:
-                line = line.lstrip(" \t>|")  # inline markup continues the line: no quote prefix there
-            joined += joiner + html.escape(line)
+            if joiner in INLINE_JOINERS and joined.rstrip().endswith("-"):
+                joiner = "<br>"  # a hyphen inside a line is a hyphen, not a line break
+            # Inline markup continues the line: no quote prefix there.
+            shown = line if joiner in INLINE_JOINERS else prefix + line
+            joined += joiner + html.escape(shown)
         markup = f"<html><body><table><tr><td><p><div><span>{joined}</span></div></p></td></tr></table>"
         part = Part(content_type="text/html", body=markup + "</body></html>", encoding="8bit")
     return render(Message(body=part)), person
