@@ -6,7 +6,8 @@ when it differs, as a reader sees it (``TextSegment.reading``, built here). The 
 * removes quote prefixes at any depth and in any style (``>``, ``> >``, ``>>``, ``|``, indented or
   not, fullwidth ``＞``, Supercite tags such as ``NH>``) and joins the lines of a paragraph, whatever
   their quote depths, so ``Noor`` at the end of one quoted line and ``> > Haddad`` at the start of
-  the next read as one name;
+  the next read as one name; in quoted text, markers a client moved into the middle of a line when
+  re-wrapping it (``Noor > Haddad``) are read as spaces;
 * joins a word hyphenated across a line break (``Had-`` / ``dad`` reads ``Haddad``; ``Smith-`` /
   ``Jones`` reads ``Smith-Jones``);
 * ends a paragraph at a blank line (empty, or holding only quote markers): words of two paragraphs
@@ -50,6 +51,7 @@ _CITATION_TAG_CHARS = 6
 # Any of these in a text means reading it may differ from the decoded text.
 _MARKS = (">", "|", "\uff1e", "\uff5c")
 _HYPHEN_AT_LINE_END = re.compile(r"-[ \t]*[\r\n]")
+_MIDLINE_QUOTE = re.compile(r"[ \t\u00a0][>\uff1e][ \t\u00a0>\uff1e]*(?=[ \t\u00a0])")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
 
 
@@ -70,11 +72,11 @@ def _paragraphs(text: str, *, markup_blanks: bool) -> str:
     """Quote prefixes removed, table bars read as spaces, paragraphs separated by PARAGRAPH_BREAK."""
     out: list[str] = []
     pending_break = False
-    changed = False
+    quoted = hyphenated = False
     for line in text.splitlines():
         content = _unquoted(line)
         marked = len(content) < len(line) and not line[: len(line) - len(content)].isspace()
-        changed = changed or marked
+        quoted = quoted or marked
         if content and (not content[0].isspace() or not content.isspace()):
             if pending_break and out:
                 out.append(PARAGRAPH_BREAK)
@@ -85,16 +87,20 @@ def _paragraphs(text: str, *, markup_blanks: bool) -> str:
                 if content[0].islower():
                     out[-1] = out[-1][:-1]
                 out.append("")
-                changed = True
+                hyphenated = True
             else:
                 out.append("\n")
             out.append(content)
             pending_break = False
         elif marked or not markup_blanks:
             pending_break = True
-    if not changed and "|" not in text:
+    if not (quoted or hyphenated) and "|" not in text:
         return text  # quote characters only inside lines, no hyphenated word: nothing to read
-    return "".join(out[1:]).replace("|", " ").replace("\uff5c", " ")
+    reading = "".join(out[1:]).replace("|", " ").replace("\uff5c", " ")
+    if quoted:
+        # A client that re-wraps quoted text moves markers into the middle of lines ("Noor > Haddad").
+        reading = _MIDLINE_QUOTE.sub(" ", reading)
+    return reading
 
 
 def _unquoted(line: str) -> str:

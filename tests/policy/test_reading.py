@@ -59,6 +59,7 @@ def finds_name(text: str) -> bool:
         pytest.param("\u00a0> We met Noor\n>\u00a0> Haddad today.", id="no-break-spaces"),
         pytest.param("> We met Noor Had-\n> dad today.", id="hyphenated-surname"),
         pytest.param("We met No-   \nor Haddad today.", id="hyphenated-unquoted"),
+        pytest.param("> We met Noor > Haddad today, > > she said.", id="re-wrapped-quote"),
     ],
 )
 def test_a_name_split_by_quote_markers_reads_whole(text: str) -> None:
@@ -87,6 +88,7 @@ def test_words_of_different_paragraphs_are_not_joined(text: str) -> None:
         pytest.param("> 2024-\n> 03", "2024-\n03", id="digits-are-not-words"),
         pytest.param("-- \nAda", "-- \nAda", id="signature-separator"),
         pytest.param("a -> b\nc", "a -> b\nc", id="arrow-inside-a-line"),
+        pytest.param("if a > b:\n    c", "if a > b:\n    c", id="comparison-in-unquoted-text"),
     ],
 )
 def test_line_breaks_inside_words(text: str, reading: str) -> None:

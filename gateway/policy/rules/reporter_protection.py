@@ -24,8 +24,9 @@ Text is also read as a person reads it, and both readings are searched. Quote pr
 depth and in any style (``>``, ``> >``, ``>>``, ``|``, fullwidth ``＞``, Supercite tags such as
 ``JP>``, with or without spaces, also in quoted-printable, format=flowed and HTML-escaped text)
 are removed and the lines of a paragraph joined, whatever their quote depths, so ``Jin`` at the
-end of one quoted line and ``> > Park`` at the start of the next is the name "Jin Park"; a word
-hyphenated across a line break (``Pa-`` / ``rk``) is one word. A blank line (empty or only quote
+end of one quoted line and ``> > Park`` at the start of the next is the name "Jin Park" (so is
+``Jin > Park`` in quoted text a client re-wrapped); a word hyphenated across a line break
+(``Pa-`` / ``rk``) is one word. A blank line (empty or only quote
 markers) ends a paragraph, and the words of two quoted paragraphs are not joined. HTML is read as rendered:
 ``<br>``, paragraphs, ``<div>`` s, list items, table cells and ``<blockquote>`` separate words as
 spaces do, so a name split across them is found. Plain-text table bars (``| Jin | Park |``) read
