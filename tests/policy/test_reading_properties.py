@@ -1,7 +1,8 @@
 """Property: a protected full name is found however quoting, layout or encoded-words split it.
 
 Hypothesis writes a paragraph that names a protected person, wraps it at a random column (or breaks
-the line between the name's words, or hyphenates one of its words across the break), quotes each
+the line between the name's words, hyphenates one of its words across the break, or leaves quote
+markers between its words as a client re-wrapping quoted text does), quotes each
 line at a random depth and style (``>``, ``> >``, ``>>``, ``|``, ``＞``, ``NH>``, spaced or not,
 trailing spaces), and sends it as plain text (any transfer encoding,
 format=flowed or not) or as HTML (the quote markers escaped, the lines joined by ``<br>``, ``<p>``,
@@ -80,7 +81,12 @@ def wrapped_lines(draw: st.DrawFn, person: ProtectedIdentity) -> list[str]:
     """One paragraph naming ``person``, wrapped at a random column or between the name's words."""
     before, after = draw(WORDS), draw(WORDS)
     name_words = person.value.split(" ")
-    way = draw(st.sampled_from(["between-words", "hyphenated", "wrapped"]))
+    way = draw(st.sampled_from(["between-words", "hyphenated", "re-wrapped", "wrapped"]))
+    if way == "re-wrapped":
+        # A client re-wrapped quoted text: the markers of the next line sit between the name's words.
+        cut = draw(st.integers(1, len(name_words) - 1))
+        markers = draw(st.sampled_from([">", "> >", ">>", "\uff1e"]))
+        return ["> " + " ".join([*before, *name_words[:cut], markers, *name_words[cut:], *after])]
     if way == "hyphenated":
         # A name's word hyphenated across the line break ("Had-" / "dad").
         index = draw(st.integers(0, len(name_words) - 1))
