@@ -53,7 +53,7 @@ from urllib.parse import unquote_to_bytes
 
 from gateway.policy.html import Rendered, render_html, render_xml
 from gateway.policy.model import Address, ParsedMessage, SegmentKind, TextSegment, Uninspectable
-from gateway.policy.reading import read_as_human, read_header
+from gateway.policy.reading import PARAGRAPH_BREAK, read_as_human, read_header
 
 
 def _words(text: str) -> frozenset[str]:
@@ -437,6 +437,18 @@ def _join_sections(parts: dict[int, tuple[str, bool]]) -> str:
     return decode_encoded_words(decode_bytes(bytes(data), charset))
 
 
+def _file_name_readings(header: str) -> str:
+    """How a person reads file name parameters whose encoded-words glue words (gateway.policy.reading)."""
+    if "=?" not in header:
+        return ""
+    readings = []
+    for piece in _split_parameters(header)[1:]:
+        name, _, value = piece.partition("=")
+        if name.strip().lower().partition("*")[0] in _FILENAME_PARAMETERS:
+            readings.append(read_header(_unquote(value), decode_encoded_words))
+    return PARAGRAPH_BREAK.join(reading for reading in readings if reading)
+
+
 def parse_parameters(header: str) -> _Parameters:
     """Parse ``type; name=value; name*0*=...`` with RFC 2231 continuations and charsets."""
     pieces = _split_parameters(header)
@@ -521,10 +533,10 @@ class _Decoder:
             raise _Refused(f"the message holds too much text to inspect (limit {MAX_TEXT_CHARS} characters)")
         self.segments.append(TextSegment(where=where, kind=kind, text=text, reading=reading))
 
-    def _filename(self, where: str, name: str) -> None:
+    def _filename(self, where: str, name: str, reading: str = "") -> None:
         # In a file name, dots, dashes and underscores separate words ("JP_notes.txt" names "JP"):
         # read it as written and with those separators as spaces.
-        self._segment(where, SegmentKind.FILENAME, f"{name}\n{_FILENAME_SEPARATORS.sub(' ', name)}")
+        self._segment(where, SegmentKind.FILENAME, f"{name}\n{_FILENAME_SEPARATORS.sub(' ', name)}", reading)
 
     def _cannot_read(self, where: str, reason: str, kind: str) -> None:
         self.uninspectable.append(Uninspectable(where=where, reason=reason, kind=kind))
@@ -583,6 +595,7 @@ class _Decoder:
     def _parameters(self, headers: dict[str, list[_Header]], label: str, parsed: list[_Parameters]) -> None:
         """Check Content-Type and Content-Disposition parameters; scan file names and other text."""
         for key, parameters in zip(("content-type", "content-disposition"), parsed, strict=True):
+            glued = _file_name_readings(headers[key][0].raw) if key in headers else ""
             if not _PLAIN_TOKEN.fullmatch(parameters.value):
                 # A comment or stray text in the type itself, e.g. "text/plain (notes)".
                 self._segment(
@@ -596,7 +609,7 @@ class _Decoder:
                     continue
                 if name in _FILENAME_PARAMETERS:
                     for value in dict.fromkeys(values):
-                        self._filename(f"file name of {label}", value)
+                        self._filename(f"file name of {label}", value, glued)
                 else:
                     text = " ".join(f"{name}={value}" for value in values)
                     self._segment(f"header {_KNOWN_HEADERS[key]} of {label}", SegmentKind.HEADER, text)

@@ -15,7 +15,8 @@ when it differs, as a reader sees it (``TextSegment.reading``, built here). The 
   (block elements, ``<br>``, table cells), not from the writer, so only quoted blank lines end a
   paragraph there;
 * reads plain-text table cells (``| Noor | Haddad |``) as words of one line;
-* in a header, treats the edge of an RFC 2047 encoded-word as a word boundary: adjacent
+* in a header (and in a file name parameter), treats the edge of an RFC 2047 encoded-word as a
+  word boundary: adjacent
   encoded-words decode with no space between them (RFC 2047, kept for display), so ``w1`` and
   ``Noor Haddad`` in two encoded-words display as ``w1Noor Haddad``; the reading also offers the
   words apart (:func:`read_header`).

@@ -196,6 +196,27 @@ def test_the_decoder_gives_glued_headers_a_reading() -> None:
     assert found_in(FINDER, segment) == [NAME]
 
 
+@pytest.mark.parametrize(
+    "parameter",
+    [
+        pytest.param(f'filename="{words("w1", "Noor Haddad.txt")}"', id="quoted"),
+        pytest.param(f"filename={words('w1', 'Noor Haddad.txt').replace(' ', '')}", id="unquoted-adjacent"),
+        pytest.param(f'name="{words("Noor Haddad", "x2.txt", encoding="B")}"', id="name-parameter"),
+    ],
+)
+def test_file_names_glued_by_encoded_words_are_read_apart(parameter: str) -> None:
+    part = Part(
+        content_type="application/octet-stream",
+        body=b"\x00binary",
+        encoding="base64",
+        charset=None,
+        headers=(("Content-Disposition", f"attachment; {parameter}"),),
+    )
+    names = [s for s in parse_message(render(Message(body=part))).segments if s.kind is SegmentKind.FILENAME]
+    assert names and not any(finds_name(segment.text) for segment in names)
+    assert any(found_in(FINDER, segment) == [NAME] for segment in names)
+
+
 def test_parts_read_as_written_get_no_second_reading() -> None:
     assert segment_readings(plain("Dear all,\n\nNoor Haddad wrote the notes.")) == []
 
