@@ -177,7 +177,7 @@ class _Names:
             parsed = parse_message(content)
         except Exception:  # unreadable: the byte search above is all we can do
             return False
-        return any(self.in_text(segment.text) for segment in parsed.segments)
+        return any(self.in_text(segment.text, segment.reading) for segment in parsed.segments)
 
 
 # -- the orchestration -------------------------------------------------------------------------------

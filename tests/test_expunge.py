@@ -15,6 +15,7 @@ from gateway.expunge import (
     PENDING_DIRNAME,
     DueExpunger,
     Stores,
+    _Names,
     complete_pending,
     expunge_case,
     is_expunged,
@@ -228,3 +229,11 @@ async def test_the_running_gateway_expunges_cases_past_their_date(config: Path) 
         assert due.run() == []  # done once
     assert found_anywhere(config, SECRETS) == []
     assert verify(audit_dir(settings.state_dir)).ok
+
+
+def test_a_name_split_across_quoted_lines_is_recognised() -> None:
+    names = _Names(registry_cases()[0])
+    assert names.in_message(mail("> > We met Jin\n> Park at the venue.", "x@example.net", "q@example.org"))
+    assert not names.in_message(
+        mail("> We met Jin.\n>\n> Park opens at nine.", "x@example.net", "r@example.org")
+    )

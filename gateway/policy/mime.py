@@ -56,6 +56,7 @@ from gateway.policy.extract.parts import MAX_ARCHIVE_DEPTH, Budget, Extraction
 from gateway.policy.extract.sniff import MEDIA, Format, sniff
 from gateway.policy.html import Rendered, render_html, render_xml
 from gateway.policy.model import Address, ParsedMessage, SegmentKind, TextSegment, Uninspectable
+from gateway.policy.reading import PARAGRAPH_BREAK, read_as_human, read_header
 
 
 def _words(text: str) -> frozenset[str]:
@@ -403,6 +404,18 @@ def _join_sections(parts: dict[int, tuple[str, bool]]) -> str:
     return decode_encoded_words(decode_bytes(bytes(data), charset))
 
 
+def _file_name_readings(header: str) -> str:
+    """How a person reads file name parameters whose encoded-words glue words (gateway.policy.reading)."""
+    if "=?" not in header:
+        return ""
+    readings = []
+    for piece in _split_parameters(header)[1:]:
+        name, _, value = piece.partition("=")
+        if name.strip().lower().partition("*")[0] in _FILENAME_PARAMETERS:
+            readings.append(read_header(_unquote(value), decode_encoded_words))
+    return PARAGRAPH_BREAK.join(reading for reading in readings if reading)
+
+
 def parse_parameters(header: str) -> _Parameters:
     """Parse ``type; name=value; name*0*=...`` with RFC 2231 continuations and charsets."""
     pieces = _split_parameters(header)
@@ -472,18 +485,24 @@ class _Decoder:
     def _ambiguous(self, reason: str) -> None:
         self.ambiguities[reason] = None
 
-    def _segment(self, where: str, kind: SegmentKind, text: str) -> None:
+    def _segment(self, where: str, kind: SegmentKind, text: str, reading: str = "") -> None:
         if not text or text.isspace():
             return
-        self.text_chars += len(text)
+        if not reading and kind not in (SegmentKind.HEADER, SegmentKind.FILENAME):
+            read = read_as_human(text, kind)
+            if "=?" in read:
+                # A forwarded header block pasted into a body can carry encoded-words.
+                read = decode_encoded_words(read)
+            reading = "" if read == text else read
+        self.text_chars += len(text) + len(reading)
         if self.text_chars > MAX_TEXT_CHARS:
             raise _Refused(f"the message holds too much text to inspect (limit {MAX_TEXT_CHARS} characters)")
-        self.segments.append(TextSegment(where=where, kind=kind, text=text))
+        self.segments.append(TextSegment(where=where, kind=kind, text=text, reading=reading))
 
-    def _filename(self, where: str, name: str) -> None:
+    def _filename(self, where: str, name: str, reading: str = "") -> None:
         # In a file name, dots, dashes and underscores separate words ("JP_notes.txt" names "JP"):
         # read it as written and with those separators as spaces.
-        self._segment(where, SegmentKind.FILENAME, f"{name}\n{_FILENAME_SEPARATORS.sub(' ', name)}")
+        self._segment(where, SegmentKind.FILENAME, f"{name}\n{_FILENAME_SEPARATORS.sub(' ', name)}", reading)
 
     def _cannot_read(self, where: str, reason: str, kind: str) -> None:
         self.uninspectable.append(Uninspectable(where=where, reason=reason, kind=kind))
@@ -527,7 +546,11 @@ class _Decoder:
                 continue  # their parameters are scanned separately: see _parameters
             shown = _KNOWN_HEADERS.get(key)
             where = f"header {shown}{owner}" if shown else f"a non-standard header{owner}"
-            self._segment(where, SegmentKind.HEADER, f"{name}: {header.text}")
+            # The reading keeps encoded-words apart where decoding glues them to a neighbour.
+            reading = read_header(raw, decode_encoded_words)
+            self._segment(
+                where, SegmentKind.HEADER, f"{name}: {header.text}", reading and f"{name}: {reading}"
+            )
         singletons = _PART_SINGLETONS + (_TOP_SINGLETONS if top_level else ())
         for key in singletons:
             if counts[key] > 1:
@@ -538,6 +561,7 @@ class _Decoder:
     def _parameters(self, headers: dict[str, list[_Header]], label: str, parsed: list[_Parameters]) -> None:
         """Check Content-Type and Content-Disposition parameters; scan file names and other text."""
         for key, parameters in zip(("content-type", "content-disposition"), parsed, strict=True):
+            glued = _file_name_readings(headers[key][0].raw) if key in headers else ""
             if not _PLAIN_TOKEN.fullmatch(parameters.value):
                 # A comment or stray text in the type itself, e.g. "text/plain (notes)".
                 self._segment(
@@ -551,7 +575,7 @@ class _Decoder:
                     continue
                 if name in _FILENAME_PARAMETERS:
                     for value in dict.fromkeys(values):
-                        self._filename(f"file name of {label}", value)
+                        self._filename(f"file name of {label}", value, glued)
                 else:
                     text = " ".join(f"{name}={value}" for value in values)
                     self._segment(f"header {_KNOWN_HEADERS[key]} of {label}", SegmentKind.HEADER, text)

@@ -37,11 +37,14 @@ class TextSegment:
 
     ``where`` is a sender-safe location such as ``header Subject``, ``part 1.2 (text/html)`` or
     ``attachment "notes.txt" in part 2/message 1``; it never contains the text itself.
+    ``reading`` is the text as a person reads it (quote markers gone, quoted lines joined,
+    encoded-words apart: see ``gateway.policy.reading``) when that differs from ``text``, else "".
     """
 
     where: str
     kind: SegmentKind
     text: str
+    reading: str = ""
 
 
 @dataclass(frozen=True)

@@ -427,6 +427,20 @@ def test_protected_username_in_a_base64_body_to_an_outsider_is_refused(
     never_relayed(postfix, marker)
 
 
+def test_a_name_split_across_quoted_lines_to_an_outsider_is_refused(
+    main_gateway: PolicyGateway, postfix: PostfixInstance
+) -> None:
+    marker, outsider = token(), unique_address("rp-quoted")
+    body = f"Hi,\r\n\r\n> > On Monday Elif\r\n> Marchetti told us what happened ({marker}).\r\n"
+    result = main_gateway.send(compose(marker, to=f"<{outsider}>", body=body), [outsider, CONDUCT])
+
+    assert not result.run.ok
+    assert result.final.startswith("550 5.7.1"), result.run.transcript
+    assert any("reporter-protection" in line and "name" in line for line in result.replies)
+    assert_no_protected_identity(result.reply_text)
+    never_relayed(postfix, marker)
+
+
 # --- ambiguous input ---------------------------------------------------------------------------------------
 
 

@@ -64,6 +64,11 @@ def attachment(filename: str, style: str = "plain") -> bytes:
             id="subject-encoded-word",
         ),
         pytest.param(
+            plain(Subject=f"{encoded_word('Re:w1', encoding='Q')} {encoded_word('Jin Park', encoding='Q')}"),
+            [("REAL_NAME_IN_SUBJECT", "name")],
+            id="subject-glued-by-encoded-words",
+        ),
+        pytest.param(
             plain(Subject="About J\u200bin P\u0430rk"),  # zero-width space, Cyrillic a
             [("REAL_NAME_IN_SUBJECT", "name")],
             id="subject-look-alike",

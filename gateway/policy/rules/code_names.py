@@ -37,6 +37,7 @@ from gateway.policy.model import (
     SegmentKind,
     TextSegment,
 )
+from gateway.policy.reading import found_in
 
 NAME = "code-names"
 
@@ -74,7 +75,7 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
         code = _code_for(segment, params)
         if code is None:
             continue
-        for identity in context.finder.find(segment.text):
+        for identity in found_in(context.finder, segment):
             key = (identity.case, identity.person, segment.where)
             if identity.kind in kinds and key not in findings:
                 # A sender with a conflict of interest on the case must not learn which case it is.

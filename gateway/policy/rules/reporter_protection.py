@@ -34,6 +34,23 @@ than refused. A person whose name parts are everyday words can be switched off f
 (``weak_forms: false``, or the words in ``everyday_words``), and the policy's
 ``weak_forms: false`` switches weak forms off altogether.
 
+Text is also read as a person reads it, and both readings are searched. Quote prefixes at any depth
+and in any style (``>``, ``> >``, ``>>``, ``|``, fullwidth ``＞``, Supercite tags such as ``JP>``,
+with or without spaces, also in quoted-printable, format=flowed and HTML-escaped text) are removed
+and the lines of a paragraph joined, whatever their quote depths, so ``Jin`` at the end of one
+quoted line and ``> > Park`` at the start of the next is the name "Jin Park" (so is ``Jin > Park``
+in quoted text a client re-wrapped); a word hyphenated across a line break (``Pa-`` / ``rk``) is
+one word. A blank line (empty or only quote markers) ends a paragraph, and the words of two quoted
+paragraphs are not joined. HTML is read as rendered: ``<br>``, paragraphs, ``<div>`` s, list items,
+table cells and ``<blockquote>`` separate words as spaces do, so a name split across them is found.
+Plain-text table bars (``| Jin | Park |``) read as spaces. Forwarded header blocks
+(``-----Original Message-----``, ``From: Park, Jin``, Gmail's and Apple Mail's forwards) are read
+like the rest of the text, their encoded-words decoded. In a header or a file name, the edge of an
+RFC 2047 encoded-word between two letters or digits counts as a word boundary: adjacent encoded-words decode with no space
+between them, so ``w1`` and ``Jin Park`` in two encoded-words display as ``w1Jin Park``, yet the
+name is found (also when the name itself is split across several encoded-words). A finding still
+says which header or part holds the name.
+
 - ``PROTECTED_IDENTITY``: a protected identity appears in the message. The finding says where
   (e.g. ``header Subject``, ``part 1.2 (text/html)``), what kind of identity (name, alias,
   address, username), which case, and which outside recipients it concerns — never the identity
@@ -93,6 +110,7 @@ from gateway.policy.model import (
     Uninspectable,
 )
 from gateway.policy.normalize import normalize
+from gateway.policy.reading import hits_in
 
 NAME = "reporter-protection"
 
@@ -168,7 +186,7 @@ def check(message: ParsedMessage, envelope: Envelope, context: RuleContext, para
     weak: dict[tuple[str, str, str], Finding] = {}
     named: set[tuple[str, str]] = set()
     for segment in message.segments:
-        for hit in context.finder.find_hits(segment.text):
+        for hit in hits_in(context.finder, segment):
             identity = hit.identity
             person = (identity.case, identity.person)
             if hit.strength is Strength.STRONG:
