@@ -86,18 +86,21 @@ def list_(config_path: Path | None) -> None:
 @click.argument("address")
 @config_option
 def remove(address: str, config_path: Path | None) -> None:
-    """Remove the member ADDRESS: they can no longer log in, send or review held messages.
+    """Remove the member ADDRESS: they can no longer log in, send or review held messages, and they
+    count as outside the committee for the policy (at every address the policy lists for them).
 
-    Mail already accepted is still delivered. A running gateway notices within seconds: the member's
-    review reply addresses stop working, their approvals of messages still held stop counting, and
-    those messages are sent for review again to the remaining eligible members.
+    Mail already accepted is still delivered. A running gateway notices within seconds (at once on
+    SIGHUP): mail naming a protected person to any of their addresses is treated as mail to an
+    outsider, the member's review reply addresses stop working, their approvals of messages still
+    held stop counting, and those messages are sent for review again to the remaining eligible members.
     """
     accounts = _accounts(config_path)
     accounts.remove(address)
     click.echo(
-        f"Removed {address.strip().lower()} from {accounts.path}. They can no longer send or review; "
-        "held messages awaiting their review go to the remaining members (also remove them from the "
-        "policy's organisation.members if they left the committee)."
+        f"Removed {address.strip().lower()} from {accounts.path}. They can no longer send or review, and "
+        "for the policy they are outside the committee from the next message on, at every address "
+        "organisation.members lists for them; held messages awaiting their review go to the remaining "
+        "members. Remove them from organisation.members too, to keep the two lists in step."
     )
 
 

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from pydantic import BaseModel
 
 from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
+from gateway.policy.committee import Roster, committee_in_force, differences
 from gateway.policy.config import AUDIENCE_ROLES, IDENTITY_FIELDS, PolicyDocument, RegistryCases, merge_cases
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import (
@@ -101,6 +102,10 @@ class CompiledPolicy:
     internal_domains: frozenset[str]
     consents: frozenset[Consent]
     identities: tuple[ProtectedIdentity, ...]
+    # (address, banner name) of members with a configured ``banner_name``.
+    banner_names: tuple[tuple[str, str], ...] = ()
+    # Where the policy's members and the accounts disagree (committee.differences); logged on load.
+    committee_notes: tuple[str, ...] = ()
     audiences: Audiences = NO_AUDIENCES
     # Case code name -> every address of each member conflicted on it (lower-cased).
     conflicts: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
@@ -114,11 +119,14 @@ def compile_policy(
     *,
     build_finder: FinderFactory | None = None,
     registry: RegistryCases | None = None,
+    accounts: Roster | None = None,
 ) -> CompiledPolicy:
     """Prepare ``document`` (read from ``source``) for evaluation; builds the identity matcher once.
 
     ``registry`` adds the case registry's cases (ConfigError if they clash with the policy's); the
     version then covers the registry's version too, so every case change is a new policy version.
+    ``accounts`` (the users file; None: there is none) decides which members are in force
+    (``gateway.policy.committee``); the version covers it too, so ``user remove`` is a new version.
     """
     if build_finder is None:
         build_finder = IdentityMatcher.build
@@ -126,6 +134,10 @@ def compile_policy(
     if registry is not None:
         document = merge_cases(document, registry)
         hashed = source + b"\0case-registry:" + registry.digest.encode("ascii")
+    notes = differences(document.organisation.members, accounts)
+    if accounts is not None:
+        document = committee_in_force(document, accounts)
+        hashed += b"\0accounts:" + accounts.digest.encode("ascii")
     identities = protected_identities(document)
     digest = hashlib.sha256(hashed).hexdigest()
     modules = rules_by_name()
@@ -156,6 +168,13 @@ def compile_policy(
         member_names=tuple(
             (address.lower(), member.name) for member in organisation.members for address in member.addresses
         ),
+        banner_names=tuple(
+            (address.lower(), member.banner_name)
+            for member in organisation.members
+            if member.banner_name
+            for address in member.addresses
+        ),
+        committee_notes=notes,
         internal_domains=frozenset(organisation.internal_domains),
         consents=frozenset(
             Consent(
