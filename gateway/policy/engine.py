@@ -266,6 +266,7 @@ def rule_context(
         audiences=policy.audiences,
         protected_content=protected_content,
         conflicts=policy.conflicts,
+        banner_names=policy.banner_names,
     )
 
 

@@ -270,6 +270,8 @@ class RuleContext:
     # Case code name -> lower-cased addresses of members with a conflict of interest on that case
     # (every address of such a member): for that case they count as outside the committee.
     conflicts: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    # (address, banner name) of committee members with a configured ``banner_name``.
+    banner_names: tuple[tuple[str, str], ...] = ()
 
     def is_committee(self, address: str) -> bool:
         lowered = address.lower()
