@@ -856,6 +856,8 @@ def _finding_records(verdict: Verdict) -> tuple[FindingRecord, ...]:
             kind=d.finding.kind,
             action=d.action.value,
             case=d.finding.case,
+            consent=d.finding.consent.key if d.finding.consent is not None else None,
+            consent_date=d.finding.consent.date if d.finding.consent is not None else None,
         )
         for d in verdict.decisions
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -80,7 +81,12 @@ def run_check(
     message = parse_message(content)
     thread = ledger.lookup(message) if ledger is not None else None
     verdict = evaluate(
-        message, envelope, policy, thread or ThreadFacts(), protected_content=protected_content
+        message,
+        envelope,
+        policy,
+        thread or ThreadFacts(),
+        protected_content=protected_content,
+        today=datetime.datetime.now(datetime.UTC).date(),
     )
     outcome = verdict.outcome
     if outcome not in (Outcome.DELIVER, Outcome.REWRITE):

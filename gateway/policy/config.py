@@ -187,6 +187,25 @@ class ConsentRecord(PolicyModel):
         description='Where the written permission is kept, e.g. "mail of 2024-03-02 in the case folder".'
     )
     date: datetime.date = Field(description="When the permission was given (YYYY-MM-DD).")
+    expires: datetime.date | None = Field(
+        None,
+        description="From this date (YYYY-MM-DD) the consent no longer lifts anything (omitted: no expiry).",
+    )
+    withdrawn: datetime.date | None = Field(
+        None,
+        description=(
+            "When the person withdrew it (YYYY-MM-DD; `case consent --withdraw`): a withdrawn consent "
+            "lifts nothing from the next message on."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> ConsentRecord:
+        if self.expires is not None and self.expires <= self.date:
+            raise ValueError("expires must be later than date")
+        if self.withdrawn is not None and self.withdrawn < self.date:
+            raise ValueError("withdrawn cannot be earlier than date")
+        return self
 
 
 class Case(PolicyModel):

@@ -7,6 +7,7 @@ A rule that raises becomes the policy's ``on_error`` action (default tempfail), 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
 from gateway.policy.committee import Roster, committee_in_force, differences
 from gateway.policy.config import AUDIENCE_ROLES, IDENTITY_FIELDS, PolicyDocument, RegistryCases, merge_cases
+from gateway.policy.consent import consent_decisions
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import (
     NO_FINGERPRINTS,
@@ -183,6 +185,8 @@ def compile_policy(
                 recipient=consent.recipient.lower(),
                 reference=consent.reference,
                 date=consent.date.isoformat(),
+                expires=consent.expires.isoformat() if consent.expires else None,
+                withdrawn=consent.withdrawn.isoformat() if consent.withdrawn else None,
             )
             for case in document.cases
             for consent in case.consents
@@ -253,15 +257,20 @@ def rule_context(
     thread: ThreadFacts,
     *,
     protected_content: ContentFingerprints = NO_FINGERPRINTS,
+    today: datetime.date | None = None,
 ) -> RuleContext:
-    """The facts rules read, for one message on ``thread``."""
+    """The facts rules read, for one message on ``thread`` judged on ``today`` (UTC).
+
+    Rules see only the consents in force on ``today``: withdrawn and expired ones lift nothing.
+    """
     return RuleContext(
         conduct_address=policy.conduct_address,
         committee=policy.committee,
         member_names=policy.member_names,
         internal_domains=policy.internal_domains,
         finder=policy.finder,
-        consents=policy.consents,
+        consents=frozenset(c for c in policy.consents if c.status(today) == "in-force"),
+        today=today,
         thread=thread,
         audiences=policy.audiences,
         protected_content=protected_content,
@@ -277,10 +286,12 @@ def evaluate(
     thread: ThreadFacts,
     *,
     protected_content: ContentFingerprints = NO_FINGERPRINTS,
+    today: datetime.date | None = None,
 ) -> Verdict:
     """Run every rule in force and combine their findings into one verdict.
 
-    ``protected_content`` holds the fingerprints of reporters' own messages (looked up by the caller).
+    ``protected_content`` holds the fingerprints of reporters' own messages (looked up by the caller);
+    ``today`` is the day (UTC) consents are judged on (None: consents that can expire count as expired).
     """
     if message.ambiguities:
         return Verdict(
@@ -290,10 +301,11 @@ def evaluate(
             ),
             policy_version=policy.version,
         )
-    context = rule_context(policy, thread, protected_content=protected_content)
+    context = rule_context(policy, thread, protected_content=protected_content, today=today)
     decisions: list[Decision] = []
     for rule in policy.rules:
         decisions.extend(_run(rule, message, envelope, context, policy.on_error))
+    decisions.extend(consent_decisions(message, envelope, policy.consents, context))
     decisions = [_unfixable_rewrite_refused(decision) for decision in decisions]
     if message.signed:
         decisions = [_signed_refused(decision) for decision in decisions]
