@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import compile_policy, rule_context
@@ -416,3 +418,28 @@ def test_banner_name_comes_from_the_policy() -> None:
         ("ada.quill@mail.example.net", "Ada Q. (committee)"),
     )
     assert rule_context(policy, ThreadFacts()).banner_names == policy.banner_names
+
+
+BANNER_LABELS = st.text(
+    alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Nd"), whitelist_characters=" .()-"),
+    min_size=2,
+    max_size=30,
+).filter(lambda text: len(" ".join(text.split())) >= 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    label=BANNER_LABELS,
+    form=st.sampled_from(["banner", "name", "address"]),
+    upper=st.booleans(),
+    padding=st.sampled_from(["", " ", "  "]),
+)
+def test_any_member_banner_name_is_asked_for_and_every_form_accepted(
+    label: str, form: str, upper: bool, padding: str
+) -> None:
+    label = " ".join(label.split())
+    named = replace(context(PARENT), banner_names=((BRAM.address, label),))
+    assert run(message(to=(ALEX, BRAM)), named) == [("BANNER_MISSING", banner(f"[+ {label}]"))]
+    written = {"banner": label, "name": "Bram Oduya", "address": BRAM.address}[form]
+    written = written.upper() if upper else written
+    assert run(message(to=(ALEX, BRAM), leading=(f"[+{padding}{written}{padding}]\nHi",)), named) == []
