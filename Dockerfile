@@ -18,9 +18,11 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/conduct-gateway --shell /us
     && chown -R gateway:gateway /var/lib/conduct-gateway \
     && chmod 700 /var/lib/conduct-gateway
 
-# The same layout as the repository, so the sample's relative policy path (../policies) holds.
+# The same layout as the repository, so the sample's relative policy path (../policies) holds. The
+# policy is the shipped example until a policy of your own is mounted over it (docker-compose.yml).
 COPY config/gateway.yaml /etc/conduct-gateway/config/gateway.yaml
-COPY policies /etc/conduct-gateway/policies
+COPY policies/schema.json /etc/conduct-gateway/policies/schema.json
+COPY gateway/data/default-policy.yaml /etc/conduct-gateway/policies/default.yaml
 
 USER gateway
 WORKDIR /var/lib/conduct-gateway

@@ -84,7 +84,7 @@ def run(quick: bool, argv: list[str]) -> str:
     vocab = vocabulary(rng)
     documents = 1_000 if quick else 10_000
     rounds = {"8 KB": 100 if quick else 1000, "200 KB": 10 if quick else 100}
-    document, source = read_policy(REPO / "policies" / "default.yaml")
+    document, source = read_policy(REPO / "gateway" / "data" / "default-policy.yaml")
     policy = compile_policy(document, source)
     envelope = Envelope(
         mail_from="ada.quill@example.org",

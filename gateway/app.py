@@ -12,21 +12,24 @@ import shlex
 import signal
 import ssl
 import string
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway import systemd
 from gateway.accounts import Accounts
 from gateway.delivery import DeliveryWorker
 from gateway.delivery_process import DeliveryProcess, wants_own_process
 from gateway.errors import ConfigError
+from gateway.example_policy import write_example_policy
 from gateway.expunge import DueExpunger, Stores
 from gateway.journal import JournalService
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
 from gateway.netaddr import host_port, is_loopback
-from gateway.policy_screener import PolicyScreener, ReloadResult, load_policy_for
+from gateway.policy_screener import PolicyScreener, ReloadResult, load_compiled_policy, load_policy_for
 from gateway.policy_workers import PolicyWorkers, worker_count
 from gateway.registry import CaseRegistry
 from gateway.review import account_check, spool_outgoing
@@ -87,9 +90,23 @@ def check_policy(settings: GatewaySettings) -> tuple[str, tuple[str, ...]]:
     Raises ConfigError (file, line, key) when the policy is invalid, and when the case registry
     cannot be decrypted or clashes with the policy.
     """
+    path = settings.policy.path
+    if settings.delivery.upstream is None and not path.exists():
+        # The first start will write the shipped example there: check that, and write nothing now.
+        with tempfile.TemporaryDirectory() as folder:
+            example = Path(folder) / path.name
+            write_example_policy(example)
+            policy, _stamp = load_compiled_policy(
+                example, CaseRegistry.from_settings(settings), settings.auth.users_file
+            )
+        summary = (
+            f"{path} does not exist yet: the first start writes the shipped example there (version "
+            f"{policy.version}, {len(policy.rules)} rules, {len(policy.document.cases)} cases)"
+        )
+        return summary, policy.committee_notes
     policy, _stamp = load_policy_for(settings)
     summary = (
-        f"{settings.policy.path} (version {policy.version}, {len(policy.rules)} rules, "
+        f"{path} (version {policy.version}, {len(policy.rules)} rules, "
         f"{len(policy.document.cases)} cases, {len(policy.document.organisation.members)} members in force)"
     )
     return summary, policy.committee_notes
@@ -246,7 +263,8 @@ def startup_banner(
         paragraphs.append(
             [
                 f"TLS uses a self-signed certificate, {settings.state_dir / 'tls' / SELF_SIGNED_CERT}:",
-                "mail clients ask you to accept it once (Gmail needs a CA-signed one; see README).",
+                "mail clients ask you to accept it once "
+                "(Gmail needs a CA-signed one: see docs/guides/senders.md).",
             ]
         )
     if demo is not None:
@@ -277,6 +295,10 @@ def cli_command(program: str, config_path: Path | None, *words: str) -> str:
     if config_path is not None and config_path != DEFAULT_CONFIG:
         args += ["--config", str(config_path)]
     return shlex.join(args)
+
+
+def _listing(addresses: dict[str, tuple[str, int]]) -> str:
+    return ", ".join(f"{name} {host_port(host, port)}" for name, (host, port) in addresses.items())
 
 
 def swaks_command(addresses: dict[str, tuple[str, int]], demo: DemoAccount) -> str:
@@ -352,13 +374,15 @@ class Gateway:
         self._stop_requested.set()
 
     def reload(self) -> None:
-        """SIGHUP: re-read the users file. Settings changes need a restart."""
+        """SIGHUP: re-read the users file and the policy. Settings changes need a restart."""
+        systemd.notify("RELOADING=1")
         if self._accounts is not None:
             self._accounts.reload_if_changed()
         reload_policy = _optional(self._screener, "reload") if self._screener is not None else None
         policy = reload_policy() if reload_policy is not None else None
         accounts = len(self._accounts.members()) if self._accounts is not None else None
         log_event(log, "reloaded", accounts=accounts, policy=policy)
+        systemd.notify("READY=1")
 
     def health(self) -> Health:
         """Healthy while the listeners accept connections and the delivery worker runs."""
@@ -371,6 +395,9 @@ class Gateway:
         """Run until a stop is requested; then stop accepting, drain, and return."""
         settings = self.settings
         self._main_task = asyncio.current_task()
+        if settings.delivery.upstream is None and write_example_policy(settings.policy.path):
+            # The embedded default's first start: the admin edits this copy; the package keeps its own.
+            log_event(log, "example_policy_written", path=settings.policy.path)
         for warning in preflight(settings).warnings:
             log_event(log, "config_warning", level=logging.WARNING, detail=warning)
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -438,7 +465,11 @@ class Gateway:
                 if banner:
                     self._announce(banner)
                 log_event(log, "ready")
+                systemd.notify("READY=1", f"STATUS=accepting mail on {_listing(service.addresses)}")
+                if (interval := systemd.watchdog_interval()) is not None:
+                    group.create_task(self._watchdog(interval, delivery_stop))
                 await self._stop_requested.wait()
+                systemd.notify("STOPPING=1", "STATUS=stopping: finishing transactions in flight")
                 self._stopping.set()
                 self._listening = False
                 await service.stop(settings.shutdown_grace)
@@ -464,6 +495,19 @@ class Gateway:
             if handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
+
+    async def _watchdog(self, interval: float, stop: asyncio.Event) -> None:
+        """Ping systemd's watchdog while the event loop turns and the service is healthy.
+
+        A loop stuck in one call never gets here, so systemd notices and restarts the service; an
+        unhealthy service (listeners or delivery down) stops pinging for the same outcome.
+        """
+        while not stop.is_set():
+            if self.health().ok:
+                systemd.notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
 
     async def _deliver(self, worker: DeliveryWorker | DeliveryProcess, stop: asyncio.Event) -> None:
         await worker.run(stop)

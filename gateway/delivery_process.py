@@ -196,7 +196,7 @@ def _added(earlier: DeliveryStatistics | None, now: DeliveryStatistics) -> Deliv
 
 def serve_delivery(connection: socket.socket, settings: GatewaySettings) -> None:
     """The delivery process's whole life: deliver until the gateway says stop (or goes away)."""
-    begin_helper_process(settings.log_level)
+    begin_helper_process(settings)
     asyncio.run(_deliver(connection, settings))
 
 

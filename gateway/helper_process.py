@@ -14,11 +14,12 @@ import signal
 import setproctitle
 
 from gateway.logs import configure
+from gateway.settings import GatewaySettings
 
 
-def begin_helper_process(log_level: str) -> None:
+def begin_helper_process(settings: GatewaySettings) -> None:
     """Ignore Ctrl-C, log as the gateway does, and show as ``conduct-gateway policy worker 0`` (say)."""
     # Ctrl-C in a terminal reaches the whole process group: only the gateway decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure(log_level)
+    configure(settings.log_level, settings.logging.format)
     setproctitle.setproctitle(multiprocessing.current_process().name)

@@ -1,7 +1,8 @@
 """Journal intake: an SMTP listener for copies of inbound committee mail; learns, records, discards.
 
 The organisation's real mail server sends a copy of every message to the committee here (Postfix
-``recipient_bcc_maps``, Google Workspace "Also deliver to"; see the README). For each copy:
+``recipient_bcc_maps``, Google Workspace "Also deliver to"; see docs/guides/protected-content.md).
+For each copy:
 
 - if its From address or envelope sender is a recorded address of a reporter or witness of a case,
   their words are learnt as fingerprints under that case (``gateway.fingerprints``), so that

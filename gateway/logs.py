@@ -1,12 +1,15 @@
-"""Structured logging: one ``key=value`` line per event, never message content."""
+"""Structured logging: one ``key=value`` line (or one JSON object) per event, never message content."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
+
+LogFormat = Literal["text", "json"]
 
 # Values made only of these characters are written unquoted.
 _SAFE = re.compile(r"[a-zA-Z0-9@._\-:/+\[\]<>,=]+")
@@ -31,7 +34,17 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
     parts.extend(f"{key}={_render(value)}" for key, value in fields.items() if value is not None)
     # Logger.log would look up the calling frame (always this function: nothing worth recording) on
     # every event; making the record here skips that cost on the event loop.
-    record = logger.makeRecord(logger.name, level, __file__, 0, " ".join(parts), (), None, "log_event")
+    record = logger.makeRecord(
+        logger.name,
+        level,
+        __file__,
+        0,
+        " ".join(parts),
+        (),
+        None,
+        "log_event",
+        {"event_fields": (event, fields)},
+    )
     logger.handle(record)
 
 
@@ -51,15 +64,43 @@ class LineFormatter(logging.Formatter):
         return f"{self._second_text},{int(record.msecs):03d}"  # as logging.Formatter.default_msec_format
 
 
-def configure(level: str = "info") -> None:
-    """Send gateway logs to stderr, one line each, with a timestamp."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``event`` and its fields.
+
+    For log collectors (journald, Loki, Elasticsearch) that index fields. Records made outside
+    :func:`log_event` carry ``message`` instead of ``event``; an exception adds ``exception``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        out: dict[str, Any] = {
+            "time": f"{moment}.{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        carried = getattr(record, "event_fields", None)
+        if carried is not None:
+            event, fields = carried
+            out["event"] = event
+            for key, value in fields.items():
+                if value is not None and key not in out:
+                    out[key] = value if isinstance(value, bool | int | float) else str(value)
+        else:
+            out["message"] = record.getMessage()
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure(level: str = "info", log_format: LogFormat = "text") -> None:
+    """Send gateway logs to stderr, one line each: ``time level logger event=...``, or JSON objects."""
     # Lines never show threads or processes: spare every record looking them up (logging's own
     # advice for lines made on a hot path).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LineFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else LineFormatter())
     root = logging.getLogger("gateway")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -26,6 +26,7 @@ from gateway.accounts import read_roster
 from gateway.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
 from gateway.errors import AuditError, ConfigError, GatewayError, PolicyError, PolicyWorkerError
 from gateway.evaluation import Evaluation, evaluate_submission
+from gateway.example_policy import missing_policy_hint
 from gateway.fingerprints import FingerprintStore
 from gateway.ledger import Ledger, ledger_path
 from gateway.logs import log_event
@@ -145,7 +146,7 @@ def load_compiled_policy(
     try:
         mtime_ns, size = _stat(path)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: policy file not found") from None
+        raise ConfigError(missing_policy_hint(path)) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror}") from None
     users_seen = _users_stat(users_file)

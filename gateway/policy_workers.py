@@ -319,7 +319,7 @@ class _WorkerState:
 
 def serve_worker(connection: socket.socket, settings: GatewaySettings) -> None:
     """A worker process's whole life: answer requests until the gateway closes the socket."""
-    begin_helper_process(settings.log_level)
+    begin_helper_process(settings)
     stream = connection.makefile("rwb")
     state = _WorkerState(settings)
     while (frame := read_frame(stream)) is not None:

@@ -336,7 +336,7 @@ class CaseRegistry:
 KEY_ADVICE = (
     "the case registry's key is kept in the state folder, next to the registry it protects; anyone who "
     "copies the state folder can read every case. In production keep the key elsewhere: set "
-    "registry.key_env or registry.key_file (see README, 'The case registry')"
+    "registry.key_env or registry.key_file (see docs/guides/case-registry.md)"
 )
 
 

@@ -98,7 +98,7 @@ TOO_MANY_ERRORS = reply(421, "4.7.0", "Too many errors on this connection; closi
 
 # --- Simple commands -------------------------------------------------------------------------
 OK = reply(250, "2.0.0", "Ok")
-HELP = reply(214, "2.0.0", "This is a mail submission server (RFC 6409); see your administrator's README")
+HELP = reply(214, "2.0.0", "This is a mail submission server (RFC 6409); ask your administrator")
 CANNOT_VRFY = reply(252, "2.5.0", "Cannot verify addresses; send the message and delivery will be tried")
 NOT_IMPLEMENTED = reply(502, "5.5.1", "Command not implemented")
 UNRECOGNIZED = reply(500, "5.5.2", "Command not recognized")

@@ -744,7 +744,8 @@ class ReviewDesk:
             )
             if request is not None:
                 outgoing.append(request)
-        if submission.mail_from.lower() in notices.committee:
+        notified = submission.mail_from.lower() in notices.committee
+        if notified:
             held = notices.outgoing(
                 self._held_letter(
                     record, reply_address(self.settings, policy, sender_token), submission.mail_from
@@ -752,6 +753,16 @@ class ReviewDesk:
             )
             if held is not None:
                 outgoing.append(held)
+        else:
+            # Notices never leave the committee: say so now, in the log and in the 250, not later.
+            log_event(
+                log,
+                "notice-not-sent",
+                logging.WARNING,
+                kind=NoticeKind.HELD.value,
+                reference=record.reference,
+                reason="sender address is not a committee address in the policy",
+            )
         self.store.create(record, submission.content, release)
         self._undo[submission.queue_id] = _Undo(record.reference, before=None)
         log_event(
@@ -764,7 +775,7 @@ class ReviewDesk:
             findings=tuple(f"{f.rule}:{f.code}" for f in findings),
             extra=tuple(outgoing),
             spool_submission=False,
-            reply_lines=held_reply(record),
+            reply_lines=held_reply(record, notified=notified, sender=submission.mail_from),
         )
 
     # -- intercepting replies
@@ -1457,9 +1468,9 @@ _STATUS_WORDS = {
 }
 
 
-def held_reply(record: HoldRecord) -> tuple[str, ...]:
+def held_reply(record: HoldRecord, *, notified: bool = True, sender: str = "") -> tuple[str, ...]:
     """The 250 text for a held message (ASCII, short lines)."""
-    return held_lines(record.reasons(), record.reference)
+    return held_lines(record.reasons(), record.reference, notified=notified, sender=sender)
 
 
 def _refuse(text: str, reference: str) -> Refuse:

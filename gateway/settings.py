@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
+from gateway.logs import LogFormat
 from gateway.yamlsource import LoadedYaml, load_yaml_file, set_path, validate_yaml
 
 ENV_PREFIX = "CONDUCT_GATEWAY_"
@@ -284,6 +285,18 @@ class RegistrySettings(Section):
     )
 
 
+class LoggingSettings(Section):
+    """How log lines are written (the threshold is `log_level`)."""
+
+    format: LogFormat = Field(
+        "text",
+        description=(
+            "`text`: one `time level logger event=... key=value` line per event; `json`: one JSON object "
+            "per line (`time`, `level`, `logger`, `event` and its fields) for log collectors."
+        ),
+    )
+
+
 class GatewaySettings(Section):
     """config/gateway.yaml. Relative paths are relative to the file's own folder."""
 
@@ -299,6 +312,7 @@ class GatewaySettings(Section):
     journal: JournalSettings = JournalSettings()
     registry: RegistrySettings = RegistrySettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")
+    logging: LoggingSettings = LoggingSettings()
     shutdown_grace: NonNegativeFloat = Field(
         30.0, description="Seconds to let in-flight transactions finish on SIGTERM."
     )

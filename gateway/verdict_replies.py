@@ -218,11 +218,23 @@ def refusal(verdict: Verdict, reference: str) -> Refuse:
     return Refuse(550, "5.7.1", _with_details(headline, decisions, reference, headline_from=first))
 
 
-def held_lines(reasons: str, reference: str) -> tuple[str, ...]:
-    """The 250 text for a message kept for second-member review (ASCII, lines under MAX_LINE)."""
+def held_lines(reasons: str, reference: str, *, notified: bool = True, sender: str = "") -> tuple[str, ...]:
+    """The 250 text for a message kept for second-member review (ASCII, lines under MAX_LINE).
+
+    It promises an e-mail about the outcome only when one can be sent: notices go to committee
+    addresses only, so a sender writing from another address is told so instead.
+    """
+    headline = _headline("Held for review by a second committee member: ", f"{ascii_text(reasons)}.")
+    if notified:
+        return (
+            headline,
+            f"Reference {safe_reference(reference)}. You will get an e-mail when it is approved or rejected.",
+        )
     return (
-        _headline("Held for review by a second committee member: ", f"{ascii_text(reasons)}."),
-        f"Reference {safe_reference(reference)}. You will get an e-mail when it is approved or rejected.",
+        headline,
+        f"Reference {safe_reference(reference)}. No e-mail about the outcome can be sent to you:",
+        _headline("", f"{ascii_text(sender)} is not one of the committee's addresses in the policy."),
+        "Ask an admin to add it to your member entry, and another member about the reference meanwhile.",
     )
 
 

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The policy the project ships (package data). Tests read this, never policies/default.yaml: that is
+# the admin's own copy, written at first start and edited freely.
+SHIPPED_POLICY = REPO / "gateway" / "data" / "default-policy.yaml"
 REAL_MAIL = Path(os.environ.get("CONDUCT_GATEWAY_REAL_MAIL") or REPO.parent / "shared" / "real-mail")
 _REQUIRED = os.environ.get("CONDUCT_GATEWAY_REQUIRE_REAL_MAIL", "") not in ("", "0")
 _deselected_for_corpus: list[int] = []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gateway.logs import LineFormatter, log_event
+from gateway.logs import JsonFormatter, LineFormatter, configure, log_event
 
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._-:/+[]<>,=")
 
@@ -52,3 +56,69 @@ def test_line_times_are_written_as_the_standard_formatter_writes_them(moment: fl
         record = logging.LogRecord("gateway.test-logs", logging.INFO, __file__, 0, "event=x", (), None)
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert ours.format(record) == standard.format(record)
+
+
+class TestJsonLines:
+    """`logging.format: json`: one JSON object per line, fields as keys, nothing else."""
+
+    def format(self, record: logging.LogRecord) -> dict[str, object]:
+        line = JsonFormatter().format(record)
+        assert "\n" not in line
+        decoded = json.loads(line)
+        assert isinstance(decoded, dict)
+        return decoded
+
+    def capture(self, caplog: pytest.LogCaptureFixture, **fields: object) -> logging.LogRecord:
+        logger = logging.getLogger("gateway.test-logs")
+        with caplog.at_level(logging.WARNING, logger="gateway.test-logs"):
+            log_event(logger, "delivered", logging.WARNING, **fields)
+        (record,) = caplog.records
+        return record
+
+    def test_event_and_fields_become_keys(self, caplog: pytest.LogCaptureFixture) -> None:
+        record = self.capture(caplog, queue_id="Q1", recipients=2, pipelined=True, absent=None, text="a\nb")
+        decoded = self.format(record)
+        assert decoded.pop("time").endswith("Z")  # type: ignore[union-attr]
+        assert decoded == {
+            "level": "warning",
+            "logger": "gateway.test-logs",
+            "event": "delivered",
+            "queue_id": "Q1",
+            "recipients": 2,
+            "pipelined": True,
+            "text": "a\nb",
+        }
+
+    def test_a_field_cannot_replace_the_time(self, caplog: pytest.LogCaptureFixture) -> None:
+        decoded = self.format(self.capture(caplog, time="x"))
+        assert decoded["time"] != "x"
+
+    def test_other_records_carry_their_message_and_exception(self) -> None:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            record = logging.LogRecord(
+                "gateway.x", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info()
+            )
+        decoded = self.format(record)
+        assert decoded["message"] == "failed here"
+        assert "ValueError: boom" in str(decoded["exception"])
+
+    @given(st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), st.text() | st.integers()))
+    def test_every_line_is_one_json_object(self, fields: dict[str, object]) -> None:
+        record = logging.LogRecord("gateway.x", logging.INFO, __file__, 1, "m", (), None)
+        record.event_fields = ("thing", fields)
+        decoded = self.format(record)
+        for key, value in fields.items():
+            if key not in ("time", "level", "logger", "event"):
+                assert decoded[key] == value
+
+
+def test_configure_json_writes_json_lines_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("info", "json")
+    try:
+        log_event(logging.getLogger("gateway.test-json"), "ready", port=2587)
+    finally:
+        configure("info")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert json.loads(line)["event"] == "ready"

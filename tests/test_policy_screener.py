@@ -378,7 +378,10 @@ def test_a_refusal_made_before_the_policy_is_audited_without_content(tmp_path: P
 
     repo = Path(__file__).resolve().parents[1]
     settings = GatewaySettings.model_validate(
-        {"state_dir": str(tmp_path), "policy": {"path": str(repo / "policies" / "default.yaml")}}
+        {
+            "state_dir": str(tmp_path),
+            "policy": {"path": str(repo / "gateway" / "data" / "default-policy.yaml")},
+        }
     )
     secret = b"Subject: the secret subject line\r\n"
     submission = Submission(

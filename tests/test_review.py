@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
+import logging
 import re
 import stat
 import time
@@ -157,6 +159,25 @@ class TestHold:
             "Reference Q1. You will get an e-mail when it is approved or rejected."
         )
         assert all(line.isascii() and len(line) < 200 for line in result.reply_lines)
+
+    def test_a_sender_address_outside_the_policy_is_told_at_once_that_no_notice_will_come(
+        self, screener: PolicyScreener, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # An alias in the users file that the policy's member entry does not list.
+        sub = dataclasses.replace(submission(), mail_from="ada.alias@example.net")
+        with caplog.at_level(logging.WARNING, logger="gateway"):
+            result = screener.screen(sub)
+        assert isinstance(result, Accept)
+        assert result.verdict == "hold"
+        assert "You will get an e-mail" not in " ".join(result.reply_lines)
+        assert result.reply_lines[1] == "Reference Q1. No e-mail about the outcome can be sent to you:"
+        assert (
+            result.reply_lines[2]
+            == "ada.alias@example.net is not one of the committee's addresses in the policy."
+        )
+        assert all(line.isascii() and len(line) < 200 for line in result.reply_lines)
+        assert not any(outgoing.rcpt_tos == ("ada.alias@example.net",) for outgoing in result.extra)
+        assert "event=notice-not-sent kind=held reference=Q1" in caplog.text
 
     def test_review_requests_go_to_the_other_members_only_with_the_original_attached(
         self, screener: PolicyScreener

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.policy.model import Action, Address, Decision, Finding, Outcome, Rewrite, Verdict
 from gateway.screening import Refuse
@@ -276,3 +278,13 @@ def test_held_reply_names_reasons_reference_and_what_happens_next() -> None:
     )
     long = held_lines("R" * 500 + " Zoë", "Q1")
     assert all(line.isascii() and len(line) <= MAX_LINE for line in long)
+
+
+@given(st.text(max_size=400))
+def test_held_reply_without_a_notice_never_promises_one_and_stays_short(sender: str) -> None:
+    lines = held_lines("PROTECTED_IDENTITY", "Q1", notified=False, sender=sender)
+    assert not any("You will get an e-mail" in line for line in lines)
+    assert "No e-mail about the outcome can be sent to you" in lines[1]
+    assert all(
+        line.isascii() and len(line) <= MAX_LINE and "\r" not in line and "\n" not in line for line in lines
+    )

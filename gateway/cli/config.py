@@ -1,4 +1,4 @@
-"""`conduct-gateway config validate|reference|schema`: check a settings file, and document every setting."""
+"""`conduct-gateway config validate|reference|schema|example-policy`: check and document the settings."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from gateway.example_policy import example_policy_text
 from gateway.settings import (
     ENV_NESTING,
     ENV_PREFIX,
@@ -48,6 +49,12 @@ def validate(path: Path | None) -> None:
         click.echo(f"  {label + ':':<13} {value}")
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+@config.command("example-policy")
+def example_policy() -> None:
+    """Print the shipped example policy (a fictional committee on example.org) to start your own from."""
+    click.echo(example_policy_text(), nl=False)
 
 
 @config.command()

@@ -32,7 +32,7 @@ def serve(config_path: Path | None) -> None:
 
     config_path = find_config(config_path)
     settings = load_settings(config_path)
-    configure(settings.log_level)
+    configure(settings.log_level, settings.logging.format)
     # Hints name the program as it was started (`.venv/bin/conduct-gateway`), so they can be pasted.
     program = sys.argv[0] if Path(sys.argv[0]).name == "conduct-gateway" else "conduct-gateway"
     gateway = Gateway(settings, config_path=config_path, program=program)

@@ -690,6 +690,9 @@ def _field_table(model: type[BaseModel]) -> list[str]:
     return rows
 
 
+_LONG_DEFAULT = 200
+
+
 def _default_text(info: Any) -> str:
     if info.is_required():
         return "required"
@@ -702,7 +705,15 @@ def _default_text(info: Any) -> str:
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"
     if isinstance(default, tuple):
-        return "`[]`" if not default else f"`{list(default)}`"
+        if not default:
+            return "`[]`"
+        shown = f"`{list(default)}`"
+        # A long list (the built-in patterns) would swamp the table; the rule's source has it.
+        return (
+            shown
+            if len(shown) <= _LONG_DEFAULT
+            else f"{len(default)} built-in entries (see the rule's source)"
+        )
     if isinstance(default, str):
         return f'`"{default}"`' if default == "" else f"`{default}`"
     return f"`{default}`"

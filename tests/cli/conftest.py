@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SHIPPED_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
+SHIPPED_POLICY = Path(__file__).resolve().parents[2] / "gateway" / "data" / "default-policy.yaml"
 
 
 def write_config(folder: Path, extra: str = "") -> Path:

@@ -229,14 +229,19 @@ def test_state_spool_and_users_file_are_on_named_volumes(
     assert spool["target"] == str(settings.state_dir / "spool")
 
 
-def test_config_and_policies_are_read_only_binds_of_the_repository(gateway: dict[str, Any]) -> None:
-    settings = settings_in_container(gateway)
+def test_config_is_a_read_only_bind_of_the_repository(gateway: dict[str, Any]) -> None:
     config_mount = mount_holding(gateway, dockerfile_env()["CONDUCT_GATEWAY_CONFIG"])
-    policy_mount = mount_holding(gateway, str(settings.policy.path))
-    for mount, folder in ((config_mount, "config"), (policy_mount, "policies")):
-        assert mount["type"] == "bind"
-        assert mount["read_only"] is True
-        assert (REPO / mount["source"]).resolve() == REPO / folder
+    assert config_mount["type"] == "bind"
+    assert config_mount["read_only"] is True
+    assert (REPO / config_mount["source"]).resolve() == REPO / "config"
+
+
+def test_the_image_holds_the_shipped_policy_where_the_settings_look(gateway: dict[str, Any]) -> None:
+    settings = settings_in_container(gateway)
+    copies = re.findall(r"^COPY (\S+) (\S+)$", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert ("gateway/data/default-policy.yaml", str(settings.policy.path)) in copies
+    # A policy of one's own is mounted read-only over it (commented out in the compose file).
+    assert "#   source: ./policies" in COMPOSE.read_text(encoding="utf-8")
 
 
 def test_every_named_volume_is_declared(compose: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """Nothing accepted is lost: kill -9 the gateway mid-load, restart it, and count what reaches Postfix.
 
-The guarantee under test (the README states it for operators): every message answered 250 is delivered
+The guarantee under test (the operations guide states it): every message answered 250 is delivered
 after a restart; a message the gateway was handing to the upstream when it died may arrive twice (at
 most one extra copy each, so no more extra copies in all than messages the delivery worker can have
 in progress: ``delivery.concurrency`` connections x ``IN_FLIGHT_PER_CONNECTION``); a message whose

@@ -1,5 +1,5 @@
 """The journal intake fed by a real Postfix: inbound mail to the committee is copied to the gateway with
-``recipient_bcc_maps`` (as the README tells admins to set it up), the gateway learns the reporter's
+``recipient_bcc_maps`` (as the admins' guide says), the gateway learns the reporter's
 words from the copy, and a member's later message quoting them to an outsider is refused.
 """
 

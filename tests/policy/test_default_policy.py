@@ -17,7 +17,7 @@ from gateway.policy.model import Address, Envelope, Outcome, ThreadFacts, Verdic
 from gateway.policy.rewrite import apply_rewrite
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT = REPO / "policies" / "default.yaml"
+DEFAULT = REPO / "gateway" / "data" / "default-policy.yaml"
 RESERVED = re.compile(r"(^|\.)(example|example\.(org|com|net)|test)$")
 
 ADA = "ada.quill@example.org"

@@ -1164,7 +1164,7 @@ async def test_the_gateways_own_screener_batches_its_audit_trail_and_is_flushed(
     """serve's screener appends without fsync; the SMTP layer must flush it before each answer."""
     from gateway.app import build_screener
 
-    shipped = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
+    shipped = Path(__file__).resolve().parents[2] / "gateway" / "data" / "default-policy.yaml"
     screener = build_screener(make_settings(tmp_path / "policy", policy={"path": str(shipped)}))
     try:
         assert screener.audit.deferred  # type: ignore[attr-defined]
