@@ -1,5 +1,6 @@
 # conduct-gateway image: `docker compose up` builds it (see docker-compose.yml).
-FROM python:3.11-slim
+# Pinned by version (Python 3.11.14 on Debian 12); bump deliberately, with the constraints file.
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -2,6 +2,7 @@
 
     GatewayError                  base of everything we raise on purpose
     ├── ConfigError               a settings, policy or users file is unusable; message names file, line, key
+    │   └── RegistryUnreadable    the encrypted case registry cannot be read, decrypted or understood
     ├── AccountError              a users-file operation failed (unknown user, bad address, ...)
     ├── SpoolError                the spool could not store or read a message
     │   └── CorruptSpoolEntry     an entry on disk cannot be read back; it is moved to corrupt/
@@ -23,6 +24,10 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """A configuration, policy or users file is unusable."""
+
+
+class RegistryUnreadable(ConfigError):
+    """The case registry exists but cannot be read, decrypted or understood (wrong key, damage)."""
 
 
 class AccountError(GatewayError):

@@ -6,23 +6,31 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from gateway import __version__
+from gateway.histogram import HistogramSnapshot
+from gateway.metric_catalogue import CATALOGUE, NAMESPACE, MetricSpec
 from gateway.settings import MetricsSettings
 
 log = logging.getLogger("gateway.metrics")
 
-NAMESPACE = "conduct_gateway"
 REQUEST_TIMEOUT = 5.0
 MAX_REQUEST_HEAD = 8192
 
@@ -30,48 +38,8 @@ MAX_REQUEST_HEAD = 8192
 # with '@' or '.' (an address, a domain, a host name) or mixed case cannot, so no identity can end up
 # in a time series even if a statistics() snapshot grows a mapping keyed by something it should not.
 _SAFE_LABEL_VALUE = re.compile(r"^[a-z0-9_]{1,32}$")
-_METRIC_WORD = re.compile(r"[^a-zA-Z0-9_]")
 
 StatisticsSource = Callable[[], Any]
-
-# The label a mapping field's keys go in (anything else: "kind").
-LABEL_NAMES = {"messages": "state", "outcomes_total": "outcome", "recipients_total": "result"}
-
-# HELP texts of the fields we know; a field added later is exported with a generic text.
-DESCRIPTIONS = {
-    "spool.messages": "Messages in the spool by state, counted on disk at scrape time.",
-    "spool.commits_total": "Messages durably committed to the spool (answered 250).",
-    "spool.commit_failures_total": "Spool commits that failed (the client got a temporary error).",
-    "spool.directory_syncs_total": "Folder fsyncs; one is shared by every commit that waited for it.",
-    "spool.file_syncs_total": "File fsyncs made by the spool.",
-    "spool.quarantined_total": "Unreadable spool entries moved to corrupt/.",
-    "smtp.connections_open": "SMTP connections open now.",
-    "smtp.connections_total": "SMTP connections admitted.",
-    "smtp.connections_refused_total": "SMTP connections refused (limits, or shutting down).",
-    "smtp.auth_successes_total": "Successful logins.",
-    "smtp.auth_failures_total": "Failed logins.",
-    "smtp.auth_throttled_total": "Logins refused because the client failed too often.",
-    "smtp.messages_accepted_total": "Messages accepted (spooled, answered 250).",
-    "smtp.messages_refused_total": "Messages refused with a permanent error (policy, size, ...).",
-    "smtp.messages_deferred_total": "Messages answered with a temporary error.",
-    "smtp.bytes_accepted_total": "Bytes of accepted messages.",
-    "smtp.commits_in_flight": "Spool commits under way now.",
-    "delivery.in_flight": "Messages being delivered now.",
-    "delivery.ready": "Messages waiting for a delivery slot.",
-    "delivery.scheduled": "Deferred messages waiting for their next attempt.",
-    "delivery.connections_open": "Connections to the upstream open now.",
-    "delivery.connections_total": "Connections made to the upstream.",
-    "delivery.attempts_total": "Delivery attempts.",
-    "delivery.outcomes_total": "Delivery attempts by outcome.",
-    "delivery.recipients_total": "Recipient results of delivery attempts.",
-    "delivery.dsns_total": "Delivery status notifications sent to senders.",
-    "delivery.errors_total": "Internal errors of the delivery worker (the message was kept).",
-    "policy_workers.workers": "Policy worker processes configured (policy.workers).",
-    "policy_workers.alive": "Policy worker processes alive now.",
-    "policy_workers.restarts_total": "Policy workers started again after one died or was stuck.",
-    "policy_workers.lost_total": "Messages deferred (451) because their policy worker died or was stuck.",
-    "policy_workers.stale_total": "Messages evaluated in the gateway process (a worker's policy differed).",
-}
 
 
 @dataclass(frozen=True)
@@ -88,10 +56,10 @@ class Health:
 class StatisticsCollector:
     """Turns each component's ``statistics()`` snapshot into metric families at scrape time.
 
-    A snapshot is a dataclass or a mapping. Every numeric field becomes
-    ``conduct_gateway_<component>_<field>`` (a counter when the field name ends in ``_total``, a gauge
-    otherwise); a field holding a mapping of numbers becomes one family with a ``kind`` label. Other
-    values (text, lists) are never exported.
+    A snapshot is a dataclass or a mapping. Only the fields declared in
+    :data:`~gateway.metric_catalogue.CATALOGUE` (as ``"<component>.<field>"``) are exported, with the
+    type, name, help text and label declared there: a number becomes a counter or gauge, a mapping of
+    numbers one family with a label, a :class:`~gateway.histogram.HistogramSnapshot` a histogram.
     """
 
     def __init__(self, sources: Mapping[str, StatisticsSource]) -> None:
@@ -107,7 +75,7 @@ class StatisticsCollector:
             except Exception:  # a broken snapshot must not take the whole scrape down
                 log.exception("statistics snapshot of %s failed", component)
                 continue
-            yield from self._families(_metric_word(component), _fields(snapshot))
+            yield from self._families(component, _fields(snapshot))
 
     def describe(self) -> Iterator[Metric]:
         # Families depend on the live snapshots; describing nothing keeps registration side-effect free.
@@ -115,30 +83,31 @@ class StatisticsCollector:
 
     def _families(self, component: str, fields: Mapping[str, Any]) -> Iterator[Metric]:
         for field, value in fields.items():
-            word = _metric_word(field)
-            counter = word.endswith("_total")
-            name = f"{NAMESPACE}_{component}_{word.removesuffix('_total')}"
-            doc = DESCRIPTIONS.get(f"{component}.{field}", f"{component}: {field.replace('_', ' ')}.")
-            if _is_number(value):
-                family = _family(name, doc, counter)
-                family.add_metric([], float(value))
-                yield family
-            elif isinstance(value, Mapping) and value and all(_is_number(v) for v in value.values()):
-                safe = {str(k): v for k, v in value.items() if _SAFE_LABEL_VALUE.match(str(k))}
-                if not safe:
-                    continue
-                family = _family(name, doc, counter, labels=[LABEL_NAMES.get(field, "kind")])
-                for kind, number in sorted(safe.items()):
-                    family.add_metric([kind], float(number))
+            spec = CATALOGUE.get(f"{component}.{field}")
+            if spec is not None and (family := _family(spec, value)) is not None:
                 yield family
 
 
-def _family(
-    name: str, doc: str, counter: bool, labels: list[str] | None = None
-) -> CounterMetricFamily | GaugeMetricFamily:
-    if counter:
-        return CounterMetricFamily(name, doc, labels=labels)
-    return GaugeMetricFamily(name, doc, labels=labels)
+def _family(spec: MetricSpec, value: Any) -> Metric | None:
+    name = f"{NAMESPACE}_{spec.name}"
+    if spec.kind == "histogram":
+        if not isinstance(value, HistogramSnapshot):
+            return None
+        buckets = [("+Inf" if math.isinf(bound) else repr(bound), count) for bound, count in value.buckets]
+        return HistogramMetricFamily(name, spec.help, buckets=buckets, sum_value=value.total)
+    family_type = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+    if _is_number(value):
+        family = family_type(name, spec.help)
+        family.add_metric([], float(value))
+        return family
+    if isinstance(value, Mapping) and spec.label is not None:
+        # Only code-defined words become label values (see _SAFE_LABEL_VALUE).
+        safe = {str(k): v for k, v in value.items() if _SAFE_LABEL_VALUE.match(str(k)) and _is_number(v)}
+        family = family_type(name, spec.help, labels=[spec.label])
+        for key, number in sorted(safe.items()):
+            family.add_metric([key], float(number))
+        return family
+    return None
 
 
 def _fields(snapshot: Any) -> Mapping[str, Any]:
@@ -153,10 +122,6 @@ def _fields(snapshot: Any) -> Mapping[str, Any]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float)
-
-
-def _metric_word(text: str) -> str:
-    return _METRIC_WORD.sub("_", text).strip("_").lower()
 
 
 def build_registry(sources: Mapping[str, StatisticsSource]) -> CollectorRegistry:

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING
 
 from gateway.accounts import read_roster
 from gateway.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
-from gateway.errors import AuditError, ConfigError, GatewayError, PolicyError, PolicyWorkerError
+from gateway.errors import (
+    AuditError,
+    ConfigError,
+    GatewayError,
+    PolicyError,
+    PolicyWorkerError,
+    RegistryUnreadable,
+)
 from gateway.evaluation import Evaluation, evaluate_submission
 from gateway.example_policy import missing_policy_hint
 from gateway.fingerprints import FingerprintStore
@@ -211,6 +218,7 @@ class PolicySource:
         self._stamp = stamp
         self._seen: tuple[object, ...] | None = stamp.seen()  # last stat looked at
         self._last_error: str | None = None  # the refusal last reported
+        self.registry_unreadable = False  # the last refusal was the case registry's
         self._lock = threading.Lock()
 
     @classmethod
@@ -269,6 +277,7 @@ class PolicySource:
                 f"{self.registry.path}: the case registry has disappeared; the cases in force are kept. "
                 "Restore the file from a backup.",
                 force=force,
+                registry=True,
             )
         known_digest = known_registry.sha256 if known_registry is not None else None
         accounts = roster.digest if roster is not None else None
@@ -277,7 +286,7 @@ class PolicySource:
             and registry_digest == known_digest
             and accounts == self._stamp.accounts
         ):
-            self._last_error = None
+            self._last_error, self.registry_unreadable = None, False
             return ReloadResult.UNCHANGED
         try:
             policy, stamp = load_compiled_policy(
@@ -287,6 +296,8 @@ class PolicySource:
                 users_file_known=users_known,
                 previous=self._policy,
             )
+        except RegistryUnreadable as exc:
+            return self._refuse(str(exc), force=force, registry=True)
         except ConfigError as exc:
             return self._refuse(str(exc), force=force)
         except Exception as exc:  # a compiler bug must not take the running policy down with it
@@ -295,11 +306,18 @@ class PolicySource:
         previous = self._policy
         self._policy, self._stamp = policy, stamp
         self._seen, self._last_error = stamp.seen(), None
+        self.registry_unreadable = False
         log_event(log, "policy-reloaded", previous=previous.version, version=policy.version, file=self.path)
         log_committee_notes(policy, previous)
         return ReloadResult.RELOADED
 
-    def _refuse(self, message: str, *, force: bool) -> ReloadResult:
+    @property
+    def refused(self) -> bool:
+        """Whether the files on disk differ from the policy in force because they were refused."""
+        return self._last_error is not None
+
+    def _refuse(self, message: str, *, force: bool, registry: bool = False) -> ReloadResult:
+        self.registry_unreadable = registry
         # Polling finds the same broken file every few seconds: report it once (and on every SIGHUP).
         if force or message != self._last_error:
             log_event(
@@ -318,6 +336,8 @@ class ScreenerStatistics:
     internal_errors: int = 0
     reloads: int = 0
     reload_refusals: int = 0
+    reload_pending_refused: int = 0  # 1 while the files on disk are refused and an older policy is in force
+    registry_unreadable: int = 0  # 1 while the case registry on disk cannot be decrypted or read
 
 
 @dataclass(frozen=True)
@@ -436,6 +456,8 @@ class PolicyScreener:
                 internal_errors=self._internal_errors,
                 reloads=self._reloads,
                 reload_refusals=self._reload_refusals,
+                reload_pending_refused=int(self.source.refused),
+                registry_unreadable=int(self.source.registry_unreadable),
             )
 
     # -- the Screener protocol -------------------------------------------------------------------

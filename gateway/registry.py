@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, RegistryUnreadable
 from gateway.logs import log_event
 from gateway.policy.config import Case, RegistryCases
 from gateway.settings import GatewaySettings, RegistrySettings
@@ -225,7 +225,7 @@ class CaseRegistry:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise ConfigError(f"{self.path}: cannot read the case registry: {exc.strerror}") from None
+            raise RegistryUnreadable(f"{self.path}: cannot read the case registry: {exc.strerror}") from None
         cases = self._decode(data, self.key())
         digest = hashlib.sha256(data).hexdigest()
         return RegistrySnapshot(cases, info.st_mtime_ns, info.st_size, info.st_ino, digest)
@@ -236,12 +236,12 @@ class CaseRegistry:
 
     def _decode(self, data: bytes, key: RegistryKey) -> tuple[Case, ...]:
         if not data.startswith(MAGIC) or len(data) < len(MAGIC) + NONCE_BYTES + 16:
-            raise ConfigError(f"{self.path}: not a conduct-gateway case registry (or it is damaged)")
+            raise RegistryUnreadable(f"{self.path}: not a conduct-gateway case registry (or it is damaged)")
         nonce = data[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
         try:
             plain = AESGCM(key.secret).decrypt(nonce, data[len(MAGIC) + NONCE_BYTES :], MAGIC)
         except InvalidTag:
-            raise ConfigError(
+            raise RegistryUnreadable(
                 f"{self.path}: the case registry cannot be decrypted with the {key.source}: either the "
                 "key is not the one it was written with, or the file was altered or damaged. Restore "
                 "the file (and its key) from a backup; never edit it by hand."
@@ -254,7 +254,9 @@ class CaseRegistry:
             if not isinstance(raw_cases, list):
                 raise ValueError("cases is not a list")
         except (ValueError, KeyError, UnicodeDecodeError):
-            raise ConfigError(f"{self.path}: the case registry's content is not in a known format") from None
+            raise RegistryUnreadable(
+                f"{self.path}: the case registry's content is not in a known format"
+            ) from None
         cases = []
         for index, item in enumerate(raw_cases):
             try:
@@ -265,7 +267,7 @@ class CaseRegistry:
                     f"key {format_loc(tuple(error['loc'])) or '(case)'}: {error['msg']}"
                     for error in exc.errors(include_url=False, include_input=False)
                 )
-                raise ConfigError(f"{self.path}: case number {index + 1}: {problems}") from None
+                raise RegistryUnreadable(f"{self.path}: case number {index + 1}: {problems}") from None
         return tuple(cases)
 
     # -- writing -------------------------------------------------------------------------------

@@ -95,6 +95,22 @@ TOO_MANY_CONNECTIONS_FROM_YOU = reply(
 SHUTTING_DOWN = reply(421, "4.3.2", "Service shutting down; try again later")
 TIMEOUT = reply(421, "4.4.2", "Timeout waiting for your mail program; closing the connection")
 TOO_MANY_ERRORS = reply(421, "4.7.0", "Too many errors on this connection; closing it")
+MADE_ROOM = reply(
+    421, "4.7.0", "Too many connections waiting to log in; closing this idle one to make room for others"
+)
+TOO_MANY_SESSIONS = reply(421, "4.7.0", "Too many members logged in at once; try again in a few minutes")
+LOGIN_TOO_SLOW = reply(421, "4.7.0", "Took too long to log in; closing the connection")
+TOO_MANY_COMMANDS_BEFORE_LOGIN = reply(
+    421, "4.7.0", "Too many commands without logging in; closing the connection"
+)
+SESSION_TOO_LONG = reply(
+    421, "4.7.0", "This connection has been open too long; closing it, your mail program will reconnect"
+)
+DATA_TOO_SLOW = reply(
+    421,
+    "4.4.2",
+    "The message is arriving too slowly; closing the connection, the message was not accepted",
+)
 
 # --- Simple commands -------------------------------------------------------------------------
 OK = reply(250, "2.0.0", "Ok")
@@ -134,6 +150,7 @@ AUTH_AUTHZID = reply(535, "5.7.8", "Authorization identity must be empty or equa
 AUTH_THROTTLED = reply(
     454, "4.7.0", "Too many failed logins from your address; wait a few minutes before trying again"
 )
+AUTH_TOO_MANY_FAILURES = reply(421, "4.7.0", "Too many failed logins on this connection; closing it")
 AUTH_CHALLENGE_USERNAME = "334 VXNlcm5hbWU6"  # base64("Username:")
 AUTH_CHALLENGE_PASSWORD = "334 UGFzc3dvcmQ6"  # noqa: S105 -- base64("Password:"), a prompt
 AUTH_CHALLENGE_EMPTY = "334 "
@@ -147,6 +164,12 @@ NEED_RCPT = reply(503, "5.5.1", "Send RCPT first")
 UNKNOWN_PARAMETER = reply(555, "5.5.4", "Parameter not recognized or not implemented")
 BAD_BODY_PARAMETER = reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
 SMTPUTF8_NEEDED = reply(553, "5.6.7", "Address is not ASCII; your mail program must use SMTPUTF8")
+
+
+# RFC 3463 X.3.1 "mail system full", temporary: the client retries once there is room again.
+INSUFFICIENT_STORAGE = reply(
+    452, "4.3.1", "Insufficient system storage: the server's disk is nearly full; try again later"
+)
 
 
 def sender_not_yours(sender: str, member: str) -> Reply:

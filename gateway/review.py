@@ -293,6 +293,46 @@ def eligible_reviewers(
     )
 
 
+@dataclass(frozen=True)
+class ReviewPlan:
+    """Who would be asked to review a held message, how many must approve, or why it cannot be held."""
+
+    reviewers: tuple[Reviewer, ...]
+    required_approvals: int
+    refusal: str | None  # the 550 text when fewer members may review it than must approve it
+
+
+def plan_review(
+    policy: CompiledPolicy,
+    *,
+    authenticated_as: str,
+    mail_from: str,
+    cases: Sequence[str],
+    has_account: AccountCheck | None = None,
+    excluded: frozenset[str] = frozenset(),
+    required_approvals: int | None = None,
+) -> ReviewPlan:
+    """The review a message would get if held now (the desk uses it, and so does ``check``)."""
+    sender = member_of(policy, authenticated_as) or member_of(policy, mail_from)
+    reviewers = eligible_reviewers(
+        policy,
+        sender=sender,
+        sender_address=mail_from,
+        cases=cases,
+        has_account=has_account,
+        excluded=excluded,
+    )
+    required = quorum(policy, cases, len(reviewers)) if required_approvals is None else required_approvals
+    refusal = None
+    if len(reviewers) < required:
+        refusal = (
+            f"Message not sent: it needs approval by {required} other committee member(s), and only "
+            f"{len(reviewers)} may review it (not the sender, not members with a conflict of interest on "
+            "its case). Ask an admin to add committee members."
+        )
+    return ReviewPlan(reviewers, required, refusal)
+
+
 def quorum(policy: CompiledPolicy, cases: Sequence[str], eligible: int) -> int:
     """The quorum for a message of ``cases``: the policy's count for the gravest case's severity.
 
@@ -682,30 +722,21 @@ class ReviewDesk:
         """
         now = self.clock()
         all_cases = tuple(dict.fromkeys((*cases, *((case,) if case else ()))))
-        sender_member = member_of(policy, submission.authenticated_as) or member_of(
-            policy, submission.mail_from
-        )
-        reviewers = eligible_reviewers(
+        plan = plan_review(
             policy,
-            sender=sender_member,
-            sender_address=submission.mail_from,
+            authenticated_as=submission.authenticated_as,
+            mail_from=submission.mail_from,
             cases=all_cases,
             has_account=self.has_account,
             excluded=excluded_reviewers,
+            required_approvals=required_approvals,
         )
-        if required_approvals is None:
-            required_approvals = quorum(policy, all_cases, len(reviewers))
-        if len(reviewers) < required_approvals:
-            return Refuse(
-                550,
-                "5.7.1",
-                (
-                    f"Message not sent: it needs approval by {required_approvals} other committee "
-                    f"member(s), and only {len(reviewers)} may review it (not the sender, not members "
-                    "with a conflict of interest on its case). Ask an admin to add committee members.",
-                    f"Reference: {submission.queue_id}",
-                ),
-            )
+        if plan.refusal is not None:
+            return _refuse(plan.refusal, submission.queue_id)
+        reviewers, required_approvals = plan.reviewers, plan.required_approvals
+        sender_member = member_of(policy, submission.authenticated_as) or member_of(
+            policy, submission.mail_from
+        )
         tokens = {reviewer.address: new_token() for reviewer in reviewers}
         sender_token = new_token()
         grants = {token_hash(t): Grant(holder=a, role="reviewer") for a, t in tokens.items()}

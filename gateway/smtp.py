@@ -26,6 +26,8 @@ import datetime
 import email.utils
 import functools
 import logging
+import os
+import socket
 import ssl
 import time
 import traceback
@@ -40,14 +42,26 @@ from email_validator import EmailNotValidError, validate_email
 
 from gateway import replies
 from gateway.accounts import Accounts, LoginThrottle
-from gateway.dataread import BadMessage, DataReader, HeaderFacts, check_bytes, read_headers
+from gateway.admission import (
+    Admission,
+    AdmissionLimits,
+    Admitted,
+    ConditionLog,
+    FreeSpace,
+    Limit,
+    SessionClock,
+    storage_shortage,
+)
+from gateway.dataread import DataReader
 from gateway.errors import GatewayError
+from gateway.histogram import Histogram, HistogramSnapshot
 from gateway.logs import log_event
 from gateway.netaddr import is_loopback
 from gateway.replies import Reply
 from gateway.screening import Accept, Refuse, Screener, Submission
 from gateway.settings import GatewaySettings
 from gateway.spool import FollowUp, Spool, SpoolEnvelope
+from gateway.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +74,42 @@ MAX_ERRORS = 20
 READ_CHUNK = 256 * 1024
 TLS_HANDSHAKE_TIMEOUT = 60.0
 PASSWORD_CHECKS_AT_ONCE = 4
+SOMAXCONN_FILE = Path("/proc/sys/net/core/somaxconn")
+SMALL_BACKLOG = 512
+BACKLOG_HINT = "a burst of more connections may wait unanswered; raise net.core.somaxconn (sysctl)"
+
+# What a connection is told when the intake ends it or turns it away, by the limit that did it.
+LIMIT_REPLIES: dict[Limit, Reply] = {
+    Limit.SHUTTING_DOWN: replies.SHUTTING_DOWN,
+    Limit.TOO_MANY_CONNECTIONS: replies.TOO_MANY_CONNECTIONS,
+    Limit.TOO_MANY_FROM_ADDRESS: replies.TOO_MANY_CONNECTIONS_FROM_YOU,
+    Limit.MADE_ROOM: replies.MADE_ROOM,
+    Limit.TOO_MANY_SESSIONS: replies.TOO_MANY_SESSIONS,
+    Limit.LOGIN_TOO_SLOW: replies.LOGIN_TOO_SLOW,
+    Limit.COMMANDS_BEFORE_LOGIN: replies.TOO_MANY_COMMANDS_BEFORE_LOGIN,
+    Limit.SESSION_TOO_LONG: replies.SESSION_TOO_LONG,
+    Limit.DATA_TOO_SLOW: replies.DATA_TOO_SLOW,
+    Limit.IDLE: replies.TIMEOUT,
+    Limit.AUTH_FAILURES: replies.AUTH_TOO_MANY_FAILURES,
+    Limit.TOO_MANY_ERRORS: replies.TOO_MANY_ERRORS,
+    Limit.INSUFFICIENT_STORAGE: replies.INSUFFICIENT_STORAGE,
+}
+
+
+def kernel_backlog() -> int:
+    """The kernel's cap on a listener's queue (net.core.somaxconn); asking for more gets no more."""
+    try:
+        return max(1, int(SOMAXCONN_FILE.read_text(encoding="ascii").strip()))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
+def spool_free_space(path: Path) -> FreeSpace:
+    """Free bytes and inodes an unprivileged writer may use on ``path``'s file system."""
+    stats = os.statvfs(path)
+    # Some file systems (btrfs, some network ones) report no inode counts at all: nothing to check.
+    inodes = stats.f_favail if stats.f_files > 0 else None
+    return FreeSpace(bytes=stats.f_bavail * stats.f_frsize, inodes=inodes)
 
 
 class _ClientGone(Exception):
@@ -71,8 +121,10 @@ class SmtpStatistics:
     """Counters of the intake since start (``*_total``) and the connections open now."""
 
     connections_open: int
+    sessions_open: int
     connections_total: int
     connections_refused_total: int
+    refusals_total: dict[str, int]
     auth_successes_total: int
     auth_failures_total: int
     auth_throttled_total: int
@@ -81,6 +133,7 @@ class SmtpStatistics:
     messages_deferred_total: int
     bytes_accepted_total: int
     commits_in_flight: int
+    submission_seconds: HistogramSnapshot | None = None  # end of DATA to the reply
 
 
 @dataclass
@@ -192,13 +245,16 @@ class SubmissionService:
         self._servers: dict[str, asyncio.Server] = {}
         self._addresses: dict[str, tuple[str, int]] = {}
         self._protocols: set[SubmissionProtocol] = set()
-        self._admitted: set[SubmissionProtocol] = set()
-        self._per_client: Counter[str] = Counter()
+        self.admission: Admission[SubmissionProtocol] = Admission(AdmissionLimits.from_settings(settings))
+        self.refusals: Counter[Limit] = Counter()
+        self.free_space: Callable[[Path], FreeSpace] = spool_free_space  # replaceable in tests
+        self._storage = ConditionLog()
         self._handlers: set[asyncio.Task[None]] = set()
         self._commits: set[asyncio.Task[Reply]] = set()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self.counters = _Counters()
+        self.submission_time = Histogram()
         flush = getattr(screener, "flush_decisions", None)
         # A refusal's decision is flushed with the spool's next batch, so the two share one thread
         # hand-off instead of taking one each; an acceptance's is recorded and flushed in the batch
@@ -211,6 +267,10 @@ class SubmissionService:
         """Bind the enabled listeners (port 0 picks a free port; see ``addresses``)."""
         loop = asyncio.get_running_loop()
         server_settings = self.settings.server
+        # asyncio's default backlog (100) let the kernel drop connections of a burst unanswered.
+        backlog = server_settings.listen_backlog or kernel_backlog()
+        if backlog < SMALL_BACKLOG:
+            log_event(logger, "smtp.small_backlog", logging.WARNING, backlog=backlog, hint=BACKLOG_HINT)
         listeners = (
             ("submission", server_settings.submission, False),
             ("submissions", server_settings.submissions, True),
@@ -223,6 +283,7 @@ class SubmissionService:
                     lambda name=name, implicit_tls=implicit_tls: SubmissionProtocol(self, name, implicit_tls),
                     host=listener.host,
                     port=listener.port,
+                    backlog=backlog,
                     ssl=self.tls_context if implicit_tls else None,
                     ssl_handshake_timeout=(
                         min(TLS_HANDSHAKE_TIMEOUT, self.settings.limits.command_timeout)
@@ -269,10 +330,13 @@ class SubmissionService:
 
     def statistics(self) -> SmtpStatistics:
         counters = self.counters
+        admission = self.admission
         return SmtpStatistics(
-            connections_open=len(self._admitted),
+            connections_open=admission.strangers + admission.members,
+            sessions_open=admission.members,
             connections_total=counters.connections_total,
             connections_refused_total=counters.connections_refused,
+            refusals_total={limit.value: count for limit, count in self.refusals.items()},
             auth_successes_total=counters.auth_successes,
             auth_failures_total=counters.auth_failures,
             auth_throttled_total=counters.auth_throttled,
@@ -281,47 +345,81 @@ class SubmissionService:
             messages_deferred_total=counters.messages_deferred,
             bytes_accepted_total=counters.bytes_accepted,
             commits_in_flight=len(self._commits),
+            submission_seconds=self.submission_time.snapshot(),
         )
 
     # --- used by the connections ---------------------------------------------------------------
     def connection_opened(self, protocol: SubmissionProtocol, handler: asyncio.Task[None]) -> Reply | None:
-        """Register a new connection; return the 421 to send if it is over a limit."""
+        """Register a new connection; return the 421 to send if it cannot be served."""
         self._protocols.add(protocol)
         self._all_closed.clear()
         self._handlers.add(handler)
         handler.add_done_callback(self._handlers.discard)
-        limits = self.settings.limits
-        refusal = None
         if self.stopping:
-            refusal = replies.SHUTTING_DOWN
-        elif len(self._admitted) >= limits.max_connections:
-            refusal = replies.TOO_MANY_CONNECTIONS
-        elif self._per_client[protocol.client_address] >= limits.max_connections_per_client:
-            refusal = replies.TOO_MANY_CONNECTIONS_FROM_YOU
-        if refusal is not None:
+            decision: Admitted[SubmissionProtocol] | Limit = Limit.SHUTTING_DOWN
+        else:
+            address = protocol.client_address
+            arrived = self.admission.arrive(protocol, address, SubmissionProtocol.may_make_room)
+            decision = arrived if isinstance(arrived, Admitted) else arrived.limit
+        if isinstance(decision, Limit):
             self.counters.connections_refused += 1
-            log_event(
-                logger,
-                "smtp.connection_refused",
-                logging.WARNING,
-                client=protocol.client_address,
-                reply=refusal.code,
-            )
-            return refusal
-        self._admitted.add(protocol)
-        self._per_client[protocol.client_address] += 1
+            self.limit_reached(decision, protocol.client_address)
+            return LIMIT_REPLIES[decision]
+        if decision.make_room is not None:
+            decision.make_room.end(Limit.MADE_ROOM)
         self.counters.connections_total += 1
         return None
 
     def connection_closed(self, protocol: SubmissionProtocol) -> None:
-        if protocol in self._admitted:
-            self._admitted.discard(protocol)
-            self._per_client[protocol.client_address] -= 1
-            if self._per_client[protocol.client_address] <= 0:
-                del self._per_client[protocol.client_address]
+        self.admission.leave(protocol)
         self._protocols.discard(protocol)
         if not self._protocols:
             self._all_closed.set()
+
+    def limit_reached(self, limit: Limit, client: str) -> None:
+        """Count and log a connection turned away or ended by a limit."""
+        self.refusals[limit] += 1
+        level = logging.INFO if limit in (Limit.IDLE, Limit.SHUTTING_DOWN) else logging.WARNING
+        log_event(logger, "smtp.limit", level, client=client, limit=limit.value)
+
+    def storage_refusal(self, size: int | None) -> Reply | None:
+        """452 4.3.1 if the spool cannot take a message of ``size`` bytes (None: the largest allowed)."""
+        limits = self.settings.limits
+        needed = limits.max_message_size if size is None else size
+        try:
+            free = self.free_space(self.spool.root)
+        except OSError as exc:
+            # Not knowing is no reason to refuse: a full disk still fails the commit, with a 451.
+            shortage: str | None = None
+            self._log_storage(f"unknown: {exc.strerror}")
+        else:
+            shortage = storage_shortage(free, needed, limits.spool_reserve_bytes, limits.spool_reserve_inodes)
+            self._log_storage(shortage, free)
+        if shortage is None:
+            return None
+        self.refusals[Limit.INSUFFICIENT_STORAGE] += 1
+        return replies.INSUFFICIENT_STORAGE
+
+    def _log_storage(self, condition: str | None, free: FreeSpace | None = None) -> None:
+        change = self._storage.update(condition)
+        if change is None:
+            return  # once per condition, not at every MAIL
+        was, now = change
+        if now is None:
+            log_event(logger, "smtp.storage_ok", was=was)
+        elif free is None:
+            log_event(logger, "smtp.storage_unknown", logging.WARNING, error=now)
+        else:
+            log_event(
+                logger,
+                "smtp.storage_low",
+                logging.WARNING,
+                short_of=now,
+                free_bytes=free.bytes,
+                free_inodes=free.inodes,
+                reserve_bytes=self.settings.limits.spool_reserve_bytes,
+                reserve_inodes=self.settings.limits.spool_reserve_inodes,
+            )
 
     def track_commit(self, commit: Awaitable[Reply]) -> asyncio.Task[Reply]:
         task = asyncio.ensure_future(commit)
@@ -427,6 +525,8 @@ class SubmissionProtocol(SMTP):
         self._lost = False
         self._close_after_reply = False
         self._idle_deadline: float | None = None  # loop time; None while the idle timer is stopped
+        self._clock = SessionClock(service.admission.limits, opened_at=self.loop.time())
+        self._checking_password = False
 
     # --- connection life cycle -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -455,10 +555,19 @@ class SubmissionProtocol(SMTP):
         return False if self._tls_protocol is not None else keep_open
 
     def _timeout_cb(self) -> None:
-        if self.transport is None:
+        self.end(Limit.IDLE)
+
+    def end(self, limit: Limit) -> None:
+        """Close the connection at once with the 421 that names ``limit`` (counted and logged)."""
+        if self.transport is None or self.transport.is_closing():
             return
-        log_event(logger, "smtp.timeout", client=self.client_address, listener=self.listener)
-        self._send_and_close(replies.TIMEOUT)
+        self.service.limit_reached(limit, self.client_address)
+        self._send_and_close(LIMIT_REPLIES[limit])
+
+    def may_make_room(self) -> bool:
+        """Whether this connection, not logged in, may be closed for a newcomer: not while its
+        password is being checked (the one step of a stranger's that is ours to finish)."""
+        return not self._checking_password
 
     def _send_and_close(self, reply: Reply) -> None:
         transport = self.transport
@@ -482,8 +591,9 @@ class SubmissionProtocol(SMTP):
         # Called for every command and every chunk of DATA. Replacing a timer each time costs about
         # as much as reading the command: move a deadline instead, and let one timer follow it.
         now = self.loop.time()
-        deadline = now + (duration or self._timeout_duration)
-        self._idle_deadline = deadline
+        self._idle_deadline = now + (duration or self._timeout_duration)
+        # The session's budgets (login time, lifetime, DATA rate) may run out before the idle time.
+        deadline = min(self._idle_deadline, self._clock.deadline()[0])
         handle = self._timeout_handle
         # A new timer unless one is pending that fires before the deadline (it then follows it).
         if handle is None or handle.cancelled() or not now <= handle.when() <= deadline:
@@ -492,12 +602,17 @@ class SubmissionProtocol(SMTP):
             self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
 
     def _idle_check(self) -> None:
-        deadline = self._idle_deadline
-        if deadline is None:
+        idle_deadline = self._idle_deadline
+        if idle_deadline is None:
             return  # stopped since it was set; the next reset starts a timer again
-        if self.loop.time() >= deadline:
-            self._timeout_cb()
+        now = self.loop.time()
+        limit = self._clock.expired(now)
+        if limit is None and now >= idle_deadline:
+            limit = Limit.IDLE
+        if limit is not None:
+            self.end(limit)
         else:
+            deadline = min(idle_deadline, self._clock.deadline()[0])
             self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
 
     def _stop_timer(self) -> None:
@@ -545,14 +660,17 @@ class SubmissionProtocol(SMTP):
                 finally:
                     self._waiting_for_command = False
                 self._reset_timeout()
+                over_budget = self._clock.command()
+                if over_budget is not None:
+                    await self._end_after_reply(over_budget)
+                    return
                 reply = await self._run_command(line)
                 if reply is None:
                     continue
                 if reply.code >= 500:
                     self._errors += 1
                     if self._errors >= MAX_ERRORS:
-                        await self.push(str(replies.TOO_MANY_ERRORS))
-                        self._close()
+                        await self._end_after_reply(Limit.TOO_MANY_ERRORS)
                         return
                 await self.push(str(reply))
                 if self._close_after_reply:
@@ -567,6 +685,11 @@ class SubmissionProtocol(SMTP):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    async def _end_after_reply(self, limit: Limit) -> None:
+        self.service.limit_reached(limit, self.client_address)
+        await self.push(str(LIMIT_REPLIES[limit]))
+        self._close()
 
     async def _run_command(self, line: bytes | None) -> Reply | None:
         if line is None or (len(line) > COMMAND_LINE_LIMIT and not line[:5].upper().startswith(b"AUTH ")):
@@ -716,20 +839,36 @@ class SubmissionProtocol(SMTP):
             return credentials
         login, password = credentials
         service.accounts.reload_if_changed()
-        async with service.password_checks:
-            member = await asyncio.to_thread(service.accounts.verify, login, password)
+        self._checking_password = True
+        try:
+            async with service.password_checks:
+                member = await asyncio.to_thread(service.accounts.verify, login, password)
+        finally:
+            self._checking_password = False
         if member is None:
             service.throttle.record_failure(self.client_address)
             service.counters.auth_failures += 1
             log_event(
                 logger, "smtp.auth_failed", logging.WARNING, client=self.client_address, mechanism=mechanism
             )
-            return replies.AUTH_FAILED
+            return self._closing_on(self._clock.auth_failed()) or replies.AUTH_FAILED
+        refused = self._closing_on(service.admission.log_in(self))
+        if refused is not None:
+            return refused
         self.session.authenticated = True
         self._member_address = member
+        self._clock.log_in()
         service.counters.auth_successes += 1
         log_event(logger, "smtp.auth_ok", client=self.client_address, member=member, mechanism=mechanism)
         return replies.AUTH_OK
+
+    def _closing_on(self, limit: Limit | None) -> Reply | None:
+        """The 421 for ``limit`` (counted), the connection to close after it; None without a limit."""
+        if limit is None:
+            return None
+        self.service.limit_reached(limit, self.client_address)
+        self._close_after_reply = True
+        return LIMIT_REPLIES[limit]
 
     async def _sasl_response(self, challenge: str) -> bytes | Reply:
         await self.push(challenge)
@@ -812,6 +951,10 @@ class SubmissionProtocol(SMTP):
                 logger, "smtp.sender_refused", logging.WARNING, client=self.client_address, member=member
             )
             return replies.sender_not_yours(sender, member)
+        # Postfix's check at MAIL: better a 452 now than a full upload that cannot be stored.
+        no_room = self.service.storage_refusal(int(size) if size is not None else None)
+        if no_room is not None:
+            return no_room
         self._txn = _Transaction(mail_from=sender, smtp_utf8=smtp_utf8)
         return replies.SENDER_OK
 
@@ -856,10 +999,14 @@ class SubmissionProtocol(SMTP):
         try:
             await self.push(str(replies.START_DATA))
             reader = DataReader(self.service.settings.limits.max_message_size)
+            self._clock.data_begins(self.loop.time())
             try:
                 while not reader.consume(self._inbox):
+                    before = len(self._inbox)
                     await self._fill()
-                    self._reset_timeout()  # an idle timeout: data still arriving keeps the session alive
+                    self._clock.data_arrived(len(self._inbox) - before)
+                    # Data still arriving keeps the session alive, if it arrives fast enough.
+                    self._reset_timeout()
             except Exception:
                 # Out of step with the client: the rest of the message must never be read as commands.
                 self._close_after_reply = True
@@ -869,6 +1016,7 @@ class SubmissionProtocol(SMTP):
             return await self._end_of_data(reader)
         finally:
             self._in_data = False
+            self._clock.data_ends()
             self._txn = _Transaction()
             if self.transport is not None:
                 self._reset_timeout()
@@ -889,24 +1037,21 @@ class SubmissionProtocol(SMTP):
             content=content or b"",
             client_address=self.client_address,
         )
-        if reader.too_big or content is None:
-            return await self._refused_at_intake(
-                record, submission, replies.message_size_exceeds(reader.max_size), "MESSAGE_TOO_BIG"
+        checked = (
+            too_big(reader.max_size)
+            if reader.too_big or content is None
+            else check_submitted(
+                content,
+                member=member,
+                allowed=service.accounts.addresses_of(member),
+                max_line_length=service.settings.limits.max_line_length,
             )
-        try:
-            check_bytes(content, service.settings.limits.max_line_length)
-            facts = read_headers(content)
-        except BadMessage as refusal:
-            return await self._refused_at_intake(record, submission, refusal.response, "MALFORMED_MESSAGE")
-        allowed = service.accounts.addresses_of(member)
-        for header, addresses in (("From", facts.from_addresses), ("Sender", facts.sender_addresses)):
-            for address in addresses:
-                if address not in allowed:
-                    reply = replies.header_address_not_yours(header, address, member)
-                    return await self._refused_at_intake(
-                        record, submission, reply, "HEADER_ADDRESS_NOT_MEMBER"
-                    )
-        submission = dataclasses.replace(submission, content=self._missing_headers(facts) + content)
+        )
+        if isinstance(checked, IntakeRefusal):
+            return await self._refused_at_intake(record, submission, checked.reply, checked.code)
+        assert content is not None
+        added = missing_headers(checked, self.hostname, _now())
+        submission = dataclasses.replace(submission, content=added + content)
         try:
             verdict = await self._screen(submission)
         except Exception as exc:
@@ -1096,6 +1241,7 @@ class SubmissionProtocol(SMTP):
 
     def _finished(self, record: _Record, reply: Reply, recipients: int | None = None) -> Reply:
         """Count and log the end of one transaction (one line, metadata only)."""
+        self.service.submission_time.observe(time.monotonic() - record.started)
         counters = self.service.counters
         if reply.code < 400:
             counters.messages_accepted += 1
@@ -1120,15 +1266,6 @@ class SubmissionProtocol(SMTP):
             status=reply.status,
         )
         return reply
-
-    def _missing_headers(self, facts: HeaderFacts) -> bytes:
-        # RFC 6409 8.2/8.3: a submission server may add a missing Date and Message-ID.
-        added = b""
-        if not facts.has_date:
-            added += f"Date: {email.utils.format_datetime(_now())}\r\n".encode()
-        if not facts.has_message_id:
-            added += f"Message-ID: {email.utils.make_msgid(domain=self.hostname)}\r\n".encode()
-        return added
 
     def _received_header(self, queue_id: str) -> bytes:
         # Trace without the client's address or EHLO name: a member's home IP or laptop name must not
@@ -1197,6 +1334,7 @@ class _Record:
     listener: str
     recipients: int
     size: int
+    started: float = dataclasses.field(default_factory=time.monotonic)  # the end of DATA
 
 
 class _NoHooks:

@@ -167,6 +167,8 @@ class SpoolStatistics:
     directory_syncs_total: int
     file_syncs_total: int
     quarantined_total: int
+    # Seconds since the oldest message waiting in incoming/ and deferred/ was accepted (0: none waits).
+    oldest_age_seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -949,6 +951,7 @@ class Spool:
             directory_syncs_total=self._directory_syncs,
             file_syncs_total=self._file_syncs,
             quarantined_total=self._quarantined,
+            oldest_age_seconds={s.value: _oldest_age(self.folder(s), time.time()) for s in PENDING_STATES},
         )
 
     # -- reading
@@ -1028,6 +1031,17 @@ def _count_messages(path: Path, state: QueueState) -> int:
     if state is QueueState.CORRUPT:
         return sum(1 for p in _listdir(path) if not p.name.endswith(".status.json"))
     return sum(1 for p in _listdir(path) if _QUEUE_ID.match(p.name))
+
+
+def _oldest_age(path: Path, now: float) -> float:
+    """Age of the oldest message file in ``path`` (its mtime is when it was committed; moves keep it)."""
+    oldest = now
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(path) as entries:
+        for entry in entries:
+            if _QUEUE_ID.match(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    oldest = min(oldest, entry.stat(follow_symlinks=False).st_mtime)
+    return max(0.0, now - oldest)
 
 
 def _free_name(folder: Path, name: str) -> Path:

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.cli.config import reference_markdown
+from gateway.metric_catalogue import metrics_reference_markdown
 from gateway.policy.config import policy_reference_markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SECTIONS: dict[str, tuple[Path, Callable[[], str]]] = {
     "config-reference": (DOCS / "reference" / "configuration.md", reference_markdown),
     "policy-reference": (DOCS / "reference" / "policy.md", policy_reference_markdown),
+    "metrics-reference": (DOCS / "operations" / "index.md", metrics_reference_markdown),
 }
 
 

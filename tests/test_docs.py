@@ -26,7 +26,7 @@ def _updater() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("section", ["config-reference", "policy-reference"])
+@pytest.mark.parametrize("section", ["config-reference", "policy-reference", "metrics-reference"])
 def test_generated_sections_are_current(section: str) -> None:
     updater = _updater()
     page, _generate = updater.SECTIONS[section]

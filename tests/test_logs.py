@@ -115,10 +115,13 @@ class TestJsonLines:
 
 
 def test_configure_json_writes_json_lines_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger("gateway")
+    saved = (root.handlers[:], root.level, root.propagate)
     configure("info", "json")
     try:
         log_event(logging.getLogger("gateway.test-json"), "ready", port=2587)
     finally:
-        configure("info")
+        # configure() replaces the handlers for good; later tests need pytest's capture back.
+        root.handlers[:], root.level, root.propagate = saved
     (line,) = capsys.readouterr().err.splitlines()
     assert json.loads(line)["event"] == "ready"

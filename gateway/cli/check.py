@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from gateway import replies
+from gateway.accounts import Accounts
 from gateway.cli import config_option
 from gateway.errors import ConfigError, GatewayError, LedgerError, PolicyError
 from gateway.fingerprints import FingerprintStore, fingerprints_path, key_path
@@ -31,11 +33,22 @@ from gateway.policy.model import (
 from gateway.policy.rewrite import apply_rewrite
 from gateway.policy_screener import load_compiled_policy
 from gateway.registry import CaseRegistry
+from gateway.replies import Reply
+from gateway.review import AccountCheck, ReviewPlan, account_check, plan_review
 from gateway.screening import Refuse
-from gateway.settings import CONFIG_VARIABLE, DEFAULT_CONFIG, SYSTEM_CONFIG, GatewaySettings, load_settings
+from gateway.settings import (
+    CONFIG_VARIABLE,
+    DEFAULT_CONFIG,
+    SYSTEM_CONFIG,
+    GatewaySettings,
+    LimitsSettings,
+    load_settings,
+)
+from gateway.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
 from gateway.verdict_replies import (
     change_descriptions,
     change_labels,
+    held_lines,
     refusal,
     relay_header,
     rewrite_impossible,
@@ -62,12 +75,29 @@ class CheckResult:
     """Everything ``check`` reports about one message."""
 
     outcome: Outcome  # what the gateway would do (a rewrite it cannot make safely is a reject)
-    verdict: Verdict
+    verdict: Verdict | None  # None: refused at intake, before the policy ran
     thread: ThreadFacts | None  # None: no ledger to look in
     rcpt_tos: tuple[str, ...]
     changes: tuple[str, ...]
-    reply: Refuse | None
+    reply: Reply  # exactly what a mail client would be answered (the queue id reads "check")
     relayed: bytes | None  # the message as it would be relayed (DELIVER/REWRITE)
+    intake_refusal: str | None = None  # MESSAGE_TOO_BIG, MALFORMED_MESSAGE, HEADER_ADDRESS_NOT_MEMBER
+    review: ReviewPlan | None = None  # for a hold: who would be asked, how many must approve
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    """The settings intake checks a submission against (``limits.*``, ``server.hostname``)."""
+
+    max_message_size: int
+    max_line_length: int
+    hostname: str
+
+    @classmethod
+    def of(cls, settings: GatewaySettings | None) -> IntakeLimits:
+        limits = settings.limits if settings is not None else LimitsSettings()
+        hostname = settings.server.hostname if settings is not None else "localhost"
+        return cls(limits.max_message_size, limits.max_line_length, hostname)
 
 
 def run_check(
@@ -76,8 +106,34 @@ def run_check(
     policy: CompiledPolicy,
     ledger: Ledger | None,
     protected_content: ContentFingerprints = NO_FINGERPRINTS,
+    *,
+    limits: IntakeLimits | None = None,
+    allowed: frozenset[str] | None = None,
+    has_account: AccountCheck | None = None,
 ) -> CheckResult:
-    """Evaluate exactly as the screener would, but record nothing."""
+    """Decide exactly as the live gateway would, from intake checks to the reply, but record nothing.
+
+    ``allowed`` are the logged-in member's addresses (the sender binding); None skips that check.
+    """
+    limits = limits or IntakeLimits.of(None)
+    member = envelope.authenticated_as
+    checked = (
+        too_big(limits.max_message_size)
+        if len(content) > limits.max_message_size
+        else check_submitted(content, member=member, allowed=allowed, max_line_length=limits.max_line_length)
+    )
+    if isinstance(checked, IntakeRefusal):
+        return CheckResult(
+            Outcome.REJECT,
+            None,
+            None,
+            envelope.rcpt_tos,
+            (),
+            checked.reply,
+            None,
+            intake_refusal=checked.code,
+        )
+    content = missing_headers(checked, limits.hostname, datetime.datetime.now(datetime.UTC)) + content
     message = parse_message(content)
     thread = ledger.lookup(message) if ledger is not None else None
     verdict = evaluate(
@@ -89,20 +145,56 @@ def run_check(
         today=datetime.datetime.now(datetime.UTC).date(),
     )
     outcome = verdict.outcome
+    if outcome is Outcome.HOLD:
+        return _held(verdict, thread, envelope, policy, has_account)
     if outcome not in (Outcome.DELIVER, Outcome.REWRITE):
-        return CheckResult(outcome, verdict, thread, envelope.rcpt_tos, (), refusal(verdict, REFERENCE), None)
+        refused = refusal(verdict, REFERENCE)
+        return CheckResult(outcome, verdict, thread, envelope.rcpt_tos, (), _reply(refused), None)
     rewrite = verdict.rewrite if outcome is Outcome.REWRITE else Rewrite()
     try:
         relayed = apply_rewrite(content, rewrite) if outcome is Outcome.REWRITE else content
     except PolicyError as exc:
-        reply = rewrite_impossible(verdict, str(exc), REFERENCE)
-        return CheckResult(Outcome.REJECT, verdict, thread, envelope.rcpt_tos, (), reply, None)
+        refused = rewrite_impossible(verdict, str(exc), REFERENCE)
+        return CheckResult(Outcome.REJECT, verdict, thread, envelope.rcpt_tos, (), _reply(refused), None)
     present = {r.lower() for r in envelope.rcpt_tos}
     rcpt_tos = (*envelope.rcpt_tos, *(r for r in rewrite.add_envelope_recipients if r.lower() not in present))
     header = relay_header(REFERENCE, change_labels(rewrite))
-    return CheckResult(
-        outcome, verdict, thread, rcpt_tos, change_descriptions(rewrite), None, header + relayed
+    changes = change_descriptions(rewrite)
+    reply = replies.queued(REFERENCE, changes)
+    return CheckResult(outcome, verdict, thread, rcpt_tos, changes, reply, header + relayed)
+
+
+def _held(
+    verdict: Verdict,
+    thread: ThreadFacts | None,
+    envelope: Envelope,
+    policy: CompiledPolicy,
+    has_account: AccountCheck | None,
+) -> CheckResult:
+    """A hold answers 250 (held), or 550 when too few members may review it: as the review desk does."""
+    cases = sorted({d.finding.case for d in verdict.decisions if d.finding.case})
+    if thread is not None and thread.case and thread.case not in cases:
+        cases.append(thread.case)
+    plan = plan_review(
+        policy,
+        authenticated_as=envelope.authenticated_as,
+        mail_from=envelope.mail_from,
+        cases=cases,
+        has_account=has_account,
     )
+    if plan.refusal is not None:
+        reply = replies.multiline(550, "5.7.1", (plan.refusal, f"Reference: {REFERENCE}"))
+        return CheckResult(Outcome.REJECT, verdict, thread, envelope.rcpt_tos, (), reply, None, review=plan)
+    held_codes = dict.fromkeys(d.finding.code for d in verdict.decisions if d.action.value == "hold")
+    reasons = ", ".join(held_codes) or ", ".join(dict.fromkeys(d.finding.code for d in verdict.decisions))
+    notified = envelope.mail_from.lower() in policy.committee | {policy.conduct_address.lower()}
+    lines = held_lines(reasons or "review required", REFERENCE, notified=notified, sender=envelope.mail_from)
+    reply = replies.multiline(250, "2.0.0", lines)
+    return CheckResult(Outcome.HOLD, verdict, thread, envelope.rcpt_tos, (), reply, None, review=plan)
+
+
+def _reply(refused: Refuse) -> Reply:
+    return replies.multiline(refused.code, refused.status, refused.lines)
 
 
 def _settings(config_path: Path | None, policy_path: Path | None) -> GatewaySettings | None:
@@ -116,6 +208,27 @@ def _settings(config_path: Path | None, policy_path: Path | None) -> GatewaySett
     ):
         return None
     return load_settings(config_path)
+
+
+def _account(
+    settings: GatewaySettings | None, member: str
+) -> tuple[frozenset[str] | None, AccountCheck | None, str]:
+    """The member's own addresses (for the sender binding) and the account check reviewers need."""
+    if settings is None or not settings.auth.users_file.exists():
+        return None, None, "no users file: From:/Sender: not checked against an account"
+    try:
+        accounts = Accounts.load(settings.auth.users_file)
+    except GatewayError as exc:
+        return None, None, f"{exc}; From:/Sender: not checked against an account"
+    allowed = accounts.addresses_of(member)
+    if not allowed:
+        # The live gateway would not have let this login in at all.
+        return (
+            frozenset(),
+            account_check(accounts),
+            f"{member} has no account: the gateway would refuse its login",
+        )
+    return allowed, account_check(accounts), ""
 
 
 def _open_fingerprints(settings: GatewaySettings | None) -> tuple[FingerprintStore | None, str]:
@@ -148,7 +261,16 @@ def _open_ledger(settings: GatewaySettings | None) -> tuple[Ledger | None, str]:
 @click.argument("message_file", metavar="MESSAGE.eml", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--from", "mail_from", required=True, help="Envelope sender (MAIL FROM).")
 @click.option("--to", "rcpt_tos", required=True, multiple=True, help="Envelope recipient; repeat for each.")
-@click.option("--as", "member", default=None, help="Authenticated member (default: the --from address).")
+@click.option(
+    "--login",
+    "--as",
+    "member",
+    default=None,
+    help=(
+        "The member logged in (default: the --from address). With a users file, From: and Sender: "
+        "are checked against this account's addresses, as the gateway does."
+    ),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--show-rewrite", is_flag=True, help="Also print the message exactly as it would be relayed.")
 @click.option(
@@ -191,9 +313,17 @@ def check(
     ledger, ledger_note = _open_ledger(settings)
     fingerprints, fingerprints_note = _open_fingerprints(settings)
     envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpt_tos, authenticated_as=member or mail_from)
+    allowed, has_account, accounts_note = _account(settings, envelope.authenticated_as)
     try:
         result = run_check(
-            content, envelope, policy, ledger, fingerprints if fingerprints is not None else NO_FINGERPRINTS
+            content,
+            envelope,
+            policy,
+            ledger,
+            fingerprints if fingerprints is not None else NO_FINGERPRINTS,
+            limits=IntakeLimits.of(settings),
+            allowed=allowed,
+            has_account=has_account,
         )
     except Exception as exc:
         click.echo(
@@ -207,7 +337,7 @@ def check(
             ledger.close()
         if fingerprints is not None:
             fingerprints.close()
-    for note in (ledger_note, fingerprints_note):
+    for note in (ledger_note, fingerprints_note, accounts_note):
         if note:
             click.echo(f"note: {note}", err=True)
     if as_json:
@@ -220,10 +350,11 @@ def check(
 
 
 def _as_json(result: CheckResult, policy: CompiledPolicy, show_rewrite: bool) -> dict[str, Any]:
-    verdict = result.verdict
+    decisions = result.verdict.decisions if result.verdict is not None else ()
     out: dict[str, Any] = {
         "verdict": result.outcome.value,
         "policy_version": policy.version,
+        "refused_at_intake": result.intake_refusal,
         "findings": [
             {
                 "rule": d.finding.rule,
@@ -236,13 +367,21 @@ def _as_json(result: CheckResult, policy: CompiledPolicy, show_rewrite: bool) ->
                 "case": d.finding.case,
                 "detail": d.finding.private_detail,
             }
-            for d in verdict.decisions
+            for d in decisions
         ],
         "recipients": list(result.rcpt_tos),
         "changes": list(result.changes),
-        "reply": (
-            {"code": result.reply.code, "status": result.reply.status, "lines": list(result.reply.lines)}
-            if result.reply is not None
+        "reply": {
+            "code": result.reply.code,
+            "status": result.reply.status,
+            "lines": list(result.reply.lines),
+        },
+        "review": (
+            {
+                "reviewers": [r.address for r in result.review.reviewers],
+                "required_approvals": result.review.required_approvals,
+            }
+            if result.review is not None
             else None
         ),
         "thread": (
@@ -257,13 +396,15 @@ def _as_json(result: CheckResult, policy: CompiledPolicy, show_rewrite: bool) ->
 
 
 def _print_text(result: CheckResult, policy: CompiledPolicy) -> None:
-    verdict = result.verdict
     reply = result.reply
-    answer = f"{reply.code} {reply.status}" if reply is not None else "250 (accepted and relayed)"
-    click.echo(f"Verdict: {result.outcome.value} (a mail client would get {answer})")
+    click.echo(f"Verdict: {result.outcome.value} (a mail client would get {reply.code} {reply.status})")
     click.echo(f"Policy version: {policy.version}")
+    if result.intake_refusal is not None:
+        click.echo(f"Refused before the policy ran ({result.intake_refusal}), as the gateway's intake would.")
     thread = result.thread
-    if thread is None:
+    if result.verdict is None:
+        pass
+    elif thread is None:
         click.echo("Thread: no ledger consulted")
     elif thread.parent_known:
         case = f", case {thread.case}" if thread.case else ""
@@ -273,11 +414,10 @@ def _print_text(result: CheckResult, policy: CompiledPolicy) -> None:
     else:
         click.echo("Thread: no known parent message")
     click.echo(f"Recipients: {', '.join(result.rcpt_tos)}")
-    if not verdict.decisions:
-        click.echo("Findings: none")
-    else:
-        click.echo(f"Findings ({len(verdict.decisions)}):")
-    for number, decision in enumerate(verdict.decisions, start=1):
+    decisions = result.verdict.decisions if result.verdict is not None else ()
+    if result.verdict is not None:
+        click.echo(f"Findings ({len(decisions)}):" if decisions else "Findings: none")
+    for number, decision in enumerate(decisions, start=1):
         finding = decision.finding
         click.echo(f"  {number}. {finding.rule} {finding.code} -> {decision.action.value}")
         click.echo(f"     where: {finding.where}")
@@ -296,8 +436,11 @@ def _print_text(result: CheckResult, policy: CompiledPolicy) -> None:
             click.echo(f"     banner: {line}")
     for change in result.changes:
         click.echo(f"Change: {change}")
-    if reply is not None:
-        click.echo("Reply the mail client would show:")
-        for index, line in enumerate(reply.lines):
-            separator = " " if index == len(reply.lines) - 1 else "-"
-            click.echo(f"  {reply.code}{separator}{reply.status} {line}")
+    if result.review is not None and result.outcome is Outcome.HOLD:
+        asked = ", ".join(r.address for r in result.review.reviewers)
+        click.echo(
+            f"Review: {asked} would be asked; {result.review.required_approvals} approval(s) release it."
+        )
+    click.echo("Reply the mail client would show:")
+    for line in str(reply).split("\r\n"):
+        click.echo(f"  {line}")

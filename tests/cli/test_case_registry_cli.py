@@ -275,15 +275,22 @@ def test_screener_picks_up_a_new_person_without_a_restart(config_file: Path) -> 
         assert isinstance(coded, Accept) and coded.findings == () and coded.extra == ()
 
         # A registry that disappears never silently drops every case's protection.
+        assert (screener.statistics().registry_unreadable, screener.statistics().reload_pending_refused) == (
+            0,
+            0,
+        )
         registry_of(config_file).path.unlink()
         assert screener.reload_if_changed() is ReloadResult.REFUSED
         kept = screener.screen(submission("Hello", f"{NAME} says hello.", OUTSIDER, "Q5"))
         assert isinstance(kept, Refuse)
+        assert screener.statistics().registry_unreadable == 1  # what the alert rule watches
 
         # A registry the key cannot open is refused too; the last good cases stay in force.
         registry_of(config_file).path.write_bytes(b"conduct-gateway case registry v1\n" + bytes(64))
         assert screener.reload() is ReloadResult.REFUSED
         assert isinstance(screener.screen(submission("Hello", f"{ALIAS} again.", OUTSIDER, "Q6")), Refuse)
+        statistics = screener.statistics()
+        assert (statistics.registry_unreadable, statistics.reload_pending_refused) == (1, 1)
 
 
 def test_check_sees_registry_cases(config_file: Path, tmp_path: Path) -> None:

@@ -125,7 +125,7 @@ def test_deliver(configured: Path, tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["verdict"] == "deliver"
     assert data["findings"] == []
-    assert data["reply"] is None
+    assert data["reply"] == {"code": 250, "status": "2.0.0", "lines": ["Ok: queued as check"]}
 
 
 def test_show_rewrite_prints_the_message_as_relayed(configured: Path, tmp_path: Path) -> None:
@@ -149,8 +149,10 @@ def test_show_rewrite_prints_the_message_as_relayed(configured: Path, tmp_path: 
     assert "Change: added conduct@example.org to Cc" in result.output
     assert "Recipients: olive@example.net, conduct@example.org" in result.output
     relayed = result.stdout_bytes.split(b"Message as it would be relayed:\n\n", 1)[1]
-    # Exactly the bytes that would be relayed: CRLF line endings, the header on top.
-    assert relayed.startswith(b"X-Conduct-Gateway: ref=check; changed=cc-added\r\nFrom: ")
+    # Exactly the bytes that would be relayed: CRLF line endings, the header on top, and the Date
+    # the message lacked added as the gateway's intake adds it (RFC 6409 8.2).
+    assert relayed.startswith(b"X-Conduct-Gateway: ref=check; changed=cc-added\r\nDate: ")
+    assert b"\r\nFrom: " in relayed
     assert b"\r\nCc: conduct@example.org\r\n" in relayed.split(b"\r\n\r\n", 1)[0]
     assert b"\n" not in relayed.replace(b"\r\n", b"")
     data = json.loads(

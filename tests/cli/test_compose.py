@@ -264,7 +264,8 @@ def test_docker_waits_longer_than_the_shutdown_grace(gateway: dict[str, Any]) ->
 
 def test_dockerfile_builds_from_python_311_slim_and_installs_the_package() -> None:
     text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM python:3\.11-slim$", text, re.MULTILINE)
+    # Pinned by version: an exact Python 3.11 release on a named Debian release, never a moving tag.
+    assert re.search(r"^FROM python:3\.11\.[0-9]+-slim-[a-z]+$", text, re.MULTILINE)
     assert re.search(r"^RUN pip install \. ", text, re.MULTILINE)
     assert re.search(r"^USER gateway$", text, re.MULTILINE), "run unprivileged"
     assert '"conduct-gateway"' in text

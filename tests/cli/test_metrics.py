@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.delivery import DeliveryStatistics
+from gateway.histogram import Histogram
+from gateway.journal import JournalStatistics
+from gateway.metric_catalogue import CATALOGUE, NOT_EXPORTED
 from gateway.metrics import Health, MetricsServer, StatisticsCollector, build_registry
+from gateway.policy_screener import ScreenerStatistics
+from gateway.policy_workers import WorkerStatistics
 from gateway.settings import MetricsSettings
+from gateway.smtp import SmtpStatistics
+from gateway.spool import SpoolStatistics
 
 
 @dataclass(frozen=True)
@@ -29,44 +40,56 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def scrape(sources: dict[str, Callable[[], object]]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    from prometheus_client import generate_latest
-
     return samples(generate_latest(build_registry(sources)).decode())
 
 
 class TestCollector:
-    def test_numbers_become_gauges_and_totals_counters(self) -> None:
+    def test_declared_numbers_become_their_declared_types(self) -> None:
         found = scrape({"spool": FakeSpoolStatistics})
         assert found[("conduct_gateway_spool_commits_total", ())] == 7
         assert found[("conduct_gateway_spool_messages", (("state", "incoming"),))] == 2
         assert found[("conduct_gateway_spool_messages", (("state", "deferred"),))] == 1
         assert not any("note" in name for name, _ in found)
 
-    def test_known_fields_have_their_own_help_text(self) -> None:
-        from prometheus_client import generate_latest
+    def test_types_come_from_the_catalogue_not_from_field_names(self) -> None:
+        # The screener's counters have no _total suffix in their field names.
+        text = generate_latest(
+            build_registry(
+                {"policy": lambda: {"outcomes": {"deliver": 3}, "reloads": 2, "policy_version": "x"}}
+            )
+        ).decode()
+        assert "# TYPE conduct_gateway_policy_decisions_total counter" in text
+        assert 'conduct_gateway_policy_decisions_total{outcome="deliver"} 3.0' in text
+        assert "# TYPE conduct_gateway_policy_reloads_total counter" in text
+        assert "policy_version" not in text
 
-        text = generate_latest(build_registry({"spool": FakeSpoolStatistics})).decode()
-        assert "# HELP conduct_gateway_spool_commits_total Messages durably committed to the spool" in text
-
-    def test_mapping_snapshots_and_build_info(self) -> None:
-        found = scrape({"smtp": lambda: {"connections": 3, "auth_failures_total": 1}})
-        assert found[("conduct_gateway_smtp_connections", ())] == 3
-        assert found[("conduct_gateway_smtp_auth_failures_total", ())] == 1
+    def test_undeclared_fields_are_never_exported(self) -> None:
+        found = scrape({"smtp": lambda: {"connections_open": 3, "something_new": 1, "secret_total": 4}})
+        assert found[("conduct_gateway_smtp_connections_open", ())] == 3
+        assert not any("something_new" in name or "secret" in name for name, _ in found)
         assert ("conduct_gateway_build_info", (("version", "0.1.0"),)) in found
 
+    def test_histograms(self) -> None:
+        histogram = Histogram((0.01, 0.1))
+        for seconds in (0.005, 0.05, 0.05, 3.0):
+            histogram.observe(seconds)
+        found = scrape({"smtp": lambda: {"submission_seconds": histogram.snapshot()}})
+        name = "conduct_gateway_smtp_submission_duration_seconds"
+        assert found[(f"{name}_bucket", (("le", "0.01"),))] == 1
+        assert found[(f"{name}_bucket", (("le", "0.1"),))] == 3
+        assert found[(f"{name}_bucket", (("le", "+Inf"),))] == 4
+        assert found[(f"{name}_count", ())] == 4
+        assert found[(f"{name}_sum", ())] == pytest.approx(3.105)
+
     def test_keys_that_could_identify_someone_never_become_labels(self) -> None:
-        snapshot = {
-            "refusals_by": {
-                "policy": 1,
-                "alice@example.org": 2,
-                "example.org": 3,
-                "Alice": 4,
-                "x" * 40: 5,
-            }
+        outcomes = {"delivered": 1, "alice@example.org": 2, "example.org": 3, "Alice": 4, "x" * 40: 5}
+        found = scrape({"delivery": lambda: {"outcomes_total": outcomes}})
+        labels = {
+            dict(lbl).get("outcome")
+            for name, lbl in found
+            if name == "conduct_gateway_delivery_outcomes_total"
         }
-        found = scrape({"smtp": lambda: snapshot})
-        labels = {dict(lbl).get("kind") for name, lbl in found if name == "conduct_gateway_smtp_refusals_by"}
-        assert labels == {"policy"}
+        assert labels == {"delivered"}
 
     def test_a_failing_snapshot_does_not_break_the_scrape(self, caplog: pytest.LogCaptureFixture) -> None:
         def broken() -> object:
@@ -78,6 +101,34 @@ class TestCollector:
 
     def test_collector_describes_nothing_up_front(self) -> None:
         assert list(StatisticsCollector({"spool": FakeSpoolStatistics}).describe()) == []
+
+
+STATISTICS = {
+    "spool": SpoolStatistics,
+    "smtp": SmtpStatistics,
+    "delivery": DeliveryStatistics,
+    "policy": ScreenerStatistics,
+    "policy_workers": WorkerStatistics,
+    "journal": JournalStatistics,
+}
+
+
+@pytest.mark.parametrize("component", sorted(STATISTICS))
+def test_every_statistics_field_is_declared_or_deliberately_left_out(component: str) -> None:
+    for declared in dataclasses.fields(STATISTICS[component]):
+        key = f"{component}.{declared.name}"
+        assert key in CATALOGUE or key in NOT_EXPORTED, f"{key} is neither in CATALOGUE nor in NOT_EXPORTED"
+
+
+def test_names_follow_prometheus_conventions() -> None:
+    names = [spec.name for spec in CATALOGUE.values()]
+    assert len(names) == len(set(names))
+    for spec in CATALOGUE.values():
+        assert spec.name == spec.name.lower() and not spec.name.endswith("_total")
+        words = spec.name.split("_")
+        assert all(a != b for a, b in itertools.pairwise(words)), f"{spec.name} repeats itself"
+        if spec.kind == "histogram":
+            assert spec.name.endswith("_seconds"), "durations are in seconds, named so"
 
 
 @pytest.fixture

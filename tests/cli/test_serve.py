@@ -211,6 +211,8 @@ async def test_first_start_demo_account_sends_a_message_into_the_maildir(start_g
         await asyncio.sleep(0.05)
     assert status == 200
     assert "conduct_gateway_smtp_messages_accepted_total 1.0" in body
+    assert "conduct_gateway_smtp_submission_duration_seconds_count 1.0" in body
+    assert 'conduct_gateway_smtp_submission_duration_seconds_bucket{le="+Inf"} 1.0' in body
     assert delivered in body
     assert token not in body and address not in body
 
@@ -497,7 +499,7 @@ async def test_policy_workers_run_as_child_processes_in_the_metrics_and_stop_wit
     status, body = await http_get(gateway.address("metrics"), "/metrics")
     assert status == 200
     assert "conduct_gateway_policy_workers_alive 2.0" in body
-    assert "conduct_gateway_policy_workers_lost_total 0.0" in body
+    assert "conduct_gateway_policy_workers_lost_messages_total 0.0" in body
     workers = children_of(gateway.process.pid)
     assert len(workers) >= 2  # the workers (and multiprocessing's resource tracker, if any)
     gateway.signal(signal.SIGTERM)
@@ -540,7 +542,7 @@ async def test_a_policy_edit_reaches_the_policy_workers_without_a_restart(
     assert refused.value.code == 550
     status, body = await http_get(gateway.address("metrics"), "/metrics")
     assert status == 200
-    assert "conduct_gateway_policy_workers_lost_total 0.0" in body
-    assert "conduct_gateway_policy_workers_stale_total 0.0" in body  # the worker judged it, reloaded
+    assert "conduct_gateway_policy_workers_lost_messages_total 0.0" in body
+    assert "conduct_gateway_policy_workers_stale_messages_total 0.0" in body  # the worker judged it, reloaded
     gateway.signal(signal.SIGTERM)
     assert await gateway.wait() == 0, gateway.output

@@ -182,7 +182,8 @@ async def test_plaintext_auth_on_loopback_only_when_switched_on(start_gateway: S
     assert b" with ESMTPA id " in stored.content.split(b"\r\n", 1)[0]
 
 
-async def test_wrong_password_and_unknown_user_are_refused(gateway: RunningGateway) -> None:
+async def test_wrong_password_and_unknown_user_are_refused(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(auth={"max_failures_per_connection": 10})
     smtp = gateway.client()
     await smtp.connect()
     await smtp.starttls()
@@ -223,7 +224,9 @@ async def test_malformed_auth_exchanges_get_5xx_and_the_session_continues(
 
 
 async def test_failed_logins_are_throttled_per_client_address(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(auth={"max_failures": 3, "failure_window": "15m"})
+    gateway = await start_gateway(
+        auth={"max_failures": 3, "failure_window": "15m", "max_failures_per_connection": 10}
+    )
     smtp = await gateway.logged_in(implicit_tls=True)  # a success does not count and does not reset
     await smtp.quit()
     smtp = gateway.client(implicit_tls=True)
@@ -953,11 +956,11 @@ async def test_stop_grace_expiry_closes_stuck_transactions(
 
 async def test_connection_limits_answer_421(start_gateway: StartGateway) -> None:
     gateway = await start_gateway(limits={"max_connections": 3, "max_connections_per_client": 2})
-    opened: list[asyncio.StreamWriter] = []
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def greeting(source: str) -> str:
         reader, writer = await asyncio.open_connection(*gateway.submission, local_addr=(source, 0))
-        opened.append(writer)
+        opened.append((reader, writer))
         return (await asyncio.wait_for(reader.readline(), 5)).decode()
 
     try:
@@ -965,12 +968,18 @@ async def test_connection_limits_answer_421(start_gateway: StartGateway) -> None
         assert (await greeting("127.0.0.1")).startswith("220 ")
         assert (await greeting("127.0.0.1")).startswith("421 4.7.0 Too many connections from your address")
         assert (await greeting("127.0.0.2")).startswith("220 ")
-        assert (await greeting("127.0.0.3")).startswith("421 4.7.0 Too many connections to this server")
+        # All three places for strangers are taken: the oldest idle one makes room, never silently.
+        assert (await greeting("127.0.0.3")).startswith("220 ")
+        oldest = opened[0][0]
+        assert (await asyncio.wait_for(oldest.readline(), 5)).startswith(b"421 4.7.0 Too many connections")
+        assert await asyncio.wait_for(oldest.read(), 5) == b""
     finally:
-        for writer in opened:
+        for _reader, writer in opened:
             writer.close()
             await writer.wait_closed()
-    assert gateway.service.statistics().connections_refused_total == 2
+    statistics = gateway.service.statistics()
+    assert statistics.connections_refused_total == 1
+    assert statistics.refusals_total == {"too_many_from_address": 1, "made_room": 1}
 
 
 async def test_one_log_line_per_transaction_without_content(

@@ -20,6 +20,7 @@ from gateway.spool import (
     QueueState,
     RecipientStatus,
     Spool,
+    SpoolEnvelope,
     decode_entry,
     encode_entry,
 )
@@ -431,3 +432,22 @@ def test_entry_format_round_trips_odd_addresses() -> None:
     assert decode_entry(raw, sent.queue_id) == (sent, content)
     with pytest.raises(CorruptSpoolEntry, match="another queue id"):
         decode_entry(raw, "SOMEOTHERID")
+
+
+async def test_statistics_give_the_age_of_the_oldest_waiting_message(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    assert spool.statistics().oldest_age_seconds == {"incoming": 0.0, "deferred": 0.0}
+    first = Spool.new_queue_id()
+    await spool.commit(
+        SpoolEnvelope(first, "a@example.org", ("b@example.org",), "a@example.org", time.time()), b"x\r\n"
+    )
+    second = Spool.new_queue_id()
+    await spool.commit(
+        SpoolEnvelope(second, "a@example.org", ("b@example.org",), "a@example.org", time.time()), b"y\r\n"
+    )
+    hour_ago = time.time() - 3600
+    os.utime(spool.path(first, QueueState.INCOMING), (hour_ago, hour_ago))
+    await spool.move(first, QueueState.INCOMING, QueueState.DEFERRED)  # a move keeps the acceptance time
+    ages = spool.statistics().oldest_age_seconds
+    assert 3590 < ages["deferred"] < 3700
+    assert 0 <= ages["incoming"] < 60
