@@ -9,7 +9,7 @@ import click
 
 from gateway.accounts import Accounts
 from gateway.cli import config_option
-from gateway.errors import AccountError
+from gateway.errors import AccountError, GatewayError
 from gateway.settings import load_settings
 
 password_stdin_option = click.option(
@@ -64,6 +64,21 @@ def add(address: str, aliases: tuple[str, ...], password_stdin: bool, config_pat
         f" (also sends as {', '.join(sorted(added - {address.strip().lower()}))})" if len(added) > 1 else ""
     )
     click.echo(f"Added {address.strip().lower()}{extra} to {accounts.path}.")
+    _name_differences(config_path, added)
+
+
+def _name_differences(config_path: Path | None, addresses: frozenset[str]) -> None:
+    """Warn where the new account and the policy's members disagree (best effort: the account is made)."""
+    # Imported here: loading the policy pulls in the whole policy core, which `user list` never needs.
+    from gateway.policy_screener import load_policy_for
+
+    try:
+        policy, _stamp = load_policy_for(load_settings(config_path))
+    except GatewayError:
+        return  # no usable policy (or registry key) here: `config validate` names the problem
+    for note in policy.committee_notes:
+        if any(address in note for address in addresses):
+            click.echo(f"warning: {note}", err=True)
 
 
 @user.command("list")
