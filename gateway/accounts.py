@@ -32,6 +32,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from gateway.errors import AccountError, ConfigError
 from gateway.logs import log_event
+from gateway.policy.committee import Roster
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,19 @@ def parse_users(text: str, path: Path) -> dict[str, Member]:
             owner_of[owned] = address
         members[address] = member
     return members
+
+
+def read_roster(path: Path, *, missing_is_empty: bool = False) -> Roster | None:
+    """Who holds an account, for the policy (``gateway.policy.committee``); None: no users file.
+
+    ``missing_is_empty``: a users file that existed and has gone means nobody has an account, never
+    "accounts are not in use" (which would put every policy member back inside the committee).
+    Raises ConfigError for a file that cannot be read or parsed.
+    """
+    if not path.exists() and not missing_is_empty:
+        return None
+    members = Accounts._read(path)
+    return Roster.of(((m.address, m.aliases) for m in members.values()), origin=str(path))
 
 
 class Accounts:

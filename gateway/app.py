@@ -83,8 +83,9 @@ def _optional(screener: Screener, name: str) -> Callable[[], Any] | None:
     return method if callable(method) else None
 
 
-def check_policy(settings: GatewaySettings) -> str:
-    """Validate the policy file without starting anything, for `config validate`; one-line summary.
+def check_policy(settings: GatewaySettings) -> tuple[str, tuple[str, ...]]:
+    """Validate the policy file without starting anything, for `config validate`: a one-line
+    summary, and every difference between the policy's members and the accounts.
 
     Raises ConfigError (file, line, key) when the policy is invalid, and when the case registry
     cannot be decrypted or clashes with the policy.
@@ -95,13 +96,20 @@ def check_policy(settings: GatewaySettings) -> str:
         with tempfile.TemporaryDirectory() as folder:
             example = Path(folder) / path.name
             write_example_policy(example)
-            policy, _stamp = load_compiled_policy(example, CaseRegistry.from_settings(settings))
-        return (
+            policy, _stamp = load_compiled_policy(
+                example, CaseRegistry.from_settings(settings), settings.auth.users_file
+            )
+        summary = (
             f"{path} does not exist yet: the first start writes the shipped example there (version "
             f"{policy.version}, {len(policy.rules)} rules, {len(policy.document.cases)} cases)"
         )
+        return summary, policy.committee_notes
     policy, _stamp = load_policy_for(settings)
-    return f"{path} (version {policy.version}, {len(policy.rules)} rules, {len(policy.document.cases)} cases)"
+    summary = (
+        f"{path} (version {policy.version}, {len(policy.rules)} rules, "
+        f"{len(policy.document.cases)} cases, {len(policy.document.organisation.members)} members in force)"
+    )
+    return summary, policy.committee_notes
 
 
 # --- checks before anything starts ------------------------------------------------------------------
@@ -193,7 +201,9 @@ def preflight(
     else:
         summary.append(("metrics", "disabled"))
 
-    summary.append(("policy", check_policy(settings)))
+    policy_summary, committee_notes = check_policy(settings)
+    summary.append(("policy", policy_summary))
+    warnings.extend(committee_notes)
     return report
 
 
@@ -450,6 +460,9 @@ class Gateway:
                 demo = create_demo_account(settings)
                 if demo is not None:
                     accounts.reload_if_changed()
+                    # The users file now exists: the committee in force follows it from this message on.
+                    if (reload_policy := _optional(screener, "reload_if_changed")) is not None:
+                        await asyncio.to_thread(reload_policy)
                 banner = startup_banner(settings, service.addresses, demo, self._config_path, self._program)
                 if banner:
                     self._announce(banner)

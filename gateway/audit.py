@@ -120,6 +120,24 @@ class FindingRecord:
     kind: str
     action: str
     case: str | None = None
+    # For the engine's CONSENT_* findings: the consent's key and the date it was given (never its
+    # reference, which may name the person).
+    consent: str | None = None
+    consent_date: str | None = None
+
+
+def _finding_fields(finding: FindingRecord) -> dict[str, JsonValue]:
+    fields: dict[str, JsonValue] = {
+        "rule": finding.rule,
+        "code": finding.code,
+        "kind": finding.kind,
+        "action": finding.action,
+        "case": finding.case,
+    }
+    if finding.consent is not None:
+        fields["consent"] = finding.consent
+        fields["consent_date"] = finding.consent_date
+    return fields
 
 
 @dataclass(frozen=True)
@@ -340,10 +358,7 @@ class AuditTrail:
 
     def record_decision(self, record: DecisionRecord) -> AuditEntry:
         """Append one decision (see ``DecisionRecord``)."""
-        findings: list[JsonValue] = [
-            {"rule": f.rule, "code": f.code, "kind": f.kind, "action": f.action, "case": f.case}
-            for f in record.findings
-        ]
+        findings: list[JsonValue] = [_finding_fields(f) for f in record.findings]
         rules: list[JsonValue] = [*sorted({f.rule for f in record.findings})]
         cases: list[JsonValue] = [*sorted({f.case for f in record.findings if f.case})]
         fields: dict[str, JsonValue] = {

@@ -8,6 +8,7 @@ message comes back without its text). What happens next (audit, hold, reply) is 
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, replace
 
 from gateway.errors import PolicyError
@@ -83,7 +84,9 @@ def evaluate_submission(
         rcpt_tos=submission.rcpt_tos,
         authenticated_as=submission.authenticated_as,
     )
-    verdict = evaluate(message, envelope, policy, thread, protected_content=protected_content)
+    # The day consents are judged on: UTC, as expunge dates are (the policy core reads no clock).
+    today = datetime.datetime.now(datetime.UTC).date()
+    verdict = evaluate(message, envelope, policy, thread, protected_content=protected_content, today=today)
     headers_only = replace(message, raw=b"", segments=(), leading_text=())
     if verdict.outcome not in _RELAYABLE:
         return Evaluation(headers_only, thread, verdict)

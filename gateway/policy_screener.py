@@ -15,13 +15,14 @@ import hashlib
 import logging
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from gateway.accounts import read_roster
 from gateway.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
 from gateway.errors import (
     AuditError,
@@ -38,15 +39,18 @@ from gateway.ledger import Ledger, ledger_path
 from gateway.logs import log_event
 from gateway.notices import warnings_letter
 from gateway.policy.config import read_policy
-from gateway.policy.engine import CompiledPolicy, compile_policy
+from gateway.policy.engine import CompiledPolicy, FinderFactory, compile_policy
+from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import (
     NO_FINGERPRINTS,
     Action,
     Address,
     ContentFingerprints,
+    IdentityFinder,
     Outcome,
     ParsedMessage,
+    ProtectedIdentity,
     Verdict,
 )
 from gateway.registry import CaseRegistry
@@ -102,12 +106,15 @@ class FileStamp:
     sha256: str
     registry: FileStamp | None = None
     inode: int = 0  # kept for the registry only (rewritten by rename, its size rarely changes)
+    # The users file: its stat fields when read (None: none), and its accounts' digest (None: none).
+    users_seen: tuple[int, int, int] | None = None
+    accounts: str | None = None
 
     def seen(self) -> tuple[object, ...]:
-        """The cheap stat fields of the policy file and of the registry, for polling."""
+        """The cheap stat fields of the policy file, the registry and the users file, for polling."""
         registry = self.registry
         registry_seen = (registry.mtime_ns, registry.size, registry.inode) if registry is not None else None
-        return self.mtime_ns, self.size, registry_seen
+        return self.mtime_ns, self.size, registry_seen, self.users_seen
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -115,14 +122,33 @@ def _stat(path: Path) -> tuple[int, int]:
     return info.st_mtime_ns, info.st_size
 
 
+def _users_stat(path: Path | None) -> tuple[int, int, int] | None:
+    if path is None:
+        return None
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino
+
+
 def load_compiled_policy(
-    path: Path, registry: CaseRegistry | None = None
+    path: Path,
+    registry: CaseRegistry | None = None,
+    users_file: Path | None = None,
+    *,
+    users_file_known: bool = False,
+    previous: CompiledPolicy | None = None,
 ) -> tuple[CompiledPolicy, FileStamp]:
     """Read, validate and compile the policy file; ConfigError (file, line, key) if it is unusable.
 
     The file is read once: the version is the hash of exactly the bytes that were validated.
     With ``registry``, the case registry's cases are compiled in too (ConfigError naming the
-    registry file when it cannot be decrypted or clashes with the policy).
+    registry file when it cannot be decrypted or clashes with the policy). With ``users_file``,
+    only members who hold an account are in the committee (``gateway.policy.committee``);
+    ``users_file_known``: it existed before, so its absence now means nobody has an account.
+    ``previous``: the policy in force, whose identity matcher is reused when the identities are the
+    same (a ``user remove`` must not wait for a large matcher to be rebuilt).
     """
     try:
         mtime_ns, size = _stat(path)
@@ -130,28 +156,64 @@ def load_compiled_policy(
         raise ConfigError(missing_policy_hint(path)) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror}") from None
+    users_seen = _users_stat(users_file)
+    roster = read_roster(users_file, missing_is_empty=users_file_known) if users_file is not None else None
     document, source = read_policy(path)
     snapshot = registry.read() if registry is not None else None
+    accounts = roster.digest if roster is not None else None
+    build_finder = _reusing_finder(previous) if previous is not None else None
+    digest = hashlib.sha256(source).hexdigest()
     if snapshot is None or registry is None:
-        return compile_policy(document, source), FileStamp(mtime_ns, size, hashlib.sha256(source).hexdigest())
-    policy = compile_policy(document, source, registry=snapshot.for_policy(registry.path))
+        policy = compile_policy(document, source, accounts=roster, build_finder=build_finder)
+        return policy, FileStamp(mtime_ns, size, digest, users_seen=users_seen, accounts=accounts)
+    policy = compile_policy(
+        document,
+        source,
+        registry=snapshot.for_policy(registry.path),
+        accounts=roster,
+        build_finder=build_finder,
+    )
     registry_stamp = FileStamp(snapshot.mtime_ns, snapshot.size, snapshot.sha256, inode=snapshot.inode)
-    return policy, FileStamp(mtime_ns, size, hashlib.sha256(source).hexdigest(), registry_stamp)
+    return policy, FileStamp(mtime_ns, size, digest, registry_stamp, users_seen=users_seen, accounts=accounts)
+
+
+def _reusing_finder(previous: CompiledPolicy) -> FinderFactory:
+    def build(identities: Iterable[ProtectedIdentity]) -> IdentityFinder:
+        wanted = tuple(identities)
+        return previous.finder if wanted == previous.identities else IdentityMatcher.build(wanted)
+
+    return build
 
 
 def load_policy_for(settings: GatewaySettings) -> tuple[CompiledPolicy, FileStamp]:
-    """The policy in force for these settings: the policy file plus the case registry."""
-    return load_compiled_policy(settings.policy.path, CaseRegistry.from_settings(settings))
+    """The policy in force for these settings: the policy file, the case registry and the accounts."""
+    return load_compiled_policy(
+        settings.policy.path, CaseRegistry.from_settings(settings), settings.auth.users_file
+    )
+
+
+def log_committee_notes(policy: CompiledPolicy, previous: CompiledPolicy | None = None) -> None:
+    """Name every difference between the policy's members and the accounts (new ones only on reload)."""
+    known = set(previous.committee_notes) if previous is not None else set()
+    for note in policy.committee_notes:
+        if note not in known:
+            log_event(log, "committee-differs-from-accounts", logging.WARNING, detail=note)
 
 
 class PolicySource:
     """The policy in force, and the files it came from (the policy file and the case registry)."""
 
     def __init__(
-        self, path: Path, policy: CompiledPolicy, stamp: FileStamp, registry: CaseRegistry | None = None
+        self,
+        path: Path,
+        policy: CompiledPolicy,
+        stamp: FileStamp,
+        registry: CaseRegistry | None = None,
+        users_file: Path | None = None,
     ) -> None:
         self.path = path
         self.registry = registry
+        self.users_file = users_file
         self._policy = policy
         self._stamp = stamp
         self._seen: tuple[object, ...] | None = stamp.seen()  # last stat looked at
@@ -160,14 +222,16 @@ class PolicySource:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path, registry: CaseRegistry | None = None) -> PolicySource:
-        policy, stamp = load_compiled_policy(path, registry)
-        return cls(path, policy, stamp, registry)
+    def load(
+        cls, path: Path, registry: CaseRegistry | None = None, users_file: Path | None = None
+    ) -> PolicySource:
+        policy, stamp = load_compiled_policy(path, registry, users_file)
+        return cls(path, policy, stamp, registry, users_file)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> PolicySource:
-        """The policy file and the case registry these settings name."""
-        return cls.load(settings.policy.path, CaseRegistry.from_settings(settings))
+        """The policy file, the case registry and the users file these settings name."""
+        return cls.load(settings.policy.path, CaseRegistry.from_settings(settings), settings.auth.users_file)
 
     @property
     def policy(self) -> CompiledPolicy:
@@ -187,16 +251,25 @@ class PolicySource:
         registry_digest: str | None = None
         try:
             registry_seen = self.registry.stat() if self.registry is not None else None
-            seen = (*_stat(self.path), registry_seen)
+            users_seen = _users_stat(self.users_file)
+            seen = (*_stat(self.path), registry_seen, users_seen)
             if not force and seen == self._seen:
                 return ReloadResult.UNCHANGED
             self._seen = seen
             digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
             if self.registry is not None:
                 registry_digest = self.registry.digest()
+            users_known = self._stamp.accounts is not None
+            roster = (
+                read_roster(self.users_file, missing_is_empty=users_known)
+                if self.users_file is not None
+                else None
+            )
         except OSError as exc:
             self._seen = None
             return self._refuse(f"{exc.filename or self.path}: cannot read: {exc.strerror}", force=force)
+        except ConfigError as exc:  # a broken users file: the committee in force is kept
+            return self._refuse(str(exc), force=force)
         known_registry = self._stamp.registry
         if registry_digest is None and known_registry is not None and self.registry is not None:
             # Losing the registry must never quietly drop every case's protection.
@@ -207,11 +280,22 @@ class PolicySource:
                 registry=True,
             )
         known_digest = known_registry.sha256 if known_registry is not None else None
-        if digest == self._stamp.sha256 and registry_digest == known_digest:
+        accounts = roster.digest if roster is not None else None
+        if (
+            digest == self._stamp.sha256
+            and registry_digest == known_digest
+            and accounts == self._stamp.accounts
+        ):
             self._last_error, self.registry_unreadable = None, False
             return ReloadResult.UNCHANGED
         try:
-            policy, stamp = load_compiled_policy(self.path, self.registry)
+            policy, stamp = load_compiled_policy(
+                self.path,
+                self.registry,
+                self.users_file,
+                users_file_known=users_known,
+                previous=self._policy,
+            )
         except RegistryUnreadable as exc:
             return self._refuse(str(exc), force=force, registry=True)
         except ConfigError as exc:
@@ -219,11 +303,12 @@ class PolicySource:
         except Exception as exc:  # a compiler bug must not take the running policy down with it
             message = f"{self.path}: the policy could not be compiled ({type(exc).__name__})"
             return self._refuse(message, force=force)
-        previous = self._policy.version
+        previous = self._policy
         self._policy, self._stamp = policy, stamp
         self._seen, self._last_error = stamp.seen(), None
         self.registry_unreadable = False
-        log_event(log, "policy-reloaded", previous=previous, version=policy.version, file=self.path)
+        log_event(log, "policy-reloaded", previous=previous.version, version=policy.version, file=self.path)
+        log_committee_notes(policy, previous)
         return ReloadResult.RELOADED
 
     @property
@@ -320,6 +405,7 @@ class PolicyScreener:
         except GatewayError:
             ledger.close()
             raise
+        # Differences between the members and the accounts were logged by preflight (serve).
         log_event(log, "policy-loaded", version=source.policy.version, file=source.path)
         if source.registry is not None and (warning := source.registry.key_warning()) is not None:
             log_event(log, "registry-key-in-state-dir", logging.WARNING, advice=warning)
@@ -793,6 +879,8 @@ def _finding_records(verdict: Verdict) -> tuple[FindingRecord, ...]:
             kind=d.finding.kind,
             action=d.action.value,
             case=d.finding.case,
+            consent=d.finding.consent.key if d.finding.consent is not None else None,
+            consent_date=d.finding.consent.date if d.finding.consent is not None else None,
         )
         for d in verdict.decisions
     )

@@ -260,7 +260,11 @@ def review_refusal(
     """
     current = member_of(policy, member.key)
     if current is None:
-        return f"{member.name} is no longer a committee member in the policy"
+        # Either gone from organisation.members, or without an account (committee.members_in_force).
+        return (
+            f"{member.name} is no longer a committee member (removed from the policy, or no longer has an "
+            "account on the gateway: `user remove`)"
+        )
     if has_account is not None and not any(has_account(address) for address in current.addresses):
         return f"{member.name} no longer has an account on the gateway (removed with `user remove`)"
     conflicted = sorted(case for case in cases if set(current.addresses) & policy.conflicts.get(case, set()))

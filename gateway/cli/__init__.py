@@ -44,11 +44,12 @@ def main() -> None:
 
 def _register() -> None:
     # Explicit registration: a misspelt or missing command fails loudly at import, never silently.
-    from gateway.cli import audit, case, check, config, expunge, queue, review, serve, user
+    from gateway.cli import audit, case, check, config, consent, expunge, queue, review, serve, user
 
     for command in (serve.serve, config.config, user.user, queue.queue, check.check, audit.audit):
         main.add_command(command)
     case.case.add_command(expunge.expunge)  # `case expunge` (gateway.expunge) lives in its own module
+    case.case.add_command(consent.consent)  # `case consent` (recording and withdrawing): its own module
     main.add_command(case.case)
     main.add_command(review.review)
 

@@ -26,7 +26,6 @@ from gateway.fingerprints import FingerprintStore
 from gateway.policy.config import (
     IDENTITY_FIELDS,
     Case,
-    ConsentRecord,
     Person,
     PolicyDocument,
     RegistryCases,
@@ -339,42 +338,6 @@ def add_person(
     given = _count(count, "identity", "identities")
     protected = "protected" if role != "reported" else "recorded (reported parties are not protected)"
     click.echo(f"Added {role} {chosen[1]} to case {chosen[0]}: {given} {protected}.")
-
-
-@case.command("consent")
-@click.argument("code", metavar="CASE")
-@click.argument("person", metavar="PERSON")
-@click.option("--recipient", required=True, metavar="ADDR", help="The one address they may be named to.")
-@click.option("--reference", required=True, metavar="TEXT", help="Where the written permission is kept.")
-@click.option("--date", "given_on", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
-@config_option
-def consent(
-    code: str,
-    person: str,
-    recipient: str,
-    reference: str,
-    given_on: datetime.datetime,
-    config_path: Path | None,
-) -> None:
-    """Record PERSON's written permission to be named to one recipient (PERSON: their code name)."""
-    edit = _RegistryEdit(load_settings(config_path))
-    chosen: list[str] = []
-
-    def add(cases: list[Case]) -> None:
-        index = edit.find(cases, code)
-        item = cases[index]
-        try:
-            record = ConsentRecord(
-                person=person.strip().lower(), recipient=recipient, reference=reference, date=given_on.date()
-            )
-        except ValidationError as exc:
-            raise _validation_problem(exc, "the consent") from None
-        cases[index] = _replace(item, consents=(*item.consents, record.model_dump()))
-        chosen[:] = [item.code]
-
-    edit.apply(add)
-    record_case_action(edit.settings, "consent", chosen[0], person=person.strip().lower())
-    click.echo(f"Recorded consent of {person} in case {chosen[0]} for one recipient.")
 
 
 @case.command("conflict")

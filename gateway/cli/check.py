@@ -137,7 +137,12 @@ def run_check(
     message = parse_message(content)
     thread = ledger.lookup(message) if ledger is not None else None
     verdict = evaluate(
-        message, envelope, policy, thread or ThreadFacts(), protected_content=protected_content
+        message,
+        envelope,
+        policy,
+        thread or ThreadFacts(),
+        protected_content=protected_content,
+        today=datetime.datetime.now(datetime.UTC).date(),
     )
     outcome = verdict.outcome
     if outcome is Outcome.HOLD:
@@ -303,7 +308,8 @@ def check(
         policy_path = settings.policy.path
     assert policy_path is not None  # _settings returns None only when --policy was given
     registry = CaseRegistry.from_settings(settings) if settings is not None else None
-    policy, _stamp = load_compiled_policy(policy_path, registry)
+    users_file = settings.auth.users_file if settings is not None else None
+    policy, _stamp = load_compiled_policy(policy_path, registry, users_file)
     ledger, ledger_note = _open_ledger(settings)
     fingerprints, fingerprints_note = _open_fingerprints(settings)
     envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpt_tos, authenticated_as=member or mail_from)

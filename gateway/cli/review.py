@@ -160,7 +160,10 @@ def _decide(
     settings, policy, store = _open(config_path)
     member = member_of(policy, member_address)
     if member is None:
-        raise ReviewError(f"{member_address} is not a committee member in {settings.policy.path}")
+        raise ReviewError(
+            f"{member_address} is not a committee member in force: not in organisation.members of "
+            f"{settings.policy.path}, or no longer has an account (`user remove`)"
+        )
     record = store.get(reference)
     sender = member_of(policy, record.sender_account) or member_of(policy, record.sender)
     if sender == member or record.sender.lower() in member.addresses:

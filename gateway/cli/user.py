@@ -9,7 +9,7 @@ import click
 
 from gateway.accounts import Accounts
 from gateway.cli import config_option
-from gateway.errors import AccountError
+from gateway.errors import AccountError, GatewayError
 from gateway.settings import load_settings
 
 password_stdin_option = click.option(
@@ -64,6 +64,21 @@ def add(address: str, aliases: tuple[str, ...], password_stdin: bool, config_pat
         f" (also sends as {', '.join(sorted(added - {address.strip().lower()}))})" if len(added) > 1 else ""
     )
     click.echo(f"Added {address.strip().lower()}{extra} to {accounts.path}.")
+    _name_differences(config_path, added)
+
+
+def _name_differences(config_path: Path | None, addresses: frozenset[str]) -> None:
+    """Warn where the new account and the policy's members disagree (best effort: the account is made)."""
+    # Imported here: loading the policy pulls in the whole policy core, which `user list` never needs.
+    from gateway.policy_screener import load_policy_for
+
+    try:
+        policy, _stamp = load_policy_for(load_settings(config_path))
+    except GatewayError:
+        return  # no usable policy (or registry key) here: `config validate` names the problem
+    for note in policy.committee_notes:
+        if any(address in note for address in addresses):
+            click.echo(f"warning: {note}", err=True)
 
 
 @user.command("list")
@@ -86,18 +101,21 @@ def list_(config_path: Path | None) -> None:
 @click.argument("address")
 @config_option
 def remove(address: str, config_path: Path | None) -> None:
-    """Remove the member ADDRESS: they can no longer log in, send or review held messages.
+    """Remove the member ADDRESS: they can no longer log in, send or review held messages, and they
+    count as outside the committee for the policy (at every address the policy lists for them).
 
-    Mail already accepted is still delivered. A running gateway notices within seconds: the member's
-    review reply addresses stop working, their approvals of messages still held stop counting, and
-    those messages are sent for review again to the remaining eligible members.
+    Mail already accepted is still delivered. A running gateway notices within seconds (at once on
+    SIGHUP): mail naming a protected person to any of their addresses is treated as mail to an
+    outsider, the member's review reply addresses stop working, their approvals of messages still
+    held stop counting, and those messages are sent for review again to the remaining eligible members.
     """
     accounts = _accounts(config_path)
     accounts.remove(address)
     click.echo(
-        f"Removed {address.strip().lower()} from {accounts.path}. They can no longer send or review; "
-        "held messages awaiting their review go to the remaining members (also remove them from the "
-        "policy's organisation.members if they left the committee)."
+        f"Removed {address.strip().lower()} from {accounts.path}. They can no longer send or review, and "
+        "for the policy they are outside the committee from the next message on, at every address "
+        "organisation.members lists for them; held messages awaiting their review go to the remaining "
+        "members. Remove them from organisation.members too, to keep the two lists in step."
     )
 
 

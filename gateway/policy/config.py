@@ -86,11 +86,31 @@ class PolicyModel(BaseModel):
 
 
 class Member(PolicyModel):
-    """A committee member: the name banners use, and every address they send or receive mail with."""
+    """A committee member: their name, the name banners use, and every address they send or receive mail with.
 
-    name: Identifier = Field(description='The member\'s name as used in banners, e.g. "Ada Quill".')
+    Once the users file exists, a member counts as inside the committee only while one of their
+    addresses holds an account (or with `receive_only`): `conduct-gateway user remove` makes them an
+    outsider at once, with every address listed here.
+    """
+
+    name: Identifier = Field(description='The member\'s display name, e.g. "Ada Quill".')
     addresses: tuple[EmailAddress, ...] = Field(
-        min_length=1, description="Every address of this member; all count as inside the committee."
+        min_length=1,
+        description="Every address of this member; all count as inside the committee while they do.",
+    )
+    banner_name: Identifier | None = Field(
+        None,
+        description=(
+            'The name `[+ Name]` / `[- Name]` banners use for this member, e.g. "Ada (committee)" '
+            "(omitted: `name`). A banner naming them by `name` or address is accepted too."
+        ),
+    )
+    receive_only: bool = Field(
+        False,
+        description=(
+            "A member without an account who never sends through the gateway: inside the committee "
+            "without one. Otherwise a member without an account counts as outside once the users file exists."
+        ),
     )
 
 
@@ -182,6 +202,25 @@ class ConsentRecord(PolicyModel):
         description='Where the written permission is kept, e.g. "mail of 2024-03-02 in the case folder".'
     )
     date: datetime.date = Field(description="When the permission was given (YYYY-MM-DD).")
+    expires: datetime.date | None = Field(
+        None,
+        description="From this date (YYYY-MM-DD) the consent no longer lifts anything (omitted: no expiry).",
+    )
+    withdrawn: datetime.date | None = Field(
+        None,
+        description=(
+            "When the person withdrew it (YYYY-MM-DD; `case consent --withdraw`): a withdrawn consent "
+            "lifts nothing from the next message on."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> ConsentRecord:
+        if self.expires is not None and self.expires <= self.date:
+            raise ValueError("expires must be later than date")
+        if self.withdrawn is not None and self.withdrawn < self.date:
+            raise ValueError("withdrawn cannot be earlier than date")
+        return self
 
 
 class Case(PolicyModel):

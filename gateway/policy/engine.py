@@ -7,6 +7,7 @@ A rule that raises becomes the policy's ``on_error`` action (default tempfail), 
 
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
@@ -16,7 +17,9 @@ from types import MappingProxyType
 from pydantic import BaseModel
 
 from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
+from gateway.policy.committee import Roster, committee_in_force, differences
 from gateway.policy.config import AUDIENCE_ROLES, IDENTITY_FIELDS, PolicyDocument, RegistryCases, merge_cases
+from gateway.policy.consent import consent_decisions
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import (
     NO_FINGERPRINTS,
@@ -102,6 +105,10 @@ class CompiledPolicy:
     internal_domains: frozenset[str]
     consents: frozenset[Consent]
     identities: tuple[ProtectedIdentity, ...]
+    # (address, banner name) of members with a configured ``banner_name``.
+    banner_names: tuple[tuple[str, str], ...] = ()
+    # Where the policy's members and the accounts disagree (committee.differences); logged on load.
+    committee_notes: tuple[str, ...] = ()
     audiences: Audiences = NO_AUDIENCES
     # Case code name -> every address of each member conflicted on it (lower-cased).
     conflicts: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
@@ -115,11 +122,14 @@ def compile_policy(
     *,
     build_finder: FinderFactory | None = None,
     registry: RegistryCases | None = None,
+    accounts: Roster | None = None,
 ) -> CompiledPolicy:
     """Prepare ``document`` (read from ``source``) for evaluation; builds the identity matcher once.
 
     ``registry`` adds the case registry's cases (ConfigError if they clash with the policy's); the
     version then covers the registry's version too, so every case change is a new policy version.
+    ``accounts`` (the users file; None: there is none) decides which members are in force
+    (``gateway.policy.committee``); the version covers it too, so ``user remove`` is a new version.
     """
     if build_finder is None:
         build_finder = functools.partial(IdentityMatcher.build, titles=document.name_forms.all_titles())
@@ -127,6 +137,10 @@ def compile_policy(
     if registry is not None:
         document = merge_cases(document, registry)
         hashed = source + b"\0case-registry:" + registry.digest.encode("ascii")
+    notes = differences(document.organisation.members, accounts)
+    if accounts is not None:
+        document = committee_in_force(document, accounts)
+        hashed += b"\0accounts:" + accounts.digest.encode("ascii")
     identities = protected_identities(document)
     digest = hashlib.sha256(hashed).hexdigest()
     modules = rules_by_name()
@@ -157,6 +171,13 @@ def compile_policy(
         member_names=tuple(
             (address.lower(), member.name) for member in organisation.members for address in member.addresses
         ),
+        banner_names=tuple(
+            (address.lower(), member.banner_name)
+            for member in organisation.members
+            if member.banner_name
+            for address in member.addresses
+        ),
+        committee_notes=notes,
         internal_domains=frozenset(organisation.internal_domains),
         consents=frozenset(
             Consent(
@@ -165,6 +186,8 @@ def compile_policy(
                 recipient=consent.recipient.lower(),
                 reference=consent.reference,
                 date=consent.date.isoformat(),
+                expires=consent.expires.isoformat() if consent.expires else None,
+                withdrawn=consent.withdrawn.isoformat() if consent.withdrawn else None,
             )
             for case in document.cases
             for consent in case.consents
@@ -244,19 +267,25 @@ def rule_context(
     thread: ThreadFacts,
     *,
     protected_content: ContentFingerprints = NO_FINGERPRINTS,
+    today: datetime.date | None = None,
 ) -> RuleContext:
-    """The facts rules read, for one message on ``thread``."""
+    """The facts rules read, for one message on ``thread`` judged on ``today`` (UTC).
+
+    Rules see only the consents in force on ``today``: withdrawn and expired ones lift nothing.
+    """
     return RuleContext(
         conduct_address=policy.conduct_address,
         committee=policy.committee,
         member_names=policy.member_names,
         internal_domains=policy.internal_domains,
         finder=policy.finder,
-        consents=policy.consents,
+        consents=frozenset(c for c in policy.consents if c.status(today) == "in-force"),
+        today=today,
         thread=thread,
         audiences=policy.audiences,
         protected_content=protected_content,
         conflicts=policy.conflicts,
+        banner_names=policy.banner_names,
     )
 
 
@@ -267,10 +296,12 @@ def evaluate(
     thread: ThreadFacts,
     *,
     protected_content: ContentFingerprints = NO_FINGERPRINTS,
+    today: datetime.date | None = None,
 ) -> Verdict:
     """Run every rule in force and combine their findings into one verdict.
 
-    ``protected_content`` holds the fingerprints of reporters' own messages (looked up by the caller).
+    ``protected_content`` holds the fingerprints of reporters' own messages (looked up by the caller);
+    ``today`` is the day (UTC) consents are judged on (None: consents that can expire count as expired).
     """
     if message.ambiguities:
         return Verdict(
@@ -280,10 +311,11 @@ def evaluate(
             ),
             policy_version=policy.version,
         )
-    context = rule_context(policy, thread, protected_content=protected_content)
+    context = rule_context(policy, thread, protected_content=protected_content, today=today)
     decisions: list[Decision] = []
     for rule in policy.rules:
         decisions.extend(_run(rule, message, envelope, context, policy.on_error))
+    decisions.extend(consent_decisions(message, envelope, policy.consents, context))
     decisions = [_unfixable_rewrite_refused(decision) for decision in decisions]
     if message.signed:
         decisions = [_signed_refused(decision) for decision in decisions]

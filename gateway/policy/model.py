@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -144,6 +146,9 @@ class Finding:
     case: str | None = None
     rewrite: Rewrite | None = None
     private_detail: str = ""
+    # The consent this finding records (the engine's CONSENT_* audit findings): its key and date
+    # are audited, never its reference.
+    consent: Consent | None = None
 
 
 @dataclass(frozen=True)
@@ -232,13 +237,40 @@ class Mention:
 
 @dataclass(frozen=True)
 class Consent:
-    """Recorded written permission: ``person`` of ``case`` may be named to ``recipient``."""
+    """Recorded written permission: ``person`` of ``case`` may be named to ``recipient``.
+
+    ``expires`` (ISO date): from that day on it lifts nothing; ``withdrawn`` (ISO date): the person
+    took it back, and it lifts nothing whatever the date.
+    """
 
     case: str
     person: str
     recipient: str  # lower-cased address
     reference: str  # where the written permission is kept
     date: str  # ISO date
+    expires: str | None = None
+    withdrawn: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A short stable id for audit entries and the CLI.
+
+        The reference is written by admins and often names the person ("Sam's email of ..."), so
+        audit entries carry this digest and the date, never the reference itself.
+        """
+        fields = (self.case, self.person, self.recipient, self.date, self.reference)
+        return hashlib.sha256("\0".join(fields).encode("utf-8")).hexdigest()[:12]
+
+    def status(self, today: datetime.date | None) -> str:
+        """``in-force``, ``withdrawn`` or ``expired`` on ``today``.
+
+        Without a date (None) a consent that can expire counts as expired: never lift on a guess.
+        """
+        if self.withdrawn is not None:
+            return "withdrawn"
+        if self.expires is not None and (today is None or today.isoformat() >= self.expires):
+            return "expired"
+        return "in-force"
 
 
 @dataclass(frozen=True)
@@ -328,6 +360,11 @@ class RuleContext:
     # Case code name -> lower-cased addresses of members with a conflict of interest on that case
     # (every address of such a member): for that case they count as outside the committee.
     conflicts: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    # (address, banner name) of committee members with a configured ``banner_name``.
+    banner_names: tuple[tuple[str, str], ...] = ()
+    # The day the message is judged (UTC), handed in by the caller: the core never reads a clock.
+    # ``consents`` holds only the consents in force on it.
+    today: datetime.date | None = None
 
     def is_committee(self, address: str) -> bool:
         lowered = address.lower()

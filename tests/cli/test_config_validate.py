@@ -123,6 +123,31 @@ class TestValidate:
         assert "names the environment variable TEST_UPSTREAM_SECRET, which is not set" in result.stderr
         assert validate(str(config), env={"TEST_UPSTREAM_SECRET": "s3cret"}).exit_code == 0
 
+    def test_differences_between_members_and_accounts_are_named(self, config_file: Path) -> None:
+        # The shipped policy lists Ada, Bram, Chidi and Dana; Bram holds an account with an extra
+        # alias, and ann@ holds one without being in the policy.
+        for address, aliases in (
+            ("bram.oduya@example.org", ["--alias", "bram.o@example.net"]),
+            ("ann@example.org", []),
+        ):
+            added = CliRunner().invoke(
+                main,
+                ["user", "add", address, *aliases, "--password-stdin", "--config", str(config_file)],
+                input="long enough\n",
+            )
+            assert added.exit_code == 0, added.output
+        result = validate(str(config_file))
+        assert result.exit_code == 0, result.output
+        assert "1 members in force" in result.stdout
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+        named = "\n".join(warnings)
+        for member in ("Ada Quill", "Chidi Lindqvist", "Dana Whitlock"):
+            assert f"{member} (" in named and "has no account" in named
+        assert "account bram.oduya@example.org sends as bram.o@example.net" in named
+        assert "bram@oduya-family.example.net is listed in organisation.members" in named
+        assert "account ann@example.org is not in organisation.members" in named
+        assert len(warnings) == 6
+
     def test_readable_users_file_is_counted_and_a_loose_mode_warned(self, config_file: Path) -> None:
         add = CliRunner().invoke(
             main,
@@ -132,7 +157,7 @@ class TestValidate:
         assert add.exit_code == 0, add.output
         result = validate(str(config_file))
         assert "users.passwd: 1 account(s)" in result.stdout
-        assert "warning" not in result.stderr
+        assert "can be read by other users" not in result.stderr
         (config_file.parent / "users.passwd").chmod(0o644)
         result = validate(str(config_file))
         assert result.exit_code == 0

@@ -159,3 +159,13 @@ def test_invalid_settings_stop_the_command_with_file_line_and_key(tmp_path: Path
         f"conduct-gateway: {config}, line 2, key auth.users_fil: "
         "unknown key (check the spelling; see the configuration reference)\n"
     )
+
+
+def test_add_warns_when_the_account_is_not_a_policy_member(config_file: Path) -> None:
+    # The shipped policy lists Ada Quill; ann@ is in no organisation.members entry.
+    outsider = run(config_file, "add", "ann@example.org", "--password-stdin", input="long enough\n")
+    assert outsider.exit_code == 0, outsider.output
+    assert "warning: account ann@example.org is not in organisation.members" in outsider.stderr
+    member = run(config_file, "add", "ada.quill@example.org", "--password-stdin", input="long enough\n")
+    assert member.exit_code == 0, member.output
+    assert "ada.quill@example.org" not in member.stderr

@@ -211,9 +211,9 @@ def test_reporter_named_to_an_outsider_is_refused(policy: CompiledPolicy) -> Non
 def test_witness_named_with_consent_to_that_recipient_only(policy: CompiledPolicy) -> None:
     body = "Sam Okonkwo-Reyes saw it and agreed to be named.\n"
     organisers = build(to=("organisers@events.example.com",), body=body)
-    # Consent lifts the identity finding; mail to organisers is still held for a second review.
+    # Consent lifts the identity finding (and is audited); mail to organisers is still held for review.
     verdict = run(policy, organisers, envelope(organisers))
-    assert (verdict.outcome, codes(verdict)) == (Outcome.HOLD, ["NEEDS_SECOND_REVIEW"])
+    assert (verdict.outcome, codes(verdict)) == (Outcome.HOLD, ["NEEDS_SECOND_REVIEW", "CONSENT_RELIED_ON"])
     mods = build(to=(MODS,), body=body)
     assert run(policy, mods, envelope(mods)).outcome is Outcome.REJECT
 

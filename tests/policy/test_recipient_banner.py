@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway.policy.config import parse_policy_text
+from gateway.policy.engine import compile_policy, rule_context
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import (
     Address,
@@ -337,3 +343,103 @@ def test_advice_shows_bracketed_lines_only_when_they_are_to_be_pasted(
     # The reply text offers every "[+ X]" / "[- X]" in the advice as a line to paste.
     (finding,) = recipient_banner.check(msg, envelope(msg), context(parent), recipient_banner.Params())
     assert PASTE_LINE.findall(finding.advice) == expected_lines
+
+
+# --- members' configured banner names (organisation.members[].banner_name) ---------------------
+
+BANNER_NAMES = (
+    (ADA.address, "Ada Q. (committee)"),
+    (ADA_OTHER.address, "Ada Q. (committee)"),
+    (BRAM.address, "Bram O."),
+)
+
+
+def named_context(parent: tuple[Address, ...]) -> RuleContext:
+    return replace(context(parent), banner_names=BANNER_NAMES)
+
+
+BANNER_NAME_CASES = [
+    pytest.param(
+        message(to=(ALEX, BRAM)), [("BANNER_MISSING", banner("[+ Bram O.]"))], id="inserted-with-banner-name"
+    ),
+    pytest.param(
+        message(to=(ALEX, Address("B. Oduya", BRAM.address))),
+        [("BANNER_MISSING", banner("[+ Bram O.]"))],
+        id="banner-name-beats-the-header-display-name",
+    ),
+    pytest.param(message(to=(ALEX, BRAM), leading=("[+ Bram O.]\nHi",)), [], id="banner-name-accepted"),
+    pytest.param(message(to=(ALEX, BRAM), leading=("[+ bram o.]\nHi",)), [], id="banner-name-any-case"),
+    pytest.param(message(to=(ALEX, BRAM), leading=("[+ Bram Oduya]\nHi",)), [], id="policy-name-accepted"),
+    pytest.param(message(to=(ALEX, BRAM), leading=("[+ bram@example.org]\nHi",)), [], id="address-accepted"),
+    pytest.param(
+        message(to=(ALEX, Address("B. Oduya", BRAM.address)), leading=("[+ B. Oduya]\nHi",)),
+        [],
+        id="header-display-name-accepted",
+    ),
+    pytest.param(
+        message(to=(ALEX, BRAM), leading=("[+ Bram Other]\nHi",)),
+        [("BANNER_MISSING", None)],
+        id="another-name-is-wrong",
+    ),
+    pytest.param(
+        message(sender=BRAM, to=(ALEX,)),
+        [("BANNER_MISSING", banner("[- Ada Q. (committee)]"))],
+        id="removed-member-named-by-banner-name",
+    ),
+    pytest.param(
+        message(sender=BRAM, to=(ALEX,), leading=("[- Ada Quill]\nHi",)), [], id="removed-by-policy-name"
+    ),
+    pytest.param(
+        message(sender=BRAM, to=(ALEX, ADA_OTHER), leading=()), [], id="member-on-another-address-unchanged"
+    ),
+    pytest.param(
+        message(to=(ALEX, MAYA)), [("BANNER_MISSING", banner("[+ Maya Example]"))], id="non-members-unchanged"
+    ),
+]
+
+
+@pytest.mark.parametrize(("msg", "expected"), BANNER_NAME_CASES)
+def test_banner_names(msg: ParsedMessage, expected: list[tuple[str, Rewrite | None]]) -> None:
+    assert run(msg, named_context(PARENT)) == expected
+
+
+def test_banner_name_comes_from_the_policy() -> None:
+    document = parse_policy_text(
+        "organisation:\n  conduct_address: conduct@example.org\n  members:\n"
+        "    - name: Ada Quill\n      banner_name: Ada Q. (committee)\n"
+        "      addresses: [ada@example.org, Ada.Quill@mail.example.net]\n"
+        "    - name: Bram Oduya\n      addresses: [bram@example.org]\n"
+        "rules:\n  - rule: recipient-banner\n    action: rewrite\n",
+        Path("policy.yaml"),
+    )
+    policy = compile_policy(document, b"")
+    assert policy.banner_names == (
+        ("ada@example.org", "Ada Q. (committee)"),
+        ("ada.quill@mail.example.net", "Ada Q. (committee)"),
+    )
+    assert rule_context(policy, ThreadFacts()).banner_names == policy.banner_names
+
+
+BANNER_LABELS = st.text(
+    alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Nd"), whitelist_characters=" .()-"),
+    min_size=2,
+    max_size=30,
+).filter(lambda text: len(" ".join(text.split())) >= 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    label=BANNER_LABELS,
+    form=st.sampled_from(["banner", "name", "address"]),
+    upper=st.booleans(),
+    padding=st.sampled_from(["", " ", "  "]),
+)
+def test_any_member_banner_name_is_asked_for_and_every_form_accepted(
+    label: str, form: str, upper: bool, padding: str
+) -> None:
+    label = " ".join(label.split())
+    named = replace(context(PARENT), banner_names=((BRAM.address, label),))
+    assert run(message(to=(ALEX, BRAM)), named) == [("BANNER_MISSING", banner(f"[+ {label}]"))]
+    written = {"banner": label, "name": "Bram Oduya", "address": BRAM.address}[form]
+    written = written.upper() if upper else written
+    assert run(message(to=(ALEX, BRAM), leading=(f"[+{padding}{written}{padding}]\nHi",)), named) == []

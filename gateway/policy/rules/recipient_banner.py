@@ -12,8 +12,9 @@ For every person added there must be a line ``[+ Name]``, for every person remov
 at the top of every text body (the plain-text and the HTML version), before any other text; blank
 lines between them are fine, the order is free. ``Name`` is the person's display name or email address,
 matched case-insensitively; the first word of the display name is accepted when it names only one of
-the people added (or removed). A banner that names the wrong people, or only some of them, counts as
-missing.
+the people added (or removed). A committee member with a ``banner_name`` in the policy is named by it in
+the lines the gateway asks for (or inserts); their display name, policy name and addresses are accepted
+too. A banner that names the wrong people, or only some of them, counts as missing.
 
 - ``BANNER_MISSING``: with ``action: rewrite`` the gateway inserts the exact lines at the top of every
   plain-text and HTML body when the message has no banner at all; when the sender wrote a wrong or
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.policy.model import Address, Envelope, Finding, ParsedMessage, Rewrite, RuleContext
+from gateway.policy.normalize import normalize
 
 NAME = "recipient-banner"
 
@@ -76,14 +78,15 @@ class _Person:
     key: str
     addresses: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    banner: str = ""  # a committee member's configured banner name
 
     @property
     def label(self) -> str:
-        """What the banner line says: the display name, else the address."""
-        return self.names[0] if self.names else self.addresses[0]
+        """What the banner line says: the configured banner name, else the display name, else the address."""
+        return self.banner or (self.names[0] if self.names else self.addresses[0])
 
     def forms(self) -> set[str]:
-        return {_fold(value) for value in (*self.names, *self.addresses)}
+        return {_fold(value) for value in (self.banner, *self.names, *self.addresses) if value}
 
 
 @dataclass(frozen=True)
@@ -111,14 +114,15 @@ def _check_banner(
     message: ParsedMessage, envelope: Envelope, context: RuleContext, senders: set[str]
 ) -> list[Finding]:
     members = {address.lower(): name for address, name in context.member_names}
+    banners = {address.lower(): name for address, name in context.banner_names}
 
     def key_of(address: str) -> str:
         member = members.get(address)
         return f"member:{member.casefold()}" if member else address
 
     ignored = {key_of(context.conduct_address)} | {key_of(address) for address in senders}
-    before = _people(context.thread.parent_participants, key_of, members)
-    after = _people((*message.from_, *message.to, *message.cc), key_of, members)
+    before = _people(context.thread.parent_participants, key_of, members, banners)
+    after = _people((*message.from_, *message.to, *message.cc), key_of, members, banners)
     changes = [_Change("+", after[key]) for key in sorted(after.keys() - before.keys() - ignored)]
     changes += [_Change("-", before[key]) for key in sorted(before.keys() - after.keys() - ignored)]
     changes.sort(key=lambda change: (change.sign != "+", _fold(change.person.label)))
@@ -207,7 +211,10 @@ def _sender_addresses(message: ParsedMessage, envelope: Envelope) -> set[str]:
 
 
 def _people(
-    mailboxes: Iterable[Address], key_of: Callable[[str], str], members: dict[str, str]
+    mailboxes: Iterable[Address],
+    key_of: Callable[[str], str],
+    members: dict[str, str],
+    banners: dict[str, str],
 ) -> dict[str, _Person]:
     people: dict[str, _Person] = {}
     for mailbox in mailboxes:
@@ -221,6 +228,8 @@ def _people(
         for name in (_clean_name(mailbox.name), _clean_name(members.get(address, ""))):
             if name and name not in person.names:
                 person.names.append(name)
+        if not person.banner:
+            person.banner = _clean_name(banners.get(address, ""))
     return people
 
 
@@ -232,7 +241,10 @@ def _clean_name(name: str) -> str:
 
 
 def _fold(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split()).strip("<>\"' ")
+    # Case first, then the matcher's normalisation: a label typed in capitals ("I" for "ı", "Ð" for
+    # "ð"), with accents or with look-alike letters is the same label. (Look-alikes are mapped per
+    # case, so folding case first keeps a label and its capitals together.)
+    return normalize(unicodedata.normalize("NFKC", text).casefold()).strip("<>\"' ")
 
 
 def _leading_banners(text: str) -> list[tuple[str, str]]:

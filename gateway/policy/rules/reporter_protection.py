@@ -46,10 +46,10 @@ table cells and ``<blockquote>`` separate words as spaces do, so a name split ac
 Plain-text table bars (``| Jin | Park |``) read as spaces. Forwarded header blocks
 (``-----Original Message-----``, ``From: Park, Jin``, Gmail's and Apple Mail's forwards) are read
 like the rest of the text, their encoded-words decoded. In a header or a file name, the edge of an
-RFC 2047 encoded-word between two letters or digits counts as a word boundary: adjacent encoded-words decode with no space
-between them, so ``w1`` and ``Jin Park`` in two encoded-words display as ``w1Jin Park``, yet the
-name is found (also when the name itself is split across several encoded-words). A finding still
-says which header or part holds the name.
+RFC 2047 encoded-word between two letters or digits counts as a word boundary: adjacent
+encoded-words decode with no space between them, so ``w1`` and ``Jin Park`` in two encoded-words
+display as ``w1Jin Park``, yet the name is found (also when the name itself is split across
+several encoded-words). A finding still says which header or part holds the name.
 
 - ``PROTECTED_IDENTITY``: a protected identity appears in the message. The finding says where
   (e.g. ``header Subject``, ``part 1.2 (text/html)``), what kind of identity (name, alias,
