@@ -16,6 +16,7 @@ from email.policy import default as default_policy
 
 from gateway import replies
 from gateway.errors import MessageRefused
+from gateway.policy.address_header import address_problem
 from gateway.replies import Reply
 
 TERMINATOR = b"\r\n.\r\n"
@@ -215,9 +216,24 @@ def _fields(lines: list[bytes]) -> dict[str, list[bytes]]:
 
 
 def _header_addresses(name: str, value: bytes) -> tuple[str, ...]:
-    """Every addr-spec of the From or Sender field ``value``, lower-cased; () if any is unreadable."""
+    """Every addr-spec of the From or Sender field ``value``, lower-cased; () if any is unreadable.
+
+    A field the parser cannot read at all raises BadMessage naming the problem (550 5.6.0): the
+    email package raises IndexError, AttributeError or RecursionError on some malformed fields,
+    which must never become the 451 of an internal error, retried for days.
+    """
     plain = _plain_addresses(value)
-    return plain if plain is not None else _addresses(_structured(name, value))
+    if plain is not None:
+        return plain
+    problem = address_problem(value.decode("utf-8", "surrogateescape"))
+    if problem is not None:
+        raise BadMessage(replies.header_malformed(name, problem))
+    try:
+        return _addresses(_structured(name, value))
+    except RecursionError:
+        raise BadMessage(replies.header_malformed(name, "it is nested too deeply to read")) from None
+    except Exception:  # the parser's own failure on this field (see above): the field is the fault
+        raise BadMessage(replies.header_malformed(name, "it cannot be read as a list of addresses")) from None
 
 
 def _plain_addresses(value: bytes) -> tuple[str, ...] | None:
