@@ -71,6 +71,8 @@ DESCRIPTIONS = {
     "policy_workers.restarts_total": "Policy workers started again after one died or was stuck.",
     "policy_workers.lost_total": "Messages deferred (451) because their policy worker died or was stuck.",
     "policy_workers.stale_total": "Messages evaluated in the gateway process (a worker's policy differed).",
+    "policy_workers.over_budget_total": "Messages refused (552) for using up policy.evaluation_budget.",
+    "policy_workers.waiting": "Messages waiting for an idle policy worker now.",
 }
 
 

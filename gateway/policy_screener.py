@@ -23,7 +23,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from gateway.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
-from gateway.errors import AuditError, ConfigError, GatewayError, PolicyError, PolicyWorkerError
+from gateway.errors import (
+    AuditError,
+    ConfigError,
+    EvaluationTooComplex,
+    GatewayError,
+    PolicyError,
+    PolicyWorkerError,
+)
 from gateway.evaluation import Evaluation, evaluate_submission
 from gateway.fingerprints import FingerprintStore
 from gateway.ledger import Ledger, ledger_path
@@ -41,6 +48,7 @@ from gateway.policy.model import (
     ParsedMessage,
     Verdict,
 )
+from gateway.policy_workers import TIMED_OUT
 from gateway.registry import CaseRegistry
 from gateway.review import (
     HeldFinding,
@@ -58,10 +66,12 @@ from gateway.verdict_replies import (
     RELAY_HEADER,
     change_descriptions,
     change_labels,
+    evaluation_timed_out,
     refusal,
     relay_header,
     rewrite_impossible,
     tempfail,
+    too_complex,
 )
 
 if TYPE_CHECKING:
@@ -384,6 +394,8 @@ class PolicyScreener:
             evaluation = await workers.evaluate(submission, policy.version)
             if evaluation is None:
                 evaluation = evaluate_submission(submission, policy, self.ledger, self._protected_content())
+        except EvaluationTooComplex as exceeded:
+            return self._too_complex(submission, policy.version, exceeded.budget)
         except PolicyWorkerError as failed:
             return self._internal_error(submission, policy.version, failed.error)
         except Exception as exc:
@@ -647,6 +659,21 @@ class PolicyScreener:
         with self._lock:
             self._outcomes[outcome] += 1
 
+    def _too_complex(self, submission: Submission, version: str, budget: float) -> Refuse:
+        """A permanent refusal: the message used up its evaluation budget (see policy_workers)."""
+        self._count(Outcome.REJECT.value)
+        log_event(log, "policy-over-budget", logging.WARNING, queue_id=submission.queue_id, policy=version)
+        reply = too_complex(submission.queue_id, budget)
+        return self._audit_refusal(
+            submission,
+            reply,
+            Outcome.REJECT.value,
+            version,
+            (),
+            _message_id(submission.content),
+            error="EvaluationTooComplex",
+        )
+
     def _internal_error(self, submission: Submission, version: str, error: str) -> Refuse:
         with self._lock:
             self._internal_errors += 1
@@ -659,7 +686,8 @@ class PolicyScreener:
             error=error,
             policy=version,
         )
-        reply = tempfail(submission.queue_id)
+        timed_out = error == TIMED_OUT
+        reply = evaluation_timed_out(submission.queue_id) if timed_out else tempfail(submission.queue_id)
         return self._audit_refusal(
             submission,
             reply,
