@@ -670,7 +670,7 @@ class PolicyScreener:
             Outcome.REJECT.value,
             version,
             (),
-            _message_id(submission.content),
+            None,  # never parsed again here: parsing it may be what took so long
             error="EvaluationTooComplex",
         )
 
@@ -694,7 +694,7 @@ class PolicyScreener:
             Outcome.TEMPFAIL.value,
             version,
             (),
-            _message_id(submission.content),
+            None if timed_out else _message_id(submission.content),  # a stuck message is not parsed again
             error=error,
         )
 
