@@ -295,6 +295,13 @@ def _html_run(unit: str) -> Callable[[int, str], bytes]:
     )
 
 
+def _style_run(unit: str) -> Callable[[int, str], bytes]:
+    return lambda n, nonce: _message(
+        f"<html><head><style>p {{ color: red }} {unit * n}</style></head><body>Hi {nonce}</body></html>",
+        content_type="text/html",
+    )
+
+
 def _many_headers(n: int, nonce: str) -> bytes:
     headers = "".join(f"X-Note-{i}: value {i} at 10:00\r\n" for i in range(n))
     return _message(f"Hello {nonce}", headers=headers)
@@ -308,6 +315,19 @@ def _encoded_subject(n: int, nonce: str) -> bytes:
 def _long_recipient_list(n: int, nonce: str) -> bytes:
     people = ",\r\n ".join(f'"Person {i}" <p{i}@example.net>' for i in range(n))
     return _message(f"Hello {nonce}", headers=f"X-To: {people}\r\n")
+
+
+def _to_list(n: int, nonce: str) -> bytes:
+    # The real To header: read by the address parser, the audience rules and the banner check.
+    people = ",\r\n ".join(f'"Person {i}" <p{i}@example.net>' for i in range(n))
+    return _message(f"Hello {nonce}", headers="X-Recipients: listed\r\n").replace(
+        b"To: Someone <someone@example.net>, mods@forum.example.net", f"To: {people}".encode()
+    )
+
+
+def _references(n: int, nonce: str) -> bytes:
+    ids = "\r\n ".join(f"<m{i}.{nonce}@example.org>" for i in range(n))
+    return _message(f"Hello {nonce}", headers=f"References: {ids}\r\nIn-Reply-To: <m0@example.org>\r\n")
 
 
 def _many_parts(n: int, nonce: str) -> bytes:
@@ -340,11 +360,17 @@ GROWTH_FAMILIES: dict[str, tuple[Callable[[int, str], bytes], int]] = {
     "unclosed html tags": (_html_run("<a"), 20_000),
     "html comments": (_html_run("<!--"), 10_000),
     "nested html": (_html_run("<div>x"), 10_000),
-    "css comments": (_html_run("<p style='/*'>a</p>"), 3_000),
+    "css attributes": (_html_run("<p style='/*'>a</p>"), 3_000),
+    "unclosed css comments": (_style_run("/* a "), 15_000),
+    "unclosed css strings": (_style_run("'\\"), 30_000),
     "many headers": (_many_headers, 2_000),
     "encoded-words": (_encoded_subject, 2_000),
-    "long recipient list": (_long_recipient_list, 1_500),
+    "long recipient list": (_long_recipient_list, 3_000),
     "many parts": (_many_parts, 400),
+    "to list": (_to_list, 1_500),
+    "references": (_references, 8_000),
+    "near-miss names": (_body_run("Robin Castellan0 robin.castellano@mail.example.ne "), 1_500),
+    "blockquotes": (_html_run("<blockquote>x"), 10_000),
     "one long line": (_long_line("a "), 60_000),
     "one long line of markers": (_long_line("> "), 60_000),
 }
