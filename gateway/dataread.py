@@ -35,6 +35,10 @@ _DISPLAY_NAME = r'(?:"[ !#-\[\]-~]*"|[A-Za-z0-9!#$%&\'*+/^_`{|}~-]+(?:[ \t]+[A-Z
 _PLAIN_MAILBOX = re.compile(rf"[ \t]*(?:{_DISPLAY_NAME}?[ \t]*<({_ADDR_SPEC})>|({_ADDR_SPEC}))[ \t]*")
 
 
+# From and Sender name the sender (and co-authors): longer fields are refused before parsing.
+MAX_ORIGINATOR_FIELD = 2000
+
+
 class BadMessage(MessageRefused):
     """The message bytes or header are unacceptable; ``response`` is the reply for the client."""
 
@@ -224,6 +228,11 @@ def _header_addresses(name: str, value: bytes) -> tuple[str, ...]:
     email package raises IndexError, AttributeError or RecursionError on some malformed fields,
     which must never become the 451 of an internal error, retried for days.
     """
+    if len(value) > MAX_ORIGINATOR_FIELD:
+        # The email package's structured parser grows faster than linearly with a field's length,
+        # and this runs on the event loop: thousands of addresses would stall every session.
+        too_long = f"it is longer than {MAX_ORIGINATOR_FIELD} characters (it should name only the sender)"
+        raise BadMessage(replies.header_malformed(name, too_long))
     plain = _plain_addresses(value)
     if plain is not None:
         return plain
