@@ -343,6 +343,11 @@ def _long_line(unit: str) -> Callable[[int, str], bytes]:
     )
 
 
+def _rewritten(build: Callable[[int, str], bytes]) -> Callable[[int, str], bytes]:
+    """The same message without the conduct address in Cc: the rewriter adds it (and its banner)."""
+    return lambda n, nonce: build(n, nonce).replace(b"Cc: conduct@example.org\r\n", b"", 1)
+
+
 # Each family builds a message from one repeated piece: (name, builder, n for the base size).
 GROWTH_FAMILIES: dict[str, tuple[Callable[[int, str], bytes], int]] = {
     "empty lines": (_body_run("\r\n"), 40_000),
@@ -371,6 +376,10 @@ GROWTH_FAMILIES: dict[str, tuple[Callable[[int, str], bytes], int]] = {
     "references": (_references, 8_000),
     "near-miss names": (_body_run("Robin Castellan0 robin.castellano@mail.example.ne "), 1_500),
     "blockquotes": (_html_run("<blockquote>x"), 10_000),
+    "empty lines, rewritten": (_rewritten(_body_run("\r\n")), 40_000),
+    "quote markers, rewritten": (_rewritten(_body_run("> a\r\n")), 20_000),
+    "html tags, rewritten": (_rewritten(_html_run("<p>a</p>")), 10_000),
+    "many parts, rewritten": (_rewritten(_many_parts), 400),
     "one long line": (_long_line("a "), 60_000),
     "one long line of markers": (_long_line("> "), 60_000),
 }
