@@ -16,6 +16,7 @@ from email.policy import default as default_policy
 
 from gateway import replies
 from gateway.errors import MessageRefused
+from gateway.policy.address_header import address_problem
 from gateway.replies import Reply
 
 TERMINATOR = b"\r\n.\r\n"
@@ -32,6 +33,10 @@ _ADDR_SPEC = rf"{_DOT_ATOM}@{_DOT_ATOM}"
 # without backslash escapes.
 _DISPLAY_NAME = r'(?:"[ !#-\[\]-~]*"|[A-Za-z0-9!#$%&\'*+/^_`{|}~-]+(?:[ \t]+[A-Za-z0-9!#$%&\'*+/^_`{|}~-]+)*)'
 _PLAIN_MAILBOX = re.compile(rf"[ \t]*(?:{_DISPLAY_NAME}?[ \t]*<({_ADDR_SPEC})>|({_ADDR_SPEC}))[ \t]*")
+
+
+# From and Sender name the sender (and co-authors): longer fields are refused before parsing.
+MAX_ORIGINATOR_FIELD = 2000
 
 
 class BadMessage(MessageRefused):
@@ -202,22 +207,44 @@ def _fields(lines: list[bytes]) -> dict[str, list[bytes]]:
     Only From and Sender need the email package's (slow) structured parsing; splitting the rest
     ourselves halves the cost of this check on the per-message path.
     """
-    fields: dict[str, list[bytes]] = {}
+    # Each field's lines are collected and joined once: appending to a bytes value per folded line
+    # copied it every time, quadratic in a field folded over thousands of lines (on the event loop).
+    pieces: dict[str, list[list[bytes]]] = {}
     current: list[bytes] = []
     for line in lines:
         if line[:1] in (b" ", b"\t"):
-            current[-1] += b"\r\n" + line  # a fold on the first line was refused by the caller
+            current.append(line)  # a fold on the first line was refused by the caller
             continue
         name, _, value = line.partition(b":")
-        current = fields.setdefault(name.decode("ascii").lower(), [])
-        current.append(value)
-    return fields
+        current = [value]
+        pieces.setdefault(name.decode("ascii").lower(), []).append(current)
+    return {name: [b"\r\n".join(field) for field in fields] for name, fields in pieces.items()}
 
 
 def _header_addresses(name: str, value: bytes) -> tuple[str, ...]:
-    """Every addr-spec of the From or Sender field ``value``, lower-cased; () if any is unreadable."""
+    """Every addr-spec of the From or Sender field ``value``, lower-cased; () if any is unreadable.
+
+    A field the parser cannot read at all raises BadMessage naming the problem (550 5.6.0): the
+    email package raises IndexError, AttributeError or RecursionError on some malformed fields,
+    which must never become the 451 of an internal error, retried for days.
+    """
+    if len(value) > MAX_ORIGINATOR_FIELD:
+        # The email package's structured parser grows faster than linearly with a field's length,
+        # and this runs on the event loop: thousands of addresses would stall every session.
+        too_long = f"it is longer than {MAX_ORIGINATOR_FIELD} characters (it should name only the sender)"
+        raise BadMessage(replies.header_malformed(name, too_long))
     plain = _plain_addresses(value)
-    return plain if plain is not None else _addresses(_structured(name, value))
+    if plain is not None:
+        return plain
+    problem = address_problem(value.decode("utf-8", "surrogateescape"))
+    if problem is not None:
+        raise BadMessage(replies.header_malformed(name, problem))
+    try:
+        return _addresses(_structured(name, value))
+    except RecursionError:
+        raise BadMessage(replies.header_malformed(name, "it is nested too deeply to read")) from None
+    except Exception:  # the parser's own failure on this field (see above): the field is the fault
+        raise BadMessage(replies.header_malformed(name, "it cannot be read as a list of addresses")) from None
 
 
 def _plain_addresses(value: bytes) -> tuple[str, ...] | None:

@@ -10,7 +10,8 @@
     ├── LedgerError               the thread ledger cannot be opened or read
     ├── AuditError                the audit trail cannot be opened or appended to (checked by `audit verify`)
     ├── PolicyError               the policy engine failed internally (never a pass: 451)
-    │   └── PolicyWorkerError     a policy worker process failed or died with the message (451)
+    │   ├── PolicyWorkerError     a policy worker process failed, died or was stuck with the message (451)
+    │   └── EvaluationTooComplex  the message used up its evaluation budget (552 5.3.4: a retry would too)
 
 CLI commands print a GatewayError's message as one paragraph and exit 2; they never show a traceback.
 """
@@ -61,6 +62,17 @@ class PolicyWorkerError(PolicyError):
     def __init__(self, error: str) -> None:
         super().__init__(error)
         self.error = error
+
+
+class EvaluationTooComplex(PolicyError):
+    """A message used up its CPU budget (``policy.evaluation_budget`` seconds) in a policy worker.
+
+    Unlike the other policy errors this is the message's doing, not the gateway's: the same message
+    would use it up on every retry, so it is refused for good."""
+
+    def __init__(self, budget: float) -> None:
+        super().__init__(f"evaluation used more than {budget:g} s of CPU time")
+        self.budget = budget
 
 
 class LedgerError(GatewayError):

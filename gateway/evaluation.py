@@ -78,7 +78,8 @@ def evaluate_submission(
     Raises on an internal error (the caller defers the message); never returns a partial verdict.
     """
     message = parse_message(submission.content)
-    thread = ledger.lookup(message) if ledger is not None else ThreadFacts()
+    # A malformed message is refused before any rule reads its thread: no lookup of its ids.
+    thread = ledger.lookup(message) if ledger is not None and not message.ambiguities else ThreadFacts()
     envelope = Envelope(
         mail_from=submission.mail_from,
         rcpt_tos=submission.rcpt_tos,

@@ -160,6 +160,13 @@ CATALOGUE: dict[str, MetricSpec] = {
         "policy_workers_stale_messages",
         "Messages evaluated in the gateway process (a worker's policy differed).",
     ),
+    "policy_workers.over_budget_total": _counter(
+        "policy_workers_over_budget_messages",
+        "Messages refused (552) for using up policy.evaluation_budget of CPU time.",
+    ),
+    "policy_workers.waiting": _gauge(
+        "policy_workers_waiting", "Messages waiting for an idle policy worker now."
+    ),
     "journal.copies_total": _counter("journal_copies", "Copies of inbound committee mail received."),
     "journal.learnt_total": _counter(
         "journal_learnt", "Copies whose words were learnt as protected content."

@@ -27,6 +27,7 @@ from gateway.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
 from gateway.errors import (
     AuditError,
     ConfigError,
+    EvaluationTooComplex,
     GatewayError,
     PolicyError,
     PolicyWorkerError,
@@ -53,6 +54,7 @@ from gateway.policy.model import (
     ProtectedIdentity,
     Verdict,
 )
+from gateway.policy_workers import TIMED_OUT
 from gateway.registry import CaseRegistry
 from gateway.review import (
     HeldFinding,
@@ -70,10 +72,12 @@ from gateway.verdict_replies import (
     RELAY_HEADER,
     change_descriptions,
     change_labels,
+    evaluation_timed_out,
     refusal,
     relay_header,
     rewrite_impossible,
     tempfail,
+    too_complex,
 )
 
 if TYPE_CHECKING:
@@ -493,6 +497,8 @@ class PolicyScreener:
             evaluation = await workers.evaluate(submission, policy.version)
             if evaluation is None:
                 evaluation = evaluate_submission(submission, policy, self.ledger, self._protected_content())
+        except EvaluationTooComplex as exceeded:
+            return self._too_complex(submission, policy.version, exceeded.budget)
         except PolicyWorkerError as failed:
             return self._internal_error(submission, policy.version, failed.error)
         except Exception as exc:
@@ -756,6 +762,21 @@ class PolicyScreener:
         with self._lock:
             self._outcomes[outcome] += 1
 
+    def _too_complex(self, submission: Submission, version: str, budget: float) -> Refuse:
+        """A permanent refusal: the message used up its evaluation budget (see policy_workers)."""
+        self._count(Outcome.REJECT.value)
+        log_event(log, "policy-over-budget", logging.WARNING, queue_id=submission.queue_id, policy=version)
+        reply = too_complex(submission.queue_id, budget)
+        return self._audit_refusal(
+            submission,
+            reply,
+            Outcome.REJECT.value,
+            version,
+            (),
+            None,  # never parsed again here: parsing it may be what took so long
+            error="EvaluationTooComplex",
+        )
+
     def _internal_error(self, submission: Submission, version: str, error: str) -> Refuse:
         with self._lock:
             self._internal_errors += 1
@@ -768,14 +789,15 @@ class PolicyScreener:
             error=error,
             policy=version,
         )
-        reply = tempfail(submission.queue_id)
+        timed_out = error == TIMED_OUT
+        reply = evaluation_timed_out(submission.queue_id) if timed_out else tempfail(submission.queue_id)
         return self._audit_refusal(
             submission,
             reply,
             Outcome.TEMPFAIL.value,
             version,
             (),
-            _message_id(submission.content),
+            None if timed_out else _message_id(submission.content),  # a stuck message is not parsed again
             error=error,
         )
 

@@ -2,9 +2,18 @@
 
 Evaluating a message (``gateway.evaluation``) is pure CPU work, about a millisecond for an ordinary
 message, and the event loop also runs every session, the spool and delivery on its one core. With
-``policy.workers`` above 0, ``PolicyScreener.screen_async`` sends each submission to the least
-busy of that many worker processes and awaits the evaluation; everything with a side effect (audit
-trail, holds, thread ledger writes, the reply) stays in the gateway process.
+``policy.workers`` above 0, ``PolicyScreener.screen_async`` sends each submission to an idle worker
+process (one message per worker at a time; the others wait in the gateway, first come first
+served) and awaits the evaluation; everything with a side effect (audit trail, holds, thread ledger
+writes, the reply) stays in the gateway process. A slow message therefore occupies one worker, never
+the messages behind it: they go to the other workers.
+
+Each message has a budget of CPU time (``policy.evaluation_budget``), counted by the worker's own
+CPU timer (``ITIMER_PROF``), so time spent waiting or sharing a busy machine never counts. A message
+that uses it up is refused for good (``EvaluationTooComplex``: 552 5.3.4): the same message would
+use it up again on every retry. A worker still busy after ``2 x budget + 30`` seconds of wall-clock
+time (stuck in code that never yields to the timer, or starved of CPU by the machine) is killed and
+its one message deferred (451: that one is the gateway's fault).
 
 Each worker loads the policy (and the case registry) from the same files and opens its own
 read-only connections to the thread ledger and the fingerprint store (SQLite: other processes'
@@ -13,9 +22,10 @@ whose policy differs reloads; if it still differs (the file changed again, or is
 says so and the gateway evaluates that message itself: a verdict is never made under a policy other
 than the one recorded with it.
 
-A worker that dies (killed, out of memory, a crash in a C extension) fails the messages it had
+A worker that dies (killed, out of memory, a crash in a C extension) fails the message it had
 with ``PolicyWorkerError`` (451: the client retries) and is started again for the next message;
-while no worker is alive, the gateway evaluates in-process. Requests and answers are
+while no worker is alive, the gateway evaluates in-process (without a budget: nothing can stop a
+computation on the event loop's own thread). Requests and answers are
 ``gateway.framing`` frames on a socket pair.
 """
 
@@ -26,13 +36,15 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
-from gateway.errors import PolicyWorkerError
+from gateway.errors import EvaluationTooComplex, PolicyWorkerError
 from gateway.evaluation import Evaluation, evaluate_submission
 from gateway.fingerprints import FingerprintStore
 from gateway.framing import FrameBuffer, encode_frame, read_frame
@@ -46,24 +58,32 @@ from gateway.settings import GatewaySettings
 log = logging.getLogger("gateway.policy.workers")
 
 MAX_AUTO_WORKERS = 4
+# Never fewer with ``auto``: with one worker, one slow message would hold up every other member's.
+MIN_AUTO_WORKERS = 2
 RESTART_DELAY = 1.0  # a worker that keeps dying is restarted at most this often
-# A message still unanswered after this long means the worker is stuck: it is killed (the gateway
-# defers its messages) and started again.
-EVALUATION_TIMEOUT = 120.0
 RELOAD_RETRY_INTERVAL = 5.0  # a worker that could not load the gateway's policy tries again after this
+WAIT_RECHECK = 1.0  # a message waiting for a worker looks again this often (a dead one may be restartable)
 
-# What a worker answers: an evaluation; STALE (its policy is not the requested version); or the
-# name of the exception it raised (never its text, which could quote the message).
+# What a worker answers: an evaluation; STALE (its policy is not the requested version);
+# OVER_BUDGET (the message used up its CPU budget); or the name of the exception it raised (never
+# its text, which could quote the message). The gateway answers TIMED_OUT for a worker it killed.
 STALE = "stale"
+OVER_BUDGET = "over-budget"
+TIMED_OUT = "EvaluationTimeout"
 
 
 def worker_count(setting: int | str, cpus: int | None = None) -> int:
     """How many workers ``policy.workers`` asks for: ``auto`` is one per core beyond the first
-    (the event loop keeps one), at most ``MAX_AUTO_WORKERS``; none on a one-core machine."""
+    (the event loop keeps one), at least ``MIN_AUTO_WORKERS`` and at most ``MAX_AUTO_WORKERS``."""
     if isinstance(setting, int):
         return setting
     available = cpus if cpus is not None else available_cpus()
-    return max(0, min(MAX_AUTO_WORKERS, available - 1))
+    return max(MIN_AUTO_WORKERS, min(MAX_AUTO_WORKERS, available - 1))
+
+
+def stuck_after(budget: float) -> float:
+    """Wall-clock seconds after which a worker still busy with one message is taken to be stuck."""
+    return 2 * budget + 30
 
 
 def available_cpus() -> int:
@@ -82,6 +102,8 @@ class WorkerStatistics:
     restarts_total: int
     lost_total: int  # messages deferred because their worker died or was stuck
     stale_total: int  # messages evaluated in the gateway process because a worker's policy differed
+    over_budget_total: int  # messages refused because they used up their evaluation budget
+    waiting: int  # messages waiting for an idle worker now
 
 
 @dataclass(frozen=True)
@@ -132,10 +154,11 @@ class _Worker:
     transport: asyncio.Transport
     protocol: _AnswerProtocol
     started_at: float
+    killed: bool = False  # by the watchdog: no new message may go to it while it exits
 
     @property
     def alive(self) -> bool:
-        return not self.protocol.closed
+        return not self.protocol.closed and not self.killed
 
     @property
     def pending(self) -> dict[int, _Waiting]:
@@ -156,10 +179,13 @@ class PolicyWorkers:
         self.restarts = 0
         self.lost = 0  # messages whose worker died with them
         self.stale = 0  # messages handed back because the worker's policy differed
+        self.over_budget = 0  # messages that used up their CPU budget
         self._closed = False
         self._restarting: set[int] = set()  # worker numbers being replaced now
-        self.evaluation_timeout = EVALUATION_TIMEOUT
+        self.budget = settings.policy.evaluation_budget
+        self.evaluation_timeout = stuck_after(self.budget)
         self._watchdog: asyncio.Task[None] | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()  # messages waiting for an idle worker
 
     async def start(self) -> None:
         """Start every worker (each loads the policy in the background; requests wait in its socket)."""
@@ -171,25 +197,33 @@ class PolicyWorkers:
         """The evaluation of ``submission`` under ``policy_version``; None when the caller must
         evaluate it itself (no worker alive, or the worker's policy is not that version).
 
-        Raises PolicyWorkerError when the worker raised or died with the message.
+        Raises EvaluationTooComplex when the message used up its CPU budget, PolicyWorkerError
+        when the worker raised, died with the message or was stuck.
         """
-        worker = await self._least_busy()
+        worker = await self._idle_worker()
         if worker is None:
             return None
         self._next_id += 1
         request_id = self._next_id
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Evaluation | str] = loop.create_future()
+        # Taken before the first await: no other message can be handed to this worker meanwhile.
         worker.pending[request_id] = _Waiting(answer, loop.time())
         worker.transport.write(encode_frame(_Request(policy_version, submission), request_id))
         # No timer per request: the watchdog kills a worker that keeps one waiting too long, which
-        # answers every request it had (see _AnswerProtocol.connection_lost).
-        result = await answer
+        # answers the request it had (see _watch and _AnswerProtocol.connection_lost).
+        try:
+            result = await answer
+        finally:
+            self._wake_one()  # this worker is idle again (or gone): the next message may go
         if isinstance(result, Evaluation):
             return result
         if result == STALE:
             self.stale += 1
             return None
+        if result == OVER_BUDGET:
+            self.over_budget += 1
+            raise EvaluationTooComplex(self.budget)
         raise PolicyWorkerError(result)
 
     async def close(self) -> None:
@@ -202,18 +236,60 @@ class PolicyWorkers:
         workers = [worker for worker in self._workers if worker is not None]
         for worker in workers:
             worker.transport.close()
+        self._wake_all()  # a message still waiting is evaluated in-process (no worker is left)
         for worker in workers:
             await self._reap(worker)
 
     def statistics(self) -> WorkerStatistics:
         alive = sum(1 for worker in self._workers if worker is not None and worker.alive)
-        return WorkerStatistics(self.count, alive, self.restarts, self.lost, self.stale)
+        return WorkerStatistics(
+            self.count, alive, self.restarts, self.lost, self.stale, self.over_budget, len(self._waiters)
+        )
 
     def pids(self) -> list[int]:
         """Process ids of the live workers (for tests and operators)."""
         return [w.process.pid for w in self._workers if w is not None and w.alive and w.process.pid]
 
-    async def _least_busy(self) -> _Worker | None:
+    async def _idle_worker(self) -> _Worker | None:
+        """A live worker with no message, waiting (first come, first served) while all are busy;
+        None when no worker is alive (the caller evaluates in-process)."""
+        queued = bool(self._waiters)  # others were waiting first: do not overtake them
+        while True:
+            await self._replace_dead()
+            alive = [worker for worker in self._workers if worker is not None and worker.alive]
+            if not alive or self._closed:
+                return None
+            if not queued:
+                for worker in alive:
+                    if not worker.pending:
+                        return worker
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout(WAIT_RECHECK):
+                    await waiter
+            except TimeoutError:
+                pass
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            queued = False
+
+    def _wake_one(self) -> None:
+        """Let the first waiting message look for an idle worker again."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _replace_dead(self) -> None:
         for number, worker in enumerate(self._workers):
             if (worker is None or not worker.alive) and not self._closed and number not in self._restarting:
                 started_at = worker.started_at if worker is not None else 0.0
@@ -228,8 +304,6 @@ class PolicyWorkers:
                         self._workers[number] = await self._spawn(number)
                     finally:
                         self._restarting.discard(number)
-        alive = [worker for worker in self._workers if worker is not None and worker.alive]
-        return min(alive, key=lambda worker: len(worker.pending)) if alive else None
 
     async def _watch(self) -> None:
         """Kill a worker that has kept a request waiting longer than ``evaluation_timeout``."""
@@ -242,7 +316,13 @@ class PolicyWorkers:
                     continue
                 if any(now - waiting.since > self.evaluation_timeout for waiting in worker.pending.values()):
                     log_event(log, "policy-worker-stuck", logging.ERROR, worker=worker.number)
-                    worker.process.kill()  # its socket closes: the requests it had are answered
+                    worker.killed = True
+                    self.lost += len(worker.pending)
+                    for waiting in worker.pending.values():
+                        if not waiting.answer.done():
+                            waiting.answer.set_result(TIMED_OUT)
+                    worker.pending.clear()
+                    worker.process.kill()
 
     @staticmethod
     async def _reap(worker: _Worker) -> None:
@@ -271,9 +351,15 @@ class PolicyWorkers:
         if protocol.pending and not self._closed:
             self.lost += len(protocol.pending)
             log_event(log, "policy-worker-died", logging.ERROR, worker=number, messages=len(protocol.pending))
+        self._wake_one()  # a message waiting for a worker may now start its replacement
 
 
 # --- the worker process ------------------------------------------------------------------------
+
+
+class _OverBudget(BaseException):
+    """Raised in a worker by its CPU timer. A BaseException, so that no ``except Exception`` in the
+    parser or the engine (which turn a fault into a refusal or a rule error) can swallow it."""
 
 
 class _WorkerState:
@@ -281,6 +367,8 @@ class _WorkerState:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
+        self.budget = settings.policy.evaluation_budget
+        self.timing = False  # the CPU timer is armed for a message (a late signal is ignored)
         self.policy: CompiledPolicy | None = None
         self.last_failed_load = float("-inf")
         state_dir = settings.state_dir
@@ -310,11 +398,24 @@ class _WorkerState:
         if self.ledger is None:  # created by the gateway after this worker started
             self.ledger = Ledger.open_read_only(ledger_path(self.settings.state_dir))
         try:
-            fingerprints = self.fingerprints.for_message()
-            evaluation = evaluate_submission(request.submission, policy, self.ledger, fingerprints)
-            return evaluation.without_copy_of(request.submission)
+            try:
+                self.timing = True
+                signal.setitimer(signal.ITIMER_PROF, self.budget)
+                fingerprints = self.fingerprints.for_message()
+                evaluation = evaluate_submission(request.submission, policy, self.ledger, fingerprints)
+                return evaluation.without_copy_of(request.submission)
+            finally:
+                self.timing = False
+                signal.setitimer(signal.ITIMER_PROF, 0)
+        except _OverBudget:  # also when the timer fired just as the evaluation ended: it was at the limit
+            return OVER_BUDGET
         except Exception as exc:
             return type(exc).__name__
+
+    def out_of_time(self, _signum: int, _frame: object) -> None:
+        """SIGPROF: the message used up its CPU budget (the regex engine, too, checks for signals)."""
+        if self.timing:
+            raise _OverBudget
 
 
 def serve_worker(connection: socket.socket, settings: GatewaySettings) -> None:
@@ -322,6 +423,7 @@ def serve_worker(connection: socket.socket, settings: GatewaySettings) -> None:
     begin_helper_process(settings)
     stream = connection.makefile("rwb")
     state = _WorkerState(settings)
+    signal.signal(signal.SIGPROF, state.out_of_time)
     while (frame := read_frame(stream)) is not None:
         request_id, request = frame
         answer = state.answer(request) if isinstance(request, _Request) else "UnknownRequest"

@@ -217,6 +217,11 @@ HEADER_FROM_UNREADABLE = reply(550, "5.6.0", "Message refused: the From header h
 HEADER_SENDER_DUPLICATE = reply(550, "5.6.0", "Message refused: it has more than one Sender header")
 
 
+def header_malformed(field: str, problem: str) -> Reply:
+    """A header field the gateway's parser cannot read: the sender's mistake, refused for good."""
+    return reply(550, "5.6.0", f"Message refused: the {field} header is malformed: {problem}")
+
+
 def header_address_not_yours(field: str, address: str, member: str) -> Reply:
     return reply(
         550,

@@ -144,12 +144,12 @@ def reply_text(content: bytes) -> str:
     message = email.message_from_bytes(content, policy=email.policy.default)
     if not isinstance(message, EmailMessage):
         return ""
-    body = message.get_body(preferencelist=("plain", "html"))
-    if body is None:
-        return ""
     try:
+        body = message.get_body(preferencelist=("plain", "html"))
+        if body is None:
+            return ""
         text = body.get_content()
-    except (LookupError, ValueError, AssertionError):
+    except Exception:  # the header parser raises on malformed fields: an unreadable reply, not our fault
         return ""
     if not isinstance(text, str):
         return ""

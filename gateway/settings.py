@@ -279,8 +279,17 @@ class PolicySettings(Section):
         "auto",
         description=(
             "Processes that parse and evaluate messages, so the SMTP event loop does not: `auto` is one "
-            "per CPU core beyond the first, at most 4 (none on a one-core machine); 0 evaluates in the "
-            "gateway process."
+            "per CPU core beyond the first, at least 2 (so one slow message never holds up the others) "
+            "and at most 4; 0 evaluates in the gateway process (no evaluation budget then)."
+        ),
+    )
+    evaluation_budget: Seconds = Field(
+        30.0,
+        description=(
+            "CPU time one message may take to be checked (parse, rules, rewrite) in a policy worker. "
+            "A message that needs more is refused for good (552 5.3.4, too complex to check): it "
+            "would need as much on every retry. A worker that is still busy after twice this plus 30 "
+            "seconds of wall-clock time is stuck and killed; its message is deferred (451)."
         ),
     )
 

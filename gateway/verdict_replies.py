@@ -249,6 +249,26 @@ def rewrite_impossible(verdict: Verdict, reason: str, reference: str) -> Refuse:
     return Refuse(550, "5.7.1", _with_details(headline, changes, reference, rewrites_refused=True))
 
 
+def too_complex(reference: str, budget: float) -> Refuse:
+    """552 5.3.4: checking the message used up its CPU budget. Permanent, because the budget counts
+    the message's own computing time (never time spent waiting): a retry would use it up again."""
+    lines = _wrap(
+        f"Message not sent: it is too complex for the gateway to check (it needs more than {budget:g} "
+        "seconds of computing time). Sending it again will not help: split it up (fewer or smaller "
+        "attachments, less quoted text), or ask an admin to raise policy.evaluation_budget."
+    )
+    return Refuse(552, "5.3.4", (*lines, f"Reference: {safe_reference(reference)}"))
+
+
+def evaluation_timed_out(reference: str) -> Refuse:
+    """451 4.3.0: a policy worker did not finish in time (stuck or starved of CPU): our fault."""
+    lines = _wrap(
+        "Message not sent yet: the gateway could not finish checking it in time. Your mail client "
+        "will try again; if this keeps happening, tell an admin the reference below."
+    )
+    return Refuse(451, "4.3.0", (*lines, f"Reference: {safe_reference(reference)}"))
+
+
 def tempfail(reference: str, failed_rules: Iterable[str] = ()) -> Refuse:
     """451 4.3.0: the policy could not be applied (an internal failure); the client will retry."""
     lines = [

@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway import replies
-from gateway.dataread import BadMessage, _addresses, _plain_addresses, _structured, read_headers
+from gateway.dataread import BadMessage, _addresses, _fields, _plain_addresses, _structured, read_headers
 
 ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
 TRICKY = ATEXT + ' .@<>",\t\\()[]:;é\r\n'
@@ -100,3 +100,50 @@ def test_plain_and_parsed_fields_give_the_same_facts() -> None:
     assert facts.from_addresses == ("alice@example.org",)
     assert facts.sender_addresses == ("list@example.org",)
     assert facts.has_date and facts.has_message_id
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        pytest.param(
+            b"From: John Doe <jdoe@\r\n", 'an address is not closed with ">"', id="unclosed-address"
+        ),
+        pytest.param(b"From: Name <\r\n", 'an address is not closed with ">"', id="name-and-open-angle"),
+        pytest.param(b'From: "\r\n', "a quoted name is not closed", id="lone-quote"),
+        pytest.param(
+            b'From:  \t:;\t[\t(@b@>""\r\n', "a comment (in parentheses) is not closed", id="group-junk"
+        ),
+        pytest.param(b"From: x@[g:@\r\n", "it cannot be read as a list of addresses", id="domain-literal"),
+        pytest.param(b"From: .bg:<:a)\r\n", 'a ")" closes a comment that was never opened', id="junk-name"),
+        pytest.param(b"From: " + b"(" * 50 + b"\r\n", "comments in parentheses are nested more", id="nested"),
+        pytest.param(
+            b"From: a@example.org\r\nSender: Name <\r\n", 'an address is not closed with ">"', id="sender"
+        ),
+    ],
+)
+def test_a_field_the_parser_cannot_read_is_refused_for_good_naming_it(header: bytes, problem: str) -> None:
+    # The email package raises IndexError, AttributeError or RecursionError on these: that used to
+    # become "451 Internal error", retried by the client forever.
+    with pytest.raises(BadMessage) as refused:
+        read_headers(header + b"\r\nbody\r\n")
+    response = refused.value.response
+    assert (response.code, response.status) == (550, "5.6.0")
+    field = "Sender" if b"Sender:" in header else "From"
+    assert f"the {field} header is malformed: {problem}" in " ".join(response.lines)
+
+
+def test_a_field_folded_over_many_lines_is_joined_as_written() -> None:
+    folded = b"References: " + b"\r\n ".join(b"<m%d@example.org>" % number for number in range(3)) + b"\r\n"
+    assert _fields(folded.split(b"\r\n")[:-1]) == {
+        "references": [b" <m0@example.org>\r\n <m1@example.org>\r\n <m2@example.org>"]
+    }
+
+
+def test_an_originator_field_too_long_to_parse_on_the_event_loop_is_refused() -> None:
+    # The structured parser grows faster than linearly: 4,000 quoted names took most of a second.
+    many = b",\r\n ".join(b'"A" <a@example.org>' for _ in range(4000))
+    with pytest.raises(BadMessage) as refused:
+        read_headers(b"From: " + many + b"\r\n\r\nbody\r\n")
+    assert (
+        "the From header is malformed: it is longer than 2000 characters" in refused.value.response.lines[0]
+    )

@@ -81,9 +81,10 @@ def outcome(result: Accept | Refuse) -> tuple[object, ...]:
 
 
 @pytest.mark.parametrize(
-    ("cpus", "expected"), [(1, 0), (2, 1), (3, 2), (5, 4), (64, 4)], ids=lambda value: str(value)
+    ("cpus", "expected"), [(1, 2), (2, 2), (3, 2), (5, 4), (64, 4)], ids=lambda value: str(value)
 )
-def test_auto_keeps_one_core_for_the_event_loop_and_caps_the_count(cpus: int, expected: int) -> None:
+def test_auto_keeps_one_core_for_the_event_loop_with_two_workers_at_least(cpus: int, expected: int) -> None:
+    # Two at least, even on one or two cores: one slow message must not hold up everyone else's.
     assert worker_count("auto", cpus) == expected
 
 
@@ -163,17 +164,18 @@ async def test_a_message_whose_worker_is_stuck_is_deferred_and_the_worker_replac
     result = await screener.screen_async(SUBMISSIONS["deliver"])
     assert isinstance(result, Refuse)
     assert (result.code, result.status) == (451, "4.3.0")
+    assert "could not finish checking it in time" in " ".join(result.lines)
     assert workers.lost == 1
     # The next message gets a new worker (once the restart delay has passed) and is relayed.
     monkeypatch.setattr(policy_workers, "RESTART_DELAY", 0.0)
-    workers.evaluation_timeout = policy_workers.EVALUATION_TIMEOUT
+    workers.evaluation_timeout = policy_workers.stuck_after(workers.budget)
     result = await screener.screen_async(SUBMISSIONS["deliver"])
     assert isinstance(result, Accept)
     assert workers.restarts == 1
     assert workers.pids() != [first]
     entries = [dict(entry.fields) for entry in read_entries(audit_dir(settings.state_dir))]
     assert [entry["verdict"] for entry in entries] == ["tempfail"]
-    assert entries[0]["error"] == "WorkerDied"
+    assert entries[0]["error"] == "EvaluationTimeout"
 
 
 async def test_while_no_worker_is_alive_the_gateway_evaluates_itself(
@@ -228,3 +230,84 @@ async def test_concurrent_messages_start_one_replacement_for_a_dead_worker(
     assert all(isinstance(result, Accept) for result in results)
     assert workers.restarts == 1
     assert len(workers.pids()) == 1
+
+
+# --- a slow message holds up nobody else, and ends in a clear refusal ------------------------------
+
+# An admin's timestamp pattern with catastrophic backtracking: on a run of "a" without a "b" the regex
+# engine tries every way of splitting the run, about 2**n steps. (The shipped patterns are linear:
+# tests/fuzz/test_growth.py.)
+SLOW_RULE = """\
+  - rule: anonymisation
+    action: reject
+    params:
+      timestamp_patterns: ["(a+)+b"]
+      timestamp_hint: "a"
+      gendered_terms: []
+"""
+PATHOLOGICAL = submission(message(body="a" * 40 + "!\r\n"), queue_id="SLOW")
+ORDINARY = submission(message(), queue_id="QUICK")
+
+
+@pytest.fixture
+def slow_settings(tmp_path: Path) -> GatewaySettings:
+    policy_file = tmp_path / "policy.yaml"
+    text = POLICY.replace("rules:\n", "rules:\n" + SLOW_RULE, 1)
+    policy_file.write_text(text, encoding="utf-8")
+    return GatewaySettings(
+        state_dir=tmp_path / "state",
+        policy=PolicySettings(path=policy_file, workers=2, evaluation_budget=1.0),
+    )
+
+
+async def test_a_slow_message_holds_up_nobody_and_is_refused_as_too_complex(
+    slow_settings: GatewaySettings,
+) -> None:
+    with PolicyScreener.from_settings(slow_settings) as screener:
+        pool = PolicyWorkers(slow_settings, 2)
+        await pool.start()
+        screener.workers = pool
+        try:
+            await screener.screen_async(ORDINARY)  # both workers loaded and answering
+            slow = asyncio.create_task(screener.screen_async(PATHOLOGICAL))
+            while not any(worker is not None and worker.pending for worker in pool._workers):
+                await asyncio.sleep(0.01)  # the slow message is in a worker now
+            quick = await screener.screen_async(ORDINARY)
+            # Answered while the slow one was still being evaluated: nothing waited behind it.
+            assert isinstance(quick, Accept)
+            assert not slow.done()
+            refused = await slow
+        finally:
+            screener.workers = None
+            await pool.close()
+    assert isinstance(refused, Refuse)
+    assert (refused.code, refused.status) == (552, "5.3.4")
+    assert "too complex for the gateway to check" in " ".join(refused.lines)
+    assert pool.over_budget == 1 and pool.lost == 0  # the worker survived its message
+    entries = [dict(entry.fields) for entry in read_entries(audit_dir(slow_settings.state_dir))]
+    decided = [(entry["verdict"], entry.get("error")) for entry in entries]
+    assert decided == [("reject", "EvaluationTooComplex")]
+
+
+async def test_messages_wait_for_an_idle_worker_instead_of_queueing_behind_a_busy_one(
+    settings: GatewaySettings, screener: PolicyScreener
+) -> None:
+    pool = PolicyWorkers(settings, 2)
+    await pool.start()
+    screener.workers = pool
+    try:
+        await asyncio.gather(*(screener.screen_async(SUBMISSIONS["deliver"]) for _ in range(2)))
+        [first, _second] = pool.pids()
+        os.kill(first, signal.SIGSTOP)  # busy for as long as we like: a message sent there waits
+        stuck = asyncio.create_task(screener.screen_async(SUBMISSIONS["deliver"]))
+        while not any(worker is not None and worker.pending for worker in pool._workers):
+            await asyncio.sleep(0.01)
+        # Every later message goes to the other worker, one after another, none to the stopped one.
+        results = await asyncio.gather(*(screener.screen_async(SUBMISSIONS["deliver"]) for _ in range(5)))
+        assert all(isinstance(result, Accept) for result in results)
+        assert not stuck.done()
+        os.kill(first, signal.SIGCONT)
+        assert isinstance(await stuck, Accept)
+    finally:
+        screener.workers = None
+        await pool.close()

@@ -11,7 +11,6 @@ other value -- Subject first of all -- is shown as hidden. The body and attachme
 from __future__ import annotations
 
 import datetime
-import email.utils
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -28,6 +27,7 @@ from gateway.cli import config_option
 from gateway.cli.tables import emit, json_option
 from gateway.errors import SpoolError
 from gateway.notices import NOTICE_HEADER
+from gateway.policy.address_header import MalformedAddressHeader, read_mailboxes
 from gateway.settings import load_settings
 from gateway.spool import DeliveryStatus, QueueState, Spool, SpoolEntry, SpoolMessage
 
@@ -232,8 +232,12 @@ def header_summary(items: Iterable[tuple[str, object]]) -> list[str]:
         if key in SHOWN_HEADERS:
             shown = _clean(value)
         elif key in ADDRESS_HEADERS:
-            addresses = [address for _name, address in email.utils.getaddresses([value]) if address]
-            shown = _clean(", ".join(addresses)) if addresses else "(no address)"
+            try:
+                addresses = [address for _name, address in read_mailboxes((value,)) if address]
+            except MalformedAddressHeader as malformed:
+                shown = f"(malformed: {malformed})"
+            else:
+                shown = _clean(", ".join(addresses)) if addresses else "(no address)"
         elif key == "content-type":
             shown = _content_type(value)
         else:

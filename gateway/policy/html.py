@@ -35,11 +35,13 @@ _BLOCK_ELEMENTS = _words(
 # CSS that takes an inline element out of the text flow, so its text does not join its neighbours.
 _DETACHING_STYLE = re.compile(r"display|float|position|flex|grid", re.IGNORECASE)
 _HIDDEN_TEXT_ELEMENTS = frozenset({"script", "style", "template"})
-_CSS_COMMENT = re.compile(r"/\*(.*?)\*/", re.DOTALL)
-_CSS_STRING = re.compile(r"\"((?:[^\"\\]|\\.)*)\"|'((?:[^'\\]|\\.)*)'", re.DOTALL)
+# An unclosed comment or string runs to the end of the text (as in CSS): requiring the closing
+# delimiter made every opening one rescan the rest of a text without it, which is quadratic.
+_CSS_COMMENT = re.compile(r"/\*(.*?)(?:\*/|\Z)", re.DOTALL)
+_CSS_STRING = re.compile(r"\"((?:[^\"\\]|\\.?)*)(?:\"|\Z)|'((?:[^'\\]|\\.?)*)(?:'|\Z)", re.DOTALL)
 _DATA_URI = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),(.*)", re.IGNORECASE | re.DOTALL)
 _TEXT_DATA_TYPES = re.compile(r"^(text/|application/(json|xml|xhtml\+xml)$|.*\+(xml|json)$)")
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^<>]*>")  # never across a "<": a run of "<" without ">" would be quadratic
 
 # Paragraph-like elements of office XML (OOXML, ODF): their ends separate words, while runs
 # (<w:r>, <w:t>, <text:span>, ...) join, because editors split words into runs freely.

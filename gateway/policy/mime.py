@@ -47,10 +47,10 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import Parser
 from email.policy import compat32
-from email.utils import getaddresses
 from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
+from gateway.policy.address_header import MalformedAddressHeader, read_mailboxes
 from gateway.policy.extract import documents
 from gateway.policy.extract.parts import MAX_ARCHIVE_DEPTH, Budget, Extraction
 from gateway.policy.extract.sniff import MEDIA, Format, sniff
@@ -179,6 +179,11 @@ _PLAIN_TOKEN = re.compile(r"[a-z0-9!#$&^_.+/-]*")
 _ENRICHED_TAG = re.compile(r"<(/?[a-z0-9-]+)>", re.IGNORECASE)
 _FILENAME_SEPARATORS = re.compile(r"[._+\-/\\]+")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+# What an encoded-word must not decode to in a header: a line break (CR, LF, or the Unicode line and
+# paragraph separators) or another C0 control character (tab is allowed). Another reader would start
+# a new header line there, or show something other than what was checked. (C1 controls are left
+# alone: Latin-1 labels on Windows-1252 text, which real mail is full of, decode to them.)
+_HEADER_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
 _PGP_MESSAGE = "-----BEGIN PGP MESSAGE-----"
 _PGP_SIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
 _UUENCODED_BLOCK = re.compile(
@@ -479,6 +484,7 @@ class _Decoder:
         self.text_chars = 0
         self.top_headers: dict[str, list[_Header]] = {}
         self.budget = Budget()  # what the message's attachments may still unpack
+        self.top_addresses: dict[str, tuple[Address, ...]] = {}
 
     # recording ------------------------------------------------------------------------------
 
@@ -542,15 +548,28 @@ class _Decoder:
             raw = self._header_value(raw_value)
             header = _Header(name=name, raw=raw, text=decode_encoded_words(raw))
             by_name.setdefault(key, []).append(header)
+            shown = _KNOWN_HEADERS.get(key)
+            if header.text is not raw and len(_HEADER_CONTROL.findall(header.text)) > len(
+                _HEADER_CONTROL.findall(raw)
+            ):
+                self._ambiguous(
+                    f"an encoded-word in {f'the {shown} header' if shown else 'a header'}{owner} decodes "
+                    "to a line break or another control character"
+                )
             if key in ("content-type", "content-disposition"):
                 continue  # their parameters are scanned separately: see _parameters
-            shown = _KNOWN_HEADERS.get(key)
             where = f"header {shown}{owner}" if shown else f"a non-standard header{owner}"
             # The reading keeps encoded-words apart where decoding glues them to a neighbour.
             reading = read_header(raw, decode_encoded_words)
             self._segment(
                 where, SegmentKind.HEADER, f"{name}: {header.text}", reading and f"{name}: {reading}"
             )
+        if top_level:
+            for key in _ADDRESS_HEADERS:
+                try:
+                    self.top_addresses[key] = _addresses(by_name.get(key, []))
+                except MalformedAddressHeader as malformed:
+                    self._ambiguous(f"the {_KNOWN_HEADERS[key]} header is malformed: {malformed}")
         singletons = _PART_SINGLETONS + (_TOP_SINGLETONS if top_level else ())
         for key in singletons:
             if counts[key] > 1:
@@ -910,10 +929,10 @@ class _Decoder:
             message_id=first_text("message-id") or None,
             in_reply_to=_message_ids(first_text("in-reply-to")),
             references=_message_ids(" ".join(h.text for h in headers.get("references", []))),
-            from_=_addresses(headers.get("from", [])),
-            to=_addresses(headers.get("to", [])),
-            cc=_addresses(headers.get("cc", [])),
-            bcc=_addresses(headers.get("bcc", [])),
+            from_=self.top_addresses.get("from", ()),
+            to=self.top_addresses.get("to", ()),
+            cc=self.top_addresses.get("cc", ()),
+            bcc=self.top_addresses.get("bcc", ()),
             subject=first_text("subject"),
             segments=tuple(self.segments),
             uninspectable=tuple(self.uninspectable),
@@ -1116,6 +1135,7 @@ def _message_ids(text: str) -> tuple[str, ...]:
 
 
 def _addresses(headers: list[_Header]) -> tuple[Address, ...]:
+    """The mailboxes of one address header's fields (MalformedAddressHeader if they cannot be read)."""
     values = tuple(header.raw for header in headers)
     if sum(len(value) for value in values) <= _CACHED_ADDRESS_CHARS:
         return _cached_mailboxes(values)
@@ -1136,7 +1156,7 @@ def _cached_mailboxes(values: tuple[str, ...]) -> tuple[Address, ...]:
 def _mailboxes(values: tuple[str, ...]) -> tuple[Address, ...]:
     """The mailboxes of address header values (one header's fields, unfolded)."""
     mailboxes: list[Address] = []
-    for name, address in getaddresses(list(values)):
+    for name, address in read_mailboxes(values):
         if name or address:
             mailboxes.append(Address(name=decode_encoded_words(name).strip(), address=address.strip()))
     return tuple(mailboxes)

@@ -20,10 +20,11 @@ from email.header import Header
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
-from email.utils import formataddr, getaddresses
+from email.utils import formataddr
 from functools import lru_cache
 
 from gateway.errors import PolicyError
+from gateway.policy.address_header import MalformedAddressHeader, read_mailboxes
 from gateway.policy.model import Address, Rewrite
 
 CRLF = b"\r\n"
@@ -431,8 +432,12 @@ def _addresses_in(values: tuple[str, ...]) -> frozenset[str]:
 
 
 def _lowered(values: tuple[str, ...]) -> frozenset[str]:
-    """Every address in the header ``values``, lower-cased."""
-    return frozenset(address.lower() for _name, address in getaddresses(list(values)))
+    """Every address in the header ``values``, lower-cased (PolicyError if they cannot be read)."""
+    try:
+        mailboxes = read_mailboxes(values)
+    except MalformedAddressHeader as malformed:
+        raise PolicyError(f"the To or Cc header is malformed ({malformed}); cannot add to Cc") from None
+    return frozenset(address.lower() for _name, address in mailboxes)
 
 
 def _format_mailbox(mailbox: Address) -> bytes:

@@ -342,6 +342,17 @@ async def test_header_from_must_be_an_address_of_the_member(gateway: RunningGate
         pytest.param(
             message(sender="undisclosed-recipients:;"), "5.6.0 Message refused: the From", id="group"
         ),
+        # The email package raises on these (IndexError, AttributeError): once 451 Internal error,
+        # retried forever; now a permanent refusal that says what is wrong.
+        pytest.param(
+            message(sender="John Doe <jdoe@"),
+            '5.6.0 Message refused: the From header is malformed: an address is not closed with ">"',
+            id="unclosed-address",
+        ),
+        pytest.param(
+            message(sender="Name <"), "5.6.0 Message refused: the From header is malformed", id="open"
+        ),
+        pytest.param(message(sender=':;\t[\t(@b@>""'), "5.6.0 Message refused: the From header", id="junk"),
     ],
 )
 async def test_header_from_must_be_exactly_one_readable_field(

@@ -185,7 +185,9 @@ _HEADER_LINE = re.compile(r"^\s*(?:from|sent|date|to|cc|subject)\s*:", re.IGNORE
 _FROM_LINE = re.compile(r"^\s*from\s*:", re.IGNORECASE)
 # How every line split_quoted treats specially begins (a `>` mark, an attribution, a forwarding
 # separator, a forwarded From: header), loosened to a prefix: a line without it is the sender's own.
-_QUOTE_CUE = r"[ \t]*>|\s*(?:(?:on|am|le|el|il)\b|-{2}|_{10}|begin forwarded message|from\s*:)"
+# Its leading blanks never cross a line break (``[^\S\n]``, not ``\s``): after each "\n" of a run of
+# empty or blank lines, ``\s*`` would scan to the end of the run, which made the search quadratic.
+_QUOTE_CUE = r"[ \t]*>|[^\S\n]*(?:(?:on|am|le|el|il)\b|-{2}|_{10}|begin forwarded message|from\s*:)"
 _LINE_QUOTE_CUE = re.compile(_QUOTE_CUE, re.IGNORECASE)
 # The same after a line break: one fast search over a whole text (a literal first character lets
 # the regex engine skip to each line break instead of trying every position).
@@ -247,12 +249,11 @@ def split_body(text: str) -> QuoteSplit:
         attribution = _attribution_length(lines, index)
         if attribution or _FORWARD_SEPARATOR.match(line) or _header_block(lines, index):
             quoted.extend(lines[index : index + attribution])
-            rest = lines[index + attribution :]
-            following = next((item for item in rest if item.strip()), "")
-            if attribution and _QUOTE_MARK.match(following):
-                index += attribution  # marked quote follows: own text may resume after it
-                continue
-            quoted.extend(_QUOTE_MARKS.sub("", item) for item in rest)
+            index += attribution
+            if attribution and _QUOTE_MARK.match(_next_non_blank(lines, index)):
+                continue  # marked quote follows: own text may resume after it
+            # Indices, never a copy of the rest: a copy per attribution line was quadratic.
+            quoted.extend(_QUOTE_MARKS.sub("", lines[item]) for item in range(index, len(lines)))
             break
         if _QUOTE_MARK.match(line):
             quoted.append(_QUOTE_MARKS.sub("", line))
@@ -260,6 +261,11 @@ def split_body(text: str) -> QuoteSplit:
             own.append(line)
         index += 1
     return QuoteSplit("\n".join(own), "\n".join(quoted), quotes_nothing=len(own) == len(lines))
+
+
+def _next_non_blank(lines: list[str], index: int) -> str:
+    """The first line from ``index`` on that is not blank ("" if none)."""
+    return next((lines[item] for item in range(index, len(lines)) if lines[item].strip()), "")
 
 
 def _attribution_length(lines: list[str], index: int) -> int:
