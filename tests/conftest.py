@@ -1,10 +1,11 @@
 """Fixtures shared by every test folder, and where the real-mail corpus comes from.
 
 The robustness and false-positive tests read a corpus of real messages kept outside the project
-(``../shared/real-mail`` beside the repository, or the folder named by ``CONDUCT_GATEWAY_REAL_MAIL``).
+(``../shared/real-mail`` beside the repository, or the folder named by ``GATEWAY_TEST_REAL_MAIL``;
+not ``CONDUCT_GATEWAY_...``: the gateway reads every variable with that prefix as a setting).
 A clone without it still passes: those tests are deselected and the summary says so in one line,
 while ``tests/policy/test_synthetic_mail.py`` keeps the same protections covered with a corpus the
-project builds itself. CI sets ``CONDUCT_GATEWAY_REQUIRE_REAL_MAIL=1``, which turns a missing corpus
+project builds itself. CI sets ``GATEWAY_TEST_REQUIRE_REAL_MAIL=1``, which turns a missing corpus
 into a failed run instead.
 """
 
@@ -19,8 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 # The policy the project ships (package data). Tests read this, never policies/default.yaml: that is
 # the admin's own copy, written at first start and edited freely.
 SHIPPED_POLICY = REPO / "gateway" / "data" / "default-policy.yaml"
-REAL_MAIL = Path(os.environ.get("CONDUCT_GATEWAY_REAL_MAIL") or REPO.parent / "shared" / "real-mail")
-_REQUIRED = os.environ.get("CONDUCT_GATEWAY_REQUIRE_REAL_MAIL", "") not in ("", "0")
+REAL_MAIL = Path(os.environ.get("GATEWAY_TEST_REAL_MAIL") or REPO.parent / "shared" / "real-mail")
+_REQUIRED = os.environ.get("GATEWAY_TEST_REQUIRE_REAL_MAIL", "") not in ("", "0")
 _deselected_for_corpus: list[int] = []
 
 
@@ -42,7 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     if _REQUIRED:
         raise pytest.UsageError(
-            f"CONDUCT_GATEWAY_REQUIRE_REAL_MAIL is set but the real-mail corpus is missing at {REAL_MAIL}"
+            f"GATEWAY_TEST_REQUIRE_REAL_MAIL is set but the real-mail corpus is missing at {REAL_MAIL}"
         )
     needing = [item for item in items if "real_mail_dir" in getattr(item, "fixturenames", ())]
     if needing:
@@ -55,5 +56,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _deselected_for_corpus:
         terminalreporter.write_line(
             f"real-mail set not run: no corpus at {REAL_MAIL} ({_deselected_for_corpus[0]} tests left out; "
-            "set CONDUCT_GATEWAY_REAL_MAIL to its folder to run them)"
+            "set GATEWAY_TEST_REAL_MAIL to its folder to run them)"
         )

@@ -7,7 +7,7 @@ the client would get. It raises only when the gateway would answer with a fault 
 exception, a rule error: 451 to the client, retried forever); bad input must get a 5xx, anything
 else a verdict.
 
-Seeds are the real-mail collection (``CONDUCT_GATEWAY_REAL_MAIL``, default ``../shared/real-mail``
+Seeds are the real-mail collection (``GATEWAY_TEST_REAL_MAIL``, default ``../shared/real-mail``
 beside the repository) and a small corpus of the project's own; :func:`mutate` damages them the way
 hostile or broken senders do. :data:`GROWTH_FAMILIES` build messages of any size from one repeated
 piece, for the growth test.
@@ -34,7 +34,7 @@ from gateway.settings import LimitsSettings
 from gateway.verdict_replies import refusal
 
 REPO = Path(__file__).resolve().parents[2]
-REAL_MAIL = Path(os.environ.get("CONDUCT_GATEWAY_REAL_MAIL") or REPO.parent / "shared" / "real-mail")
+REAL_MAIL = Path(os.environ.get("GATEWAY_TEST_REAL_MAIL") or REPO.parent / "shared" / "real-mail")
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 SENDER = "ada.quill@example.org"
 # An outsider, a moderator (anonymisation and communication apply), the conduct address and a reporter:

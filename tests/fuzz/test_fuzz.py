@@ -8,7 +8,7 @@ gateway's own (an exception, a rule error: 451 and endless retries) fails the te
 example slower than ``deadline`` (an ordinary message takes milliseconds; see test_growth for how
 time grows).
 
-The suite runs ``CONDUCT_GATEWAY_FUZZ_EXAMPLES`` examples (default 400, about 20 seconds);
+The suite runs ``GATEWAY_TEST_FUZZ_EXAMPLES`` examples (default 400, about 20 seconds);
 ``scripts/fuzz`` runs it for longer with fresh seeds, and with ``CONDUCT_GATEWAY_FUZZ_FINDINGS`` set,
 each failing input is also written there as an .eml file, to be minimised into ``regressions/``.
 """
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz.harness import mutate, own_seeds, real_mail, screen
 
-EXAMPLES = int(os.environ.get("CONDUCT_GATEWAY_FUZZ_EXAMPLES") or 400)
+EXAMPLES = int(os.environ.get("GATEWAY_TEST_FUZZ_EXAMPLES") or 400)
 FINDINGS = os.environ.get("CONDUCT_GATEWAY_FUZZ_FINDINGS")
 
 
