@@ -9,6 +9,7 @@ message comes back without its text). What happens next (audit, hold, reply) is 
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass, replace
 
 from gateway.errors import PolicyError
@@ -49,6 +50,7 @@ class Evaluation:
     rewrite_error: str | None = None
     # The relayed message is the submission itself (sent between processes without a copy of it).
     unchanged: bool = False
+    seconds: float = 0.0  # how long parsing, rules and rewrite took, where they ran (not waits)
 
     def relayed_for(self, submission: Submission) -> bytes | None:
         """The message to relay, given the submission this evaluation is of."""
@@ -77,6 +79,17 @@ def evaluate_submission(
 
     Raises on an internal error (the caller defers the message); never returns a partial verdict.
     """
+    started = time.perf_counter()
+    evaluation = _evaluate(submission, policy, ledger, protected_content)
+    return replace(evaluation, seconds=time.perf_counter() - started)
+
+
+def _evaluate(
+    submission: Submission,
+    policy: CompiledPolicy,
+    ledger: Ledger | None,
+    protected_content: ContentFingerprints,
+) -> Evaluation:
     message = parse_message(submission.content)
     # A malformed message is refused before any rule reads its thread: no lookup of its ids.
     thread = ledger.lookup(message) if ledger is not None and not message.ambiguities else ThreadFacts()

@@ -36,6 +36,7 @@ from gateway.errors import (
 from gateway.evaluation import Evaluation, evaluate_submission
 from gateway.example_policy import missing_policy_hint
 from gateway.fingerprints import FingerprintStore
+from gateway.histogram import Histogram, HistogramSnapshot
 from gateway.ledger import Ledger, ledger_path
 from gateway.logs import log_event
 from gateway.notices import warnings_letter
@@ -342,6 +343,7 @@ class ScreenerStatistics:
     reload_refusals: int = 0
     reload_pending_refused: int = 0  # 1 while the files on disk are refused and an older policy is in force
     registry_unreadable: int = 0  # 1 while the case registry on disk cannot be decrypted or read
+    evaluation_seconds: HistogramSnapshot | None = None  # parse, rules and rewrite, per message
 
 
 @dataclass(frozen=True)
@@ -398,6 +400,7 @@ class PolicyScreener:
         self._internal_errors = 0
         self._reloads = 0
         self._reload_refusals = 0
+        self._evaluation_time = Histogram()
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> PolicyScreener:
@@ -462,6 +465,7 @@ class PolicyScreener:
                 reload_refusals=self._reload_refusals,
                 reload_pending_refused=int(self.source.refused),
                 registry_unreadable=int(self.source.registry_unreadable),
+                evaluation_seconds=self._evaluation_time.snapshot(),
             )
 
     # -- the Screener protocol -------------------------------------------------------------------
@@ -524,6 +528,8 @@ class PolicyScreener:
         self, submission: Submission, policy: CompiledPolicy, evaluation: Evaluation
     ) -> Accept | Refuse:
         """Refuse, hold or accept what the policy decided (``screen``'s second half)."""
+        with self._lock:
+            self._evaluation_time.observe(evaluation.seconds)
         verdict, message, thread = evaluation.verdict, evaluation.message, evaluation.thread
         findings = _finding_records(verdict)
         holding = verdict.outcome is Outcome.HOLD and self.review is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from ruamel.yaml import YAML
 from gateway.cli import config_option
 from gateway.cli.auditing import record_case_action
 from gateway.cli.check import as_submitted
+from gateway.cli.tables import json_option, output_option, print_created
 from gateway.errors import ConfigError, GatewayError
 from gateway.fingerprints import FingerprintStore
 from gateway.policy.config import (
@@ -126,8 +128,9 @@ def add_report(code: str, message_file: Path, person: str | None, config_path: P
 
 
 @case.command("list")
+@json_option
 @config_option
-def list_cases(config_path: Path | None) -> None:
+def list_cases(as_json: bool, config_path: Path | None) -> None:
     """Every case: code name, status, severity and counts (never names), and how many protected
     messages the gateway holds fingerprints of."""
     settings = load_settings(config_path)
@@ -135,14 +138,38 @@ def list_cases(config_path: Path | None) -> None:
     in_policy = {item.code for item in read_policy(settings.policy.path)[0].cases}
     with FingerprintStore.open(settings.state_dir) as store:
         counts = store.cases()
-    for item in policy.document.cases:
-        where = "in the policy file" if item.code in in_policy else "in the registry"
-        click.echo(f"{item.code}: {counts.pop(item.code, 0)} protected message(s); {_summary(item)}; {where}")
-    for code, count in sorted(counts.items()):
-        click.echo(f"{code}: {count} protected message(s) (case no longer in the policy)")
+    listed: list[dict[str, object]] = [
+        {
+            "code": item.code,
+            "status": item.status,
+            "severity": item.severity,
+            "reporters": len(item.reporters),
+            "witnesses": len(item.witnesses),
+            "reported": len(item.reported),
+            "consents": len(item.consents),
+            "conflicts": len(item.conflicts),
+            "protected_messages": counts.pop(item.code, 0),
+            "where": "policy" if item.code in in_policy else "registry",
+        }
+        for item in policy.document.cases
+    ]
+    gone: list[dict[str, object]] = [
+        {"code": code, "protected_messages": count, "where": None} for code, count in sorted(counts.items())
+    ]
+    if as_json:
+        click.echo(json.dumps([*listed, *gone], indent=2))
+        return
+    for item, entry in zip(policy.document.cases, listed, strict=True):
+        where = "in the policy file" if entry["where"] == "policy" else "in the registry"
+        held = entry["protected_messages"]
+        click.echo(f"{item.code}: {held} protected message(s); {_summary(item)}; {where}")
+    for entry in gone:
+        held = entry["protected_messages"]
+        click.echo(f"{entry['code']}: {held} protected message(s) (case no longer in the policy)")
 
 
 # --- the case registry ---------------------------------------------------------------------------
+
 
 ROLES = {"reporter": "reporters", "witness": "witnesses", "reported": "reported"}
 
@@ -236,9 +263,14 @@ def _replace(item: Case, **changes: object) -> Case:
     default=None,
     help="Date (YYYY-MM-DD) from which the case's identities are expunged.",
 )
+@output_option
 @config_option
 def new_case(
-    severity: str, code: str | None, expunge_on: datetime.datetime | None, config_path: Path | None
+    severity: str,
+    code: str | None,
+    expunge_on: datetime.datetime | None,
+    output: str,
+    config_path: Path | None,
 ) -> None:
     """Open a new case under a random two-word code name (e.g. "home shelf") and print it.
 
@@ -263,6 +295,8 @@ def new_case(
 
     edit.apply(add)
     record_case_action(edit.settings, "new", chosen[0], severity=severity)
+    if print_created(output, chosen[0], {"code": chosen[0], "severity": severity}):
+        return
     click.echo(f"Opened case {chosen[0]} ({severity}) in the case registry {edit.registry.path}.")
     click.echo(
         f"Add its people with: conduct-gateway case add-person '{chosen[0]}' --role reporter --name ..."
@@ -287,6 +321,7 @@ def new_case(
     help="A part of their name that is an everyday word or very common name: not looked for alone.",
 )
 @click.option("--no-weak-forms", is_flag=True, help="Never look for their given name or surname on its own.")
+@output_option
 @config_option
 def add_person(
     code: str,
@@ -298,6 +333,7 @@ def add_person(
     person_id: str | None,
     everyday_words: tuple[str, ...],
     no_weak_forms: bool,
+    output: str,
     config_path: Path | None,
 ) -> None:
     """Add a reporter, witness or reported party to CASE under a random person code name.
@@ -335,6 +371,9 @@ def add_person(
     edit.apply(add)
     count = len(names) + len(aliases) + len(addresses) + len(usernames)
     record_case_action(edit.settings, "add-person", chosen[0], role=role, person=chosen[1], identities=count)
+    summary = {"case": chosen[0], "person": chosen[1], "role": role, "identities": count}
+    if print_created(output, chosen[1], summary):
+        return
     given = _count(count, "identity", "identities")
     protected = "protected" if role != "reported" else "recorded (reported parties are not protected)"
     click.echo(f"Added {role} {chosen[1]} to case {chosen[0]}: {given} {protected}.")

@@ -1,9 +1,9 @@
-"""How listing commands print: aligned columns for people, or JSON (``--json``) for scripts."""
+"""How commands print for people (aligned columns, sentences) or for scripts (``--json``, ``--quiet``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -38,3 +38,25 @@ def emit(
     if rows:
         for line in table_lines(header, rows):
             click.echo(line)
+
+
+def output_option(command: Callable[..., None]) -> Callable[..., None]:
+    """--quiet (the new code name alone) or --json (one object), for scripts; text otherwise."""
+    for option in (
+        click.option("--text", "output", flag_value="text", default=True, hidden=True),
+        click.option("--quiet", "output", flag_value="quiet", help="Print only the new code name."),
+        click.option("--json", "output", flag_value="json", help="Print one JSON object, for scripts."),
+    ):
+        command = option(command)
+    return command
+
+
+def print_created(output: str, code: str, summary: dict[str, object]) -> bool:
+    """Print what a script wants (--quiet: the code name alone; --json: an object); whether it did."""
+    if output == "quiet":
+        click.echo(code)
+        return True
+    if output == "json":
+        click.echo(json.dumps(summary))
+        return True
+    return False

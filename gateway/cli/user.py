@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import click
 
 from gateway.accounts import Accounts
 from gateway.cli import config_option
+from gateway.cli.tables import json_option
 from gateway.errors import AccountError, GatewayError
 from gateway.settings import load_settings
 
@@ -82,11 +84,16 @@ def _name_differences(config_path: Path | None, addresses: frozenset[str]) -> No
 
 
 @user.command("list")
+@json_option
 @config_option
-def list_(config_path: Path | None) -> None:
+def list_(as_json: bool, config_path: Path | None) -> None:
     """List members' addresses (never their password hashes)."""
     accounts = _accounts(config_path)
     members = accounts.members()
+    if as_json:
+        listed = [{"address": member, "aliases": list(accounts.aliases_of(member))} for member in members]
+        click.echo(json.dumps(listed, indent=2))
+        return
     if not members:
         click.echo(
             f"No accounts in {accounts.path}. Add one with: conduct-gateway user add ADDRESS", err=True

@@ -3,6 +3,7 @@ screener picking registry changes up without a restart."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 from pathlib import Path
@@ -454,3 +455,23 @@ def test_rekey_re_encrypts_the_registry_with_a_new_key(tmp_path: Path) -> None:
     [stored] = registry_of(switched).cases()
     assert stored.code == code and [p.names for p in stored.reporters] == [(NAME,)]
     assert [e["action"] for e in case_entries(switched)][-1] == "rekey"
+
+
+def test_scripts_get_the_code_names_alone_or_as_json(config_file: Path) -> None:
+    code = ok(cli(config_file, "new", "--quiet")).stdout.strip()
+    assert code and "\n" not in code and code == " ".join(code.split())
+    person = ok(cli(config_file, "add-person", code, "--role", "witness", "--name", NAME, "--quiet")).stdout
+    assert person.strip() and " " not in person.strip()
+    made = json.loads(ok(cli(config_file, "new", "--json", "--severity", "severe")).stdout)
+    assert made["severity"] == "severe" and made["code"] != code
+    added = json.loads(
+        ok(
+            cli(config_file, "add-person", made["code"], "--role", "reporter", "--alias", ALIAS, "--json")
+        ).stdout
+    )
+    assert added == {"case": made["code"], "person": added["person"], "role": "reporter", "identities": 1}
+    listed = {entry["code"]: entry for entry in json.loads(ok(cli(config_file, "list", "--json")).stdout)}
+    assert listed[code]["witnesses"] == 1 and listed[code]["where"] == "registry"
+    assert listed[made["code"]]["reporters"] == 1 and listed[made["code"]]["severity"] == "severe"
+    for output in (person, json.dumps(added), json.dumps(listed)):
+        assert_no_identity(output)

@@ -213,6 +213,7 @@ async def test_first_start_demo_account_sends_a_message_into_the_maildir(start_g
     assert "conduct_gateway_smtp_messages_accepted_total 1.0" in body
     assert "conduct_gateway_smtp_submission_duration_seconds_count 1.0" in body
     assert "conduct_gateway_delivery_latency_seconds_count 1.0" in body
+    assert "conduct_gateway_policy_evaluation_duration_seconds_count 1.0" in body
     assert 'conduct_gateway_smtp_submission_duration_seconds_bucket{le="+Inf"} 1.0' in body
     assert delivered in body
     assert token not in body and address not in body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -169,3 +170,23 @@ def test_add_warns_when_the_account_is_not_a_policy_member(config_file: Path) ->
     member = run(config_file, "add", "ada.quill@example.org", "--password-stdin", input="long enough\n")
     assert member.exit_code == 0, member.output
     assert "ada.quill@example.org" not in member.stderr
+
+
+def test_list_as_json_for_scripts(config_file: Path) -> None:
+    run(
+        config_file,
+        "add",
+        "dana@example.org",
+        "--alias",
+        "dana.s@example.org",
+        "--password-stdin",
+        input="a long pw\n",
+    )
+    run(config_file, "add", "adam@example.org", "--password-stdin", input="long enough\n")
+    result = run(config_file, "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {"address": "adam@example.org", "aliases": []},
+        {"address": "dana@example.org", "aliases": ["dana.s@example.org"]},
+    ]
+    assert "argon2" not in result.stdout
