@@ -8,9 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY gateway ./gateway
-RUN pip install . && rm -rf /src
+# Exact dependency versions (constraints.txt, made by `bash scripts/lock`): the same image every build.
+RUN pip install -c constraints.txt . && rm -rf /src
 
 # An unprivileged user owns the state (spool, users file, generated certificate); named volumes
 # mounted on these folders start with this ownership.

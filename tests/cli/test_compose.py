@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from ruamel.yaml import YAML
 
 from gateway.errors import ConfigError
@@ -266,7 +270,7 @@ def test_dockerfile_builds_from_python_311_slim_and_installs_the_package() -> No
     text = DOCKERFILE.read_text()
     # Pinned by version: an exact Python 3.11 release on a named Debian release, never a moving tag.
     assert re.search(r"^FROM python:3\.11\.[0-9]+-slim-[a-z]+$", text, re.MULTILINE)
-    assert re.search(r"^RUN pip install \. ", text, re.MULTILINE)
+    assert re.search(r"^RUN pip install -c constraints\.txt \. ", text, re.MULTILINE)
     assert re.search(r"^USER gateway$", text, re.MULTILINE), "run unprivileged"
     assert '"conduct-gateway"' in text
 
@@ -279,3 +283,18 @@ def test_build_context_holds_what_the_dockerfile_copies(gateway: dict[str, Any])
             for source in shlex.split(line)[1:-1]:
                 assert (context / source).exists(), f"COPY {source}: not in the build context"
                 assert source not in ignored, f"COPY {source}: excluded by .dockerignore"
+
+
+def test_the_image_installs_pinned_versions_of_every_runtime_dependency() -> None:
+    pinned = {}
+    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt pins exact versions only: {line!r}"
+            pinned[canonicalize_name(name)] = Version(version)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for dependency in project["dependencies"]:
+        requirement = Requirement(dependency)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{requirement.name} is not pinned: run bash scripts/lock"
+        assert requirement.specifier.contains(pinned[name]), f"{name} {pinned[name]} breaks {requirement}"
