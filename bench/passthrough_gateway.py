@@ -22,8 +22,8 @@ def passthrough(settings: GatewaySettings) -> PassThrough:
     return PassThrough()
 
 
-def no_policy(settings: GatewaySettings) -> str:
-    return "PassThrough (benchmark: no policy file is read)"
+def no_policy(settings: GatewaySettings) -> tuple[str, tuple[str, ...]]:
+    return "PassThrough (benchmark: no policy file is read)", ()
 
 
 if __name__ == "__main__":
