@@ -11,8 +11,13 @@ into a failed run instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -22,11 +27,43 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED_POLICY = REPO / "gateway" / "data" / "default-policy.yaml"
 REAL_MAIL = Path(os.environ.get("GATEWAY_TEST_REAL_MAIL") or REPO.parent / "shared" / "real-mail")
 _REQUIRED = os.environ.get("GATEWAY_TEST_REQUIRE_REAL_MAIL", "") not in ("", "0")
+# CI (.ci/run) runs as root on a machine that can mount a tmpfs and take a burst of connections:
+# there, a test this machine "cannot run" is a broken CI machine, not a reason to skip.
+_MACHINE_REQUIRED = os.environ.get("GATEWAY_TEST_REQUIRE_MACHINE", "") not in ("", "0")
 _deselected_for_corpus: list[int] = []
 
 
 def real_mail_available() -> bool:
     return REAL_MAIL.is_dir() and any(REAL_MAIL.rglob("*.eml"))
+
+
+def machine_cannot(reason: str) -> NoReturn:
+    """This machine cannot run the test: skip it saying why, or fail where CI requires it to run."""
+    if _MACHINE_REQUIRED:
+        pytest.fail(f"GATEWAY_TEST_REQUIRE_MACHINE is set, but {reason}")
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, *, size: str, inodes: int) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes and ``inodes`` inodes mounted on ``path`` (root only), for tests that
+    fill a real file system; see :func:`machine_cannot` where this machine cannot mount one."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount = shutil.which("mount")
+    if mount is None or os.geteuid() != 0:
+        machine_cannot("mounting a small tmpfs needs root and the mount command")
+    result = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", f"size={size},nr_inodes={inodes},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        machine_cannot(f"cannot mount a small tmpfs here: {result.stderr.strip() or result.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
 @pytest.fixture

@@ -9,24 +9,22 @@ extra copy per crash between the upstream's 250 and the record).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import subprocess
+import functools
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
-from gateway.delivery import DeliveryWorker
 from gateway.fake_upstream import FakeMessage, FakeUpstream
 from gateway.settings import DeliverySettings
 from gateway.spool import QueueState, Spool, SpoolEnvelope
+from tests.conftest import mounted_tmpfs
+from tests.relay.conftest import eventually as relay_eventually
+from tests.relay.conftest import running as running  # re-exported for the fault tests
 
 T = TypeVar("T")
 
@@ -98,26 +96,7 @@ def check_accounting(
 # --- a small filesystem that can be filled -------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def tmpfs(path: Path, *, size: str, inodes: int) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` bytes and ``inodes`` inodes on ``path``; skip with the reason if this
-    machine does not allow it (it needs root, or a user namespace)."""
-    path.mkdir(parents=True, exist_ok=True)
-    mount = shutil.which("mount")
-    if mount is None:
-        pytest.skip("cannot fill a real disk: no `mount` command on this machine")
-    result = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", f"size={size},nr_inodes={inodes},mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+tmpfs = mounted_tmpfs  # the shared helper: skips saying why, or fails where CI requires it
 
 
 # --- an upstream for a gateway in another process ---------------------------------------------------
@@ -191,23 +170,8 @@ async def commit(spool: Spool, count: int, label: str) -> list[str]:
     return tokens
 
 
-@contextlib.asynccontextmanager
-async def running(spool: Spool, settings: DeliverySettings) -> AsyncIterator[DeliveryWorker]:
-    worker = DeliveryWorker(spool, settings, hostname="gateway.example.org")
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        async with asyncio.timeout(10):
-            await task
-
-
-async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():
-            await asyncio.sleep(0.01)
+# The relay tests' helpers; faults take longer to settle, so they wait up to 10 s by default.
+eventually = functools.partial(relay_eventually, within=10.0)
 
 
 def settled(spool: Spool) -> bool:

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import logging
 import os
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from gateway.admission import (
 from gateway.metrics import build_registry
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool
+from tests.conftest import machine_cannot, mounted_tmpfs
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
     BOB,
@@ -336,7 +336,7 @@ async def test_a_burst_of_connections_is_answered_every_one_greeting_or_421(
     """Defect 5: with asyncio's backlog of 100, clients of a 500-connection burst were dropped by the
     kernel and waited to their own timeout. Every one must now hear a 220 or a 421 4.7.0."""
     if smtp_module.kernel_backlog() < 500:
-        pytest.skip(
+        machine_cannot(
             f"net.core.somaxconn is {smtp_module.kernel_backlog()} here: the kernel itself drops a burst "
             "of 500; raise it (sysctl) to run this test"
         )
@@ -523,22 +523,8 @@ async def test_an_unreadable_free_space_figure_does_not_refuse_mail(
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs with 200 inodes; skipped, saying why, where this machine cannot mount one."""
-    mount_point = tmp_path / "small-fs"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root; the statvfs-based tests above still ran")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=200,mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
-    try:
+    with mounted_tmpfs(tmp_path / "small-fs", size="4m", inodes=200) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 async def test_a_nearly_full_real_file_system_gets_452_at_mail(
