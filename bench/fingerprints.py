@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report import machine_description, markdown_table, percentile
 from synthetic import pseudo_word
 
-from gateway.fingerprints import FingerprintStore, fingerprints_path
 from gateway.policy.config import read_policy
 from gateway.policy.engine import compile_policy, evaluate
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, Outcome, ThreadFacts
+from gateway.state.fingerprints import FingerprintStore, fingerprints_path
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"8 KB": 8 * 1024, "200 KB": 200 * 1024}

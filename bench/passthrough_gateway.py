@@ -14,7 +14,7 @@ import sys
 
 from gateway import app
 from gateway.cli import main
-from gateway.screening import PassThrough
+from gateway.decision.screening import PassThrough
 from gateway.settings import GatewaySettings
 
 

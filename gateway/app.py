@@ -19,25 +19,30 @@ from pathlib import Path
 from typing import Any
 
 from gateway import systemd
-from gateway.accounts import Accounts
-from gateway.delivery import DeliveryWorker
-from gateway.delivery_process import DeliveryProcess, wants_own_process
+from gateway.decision.expunge import DueExpunger, Stores
+from gateway.decision.policy_screener import (
+    PolicyScreener,
+    ReloadResult,
+    load_compiled_policy,
+    load_policy_for,
+)
+from gateway.decision.policy_workers import PolicyWorkers, worker_count
+from gateway.decision.screening import Screener
+from gateway.delivery.process import DeliveryProcess, wants_own_process
+from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import ConfigError
 from gateway.example_policy import write_example_policy
-from gateway.expunge import DueExpunger, Stores
-from gateway.journal import JournalService
+from gateway.intake.journal import JournalService
+from gateway.intake.smtp import SubmissionService
+from gateway.intake.tlsfiles import SELF_SIGNED_CERT, server_context
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
 from gateway.netaddr import host_port, is_loopback
-from gateway.policy_screener import PolicyScreener, ReloadResult, load_compiled_policy, load_policy_for
-from gateway.policy_workers import PolicyWorkers, worker_count
-from gateway.registry import CaseRegistry
-from gateway.review import account_check, spool_outgoing
-from gateway.screening import Screener
+from gateway.review.desk import account_check, spool_outgoing
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
-from gateway.smtp import SubmissionService
-from gateway.spool import Spool
-from gateway.tlsfiles import SELF_SIGNED_CERT, server_context
+from gateway.state.accounts import Accounts
+from gateway.state.registry import CaseRegistry
+from gateway.state.spool import Spool
 
 log = logging.getLogger("gateway.app")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import (
+from gateway.errors import AuditError
+from gateway.state.audit import (
     GENESIS,
     LOG_NAME,
     SALTS_NAME,
@@ -27,7 +28,6 @@ from gateway.audit import (
     read_salts,
     verify,
 )
-from gateway.errors import AuditError
 
 SUBJECT = "Report about Jane Doe at the sprint"
 BODY = "Jane told me in confidence that the incident happened twice."

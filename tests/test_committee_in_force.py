@@ -10,11 +10,11 @@ import pytest
 from argon2 import PasswordHasher
 from click.testing import CliRunner
 
-from gateway.accounts import Accounts
 from gateway.cli import main
-from gateway.policy_screener import PolicyScreener, ReloadResult, load_policy_for
-from gateway.screening import Accept, Refuse, Submission
+from gateway.decision.policy_screener import PolicyScreener, ReloadResult, load_policy_for
+from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.settings import AuthSettings, GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
+from gateway.state.accounts import Accounts
 from tests.cli.conftest import write_config
 
 POLICY = """\

@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.errors import ConfigError
 from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate, rule_context
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ContentOverlap, Envelope, ThreadFacts
-from gateway.policy_screener import PolicyScreener
-from gateway.review import HoldStore, ReviewError, member_of
-from gateway.screening import Accept, Refuse, Submission
+from gateway.review.desk import HoldStore, ReviewError, member_of
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from tests.cli.conftest import write_config
 from tests.test_review import kind, reply, reply_to

@@ -7,7 +7,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway import replies
-from gateway.dataread import BadMessage, _addresses, _fields, _plain_addresses, _structured, read_headers
+from gateway.intake.dataread import (
+    BadMessage,
+    _addresses,
+    _fields,
+    _plain_addresses,
+    _structured,
+    read_headers,
+)
 
 ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
 TRICKY = ATEXT + ' .@<>",\t\\()[]:;é\r\n'

@@ -9,9 +9,8 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.audit import AuditTrail, audit_dir, entries_about, read_salts, verify
 from gateway.cli import main
-from gateway.expunge import (
+from gateway.decision.expunge import (
     PENDING_DIRNAME,
     DueExpunger,
     Stores,
@@ -20,15 +19,16 @@ from gateway.expunge import (
     expunge_case,
     is_expunged,
 )
-from gateway.fingerprints import FingerprintStore
-from gateway.ledger import Ledger, ledger_path
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.screening import Accept, Submission
 from gateway.policy.config import Case, Person
 from gateway.policy.mime import parse_message
-from gateway.policy_screener import PolicyScreener
-from gateway.registry import MAGIC, NONCE_BYTES, CaseRegistry
-from gateway.screening import Accept, Submission
 from gateway.settings import load_settings
-from gateway.spool import QueueState, Spool, SpoolEnvelope
+from gateway.state.audit import AuditTrail, audit_dir, entries_about, read_salts, verify
+from gateway.state.fingerprints import FingerprintStore
+from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.registry import MAGIC, NONCE_BYTES, CaseRegistry
+from gateway.state.spool import QueueState, Spool, SpoolEnvelope
 from tests.cli.conftest import write_config
 
 POLICY = """\

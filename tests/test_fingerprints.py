@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fingerprints import (
+from gateway.policy.fingerprint import LEGACY_SCHEME, document_shingles
+from gateway.policy.matcher import IdentityMatcher
+from gateway.policy.mime import parse_message
+from gateway.policy.model import IdentityKind, Mention, ProtectedIdentity
+from gateway.state.fingerprints import (
     FingerprintError,
     FingerprintStore,
     fingerprints_path,
     key_path,
     message_document_id,
 )
-from gateway.policy.fingerprint import LEGACY_SCHEME, document_shingles
-from gateway.policy.matcher import IdentityMatcher
-from gateway.policy.mime import parse_message
-from gateway.policy.model import IdentityKind, Mention, ProtectedIdentity
 
 DISTINCTIVE = "the purple giraffe umbrella incident behind the marquee after the lightning talks"
 REPORT = (

@@ -9,12 +9,12 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from gateway.fingerprints import FingerprintStore
-from gateway.journal import JournalService
-from gateway.ledger import Ledger, ledger_path
-from gateway.policy_screener import PolicyScreener
-from gateway.screening import Accept, Submission
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.screening import Accept, Submission
+from gateway.intake.journal import JournalService
 from gateway.settings import GatewaySettings, JournalSettings, PolicySettings
+from gateway.state.fingerprints import FingerprintStore
+from gateway.state.ledger import Ledger, ledger_path
 
 ADA = "ada@example.org"
 CONDUCT = "conduct@example.org"

@@ -16,14 +16,14 @@ import pytest
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "gateway"
 
 SHELL = (
-    "gateway.smtp",
-    "gateway.spool",
+    "gateway.intake",
+    "gateway.decision",
+    "gateway.review",
+    "gateway.state",
     "gateway.delivery",
     "gateway.app",
     "gateway.cli",
     "gateway.metrics",
-    "gateway.accounts",
-    "gateway.tlsfiles",
 )
 IMPURE = ("asyncio", "socket", "ssl", "selectors", "subprocess", "aiosmtpd", "aiosmtplib")
 
@@ -105,7 +105,7 @@ def test_policy_core_never_reaches_the_shell_or_io() -> None:
 
 
 @pytest.mark.parametrize(
-    ("one", "other"), [("gateway.smtp", "gateway.delivery"), ("gateway.delivery", "gateway.smtp")]
+    ("one", "other"), [("gateway.intake", "gateway.delivery"), ("gateway.delivery", "gateway.intake")]
 )
 def test_intake_and_delivery_meet_only_through_the_spool(one: str, other: str) -> None:
     graph = import_graph(PACKAGE_DIR)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import LedgerError
-from gateway.ledger import Ledger, ledger_path, normalise_message_id
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Address, ThreadFacts
+from gateway.state.ledger import Ledger, ledger_path, normalise_message_id
 
 ADA = Address("Ada Quill", "ada@example.org")
 BEN = Address("Ben Ink", "ben@example.org")

@@ -7,7 +7,7 @@ import email.policy
 
 import pytest
 
-from gateway.notices import (
+from gateway.decision.notices import (
     Letter,
     LimitDecision,
     NoticeFinding,

@@ -9,13 +9,13 @@ import pytest
 from argon2 import PasswordHasher
 from click.testing import CliRunner
 
-from gateway.accounts import Accounts
-from gateway.audit import read_entries
 from gateway.cli import main
-from gateway.policy_screener import PolicyScreener
-from gateway.review import HoldStore, account_check
-from gateway.screening import Accept, Refuse, Submission
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.screening import Accept, Refuse, Submission
+from gateway.review.desk import HoldStore, account_check
 from gateway.settings import AuthSettings, GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
+from gateway.state.accounts import Accounts
+from gateway.state.audit import read_entries
 from tests.cli.conftest import write_config
 from tests.test_review import kind, reply, reply_to
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway import evaluation
-from gateway.audit import audit_dir, read_entries, verify
+from gateway.decision import evaluation
+from gateway.decision.policy_screener import PolicyScreener, ReloadResult
+from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.errors import AuditError, ConfigError, PolicyError
-from gateway.ledger import Ledger, ledger_path
 from gateway.policy.rules import conduct_cc
-from gateway.policy_screener import PolicyScreener, ReloadResult
-from gateway.screening import Accept, Refuse, Submission
 from gateway.settings import GatewaySettings, PolicySettings
+from gateway.state.audit import audit_dir, read_entries, verify
+from gateway.state.ledger import Ledger, ledger_path
 
 POLICY = textwrap.dedent(
     """\
@@ -371,10 +371,10 @@ def test_forged_relay_header_is_removed_whatever_its_case(screener: PolicyScreen
 
 def test_a_refusal_made_before_the_policy_is_audited_without_content(tmp_path: Path) -> None:
     """The SMTP layer refuses malformed mail itself; that decision is audited like any other."""
-    from gateway.audit import audit_dir, verify
-    from gateway.policy_screener import PolicyScreener
-    from gateway.screening import Submission
+    from gateway.decision.policy_screener import PolicyScreener
+    from gateway.decision.screening import Submission
     from gateway.settings import GatewaySettings
+    from gateway.state.audit import audit_dir, verify
 
     repo = Path(__file__).resolve().parents[1]
     settings = GatewaySettings.model_validate(

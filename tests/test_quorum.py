@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import audit_dir, read_entries, verify
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.screening import Accept, Submission
 from gateway.errors import ConfigError
 from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import compile_policy
-from gateway.policy_screener import PolicyScreener
-from gateway.review import member_of, quorum
-from gateway.screening import Accept, Submission
+from gateway.review.desk import member_of, quorum
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
+from gateway.state.audit import audit_dir, read_entries, verify
 from tests.test_review import kind, reply, reply_to
 
 MEMBERS = ("ada", "ben", "cleo", "dan", "eve")

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway import registry as registry_module
 from gateway.errors import ConfigError
 from gateway.policy.config import Case, RegistryCases, merge_cases, parse_policy_text
 from gateway.policy.engine import compile_policy
-from gateway.registry import (
+from gateway.settings import GatewaySettings, RegistrySettings
+from gateway.state import registry as registry_module
+from gateway.state.registry import (
     MAGIC,
     CaseRegistry,
     code_words,
@@ -26,7 +27,6 @@ from gateway.registry import (
     parse_key,
     write_key_file,
 )
-from gateway.settings import GatewaySettings, RegistrySettings
 
 IDENTITIES = ("Jorunn Halvorsen", "Jojo", "jorunn.h@mail.example.net", "jorunn_h", "Tiberius Quell")
 CASE = Case.model_validate(

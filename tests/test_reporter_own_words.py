@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.fingerprints import FingerprintStore
-from gateway.journal import Journal
-from gateway.ledger import Ledger, ledger_path
+from gateway.decision.policy_screener import PolicyScreener, load_policy_for
+from gateway.decision.screening import Accept, Refuse, Submission
+from gateway.intake.journal import Journal
 from gateway.policy.model import IdentityKind, Mention
-from gateway.policy_screener import PolicyScreener, load_policy_for
-from gateway.screening import Accept, Refuse, Submission
 from gateway.settings import GatewaySettings, PolicySettings
+from gateway.state.fingerprints import FingerprintStore
+from gateway.state.ledger import Ledger, ledger_path
 from tests.cli.conftest import write_config
 
 CONDUCT = "conduct@example.org"

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import audit_dir, read_entries, verify
-from gateway.notices import NOTICE_HEADER
-from gateway.policy_screener import PolicyScreener
-from gateway.review import HoldStore, parse_command, reply_text, token_hash
-from gateway.screening import Accept, Outgoing, Refuse, Submission
+from gateway.decision.notices import NOTICE_HEADER
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
+from gateway.review.desk import HoldStore, parse_command, reply_text, token_hash
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
+from gateway.state.audit import audit_dir, read_entries, verify
 
 POLICY = """\
 organisation:
@@ -617,7 +617,7 @@ def _release(queue_id: str) -> Outgoing:
 
 async def test_a_recovered_release_is_spooled_once(tmp_path: Path) -> None:
     from gateway.app import recover_releases
-    from gateway.spool import Spool
+    from gateway.state.spool import Spool
 
     spool = Spool(tmp_path / "spool")
     queue_id = Spool.new_queue_id()
@@ -631,8 +631,8 @@ async def test_a_recovered_release_is_spooled_once(tmp_path: Path) -> None:
 
 async def test_a_release_already_in_the_spool_is_only_marked(tmp_path: Path) -> None:
     from gateway.app import recover_releases
-    from gateway.review import spool_outgoing
-    from gateway.spool import Spool
+    from gateway.review.desk import spool_outgoing
+    from gateway.state.spool import Spool
 
     spool = Spool(tmp_path / "spool")
     queue_id = Spool.new_queue_id()

@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.policy.model import Action, Address, Decision, Finding, Outcome, Rewrite, Verdict
-from gateway.screening import Refuse
-from gateway.verdict_replies import (
+from gateway.decision.screening import Refuse
+from gateway.decision.verdict_replies import (
     MAX_LINE,
     RELAY_HEADER,
     ascii_text,
@@ -19,6 +18,7 @@ from gateway.verdict_replies import (
     relay_header,
     tempfail,
 )
+from gateway.policy.model import Action, Address, Decision, Finding, Outcome, Rewrite, Verdict
 
 SECRET = "Zoë Reporter"
 PROTECTED = Finding(

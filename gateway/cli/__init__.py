@@ -48,7 +48,7 @@ def _register() -> None:
 
     for command in (serve.serve, config.config, user.user, queue.queue, check.check, audit.audit):
         main.add_command(command)
-    case.case.add_command(expunge.expunge)  # `case expunge` (gateway.expunge) lives in its own module
+    case.case.add_command(expunge.expunge)  # `case expunge`: gateway.decision.expunge
     case.case.add_command(consent.consent)  # `case consent` (recording and withdrawing): its own module
     main.add_command(case.case)
     main.add_command(review.review)

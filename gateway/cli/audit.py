@@ -10,7 +10,10 @@ from pathlib import Path
 
 import click
 
-from gateway.audit import (
+from gateway.cli import config_option
+from gateway.errors import ConfigError
+from gateway.settings import load_settings
+from gateway.state.audit import (
     EXPUNGED,
     StoredEntry,
     audit_dir,
@@ -21,9 +24,6 @@ from gateway.audit import (
     read_salts,
     verify,
 )
-from gateway.cli import config_option
-from gateway.errors import ConfigError
-from gateway.settings import load_settings
 
 MAX_PROBLEMS_SHOWN = 50
 VERDICTS = ("deliver", "rewrite", "reject", "hold", "tempfail")

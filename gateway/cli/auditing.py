@@ -9,10 +9,10 @@ import getpass
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from gateway.audit import AuditTrail, JsonValue, audit_dir
 from gateway.errors import AuditError
-from gateway.review import AuditSink, HoldStore
+from gateway.review.desk import AuditSink, HoldStore
 from gateway.settings import GatewaySettings
+from gateway.state.audit import AuditTrail, JsonValue, audit_dir
 
 CASE_EVENT = "case"
 

@@ -23,8 +23,8 @@ from gateway.cli import config_option
 from gateway.cli.auditing import record_case_action
 from gateway.cli.check import as_submitted
 from gateway.cli.tables import json_option, output_option, print_created
+from gateway.decision.policy_screener import load_policy_for
 from gateway.errors import ConfigError, GatewayError
-from gateway.fingerprints import FingerprintStore
 from gateway.policy.config import (
     IDENTITY_FIELDS,
     Case,
@@ -38,9 +38,9 @@ from gateway.policy.config import (
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity
 from gateway.policy.variants import described_forms
-from gateway.policy_screener import load_policy_for
-from gateway.registry import CaseRegistry, new_code_name, write_key_file
 from gateway.settings import GatewaySettings, load_settings
+from gateway.state.fingerprints import FingerprintStore
+from gateway.state.registry import CaseRegistry, new_code_name, write_key_file
 from gateway.yamlsource import format_loc
 
 

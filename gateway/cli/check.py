@@ -14,11 +14,19 @@ from typing import Any
 import click
 
 from gateway import replies
-from gateway.accounts import Accounts
 from gateway.cli import config_option
+from gateway.decision.policy_screener import load_compiled_policy
+from gateway.decision.screening import Refuse
+from gateway.decision.verdict_replies import (
+    change_descriptions,
+    change_labels,
+    held_lines,
+    refusal,
+    relay_header,
+    rewrite_impossible,
+)
 from gateway.errors import ConfigError, GatewayError, LedgerError, PolicyError
-from gateway.fingerprints import FingerprintStore, fingerprints_path, key_path
-from gateway.ledger import Ledger, ledger_path
+from gateway.intake.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
 from gateway.policy.engine import CompiledPolicy, evaluate
 from gateway.policy.mime import parse_message
 from gateway.policy.model import (
@@ -31,11 +39,8 @@ from gateway.policy.model import (
     Verdict,
 )
 from gateway.policy.rewrite import apply_rewrite
-from gateway.policy_screener import load_compiled_policy
-from gateway.registry import CaseRegistry
 from gateway.replies import Reply
-from gateway.review import AccountCheck, ReviewPlan, account_check, plan_review
-from gateway.screening import Refuse
+from gateway.review.desk import AccountCheck, ReviewPlan, account_check, plan_review
 from gateway.settings import (
     CONFIG_VARIABLE,
     DEFAULT_CONFIG,
@@ -44,15 +49,10 @@ from gateway.settings import (
     LimitsSettings,
     load_settings,
 )
-from gateway.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
-from gateway.verdict_replies import (
-    change_descriptions,
-    change_labels,
-    held_lines,
-    refusal,
-    relay_header,
-    rewrite_impossible,
-)
+from gateway.state.accounts import Accounts
+from gateway.state.fingerprints import FingerprintStore, fingerprints_path, key_path
+from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.registry import CaseRegistry
 
 REFERENCE = "check"
 EXIT_INTERNAL_ERROR = 3

@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 
 from gateway.cli import config_option
-from gateway.expunge import Stores, expunge_case
+from gateway.decision.expunge import Stores, expunge_case
 from gateway.policy.config import read_policy
-from gateway.registry import CaseRegistry
 from gateway.settings import load_settings
+from gateway.state.registry import CaseRegistry
 
 
 @click.command("expunge")

@@ -25,11 +25,11 @@ import click
 
 from gateway.cli import config_option
 from gateway.cli.tables import emit, json_option
+from gateway.decision.notices import NOTICE_HEADER
 from gateway.errors import SpoolError
-from gateway.notices import NOTICE_HEADER
 from gateway.policy.address_header import MalformedAddressHeader, read_mailboxes
 from gateway.settings import load_settings
-from gateway.spool import DeliveryStatus, QueueState, Spool, SpoolEntry, SpoolMessage
+from gateway.state.spool import DeliveryStatus, QueueState, Spool, SpoolEntry, SpoolMessage
 
 # Header values shown as they are: none can hold a person's name or the sender's words.
 SHOWN_HEADERS = frozenset(

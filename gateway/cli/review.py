@@ -22,15 +22,13 @@ from typing import Any, Literal
 
 import click
 
-from gateway.accounts import Accounts
 from gateway.cli import config_option
 from gateway.cli.auditing import audit_sink
 from gateway.cli.queue import header_summary, mime_outline
 from gateway.cli.tables import emit, json_option
-from gateway.ledger import Ledger, ledger_path
+from gateway.decision.policy_screener import learn_release, load_policy_for
 from gateway.policy.engine import CompiledPolicy
-from gateway.policy_screener import learn_release, load_policy_for
-from gateway.review import (
+from gateway.review.desk import (
     AUDIT_EVENT,
     AuditSink,
     HoldRecord,
@@ -42,7 +40,9 @@ from gateway.review import (
     spool_outgoing,
 )
 from gateway.settings import GatewaySettings, load_settings
-from gateway.spool import Spool
+from gateway.state.accounts import Accounts
+from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.spool import Spool
 
 _UNDO_KEY = "cli"
 

@@ -42,7 +42,7 @@ from gateway.policy.model import (
 from gateway.policy.registry import RuleModule, rules_by_name
 
 ENGINE_RULE = "message-structure"  # the rule name of the engine's own checks
-# What an expunged case keeps in place of identities (gateway.expunge); never matched.
+# What an expunged case keeps in place of identities (gateway.decision.expunge); never matched.
 EXPUNGED_MARK = "expunged"
 
 _OUTCOME_OF = {

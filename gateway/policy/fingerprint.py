@@ -250,7 +250,7 @@ class IndexStatistics:
 class FingerprintIndex:
     """Every protected document's shingles, in memory; answers ``overlaps(text)`` (ContentFingerprints).
 
-    Not thread-safe: the owner (``gateway.fingerprints.FingerprintStore``) serialises calls.
+    Not thread-safe: the owner (``gateway.state.fingerprints.FingerprintStore``) serialises calls.
     """
 
     def __init__(self, key: bytes) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.audit import LOG_NAME, AuditTrail, DecisionRecord, FindingRecord, audit_dir
 from gateway.cli import main
+from gateway.state.audit import LOG_NAME, AuditTrail, DecisionRecord, FindingRecord, audit_dir
 
 
 class Clock:

@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.fingerprints import FingerprintStore
+from gateway.state.fingerprints import FingerprintStore
 
 REPORT = (
     "After the workshop the maintainer from the other project messaged me privately eleven times in one "

@@ -12,15 +12,15 @@ import pytest
 from click.testing import CliRunner, Result
 from ruamel.yaml import YAML
 
-from gateway import registry as registry_module
-from gateway.audit import AuditTrail, audit_dir, read_entries, verify
 from gateway.cli import main
+from gateway.decision.policy_screener import PolicyScreener, ReloadResult
+from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.policy.config import read_policy
-from gateway.policy_screener import PolicyScreener, ReloadResult
-from gateway.registry import CaseRegistry, code_words, generate_key
-from gateway.review import HoldStore, drain_audit_outbox
-from gateway.screening import Accept, Refuse, Submission
+from gateway.review.desk import HoldStore, drain_audit_outbox
 from gateway.settings import load_settings
+from gateway.state import registry as registry_module
+from gateway.state.audit import AuditTrail, audit_dir, read_entries, verify
+from gateway.state.registry import CaseRegistry, code_words, generate_key
 from tests.cli.conftest import SHIPPED_POLICY, write_config
 
 NAME = "Jorunn Halvorsen-Bakke"
@@ -421,7 +421,7 @@ def test_with_review_off_the_gateway_still_records_queued_case_actions(config_fi
     settings = settings.model_copy(update={"review": settings.review.model_copy(update={"enabled": False})})
     code = new_case(config_file)
     with PolicyScreener.from_settings(settings) as gateway:  # holds the audit trail
-        assert gateway.review is None
+        assert gateway.review.desk is None
         ok(cli(config_file, "close", code))
         assert gateway.review_housekeeping() == ()
     assert [(e["action"], e.get("recorded_later")) for e in case_entries(config_file)] == [

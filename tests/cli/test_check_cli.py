@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
-from gateway.ledger import Ledger, ledger_path
 from gateway.policy.model import Address
+from gateway.state.ledger import Ledger, ledger_path
 
 POLICY = textwrap.dedent(
     """\
@@ -321,8 +321,8 @@ def test_real_mail_corpus_goes_through_check_without_false_positives(
 
 def test_protected_content_learnt_by_the_gateway_is_consulted(config_file: Path, tmp_path: Path) -> None:
     """`check` must judge a quoted report the way the gateway would: with the learnt fingerprints."""
-    from gateway.fingerprints import FingerprintStore
     from gateway.settings import load_settings
+    from gateway.state.fingerprints import FingerprintStore
 
     report = (
         "At the evening social the organiser kept interrupting me whenever I tried to explain the "

@@ -22,8 +22,8 @@ import aiosmtplib
 import pytest
 from click.testing import CliRunner
 
-from gateway.accounts import Accounts
 from gateway.cli import main
+from gateway.state.accounts import Accounts
 
 from .conftest import write_config
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import audit_dir, read_entries
-from gateway.policy_screener import PolicyScreener, ReloadResult
-from gateway.screening import Accept, Refuse
+from gateway.decision.policy_screener import PolicyScreener, ReloadResult
+from gateway.decision.screening import Accept, Refuse
 from gateway.settings import load_settings
+from gateway.state.audit import audit_dir, read_entries
 from tests.cli.test_case_registry_cli import (
     NAME,
     OUTSIDER,

@@ -12,16 +12,16 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.delivery import DeliveryStatistics
+from gateway.decision.policy_screener import ScreenerStatistics
+from gateway.decision.policy_workers import WorkerStatistics
+from gateway.delivery.worker import DeliveryStatistics
 from gateway.histogram import Histogram, combined
-from gateway.journal import JournalStatistics
+from gateway.intake.journal import JournalStatistics
+from gateway.intake.smtp import SmtpStatistics
 from gateway.metric_catalogue import CATALOGUE, NOT_EXPORTED
 from gateway.metrics import Health, MetricsServer, StatisticsCollector, build_registry
-from gateway.policy_screener import ScreenerStatistics
-from gateway.policy_workers import WorkerStatistics
 from gateway.settings import MetricsSettings
-from gateway.smtp import SmtpStatistics
-from gateway.spool import SpoolStatistics
+from gateway.state.spool import SpoolStatistics
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
-from gateway.spool import DeliveryStatus, QueueState, RecipientStatus, Spool, SpoolEnvelope
+from gateway.state.spool import DeliveryStatus, QueueState, RecipientStatus, Spool, SpoolEnvelope
 
 SECRET_SUBJECT = "Report about Jordan Example at the sprint"
 SECRET_BODY = "I want to report what happened on Tuesday evening."

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
-from gateway.ledger import Ledger, ledger_path
-from gateway.policy_screener import PolicyScreener
-from gateway.review import HoldStore
-from gateway.screening import Accept, Submission
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.screening import Accept, Submission
+from gateway.review.desk import HoldStore
 from gateway.settings import load_settings
-from gateway.spool import QueueState, Spool
+from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.spool import QueueState, Spool
 from tests.cli.conftest import write_config
 
 POLICY = """\

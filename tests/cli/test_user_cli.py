@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.accounts import Accounts
 from gateway.cli import main
+from gateway.state.accounts import Accounts
 
 
 def run(config_file: Path, *args: str, input: str | None = None) -> Result:

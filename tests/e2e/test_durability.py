@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiosmtplib
 import pytest
 
-from gateway.delivery import IN_FLIGHT_PER_CONNECTION
+from gateway.delivery.worker import IN_FLIGHT_PER_CONNECTION
 from tests.e2e.clients import Account
 from tests.e2e.gateway_process import GatewayFactory, GatewayProcess
 from tests.e2e.messages import assert_arrived_unchanged, token, tricky_message

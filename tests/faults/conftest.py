@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from gateway.fake_upstream import FakeMessage, FakeUpstream
 from gateway.settings import DeliverySettings
-from gateway.spool import QueueState, Spool, SpoolEnvelope
+from gateway.state.spool import QueueState, Spool, SpoolEnvelope
 from tests.conftest import mounted_tmpfs
 from tests.relay.conftest import eventually as relay_eventually
 from tests.relay.conftest import running as running  # re-exported for the fault tests

@@ -21,9 +21,9 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.crash_points import EXIT_STATUS, CrashPoints
-from gateway.delivery import IN_FLIGHT_PER_CONNECTION
+from gateway.delivery.worker import IN_FLIGHT_PER_CONNECTION
 from gateway.settings import GatewaySettings
-from gateway.spool import QueueState
+from gateway.state.spool import QueueState
 from tests.e2e.clients import Account, new_password
 from tests.e2e.gateway_process import RELAY_POLICY, GatewayProcess
 from tests.e2e.tls import make_tls_material

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gateway.fake_upstream import FakeUpstream
-from gateway.spool import QueueState, Spool, SpoolEnvelope
+from gateway.state.spool import QueueState, Spool, SpoolEnvelope
 
 from .conftest import SENDER, delivery_settings, eventually, message_with, running, settled, tmpfs
 
@@ -87,7 +87,7 @@ async def test_a_full_disk_after_the_upstreams_250_sends_nothing_twice_and_loses
     async with FakeUpstream(pipelining=True) as fake:
         fake.on("rcpt", reply=b"451 4.2.1 mailbox busy, try later\r\n", match=b"carol@", times=MESSAGES)
         filler = exhaust(disk)  # type: ignore[operator]
-        with caplog.at_level(logging.INFO, logger="gateway.delivery"):
+        with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
             async with running(spool, delivery_settings(fake)) as worker:
                 await eventually(lambda: worker.statistics().disk_full_total >= 5)
                 sent_while_full = Counter((m.content, r) for m in fake.accepted for r in m.rcpt_tos)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.fake_upstream import FakeUpstream
-from gateway.spool import QueueState, Spool
+from gateway.state.spool import QueueState, Spool
 
 from .conftest import check_accounting, commit, delivery_settings, eventually, running, settled
 

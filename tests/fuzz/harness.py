@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from gateway.dataread import BadMessage, check_bytes, read_headers
-from gateway.evaluation import Evaluation, evaluate_submission
+from gateway.decision.evaluation import Evaluation, evaluate_submission
+from gateway.decision.screening import Submission
+from gateway.decision.verdict_replies import refusal
+from gateway.intake.dataread import BadMessage, check_bytes, read_headers
 from gateway.policy.config import read_policy
 from gateway.policy.engine import CompiledPolicy, compile_policy
 from gateway.policy.model import Outcome
-from gateway.screening import Submission
 from gateway.settings import LimitsSettings
-from gateway.verdict_replies import refusal
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_MAIL = Path(os.environ.get("GATEWAY_TEST_REAL_MAIL") or REPO.parent / "shared" / "real-mail")

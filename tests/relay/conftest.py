@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import trustme
 
-from gateway.delivery import DeliveryWorker
+from gateway.delivery.worker import DeliveryWorker
 from gateway.settings import DeliverySettings, UpstreamSettings
-from gateway.spool import Spool, SpoolEnvelope
+from gateway.state.spool import Spool, SpoolEnvelope
 from gateway.testing import CaptureUpstream
 
 SENDER = "alice@example.org"

@@ -20,11 +20,11 @@ import pytest
 import trustme
 from argon2 import PasswordHasher
 
-from gateway.accounts import Accounts
-from gateway.screening import Accept, PassThrough, Refuse, Screener, Submission
+from gateway.decision.screening import Accept, PassThrough, Refuse, Screener, Submission
+from gateway.intake.smtp import SubmissionService
 from gateway.settings import GatewaySettings
-from gateway.smtp import SubmissionService
-from gateway.spool import FollowUp, QueueState, Spool, SpoolMessage
+from gateway.state.accounts import Accounts
+from gateway.state.spool import FollowUp, QueueState, Spool, SpoolMessage
 
 HOSTNAME = "mail.example.org"
 PASSWORD = "correct horse battery staple"

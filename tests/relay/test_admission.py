@@ -21,8 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from gateway import smtp as smtp_module
-from gateway.admission import (
+from gateway.intake import smtp as smtp_module
+from gateway.intake.admission import (
     INODES_PER_MESSAGE,
     Admission,
     AdmissionLimits,
@@ -36,7 +36,7 @@ from gateway.admission import (
 )
 from gateway.metrics import build_registry
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool
+from gateway.state.spool import Spool
 from tests.conftest import machine_cannot, mounted_tmpfs
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
@@ -477,7 +477,7 @@ async def test_mail_gets_452_when_the_spool_is_short_of_space_and_it_is_logged_o
 
     gateway.service.free_space = statvfs
     smtp = await gateway.logged_in()
-    with caplog.at_level(logging.INFO, logger="gateway.smtp"):
+    with caplog.at_level(logging.INFO, logger="gateway.intake.smtp"):
         assert (await smtp.mail(ALICE, options=["SIZE=1000"])).code == 250
         await smtp.rset()
         assert (await smtp.mail(ALICE)).code == 250  # no SIZE: room for the largest message is enough
@@ -494,7 +494,7 @@ async def test_mail_gets_452_when_the_spool_is_short_of_space_and_it_is_logged_o
         free = FreeSpace(bytes=10 * MIB, inodes=1000)
         assert (await smtp.sendmail(ALICE, [OUTSIDER], message()))[0] == {}
     await smtp.quit()
-    assert seen and all(path == gateway.spool.root for path in seen)
+    assert seen and all(path == gateway.state.spool.root for path in seen)
     events = [r.getMessage() for r in caplog.records if "event=smtp.storage" in r.getMessage()]
     assert len(events) == 3, events  # short of bytes, short of inodes, fine again: once each
     assert "short_of=bytes" in events[0] and "short_of=inodes" in events[1]
@@ -512,7 +512,7 @@ async def test_an_unreadable_free_space_figure_does_not_refuse_mail(
 
     gateway.service.free_space = broken
     smtp = await gateway.logged_in()
-    with caplog.at_level(logging.INFO, logger="gateway.smtp"):
+    with caplog.at_level(logging.INFO, logger="gateway.intake.smtp"):
         for _ in range(2):
             assert (await smtp.sendmail(ALICE, [OUTSIDER], message()))[0] == {}
     await smtp.quit()

@@ -10,10 +10,10 @@ from typing import NoReturn
 
 import pytest
 
-from gateway.delivery import DeliveryWorker
+from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import ConfigError, SpoolError
 from gateway.settings import UpstreamSettings
-from gateway.spool import QueueState, Spool
+from gateway.state.spool import QueueState, Spool
 from gateway.testing import CapturedMessage, CaptureUpstream
 
 from .conftest import (
@@ -291,7 +291,7 @@ async def test_no_dsn_for_a_null_sender_message(
     upstream.reply_to_rcpt("550 5.1.1 no such user")
     sent = envelope(mail_from="")
     await spool.commit(sent, message())
-    with caplog.at_level(logging.INFO, logger="gateway.delivery"):
+    with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
         async with running(spool, delivery_settings(upstream_settings(upstream))) as worker:
             await eventually(lambda: spool.locate(sent.queue_id) is QueueState.BOUNCED)
     assert upstream.received == 0
@@ -337,7 +337,7 @@ async def test_a_corrupt_entry_is_moved_aside_and_the_worker_goes_on(
     bad_id = Spool.new_queue_id()
     spool.path(bad_id, QueueState.INCOMING).write_bytes(b"CGSPOOL/1 5\n{oops\nrest")
     good = envelope()
-    with caplog.at_level(logging.ERROR, logger="gateway.spool"):
+    with caplog.at_level(logging.ERROR, logger="gateway.state.spool"):
         async with running(spool, delivery_settings(upstream_settings(upstream))) as worker:
             await spool.commit(good, message())
             await upstream.wait_for(1)
@@ -586,7 +586,7 @@ async def test_a_message_deleted_during_delivery_is_let_go(
 ) -> None:
     upstream.data_delay = 0.2
     sent = envelope()
-    with caplog.at_level(logging.WARNING, logger="gateway.delivery"):
+    with caplog.at_level(logging.WARNING, logger="gateway.delivery.worker"):
         async with running(spool, delivery_settings(upstream_settings(upstream))) as worker:
             await spool.commit(sent, message())
             await eventually(lambda: worker.statistics().sending == 1)

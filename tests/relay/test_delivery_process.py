@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.delivery_process import DeliveryProcess, wants_own_process
+from gateway.delivery.process import DeliveryProcess, wants_own_process
 from gateway.errors import GatewayError
 from gateway.settings import DeliverySettings, GatewaySettings
-from gateway.spool import QueueState, Spool
+from gateway.state.spool import QueueState, Spool
 
 from .conftest import envelope, eventually, message
 
@@ -84,7 +84,7 @@ async def test_the_delivery_process_shows_what_it_is_in_ps(settings: GatewaySett
 async def test_a_delivery_process_that_dies_is_replaced_and_nothing_is_lost(
     settings: GatewaySettings, spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.delivery_process.RESTART_DELAY", 0.1)
+    monkeypatch.setattr("gateway.delivery.process.RESTART_DELAY", 0.1)
     process = DeliveryProcess(settings, spool)
     async with delivering(process):
         await spool.commit(envelope(), message(subject="before"))

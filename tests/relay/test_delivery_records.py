@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.spool import QueueState, Spool
+from gateway.state.spool import QueueState, Spool
 from gateway.testing import CaptureUpstream
 
 from .conftest import delivery_settings, envelope, eventually, message, running, upstream_settings
@@ -59,7 +59,7 @@ async def test_a_result_that_cannot_be_recorded_is_kept_and_the_message_never_se
     first, second = envelope(rcpt_tos=recipients), envelope()
     await spool.commit(first, message(subject="first"))
     settings = delivery_settings(upstream_settings(upstream))
-    with caplog.at_level(logging.INFO, logger="gateway.delivery"):
+    with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
         async with running(spool, settings) as worker:
             await upstream.wait_for(1)
             # Record tries keep failing (with backoff); the old code sent a copy for each one.
@@ -92,7 +92,7 @@ async def test_a_record_that_fails_for_another_reason_is_retried_alone_and_logge
     disk = FullDisk(spool, monkeypatch, errno.EIO)
     sent = envelope()
     await spool.commit(sent, message())
-    with caplog.at_level(logging.INFO, logger="gateway.delivery"):
+    with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
         async with running(spool, delivery_settings(upstream_settings(upstream))) as worker:
             await upstream.wait_for(1)
             await eventually(lambda: disk.failures >= 3)

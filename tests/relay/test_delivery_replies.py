@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.delivery import UpstreamTransport
+from gateway.delivery.worker import UpstreamTransport
 from gateway.fake_upstream import FakeUpstream
 from gateway.settings import UpstreamSettings
-from gateway.spool import QueueState, Spool, SpoolEnvelope
+from gateway.state.spool import QueueState, Spool, SpoolEnvelope
 
 from .conftest import delivery_settings, envelope, eventually, message, running
 
@@ -185,7 +185,7 @@ async def test_the_worker_defers_counts_and_logs_a_stray_reply_then_delivers_onc
         settings = delivery_settings(
             UpstreamSettings(host=fake.host, port=fake.port, security="none", timeout=5)
         )
-        with caplog.at_level(logging.INFO, logger="gateway.delivery"):
+        with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
             async with running(spool, settings) as worker:
                 await fake.wait_for(1)
                 await eventually(lambda: spool.locate(sent.queue_id) is QueueState.DONE)

@@ -7,7 +7,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from gateway.dsn import FailedRecipient, build_dsn, original_headers, status_code
+from gateway.delivery.dsn import FailedRecipient, build_dsn, original_headers, status_code
 
 from .conftest import SENDER, envelope, message
 

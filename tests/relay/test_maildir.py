@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.maildir import Maildir
-from gateway.spool import QueueState, Spool
+from gateway.delivery.maildir import Maildir
+from gateway.state.spool import QueueState, Spool
 
 from .conftest import SENDER, delivery_settings, envelope, eventually, message, running
 
@@ -69,7 +69,7 @@ async def test_without_an_upstream_the_worker_delivers_to_the_maildir(
     maildir = tmp_path / "state" / "maildir"
     settings = delivery_settings(None, maildir=maildir)
     sent = envelope()
-    with caplog.at_level(logging.INFO, logger="gateway.delivery"):
+    with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
         async with running(spool, settings):
             await spool.commit(sent, message())
             await eventually(lambda: spool.locate(sent.queue_id) is QueueState.DONE)

@@ -18,10 +18,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
 from gateway.errors import SpoolError
-from gateway.screening import Accept, Outgoing, Refuse, Submission
-from gateway.smtp import MAX_ERRORS, SharedFlush, forward_path_problem
-from gateway.spool import FollowUp, SpoolEnvelope
+from gateway.intake.smtp import MAX_ERRORS, SharedFlush, forward_path_problem
+from gateway.state.spool import FollowUp, SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
     ALICE_ALIAS,
@@ -762,14 +762,14 @@ async def test_an_essential_gateway_message_that_cannot_be_stored_is_a_451_and_u
 ) -> None:
     screener = ConsumingScreener()
     gateway = await start_gateway(screener=screener)
-    real_commit = gateway.spool.commit
+    real_commit = gateway.state.spool.commit
 
     async def failing(envelope: SpoolEnvelope, content: bytes, *follow_up: FollowUp | None) -> None:
         if envelope.queue_id.endswith("R"):
             raise SpoolError("disk full")
         await real_commit(envelope, content, *follow_up)
 
-    monkeypatch.setattr(gateway.spool, "commit", failing)
+    monkeypatch.setattr(gateway.state.spool, "commit", failing)
     smtp = await gateway.logged_in()
     with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
         await smtp.sendmail(ALICE, [OUTSIDER], message())
@@ -784,14 +784,14 @@ async def test_a_best_effort_notice_that_cannot_be_stored_does_not_fail_the_mess
 ) -> None:
     screener = ConsumingScreener(essential=False)
     gateway = await start_gateway(screener=screener)
-    real_commit = gateway.spool.commit
+    real_commit = gateway.state.spool.commit
 
     async def failing(envelope: SpoolEnvelope, content: bytes, *follow_up: FollowUp | None) -> None:
         if envelope.queue_id.endswith("R"):
             raise SpoolError("disk full")
         await real_commit(envelope, content, *follow_up)
 
-    monkeypatch.setattr(gateway.spool, "commit", failing)
+    monkeypatch.setattr(gateway.state.spool, "commit", failing)
     smtp = await gateway.logged_in()
     errors, _response = await smtp.sendmail(ALICE, [OUTSIDER], message())
     await smtp.quit()
@@ -837,8 +837,8 @@ async def test_internal_error_in_a_command_gets_451_and_the_session_continues(
         raise ZeroDivisionError("division by zero in secret code")
 
     client = await raw_session(raw_clients, gateway)
-    monkeypatch.setattr(gateway.accounts, "addresses_of", broken)
-    with caplog.at_level(logging.INFO, logger="gateway.smtp"):
+    monkeypatch.setattr(gateway.state.accounts, "addresses_of", broken)
+    with caplog.at_level(logging.INFO, logger="gateway.intake.smtp"):
         reply = await client.command(f"MAIL FROM:<{ALICE}>")
     assert reply.startswith("451 4.3.0 ")
     assert "ZeroDivisionError" not in reply and "secret" not in reply
@@ -849,7 +849,7 @@ async def test_internal_error_in_a_command_gets_451_and_the_session_continues(
 
 async def test_spool_failure_gets_451(gateway: RunningGateway) -> None:
     # Root ignores permissions, so break the spool by putting a file where its tmp folder was.
-    tmp = gateway.spool.root / "tmp"
+    tmp = gateway.state.spool.root / "tmp"
     tmp.rmdir()
     tmp.write_bytes(b"")
     smtp = await gateway.logged_in()
@@ -899,7 +899,7 @@ async def test_message_is_stored_even_if_the_client_hangs_up_during_the_commit(
 async def test_a_commit_that_fails_unexpectedly_is_a_451_and_the_session_goes_on(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from gateway.smtp import SubmissionProtocol
+    from gateway.intake.smtp import SubmissionProtocol
 
     async def broken(*_args: object) -> None:
         raise RuntimeError("Jane Doe's words")
@@ -909,7 +909,7 @@ async def test_a_commit_that_fails_unexpectedly_is_a_451_and_the_session_goes_on
     await smtp.mail(ALICE)
     await smtp.rcpt(OUTSIDER)
     with (
-        caplog.at_level(logging.ERROR, logger="gateway.smtp"),
+        caplog.at_level(logging.ERROR, logger="gateway.intake.smtp"),
         pytest.raises(aiosmtplib.SMTPDataError) as failed,
     ):
         await smtp.data(message())
@@ -997,7 +997,7 @@ async def test_one_log_line_per_transaction_without_content(
     gateway: RunningGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     smtp = await gateway.logged_in()
-    with caplog.at_level(logging.INFO, logger="gateway.smtp"):
+    with caplog.at_level(logging.INFO, logger="gateway.intake.smtp"):
         await smtp.sendmail(ALICE, [OUTSIDER, BOB], message(subject="Confidential report"))
         await smtp.mail(ALICE)
         await smtp.rcpt(OUTSIDER)
@@ -1032,7 +1032,7 @@ async def test_statistics_count_what_happened(gateway: RunningGateway) -> None:
 
 
 async def test_users_added_while_running_can_log_in(gateway: RunningGateway) -> None:
-    from gateway.accounts import Accounts
+    from gateway.state.accounts import Accounts
     from tests.relay.smtp_fixtures import FAST_HASHER
 
     Accounts.load(gateway.settings.auth.users_file, hasher=FAST_HASHER).add("carol@example.org", PASSWORD)
@@ -1094,7 +1094,7 @@ async def test_internal_error_while_reading_data_closes_the_connection(
 
     client = await raw_session(raw_clients, gateway)
     await send_envelope(client)
-    monkeypatch.setattr("gateway.dataread.DataReader.consume", broken)
+    monkeypatch.setattr("gateway.intake.dataread.DataReader.consume", broken)
     await client.send(message(body=f"MAIL FROM:<{ALICE}>\r\nRCPT TO:<{OUTSIDER}>\r\n") + b".\r\n")
     assert (await client.reply()).startswith("451 4.3.0 ")
     assert await client.reader.read() == b""
@@ -1242,7 +1242,7 @@ async def test_an_acceptance_is_recorded_and_flushed_in_the_batch_that_stores_it
     assert all(thread != threading.current_thread().name for _step, thread, _ in screener.steps)
     assert screener.recorded == [gateway.stored()[0].envelope.queue_id]
     # One batch for the message and its record: one folder fsync, not a second batch for the flush.
-    assert gateway.spool.statistics().directory_syncs_total == 1
+    assert gateway.state.spool.statistics().directory_syncs_total == 1
     await smtp.quit()
 
 
@@ -1289,7 +1289,7 @@ async def test_an_acceptance_whose_record_fails_in_the_batch_is_logged_and_still
     screener.fail_record = True
     gateway = await start_gateway(screener=screener)
     smtp = await gateway.logged_in()
-    with caplog.at_level(logging.ERROR, logger="gateway.smtp"):
+    with caplog.at_level(logging.ERROR, logger="gateway.intake.smtp"):
         errors, response = await smtp.sendmail(ALICE, [OUTSIDER], message())
     await smtp.quit()
     assert errors == {}

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.dataread import DataReader, has_long_line
+from gateway.intake.dataread import DataReader, has_long_line
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
     OUTSIDER,

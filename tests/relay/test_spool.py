@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import CorruptSpoolEntry, SpoolError
-from gateway.spool import (
+from gateway.state.spool import (
     LARGE_MESSAGE,
     DeliveryStatus,
     FollowUp,
@@ -163,7 +163,7 @@ async def test_a_failing_follow_up_is_logged_and_the_commit_stands(
 
     sent, beside = envelope(), envelope()
     flushed: list[bool] = []
-    with caplog.at_level(logging.ERROR, logger="gateway.spool"):
+    with caplog.at_level(logging.ERROR, logger="gateway.state.spool"):
         await asyncio.gather(
             spool.commit(sent, message(), FollowUp(broken, lambda: flushed.append(True))),
             spool.commit(beside, message(), FollowUp(lambda: None, broken)),
@@ -195,7 +195,7 @@ async def test_a_cancelled_commit_caller_does_not_cancel_the_others_in_its_batch
 async def test_a_batch_that_breaks_fails_its_callers_and_the_next_batch_runs(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gateway.spool as spool_module
+    import gateway.state.spool as spool_module
 
     def broken(items: object) -> None:
         raise RuntimeError("the batch broke")
@@ -335,7 +335,7 @@ async def test_quarantine_moves_entry_and_status_to_corrupt_with_a_log_line(
     sent = envelope()
     await spool.commit(sent, message(subject="Secret subject"))
     await spool.write_status(sent.queue_id, DeliveryStatus.initial(sent))
-    with caplog.at_level(logging.ERROR, logger="gateway.spool"):
+    with caplog.at_level(logging.ERROR, logger="gateway.state.spool"):
         await spool.quarantine(sent.queue_id, QueueState.INCOMING, "checksum mismatch")
     assert spool.find(sent.queue_id).state is QueueState.CORRUPT
     assert (spool.folder(QueueState.CORRUPT) / f"{sent.queue_id}.status.json").exists()

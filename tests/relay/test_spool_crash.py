@@ -15,8 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from gateway.delivery import IN_FLIGHT_PER_CONNECTION
-from gateway.spool import QueueState, Spool
+from gateway.delivery.worker import IN_FLIGHT_PER_CONNECTION
+from gateway.state.spool import QueueState, Spool
 from gateway.testing import CaptureUpstream
 
 from .conftest import delivery_settings, envelope, eventually, running, upstream_settings
@@ -40,7 +40,7 @@ COMMITTER = textwrap.dedent(
     """
     import asyncio, sys, time
     from pathlib import Path
-    from gateway.spool import Spool, SpoolEnvelope
+    from gateway.state.spool import Spool, SpoolEnvelope
     from tests.relay.test_spool_crash import content_for
 
     async def main(root):
@@ -71,9 +71,9 @@ DELIVERER = textwrap.dedent(
     """
     import asyncio, os, signal, sys
     from pathlib import Path
-    from gateway.delivery import DeliveryWorker
+    from gateway.delivery.worker import DeliveryWorker
     from gateway.settings import DeliverySettings, UpstreamSettings
-    from gateway.spool import QueueState, Spool
+    from gateway.state.spool import QueueState, Spool
 
     root, hook = sys.argv[1], sys.argv[3]
     port, nth, concurrency = int(sys.argv[2]), int(sys.argv[4]), int(sys.argv[5])
@@ -92,8 +92,8 @@ DELIVERER = textwrap.dedent(
 
     if hook != "none":
         # One message at a time, so exactly one is in the window when the crash comes.
-        import gateway.delivery
-        gateway.delivery.IN_FLIGHT_PER_CONNECTION = 1
+        import gateway.delivery.worker
+        gateway.delivery.worker.IN_FLIGHT_PER_CONNECTION = 1
 
     if hook == "move-to-done":
         Spool.move = crash_on_nth(Spool.move, lambda queue_id, source, target: target is QueueState.DONE)

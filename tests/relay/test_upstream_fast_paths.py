@@ -8,8 +8,8 @@ import aiosmtplib.protocol as protocol
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import upstream_fast_paths
-from gateway.upstream_fast_paths import FastPeriodQuoting, crlf_only, fast_line_endings
+from gateway.delivery import upstream_fast_paths
+from gateway.delivery.upstream_fast_paths import FastPeriodQuoting, crlf_only, fast_line_endings
 
 upstream_fast_paths.install()
 ORIGINAL_NORMALIZE = protocol.normalize_message_line_endings.__wrapped_fast__  # type: ignore[attr-defined]

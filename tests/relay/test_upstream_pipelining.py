@@ -15,10 +15,10 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from gateway import upstream_pipelining, upstream_replies
-from gateway.delivery import UpstreamTransport
+from gateway.delivery import upstream_pipelining, upstream_replies
+from gateway.delivery.worker import UpstreamTransport
 from gateway.settings import UpstreamSettings
-from gateway.spool import SpoolEnvelope
+from gateway.state.spool import SpoolEnvelope
 from gateway.testing import CaptureUpstream
 
 CONTENT = b"From: a@example.org\r\nSubject: hi\r\n\r\n.leading dot\r\nbody\r\n"

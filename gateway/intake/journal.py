@@ -5,7 +5,7 @@ The organisation's real mail server sends a copy of every message to the committ
 For each copy:
 
 - if its From address or envelope sender is a recorded address of a reporter or witness of a case,
-  their words are learnt as fingerprints under that case (``gateway.fingerprints``), so that
+  their words are learnt as fingerprints under that case (``gateway.state.fingerprints``), so that
   protected-content finds them in later outgoing mail;
 - the thread ledger records its Message-ID, references and participants, so recipient banners work
   on threads whose earlier messages came from outside;
@@ -30,16 +30,16 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway.decision.policy_screener import PolicySource
 from gateway.errors import GatewayError
-from gateway.fingerprints import FingerprintStore, Learnt
-from gateway.ledger import Ledger, ledger_path
 from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mime import parse_message
-from gateway.policy_screener import PolicySource
 from gateway.settings import GatewaySettings, JournalSettings
+from gateway.state.fingerprints import FingerprintStore, Learnt
+from gateway.state.ledger import Ledger, ledger_path
 
-log = logging.getLogger("gateway.journal")
+log = logging.getLogger("gateway.intake.journal")
 
 REFUSED_CLIENT = "550 5.7.1 This client may not send journal copies here"
 ACCEPTED = "250 2.0.0 Journal copy learnt and discarded (never relayed)"

@@ -1,7 +1,7 @@
 """One submission's evaluation: parse, thread facts, verdict and the content to relay.
 
 This is the CPU-bound middle of screening, the same whether it runs on the event loop or in a
-policy worker process (``gateway.policy_workers``): it reads the thread ledger and the fingerprint
+policy worker process (``gateway.decision.policy_workers``): it reads the thread ledger and the fingerprint
 store but writes nothing, and its result is small, plain data that pickles cheaply (the parsed
 message comes back without its text). What happens next (audit, hold, reply) is the screener's.
 """
@@ -12,8 +12,8 @@ import datetime
 import time
 from dataclasses import dataclass, replace
 
+from gateway.decision.screening import Submission
 from gateway.errors import PolicyError
-from gateway.ledger import Ledger
 from gateway.policy.engine import CompiledPolicy, evaluate
 from gateway.policy.mime import parse_message
 from gateway.policy.model import (
@@ -27,7 +27,7 @@ from gateway.policy.model import (
     Verdict,
 )
 from gateway.policy.rewrite import apply_rewrite
-from gateway.screening import Submission
+from gateway.state.ledger import Ledger
 
 # Outcomes whose message may be relayed (a hold is relayed once approved): their content is prepared.
 _RELAYABLE = frozenset({Outcome.DELIVER, Outcome.REWRITE, Outcome.HOLD})

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from gateway.spool import SpoolEnvelope
+from gateway.state.spool import SpoolEnvelope
 
 _ENHANCED = re.compile(r"^\s*[245]\d\d[ -]([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
 _BASIC = re.compile(r"^\s*([245])\d\d(?!\d)")

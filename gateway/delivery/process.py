@@ -29,16 +29,16 @@ import socket
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
-from gateway.delivery import DeliveryWorker
-from gateway.delivery_types import DeliveryStatistics
+from gateway.decision.policy_workers import available_cpus
+from gateway.delivery.model import DeliveryStatistics
+from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import GatewayError
 from gateway.framing import encode_frame, read_frame_async
 from gateway.helper_process import begin_helper_process
 from gateway.histogram import combined
 from gateway.logs import log_event
-from gateway.policy_workers import available_cpus
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool
+from gateway.state.spool import Spool
 
 log = logging.getLogger("gateway.delivery.process")
 

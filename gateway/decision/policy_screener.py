@@ -1,6 +1,6 @@
 """The policy screener: runs every submission through the policy and records each decision.
 
-``PolicyScreener`` implements ``gateway.screening.Screener`` for the SMTP layer: parse the message,
+``PolicyScreener`` implements ``gateway.decision.screening.Screener`` for the SMTP layer: parse the message,
 look its parent up in the thread ledger, evaluate the policy (pure), then accept (unchanged or
 rewritten, always with one ``X-Conduct-Gateway`` header) or refuse with the sender-facing text
 from ``verdict_replies``. Refusals are audited before they are returned; acceptances once the SMTP
@@ -22,8 +22,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from gateway.accounts import read_roster
-from gateway.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
+from gateway.decision.evaluation import Evaluation, evaluate_submission
+from gateway.decision.notices import warnings_letter
+from gateway.decision.policy_workers import TIMED_OUT
+from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
+from gateway.decision.verdict_replies import (
+    APPROVED_HEADER,
+    RELAY_HEADER,
+    change_descriptions,
+    change_labels,
+    evaluation_timed_out,
+    refusal,
+    relay_header,
+    rewrite_impossible,
+    tempfail,
+    too_complex,
+)
 from gateway.errors import (
     AuditError,
     ConfigError,
@@ -33,13 +47,9 @@ from gateway.errors import (
     PolicyWorkerError,
     RegistryUnreadable,
 )
-from gateway.evaluation import Evaluation, evaluate_submission
 from gateway.example_policy import missing_policy_hint
-from gateway.fingerprints import FingerprintStore
 from gateway.histogram import Histogram, HistogramSnapshot
-from gateway.ledger import Ledger, ledger_path
 from gateway.logs import log_event
-from gateway.notices import warnings_letter
 from gateway.policy.config import read_policy
 from gateway.policy.engine import CompiledPolicy, FinderFactory, compile_policy
 from gateway.policy.matcher import IdentityMatcher
@@ -55,9 +65,7 @@ from gateway.policy.model import (
     ProtectedIdentity,
     Verdict,
 )
-from gateway.policy_workers import TIMED_OUT
-from gateway.registry import CaseRegistry
-from gateway.review import (
+from gateway.review.desk import (
     HeldFinding,
     HoldRecord,
     HoldStore,
@@ -66,23 +74,15 @@ from gateway.review import (
     drain_audit_outbox,
     trail_sink,
 )
-from gateway.screening import Accept, Outgoing, Refuse, Submission
 from gateway.settings import GatewaySettings
-from gateway.verdict_replies import (
-    APPROVED_HEADER,
-    RELAY_HEADER,
-    change_descriptions,
-    change_labels,
-    evaluation_timed_out,
-    refusal,
-    relay_header,
-    rewrite_impossible,
-    tempfail,
-    too_complex,
-)
+from gateway.state.accounts import read_roster
+from gateway.state.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
+from gateway.state.fingerprints import FingerprintStore
+from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.registry import CaseRegistry
 
 if TYPE_CHECKING:
-    from gateway.policy_workers import PolicyWorkers
+    from gateway.decision.policy_workers import PolicyWorkers
 
 log = logging.getLogger("gateway.policy")
 

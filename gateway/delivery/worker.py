@@ -23,20 +23,21 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from gateway.crash_points import CrashPoints
-from gateway.delivery_types import (
+from gateway.delivery.dsn import FailedRecipient, build_dsn
+from gateway.delivery.maildir import Maildir, MaildirTransport
+from gateway.delivery.model import (
     ATTEMPT_OUTCOMES,
     RECIPIENT_OUTCOMES,
     DeliveryStatistics,
     RecipientResult,
     Transport,
 )
-from gateway.dsn import FailedRecipient, build_dsn
+from gateway.delivery.upstream import IDLE_CONNECTION_LIMIT, UpstreamTransport
 from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.histogram import Histogram
 from gateway.logs import log_event
-from gateway.maildir import Maildir, MaildirTransport
 from gateway.settings import DeliverySettings
-from gateway.spool import (
+from gateway.state.spool import (
     PENDING_STATES,
     DeliveryStatus,
     QueueState,
@@ -46,11 +47,10 @@ from gateway.spool import (
     SpoolMessage,
     io_executor,
 )
-from gateway.upstream import IDLE_CONNECTION_LIMIT, UpstreamTransport
 
 __all__ = ["DeliveryStatistics", "DeliveryWorker", "Transport", "UpstreamTransport"]
 
-log = logging.getLogger("gateway.delivery")
+log = logging.getLogger("gateway.delivery.worker")
 _T = TypeVar("_T")
 
 Clock = Callable[[], float]

@@ -43,7 +43,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.logs import log_event
 
-log = logging.getLogger("gateway.spool")
+log = logging.getLogger("gateway.state.spool")
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 

@@ -1,6 +1,6 @@
 """Who may use the SMTP intake, and for how long: admission, session budgets, free space; pure decisions.
 
-Nothing here touches a socket, a file or the clock: the SMTP shell (``gateway.smtp``) passes in the
+Nothing here touches a socket, a file or the clock: the SMTP shell (``gateway.intake.smtp``) passes in the
 times, counts and free-space figures it observed and applies what comes back. The shapes follow
 sshd (``MaxStartups``, ``LoginGraceTime``), Postfix (``smtpd_min_data_rate``, the free-space check at
 MAIL) and chasquid (a connection deadline; a connection closed at its third failure):

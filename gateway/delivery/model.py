@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from gateway.histogram import HistogramSnapshot
-from gateway.spool import SpoolEnvelope
+from gateway.state.spool import SpoolEnvelope
 
 Outcome = Literal["delivered", "deferred", "failed"]
 

@@ -48,7 +48,7 @@ from gateway.policy.config import Case, RegistryCases
 from gateway.settings import GatewaySettings, RegistrySettings
 from gateway.yamlsource import format_loc
 
-log = logging.getLogger("gateway.registry")
+log = logging.getLogger("gateway.state.registry")
 
 REGISTRY_DIRNAME = "registry"
 REGISTRY_NAME = "cases.registry"

@@ -18,8 +18,8 @@ import textwrap
 import unicodedata
 from collections.abc import Iterable, Sequence
 
+from gateway.decision.screening import Refuse
 from gateway.policy.model import Action, Decision, Outcome, Rewrite, Verdict
-from gateway.screening import Refuse
 
 RELAY_HEADER = "X-Conduct-Gateway"
 APPROVED_HEADER = "X-Conduct-Gateway-Approved-By"  # only the gateway writes it, on a released held message

@@ -1,6 +1,6 @@
 """Policy worker processes: parsing and rules on other cores, so the SMTP event loop only waits.
 
-Evaluating a message (``gateway.evaluation``) is pure CPU work, about a millisecond for an ordinary
+Evaluating a message (``gateway.decision.evaluation``) is pure CPU work, about a millisecond for an ordinary
 message, and the event loop also runs every session, the spool and delivery on its one core. With
 ``policy.workers`` above 0, ``PolicyScreener.screen_async`` sends each submission to an idle worker
 process (one message per worker at a time; the others wait in the gateway, first come first
@@ -44,16 +44,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
+from gateway.decision.evaluation import Evaluation, evaluate_submission
+from gateway.decision.screening import Submission
 from gateway.errors import EvaluationTooComplex, PolicyWorkerError
-from gateway.evaluation import Evaluation, evaluate_submission
-from gateway.fingerprints import FingerprintStore
 from gateway.framing import FrameBuffer, encode_frame, read_frame
 from gateway.helper_process import begin_helper_process
-from gateway.ledger import Ledger, ledger_path
 from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
-from gateway.screening import Submission
 from gateway.settings import GatewaySettings
+from gateway.state.fingerprints import FingerprintStore
+from gateway.state.ledger import Ledger, ledger_path
 
 log = logging.getLogger("gateway.policy.workers")
 
@@ -377,7 +377,7 @@ class _WorkerState:
         self._load()
 
     def _load(self) -> None:
-        from gateway.policy_screener import load_policy_for  # the screener imports this module
+        from gateway.decision.policy_screener import load_policy_for  # the screener imports this module
 
         try:
             self.policy, _stamp = load_policy_for(self.settings)

@@ -1,6 +1,6 @@
 """What intake checks in a submitted message before the policy sees it, shared by SMTP and `check`.
 
-The live gateway (``gateway.smtp``) and ``conduct-gateway check`` run these same functions, so
+The live gateway (``gateway.intake.smtp``) and ``conduct-gateway check`` run these same functions, so
 ``check`` answers exactly what a mail client would get: a message too big, with broken line
 endings, a malformed header section, no or two ``From:``, or a ``From:``/``Sender:`` address that is
 not the logged-in member's, is refused here with the reply and the audit code below, before any rule
@@ -14,7 +14,7 @@ import email.utils
 from dataclasses import dataclass
 
 from gateway import replies
-from gateway.dataread import BadMessage, HeaderFacts, check_bytes, read_headers
+from gateway.intake.dataread import BadMessage, HeaderFacts, check_bytes, read_headers
 from gateway.replies import Reply
 
 

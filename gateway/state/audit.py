@@ -42,7 +42,7 @@ from typing import Any, TypeAlias
 from gateway.errors import AuditError
 from gateway.logs import log_event
 
-log = logging.getLogger("gateway.audit")
+log = logging.getLogger("gateway.state.audit")
 
 AUDIT_DIRNAME = "audit"
 LOG_NAME = "audit.jsonl"

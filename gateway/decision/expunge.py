@@ -41,21 +41,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.audit import AuditTrail, audit_dir, entries_about
 from gateway.errors import AuditError, ConfigError, GatewayError
-from gateway.fingerprints import FingerprintStore
-from gateway.ledger import Ledger, ledger_path
 from gateway.logs import log_event
 from gateway.policy.config import IDENTITY_FIELDS, Case, Person, read_policy
 from gateway.policy.engine import EXPUNGED_MARK
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity
-from gateway.registry import CaseRegistry
-from gateway.review import HOLDS_DIRNAME, HoldStore
-from gateway.spool import QueueState, Spool
+from gateway.review.desk import HOLDS_DIRNAME, HoldStore
+from gateway.state.audit import AuditTrail, audit_dir, entries_about
+from gateway.state.fingerprints import FingerprintStore
+from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.registry import CaseRegistry
+from gateway.state.spool import QueueState, Spool
 
-log = logging.getLogger("gateway.expunge")
+log = logging.getLogger("gateway.decision.expunge")
 
 EXPUNGED_NAME = "Expunged"
 PENDING_DIRNAME = "expunge-pending"

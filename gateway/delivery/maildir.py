@@ -20,8 +20,8 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.delivery_types import AttemptResult, RecipientResult
-from gateway.spool import SpoolEnvelope, fsync_directory, io_executor, make_private_directory
+from gateway.delivery.model import AttemptResult, RecipientResult
+from gateway.state.spool import SpoolEnvelope, fsync_directory, io_executor, make_private_directory
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

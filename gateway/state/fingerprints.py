@@ -34,7 +34,6 @@ from pathlib import Path
 from types import TracebackType
 
 from gateway.errors import GatewayError
-from gateway.ledger import normalise_message_id
 from gateway.policy.fingerprint import (
     CURRENT_SCHEME,
     KEY_BYTES,
@@ -52,6 +51,7 @@ from gateway.policy.model import (
     Mention,
     ParsedMessage,
 )
+from gateway.state.ledger import normalise_message_id
 
 FINGERPRINTS_FILENAME = "fingerprints.sqlite3"
 KEY_FILENAME = "fingerprints.key"

@@ -49,11 +49,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.accounts import Accounts
-from gateway.audit import AuditTrail, JsonValue
-from gateway.errors import AuditError, GatewayError
-from gateway.logs import log_event
-from gateway.notices import (
+from gateway.decision.notices import (
     Letter,
     NoticeFinding,
     NoticeKind,
@@ -62,14 +58,18 @@ from gateway.notices import (
     Notices,
     finding_lines,
 )
+from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
+from gateway.decision.verdict_replies import APPROVED_HEADER, held_lines
+from gateway.errors import AuditError, GatewayError
+from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.html import render_html
-from gateway.screening import Accept, Outgoing, Refuse, Submission
 from gateway.settings import ReviewSettings
-from gateway.spool import Spool, SpoolEnvelope, fsync_directory, make_private_directory
-from gateway.verdict_replies import APPROVED_HEADER, held_lines
+from gateway.state.accounts import Accounts
+from gateway.state.audit import AuditTrail, JsonValue
+from gateway.state.spool import Spool, SpoolEnvelope, fsync_directory, make_private_directory
 
-log = logging.getLogger("gateway.review")
+log = logging.getLogger("gateway.review.desk")
 
 HOLDS_DIRNAME = "holds"
 OUTBOX_DIRNAME = "audit-outbox"

@@ -41,8 +41,10 @@ from aiosmtpd.smtp import SMTP
 from email_validator import EmailNotValidError, validate_email
 
 from gateway import replies
-from gateway.accounts import Accounts, LoginThrottle
-from gateway.admission import (
+from gateway.decision.screening import Accept, Refuse, Screener, Submission
+from gateway.errors import GatewayError
+from gateway.histogram import Histogram, HistogramSnapshot
+from gateway.intake.admission import (
     Admission,
     AdmissionLimits,
     Admitted,
@@ -52,16 +54,14 @@ from gateway.admission import (
     SessionClock,
     storage_shortage,
 )
-from gateway.dataread import DataReader
-from gateway.errors import GatewayError
-from gateway.histogram import Histogram, HistogramSnapshot
+from gateway.intake.dataread import DataReader
+from gateway.intake.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
 from gateway.logs import log_event
 from gateway.netaddr import is_loopback
 from gateway.replies import Reply
-from gateway.screening import Accept, Refuse, Screener, Submission
 from gateway.settings import GatewaySettings
-from gateway.spool import FollowUp, Spool, SpoolEnvelope
-from gateway.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
+from gateway.state.accounts import Accounts, LoginThrottle
+from gateway.state.spool import FollowUp, Spool, SpoolEnvelope
 
 logger = logging.getLogger(__name__)
 

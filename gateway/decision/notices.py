@@ -24,10 +24,10 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 from enum import StrEnum
 
-from gateway.dsn import original_headers
+from gateway.decision.screening import Outgoing
+from gateway.delivery.dsn import original_headers
 from gateway.errors import GatewayError
-from gateway.screening import Outgoing
-from gateway.spool import Spool
+from gateway.state.spool import Spool
 
 NOTICE_HEADER = "X-Conduct-Gateway-Notice"
 WIDTH = 76

@@ -23,16 +23,24 @@ from pathlib import Path
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
-from gateway import upstream_fast_paths, upstream_pipelining
-from gateway.delivery_types import AttemptResult, Outcome, RecipientResult
+from gateway.delivery import upstream_fast_paths, upstream_pipelining
+from gateway.delivery.model import AttemptResult, Outcome, RecipientResult
+from gateway.delivery.upstream_replies import (
+    OutOfStep,
+    Phase,
+    ensure_in_step,
+    expect,
+    settled,
+    supported,
+    watch,
+)
 from gateway.errors import ConfigError
 from gateway.logs import log_event
 from gateway.netaddr import host_port, is_loopback
 from gateway.settings import UpstreamSettings
-from gateway.spool import SpoolEnvelope
-from gateway.upstream_replies import OutOfStep, Phase, ensure_in_step, expect, settled, supported, watch
+from gateway.state.spool import SpoolEnvelope
 
-log = logging.getLogger("gateway.delivery")
+log = logging.getLogger("gateway.delivery.worker")
 
 IDLE_CONNECTION_LIMIT = 10.0
 """Seconds an unused upstream connection is kept open for the next message."""
