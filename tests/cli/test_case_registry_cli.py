@@ -421,7 +421,7 @@ def test_with_review_off_the_gateway_still_records_queued_case_actions(config_fi
     settings = settings.model_copy(update={"review": settings.review.model_copy(update={"enabled": False})})
     code = new_case(config_file)
     with PolicyScreener.from_settings(settings) as gateway:  # holds the audit trail
-        assert gateway.review.desk is None
+        assert gateway.review is None
         ok(cli(config_file, "close", code))
         assert gateway.review_housekeeping() == ()
     assert [(e["action"], e.get("recorded_later")) for e in case_entries(config_file)] == [

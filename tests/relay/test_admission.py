@@ -36,7 +36,7 @@ from gateway.intake.admission import (
 )
 from gateway.metrics import build_registry
 from gateway.settings import GatewaySettings
-from gateway.state.spool import Spool
+from gateway.spool import Spool
 from tests.conftest import machine_cannot, mounted_tmpfs
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
@@ -494,7 +494,7 @@ async def test_mail_gets_452_when_the_spool_is_short_of_space_and_it_is_logged_o
         free = FreeSpace(bytes=10 * MIB, inodes=1000)
         assert (await smtp.sendmail(ALICE, [OUTSIDER], message()))[0] == {}
     await smtp.quit()
-    assert seen and all(path == gateway.state.spool.root for path in seen)
+    assert seen and all(path == gateway.spool.root for path in seen)
     events = [r.getMessage() for r in caplog.records if "event=smtp.storage" in r.getMessage()]
     assert len(events) == 3, events  # short of bytes, short of inodes, fine again: once each
     assert "short_of=bytes" in events[0] and "short_of=inodes" in events[1]

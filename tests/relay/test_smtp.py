@@ -21,7 +21,7 @@ import pytest
 from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
 from gateway.errors import SpoolError
 from gateway.intake.smtp import MAX_ERRORS, SharedFlush, forward_path_problem
-from gateway.state.spool import FollowUp, SpoolEnvelope
+from gateway.spool import FollowUp, SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
     ALICE_ALIAS,
@@ -762,14 +762,14 @@ async def test_an_essential_gateway_message_that_cannot_be_stored_is_a_451_and_u
 ) -> None:
     screener = ConsumingScreener()
     gateway = await start_gateway(screener=screener)
-    real_commit = gateway.state.spool.commit
+    real_commit = gateway.spool.commit
 
     async def failing(envelope: SpoolEnvelope, content: bytes, *follow_up: FollowUp | None) -> None:
         if envelope.queue_id.endswith("R"):
             raise SpoolError("disk full")
         await real_commit(envelope, content, *follow_up)
 
-    monkeypatch.setattr(gateway.state.spool, "commit", failing)
+    monkeypatch.setattr(gateway.spool, "commit", failing)
     smtp = await gateway.logged_in()
     with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
         await smtp.sendmail(ALICE, [OUTSIDER], message())
@@ -784,14 +784,14 @@ async def test_a_best_effort_notice_that_cannot_be_stored_does_not_fail_the_mess
 ) -> None:
     screener = ConsumingScreener(essential=False)
     gateway = await start_gateway(screener=screener)
-    real_commit = gateway.state.spool.commit
+    real_commit = gateway.spool.commit
 
     async def failing(envelope: SpoolEnvelope, content: bytes, *follow_up: FollowUp | None) -> None:
         if envelope.queue_id.endswith("R"):
             raise SpoolError("disk full")
         await real_commit(envelope, content, *follow_up)
 
-    monkeypatch.setattr(gateway.state.spool, "commit", failing)
+    monkeypatch.setattr(gateway.spool, "commit", failing)
     smtp = await gateway.logged_in()
     errors, _response = await smtp.sendmail(ALICE, [OUTSIDER], message())
     await smtp.quit()
@@ -837,7 +837,7 @@ async def test_internal_error_in_a_command_gets_451_and_the_session_continues(
         raise ZeroDivisionError("division by zero in secret code")
 
     client = await raw_session(raw_clients, gateway)
-    monkeypatch.setattr(gateway.state.accounts, "addresses_of", broken)
+    monkeypatch.setattr(gateway.accounts, "addresses_of", broken)
     with caplog.at_level(logging.INFO, logger="gateway.intake.smtp"):
         reply = await client.command(f"MAIL FROM:<{ALICE}>")
     assert reply.startswith("451 4.3.0 ")
@@ -849,7 +849,7 @@ async def test_internal_error_in_a_command_gets_451_and_the_session_continues(
 
 async def test_spool_failure_gets_451(gateway: RunningGateway) -> None:
     # Root ignores permissions, so break the spool by putting a file where its tmp folder was.
-    tmp = gateway.state.spool.root / "tmp"
+    tmp = gateway.spool.root / "tmp"
     tmp.rmdir()
     tmp.write_bytes(b"")
     smtp = await gateway.logged_in()
@@ -1032,7 +1032,7 @@ async def test_statistics_count_what_happened(gateway: RunningGateway) -> None:
 
 
 async def test_users_added_while_running_can_log_in(gateway: RunningGateway) -> None:
-    from gateway.state.accounts import Accounts
+    from gateway.accounts import Accounts
     from tests.relay.smtp_fixtures import FAST_HASHER
 
     Accounts.load(gateway.settings.auth.users_file, hasher=FAST_HASHER).add("carol@example.org", PASSWORD)
@@ -1242,7 +1242,7 @@ async def test_an_acceptance_is_recorded_and_flushed_in_the_batch_that_stores_it
     assert all(thread != threading.current_thread().name for _step, thread, _ in screener.steps)
     assert screener.recorded == [gateway.stored()[0].envelope.queue_id]
     # One batch for the message and its record: one folder fsync, not a second batch for the flush.
-    assert gateway.state.spool.statistics().directory_syncs_total == 1
+    assert gateway.spool.statistics().directory_syncs_total == 1
     await smtp.quit()
 
 
