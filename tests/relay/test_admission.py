@@ -36,7 +36,7 @@ from gateway.intake.admission import (
 )
 from gateway.metrics import build_registry
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool
+from gateway.state.spool import Spool
 from tests.conftest import machine_cannot, mounted_tmpfs
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,

@@ -21,7 +21,7 @@ import pytest
 from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
 from gateway.errors import SpoolError
 from gateway.intake.smtp import MAX_ERRORS, SharedFlush, forward_path_problem
-from gateway.spool import FollowUp, SpoolEnvelope
+from gateway.state.spool import FollowUp, SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
     ALICE_ALIAS,
@@ -1032,7 +1032,7 @@ async def test_statistics_count_what_happened(gateway: RunningGateway) -> None:
 
 
 async def test_users_added_while_running_can_log_in(gateway: RunningGateway) -> None:
-    from gateway.accounts import Accounts
+    from gateway.state.accounts import Accounts
     from tests.relay.smtp_fixtures import FAST_HASHER
 
     Accounts.load(gateway.settings.auth.users_file, hasher=FAST_HASHER).add("carol@example.org", PASSWORD)
