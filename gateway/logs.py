@@ -7,12 +7,29 @@ import logging
 import re
 import sys
 import time
+import traceback
+from pathlib import Path
 from typing import Any, Literal
+
+from gateway.errors import GatewayError
 
 LogFormat = Literal["text", "json"]
 
 # Values made only of these characters are written unquoted.
 _SAFE = re.compile(r"[a-zA-Z0-9@._\-:/+\[\]<>,=]+")
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception for the log: type and where it was raised; the text only for our own and OS errors.
+
+    Messages of arbitrary exceptions can quote their input, and the input here is mail.
+    """
+    text = f"{type(exc).__name__}: {exc}" if isinstance(exc, GatewayError | OSError) else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" at {Path(last.filename).name}:{last.lineno} in {last.name}"
+    return text
 
 
 def _render(value: Any) -> str:

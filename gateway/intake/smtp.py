@@ -7,11 +7,9 @@ read DATA line by line, and neither advertise nor accept AUTH on an implicit-TLS
 is not required at all (aiosmtpd issues 274, 281). Here the TLS check looks at the transport itself,
 so AUTH works on both listeners and nowhere without TLS.
 
-A message is answered 250 only after the spool has it on disk and the decision is recorded. The end
-of DATA (screening and spool commit) runs with the idle timer stopped, and the commit runs as a
-tracked task of its own that hands its reply to the transaction on a separate future: a client that
-hangs up, or a timer that fires, can no longer cancel a commit halfway, and ``stop()`` waits for
-every commit before it returns.
+The end of DATA hands the checked submission to the decision layer's ``SubmissionCommitter``
+(screening and spool commit), with the idle timer stopped; a message is answered 250 only after the
+spool has it on disk and the decision is recorded.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ import os
 import socket
 import ssl
 import time
-import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,7 +38,8 @@ from aiosmtpd.smtp import SMTP
 from email_validator import EmailNotValidError, validate_email
 
 from gateway import replies
-from gateway.decision.screening import Accept, Refuse, Screener, Submission
+from gateway.decision.commit import Committed, SubmissionCommitter
+from gateway.decision.screening import Screener, Submission
 from gateway.errors import GatewayError
 from gateway.histogram import Histogram, HistogramSnapshot
 from gateway.intake.admission import (
@@ -56,12 +54,12 @@ from gateway.intake.admission import (
 )
 from gateway.intake.dataread import DataReader
 from gateway.intake.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
-from gateway.logs import log_event
+from gateway.logs import describe_error, log_event
 from gateway.netaddr import is_loopback
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import Accounts, LoginThrottle
-from gateway.state.spool import FollowUp, Spool, SpoolEnvelope
+from gateway.state.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -158,70 +156,6 @@ class _Transaction:
     rcpt_tos: list[str] = field(default_factory=list)
 
 
-ThreadRunner = Callable[[Callable[[], None]], Awaitable[None]]  # runs a blocking call off the event loop
-
-
-async def _outcome(store: Awaitable[None]) -> BaseException | None:
-    """What ``asyncio.gather(..., return_exceptions=True)`` gives for one awaitable."""
-    try:
-        await store
-    except Exception as exc:
-        return exc
-    return None
-
-
-def _flush_logged(flush: Callable[[], None]) -> None:
-    """A screener's blocking decision flush, run in a spool batch: failures are logged, the messages
-    are stored either way."""
-    try:
-        flush()
-    except Exception as exc:
-        log_event(logger, "smtp.record_failed", logging.ERROR, error=_describe(exc))
-
-
-class SharedFlush:
-    """Runs a blocking flush in a thread for many waiting transactions: one run at a time.
-
-    A transaction that asks while a run is under way waits for the next run (the one under way may
-    have started before its records were written); everyone who asked meanwhile shares that run.
-    """
-
-    def __init__(self, flush: Callable[[], None], run: ThreadRunner = asyncio.to_thread) -> None:
-        self._flush = flush
-        self._run = run  # how the flush reaches a thread (the spool's next batch, see SubmissionService)
-        self._next: asyncio.Future[None] | None = None  # the run not started yet, that callers join
-        self._running = False
-
-    async def __call__(self) -> None:
-        """Return once everything written before this call is flushed; raise what the flush raised."""
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-            if not self._running:
-                self._running = True
-                asyncio.get_running_loop().call_soon(self._start)
-        # One caller's cancellation must not cancel the run the others are waiting for.
-        await asyncio.shield(self._next)
-
-    def _start(self) -> None:
-        batch, self._next = self._next, None
-        if batch is None:
-            self._running = False
-            return
-        running = asyncio.ensure_future(self._run(self._flush))
-        running.add_done_callback(lambda done: self._finished(batch, done))
-
-    def _finished(self, batch: asyncio.Future[None], done: asyncio.Future[None]) -> None:
-        if not batch.done():
-            if done.cancelled():
-                batch.set_exception(GatewayError("the flush was cancelled"))
-            elif (error := done.exception()) is not None:
-                batch.set_exception(error)
-            else:
-                batch.set_result(None)
-            batch.exception()  # retrieved: a batch nobody waits for any more must not warn
-        self._start()
-
-
 class SubmissionService:
     """The STARTTLS (587-style) and implicit-TLS (465-style) submission listeners and their connections."""
 
@@ -250,18 +184,11 @@ class SubmissionService:
         self.free_space: Callable[[Path], FreeSpace] = spool_free_space  # replaceable in tests
         self._storage = ConditionLog()
         self._handlers: set[asyncio.Task[None]] = set()
-        self._commits: set[asyncio.Task[Reply]] = set()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self.counters = _Counters()
         self.submission_time = Histogram()
-        flush = getattr(screener, "flush_decisions", None)
-        # A refusal's decision is flushed with the spool's next batch, so the two share one thread
-        # hand-off instead of taking one each; an acceptance's is recorded and flushed in the batch
-        # that stores its message (``SubmissionProtocol._follow_up``).
-        self.flush_decisions = SharedFlush(flush, spool.run_with_next_batch) if callable(flush) else None
-        # One callable for every batch, so the batch runs it once however many messages it holds.
-        self.flush_in_batch = functools.partial(_flush_logged, flush) if callable(flush) else None
+        self.committer = SubmissionCommitter(spool, screener)
 
     async def start(self) -> None:
         """Bind the enabled listeners (port 0 picks a free port; see ``addresses``)."""
@@ -317,7 +244,7 @@ class SubmissionService:
         for protocol in list(self._protocols):
             protocol.abort()
         await self._wait_for_connections(1.0)
-        await asyncio.gather(*self._commits, return_exceptions=True)
+        await self.committer.wait_for_commits()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         for server in self._servers.values():
             await server.wait_closed()
@@ -344,7 +271,7 @@ class SubmissionService:
             messages_refused_total=counters.messages_refused,
             messages_deferred_total=counters.messages_deferred,
             bytes_accepted_total=counters.bytes_accepted,
-            commits_in_flight=len(self._commits),
+            commits_in_flight=self.committer.commits_in_flight,
             submission_seconds=self.submission_time.snapshot(),
         )
 
@@ -420,12 +347,6 @@ class SubmissionService:
                 reserve_bytes=self.settings.limits.spool_reserve_bytes,
                 reserve_inodes=self.settings.limits.spool_reserve_inodes,
             )
-
-    def track_commit(self, commit: Awaitable[Reply]) -> asyncio.Task[Reply]:
-        task = asyncio.ensure_future(commit)
-        self._commits.add(task)
-        task.add_done_callback(self._commits.discard)
-        return task
 
 
 def parse_path(arg: str, keyword: str) -> tuple[str, list[str]] | None:
@@ -719,7 +640,7 @@ class SubmissionProtocol(SMTP):
                 logging.ERROR,
                 client=self.client_address,
                 command=verb,
-                error=_describe(exc),
+                error=describe_error(exc),
             )
             self._txn = _Transaction()
             return replies.INTERNAL_ERROR
@@ -1048,196 +969,17 @@ class SubmissionProtocol(SMTP):
             )
         )
         if isinstance(checked, IntakeRefusal):
-            return await self._refused_at_intake(record, submission, checked.reply, checked.code)
+            refusal = await service.committer.refused_at_intake(submission, checked.reply, checked.code)
+            return self._finished(record, refusal)
         assert content is not None
         added = missing_headers(checked, self.hostname, _now())
         submission = dataclasses.replace(submission, content=added + content)
-        try:
-            verdict = await self._screen(submission)
-        except Exception as exc:
-            log_event(logger, "smtp.screener_failed", logging.ERROR, queue_id=queue_id, error=_describe(exc))
-            return self._finished(record, replies.INTERNAL_ERROR)
-        if isinstance(verdict, Refuse):
-            if not await self._flush_decisions(record):
-                return self._finished(record, replies.INTERNAL_ERROR)
-            return self._finished(record, _refusal_reply(verdict, queue_id))
-        if not isinstance(verdict, Accept) or (verdict.spool_submission and not verdict.rcpt_tos):
-            log_event(logger, "smtp.screener_unusable", logging.ERROR, queue_id=queue_id)
-            return self._finished(record, replies.INTERNAL_ERROR)
-        stored = self._received_header(queue_id) + verdict.content if verdict.spool_submission else b""
-        # The commit runs as a task of its own that nothing cancels; this transaction waits for its
-        # reply on a future of its own, which is all a hang-up cancels. (Cheaper than awaiting the
-        # task through asyncio.shield, which takes one more turn of the event loop to answer.)
-        answer: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        service.track_commit(self._commit_and_answer(answer, record, submission, verdict, stored))
-        return await answer
+        finish = functools.partial(self._finished_commit, record)
+        return await service.committer.decide(submission, self._received_header(queue_id), finish)
 
-    async def _commit_and_answer(
-        self,
-        answer: asyncio.Future[Reply],
-        record: _Record,
-        submission: Submission,
-        accept: Accept,
-        content: bytes,
-    ) -> Reply:
-        try:
-            reply = await self._commit(record, submission, accept, content)
-        except asyncio.CancelledError:
-            answer.cancel()
-            raise
-        except Exception as exc:
-            if not answer.done():
-                answer.set_exception(exc)
-                answer.exception()  # retrieved here: the transaction may have been cancelled meanwhile
-            return replies.INTERNAL_ERROR
-        if not answer.done():
-            answer.set_result(reply)
-        return reply
-
-    async def _screen(self, submission: Submission) -> Accept | Refuse:
-        # A screener may evaluate elsewhere (policy worker processes) and offer an awaitable form.
-        screen_async = getattr(self.service.screener, "screen_async", None)
-        if callable(screen_async):
-            decided: Accept | Refuse = await screen_async(submission)
-            return decided
-        return self.service.screener.screen(submission)
-
-    async def _commit(self, record: _Record, submission: Submission, accept: Accept, content: bytes) -> Reply:
-        """Store, record, log; runs to the end even if the client has gone (its task is shielded)."""
-        service = self.service
-        envelope = SpoolEnvelope(
-            queue_id=record.queue_id,
-            mail_from=submission.mail_from,
-            rcpt_tos=accept.rcpt_tos,
-            authenticated_as=submission.authenticated_as,
-            received_at=time.time(),
-            client_address=submission.client_address,
-        )
-        # The submission and the gateway's own messages (notices, review requests, a released held
-        # message) are committed together, so one group commit covers them all.
-        follow_up = self._follow_up(record, submission, accept)
-        stores: list[tuple[str, bool, Awaitable[None]]] = []
-        if accept.spool_submission:
-            stores.append((record.queue_id, True, service.spool.commit(envelope, content, follow_up)))
-        for outgoing in accept.extra:
-            generated = SpoolEnvelope(
-                queue_id=outgoing.queue_id,
-                mail_from=outgoing.mail_from,
-                rcpt_tos=outgoing.rcpt_tos,
-                authenticated_as=outgoing.authenticated_as,
-                received_at=envelope.received_at,
-            )
-            stores.append(
-                (outgoing.queue_id, outgoing.essential, service.spool.commit(generated, outgoing.content))
-            )
-        if len(stores) == 1:  # the usual case: awaited directly, a task and two loop turns sooner
-            results: list[BaseException | None] = [await _outcome(stores[0][2])]
-        else:
-            awaited = (store for _id, _essential, store in stores)
-            results = list(await asyncio.gather(*awaited, return_exceptions=True))
-        failed_essential = False
-        for (stored_id, essential, _store), result in zip(stores, results, strict=True):
-            if isinstance(result, BaseException):
-                failed_essential = failed_essential or essential
-                log_event(
-                    logger,
-                    "smtp.store_failed",
-                    logging.ERROR,
-                    queue_id=record.queue_id,
-                    stored_id=stored_id,
-                    essential=essential,
-                    error=_describe(result),
-                )
-        if failed_essential:
-            not_stored = getattr(service.screener, "not_stored", None)
-            if callable(not_stored):
-                try:
-                    not_stored(submission, accept)
-                except Exception as exc:
-                    log_event(
-                        logger,
-                        "smtp.undo_failed",
-                        logging.ERROR,
-                        queue_id=record.queue_id,
-                        error=_describe(exc),
-                    )
-            return self._finished(record, replies.STORE_FAILED)
-        if follow_up is None:
-            self._record_accepted(record, submission, accept)
-            await self._flush_decisions(record)  # logged if it fails; the message is spooled either way
-        service.counters.bytes_accepted += len(content)
-        reply = Reply(250, "2.0.0", accept.reply_lines) if accept.reply_lines else None
-        reply = reply or replies.queued(record.queue_id, accept.changes)
-        return self._finished(record, reply, len(accept.rcpt_tos))
-
-    def _follow_up(self, record: _Record, submission: Submission, accept: Accept) -> FollowUp | None:
-        """Record the acceptance on the spool's I/O thread, in the batch that stores the message,
-        when the screener allows it (one thread hand-off and one batch per message instead of two).
-
-        Not when an essential extra message must be stored too: the acceptance is recorded only once
-        everything is, and the extras may land in another batch.
-        """
-        service = self.service
-        flush = service.flush_in_batch
-        off_loop = getattr(service.screener, "can_record_off_loop", None)
-        if (
-            flush is None
-            or not accept.spool_submission
-            or any(outgoing.essential for outgoing in accept.extra)
-            or not callable(off_loop)
-            or not off_loop(accept)
-        ):
-            return None
-        return FollowUp(functools.partial(self._record_accepted, record, submission, accept), flush)
-
-    def _record_accepted(self, record: _Record, submission: Submission, accept: Accept) -> None:
-        try:
-            self.service.screener.accepted(submission, accept)
-        except Exception as exc:
-            # The message is on disk and will be delivered; saying 4xx now would only make a duplicate.
-            log_event(
-                logger, "smtp.record_failed", logging.ERROR, queue_id=record.queue_id, error=_describe(exc)
-            )
-
-    async def _refused_at_intake(
-        self, record: _Record, submission: Submission, reply: Reply, code: str
-    ) -> Reply:
-        """Refuse a message the policy never saw; the decision still goes to the audit trail."""
-        audit = getattr(self.service.screener, "refused_at_intake", None)
-        if callable(audit):
-            try:
-                audit(submission, reply.code, reply.status, code)
-            except Exception as exc:
-                # A refusal that cannot be recorded must not become an acceptance: defer instead.
-                log_event(
-                    logger,
-                    "smtp.record_failed",
-                    logging.ERROR,
-                    queue_id=record.queue_id,
-                    error=_describe(exc),
-                )
-                return self._finished(record, replies.INTERNAL_ERROR)
-            if not await self._flush_decisions(record):
-                return self._finished(record, replies.INTERNAL_ERROR)
-        return self._finished(record, reply)
-
-    async def _flush_decisions(self, record: _Record) -> bool:
-        """Make the screener's records of this decision durable before the client hears of it.
-
-        A screener that batches its audit writes offers ``flush_decisions()`` (blocking): it runs in
-        a thread, and concurrent transactions share one run (``SharedFlush``) instead of an fsync each.
-        """
-        flush = self.service.flush_decisions
-        if flush is None:
-            return True
-        try:
-            await flush()
-        except Exception as exc:
-            log_event(
-                logger, "smtp.record_failed", logging.ERROR, queue_id=record.queue_id, error=_describe(exc)
-            )
-            return False
-        return True
+    def _finished_commit(self, record: _Record, committed: Committed) -> Reply:
+        self.service.counters.bytes_accepted += committed.accepted_bytes
+        return self._finished(record, committed.reply, committed.recipients)
 
     def _finished(self, record: _Record, reply: Reply, recipients: int | None = None) -> Reply:
         """Count and log the end of one transaction (one line, metadata only)."""
@@ -1349,27 +1091,6 @@ def _b64(data: bytes) -> bytes | Reply:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         return replies.AUTH_BAD_BASE64
-
-
-def _refusal_reply(refusal: Refuse, queue_id: str) -> Reply:
-    code, status = refusal.code, refusal.status
-    if not 400 <= code < 600 or status[:1] != str(code)[0]:
-        log_event(logger, "smtp.screener_bad_reply", logging.ERROR, queue_id=queue_id, code=code)
-        return replies.INTERNAL_ERROR
-    return replies.multiline(code, status, refusal.lines or ("Message refused by policy",))
-
-
-def _describe(exc: BaseException) -> str:
-    """An exception for the log: type and where it was raised; the text only for our own and OS errors.
-
-    Messages of arbitrary exceptions can quote their input, and the input here is mail.
-    """
-    text = f"{type(exc).__name__}: {exc}" if isinstance(exc, GatewayError | OSError) else type(exc).__name__
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        last = frames[-1]
-        text += f" at {Path(last.filename).name}:{last.lineno} in {last.name}"
-    return text
 
 
 def _now() -> datetime.datetime:

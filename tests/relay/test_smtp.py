@@ -18,9 +18,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from gateway.decision.commit import SharedFlush
 from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
 from gateway.errors import SpoolError
-from gateway.intake.smtp import MAX_ERRORS, SharedFlush, forward_path_problem
+from gateway.intake.smtp import MAX_ERRORS, forward_path_problem
 from gateway.state.spool import FollowUp, SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
@@ -899,12 +900,12 @@ async def test_message_is_stored_even_if_the_client_hangs_up_during_the_commit(
 async def test_a_commit_that_fails_unexpectedly_is_a_451_and_the_session_goes_on(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from gateway.intake.smtp import SubmissionProtocol
+    from gateway.decision.commit import SubmissionCommitter
 
     async def broken(*_args: object) -> None:
         raise RuntimeError("Jane Doe's words")
 
-    monkeypatch.setattr(SubmissionProtocol, "_commit", broken)
+    monkeypatch.setattr(SubmissionCommitter, "_commit", broken)
     smtp = await gateway.logged_in()
     await smtp.mail(ALICE)
     await smtp.rcpt(OUTSIDER)
