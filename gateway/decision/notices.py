@@ -25,8 +25,8 @@ from email.utils import formataddr, formatdate
 from enum import StrEnum
 
 from gateway.decision.screening import Outgoing
-from gateway.delivery.dsn import original_headers
 from gateway.errors import GatewayError
+from gateway.header_section import original_headers
 from gateway.state.spool import Spool
 
 NOTICE_HEADER = "X-Conduct-Gateway-Notice"

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 
+from gateway.header_section import original_headers
 from gateway.state.spool import SpoolEnvelope
 
 _ENHANCED = re.compile(r"^\s*[245]\d\d[ -]([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
 _BASIC = re.compile(r"^\s*([245])\d\d(?!\d)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _MAX_DIAGNOSTIC = 600
-_MAX_HEADERS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -153,21 +153,6 @@ def build_dsn(
         f"\r\n--{boundary}--\r\n".encode(),
     ]
     return b"".join(parts)
-
-
-def original_headers(content: bytes) -> bytes:
-    """The header section of ``content`` (up to, not including, the blank line), ending in CRLF."""
-    if content.startswith(b"\r\n"):
-        return b""
-    end = content.find(b"\r\n\r\n")
-    head = content if end < 0 else content[: end + 2]
-    if len(head) > _MAX_HEADERS:
-        # Cut at a line end; a report needs enough to recognise the message, not every Received line.
-        cut = head.rfind(b"\r\n", 0, _MAX_HEADERS)
-        head = head[: cut + 2] if cut > 0 else b""
-    if head and not head.endswith(b"\r\n"):
-        head += b"\r\n"
-    return head
 
 
 def _explanation(

@@ -7,7 +7,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from gateway.delivery.dsn import FailedRecipient, build_dsn, original_headers, status_code
+from gateway.delivery.dsn import FailedRecipient, build_dsn, status_code
+from gateway.header_section import original_headers
 
 from .conftest import SENDER, envelope, message
 
