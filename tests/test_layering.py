@@ -112,32 +112,44 @@ if TYPE_CHECKING:
             "replies.py", "import gateway.state.spool\n", {"helpers-below-layers"}, id="helper-imports-state"
         ),
         pytest.param(
-            "state/registry.py", TYPE_CHECKING_IMPORT, {"state-below"}, id="state-imports-decision-for-types"
+            "state/registry.py", TYPE_CHECKING_IMPORT, {"state-layer"}, id="state-imports-decision-for-types"
         ),
         pytest.param(
             "delivery/maildir.py",
             "from gateway.intake import admission\n",
-            {"intake-delivery-independent", "delivery-from-the-queue"},
+            {"intake-delivery-independent", "delivery-layer"},
             id="delivery-imports-intake",
         ),
         pytest.param(
             "intake/admission.py",
             "from gateway import delivery as _delivery\n",
-            {"intake-delivery-independent", "intake-above-decision"},
+            {"intake-delivery-independent", "intake-layer"},
             id="intake-imports-delivery",
         ),
         pytest.param(
             "review/desk.py",
             "from gateway.intake import tlsfiles\n",
             # delivery reaches intake too, through its decision import (ignored only by its own contract)
-            {"review-below-decision", "decision-below-intake", "intake-delivery-independent"},
+            {"review-layer", "decision-layer", "intake-delivery-independent"},
             id="review-imports-intake",
         ),
         pytest.param(
             "decision/verdict_replies.py",
             "from gateway.cli import tables\n",
-            {"decision-below-intake", "intake-above-decision"},  # intake screens through decision
+            {"decision-layer", "intake-layer"},  # intake screens through decision
             id="decision-imports-the-cli",
+        ),
+        pytest.param(
+            "intake/admission.py",
+            "from gateway.review import desk\n",
+            {"intake-through-decision"},
+            id="intake-imports-review",
+        ),
+        pytest.param(
+            "delivery/worker.py",
+            "from gateway.testing import CaptureUpstream\n",
+            {"test-support-apart"},
+            id="delivery-imports-test-support",
         ),
         pytest.param(
             "cli/tables.py",
