@@ -5,11 +5,13 @@ the shell helpers sit below every layer, state below the layers that use it, int
 only through the queue, review and decision never reach up, the CLI acts through decision and the
 state package. Each contract is then broken on purpose, on a copy of the package with one import
 added, to prove it detects what it names. The lists of top-level modules in the contracts are
-explicit, so a test checks that a new module is placed in them.
+explicit, so a test checks that a new module is placed in them. What imports cannot show (a call to
+``open``, the clock or the environment through a module the core may import) is checked with ``ast``.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -177,3 +179,56 @@ def test_contract_detects_an_added_import(
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert broken_contracts(result.stdout) == expected
+
+
+# --- what import contracts cannot see ------------------------------------------------------------
+
+# Calls that reach files, the clock or the environment without importing anything the contracts forbid
+# (os and time are forbidden imports; datetime, pathlib, sys and builtins are not: dates and paths are
+# plain values, but reading the clock or a file through them is I/O all the same).
+BUILTIN_IO = {"open", "input", "print"}
+IO_METHODS = {"now", "today", "utcnow", "read_text", "read_bytes", "write_text", "write_bytes"}
+IO_ATTRIBUTES = {"environ", "stdin", "stdout", "stderr"}
+# The one file the core reads: the policy file it is asked to load.
+POLICY_MAY_READ = {("gateway/policy/loader.py", "path.read_bytes()")}
+
+
+def io_call(node: ast.AST) -> bool:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id in BUILTIN_IO
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return node.func.attr in IO_METHODS
+    return isinstance(node, ast.Attribute) and node.attr in IO_ATTRIBUTES
+
+
+def io_calls(source: str) -> list[str]:
+    return [ast.unparse(node) for node in ast.walk(ast.parse(source)) if io_call(node)]
+
+
+def test_policy_core_reads_no_file_clock_or_environment() -> None:
+    modules = sorted((PACKAGE_DIR / "policy").rglob("*.py"))
+    assert modules, "gateway/policy is missing: the test would check nothing"
+    found = {
+        (path.relative_to(REPO).as_posix(), call)
+        for path in modules
+        for call in io_calls(path.read_text(encoding="utf-8"))
+    }
+    assert sorted(found - POLICY_MAY_READ) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        pytest.param(
+            "import datetime\nstamp = datetime.datetime.now()\n", ["datetime.datetime.now()"], id="clock"
+        ),
+        pytest.param(
+            "from pathlib import Path\ntext = Path('x').read_text()\n", ["Path('x').read_text()"], id="file"
+        ),
+        pytest.param("handle = open('x')\n", ["open('x')"], id="builtin-open"),
+        pytest.param("import sys\nsys.stdout.write('x')\n", ["sys.stdout"], id="standard-output"),
+        pytest.param("import zipfile\nmember = archive.open('x')\n", [], id="an-archive-member-is-no-file"),
+    ],
+)
+def test_io_call_checker_finds_what_it_names(source: str, expected: list[str]) -> None:
+    assert io_calls(source) == expected
