@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from report import machine_description, percentile
 
-from gateway.policy.config import read_policy
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
+from gateway.policy.loader import read_policy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, ThreadFacts
 from tests.policy import documents

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report import machine_description, markdown_table, percentile
 from synthetic import pseudo_word
 
-from gateway.policy.config import read_policy
 from gateway.policy.engine import compile_policy, evaluate
+from gateway.policy.loader import read_policy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, Outcome, ThreadFacts
 from gateway.state.fingerprints import FingerprintStore, fingerprints_path

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report import machine_description, percentile
 from synthetic import pseudo_word
 
-from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
+from gateway.policy.loader import parse_policy_text
 from gateway.policy.matcher import all_forms
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, Outcome, ThreadFacts

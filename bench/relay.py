@@ -66,7 +66,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from gateway.errors import ConfigError  # noqa: E402
-from gateway.policy.config import read_policy  # noqa: E402
+from gateway.policy.loader import read_policy  # noqa: E402
 
 try:  # the gateway and Postfix targets are driven by the end-to-end suite's helpers
     from tests.e2e.gateway_process import GatewayProcess

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gateway.cli.config import reference_markdown
 from gateway.metric_catalogue import metrics_reference_markdown
-from gateway.policy.config import policy_reference_markdown
+from gateway.policy.reference import policy_reference_markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SECTIONS: dict[str, tuple[Path, Callable[[], str]]] = {

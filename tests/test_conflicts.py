@@ -12,8 +12,8 @@ from gateway.cli import main
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.errors import ConfigError
-from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate, rule_context
+from gateway.policy.loader import parse_policy_text
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ContentOverlap, Envelope, ThreadFacts
 from gateway.review.desk import HoldStore, ReviewError, member_of

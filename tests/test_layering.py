@@ -1,170 +1,234 @@
-"""The import contracts of pyproject's [tool.importlinter], checked from the source with ``ast``.
+"""The import contracts of pyproject's [tool.importlinter]: kept by the code, and able to fail.
 
-The policy core stays pure (never the I/O shell, asyncio or sockets, not even through another module),
-and SMTP intake and delivery meet only through the spool (neither imports the other, even indirectly).
+import-linter checks them (``lint-imports`` runs the same contracts by hand): the policy core is pure,
+the shell helpers sit below every layer, state below the layers that use it, intake and delivery meet
+only through the queue, review and decision never reach up, the CLI acts through decision and the
+state package. Each contract is then broken on purpose, on a copy of the package with one import
+added, to prove it detects what it names. The lists of top-level modules in the contracts are
+explicit, so a test checks that a new module is placed in them. What imports cannot show (a call to
+``open``, the clock or the environment through a module the core may import) is checked with ``ast``.
 """
 
 from __future__ import annotations
 
 import ast
-import textwrap
-from collections.abc import Iterable
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "gateway"
-
-SHELL = (
-    "gateway.intake",
-    "gateway.decision",
-    "gateway.review",
-    "gateway.state",
-    "gateway.delivery",
-    "gateway.app",
-    "gateway.cli",
-    "gateway.metrics",
-)
-IMPURE = ("asyncio", "socket", "ssl", "selectors", "subprocess", "aiosmtpd", "aiosmtplib")
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = REPO / "gateway"
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+LAYERS = {"intake", "decision", "review", "state", "delivery", "policy", "cli"}
+# Top-level modules the policy core may use: pure helpers with nothing of the shell in them.
+POLICY_MAY_USE = {"errors", "yamlsource"}
+# The wiring and test support: above every layer, so no contract limits what they import.
+ABOVE_THE_LAYERS = {"__init__", "__main__", "app", "testing", "fake_upstream"}
 
 
-def module_name(package_dir: Path, path: Path) -> str:
-    parts = [package_dir.name, *path.relative_to(package_dir).with_suffix("").parts]
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
+def contracts() -> dict[str, dict[str, Any]]:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    return {contract["id"]: contract for contract in config["tool"]["importlinter"]["contracts"]}
 
 
-def imports_of(path: Path, name: str) -> set[str]:
-    """Every module ``path`` imports (relative imports resolved), including ``from x import module``."""
-    is_package = path.name == "__init__.py"
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = name.split(".")
-                anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
-                base = ".".join([*anchor, node.module] if node.module else anchor)
-            else:
-                base = node.module or ""
-            found.add(base)
-            if within(base, [name.split(".")[0]]):
-                found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """Run the contracts of ``root/pyproject.toml`` on the package ``gateway`` found in ``root``."""
+    # A wide terminal keeps each contract's name and verdict on one line of the summary.
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "1000", "NO_COLOR": "1"}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
-def import_graph(package_dir: Path) -> dict[str, set[str]]:
-    raw = {module_name(package_dir, path): path for path in sorted(package_dir.rglob("*.py"))}
-    graph: dict[str, set[str]] = {}
-    for name, path in raw.items():
-        # ``from gateway import spool`` names a module, ``from gateway.spool import Spool`` does not:
-        # keep a dotted candidate only when it is a module of the package (or outside it entirely).
-        graph[name] = {
-            imported
-            for imported in imports_of(path, name)
-            if imported in raw or not within(imported, [package_dir.name])
-        }
-    return graph
+def broken_contracts(output: str) -> set[str]:
+    names = {contract["name"]: contract_id for contract_id, contract in contracts().items()}
+    verdicts = dict(re.findall(r"^(.+) (KEPT|BROKEN)(?: \(\d+ ignored imports?\))?$", output, re.MULTILINE))
+    assert set(verdicts) == set(names), output
+    return {names[name] for name, verdict in verdicts.items() if verdict == "BROKEN"}
 
 
-def within(module: str, prefixes: Iterable[str]) -> bool:
-    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+def test_the_package_keeps_every_import_contract() -> None:
+    result = lint_imports(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert broken_contracts(result.stdout) == set()
 
 
-def import_chains(graph: dict[str, set[str]], sources: Iterable[str], forbidden: Iterable[str]) -> list[str]:
-    """Each forbidden module reachable from ``sources``, as the chain of imports that reaches it."""
-    forbidden = tuple(forbidden)
-    chains: list[str] = []
-    for source in sources:
-        seen = {source}
-        queue: list[tuple[str, tuple[str, ...]]] = [(source, (source,))]
-        while queue:
-            module, chain = queue.pop(0)
-            for imported in sorted(graph.get(module, ())):
-                if imported in seen:
-                    continue
-                seen.add(imported)
-                if within(imported, forbidden):
-                    chains.append(" -> ".join((*chain, imported)))
-                elif imported in graph:
-                    queue.append((imported, (*chain, imported)))
-    return chains
+def top_level_modules() -> set[str]:
+    return {path.stem for path in PACKAGE_DIR.glob("*.py")} | {
+        path.parent.name for path in PACKAGE_DIR.glob("*/__init__.py")
+    }
 
 
-def modules_under(graph: dict[str, set[str]], prefix: str) -> list[str]:
-    return [name for name in graph if within(name, [prefix])]
+def test_every_top_level_module_has_a_place_in_the_contracts() -> None:
+    """A new module at the top of gateway/ must be named: the contracts list modules explicitly."""
+    named = contracts()
+    forbidden_to_policy = {
+        module.removeprefix("gateway.") for module in named["policy-pure"]["forbidden_modules"]
+    }
+    helpers = {module.removeprefix("gateway.") for module in named["helpers-below-layers"]["source_modules"]}
+    modules = top_level_modules() - {"policy", "__init__"}
+    assert modules, "gateway/ is missing: the contracts would check nothing"
+    assert sorted(modules - forbidden_to_policy - POLICY_MAY_USE) == []
+    assert sorted(forbidden_to_policy & POLICY_MAY_USE) == []
+    assert sorted(modules - helpers - LAYERS - ABOVE_THE_LAYERS) == []
+    assert sorted(helpers & (LAYERS | ABOVE_THE_LAYERS)) == []
 
 
-def test_policy_core_never_reaches_the_shell_or_io() -> None:
-    graph = import_graph(PACKAGE_DIR)
-    policy = modules_under(graph, "gateway.policy")
-    assert policy, "gateway.policy is missing: the layering test would check nothing"
-    assert import_chains(graph, policy, SHELL + IMPURE) == []
+# --- each contract can fail -------------------------------------------------------------------------
+
+TYPE_CHECKING_IMPORT = """
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.decision.screening import Outgoing
+"""
 
 
 @pytest.mark.parametrize(
-    ("one", "other"), [("gateway.intake", "gateway.delivery"), ("gateway.delivery", "gateway.intake")]
+    ("module", "added", "expected"),
+    [
+        pytest.param("policy/model.py", "import asyncio\n", {"policy-pure"}, id="policy-imports-asyncio"),
+        pytest.param(
+            "yamlsource.py", "import asyncio.locks\n", {"policy-pure"}, id="policy-reaches-asyncio-indirectly"
+        ),
+        pytest.param(
+            "policy/engine.py",
+            "from gateway import replies\n",
+            {"policy-pure"},
+            id="policy-imports-the-shell",
+        ),
+        pytest.param(
+            "replies.py", "import gateway.state.spool\n", {"helpers-below-layers"}, id="helper-imports-state"
+        ),
+        pytest.param(
+            "state/registry.py", TYPE_CHECKING_IMPORT, {"state-layer"}, id="state-imports-decision-for-types"
+        ),
+        pytest.param(
+            "delivery/maildir.py",
+            "from gateway.intake import admission\n",
+            {"intake-delivery-independent", "delivery-layer"},
+            id="delivery-imports-intake",
+        ),
+        pytest.param(
+            "intake/admission.py",
+            "from gateway import delivery as _delivery\n",
+            {"intake-delivery-independent", "intake-layer"},
+            id="intake-imports-delivery",
+        ),
+        pytest.param(
+            "review/desk.py",
+            "from gateway.intake import tlsfiles\n",
+            # delivery reaches intake too, through its decision import (ignored only by its own contract)
+            {"review-layer", "decision-layer", "intake-delivery-independent"},
+            id="review-imports-intake",
+        ),
+        pytest.param(
+            "decision/verdict_replies.py",
+            "from gateway.cli import tables\n",
+            {"decision-layer", "intake-layer"},  # intake screens through decision
+            id="decision-imports-the-cli",
+        ),
+        pytest.param(
+            "intake/admission.py",
+            "from gateway.review import desk\n",
+            {"intake-through-decision"},
+            id="intake-imports-review",
+        ),
+        pytest.param(
+            "delivery/worker.py",
+            "from gateway.testing import CaptureUpstream\n",
+            {"test-support-apart"},
+            id="delivery-imports-test-support",
+        ),
+        pytest.param(
+            "cli/tables.py",
+            "from gateway.delivery import model\n",
+            {"cli-through-decision"},
+            id="cli-imports-delivery",
+        ),
+        pytest.param(
+            "cli/tables.py",
+            "from gateway.state import spool\n",
+            {"state-through-its-entry-point"},
+            id="cli-imports-a-store-module",
+        ),
+    ],
 )
-def test_intake_and_delivery_meet_only_through_the_spool(one: str, other: str) -> None:
-    graph = import_graph(PACKAGE_DIR)
-    assert import_chains(graph, modules_under(graph, one), [other]) == []
+def test_contract_detects_an_added_import(
+    tmp_path: Path, module: str, added: str, expected: set[str]
+) -> None:
+    shutil.copytree(PACKAGE_DIR, tmp_path / "gateway", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / "gateway" / module
+    target.write_text(target.read_text(encoding="utf-8") + added, encoding="utf-8")
+
+    result = lint_imports(tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert broken_contracts(result.stdout) == expected
 
 
-# --- the checker itself can fail ------------------------------------------------------------------
+# --- what import contracts cannot see ------------------------------------------------------------
+
+# Calls that reach files, the clock or the environment without importing anything the contracts forbid
+# (os and time are forbidden imports; datetime, pathlib, sys and builtins are not: dates and paths are
+# plain values, but reading the clock or a file through them is I/O all the same).
+BUILTIN_IO = {"open", "input", "print"}
+IO_METHODS = {"now", "today", "utcnow", "read_text", "read_bytes", "write_text", "write_bytes"}
+IO_ATTRIBUTES = {"environ", "stdin", "stdout", "stderr"}
+# The one file the core reads: the policy file it is asked to load.
+POLICY_MAY_READ = {("gateway/policy/loader.py", "path.read_bytes()")}
 
 
-def fake_package(tmp_path: Path, files: dict[str, str]) -> Path:
-    root = tmp_path / "gateway"
-    for relative, text in {"__init__.py": "", **files}.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return root
+def io_call(node: ast.AST) -> bool:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id in BUILTIN_IO
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return node.func.attr in IO_METHODS
+    return isinstance(node, ast.Attribute) and node.attr in IO_ATTRIBUTES
 
 
-def test_checker_finds_an_indirect_import_of_asyncio(tmp_path: Path) -> None:
-    root = fake_package(
-        tmp_path,
-        {
-            "policy/__init__.py": "",
-            "policy/engine.py": "from . import helpers\n",
-            "policy/helpers.py": "from gateway import timing\n",
-            "timing.py": "import asyncio.locks\n",
-        },
-    )
-    graph = import_graph(root)
-    assert import_chains(graph, ["gateway.policy.engine"], IMPURE) == [
-        "gateway.policy.engine -> gateway.policy.helpers -> gateway.timing -> asyncio.locks"
-    ]
-    assert len(import_chains(graph, modules_under(graph, "gateway.policy"), IMPURE)) == 2
+def io_calls(source: str) -> list[str]:
+    return [ast.unparse(node) for node in ast.walk(ast.parse(source)) if io_call(node)]
 
 
-def test_checker_finds_from_package_import_module(tmp_path: Path) -> None:
-    root = fake_package(
-        tmp_path,
-        {"smtp.py": "from gateway import delivery as d\n", "delivery.py": ""},
-    )
-    graph = import_graph(root)
-    assert import_chains(graph, modules_under(graph, "gateway.smtp"), ["gateway.delivery"]) == [
-        "gateway.smtp -> gateway.delivery"
-    ]
+def test_policy_core_reads_no_file_clock_or_environment() -> None:
+    modules = sorted((PACKAGE_DIR / "policy").rglob("*.py"))
+    assert modules, "gateway/policy is missing: the test would check nothing"
+    found = {
+        (path.relative_to(REPO).as_posix(), call)
+        for path in modules
+        for call in io_calls(path.read_text(encoding="utf-8"))
+    }
+    assert sorted(found - POLICY_MAY_READ) == []
 
 
-def test_checker_counts_imports_under_type_checking(tmp_path: Path) -> None:
-    root = fake_package(
-        tmp_path,
-        {
-            "delivery.py": """\
-                from typing import TYPE_CHECKING
-                if TYPE_CHECKING:
-                    from .smtp import SubmissionService
-            """,
-            "smtp.py": "",
-        },
-    )
-    graph = import_graph(root)
-    assert import_chains(graph, ["gateway.delivery"], ["gateway.smtp"]) == [
-        "gateway.delivery -> gateway.smtp"
-    ]
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        pytest.param(
+            "import datetime\nstamp = datetime.datetime.now()\n", ["datetime.datetime.now()"], id="clock"
+        ),
+        pytest.param(
+            "from pathlib import Path\ntext = Path('x').read_text()\n", ["Path('x').read_text()"], id="file"
+        ),
+        pytest.param("handle = open('x')\n", ["open('x')"], id="builtin-open"),
+        pytest.param("import sys\nsys.stdout.write('x')\n", ["sys.stdout"], id="standard-output"),
+        pytest.param("import zipfile\nmember = archive.open('x')\n", [], id="an-archive-member-is-no-file"),
+    ],
+)
+def test_io_call_checker_finds_what_it_names(source: str, expected: list[str]) -> None:
+    assert io_calls(source) == expected

@@ -10,8 +10,8 @@ import pytest
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Submission
 from gateway.errors import ConfigError
-from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import compile_policy
+from gateway.policy.loader import parse_policy_text
 from gateway.review.desk import member_of, quorum
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.audit import audit_dir, read_entries, verify

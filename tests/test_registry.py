@@ -14,8 +14,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import ConfigError
-from gateway.policy.config import Case, RegistryCases, merge_cases, parse_policy_text
+from gateway.policy.config import Case
 from gateway.policy.engine import compile_policy
+from gateway.policy.loader import RegistryCases, merge_cases, parse_policy_text
 from gateway.settings import GatewaySettings, RegistrySettings
 from gateway.state import registry as registry_module
 from gateway.state.registry import (

@@ -25,16 +25,8 @@ from gateway.cli.check import as_submitted
 from gateway.cli.tables import json_option, output_option, print_created
 from gateway.decision.policy_screener import load_policy_for
 from gateway.errors import ConfigError, GatewayError
-from gateway.policy.config import (
-    IDENTITY_FIELDS,
-    Case,
-    Person,
-    PolicyDocument,
-    RegistryCases,
-    merge_cases,
-    parse_policy_text,
-    read_policy,
-)
+from gateway.policy.config import IDENTITY_FIELDS, Case, Person, PolicyDocument
+from gateway.policy.loader import RegistryCases, merge_cases, parse_policy_text, read_policy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity
 from gateway.policy.variants import described_forms

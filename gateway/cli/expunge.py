@@ -8,7 +8,7 @@ import click
 
 from gateway.cli import config_option
 from gateway.decision.expunge import Stores, expunge_case
-from gateway.policy.config import read_policy
+from gateway.policy.loader import read_policy
 from gateway.settings import load_settings
 from gateway.state.registry import CaseRegistry
 

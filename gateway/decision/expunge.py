@@ -43,8 +43,9 @@ from pathlib import Path
 
 from gateway.errors import AuditError, ConfigError, GatewayError
 from gateway.logs import log_event
-from gateway.policy.config import IDENTITY_FIELDS, Case, Person, read_policy
+from gateway.policy.config import IDENTITY_FIELDS, Case, Person
 from gateway.policy.engine import EXPUNGED_MARK
+from gateway.policy.loader import read_policy
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity

@@ -50,8 +50,8 @@ from gateway.errors import (
 from gateway.example_policy import missing_policy_hint
 from gateway.histogram import Histogram, HistogramSnapshot
 from gateway.logs import log_event
-from gateway.policy.config import read_policy
 from gateway.policy.engine import CompiledPolicy, FinderFactory, compile_policy
+from gateway.policy.loader import read_policy
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import (

@@ -1,16 +1,12 @@
-"""The policy file admins edit: pydantic models, loading with file/line/key errors, schema and reference."""
+"""The policy file's pydantic models: frozen, ``extra="forbid"``, rule entries as a discriminated union."""
 
 from __future__ import annotations
 
 import datetime
-import json
 import re
-import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -19,26 +15,19 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticUndefined
 
-from gateway.errors import ConfigError
 from gateway.policy.audiences import Role
-from gateway.policy.matcher import patterns_for
-from gateway.policy.model import IdentityKind, ProtectedIdentity
+from gateway.policy.model import IdentityKind
 from gateway.policy.registry import RULES, RuleModule, documentation, finding_codes
 from gateway.policy.variants import DEFAULT_TITLES
-from gateway.yamlsource import LoadedYaml, format_loc, parse_yaml_text
-
-Loc = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
-class _Shown:
+class Shown:
     """How the policy reference names a constrained type (e.g. "email address")."""
 
     text: str
@@ -63,22 +52,22 @@ def _valid_domain(value: str) -> str:
     return value
 
 
-EmailAddress = Annotated[str, AfterValidator(_valid_address), _Shown("email address")]
-DomainName = Annotated[str, AfterValidator(_valid_domain), _Shown("domain name")]
+EmailAddress = Annotated[str, AfterValidator(_valid_address), Shown("email address")]
+DomainName = Annotated[str, AfterValidator(_valid_domain), Shown("domain name")]
 CodeName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9]+(?:[ -][a-z0-9]+)*$", max_length=60),
-    _Shown("code name (lower-case words)"),
+    Shown("code name (lower-case words)"),
 ]
 Identifier = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=2, max_length=200),
-    _Shown("text (2+ characters)"),
+    Shown("text (2+ characters)"),
 ]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), _Shown("text")]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), Shown("text")]
 RuleAction = Literal["reject", "rewrite", "hold", "warn", "audit"]
-FindingCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$"), _Shown("finding code")]
-RoleName = Role  # shown in the reference as its values (see _type_text)
+FindingCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$"), Shown("finding code")]
+RoleName = Role  # shown in the reference as its values (see gateway.policy.reference)
 
 
 class PolicyModel(BaseModel):
@@ -315,7 +304,7 @@ class When(PolicyModel):
 class RuleEntryBase(PolicyModel):
     """One rule in force: its name, what its findings lead to, and its options."""
 
-    rule: Annotated[str, _Shown("rule name")] = Field(
+    rule: Annotated[str, Shown("rule name")] = Field(
         description="The rule's name: " + ", ".join(f"`{module.NAME}`" for module in RULES) + "."
     )
     enabled: bool = Field(True, description="false switches the rule off without deleting the entry.")
@@ -389,7 +378,7 @@ else:
 
 ApprovalCount = Annotated[
     Union[Annotated[int, Field(ge=1, le=50)], Literal["majority"]],  # noqa: UP007
-    _Shown("number (1+) or `majority`"),
+    Shown("number (1+) or `majority`"),
 ]
 
 
@@ -447,349 +436,9 @@ class PolicyDocument(PolicyModel):
     )
 
 
-# --- loading -----------------------------------------------------------------------------------
-
-
-def load_policy(path: Path) -> PolicyDocument:
-    """Read and validate a policy file; any problem is a ConfigError naming file, line and key."""
-    return read_policy(path)[0]
-
-
-def read_policy(path: Path) -> tuple[PolicyDocument, bytes]:
-    """Read a policy file once: the validated document and the exact bytes (for ``compile_policy``)."""
-    try:
-        source = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        text = source.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return parse_policy_text(text, path), source
-
-
-def parse_policy_text(text: str, path: Path) -> PolicyDocument:
-    """Validate policy YAML text; ``path`` is only used in error messages."""
-    loaded = parse_yaml_text(text, path)
-    data = loaded.data if loaded.data is not None else {}
-    try:
-        document = PolicyDocument.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, loaded)) from None
-    problems = list(_semantic_problems(document))
-    if problems:
-        raise ConfigError(
-            "\n".join(f"{loaded.where(loc)}, key {format_loc(loc)}: {msg}" for loc, msg in problems)
-        )
-    return document
-
-
-def _describe(exc: ValidationError, loaded: LoadedYaml) -> str:
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = _user_loc(error["loc"])
-        message = error["msg"]
-        context = error.get("ctx") or {}
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see the policy reference)"
-        elif error["type"] == "union_tag_invalid":
-            message = f"unknown rule {context.get('tag')!r}; the rules are: {', '.join(RULE_NAMES)}"
-        elif error["type"] == "too_short" and context.get("min_length") == 1:
-            message = "must list at least one entry"
-        elif error["type"] == "union_tag_not_found":
-            message = f"missing key 'rule' (one of: {', '.join(RULE_NAMES)})"
-        problems.append(f"{loaded.where(loc)}, key {format_loc(loc)}: {message}")
-    return "\n".join(problems)
-
-
-def _user_loc(loc: Sequence[str | int]) -> Loc:
-    """The location the user wrote: without pydantic's union tags and dict-key markers."""
-    parts: list[str | int] = []
-    for index, part in enumerate(loc):
-        if isinstance(part, str) and (part.startswith("function-") or "[" in part):
-            continue
-        if index == 2 and loc[0] == "rules" and part in RULE_NAMES:
-            continue
-        parts.append(part)
-    return tuple(parts)
-
-
-def _semantic_problems(document: PolicyDocument) -> Iterator[tuple[Loc, str]]:
-    """Problems a schema cannot see: duplicates, dangling references."""
-    organisation = document.organisation
-    conduct = organisation.conduct_address.lower()
-    seen_addresses: dict[str, str] = {}
-    seen_names: set[str] = set()
-    for m_index, member in enumerate(organisation.members):
-        if member.name.casefold() in seen_names:
-            yield ("organisation", "members", m_index, "name"), f"two members are named {member.name!r}"
-        seen_names.add(member.name.casefold())
-        for a_index, address in enumerate(member.addresses):
-            loc: Loc = ("organisation", "members", m_index, "addresses", a_index)
-            lowered = address.lower()
-            if lowered == conduct:
-                yield loc, "this is the conduct address; list only members' own addresses"
-            elif lowered in seen_addresses:
-                yield loc, f"{address} is already listed for {seen_addresses[lowered]}"
-            seen_addresses.setdefault(lowered, member.name)
-
-    for key, _role in AUDIENCE_ROLES:
-        group: AudienceGroup = getattr(document.audiences, key)
-        for a_index, address in enumerate(group.addresses):
-            lowered = address.lower()
-            if lowered == conduct or lowered in seen_addresses:
-                yield (
-                    ("audiences", key, "addresses", a_index),
-                    f"{address} is inside the committee; list only addresses outside it",
-                )
-
-    seen_rules: set[str] = set()
-    for r_index, entry in enumerate(document.rules):
-        if entry.rule in seen_rules:
-            yield ("rules", r_index, "rule"), f"rule {entry.rule!r} is listed twice; keep one entry"
-        seen_rules.add(entry.rule)
-
-    seen_codes: set[str] = set()
-    for c_index, case in enumerate(document.cases):
-        if case.code in seen_codes:
-            yield ("cases", c_index, "code"), f"two cases have the code name {case.code!r}"
-        seen_codes.add(case.code)
-        yield from _case_problems(c_index, case)
-        for k_index, address in enumerate(case.conflicts):
-            if address.lower() not in seen_addresses:
-                # A misspelt conflict would silently let the member see the case: refuse it.
-                yield (
-                    ("cases", c_index, "conflicts", k_index),
-                    f"{address} is not an address of a committee member (organisation.members)",
-                )
-
-
 IDENTITY_FIELDS = (
     ("names", IdentityKind.NAME),
     ("aliases", IdentityKind.ALIAS),
     ("addresses", IdentityKind.ADDRESS),
     ("usernames", IdentityKind.USERNAME),
 )
-
-
-def _case_problems(c_index: int, case: Case) -> Iterator[tuple[Loc, str]]:
-    ids: set[str] = set()
-    for group in ("reporters", "witnesses", "reported"):
-        people: tuple[Person, ...] = getattr(case, group)
-        for p_index, person in enumerate(people):
-            if person.id in ids:
-                yield ("cases", c_index, group, p_index, "id"), f"id {person.id!r} is used twice in this case"
-            ids.add(person.id)
-    for group in ("reporters", "witnesses"):
-        for p_index, person in enumerate(getattr(case, group)):
-            for key, kind in IDENTITY_FIELDS:
-                for v_index, value in enumerate(getattr(person, key)):
-                    identity = ProtectedIdentity(case=case.code, person=person.id, kind=kind, value=value)
-                    if not patterns_for(identity):
-                        yield (
-                            ("cases", c_index, group, p_index, key, v_index),
-                            "too short to recognise once normalised; give a longer form",
-                        )
-    protected = {person.id for person in case.protected()}
-    reported = {person.id for person in case.reported}
-    for k_index, consent in enumerate(case.consents):
-        loc: Loc = ("cases", c_index, "consents", k_index, "person")
-        if consent.person in reported:
-            yield (
-                loc,
-                f"{consent.person!r} is a reported party; consent is recorded for reporters and witnesses",
-            )
-        elif consent.person not in protected:
-            yield loc, f"no reporter or witness with id {consent.person!r} in case {case.code!r}"
-
-
-# --- cases kept outside the policy file (the case registry) ---------------------------------------
-
-
-@dataclass(frozen=True)
-class RegistryCases:
-    """Cases read from the case registry, to be merged into a policy document by ``merge_cases``.
-
-    ``digest`` identifies the registry's version (it goes into the policy version); ``origin`` names
-    the registry in error messages.
-    """
-
-    cases: tuple[Case, ...]
-    digest: str
-    origin: str = "case registry"
-
-
-def merge_cases(document: PolicyDocument, registry: RegistryCases) -> PolicyDocument:
-    """The policy with the registry's cases added, checked like the policy's own cases.
-
-    A case listed in both with identical content counts once (so the policy's cases can be copied
-    into the registry before they are removed from the policy); different content under one code
-    name is an error. Error messages name case code names and keys, never identities.
-    """
-    in_policy = {case.code: case for case in document.cases}
-    added: list[Case] = []
-    for case in registry.cases:
-        if case.code not in in_policy:
-            added.append(case)
-        elif in_policy[case.code] != case:
-            raise ConfigError(
-                f"{registry.origin}: case {case.code!r} is also in the policy file, with different "
-                "content; keep it in one place (`conduct-gateway case import-policy "
-                "--remove-from-policy` moves the policy's cases into the registry)"
-            )
-    if not added:
-        return document
-    merged = document.model_copy(update={"cases": document.cases + tuple(added)})
-    first = len(document.cases)
-    problems = [
-        (loc, message)
-        for loc, message in _semantic_problems(merged)
-        if len(loc) > 1 and loc[0] == "cases" and isinstance(loc[1], int) and loc[1] >= first
-    ]
-    if problems:
-        raise ConfigError(
-            "\n".join(
-                f"{registry.origin}, case {merged.cases[int(loc[1])].code!r}, "
-                f"key {format_loc(loc[2:])}: {message}"
-                for loc, message in problems
-            )
-        )
-    return merged
-
-
-# --- schema and reference ----------------------------------------------------------------------
-
-
-def policy_json_schema() -> dict[str, Any]:
-    """JSON Schema of the policy file, for editors (policies/schema.json)."""
-    schema = PolicyDocument.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "conduct-gateway policy"
-    return schema
-
-
-def policy_json_schema_text() -> str:
-    """The schema as written to policies/schema.json (stable key order, trailing newline)."""
-    return json.dumps(policy_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-_SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
-    ("Top level", PolicyDocument),
-    ("organisation", Organisation),
-    ("organisation.members[]", Member),
-    ("audiences", AudienceLists),
-    ("audiences.admins / moderators / organisers", AudienceGroup),
-    ("rules[]", RuleEntryBase),
-    ("rules[].when", When),
-    ("review", ReviewPolicy),
-    ("review.approvals", ApprovalCounts),
-    ("name_forms", NameForms),
-    ("cases[]", Case),
-    ("person", Person),
-    ("cases[].consents[]", ConsentRecord),
-)
-
-
-def policy_reference_markdown() -> str:
-    """The policy file reference and the rule reference, generated from field descriptions and docstrings."""
-    out = ["## Policy file reference", ""]
-    headings: dict[type[BaseModel], str] = {
-        PolicyDocument: "Top level",
-        Person: "A person (`reporters[]`, `witnesses[]`, `reported[]`)",
-    }
-    for title, model in _SECTIONS:
-        heading = headings.get(model, f"`{title}`")
-        out += [f"### {heading}", "", _first_paragraph(model.__doc__), "", *_field_table(model), ""]
-    out += ["## Rule reference", ""]
-    for module in RULES:
-        out += [f"### {module.NAME}", "", documentation(module), ""]
-        if module.Params.model_fields:
-            out += ["Options (`params`):", "", *_field_table(module.Params), ""]
-        codes = finding_codes(module)
-        if codes:
-            out += ["| Finding code | Meaning |", "| --- | --- |"]
-            out += [f"| `{code}` | {_cell(text)} |" for code, text in codes.items()]
-            out.append("")
-    return "\n".join(out).rstrip("\n") + "\n"
-
-
-def _first_paragraph(doc: str | None) -> str:
-    return " ".join((doc or "").strip().split("\n\n", 1)[0].split())
-
-
-def _field_table(model: type[BaseModel]) -> list[str]:
-    rows = ["| Key | Type | Default | Description |", "| --- | --- | --- | --- |"]
-    for name, info in model.model_fields.items():
-        shown = _type_text(info.annotation, info.metadata)
-        rows.append(
-            f"| `{name}` | {_cell(shown)} | {_cell(_default_text(info))} | {_cell(info.description or '')} |"
-        )
-    return rows
-
-
-_LONG_DEFAULT = 200
-
-
-def _default_text(info: Any) -> str:
-    if info.is_required():
-        return "required"
-    if info.default_factory is not None:
-        value = info.default_factory()
-        return "{}" if isinstance(value, dict | BaseModel) else repr(value)
-    default = info.default
-    if default is PydanticUndefined:
-        return "required"
-    if isinstance(default, bool):
-        return f"`{str(default).lower()}`"
-    if isinstance(default, tuple):
-        if not default:
-            return "`[]`"
-        shown = f"`{list(default)}`"
-        # A long list (the built-in patterns) would swamp the table; the rule's source has it.
-        return (
-            shown
-            if len(shown) <= _LONG_DEFAULT
-            else f"{len(default)} built-in entries (see the rule's source)"
-        )
-    if isinstance(default, str):
-        return f'`"{default}"`' if default == "" else f"`{default}`"
-    return f"`{default}`"
-
-
-def _type_text(annotation: Any, metadata: Sequence[Any] = ()) -> str:
-    for item in metadata:
-        if isinstance(item, _Shown):
-            return item.text
-    origin = get_origin(annotation)
-    args = get_args(annotation)
-    if origin is Annotated:
-        return _type_text(args[0], args[1:])
-    if origin is Literal:
-        return " | ".join(f"`{value}`" for value in args)
-    if origin in (tuple, list):
-        return f"list of {_type_text(args[0])}"
-    if origin is dict:
-        return f"mapping of {_type_text(args[0])} to {_type_text(args[1])}"
-    if origin in (Union, types.UnionType):
-        if len(args) > 2 or not any(arg is type(None) for arg in args):
-            return "`rules[]` entry"
-        return _type_text(next(arg for arg in args if arg is not type(None))) + " (optional)"
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return " | ".join(f"`{member.value}`" for member in annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        titles = {model: title for title, model in _SECTIONS}
-        return f"`{titles[annotation]}`" if annotation in titles else "mapping (see the rule reference)"
-    simple = {
-        bool: "true/false",
-        str: "text",
-        int: "number",
-        float: "number",
-        datetime.date: "date (YYYY-MM-DD)",
-    }
-    return simple.get(annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

@@ -18,8 +18,9 @@ from pydantic import BaseModel
 
 from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
 from gateway.policy.committee import Roster, committee_in_force, differences
-from gateway.policy.config import AUDIENCE_ROLES, IDENTITY_FIELDS, PolicyDocument, RegistryCases, merge_cases
+from gateway.policy.config import AUDIENCE_ROLES, IDENTITY_FIELDS, PolicyDocument
 from gateway.policy.consent import consent_decisions
+from gateway.policy.loader import RegistryCases, merge_cases
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import (
     NO_FINGERPRINTS,

@@ -44,7 +44,8 @@ from pydantic import ValidationError
 
 from gateway.errors import ConfigError, RegistryUnreadable
 from gateway.logs import log_event
-from gateway.policy.config import Case, RegistryCases
+from gateway.policy.config import Case
+from gateway.policy.loader import RegistryCases
 from gateway.settings import GatewaySettings, RegistrySettings
 from gateway.yamlsource import format_loc
 

@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 from gateway.cli import main
 from gateway.decision.policy_screener import PolicyScreener, ReloadResult
 from gateway.decision.screening import Accept, Refuse, Submission
-from gateway.policy.config import read_policy
+from gateway.policy.loader import read_policy
 from gateway.review.desk import HoldStore, drain_audit_outbox
 from gateway.settings import load_settings
 from gateway.state import registry as registry_module

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from gateway.cli import main
 from gateway.errors import ConfigError
 from gateway.example_policy import example_policy_text, write_example_policy
-from gateway.policy.config import parse_policy_text
+from gateway.policy.loader import parse_policy_text
 
 from .conftest import SHIPPED_POLICY, write_config
 

@@ -28,8 +28,8 @@ from gateway.decision.evaluation import Evaluation, evaluate_submission
 from gateway.decision.screening import Submission
 from gateway.decision.verdict_replies import refusal
 from gateway.intake.dataread import BadMessage, check_bytes, read_headers
-from gateway.policy.config import read_policy
 from gateway.policy.engine import CompiledPolicy, compile_policy
+from gateway.policy.loader import read_policy
 from gateway.policy.model import Outcome
 from gateway.settings import LimitsSettings
 

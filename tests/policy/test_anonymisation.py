@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import ConfigError
-from gateway.policy.config import parse_policy_text
+from gateway.policy.loader import parse_policy_text
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ContentOverlap, Envelope, Finding, RuleContext

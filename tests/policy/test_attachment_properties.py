@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.config import read_policy
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
+from gateway.policy.loader import read_policy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, Outcome, ThreadFacts
 from tests.policy import documents

@@ -9,8 +9,8 @@ import pytest
 from gateway.errors import ConfigError
 from gateway.policy import audiences as audiences_module
 from gateway.policy.audiences import NO_AUDIENCES, Audiences, Membership, Role
-from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import audiences, compile_policy, rule_context
+from gateway.policy.loader import parse_policy_text
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import RuleContext, ThreadFacts
 

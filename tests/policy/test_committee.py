@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.policy.committee import Roster, committee_in_force, differences, members_in_force
-from gateway.policy.config import Member, PolicyDocument, parse_policy_text
+from gateway.policy.config import Member, PolicyDocument
 from gateway.policy.engine import compile_policy
+from gateway.policy.loader import parse_policy_text
 
 ADA = Member(name="Ada Quill", addresses=("ada@example.org", "ada.q@mail.example.net"))
 BEN = Member(name="Ben Ink", addresses=("ben@example.org",))

@@ -9,16 +9,10 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.policy import config
-from gateway.policy.config import (
-    PolicyDocument,
-    load_policy,
-    parse_policy_text,
-    policy_json_schema,
-    policy_json_schema_text,
-    policy_reference_markdown,
-    read_policy,
-)
+from gateway.policy import reference as reference_module
+from gateway.policy.config import PolicyDocument
+from gateway.policy.loader import load_policy, parse_policy_text, read_policy
+from gateway.policy.reference import policy_json_schema, policy_json_schema_text, policy_reference_markdown
 from gateway.policy.registry import RULES, finding_codes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -341,7 +335,7 @@ def test_shipped_schema_is_fresh() -> None:
     shipped = (REPO / "policies" / "schema.json").read_text(encoding="utf-8")
     assert shipped == policy_json_schema_text(), (
         "policies/schema.json is stale; regenerate it with: .venv/bin/python -c "
-        "'from gateway.policy.config import policy_json_schema_text as s; print(s(), end=\"\")' "
+        "'from gateway.policy.reference import policy_json_schema_text as s; print(s(), end=\"\")' "
         "> policies/schema.json"
     )
 
@@ -358,7 +352,7 @@ def test_schema_tells_editors_about_every_rule() -> None:
 
 def test_reference_documents_every_key_and_rule() -> None:
     reference = policy_reference_markdown()
-    for _title, model in config._SECTIONS:
+    for _title, model in reference_module._SECTIONS:
         for name, info in model.model_fields.items():
             assert f"| `{name}` |" in reference, name
             assert info.description, f"{model.__name__}.{name} has no description"

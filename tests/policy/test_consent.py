@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from gateway.errors import ConfigError
 from gateway.policy.committee import Roster
-from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
+from gateway.policy.loader import parse_policy_text
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Consent, Envelope, Outcome, ThreadFacts, Verdict
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.policy.config import read_policy
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
+from gateway.policy.loader import read_policy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Address, Envelope, Outcome, ThreadFacts, Verdict
 from gateway.policy.rewrite import apply_rewrite

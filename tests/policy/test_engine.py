@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from gateway.policy.audiences import Role
-from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import (
     CompiledPolicy,
     CompiledRule,
@@ -23,6 +22,7 @@ from gateway.policy.engine import (
     merge_rewrites,
     rule_context,
 )
+from gateway.policy.loader import parse_policy_text
 from gateway.policy.model import (
     Action,
     Address,

@@ -11,10 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy import mime
+from gateway.policy import transfer_encodings
 from gateway.policy.extract import parts
 from gateway.policy.matcher import IdentityMatcher
-from gateway.policy.mime import MAX_DEPTH, MAX_PARTS, parse_message, parse_parameters
+from gateway.policy.mime import parse_message
+from gateway.policy.mime_parameters import parse_parameters, split_parameters
+from gateway.policy.mime_record import MAX_DEPTH, MAX_PARTS
 from gateway.policy.model import Address, IdentityKind, ParsedMessage, ProtectedIdentity, SegmentKind
 from tests.policy.builders import (
     Attached,
@@ -1045,10 +1047,10 @@ _BASE64_LIKE = st.lists(st.sampled_from(b"AZaz09+/= \t\r\n\f\v\x00\xff-_.="), ma
 @settings(max_examples=500, deadline=None)
 @given(_BASE64_LIKE)
 def test_base64_validity_is_the_regex_definition(data: bytes) -> None:
-    # _valid_base64 strips and checks with bytes.translate; the rule it implements, as regexes:
+    # valid_base64 strips and checks with bytes.translate; the rule it implements, as regexes:
     cleaned = re.sub(rb"[ \t\r\n\f\v]+", b"", data)
     expected = len(cleaned) % 4 == 0 and re.fullmatch(rb"[A-Za-z0-9+/]*={0,2}", cleaned) is not None
-    assert mime._valid_base64(data) == expected
+    assert transfer_encodings.valid_base64(data) == expected
 
 
 @settings(max_examples=500, deadline=None)
@@ -1056,7 +1058,7 @@ def test_base64_validity_is_the_regex_definition(data: bytes) -> None:
 def test_lenient_base64_drops_exactly_what_is_not_base64(data: bytes) -> None:
     cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
     cleaned = cleaned[: len(cleaned) - 1] if len(cleaned) % 4 == 1 else cleaned
-    assert mime._lenient_base64(data) == base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
+    assert transfer_encodings.lenient_base64(data) == base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
 
 
 @pytest.mark.parametrize(
@@ -1078,7 +1080,7 @@ def test_address_headers_parse_the_same_every_time(recipients: int) -> None:
 
 
 def _split_parameters_char_by_char(header: str) -> list[str]:
-    """mime._split_parameters as first written: one character at a time."""
+    """mime_parameters.split_parameters as first written: one character at a time."""
     pieces: list[str] = []
     current: list[str] = []
     quoted = escaped = False
@@ -1103,4 +1105,4 @@ def _split_parameters_char_by_char(header: str) -> list[str]:
     st.lists(st.sampled_from(('"', "\\", ";", "a", " ", "=", "\\\\", '\\"', "\\;")), max_size=16).map("".join)
 )
 def test_parameters_split_as_char_by_char(header: str) -> None:
-    assert mime._split_parameters(header) == _split_parameters_char_by_char(header)
+    assert split_parameters(header) == _split_parameters_char_by_char(header)

@@ -1,7 +1,7 @@
 """The single-part fast path of the top-level parse gives exactly what the full feedparser parse gives.
 
-``mime._message_from_bytes`` parses only the header block of a message that is not a multipart or
-message/* and sets the rest of the text as its payload; ``mime._parse_fully`` is the reference
+``mime_parser.parse_email`` parses only the header block of a message that is not a multipart or
+message/* and sets the rest of the text as its payload; ``mime_parser.parse_fully`` is the reference
 (``email.message_from_bytes`` with compat32). Both the Message objects (every attribute) and the
 :class:`ParsedMessage` built from them must be equal.
 """
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy import mime
+from gateway.policy import mime, mime_parser
 from tests.conftest import REAL_MAIL
 
 
@@ -33,12 +33,12 @@ def state(message: Message) -> dict[str, object]:
 
 def fast(raw: bytes) -> bool:
     """Whether the fast path is taken for ``raw``."""
-    return mime._single_part(raw.decode("ascii", "surrogateescape")) is not None
+    return mime_parser.single_part(raw.decode("ascii", "surrogateescape")) is not None
 
 
 def assert_identical(raw: bytes) -> None:
-    assert state(mime._message_from_bytes(raw)) == state(mime._parse_fully(raw))
-    assert mime.parse_message(raw) == mime._decode(raw, mime._parse_fully)
+    assert state(mime_parser.parse_email(raw)) == state(mime_parser.parse_fully(raw))
+    assert mime.parse_message(raw) == mime._decode(raw, mime_parser.parse_fully)
 
 
 def corpus() -> list[str]:
@@ -57,7 +57,7 @@ def test_fast_path_serves_most_single_part_real_mail(real_mail_dir: Path) -> Non
     # empty line after their headers).
     assert len(taken) >= 170
     for name in taken:
-        full = mime._parse_fully((real_mail_dir / name).read_bytes())
+        full = mime_parser.parse_fully((real_mail_dir / name).read_bytes())
         assert full.get_content_maintype() not in ("multipart", "message")
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
 from gateway.policy.fingerprint import FingerprintIndex, ProtectedDocument, document_shingles
+from gateway.policy.loader import parse_policy_text
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, Outcome, ThreadFacts, Verdict
 

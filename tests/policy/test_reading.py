@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.config import read_policy
+from gateway.policy.charsets import decode_encoded_words
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate
+from gateway.policy.loader import read_policy
 from gateway.policy.matcher import IdentityMatcher
-from gateway.policy.mime import decode_encoded_words, parse_message
+from gateway.policy.mime import parse_message
 from gateway.policy.model import (
     Envelope,
     IdentityKind,

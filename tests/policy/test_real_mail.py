@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.policy.config import load_policy
 from gateway.policy.engine import protected_identities
+from gateway.policy.loader import load_policy
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, IdentityKind, ParsedMessage, ProtectedIdentity, RuleContext

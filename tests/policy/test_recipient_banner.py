@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.config import parse_policy_text
 from gateway.policy.engine import compile_policy, rule_context
+from gateway.policy.loader import parse_policy_text
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import (
     Address,
