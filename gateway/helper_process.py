@@ -1,4 +1,4 @@
-"""How the gateway's helper processes (policy workers, the delivery process) begin.
+"""How the gateway's helper processes (policy workers, the delivery process) begin; the cores they may use.
 
 A process started by ``multiprocessing`` (spawn) shows the interpreter's bootstrap command line in
 ``ps`` and ``top`` (``python -c "from multiprocessing.spawn import spawn_main; ..."
@@ -9,6 +9,7 @@ A process started by ``multiprocessing`` (spawn) shows the interpreter's bootstr
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 
 import setproctitle
@@ -23,3 +24,10 @@ def begin_helper_process(settings: GatewaySettings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure(settings.log_level, settings.logging.format)
     setproctitle.setproctitle(multiprocessing.current_process().name)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity where the system reports one)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; not macOS
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

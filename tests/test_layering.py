@@ -131,8 +131,7 @@ if TYPE_CHECKING:
         pytest.param(
             "review/desk.py",
             "from gateway.intake import tlsfiles\n",
-            # delivery reaches intake too, through its decision import (ignored only by its own contract)
-            {"review-layer", "decision-layer", "intake-delivery-independent"},
+            {"review-layer", "decision-layer"},
             id="review-imports-intake",
         ),
         pytest.param(

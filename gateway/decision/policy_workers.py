@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
-import os
 import signal
 import socket
 import time
@@ -48,7 +47,7 @@ from gateway.decision.evaluation import Evaluation, evaluate_submission
 from gateway.decision.screening import Submission
 from gateway.errors import EvaluationTooComplex, PolicyWorkerError
 from gateway.framing import FrameBuffer, encode_frame, read_frame
-from gateway.helper_process import begin_helper_process
+from gateway.helper_process import available_cpus, begin_helper_process
 from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.settings import GatewaySettings
@@ -84,13 +83,6 @@ def worker_count(setting: int | str, cpus: int | None = None) -> int:
 def stuck_after(budget: float) -> float:
     """Wall-clock seconds after which a worker still busy with one message is taken to be stuck."""
     return 2 * budget + 30
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on (its affinity where the system reports one)."""
-    if hasattr(os, "sched_getaffinity"):  # Linux; not macOS
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,11 @@ import socket
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
-from gateway.decision.policy_workers import available_cpus
 from gateway.delivery.model import DeliveryStatistics
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import GatewayError
 from gateway.framing import encode_frame, read_frame_async
-from gateway.helper_process import begin_helper_process
+from gateway.helper_process import available_cpus, begin_helper_process
 from gateway.histogram import combined
 from gateway.logs import log_event
 from gateway.settings import GatewaySettings
