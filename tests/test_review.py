@@ -17,9 +17,10 @@ import pytest
 from gateway.decision.notices import NOTICE_HEADER
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
-from gateway.review.desk import HoldStore, parse_command, reply_text, token_hash
+from gateway.review.reply_parsing import parse_command, reply_text
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.audit import audit_dir, read_entries, verify
+from gateway.state.holds import HoldStore, token_hash
 
 POLICY = """\
 organisation:
@@ -631,7 +632,7 @@ async def test_a_recovered_release_is_spooled_once(tmp_path: Path) -> None:
 
 async def test_a_release_already_in_the_spool_is_only_marked(tmp_path: Path) -> None:
     from gateway.app import recover_releases
-    from gateway.review.desk import spool_outgoing
+    from gateway.review.outgoing import spool_outgoing
     from gateway.state.spool import Spool
 
     spool = Spool(tmp_path / "spool")
