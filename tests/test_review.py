@@ -17,7 +17,6 @@ import pytest
 from gateway.decision.notices import NOTICE_HEADER
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
-from gateway.review.reply_parsing import parse_command, reply_text
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.audit import audit_dir, read_entries, verify
 from gateway.state.holds import HoldStore, token_hash
@@ -545,35 +544,6 @@ class TestRestartAndExpiry:
         screener.review_housekeeping()
         assert audit_reviews(settings)[-1]["recorded_later"] is True
         assert store.outbox_items() == []
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param("approve\n", ("approve", ""), id="plain"),
-        pytest.param("  APPROVED!\n\n> reject\n", ("approve", ""), id="case-and-punctuation"),
-        pytest.param("\n\nreject: names a witness\n", ("reject", "names a witness"), id="reject-reason"),
-        pytest.param(
-            "reject\n\nToo many details\nabout the venue\n\n-- \nBen",
-            ("reject", "Too many details about the venue"),
-            id="reason-below",
-        ),
-        pytest.param("Cancel\n", ("cancel", ""), id="cancel"),
-        pytest.param("> approve\n", None, id="only-quoted"),
-        pytest.param("On Mon, Ben wrote:\n> approve\n", None, id="attribution-first"),
-        pytest.param("I think we should approve\n", None, id="not-first-word"),
-        pytest.param("-- \napprove\n", None, id="signature-only"),
-        pytest.param("", None, id="empty"),
-    ],
-)
-def test_parse_command(text: str, expected: tuple[str, str] | None) -> None:
-    command = parse_command(text)
-    assert (None if command is None else (command.command, command.reason)) == expected
-
-
-def test_reply_text_prefers_plain_and_renders_html() -> None:
-    html = b"Content-Type: text/html; charset=utf-8\r\n\r\n<div>approve</div><blockquote>x</blockquote>\r\n"
-    assert reply_text(html).strip().startswith("approve")
 
 
 def test_a_warn_finding_delivers_and_sends_one_notice_listing_the_warnings(tmp_path: Path) -> None:
