@@ -281,10 +281,10 @@ class ReviewDesk:
                         "or a member excluded from this case, cannot review it)"
                     )
                 # Rights are checked again now: offboarding or a conflict declared since the hold.
-                refusal = review_refusal(policy, actor, record.all_cases, self.has_account)
-                if refusal is not None:
+                why_not = review_refusal(policy, actor, record.all_cases, self.has_account)
+                if why_not is not None:
                     audit_refusal(self.audit, reference, actor.key, "not-eligible-now")
-                    raise ReviewError(f"{refusal}, so they cannot review message {reference}")
+                    raise ReviewError(f"{why_not}, so they cannot review message {reference}")
                 if any(d.member == actor.key for d in record.approvals):
                     return DecisionResult(
                         Outcome.APPROVAL_RECORDED,

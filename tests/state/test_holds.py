@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.policy.reviewers import Reviewer
 from gateway.review.tokens import new_token
 from gateway.state.holds import Grant, HoldRecord, HoldStore, ReviewError, decided_at, token_hash
 from tests.test_layering import PACKAGE_DIR, import_chains, import_graph
@@ -85,3 +86,15 @@ def test_the_hold_store_never_reaches_the_layers_above_the_state() -> None:
     graph = import_graph(PACKAGE_DIR)
     above = ["gateway.review", "gateway.decision", "gateway.intake", "gateway.delivery", "gateway.cli"]
     assert import_chains(graph, ["gateway.state.holds"], above) == []
+
+
+def test_the_record_format_on_disk_is_unchanged(tmp_path: Path) -> None:
+    store = HoldStore(tmp_path / "holds")
+    store.create(
+        record().model_copy(update={"reviewers": (Reviewer(name="Ben Ink", address="ben@example.org"),)}),
+        b"o",
+        b"r",
+    )
+    written = (store.root / "Q1.json").read_text(encoding="utf-8")
+    assert '"reviewers": [\n  {\n   "name": "Ben Ink",\n   "address": "ben@example.org"\n  }\n ]' in written
+    assert store.get("Q1").reviewers[0].address == "ben@example.org"
