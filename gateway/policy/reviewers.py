@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway.policy.engine import CompiledPolicy
+if TYPE_CHECKING:
+    # Annotations only: the hold store (state layer) imports ``Reviewer`` without the engine.
+    from gateway.policy.engine import CompiledPolicy
 
 AccountCheck = Callable[[str], bool]
 """Does this address (a member's) still have an account in the users file?"""
@@ -156,3 +159,16 @@ def quorum(policy: CompiledPolicy, cases: Sequence[str], eligible: int) -> int:
     wanted = [counts.severe if "severe" in severities else counts.normal, counts.normal]
     numbers = [max(1, eligible // 2 + 1) if value == "majority" else int(value) for value in wanted]
     return max(numbers)
+
+
+def still_eligible(
+    policy: CompiledPolicy, addresses: Sequence[str], cases: Sequence[str], has_account: AccountCheck | None
+) -> tuple[str, ...]:
+    """The ``addresses`` (approvers) whose members may still review a message of ``cases``: a
+    quorum counts only them."""
+    valid = []
+    for address in addresses:
+        member = member_of(policy, address)
+        if member is not None and review_refusal(policy, member, cases, has_account) is None:
+            valid.append(address)
+    return tuple(valid)

@@ -23,7 +23,14 @@ from gateway.decision.notices import NoticeKind, NoticeLimiter, NoticeRefused, N
 from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
 from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
-from gateway.policy.reviewers import AccountCheck, Member, member_of, plan_review, review_refusal
+from gateway.policy.reviewers import (
+    AccountCheck,
+    Member,
+    member_of,
+    plan_review,
+    review_refusal,
+    still_eligible,
+)
 from gateway.review import upkeep
 from gateway.review.auditing import AuditSink, audit_refusal, audit_review
 from gateway.review.inbox import check_reply, refusal
@@ -306,7 +313,9 @@ class ReviewDesk:
             notices = self.notices(policy)
             outgoing: list[Outgoing] = []
             if command == "approve":
-                approvers = self._valid_approvers(record, policy)
+                approvers = still_eligible(
+                    policy, record.counted_approvers(), record.all_cases, self.has_account
+                )
                 if len(approvers) < record.required_approvals:
                     outcome = Outcome.APPROVAL_RECORDED
                     lines: tuple[str, ...] = (
@@ -349,18 +358,6 @@ class ReviewDesk:
             log, "review-decision", reference=reference, decision=command, outcome=outcome.value, via=via
         )
         return DecisionResult(outcome, record, tuple(outgoing), lines)
-
-    def _valid_approvers(self, record: HoldRecord, policy: CompiledPolicy) -> tuple[str, ...]:
-        """Distinct approvers who may still review it (quorum counts only them)."""
-        valid = []
-        for address in record.counted_approvers():
-            member = member_of(policy, address)
-            if (
-                member is not None
-                and review_refusal(policy, member, record.all_cases, self.has_account) is None
-            ):
-                valid.append(address)
-        return tuple(valid)
 
     def _already(self, record: HoldRecord, actor: Member, policy: CompiledPolicy) -> DecisionResult:
         text = already_decided_text(record)
