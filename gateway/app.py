@@ -38,7 +38,8 @@ from gateway.intake.tlsfiles import SELF_SIGNED_CERT, server_context
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
 from gateway.netaddr import host_port, is_loopback
-from gateway.review.desk import account_check, spool_outgoing
+from gateway.review.outgoing import spool_outgoing
+from gateway.review.rights import account_check
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
 from gateway.state.accounts import Accounts
 from gateway.state.registry import CaseRegistry

@@ -238,3 +238,98 @@ INTERNAL_ERROR = reply(451, "4.3.0", "Internal error; the message was not accept
 STORE_FAILED = reply(
     451, "4.3.0", "Could not store the message safely; it was not accepted, please try again later"
 )
+
+
+# --- Review: holds that cannot be made, replies to a review address ---------------------------
+def hold_refused(why: str, reference: str) -> Reply:
+    """A message the policy holds, but too few members may review it (``why`` names the numbers)."""
+    return reply(550, "5.7.1", why, f"Reference: {reference}")
+
+
+def review_reply_to_others(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.7.1",
+        "Not sent: a reply to a review address goes to the gateway only. Send your decision to "
+        "the review address alone, and write to other people in a separate message.",
+        f"Reference: {reference}",
+    )
+
+
+def review_not_a_member(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.7.1",
+        "Not accepted: only committee members named in the policy can review held messages, "
+        "and only from their own address.",
+        f"Reference: {reference}",
+    )
+
+
+def review_one_address_at_a_time(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.7.1",
+        "Not accepted: send one decision to one review address at a time.",
+        f"Reference: {reference}",
+    )
+
+
+def review_address_unknown(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.7.1",
+        "Not accepted: this review address is not valid (mistyped, altered, or the held message "
+        "is gone). Reply to the review request or hold notice exactly as received.",
+        f"Reference: {reference}",
+    )
+
+
+def review_not_understood(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.6.0",
+        "Not understood: write approve, reject <reason> or (as the sender) cancel as the "
+        "first line of your reply, above any quoted text.",
+        f"Reference: {reference}",
+    )
+
+
+def review_of_own_message(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.7.1",
+        f"Not accepted: you sent message {reference}, so you cannot review it; another "
+        "committee member must. To withdraw it, reply cancel to your hold notice.",
+        f"Reference: {reference}",
+    )
+
+
+def review_cancel_by_sender_only(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.7.1",
+        f"Not accepted: only the sender can cancel message {reference}; reviewers reply "
+        "approve or reject <reason>.",
+        f"Reference: {reference}",
+    )
+
+
+def review_address_of_another(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.7.1",
+        "Not accepted: this review address was sent to another committee member. Use the one in "
+        "the review request sent to you.",
+        f"Reference: {reference}",
+    )
+
+
+def review_reason_missing(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.6.0",
+        "Not understood: write the reason on the same line, e.g. 'reject names a witness in "
+        "paragraph 2'. The sender is told the reason.",
+        f"Reference: {reference}",
+    )

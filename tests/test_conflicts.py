@@ -16,8 +16,9 @@ from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate, rule
 from gateway.policy.loader import parse_policy_text
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ContentOverlap, Envelope, ThreadFacts
-from gateway.review.desk import HoldStore, ReviewError, member_of
+from gateway.policy.reviewers import member_of
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
+from gateway.state.holds import HoldStore, ReviewError
 from tests.cli.conftest import write_config
 from tests.test_review import kind, reply, reply_to
 

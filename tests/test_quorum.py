@@ -12,7 +12,7 @@ from gateway.decision.screening import Accept, Submission
 from gateway.errors import ConfigError
 from gateway.policy.engine import compile_policy
 from gateway.policy.loader import parse_policy_text
-from gateway.review.desk import member_of, quorum
+from gateway.policy.reviewers import member_of, quorum
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.audit import audit_dir, read_entries, verify
 from tests.test_review import kind, reply, reply_to

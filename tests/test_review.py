@@ -17,9 +17,9 @@ import pytest
 from gateway.decision.notices import NOTICE_HEADER
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
-from gateway.review.desk import HoldStore, parse_command, reply_text, token_hash
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.audit import audit_dir, read_entries, verify
+from gateway.state.holds import HoldStore, token_hash
 
 POLICY = """\
 organisation:
@@ -546,35 +546,6 @@ class TestRestartAndExpiry:
         assert store.outbox_items() == []
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param("approve\n", ("approve", ""), id="plain"),
-        pytest.param("  APPROVED!\n\n> reject\n", ("approve", ""), id="case-and-punctuation"),
-        pytest.param("\n\nreject: names a witness\n", ("reject", "names a witness"), id="reject-reason"),
-        pytest.param(
-            "reject\n\nToo many details\nabout the venue\n\n-- \nBen",
-            ("reject", "Too many details about the venue"),
-            id="reason-below",
-        ),
-        pytest.param("Cancel\n", ("cancel", ""), id="cancel"),
-        pytest.param("> approve\n", None, id="only-quoted"),
-        pytest.param("On Mon, Ben wrote:\n> approve\n", None, id="attribution-first"),
-        pytest.param("I think we should approve\n", None, id="not-first-word"),
-        pytest.param("-- \napprove\n", None, id="signature-only"),
-        pytest.param("", None, id="empty"),
-    ],
-)
-def test_parse_command(text: str, expected: tuple[str, str] | None) -> None:
-    command = parse_command(text)
-    assert (None if command is None else (command.command, command.reason)) == expected
-
-
-def test_reply_text_prefers_plain_and_renders_html() -> None:
-    html = b"Content-Type: text/html; charset=utf-8\r\n\r\n<div>approve</div><blockquote>x</blockquote>\r\n"
-    assert reply_text(html).strip().startswith("approve")
-
-
 def test_a_warn_finding_delivers_and_sends_one_notice_listing_the_warnings(tmp_path: Path) -> None:
     policy = tmp_path / "warn.yaml"
     policy.write_text(POLICY.replace("action: hold", "action: warn"), encoding="utf-8")
@@ -631,7 +602,7 @@ async def test_a_recovered_release_is_spooled_once(tmp_path: Path) -> None:
 
 async def test_a_release_already_in_the_spool_is_only_marked(tmp_path: Path) -> None:
     from gateway.app import recover_releases
-    from gateway.review.desk import spool_outgoing
+    from gateway.review.outgoing import spool_outgoing
     from gateway.state.spool import Spool
 
     spool = Spool(tmp_path / "spool")

@@ -10,9 +10,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from gateway.errors import AuditError
-from gateway.review.desk import AuditSink, HoldStore
+from gateway.review.auditing import AuditSink
 from gateway.settings import GatewaySettings
 from gateway.state.audit import AuditTrail, JsonValue, audit_dir
+from gateway.state.holds import HoldStore
 
 CASE_EVENT = "case"
 

@@ -38,9 +38,10 @@ from gateway.policy.model import (
     ThreadFacts,
     Verdict,
 )
+from gateway.policy.reviewers import AccountCheck, ReviewPlan, plan_review
 from gateway.policy.rewrite import apply_rewrite
 from gateway.replies import Reply
-from gateway.review.desk import AccountCheck, ReviewPlan, account_check, plan_review
+from gateway.review.rights import account_check
 from gateway.settings import (
     CONFIG_VARIABLE,
     DEFAULT_CONFIG,

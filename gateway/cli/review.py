@@ -28,19 +28,14 @@ from gateway.cli.queue import header_summary, mime_outline
 from gateway.cli.tables import emit, json_option
 from gateway.decision.policy_screener import learn_release, load_policy_for
 from gateway.policy.engine import CompiledPolicy
-from gateway.review.desk import (
-    AUDIT_EVENT,
-    AuditSink,
-    HoldRecord,
-    HoldStore,
-    ReviewDesk,
-    ReviewError,
-    account_check,
-    member_of,
-    spool_outgoing,
-)
+from gateway.policy.reviewers import member_of
+from gateway.review.auditing import AUDIT_EVENT, AuditSink
+from gateway.review.desk import ReviewDesk
+from gateway.review.outgoing import spool_outgoing
+from gateway.review.rights import account_check
 from gateway.settings import GatewaySettings, load_settings
 from gateway.state.accounts import Accounts
+from gateway.state.holds import HoldRecord, HoldStore, ReviewError
 from gateway.state.ledger import Ledger, ledger_path
 from gateway.state.spool import Spool
 

@@ -49,9 +49,9 @@ from gateway.policy.loader import read_policy
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity
-from gateway.review.desk import HOLDS_DIRNAME, HoldStore
 from gateway.state.audit import AuditTrail, audit_dir, entries_about
 from gateway.state.fingerprints import FingerprintStore
+from gateway.state.holds import HOLDS_DIRNAME, HoldStore
 from gateway.state.ledger import Ledger, ledger_path
 from gateway.state.registry import CaseRegistry
 from gateway.state.spool import QueueState, Spool

@@ -65,19 +65,14 @@ from gateway.policy.model import (
     ProtectedIdentity,
     Verdict,
 )
-from gateway.review.desk import (
-    HeldFinding,
-    HoldRecord,
-    HoldStore,
-    ReviewDesk,
-    ReviewError,
-    drain_audit_outbox,
-    trail_sink,
-)
+from gateway.review.auditing import drain_audit_outbox, trail_sink
+from gateway.review.desk import ReviewDesk
+from gateway.review.letters import notice_finding
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import read_roster
 from gateway.state.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
 from gateway.state.fingerprints import FingerprintStore
+from gateway.state.holds import HeldFinding, HoldRecord, HoldStore, ReviewError
 from gateway.state.ledger import Ledger, ledger_path
 from gateway.state.registry import CaseRegistry
 
@@ -617,7 +612,7 @@ class PolicyScreener:
                     reference=submission.queue_id,
                     subject=message.subject,
                     message_id=message.message_id,
-                    findings=[f.notice() for f in warned],
+                    findings=[notice_finding(f) for f in warned],
                 )
             )
         except Exception as exc:  # a notice must never stop the message itself

@@ -16,10 +16,11 @@ from gateway.cli import main
 from gateway.decision.policy_screener import PolicyScreener, ReloadResult
 from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.policy.loader import read_policy
-from gateway.review.desk import HoldStore, drain_audit_outbox
+from gateway.review.auditing import drain_audit_outbox
 from gateway.settings import load_settings
 from gateway.state import registry as registry_module
 from gateway.state.audit import AuditTrail, audit_dir, read_entries, verify
+from gateway.state.holds import HoldStore
 from gateway.state.registry import CaseRegistry, code_words, generate_key
 from tests.cli.conftest import SHIPPED_POLICY, write_config
 

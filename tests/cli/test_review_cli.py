@@ -12,8 +12,8 @@ from click.testing import CliRunner, Result
 from gateway.cli import main
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Submission
-from gateway.review.desk import HoldStore
 from gateway.settings import load_settings
+from gateway.state.holds import HoldStore
 from gateway.state.ledger import Ledger, ledger_path
 from gateway.state.spool import QueueState, Spool
 from tests.cli.conftest import write_config
