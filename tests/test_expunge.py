@@ -24,7 +24,8 @@ from gateway.decision.screening import Accept, Submission
 from gateway.policy.config import Case, Person
 from gateway.policy.mime import parse_message
 from gateway.settings import load_settings
-from gateway.state.audit import AuditTrail, audit_dir, entries_about, read_salts, verify
+from gateway.state.audit import AuditTrail, audit_dir
+from gateway.state.audit_reading import entries_about, read_salts, verify
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.ledger import Ledger, ledger_path
 from gateway.state.registry import MAGIC, NONCE_BYTES, CaseRegistry

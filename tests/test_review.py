@@ -19,7 +19,8 @@ from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
 from gateway.review.desk import HoldStore, parse_command, reply_text, token_hash
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
-from gateway.state.audit import audit_dir, read_entries, verify
+from gateway.state.audit import audit_dir
+from gateway.state.audit_reading import read_entries, verify
 
 POLICY = """\
 organisation:

@@ -13,17 +13,9 @@ import click
 from gateway.cli import config_option
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
-from gateway.state.audit import (
-    EXPUNGED,
-    StoredEntry,
-    audit_dir,
-    digest_matches,
-    normalise_address,
-    normalise_message_id,
-    read_entries,
-    read_salts,
-    verify,
-)
+from gateway.state.audit import audit_dir
+from gateway.state.audit_format import EXPUNGED, normalise_address, normalise_message_id
+from gateway.state.audit_reading import StoredEntry, digest_matches, read_entries, read_salts, verify
 
 MAX_PROBLEMS_SHOWN = 50
 VERDICTS = ("deliver", "rewrite", "reject", "hold", "tempfail")

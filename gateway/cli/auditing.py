@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from gateway.errors import AuditError
 from gateway.review.desk import AuditSink, HoldStore
 from gateway.settings import GatewaySettings
-from gateway.state.audit import AuditTrail, JsonValue, audit_dir
+from gateway.state.audit import AuditTrail, audit_dir
+from gateway.state.audit_format import JsonValue
 
 CASE_EVENT = "case"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity
 from gateway.policy.variants import described_forms
 from gateway.settings import GatewaySettings, load_settings
+from gateway.state.files import atomic_write
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.registry import CaseRegistry, new_code_name, write_key_file
 from gateway.yamlsource import format_loc
@@ -564,15 +564,7 @@ def _remove_cases_from_policy(path: Path) -> None:
     yaml.dump(data, out)
     text = out.getvalue()
     parse_policy_text(text, path)  # never write a policy the gateway would refuse
-    temporary = path.with_name(f".{path.name}.import.tmp")
-    mode = path.stat().st_mode & 0o777
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    temporary.replace(path)
+    atomic_write(path, text.encode("utf-8"), mode=path.stat().st_mode & 0o777)
 
 
 @case.command("rekey")

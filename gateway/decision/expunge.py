@@ -49,7 +49,8 @@ from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity
 from gateway.review.desk import HOLDS_DIRNAME, HoldStore
-from gateway.state.audit import AuditTrail, audit_dir, entries_about
+from gateway.state.audit import AuditTrail, audit_dir
+from gateway.state.audit_reading import entries_about
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.ledger import Ledger, ledger_path
 from gateway.state.registry import CaseRegistry

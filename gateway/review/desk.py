@@ -31,11 +31,9 @@ import base64
 import contextlib
 import email
 import email.policy
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
 import time
@@ -66,8 +64,10 @@ from gateway.policy.engine import CompiledPolicy
 from gateway.policy.html import render_html
 from gateway.settings import ReviewSettings
 from gateway.state.accounts import Accounts
-from gateway.state.audit import AuditTrail, JsonValue
-from gateway.state.spool import Spool, SpoolEnvelope, fsync_directory, make_private_directory
+from gateway.state.audit import AuditTrail
+from gateway.state.audit_format import JsonValue
+from gateway.state.files import atomic_write, fsync_directory, locked, make_private_directory
+from gateway.state.spool import Spool, SpoolEnvelope
 
 log = logging.getLogger("gateway.review.desk")
 
@@ -469,12 +469,8 @@ class HoldStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive across processes and threads (each call opens its own file description)."""
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(self.root / ".lock"):
             yield
-        finally:
-            os.close(fd)
 
     def create(self, record: HoldRecord, original: bytes, release: bytes) -> None:
         """Store a new hold durably (bytes first, the record last: a record always has its bytes)."""
@@ -529,23 +525,7 @@ class HoldStore:
         return None
 
     def _write(self, path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        os.close(fd)
-        tmp.replace(path)
-        if sync_dir:
-            fsync_directory(self.root)
+        atomic_write(path, data, sync_directory=sync_dir)
 
     # -- the audit outbox (CLI decisions while the gateway holds the audit trail)
 

@@ -20,6 +20,7 @@ check, so it cannot have been missed by it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -51,6 +52,7 @@ from gateway.policy.model import (
     Mention,
     ParsedMessage,
 )
+from gateway.state.files import create_new, private_directory, touch_private
 from gateway.state.ledger import normalise_message_id
 
 FINGERPRINTS_FILENAME = "fingerprints.sqlite3"
@@ -111,17 +113,9 @@ def message_document_id(message: ParsedMessage) -> str:
 def load_or_create_key(path: Path) -> bytes:
     """The installation's fingerprint key; made (0600, 32 random bytes) if it does not exist yet."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            try:
-                os.write(descriptor, os.urandom(KEY_BYTES))
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+        private_directory(path.parent)
+        with contextlib.suppress(FileExistsError):
+            create_new(path, os.urandom(KEY_BYTES))
         key = path.read_bytes()
     except OSError as exc:
         raise FingerprintError(f"{path}: cannot read or create the fingerprint key: {exc.strerror}") from None
@@ -174,7 +168,7 @@ class FingerprintStore:
         key = load_or_create_key(key_path(state_dir))
         path = fingerprints_path(state_dir)
         try:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            touch_private(path)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             connection.execute("PRAGMA journal_mode = WAL")

@@ -19,7 +19,8 @@ from gateway.policy.config import read_policy
 from gateway.review.desk import HoldStore, drain_audit_outbox
 from gateway.settings import load_settings
 from gateway.state import registry as registry_module
-from gateway.state.audit import AuditTrail, audit_dir, read_entries, verify
+from gateway.state.audit import AuditTrail, audit_dir
+from gateway.state.audit_reading import read_entries, verify
 from gateway.state.registry import CaseRegistry, code_words, generate_key
 from tests.cli.conftest import SHIPPED_POLICY, write_config
 
