@@ -24,7 +24,6 @@ from typing import Any
 from gateway.errors import AuditError
 from gateway.logs import log_event
 from gateway.state.audit_format import (
-    AUDIT_DIRNAME,
     GENESIS,
     LOCK_NAME,
     LOG_NAME,
@@ -47,6 +46,7 @@ from gateway.state.files import (
     private_directory,
     write_all,
 )
+from gateway.state.layout import StateLayout
 
 log = logging.getLogger("gateway.state.audit")
 
@@ -55,7 +55,7 @@ _TAIL_CHUNK = 65536
 
 def audit_dir(state_dir: Path) -> Path:
     """Where the audit trail lives inside the state folder."""
-    return state_dir / AUDIT_DIRNAME
+    return StateLayout(state_dir).audit
 
 
 @dataclass(frozen=True)

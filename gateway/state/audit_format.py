@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-AUDIT_DIRNAME = "audit"
 LOG_NAME = "audit.jsonl"
 SALTS_NAME = "salts.jsonl"
 LOCK_NAME = ".lock"

@@ -53,10 +53,9 @@ from gateway.policy.model import (
     ParsedMessage,
 )
 from gateway.state.files import create_new, private_directory, touch_private
+from gateway.state.layout import StateLayout
 from gateway.state.ledger import normalise_message_id
 
-FINGERPRINTS_FILENAME = "fingerprints.sqlite3"
-KEY_FILENAME = "fingerprints.key"
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 _KEY_CHECK_INPUT = b"conduct-gateway fingerprint key check"
@@ -92,11 +91,11 @@ class Learnt:
 
 
 def fingerprints_path(state_dir: Path) -> Path:
-    return state_dir / FINGERPRINTS_FILENAME
+    return StateLayout(state_dir).fingerprints
 
 
 def key_path(state_dir: Path) -> Path:
-    return state_dir / KEY_FILENAME
+    return StateLayout(state_dir).fingerprint_key
 
 
 def message_document_id(message: ParsedMessage) -> str:
@@ -165,8 +164,14 @@ class FingerprintStore:
     @classmethod
     def open(cls, state_dir: Path, *, clock: Callable[[], datetime] = _utc_now) -> FingerprintStore:
         """Open (creating, 0600) the store and key in ``state_dir`` and load every fingerprint."""
-        key = load_or_create_key(key_path(state_dir))
-        path = fingerprints_path(state_dir)
+        return cls.open_files(fingerprints_path(state_dir), key_path(state_dir), clock=clock)
+
+    @classmethod
+    def open_files(
+        cls, path: Path, key_file: Path, *, clock: Callable[[], datetime] = _utc_now
+    ) -> FingerprintStore:
+        """Open (creating, 0600) the store ``path`` keyed with ``key_file`` and load every fingerprint."""
+        key = load_or_create_key(key_file)
         try:
             touch_private(path)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -195,7 +200,7 @@ class FingerprintStore:
         if stored != check:
             connection.close()
             raise FingerprintError(
-                f"{key_path(state_dir)} is not the key {path} was made with; restore the key from the "
+                f"{key_file} is not the key {path} was made with; restore the key from the "
                 "backup made together with the store"
             )
         return cls(connection, key, clock=clock)

@@ -24,8 +24,8 @@ from types import TracebackType
 from gateway.errors import LedgerError
 from gateway.policy.model import Address, ParsedMessage, ThreadFacts
 from gateway.state.files import private_directory, touch_private
+from gateway.state.layout import StateLayout
 
-LEDGER_FILENAME = "ledger.sqlite3"
 SCHEMA_VERSION = 1
 # A reply's References can list hundreds of ids; the parent is among the last few.
 MAX_PARENT_CANDIDATES = 200
@@ -287,4 +287,4 @@ def _normalised_ids(values: Iterable[str]) -> list[str]:
 
 def ledger_path(state_dir: Path) -> Path:
     """Where the ledger lives inside the state folder."""
-    return state_dir / LEDGER_FILENAME
+    return StateLayout(state_dir).ledger

@@ -46,12 +46,11 @@ from gateway.logs import log_event
 from gateway.policy.config import Case, RegistryCases
 from gateway.settings import GatewaySettings, RegistrySettings
 from gateway.state.files import atomic_write, create_new, locked, private_directory
+from gateway.state.layout import StateLayout
 from gateway.yamlsource import format_loc
 
 log = logging.getLogger("gateway.state.registry")
 
-REGISTRY_DIRNAME = "registry"
-REGISTRY_NAME = "cases.registry"
 DEFAULT_KEY_NAME = "registry.key"
 MAGIC = b"conduct-gateway case registry v1\n"
 FORMAT = 1
@@ -315,7 +314,7 @@ def registry_path(settings: GatewaySettings) -> Path:
     """Where the registry file is: ``registry.path``, or ``<state_dir>/registry/cases.registry``."""
     if settings.registry.path is not None:
         return settings.registry.path
-    return settings.state_dir / REGISTRY_DIRNAME / REGISTRY_NAME
+    return StateLayout(settings.state_dir).registry
 
 
 # -- code names --------------------------------------------------------------------------------------
