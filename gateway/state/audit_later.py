@@ -108,10 +108,8 @@ class FileAudit:
                 item = json.loads(path.read_bytes())
                 action = _action(item, legacy_outbox=folder == self.holds_outbox)
             except (OSError, ValueError, KeyError, TypeError):
-                request = folder == self.expunge_pending or (
-                    folder == self.later and '"forget"' in _peek(path)
-                )
-                unreadable = "expunge-request-unreadable" if request else "audit-outbox-unreadable"
+                pending = folder == self.expunge_pending
+                unreadable = "expunge-request-unreadable" if pending else "audit-outbox-unreadable"
                 log_event(log, unreadable, logging.ERROR, file=path.name)
                 continue
             if isinstance(action, _Forget):
