@@ -21,6 +21,7 @@ from gateway.review.desk import HoldStore, parse_command, reply_text, token_hash
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.audit import audit_dir
 from gateway.state.audit_reading import read_entries, verify
+from gateway.state.opening import open_state
 
 POLICY = """\
 organisation:
@@ -540,11 +541,13 @@ class TestRestartAndExpiry:
     def test_cli_decisions_reach_the_audit_trail_through_the_outbox(
         self, screener: PolicyScreener, settings: GatewaySettings
     ) -> None:
-        store = HoldStore.in_state_dir(settings.state_dir)
-        store.outbox_put({"queue_id": "Q1", "review": "approve", "member": "ben@example.org", "via": "cli"})
+        audit = open_state(settings).audit
+        audit.append_later(
+            "review", {"queue_id": "Q1", "review": "approve", "member": "ben@example.org", "via": "cli"}
+        )
         screener.review_housekeeping()
         assert audit_reviews(settings)[-1]["recorded_later"] is True
-        assert store.outbox_items() == []
+        assert audit.waiting() == []
 
 
 @pytest.mark.parametrize(

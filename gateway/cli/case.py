@@ -39,7 +39,7 @@ from gateway.policy.model import ProtectedIdentity
 from gateway.policy.variants import described_forms
 from gateway.settings import GatewaySettings, load_settings
 from gateway.state.files import atomic_write
-from gateway.state.fingerprints import FingerprintStore
+from gateway.state.opening import open_state
 from gateway.state.registry import CaseRegistry, new_code_name, write_key_file
 from gateway.yamlsource import format_loc
 
@@ -107,7 +107,7 @@ def add_report(code: str, message_file: Path, person: str | None, config_path: P
         senders = {address.address.lower() for address in message.from_}
         matches = [p.id for p in protected.values() if senders & {a.lower() for a in p.addresses}]
         person = matches[0] if len(matches) == 1 else None
-    with FingerprintStore.open(settings.state_dir) as store:
+    with open_state(settings).fingerprints.open() as store:
         learnt = store.learn_message(
             found.code, message, person=person, source="add-report", finder=policy.finder
         )
@@ -136,7 +136,7 @@ def list_cases(as_json: bool, config_path: Path | None) -> None:
     settings = load_settings(config_path)
     policy, _stamp = load_policy_for(settings)
     in_policy = {item.code for item in read_policy(settings.policy.path)[0].cases}
-    with FingerprintStore.open(settings.state_dir) as store:
+    with open_state(settings).fingerprints.open() as store:
         counts = store.cases()
     listed: list[dict[str, object]] = [
         {
@@ -211,7 +211,8 @@ class _RegistryEdit:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.registry = CaseRegistry.from_settings(settings)
+        self.state = open_state(settings)
+        self.registry = self.state.cases
         self.policy: PolicyDocument = read_policy(settings.policy.path)[0]
 
     def apply(self, change: Callable[[list[Case]], None]) -> tuple[Case, ...]:
@@ -228,7 +229,7 @@ class _RegistryEdit:
 
     def taken_codes(self, cases: Sequence[Case]) -> set[str]:
         taken = {item.code for item in (*cases, *self.policy.cases)}
-        with FingerprintStore.open(self.settings.state_dir) as store:
+        with self.state.fingerprints.open() as store:
             taken.update(store.cases())  # codes of old cases whose fingerprints are still kept
         return taken
 
@@ -457,7 +458,7 @@ def show(code: str, reveal: bool, config_path: Path | None) -> None:
             "confirm (and make sure nobody is looking at your screen)"
         )
     settings = load_settings(config_path)
-    registry = CaseRegistry.from_settings(settings)
+    registry = open_state(settings).cases
     registry.key()  # no key, no identities: even for a case still kept in the policy file
     policy, _stamp = load_policy_for(settings)
     found = _find_case(policy.document.cases, code, settings.policy.path)
@@ -578,7 +579,7 @@ def rekey(new_key_file: Path, config_path: Path | None) -> None:
     registry: it keeps the cases it has in force and logs that the registry cannot be decrypted.
     """
     settings = load_settings(config_path)
-    registry = CaseRegistry.from_settings(settings)
+    registry = open_state(settings).cases
     new_key = CaseRegistry.key_from_file(new_key_file)
     if new_key.secret == registry.key().secret:
         raise GatewayError(f"{new_key_file} holds the key the registry is already encrypted with")

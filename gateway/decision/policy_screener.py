@@ -68,17 +68,16 @@ from gateway.policy.model import (
 from gateway.review.desk import (
     HeldFinding,
     HoldRecord,
-    HoldStore,
     ReviewDesk,
     ReviewError,
-    drain_audit_outbox,
     trail_sink,
 )
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import read_roster
-from gateway.state.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
-from gateway.state.fingerprints import FingerprintStore
-from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.audit import DecisionRecord, FindingRecord
+from gateway.state.holds_port import HoldsPort
+from gateway.state.opening import open_state
+from gateway.state.ports import AuditPort, AuditWriterPort, FingerprintsPort, LedgerPort
 from gateway.state.registry import CaseRegistry
 
 if TYPE_CHECKING:
@@ -379,14 +378,18 @@ class PolicyScreener:
     """The Screener the SMTP layer calls; owns the policy source, the thread ledger and the audit trail."""
 
     # Fingerprints of reporters' own words, for protected-content (opened by from_settings).
-    fingerprint_store: FingerprintStore | None = None
+    fingerprint_store: FingerprintsPort | None = None
     # Worker processes that evaluate for ``screen_async`` (set by the gateway when it starts them).
     workers: PolicyWorkers | None = None
-    # Where the CLI queues audit entries while the gateway holds the trail (opened by from_settings).
-    audit_outbox: HoldStore | None = None
+    # Where the CLI leaves audit entries while the gateway holds the trail (set by from_settings).
+    audit_later: AuditPort | None = None
 
     def __init__(
-        self, source: PolicySource, ledger: Ledger, audit: AuditTrail, review: ReviewDesk | None = None
+        self,
+        source: PolicySource,
+        ledger: LedgerPort,
+        audit: AuditWriterPort,
+        review: ReviewDesk | None = None,
     ) -> None:
         self.source = source
         self.ledger = ledger
@@ -406,9 +409,10 @@ class PolicyScreener:
     def from_settings(cls, settings: GatewaySettings) -> PolicyScreener:
         """Load the policy (ConfigError if invalid) and open the ledger and audit trail in state_dir."""
         source = PolicySource.from_settings(settings)
-        ledger = Ledger.open(ledger_path(settings.state_dir))
+        state = open_state(settings)
+        ledger = state.ledger.open()
         try:
-            audit = AuditTrail.open(audit_dir(settings.state_dir))
+            audit = state.audit.open()
         except GatewayError:
             ledger.close()
             raise
@@ -418,8 +422,7 @@ class PolicyScreener:
             log_event(log, "registry-key-in-state-dir", logging.WARNING, advice=warning)
         review = None
         try:
-            # Holds, and the outbox of the CLI's audit entries (drained even with review off).
-            store = HoldStore.in_state_dir(settings.state_dir)
+            store = state.holds.open()
         except GatewayError:
             ledger.close()
             audit.close()
@@ -427,9 +430,9 @@ class PolicyScreener:
         if settings.review.enabled:
             review = ReviewDesk(store, settings.review, settings.server.hostname, trail_sink(audit))
         screener = cls(source, ledger, audit, review)
-        screener.audit_outbox = store
+        screener.audit_later = state.audit  # drained even with review off
         try:
-            screener.fingerprint_store = FingerprintStore.open(settings.state_dir)
+            screener.fingerprint_store = state.fingerprints.open()
         except GatewayError:
             screener.close()
             raise
@@ -727,8 +730,8 @@ class PolicyScreener:
     def review_housekeeping(self) -> tuple[Outgoing, ...]:
         """Periodic: audit what the CLI queued (review decisions, case actions), expire overdue holds;
         the notices to spool."""
-        if self.audit_outbox is not None:
-            drain_audit_outbox(self.audit_outbox, self.audit)
+        if self.audit_later is not None:
+            self.audit_later.drain_later(self.audit)
         if self.review is None:
             self.audit.flush()
             return ()
@@ -876,13 +879,13 @@ class PolicyScreener:
         self.close()
 
 
-def learn_release(ledger: Ledger, store: HoldStore, released: HoldRecord) -> None:
+def learn_release(ledger: LedgerPort, store: HoldsPort, released: HoldRecord) -> None:
     """The thread ledger learns a held message only once it is really sent: when its release is
     in the spool (released by a reviewer's reply to the gateway, or with the CLI)."""
     ledger.record_message(parse_message(store.release_content(released.reference)), case=released.case)
 
 
-def _record_step(ledger: Ledger, thread: _Thread, case: str | None) -> None:
+def _record_step(ledger: LedgerPort, thread: _Thread, case: str | None) -> None:
     if thread.message_id is not None:
         ledger.record(
             thread.message_id,

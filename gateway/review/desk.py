@@ -20,8 +20,8 @@ first decision wins. ``required_approvals`` (default 1) distinct eligible member
 before the message is released; one rejection ends the review.
 
 The audit trail is owned by the running gateway (it holds an exclusive lock). Decisions made by
-the CLI while the gateway runs are written to ``holds/audit-outbox/`` and appended to the trail by
-the gateway's periodic review task (``drain_audit_outbox``).
+the CLI while the gateway runs are left for it to append at its periodic review task (the audit
+port's "append later", ``gateway.state.audit_later``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import contextlib
 import email
 import email.policy
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -63,16 +62,15 @@ from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.html import render_html
 from gateway.settings import ReviewSettings
-from gateway.state.accounts import Accounts
-from gateway.state.audit import AuditTrail
 from gateway.state.audit_format import JsonValue
 from gateway.state.files import atomic_write, fsync_directory, locked, make_private_directory
+from gateway.state.holds_port import HoldsPort
+from gateway.state.layout import StateLayout
+from gateway.state.ports import AccountsPort, AuditWriterPort, QueuePort
 from gateway.state.spool import Spool, SpoolEnvelope
 
 log = logging.getLogger("gateway.review.desk")
 
-HOLDS_DIRNAME = "holds"
-OUTBOX_DIRNAME = "audit-outbox"
 TOKEN_BYTES = 25  # 200 bits; base32 without padding: 40 characters, case-insensitive
 AUDIT_EVENT = "review"
 # A hold still unconfirmed this long after it was stored belongs to a transaction that never ended.
@@ -228,7 +226,7 @@ AccountCheck = Callable[[str], bool]
 """Does this address (a member's) still have an account in the users file?"""
 
 
-def account_check(accounts: Accounts) -> AccountCheck:
+def account_check(accounts: AccountsPort) -> AccountCheck:
     """Review rights end with the member's account (``user remove``), read live from ``accounts``.
 
     With no accounts at all the users file is not in use (nobody can submit), and nobody is refused.
@@ -453,13 +451,12 @@ class HoldStore:
         self.root = root
         try:
             make_private_directory(root)
-            make_private_directory(root / OUTBOX_DIRNAME)
         except OSError as exc:
             raise ReviewError(f"cannot create the holds folder {root}: {exc.strerror}") from None
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> HoldStore:
-        return cls(state_dir / HOLDS_DIRNAME)
+        return cls(StateLayout(state_dir).holds)
 
     def _path(self, reference: str, suffix: str) -> Path:
         if not _REFERENCE.match(reference):
@@ -527,21 +524,6 @@ class HoldStore:
     def _write(self, path: Path, data: bytes, *, sync_dir: bool = True) -> None:
         atomic_write(path, data, sync_directory=sync_dir)
 
-    # -- the audit outbox (CLI decisions while the gateway holds the audit trail)
-
-    def outbox_put(self, fields: Mapping[str, JsonValue]) -> None:
-        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
-        self._write(self.root / OUTBOX_DIRNAME / name, json.dumps(dict(fields), sort_keys=True).encode())
-
-    def outbox_items(self) -> list[tuple[Path, dict[str, JsonValue]]]:
-        items = []
-        for path in sorted((self.root / OUTBOX_DIRNAME).glob("*.json")):
-            try:
-                items.append((path, json.loads(path.read_bytes())))
-            except (OSError, ValueError):
-                log_event(log, "audit-outbox-unreadable", logging.ERROR, file=path.name)
-        return items
-
 
 def _decided_at(record: HoldRecord) -> float:
     """When the hold's outcome was decided (its last decision; creation time if it has none)."""
@@ -566,7 +548,7 @@ class AuditSink(Protocol):
     def __call__(self, fields: Mapping[str, JsonValue]) -> None: ...
 
 
-def trail_sink(trail: AuditTrail) -> AuditSink:
+def trail_sink(trail: AuditWriterPort) -> AuditSink:
     """Record review events in the audit trail (metadata only: no reasons, subjects or bodies)."""
 
     def record(fields: Mapping[str, JsonValue]) -> None:
@@ -575,21 +557,7 @@ def trail_sink(trail: AuditTrail) -> AuditSink:
     return record
 
 
-def drain_audit_outbox(store: HoldStore, trail: AuditTrail) -> int:
-    """Append the CLI's queued events (review decisions, case actions) to the trail, oldest first;
-    returns how many."""
-    drained = 0
-    for path, queued in store.outbox_items():
-        # Items carry their event name (the CLI's case actions); review decisions predate the key.
-        fields = dict(queued)
-        event = fields.pop("_event", AUDIT_EVENT)
-        trail.append(event if isinstance(event, str) else AUDIT_EVENT, {**fields, "recorded_later": True})
-        path.unlink()
-        drained += 1
-    return drained
-
-
-async def spool_outgoing(spool: Spool, messages: Sequence[Outgoing]) -> list[str]:
+async def spool_outgoing(spool: QueuePort, messages: Sequence[Outgoing]) -> list[str]:
     """Commit gateway messages to the spool together; the queue ids of those that failed (logged)."""
     now = time.time()
     results = await asyncio.gather(
@@ -652,7 +620,7 @@ class _Undo:
 class ReviewDesk:
     """The review flow for one state folder: holds, requests, decisions, notices, expiry."""
 
-    store: HoldStore
+    store: HoldsPort
     settings: ReviewSettings
     hostname: str
     audit: AuditSink

@@ -2,7 +2,7 @@
 
 The running gateway holds the trail (an exclusive lock). An admin action taken meanwhile on the
 command line (a review decision, a case command, expunging a case's audit entries) must still reach
-it, so the CLI leaves it in ``<audit>/later/`` (one JSON file per action, 0600, written atomically,
+it, so the CLI leaves it in ``<state_dir>/audit-later/`` (one JSON file per action, 0600, written atomically,
 named by time so they sort oldest first) and the gateway carries it out at its next review round
 (``drain_later``): an entry is appended with ``recorded_later: true``; an expunge request forgets
 the salts it names. Without a running gateway the CLI acts on the trail directly.
@@ -65,16 +65,19 @@ class FileAudit:
     def record(self, event: str, fields: Mapping[str, JsonValue]) -> None:
         trail = self._open_unless_held()
         if trail is None:
-            try:
-                self._leave({"event": event, "fields": dict(fields)})
-            except OSError as exc:
-                raise AuditError(
-                    f"{self.later}: cannot record this action for the audit trail ({exc.strerror}). "
-                    "Tell the gateway's administrators: case actions must be on record."
-                ) from None
+            self.append_later(event, fields)
             return
         with trail:
             trail.append(event, fields)
+
+    def append_later(self, event: str, fields: Mapping[str, JsonValue]) -> None:
+        try:
+            self._leave({"event": event, "fields": dict(fields)})
+        except OSError as exc:
+            raise AuditError(
+                f"{self.later}: cannot record this action for the audit trail ({exc.strerror}). "
+                "Tell the gateway's administrators: case actions must be on record."
+            ) from None
 
     def forget(
         self, case: str, queue_ids: Iterable[str], writer: AuditWriterPort | None = None
@@ -94,16 +97,21 @@ class FileAudit:
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
         atomic_write(self.later / name, json.dumps(item, sort_keys=True).encode())
 
-    def drain_later(self, writer: AuditWriterPort) -> int:
-        """Carry out every waiting action, oldest first; unreadable ones are logged and kept."""
-        waiting = [
+    def _waiting(self) -> list[tuple[str, Path, Path]]:
+        return sorted(
             (path.name, path, folder)
             for folder in (self.later, self.holds_outbox, self.expunge_pending)
             if folder is not None and folder.is_dir()
             for path in folder.glob("*.json")
-        ]
+        )
+
+    def waiting(self) -> list[str]:
+        return [name for name, _path, _folder in self._waiting()]
+
+    def drain_later(self, writer: AuditWriterPort) -> int:
+        """Carry out every waiting action, oldest first; unreadable ones are logged and kept."""
         done = 0
-        for _name, path, folder in sorted(waiting):
+        for _name, path, folder in self._waiting():
             try:
                 item = json.loads(path.read_bytes())
                 action = _action(item, legacy_outbox=folder == self.holds_outbox)

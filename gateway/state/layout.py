@@ -19,7 +19,7 @@ REGISTRY_DIRNAME = "registry"
 REGISTRY_NAME = "cases.registry"
 TLS_DIRNAME = "tls"
 # Audit entries left by a CLI action while a gateway holds the trail ("append later").
-AUDIT_LATER_DIRNAME = "later"
+AUDIT_LATER_DIRNAME = "audit-later"
 # The same, as written before there was one mechanism: still drained, never written.
 HOLDS_OUTBOX_DIRNAME = "audit-outbox"  # case actions and CLI review decisions, in holds/
 EXPUNGE_PENDING_DIRNAME = "expunge-pending"  # expunge's audit part, in audit/
@@ -45,7 +45,8 @@ class StateLayout:
 
     @property
     def audit_later(self) -> Path:
-        return self.audit / AUDIT_LATER_DIRNAME
+        # Beside the trail, not in it: the audit folder holds only the trail's own files.
+        return self.root / AUDIT_LATER_DIRNAME
 
     @property
     def holds_outbox(self) -> Path:

@@ -17,6 +17,7 @@ from gateway.settings import GatewaySettings
 from gateway.state.accounts import Accounts
 from gateway.state.audit_later import FileAudit
 from gateway.state.fingerprints import FingerprintStore
+from gateway.state.holds_port import HoldsPort
 from gateway.state.layout import StateLayout
 from gateway.state.ledger import Ledger
 from gateway.state.ports import (
@@ -24,7 +25,6 @@ from gateway.state.ports import (
     AuditPort,
     CasesPort,
     FingerprintsPort,
-    HoldsPort,
     LedgerOpener,
     LedgerPort,
     Opener,
@@ -56,9 +56,10 @@ class _FileOpener(Generic[T]):
 
     path: Path
     factory: Callable[[Path], T]
+    companions: tuple[Path, ...] = ()  # files the store needs besides ``path`` (a key)
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return self.path.exists() and all(path.exists() for path in self.companions)
 
     def open(self) -> T:
         return self.factory(self.path)
@@ -94,7 +95,9 @@ def open_state(settings: GatewaySettings) -> State:
     def fingerprint_store(path: Path) -> FingerprintsPort:
         return FingerprintStore.open_files(path, layout.fingerprint_key)
 
-    fingerprints: _FileOpener[FingerprintsPort] = _FileOpener(layout.fingerprints, fingerprint_store)
+    fingerprints: _FileOpener[FingerprintsPort] = _FileOpener(
+        layout.fingerprints, fingerprint_store, companions=(layout.fingerprint_key,)
+    )
     accounts: _FileOpener[AccountsPort] = _FileOpener(settings.auth.users_file, Accounts.load)
     return State(
         queue=queue,

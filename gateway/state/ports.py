@@ -4,8 +4,8 @@ Today's implementations (files and SQLite) sit behind them; ``open_state`` assig
 of ``State`` typed with its port, so mypy checks that every implementation conforms. A second
 backend (PostgreSQL) implements the same ports. Modelled on Mailman 3's interfaces: the queue is
 a switchboard (``commit`` enqueues, ``read`` dequeues, ``move`` finishes, ``recover`` after a
-crash), the holds are its pendings (``create`` adds a record with its review tokens, ``find_token``
-confirms one, ``discard`` evicts).
+crash), the holds are its pendings (``HoldsPort`` in ``holds_port``: ``create`` adds a record with
+its review tokens, ``find_token`` confirms one, ``discard`` evicts).
 
 A store that holds an open resource (a database, a lock) is reached through an ``Opener``: nothing
 is created or locked until a caller opens it, so a CLI command opens only what it needs.
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self, TypeVar
+from typing import Protocol, Self, TypeVar
 
 from gateway.policy.config import Case
 from gateway.policy.fingerprint import IndexStatistics
@@ -46,9 +46,6 @@ from gateway.state.spool import (
     SpoolMessage,
     SpoolStatistics,
 )
-
-if TYPE_CHECKING:  # the hold records move into the state layer (issue 15); until then, types only
-    from gateway.review.desk import Grant, HoldRecord
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -134,33 +131,6 @@ class QueuePort(Protocol):
     def statistics(self) -> SpoolStatistics: ...
 
 
-# -- holds ---------------------------------------------------------------------------------------------
-
-
-class HoldsPort(Protocol):
-    """Held messages with their review tokens (Mailman's pendings: add, confirm, evict)."""
-
-    def locked(self) -> contextlib.AbstractContextManager[None]:
-        """Exclusive across processes: the first decision wins."""
-        ...
-
-    def create(self, record: HoldRecord, original: bytes, release: bytes) -> None: ...
-
-    def save(self, record: HoldRecord) -> None: ...
-
-    def discard(self, reference: str) -> None: ...
-
-    def get(self, reference: str) -> HoldRecord: ...
-
-    def original(self, reference: str) -> bytes: ...
-
-    def release_content(self, reference: str) -> bytes: ...
-
-    def records(self) -> list[HoldRecord]: ...
-
-    def find_token(self, token: str) -> tuple[HoldRecord, Grant] | None: ...
-
-
 # -- the audit trail -----------------------------------------------------------------------------------
 
 
@@ -198,11 +168,19 @@ class AuditPort(Protocol):
         (with ``recorded_later``). ``AuditError`` if neither can be done."""
         ...
 
+    def append_later(self, event: str, fields: Mapping[str, JsonValue]) -> None:
+        """Leave the entry for the gateway holding the trail (``AuditError`` if that fails)."""
+        ...
+
     def forget(
         self, case: str, queue_ids: Iterable[str], writer: AuditWriterPort | None = None
     ) -> int | None:
         """Forget the salts of the entries about ``case`` or ``queue_ids``: how many, or None when a
         running gateway holds the trail and will do it at its next round."""
+        ...
+
+    def waiting(self) -> list[str]:
+        """The actions left for later and not carried out yet, oldest first (by name)."""
         ...
 
     def drain_later(self, writer: AuditWriterPort) -> int:
@@ -331,6 +309,11 @@ class CasesPort(Protocol):
 
 class AccountsPort(Protocol):
     """The committee members' accounts (the users file)."""
+
+    @property
+    def path(self) -> Path:
+        """The users file, for messages to admins."""
+        ...
 
     def members(self) -> list[str]: ...
 
