@@ -40,7 +40,7 @@ from gateway.policy.variants import described_forms
 from gateway.settings import GatewaySettings, load_settings
 from gateway.state.files import atomic_write
 from gateway.state.opening import open_state
-from gateway.state.registry import CaseRegistry, new_code_name, write_key_file
+from gateway.state.registry import new_code_name
 from gateway.yamlsource import format_loc
 
 
@@ -174,7 +174,7 @@ def list_cases(as_json: bool, config_path: Path | None) -> None:
 ROLES = {"reporter": "reporters", "witness": "witnesses", "reported": "reported"}
 
 
-def _count(number: int, singular: str, plural: str) -> str:
+def count_of(number: int, singular: str, plural: str) -> str:
     return f"{number} {singular if number == 1 else plural}"
 
 
@@ -184,11 +184,11 @@ def _summary(item: Case) -> str:
         (
             item.status,
             item.severity,
-            _count(len(item.reporters), "reporter", "reporters"),
-            _count(len(item.witnesses), "witness", "witnesses"),
-            _count(len(item.reported), "reported party", "reported parties"),
-            _count(len(item.consents), "consent", "consents"),
-            _count(len(item.conflicts), "conflict of interest", "conflicts of interest"),
+            count_of(len(item.reporters), "reporter", "reporters"),
+            count_of(len(item.witnesses), "witness", "witnesses"),
+            count_of(len(item.reported), "reported party", "reported parties"),
+            count_of(len(item.consents), "consent", "consents"),
+            count_of(len(item.conflicts), "conflict of interest", "conflicts of interest"),
         )
     )
 
@@ -375,7 +375,7 @@ def add_person(
     summary = {"case": chosen[0], "person": chosen[1], "role": role, "identities": count}
     if print_created(output, chosen[1], summary):
         return
-    given = _count(count, "identity", "identities")
+    given = count_of(count, "identity", "identities")
     protected = "protected" if role != "reported" else "recorded (reported parties are not protected)"
     click.echo(f"Added {role} {chosen[1]} to case {chosen[0]}: {given} {protected}.")
 
@@ -533,7 +533,7 @@ def import_policy(remove_from_policy: bool, config_path: Path | None) -> None:
         for code in moved:
             record_case_action(settings, "import-policy", code)
         click.echo(
-            f"Imported {_count(len(moved), 'case', 'cases')} into the case registry {edit.registry.path}"
+            f"Imported {count_of(len(moved), 'case', 'cases')} into the case registry {edit.registry.path}"
             + (f": {', '.join(moved)}." if moved else " (all were there already).")
         )
     if remove_from_policy:
@@ -566,40 +566,3 @@ def _remove_cases_from_policy(path: Path) -> None:
     text = out.getvalue()
     parse_policy_text(text, path)  # never write a policy the gateway would refuse
     atomic_write(path, text.encode("utf-8"), mode=path.stat().st_mode & 0o777)
-
-
-@case.command("rekey")
-@click.argument("new_key_file", metavar="NEW_KEY_FILE", type=click.Path(path_type=Path, dir_okay=False))
-@config_option
-def rekey(new_key_file: Path, config_path: Path | None) -> None:
-    """Re-encrypt the case registry with the key in NEW_KEY_FILE (made with `case new-key`).
-
-    Afterwards point registry.key_file at NEW_KEY_FILE (or put its content in the key's environment
-    variable) and restart the gateway. Until then a running gateway cannot read the re-encrypted
-    registry: it keeps the cases it has in force and logs that the registry cannot be decrypted.
-    """
-    settings = load_settings(config_path)
-    registry = open_state(settings).cases
-    new_key = CaseRegistry.key_from_file(new_key_file)
-    if new_key.secret == registry.key().secret:
-        raise GatewayError(f"{new_key_file} holds the key the registry is already encrypted with")
-    count = registry.rekey(new_key)
-    record_case_action(settings, "rekey", "*", cases=count)
-    click.echo(
-        f"Re-encrypted the case registry {registry.path} ({_count(count, 'case', 'cases')}) with the key "
-        f"in {new_key_file}. Now set registry.key_file to {new_key_file} (or put its content in the "
-        f"{settings.registry.key_env or 'key'} environment variable) and restart the gateway. Destroy the "
-        "old key once no backup you keep needs it."
-    )
-
-
-@case.command("new-key")
-@click.argument("key_file", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False))
-def new_key(key_file: Path) -> None:
-    """Write a new random registry key to FILE (0600; never overwrites). Point registry.key_file at it,
-    or put its content in the CONDUCT_REGISTRY_KEY environment variable."""
-    write_key_file(key_file)
-    click.echo(
-        f"Wrote a new case registry key to {key_file} (mode 0600). "
-        "Keep a copy apart from the registry's backups."
-    )
