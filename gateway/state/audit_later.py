@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ log = logging.getLogger("gateway.state.audit_later")
 
 # Review decisions made on the command line were queued before entries carried their event name.
 REVIEW_EVENT = "review"
+_DRAINING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,10 @@ class FileAudit:
 
     def drain_later(self, writer: AuditWriterPort) -> int:
         """Carry out every waiting action, oldest first; unreadable ones are logged and kept."""
+        with _DRAINING:  # the review round and the expunge round both drain: never one file twice
+            return self._drain(writer)
+
+    def _drain(self, writer: AuditWriterPort) -> int:
         done = 0
         for _name, path, folder in self._waiting():
             try:
