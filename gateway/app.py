@@ -42,7 +42,6 @@ from gateway.review.desk import account_check, spool_outgoing
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
 from gateway.state.opening import open_state
 from gateway.state.ports import AccountsPort, QueuePort
-from gateway.state.registry import CaseRegistry
 
 log = logging.getLogger("gateway.app")
 
@@ -102,7 +101,7 @@ def check_policy(settings: GatewaySettings) -> tuple[str, tuple[str, ...]]:
             example = Path(folder) / path.name
             write_example_policy(example)
             policy, _stamp = load_compiled_policy(
-                example, CaseRegistry.from_settings(settings), settings.auth.users_file
+                example, open_state(settings).cases, settings.auth.users_file
             )
         summary = (
             f"{path} does not exist yet: the first start writes the shipped example there (version "

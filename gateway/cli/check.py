@@ -51,7 +51,6 @@ from gateway.settings import (
 )
 from gateway.state.opening import open_state
 from gateway.state.ports import FingerprintsPort, LedgerPort
-from gateway.state.registry import CaseRegistry
 
 REFERENCE = "check"
 EXIT_INTERNAL_ERROR = 3
@@ -307,7 +306,7 @@ def check(
     if policy_path is None and settings is not None:
         policy_path = settings.policy.path
     assert policy_path is not None  # _settings returns None only when --policy was given
-    registry = CaseRegistry.from_settings(settings) if settings is not None else None
+    registry = open_state(settings).cases if settings is not None else None
     users_file = settings.auth.users_file if settings is not None else None
     policy, _stamp = load_compiled_policy(policy_path, registry, users_file)
     ledger, ledger_note = _open_ledger(settings)

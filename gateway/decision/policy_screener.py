@@ -77,8 +77,7 @@ from gateway.state.accounts import read_roster
 from gateway.state.audit import DecisionRecord, FindingRecord
 from gateway.state.holds_port import HoldsPort
 from gateway.state.opening import open_state
-from gateway.state.ports import AuditPort, AuditWriterPort, FingerprintsPort, LedgerPort
-from gateway.state.registry import CaseRegistry
+from gateway.state.ports import AuditPort, AuditWriterPort, CasesPort, FingerprintsPort, LedgerPort
 
 if TYPE_CHECKING:
     from gateway.decision.policy_workers import PolicyWorkers
@@ -138,7 +137,7 @@ def _users_stat(path: Path | None) -> tuple[int, int, int] | None:
 
 def load_compiled_policy(
     path: Path,
-    registry: CaseRegistry | None = None,
+    registry: CasesPort | None = None,
     users_file: Path | None = None,
     *,
     users_file_known: bool = False,
@@ -191,9 +190,7 @@ def _reusing_finder(previous: CompiledPolicy) -> FinderFactory:
 
 def load_policy_for(settings: GatewaySettings) -> tuple[CompiledPolicy, FileStamp]:
     """The policy in force for these settings: the policy file, the case registry and the accounts."""
-    return load_compiled_policy(
-        settings.policy.path, CaseRegistry.from_settings(settings), settings.auth.users_file
-    )
+    return load_compiled_policy(settings.policy.path, open_state(settings).cases, settings.auth.users_file)
 
 
 def log_committee_notes(policy: CompiledPolicy, previous: CompiledPolicy | None = None) -> None:
@@ -212,7 +209,7 @@ class PolicySource:
         path: Path,
         policy: CompiledPolicy,
         stamp: FileStamp,
-        registry: CaseRegistry | None = None,
+        registry: CasesPort | None = None,
         users_file: Path | None = None,
     ) -> None:
         self.path = path
@@ -227,7 +224,7 @@ class PolicySource:
 
     @classmethod
     def load(
-        cls, path: Path, registry: CaseRegistry | None = None, users_file: Path | None = None
+        cls, path: Path, registry: CasesPort | None = None, users_file: Path | None = None
     ) -> PolicySource:
         policy, stamp = load_compiled_policy(path, registry, users_file)
         return cls(path, policy, stamp, registry, users_file)
@@ -235,7 +232,7 @@ class PolicySource:
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> PolicySource:
         """The policy file, the case registry and the users file these settings name."""
-        return cls.load(settings.policy.path, CaseRegistry.from_settings(settings), settings.auth.users_file)
+        return cls.load(settings.policy.path, open_state(settings).cases, settings.auth.users_file)
 
     @property
     def policy(self) -> CompiledPolicy:
