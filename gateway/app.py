@@ -41,9 +41,8 @@ from gateway.netaddr import host_port, is_loopback
 from gateway.review.outgoing import spool_outgoing
 from gateway.review.rights import account_check
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
-from gateway.state.accounts import Accounts
-from gateway.state.registry import CaseRegistry
-from gateway.state.spool import Spool
+from gateway.state.opening import open_state
+from gateway.state.ports import AccountsPort, QueuePort
 
 log = logging.getLogger("gateway.app")
 
@@ -103,7 +102,7 @@ def check_policy(settings: GatewaySettings) -> tuple[str, tuple[str, ...]]:
             example = Path(folder) / path.name
             write_example_policy(example)
             policy, _stamp = load_compiled_policy(
-                example, CaseRegistry.from_settings(settings), settings.auth.users_file
+                example, open_state(settings).cases, settings.auth.users_file
             )
         summary = (
             f"{path} does not exist yet: the first start writes the shipped example there (version "
@@ -168,7 +167,7 @@ def preflight(
 
     users = settings.auth.users_file
     if users.exists():
-        members = Accounts.load(users).members()
+        members = open_state(settings).accounts.open().members()
         summary.append(("accounts", f"{users}: {len(members)} account(s)"))
         if users.stat().st_mode & 0o077:
             warnings.append(f"{users} can be read by other users; run: chmod 600 {shlex.quote(str(users))}")
@@ -241,7 +240,7 @@ def create_demo_account(settings: GatewaySettings) -> DemoAccount | None:
     # Letters and digits only (143 bits): nothing a shell or swaks could take for an option or quote.
     password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
     users.parent.mkdir(parents=True, exist_ok=True)
-    Accounts.load(users).add(DEMO_ADDRESS, password)
+    open_state(settings).accounts.open().add(DEMO_ADDRESS, password)
     log_event(log, "demo_account_created", address=DEMO_ADDRESS, users_file=users)
     return DemoAccount(DEMO_ADDRESS, password)
 
@@ -268,7 +267,7 @@ def startup_banner(
     if settings.tls.cert_file is None:
         paragraphs.append(
             [
-                f"TLS uses a self-signed certificate, {settings.state_dir / 'tls' / SELF_SIGNED_CERT}:",
+                f"TLS uses a self-signed certificate, {open_state(settings).layout.tls / SELF_SIGNED_CERT}:",
                 "mail clients ask you to accept it once "
                 "(Gmail needs a CA-signed one: see docs/guides/senders.md).",
             ]
@@ -327,7 +326,7 @@ def swaks_command(addresses: dict[str, tuple[str, int]], demo: DemoAccount) -> s
 # --- running ------------------------------------------------------------------------------------------
 
 
-async def recover_releases(screener: Screener, spool: Spool) -> None:
+async def recover_releases(screener: Screener, spool: QueuePort) -> None:
     """Spool the releases of approvals a crash kept out of the spool: nothing approved is lost.
 
     A release already in the spool (the crash came after its commit) is only marked, never sent twice.
@@ -361,7 +360,7 @@ class Gateway:
         self._stop_requested = asyncio.Event()
         self._stopping = asyncio.Event()
         self._listening = False
-        self._accounts: Accounts | None = None
+        self._accounts: AccountsPort | None = None
         self._screener: Screener | None = None
         self._delivery_task: asyncio.Task[None] | None = None
         self._delivery_process: DeliveryProcess | None = None
@@ -407,7 +406,8 @@ class Gateway:
         for warning in preflight(settings).warnings:
             log_event(log, "config_warning", level=logging.WARNING, detail=warning)
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        accounts = self._accounts = Accounts.load(settings.auth.users_file)
+        state = open_state(settings)
+        accounts = self._accounts = state.accounts.open()
         if not accounts.members() and not wants_demo_account(settings):
             log_event(
                 log,
@@ -415,7 +415,7 @@ class Gateway:
                 level=logging.WARNING,
                 hint="nobody can send yet; add an account with: conduct-gateway user add ADDRESS",
             )
-        spool = Spool(settings.state_dir / "spool")
+        spool = state.queue.open()
         tls_context = server_context(settings.tls, settings.state_dir, settings.server.hostname)
         screener = self._screener = build_screener(settings)
         workers = await start_policy_workers(screener, settings)
@@ -525,7 +525,7 @@ class Gateway:
         log_event(log, "delivery_stopped")
 
     async def _review_housekeeping(
-        self, screener: Screener, spool: Spool, stop: asyncio.Event, expunger: DueExpunger | None = None
+        self, screener: Screener, spool: QueuePort, stop: asyncio.Event, expunger: DueExpunger | None = None
     ) -> None:
         # Held messages expire (the sender gets a notice; nothing else is sent), review decisions
         # made with the CLI while we run reach the audit trail, reviewers who were offboarded or
@@ -555,7 +555,7 @@ class Gateway:
                         stopped.cancel()
                         await asyncio.gather(nudged, stopped, return_exceptions=True)
 
-    async def _watch_files(self, accounts: Accounts, screener: Screener, stop: asyncio.Event) -> None:
+    async def _watch_files(self, accounts: AccountsPort, screener: Screener, stop: asyncio.Event) -> None:
         # `user add|remove` and policy edits change files while we run: pick them up without a
         # restart. Compiling a large policy takes a while, so it runs off the event loop.
         reload_policy = _optional(screener, "reload_if_changed")
@@ -571,18 +571,17 @@ class Gateway:
                     self._review_nudge.set()  # offboarding takes effect on held messages at once
 
 
-def _account_snapshot(accounts: Accounts) -> tuple[tuple[str, frozenset[str]], ...]:
+def _account_snapshot(accounts: AccountsPort) -> tuple[tuple[str, frozenset[str]], ...]:
     return tuple((member, accounts.addresses_of(member)) for member in accounts.members())
 
 
-def _wire_review(screener: Screener, accounts: Accounts, settings: GatewaySettings) -> DueExpunger | None:
+def _wire_review(screener: Screener, accounts: AccountsPort, settings: GatewaySettings) -> DueExpunger | None:
     """Review rights follow the users file; cases past their expunge date are expunged by us."""
     if not isinstance(screener, PolicyScreener):
         return None
     if screener.review is not None:
         screener.review.has_account = account_check(accounts)
-    registry = screener.source.registry or CaseRegistry.from_settings(settings)
-    return DueExpunger(Stores(settings.state_dir, registry, audit=screener.audit), settings.policy.path)
+    return DueExpunger(Stores(open_state(settings), audit=screener.audit), settings.policy.path)
 
 
 def _client_host(host: str) -> str:

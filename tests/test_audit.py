@@ -14,20 +14,9 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import AuditError
-from gateway.state.audit import (
-    GENESIS,
-    LOG_NAME,
-    SALTS_NAME,
-    AuditTrail,
-    DecisionRecord,
-    FindingRecord,
-    canonical_json,
-    digest_matches,
-    entry_hash,
-    read_entries,
-    read_salts,
-    verify,
-)
+from gateway.state.audit import AuditTrail, DecisionRecord, FindingRecord
+from gateway.state.audit_format import GENESIS, LOG_NAME, SALTS_NAME, canonical_json, entry_hash
+from gateway.state.audit_reading import digest_matches, read_entries, read_salts, verify
 
 SUBJECT = "Report about Jane Doe at the sprint"
 BODY = "Jane told me in confidence that the incident happened twice."

@@ -11,11 +11,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.cli import main
 from gateway.decision.expunge import (
-    PENDING_DIRNAME,
     DueExpunger,
     Stores,
     _Names,
-    complete_pending,
     expunge_case,
     is_expunged,
 )
@@ -24,9 +22,11 @@ from gateway.decision.screening import Accept, Submission
 from gateway.policy.config import Case, Person
 from gateway.policy.mime import parse_message
 from gateway.settings import load_settings
-from gateway.state.audit import AuditTrail, audit_dir, entries_about, read_salts, verify
+from gateway.state.audit import AuditTrail, audit_dir
+from gateway.state.audit_reading import entries_about, read_salts, verify
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.opening import open_state
 from gateway.state.registry import MAGIC, NONCE_BYTES, CaseRegistry
 from gateway.state.spool import QueueState, Spool, SpoolEnvelope
 from tests.cli.conftest import write_config
@@ -199,10 +199,10 @@ async def test_while_the_gateway_owns_the_trail_it_finishes_the_audit_part(confi
     settings = load_settings(config)
     directory = audit_dir(settings.state_dir)
     with AuditTrail.open(directory) as trail:  # a running gateway holds the lock
-        report = expunge_case("home shelf", Stores(settings.state_dir, CaseRegistry.from_settings(settings)))
-        assert report.audit_deferred and list((directory / PENDING_DIRNAME).glob("*.json"))
-        assert complete_pending(trail) == 1
-    assert not list((directory / PENDING_DIRNAME).glob("*.json"))
+        report = expunge_case("home shelf", Stores(open_state(settings)))
+        assert report.audit_deferred and list(open_state(settings).layout.audit_later.glob("*.json"))
+        assert open_state(settings).audit.drain_later(trail) == 1
+    assert not list(open_state(settings).layout.audit_later.glob("*.json"))
     assert found_anywhere(config, SECRETS) == []
     assert verify(directory).ok
 
@@ -214,13 +214,13 @@ async def test_the_running_gateway_expunges_cases_past_their_date(config: Path) 
     await populate(config)
     with AuditTrail.open(audit_dir(settings.state_dir)) as trail:
         early = DueExpunger(
-            Stores(settings.state_dir, registry, trail),
+            Stores(open_state(settings), trail),
             settings.policy.path,
             lambda: datetime.date(2025, 2, 28),
         )
         assert early.run() == []
         due = DueExpunger(
-            Stores(settings.state_dir, registry, trail),
+            Stores(open_state(settings), trail),
             settings.policy.path,
             lambda: datetime.date(2025, 3, 1),
         )

@@ -15,7 +15,7 @@ from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.review.rights import account_check
 from gateway.settings import AuthSettings, GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.accounts import Accounts
-from gateway.state.audit import read_entries
+from gateway.state.audit_reading import read_entries
 from gateway.state.holds import HoldStore
 from tests.cli.conftest import write_config
 from tests.test_review import kind, reply, reply_to

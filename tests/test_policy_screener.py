@@ -17,7 +17,8 @@ from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.errors import AuditError, ConfigError, PolicyError
 from gateway.policy.rules import conduct_cc
 from gateway.settings import GatewaySettings, PolicySettings
-from gateway.state.audit import audit_dir, read_entries, verify
+from gateway.state.audit import audit_dir
+from gateway.state.audit_reading import read_entries, verify
 from gateway.state.ledger import Ledger, ledger_path
 
 POLICY = textwrap.dedent(
@@ -374,7 +375,8 @@ def test_a_refusal_made_before_the_policy_is_audited_without_content(tmp_path: P
     from gateway.decision.policy_screener import PolicyScreener
     from gateway.decision.screening import Submission
     from gateway.settings import GatewaySettings
-    from gateway.state.audit import audit_dir, verify
+    from gateway.state.audit import audit_dir
+    from gateway.state.audit_reading import verify
 
     repo = Path(__file__).resolve().parents[1]
     settings = GatewaySettings.model_validate(

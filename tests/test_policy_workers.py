@@ -16,7 +16,8 @@ from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.policy_workers import PolicyWorkers, worker_count
 from gateway.decision.screening import Accept, Refuse
 from gateway.settings import GatewaySettings, PolicySettings
-from gateway.state.audit import audit_dir, read_entries
+from gateway.state.audit import audit_dir
+from gateway.state.audit_reading import read_entries
 from tests.test_policy_screener import CONDUCT, OUTSIDER, POLICY, message, submission
 
 # One submission per kind of decision: unchanged, rewritten (Cc added), refused (a reporter's name),

@@ -14,7 +14,8 @@ from gateway.policy.engine import compile_policy
 from gateway.policy.loader import parse_policy_text
 from gateway.policy.reviewers import member_of, quorum
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
-from gateway.state.audit import audit_dir, read_entries, verify
+from gateway.state.audit import audit_dir
+from gateway.state.audit_reading import read_entries, verify
 from tests.test_review import kind, reply, reply_to
 
 MEMBERS = ("ada", "ben", "cleo", "dan", "eve")

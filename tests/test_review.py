@@ -18,8 +18,10 @@ from gateway.decision.notices import NOTICE_HEADER
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
-from gateway.state.audit import audit_dir, read_entries, verify
+from gateway.state.audit import audit_dir
+from gateway.state.audit_reading import read_entries, verify
 from gateway.state.holds import HoldStore, token_hash
+from gateway.state.opening import open_state
 
 POLICY = """\
 organisation:
@@ -539,11 +541,13 @@ class TestRestartAndExpiry:
     def test_cli_decisions_reach_the_audit_trail_through_the_outbox(
         self, screener: PolicyScreener, settings: GatewaySettings
     ) -> None:
-        store = HoldStore.in_state_dir(settings.state_dir)
-        store.outbox_put({"queue_id": "Q1", "review": "approve", "member": "ben@example.org", "via": "cli"})
+        audit = open_state(settings).audit
+        audit.append_later(
+            "review", {"queue_id": "Q1", "review": "approve", "member": "ben@example.org", "via": "cli"}
+        )
         screener.review_housekeeping()
         assert audit_reviews(settings)[-1]["recorded_later"] is True
-        assert store.outbox_items() == []
+        assert audit.waiting() == []
 
 
 def test_a_warn_finding_delivers_and_sends_one_notice_listing_the_warnings(tmp_path: Path) -> None:

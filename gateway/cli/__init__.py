@@ -44,12 +44,26 @@ def main() -> None:
 
 def _register() -> None:
     # Explicit registration: a misspelt or missing command fails loudly at import, never silently.
-    from gateway.cli import audit, case, check, config, consent, expunge, queue, review, serve, user
+    from gateway.cli import (
+        audit,
+        case,
+        case_keys,
+        check,
+        config,
+        consent,
+        expunge,
+        queue,
+        review,
+        serve,
+        user,
+    )
 
     for command in (serve.serve, config.config, user.user, queue.queue, check.check, audit.audit):
         main.add_command(command)
     case.case.add_command(expunge.expunge)  # `case expunge`: gateway.decision.expunge
     case.case.add_command(consent.consent)  # `case consent` (recording and withdrawing): its own module
+    case.case.add_command(case_keys.rekey)  # `case rekey` and `case new-key`: the registry's key
+    case.case.add_command(case_keys.new_key)
     main.add_command(case.case)
     main.add_command(review.review)
 

@@ -13,17 +13,9 @@ import click
 from gateway.cli import config_option
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
-from gateway.state.audit import (
-    EXPUNGED,
-    StoredEntry,
-    audit_dir,
-    digest_matches,
-    normalise_address,
-    normalise_message_id,
-    read_entries,
-    read_salts,
-    verify,
-)
+from gateway.state.audit_format import EXPUNGED, normalise_address, normalise_message_id
+from gateway.state.audit_reading import StoredEntry, digest_matches, read_entries, read_salts, verify
+from gateway.state.opening import open_state
 
 MAX_PROBLEMS_SHOWN = 50
 VERDICTS = ("deliver", "rewrite", "reject", "hold", "tempfail")
@@ -37,7 +29,7 @@ audit_dir_option = click.option(
 
 
 def _directory(config_path: Path | None, explicit: Path | None) -> Path:
-    directory = explicit if explicit is not None else audit_dir(load_settings(config_path).state_dir)
+    directory = explicit if explicit is not None else open_state(load_settings(config_path)).layout.audit
     if not directory.is_dir():
         raise ConfigError(f"{directory}: no audit trail here (the gateway has not recorded anything yet?)")
     return directory

@@ -1,6 +1,7 @@
 """Admin actions from the CLI go to the audit trail: directly when no gateway holds the trail, else
-through the outbox in the state folder, which the running gateway's review round appends (with
-``recorded_later``). Fields are metadata only: codes, roles, counts, never a protected identity.
+left for the running gateway, which appends them at its review round (with ``recorded_later``; see
+``gateway.state.audit_later``). Fields are metadata only: codes, roles, counts, never a protected
+identity.
 """
 
 from __future__ import annotations
@@ -12,32 +13,24 @@ from contextlib import contextmanager
 from gateway.errors import AuditError
 from gateway.review.auditing import AuditSink
 from gateway.settings import GatewaySettings
-from gateway.state.audit import AuditTrail, JsonValue, audit_dir
-from gateway.state.holds import HoldStore
+from gateway.state.audit_format import JsonValue
+from gateway.state.opening import State, open_state
 
 CASE_EVENT = "case"
 
 
 @contextmanager
-def audit_sink(settings: GatewaySettings, event: str) -> Iterator[AuditSink]:
-    """A sink for ``event`` entries: the trail itself if no gateway holds it, else the outbox."""
+def audit_sink(state: State, event: str) -> Iterator[AuditSink]:
+    """A sink for ``event`` entries: the trail itself if no gateway holds it, else "append later"."""
+    audit = state.audit
     try:
-        trail: AuditTrail | None = AuditTrail.open(audit_dir(settings.state_dir))
-    except AuditError:
-        trail = None  # the running gateway holds it
-    if trail is None:
-        store = HoldStore.in_state_dir(settings.state_dir)
+        trail = audit.open()
+    except AuditError:  # the running gateway holds it
 
-        def queued(fields: Mapping[str, JsonValue]) -> None:
-            try:
-                store.outbox_put({**fields, "_event": event})
-            except OSError as exc:
-                raise AuditError(
-                    f"{store.root}: cannot record this action for the audit trail ({exc.strerror}). "
-                    "Tell the gateway's administrators: case actions must be on record."
-                ) from None
+        def later(fields: Mapping[str, JsonValue]) -> None:
+            audit.append_later(event, fields)
 
-        yield queued
+        yield later
         return
     try:
 
@@ -51,8 +44,9 @@ def audit_sink(settings: GatewaySettings, event: str) -> Iterator[AuditSink]:
 
 def record_case_action(settings: GatewaySettings, action: str, case: str, **details: JsonValue) -> None:
     """Audit one ``case`` command: which, on which case, by which system user, and plain details."""
-    with audit_sink(settings, CASE_EVENT) as sink:
-        sink({"action": action, "case": case, "by": _system_user(), **details})
+    open_state(settings).audit.record(
+        CASE_EVENT, {"action": action, "case": case, "by": _system_user(), **details}
+    )
 
 
 def _system_user() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,8 +30,9 @@ from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity
 from gateway.policy.variants import described_forms
 from gateway.settings import GatewaySettings, load_settings
-from gateway.state.fingerprints import FingerprintStore
-from gateway.state.registry import CaseRegistry, new_code_name, write_key_file
+from gateway.state.files import atomic_write
+from gateway.state.opening import open_state
+from gateway.state.registry import new_code_name
 from gateway.yamlsource import format_loc
 
 
@@ -99,7 +99,7 @@ def add_report(code: str, message_file: Path, person: str | None, config_path: P
         senders = {address.address.lower() for address in message.from_}
         matches = [p.id for p in protected.values() if senders & {a.lower() for a in p.addresses}]
         person = matches[0] if len(matches) == 1 else None
-    with FingerprintStore.open(settings.state_dir) as store:
+    with open_state(settings).fingerprints.open() as store:
         learnt = store.learn_message(
             found.code, message, person=person, source="add-report", finder=policy.finder
         )
@@ -128,7 +128,7 @@ def list_cases(as_json: bool, config_path: Path | None) -> None:
     settings = load_settings(config_path)
     policy, _stamp = load_policy_for(settings)
     in_policy = {item.code for item in read_policy(settings.policy.path)[0].cases}
-    with FingerprintStore.open(settings.state_dir) as store:
+    with open_state(settings).fingerprints.open() as store:
         counts = store.cases()
     listed: list[dict[str, object]] = [
         {
@@ -166,7 +166,7 @@ def list_cases(as_json: bool, config_path: Path | None) -> None:
 ROLES = {"reporter": "reporters", "witness": "witnesses", "reported": "reported"}
 
 
-def _count(number: int, singular: str, plural: str) -> str:
+def count_of(number: int, singular: str, plural: str) -> str:
     return f"{number} {singular if number == 1 else plural}"
 
 
@@ -176,11 +176,11 @@ def _summary(item: Case) -> str:
         (
             item.status,
             item.severity,
-            _count(len(item.reporters), "reporter", "reporters"),
-            _count(len(item.witnesses), "witness", "witnesses"),
-            _count(len(item.reported), "reported party", "reported parties"),
-            _count(len(item.consents), "consent", "consents"),
-            _count(len(item.conflicts), "conflict of interest", "conflicts of interest"),
+            count_of(len(item.reporters), "reporter", "reporters"),
+            count_of(len(item.witnesses), "witness", "witnesses"),
+            count_of(len(item.reported), "reported party", "reported parties"),
+            count_of(len(item.consents), "consent", "consents"),
+            count_of(len(item.conflicts), "conflict of interest", "conflicts of interest"),
         )
     )
 
@@ -203,7 +203,8 @@ class _RegistryEdit:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.registry = CaseRegistry.from_settings(settings)
+        self.state = open_state(settings)
+        self.registry = self.state.cases
         self.policy: PolicyDocument = read_policy(settings.policy.path)[0]
 
     def apply(self, change: Callable[[list[Case]], None]) -> tuple[Case, ...]:
@@ -220,7 +221,7 @@ class _RegistryEdit:
 
     def taken_codes(self, cases: Sequence[Case]) -> set[str]:
         taken = {item.code for item in (*cases, *self.policy.cases)}
-        with FingerprintStore.open(self.settings.state_dir) as store:
+        with self.state.fingerprints.open() as store:
             taken.update(store.cases())  # codes of old cases whose fingerprints are still kept
         return taken
 
@@ -366,7 +367,7 @@ def add_person(
     summary = {"case": chosen[0], "person": chosen[1], "role": role, "identities": count}
     if print_created(output, chosen[1], summary):
         return
-    given = _count(count, "identity", "identities")
+    given = count_of(count, "identity", "identities")
     protected = "protected" if role != "reported" else "recorded (reported parties are not protected)"
     click.echo(f"Added {role} {chosen[1]} to case {chosen[0]}: {given} {protected}.")
 
@@ -449,7 +450,7 @@ def show(code: str, reveal: bool, config_path: Path | None) -> None:
             "confirm (and make sure nobody is looking at your screen)"
         )
     settings = load_settings(config_path)
-    registry = CaseRegistry.from_settings(settings)
+    registry = open_state(settings).cases
     registry.key()  # no key, no identities: even for a case still kept in the policy file
     policy, _stamp = load_policy_for(settings)
     found = _find_case(policy.document.cases, code, settings.policy.path)
@@ -524,7 +525,7 @@ def import_policy(remove_from_policy: bool, config_path: Path | None) -> None:
         for code in moved:
             record_case_action(settings, "import-policy", code)
         click.echo(
-            f"Imported {_count(len(moved), 'case', 'cases')} into the case registry {edit.registry.path}"
+            f"Imported {count_of(len(moved), 'case', 'cases')} into the case registry {edit.registry.path}"
             + (f": {', '.join(moved)}." if moved else " (all were there already).")
         )
     if remove_from_policy:
@@ -556,49 +557,4 @@ def _remove_cases_from_policy(path: Path) -> None:
     yaml.dump(data, out)
     text = out.getvalue()
     parse_policy_text(text, path)  # never write a policy the gateway would refuse
-    temporary = path.with_name(f".{path.name}.import.tmp")
-    mode = path.stat().st_mode & 0o777
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    temporary.replace(path)
-
-
-@case.command("rekey")
-@click.argument("new_key_file", metavar="NEW_KEY_FILE", type=click.Path(path_type=Path, dir_okay=False))
-@config_option
-def rekey(new_key_file: Path, config_path: Path | None) -> None:
-    """Re-encrypt the case registry with the key in NEW_KEY_FILE (made with `case new-key`).
-
-    Afterwards point registry.key_file at NEW_KEY_FILE (or put its content in the key's environment
-    variable) and restart the gateway. Until then a running gateway cannot read the re-encrypted
-    registry: it keeps the cases it has in force and logs that the registry cannot be decrypted.
-    """
-    settings = load_settings(config_path)
-    registry = CaseRegistry.from_settings(settings)
-    new_key = CaseRegistry.key_from_file(new_key_file)
-    if new_key.secret == registry.key().secret:
-        raise GatewayError(f"{new_key_file} holds the key the registry is already encrypted with")
-    count = registry.rekey(new_key)
-    record_case_action(settings, "rekey", "*", cases=count)
-    click.echo(
-        f"Re-encrypted the case registry {registry.path} ({_count(count, 'case', 'cases')}) with the key "
-        f"in {new_key_file}. Now set registry.key_file to {new_key_file} (or put its content in the "
-        f"{settings.registry.key_env or 'key'} environment variable) and restart the gateway. Destroy the "
-        "old key once no backup you keep needs it."
-    )
-
-
-@case.command("new-key")
-@click.argument("key_file", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False))
-def new_key(key_file: Path) -> None:
-    """Write a new random registry key to FILE (0600; never overwrites). Point registry.key_file at it,
-    or put its content in the CONDUCT_REGISTRY_KEY environment variable."""
-    write_key_file(key_file)
-    click.echo(
-        f"Wrote a new case registry key to {key_file} (mode 0600). "
-        "Keep a copy apart from the registry's backups."
-    )
+    atomic_write(path, text.encode("utf-8"), mode=path.stat().st_mode & 0o777)

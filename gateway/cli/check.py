@@ -50,10 +50,8 @@ from gateway.settings import (
     LimitsSettings,
     load_settings,
 )
-from gateway.state.accounts import Accounts
-from gateway.state.fingerprints import FingerprintStore, fingerprints_path, key_path
-from gateway.state.ledger import Ledger, ledger_path
-from gateway.state.registry import CaseRegistry
+from gateway.state.opening import open_state
+from gateway.state.ports import FingerprintsPort, LedgerPort
 
 REFERENCE = "check"
 EXIT_INTERNAL_ERROR = 3
@@ -105,7 +103,7 @@ def run_check(
     content: bytes,
     envelope: Envelope,
     policy: CompiledPolicy,
-    ledger: Ledger | None,
+    ledger: LedgerPort | None,
     protected_content: ContentFingerprints = NO_FINGERPRINTS,
     *,
     limits: IntakeLimits | None = None,
@@ -218,7 +216,7 @@ def _account(
     if settings is None or not settings.auth.users_file.exists():
         return None, None, "no users file: From:/Sender: not checked against an account"
     try:
-        accounts = Accounts.load(settings.auth.users_file)
+        accounts = open_state(settings).accounts.open()
     except GatewayError as exc:
         return None, None, f"{exc}; From:/Sender: not checked against an account"
     allowed = accounts.addresses_of(member)
@@ -232,25 +230,26 @@ def _account(
     return allowed, account_check(accounts), ""
 
 
-def _open_fingerprints(settings: GatewaySettings | None) -> tuple[FingerprintStore | None, str]:
+def _open_fingerprints(settings: GatewaySettings | None) -> tuple[FingerprintsPort | None, str]:
     # Only an existing store is opened: `check` must not create the store or its key.
     if settings is None:
         return None, "no settings file: protected content (fingerprints) not consulted"
-    state = settings.state_dir
-    if not (fingerprints_path(state).exists() and key_path(state).exists()):
+    fingerprints = open_state(settings).fingerprints
+    if not fingerprints.exists():
         return None, ""
     try:
-        return FingerprintStore.open(state), ""
+        return fingerprints.open(), ""
     except GatewayError as exc:
         return None, f"{exc}; protected content (fingerprints) not consulted"
 
 
-def _open_ledger(settings: GatewaySettings | None) -> tuple[Ledger | None, str]:
+def _open_ledger(settings: GatewaySettings | None) -> tuple[LedgerPort | None, str]:
     if settings is None:
         return None, "no settings file: thread history not consulted"
-    path = ledger_path(settings.state_dir)
+    state = open_state(settings)
+    path = state.layout.ledger
     try:
-        ledger = Ledger.open_read_only(path)
+        ledger = state.ledger.open_read_only()
     except LedgerError as exc:
         return None, f"{exc}; thread history not consulted"
     if ledger is None:
@@ -308,7 +307,7 @@ def check(
     if policy_path is None and settings is not None:
         policy_path = settings.policy.path
     assert policy_path is not None  # _settings returns None only when --policy was given
-    registry = CaseRegistry.from_settings(settings) if settings is not None else None
+    registry = open_state(settings).cases if settings is not None else None
     users_file = settings.auth.users_file if settings is not None else None
     policy, _stamp = load_compiled_policy(policy_path, registry, users_file)
     ledger, ledger_note = _open_ledger(settings)

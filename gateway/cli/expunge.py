@@ -10,7 +10,7 @@ from gateway.cli import config_option
 from gateway.decision.expunge import Stores, expunge_case
 from gateway.policy.loader import read_policy
 from gateway.settings import load_settings
-from gateway.state.registry import CaseRegistry
+from gateway.state.opening import open_state
 
 
 @click.command("expunge")
@@ -32,7 +32,7 @@ def expunge(code: str, yes: bool, config_path: Path | None) -> None:
         click.confirm(
             f"Expunge case {code!r}? Its identities are removed from every store for good.", abort=True
         )
-    stores = Stores(settings.state_dir, CaseRegistry.from_settings(settings))
+    stores = Stores(open_state(settings))
     report = expunge_case(code, stores, policy_cases=policy_cases)
     for line in report.lines():
         click.echo(line)

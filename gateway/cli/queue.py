@@ -29,7 +29,9 @@ from gateway.decision.notices import NOTICE_HEADER
 from gateway.errors import SpoolError
 from gateway.policy.address_header import MalformedAddressHeader, read_mailboxes
 from gateway.settings import load_settings
-from gateway.state.spool import DeliveryStatus, QueueState, Spool, SpoolEntry, SpoolMessage
+from gateway.state.opening import open_state
+from gateway.state.ports import QueuePort
+from gateway.state.spool import DeliveryStatus, QueueState, SpoolEntry, SpoolMessage
 
 # Header values shown as they are: none can hold a person's name or the sender's words.
 SHOWN_HEADERS = frozenset(
@@ -59,11 +61,11 @@ def queue() -> None:
     """
 
 
-def _spool(config_path: Path | None) -> Spool:
-    root = load_settings(config_path).state_dir / "spool"
-    if not root.is_dir():
-        raise SpoolError(f"no spool at {root} yet: the gateway has not run with these settings")
-    return Spool(root)
+def _spool(config_path: Path | None) -> QueuePort:
+    state = open_state(load_settings(config_path))
+    if not state.queue.exists():
+        raise SpoolError(f"no spool at {state.layout.spool} yet: the gateway has not run with these settings")
+    return state.queue.open()
 
 
 @queue.command("list")
@@ -96,7 +98,7 @@ def list_(states: tuple[str, ...], show_all: bool, as_json: bool, config_path: P
 LIST_HEADER = ("QUEUE ID", "STATE", "AGE", "SIZE", "ATTEMPTS", "RECIPIENTS", "SENDER / PROBLEM")
 
 
-def _record(spool: Spool, entry: SpoolEntry, now: float) -> dict[str, Any]:
+def _record(spool: QueuePort, entry: SpoolEntry, now: float) -> dict[str, Any]:
     """One listed message as data: what the table shows and ``--json`` prints."""
     envelope = entry.envelope
     record: dict[str, Any] = {"queue_id": entry.queue_id, "state": entry.state.value, "size": entry.size}
@@ -156,7 +158,7 @@ def _progress(state: QueueState, rcpt_tos: Sequence[str], status: DeliveryStatus
 _SHOWN_STATE = {"pending": "waiting", "deferred": "waiting", "delivered": "delivered", "failed": "failed"}
 
 
-def _generated_kind(spool: Spool, entry: SpoolEntry) -> str:
+def _generated_kind(spool: QueuePort, entry: SpoolEntry) -> str:
     """What a message the gateway wrote itself is: a notice of some kind, or a delivery report."""
     try:
         content = spool.load(entry.queue_id).content

@@ -34,10 +34,9 @@ from gateway.review.desk import ReviewDesk
 from gateway.review.outgoing import spool_outgoing
 from gateway.review.rights import account_check
 from gateway.settings import GatewaySettings, load_settings
-from gateway.state.accounts import Accounts
-from gateway.state.holds import HoldRecord, HoldStore, ReviewError
-from gateway.state.ledger import Ledger, ledger_path
-from gateway.state.spool import Spool
+from gateway.state.holds import HoldRecord, ReviewError
+from gateway.state.holds_port import HoldsPort
+from gateway.state.opening import State, open_state
 
 _UNDO_KEY = "cli"
 
@@ -47,16 +46,22 @@ def review() -> None:
     """Held messages waiting for a second committee member: list, show, approve, reject, expire."""
 
 
-def _open(config_path: Path | None) -> tuple[GatewaySettings, CompiledPolicy, HoldStore]:
+def _open(config_path: Path | None) -> tuple[GatewaySettings, CompiledPolicy, HoldsPort]:
+    settings, policy, _state, store = _open_state(config_path)
+    return settings, policy, store
+
+
+def _open_state(config_path: Path | None) -> tuple[GatewaySettings, CompiledPolicy, State, HoldsPort]:
     settings = load_settings(config_path)
     # The policy with the case registry's cases: their conflicts and severities bind reviewers too.
     policy, _stamp = load_policy_for(settings)
-    return settings, policy, HoldStore.in_state_dir(settings.state_dir)
+    state = open_state(settings)
+    return settings, policy, state, state.holds.open()
 
 
-def _desk(settings: GatewaySettings, store: HoldStore, sink: AuditSink) -> ReviewDesk:
+def _desk(state: State, settings: GatewaySettings, store: HoldsPort, sink: AuditSink) -> ReviewDesk:
     # Review rights end with the account (`user remove`), as for replies by mail.
-    has_account = account_check(Accounts.load(settings.auth.users_file))
+    has_account = account_check(state.accounts.open())
     return ReviewDesk(store, settings.review, settings.server.hostname, sink, has_account=has_account)
 
 
@@ -152,7 +157,7 @@ def _decide(
     reason: str,
     config_path: Path | None,
 ) -> None:
-    settings, policy, store = _open(config_path)
+    settings, policy, state, store = _open_state(config_path)
     member = member_of(policy, member_address)
     if member is None:
         raise ReviewError(
@@ -163,11 +168,11 @@ def _decide(
     sender = member_of(policy, record.sender_account) or member_of(policy, record.sender)
     if sender == member or record.sender.lower() in member.addresses:
         raise ReviewError(f"{member.name} sent message {reference} and cannot review it; another member must")
-    with audit_sink(settings, AUDIT_EVENT) as sink:
-        desk = _desk(settings, store, sink)
+    with audit_sink(state, AUDIT_EVENT) as sink:
+        desk = _desk(state, settings, store, sink)
         result = desk.decide(reference, member, command, reason, policy, via="cli", undo_key=_UNDO_KEY)
         if result.outgoing:
-            failed = asyncio.run(spool_outgoing(Spool(settings.state_dir / "spool"), result.outgoing))
+            failed = asyncio.run(spool_outgoing(state.queue.open(), result.outgoing))
             essential = {m.queue_id for m in result.outgoing if m.essential}
             if essential & set(failed):
                 desk.not_stored(_UNDO_KEY)
@@ -176,15 +181,15 @@ def _decide(
                 )
         released = desk.accepted(_UNDO_KEY)
     if released is not None:
-        _learn_release(settings, store, released)
+        _learn_release(state, store, released)
     for line in result.lines:
         click.echo(line)
 
 
-def _learn_release(settings: GatewaySettings, store: HoldStore, released: HoldRecord) -> None:
+def _learn_release(state: State, store: HoldsPort, released: HoldRecord) -> None:
     """The released message joins its thread in the ledger, as when released by mail."""
     try:
-        with Ledger.open(ledger_path(settings.state_dir)) as ledger:
+        with state.ledger.open() as ledger:
             learn_release(ledger, store, released)
     except Exception as exc:  # the message is released already; a lost thread step is not fatal
         click.echo(f"Warning: the thread ledger could not record the released message ({exc}).", err=True)
@@ -215,11 +220,11 @@ def reject(reference: str, member: str, reason: str, config_path: Path | None) -
 @config_option
 def expire(config_path: Path | None) -> None:
     """Expire held messages past their time now (the running gateway also does this periodically)."""
-    settings, policy, store = _open(config_path)
-    with audit_sink(settings, AUDIT_EVENT) as sink:
-        notices = _desk(settings, store, sink).expire_due(policy)
+    settings, policy, state, store = _open_state(config_path)
+    with audit_sink(state, AUDIT_EVENT) as sink:
+        notices = _desk(state, settings, store, sink).expire_due(policy)
         if notices:
-            asyncio.run(spool_outgoing(Spool(settings.state_dir / "spool"), notices))
+            asyncio.run(spool_outgoing(state.queue.open(), notices))
     click.echo(f"Expiry checked: {len(notices)} notice(s) to senders of expired messages spooled.")
 
 

@@ -12,7 +12,8 @@ from gateway.cli import config_option
 from gateway.cli.tables import json_option
 from gateway.errors import AccountError, GatewayError
 from gateway.settings import load_settings
-from gateway.state.accounts import Accounts
+from gateway.state.opening import open_state
+from gateway.state.ports import AccountsPort
 
 password_stdin_option = click.option(
     "--password-stdin",
@@ -29,8 +30,8 @@ def user() -> None:
     """
 
 
-def _accounts(config_path: Path | None) -> Accounts:
-    return Accounts.load(load_settings(config_path).auth.users_file)
+def _accounts(config_path: Path | None) -> AccountsPort:
+    return open_state(load_settings(config_path)).accounts.open()
 
 
 def _read_password(from_stdin: bool) -> str:

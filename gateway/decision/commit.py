@@ -23,7 +23,8 @@ from gateway.decision.screening import Accept, Refuse, Screener, Submission
 from gateway.errors import GatewayError
 from gateway.logs import describe_error, log_event
 from gateway.replies import Reply
-from gateway.state.spool import FollowUp, Spool, SpoolEnvelope
+from gateway.state.ports import QueuePort
+from gateway.state.spool import FollowUp, SpoolEnvelope
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class SharedFlush:
 class SubmissionCommitter:
     """Screens complete submissions and commits their outcome before the client is answered."""
 
-    def __init__(self, spool: Spool, screener: Screener) -> None:
+    def __init__(self, spool: QueuePort, screener: Screener) -> None:
         self.spool = spool
         self.screener = screener
         self._commits: set[asyncio.Task[Committed]] = set()

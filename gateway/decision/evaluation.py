@@ -27,7 +27,7 @@ from gateway.policy.model import (
     Verdict,
 )
 from gateway.policy.rewrite import apply_rewrite
-from gateway.state.ledger import Ledger
+from gateway.state.ports import LedgerPort
 
 # Outcomes whose message may be relayed (a hold is relayed once approved): their content is prepared.
 _RELAYABLE = frozenset({Outcome.DELIVER, Outcome.REWRITE, Outcome.HOLD})
@@ -72,7 +72,7 @@ class Evaluation:
 def evaluate_submission(
     submission: Submission,
     policy: CompiledPolicy,
-    ledger: Ledger | None,
+    ledger: LedgerPort | None,
     protected_content: ContentFingerprints = NO_FINGERPRINTS,
 ) -> Evaluation:
     """Parse, look the parent up in ``ledger``, evaluate under ``policy``, prepare the relayed copy.
@@ -87,7 +87,7 @@ def evaluate_submission(
 def _evaluate(
     submission: Submission,
     policy: CompiledPolicy,
-    ledger: Ledger | None,
+    ledger: LedgerPort | None,
     protected_content: ContentFingerprints,
 ) -> Evaluation:
     message = parse_message(submission.content)

@@ -17,8 +17,8 @@ last step, so an interrupted run is finished by running it again):
    longer be linked to anything, while the hash chain, and so ``audit verify``, is unchanged. The
    case's code name stays readable in those entries: code names are chosen not to identify anyone,
    and they keep the record of what was decided. While a gateway runs it owns the trail, so the
-   command leaves a request in ``audit/expunge-pending/`` that the gateway carries out at its next
-   review round (``complete_pending``);
+   command leaves the request for it (the audit port's "later", ``gateway.state.audit_later``),
+   carried out at its next review round;
 6. **the case registry**: every name, alias, address and username of the case's reporters,
    witnesses and reported parties becomes the single name "Expunged" (never matched), its consent
    records are dropped, and the case is closed. The running gateway recompiles its matcher when the
@@ -33,15 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
-import secrets
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.errors import AuditError, ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.logs import log_event
 from gateway.policy.config import IDENTITY_FIELDS, Case, Person
 from gateway.policy.engine import EXPUNGED_MARK
@@ -49,17 +46,13 @@ from gateway.policy.loader import read_policy
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity
-from gateway.state.audit import AuditTrail, audit_dir, entries_about
-from gateway.state.fingerprints import FingerprintStore
-from gateway.state.holds import HOLDS_DIRNAME, HoldStore
-from gateway.state.ledger import Ledger, ledger_path
-from gateway.state.registry import CaseRegistry
-from gateway.state.spool import QueueState, Spool
+from gateway.state.opening import State
+from gateway.state.ports import AuditWriterPort, CasesPort
+from gateway.state.spool import QueueState
 
 log = logging.getLogger("gateway.decision.expunge")
 
 EXPUNGED_NAME = "Expunged"
-PENDING_DIRNAME = "expunge-pending"
 _SCANNED_STATES = (QueueState.DONE, QueueState.BOUNCED, QueueState.CORRUPT)
 
 
@@ -186,11 +179,14 @@ class _Names:
 
 @dataclass
 class Stores:
-    """Where one gateway keeps things (``state_dir``), and the trail if this process owns it."""
+    """Where one gateway keeps things, and the trail if this process owns it."""
 
-    state_dir: Path
-    registry: CaseRegistry
-    audit: AuditTrail | None = None  # None: open it, or leave a request for the running gateway
+    state: State
+    audit: AuditWriterPort | None = None  # None: open it, or leave a request for the running gateway
+
+    @property
+    def registry(self) -> CasesPort:
+        return self.state.cases
 
 
 def expunge_case(code: str, stores: Stores, *, policy_cases: Sequence[Case] = ()) -> ExpungeReport:
@@ -207,12 +203,12 @@ def expunge_case(code: str, stores: Stores, *, policy_cases: Sequence[Case] = ()
         raise ExpungeError(f"no case {code!r} in the case registry (see: conduct-gateway case list)")
     case = found[0]
     names = _Names(case)
-    state = stores.state_dir
+    state = stores.state
 
-    with FingerprintStore.open(state) as fingerprints:
+    with state.fingerprints.open() as fingerprints:
         forgotten_documents = fingerprints.forget_case(code)
 
-    with Ledger.open(ledger_path(state)) as ledger:
+    with state.ledger.open() as ledger:
         rows = ledger.forget_case(code)
         if not names.empty:
             rows += ledger.forget_participants(lambda name, address: names.in_text(name, address))
@@ -220,8 +216,8 @@ def expunge_case(code: str, stores: Stores, *, policy_cases: Sequence[Case] = ()
 
     removed_ids: set[str] = set()
     holds = 0
-    if (state / HOLDS_DIRNAME).exists():
-        store = HoldStore.in_state_dir(state)
+    if state.holds.exists():
+        store = state.holds.open()
         for record in store.records():
             with store.locked():
                 try:
@@ -236,9 +232,8 @@ def expunge_case(code: str, stores: Stores, *, policy_cases: Sequence[Case] = ()
                     holds += 1
 
     spool_messages = pending = 0
-    spool_root = state / "spool"
-    if spool_root.exists():
-        spool = Spool(spool_root)
+    if state.queue.exists():
+        spool = state.queue.open()
         for entry in spool.entries():
             if entry.state is QueueState.CORRUPT and entry.envelope is None:
                 continue
@@ -293,47 +288,9 @@ def expunge_case(code: str, stores: Stores, *, policy_cases: Sequence[Case] = ()
 
 
 def _forget_audit(code: str, queue_ids: set[str], stores: Stores) -> tuple[int, bool]:
-    directory = audit_dir(stores.state_dir)
-    if stores.audit is not None:
-        return stores.audit.forget_salts(entries_about(directory, code, queue_ids)), False
-    try:
-        trail = AuditTrail.open(directory)
-    except AuditError:
-        # A running gateway owns the trail: it finishes this part (complete_pending).
-        _leave_request(directory, code, queue_ids)
-        return 0, True
-    with trail:
-        return trail.forget_salts(entries_about(directory, code, queue_ids)), False
-
-
-def _leave_request(directory: Path, code: str, queue_ids: Iterable[str]) -> None:
-    folder = directory / PENDING_DIRNAME
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
-    temporary = folder / f".{name}.tmp"
-    temporary.write_text(json.dumps({"case": code, "queue_ids": sorted(queue_ids)}), encoding="utf-8")
-    temporary.chmod(0o600)
-    temporary.replace(folder / name)
-
-
-def complete_pending(trail: AuditTrail) -> int:
-    """In the running gateway: carry out the audit part of expunges the CLI asked for; how many."""
-    folder = trail.directory / PENDING_DIRNAME
-    if not folder.exists():
-        return 0
-    done = 0
-    for path in sorted(folder.glob("*.json")):
-        try:
-            request = json.loads(path.read_text(encoding="utf-8"))
-            code, queue_ids = str(request["case"]), {str(q) for q in request["queue_ids"]}
-        except (OSError, ValueError, KeyError, TypeError):
-            log_event(log, "expunge-request-unreadable", logging.ERROR, file=path.name)
-            continue
-        forgotten = trail.forget_salts(entries_about(trail.directory, code, queue_ids))
-        path.unlink()
-        log_event(log, "case-expunged-audit", case=code, audit=forgotten)
-        done += 1
-    return done
+    # While a running gateway owns the trail it finishes this part at its next review round.
+    forgotten = stores.state.audit.forget(code, queue_ids, stores.audit)
+    return (0, True) if forgotten is None else (forgotten, False)
 
 
 def policy_file_cases(path: Path) -> tuple[Case, ...]:
@@ -367,7 +324,7 @@ class DueExpunger:
     def run(self) -> list[ExpungeReport]:
         """One round: finish the CLI's audit requests, then expunge what is due."""
         if self.stores.audit is not None:
-            complete_pending(self.stores.audit)
+            self.stores.state.audit.drain_later(self.stores.audit)
         policy_cases = policy_file_cases(self.policy_path)
         today = self._today()
         for case in due_cases(policy_cases, today):

@@ -65,16 +65,16 @@ from gateway.policy.model import (
     ProtectedIdentity,
     Verdict,
 )
-from gateway.review.auditing import drain_audit_outbox, trail_sink
+from gateway.review.auditing import trail_sink
 from gateway.review.desk import ReviewDesk
 from gateway.review.letters import notice_finding
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import read_roster
-from gateway.state.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
-from gateway.state.fingerprints import FingerprintStore
-from gateway.state.holds import HeldFinding, HoldRecord, HoldStore, ReviewError
-from gateway.state.ledger import Ledger, ledger_path
-from gateway.state.registry import CaseRegistry
+from gateway.state.audit import DecisionRecord, FindingRecord
+from gateway.state.holds import HeldFinding, HoldRecord, ReviewError
+from gateway.state.holds_port import HoldsPort
+from gateway.state.opening import open_state
+from gateway.state.ports import AuditPort, AuditWriterPort, CasesPort, FingerprintsPort, LedgerPort
 
 if TYPE_CHECKING:
     from gateway.decision.policy_workers import PolicyWorkers
@@ -134,7 +134,7 @@ def _users_stat(path: Path | None) -> tuple[int, int, int] | None:
 
 def load_compiled_policy(
     path: Path,
-    registry: CaseRegistry | None = None,
+    registry: CasesPort | None = None,
     users_file: Path | None = None,
     *,
     users_file_known: bool = False,
@@ -187,9 +187,7 @@ def _reusing_finder(previous: CompiledPolicy) -> FinderFactory:
 
 def load_policy_for(settings: GatewaySettings) -> tuple[CompiledPolicy, FileStamp]:
     """The policy in force for these settings: the policy file, the case registry and the accounts."""
-    return load_compiled_policy(
-        settings.policy.path, CaseRegistry.from_settings(settings), settings.auth.users_file
-    )
+    return load_compiled_policy(settings.policy.path, open_state(settings).cases, settings.auth.users_file)
 
 
 def log_committee_notes(policy: CompiledPolicy, previous: CompiledPolicy | None = None) -> None:
@@ -208,7 +206,7 @@ class PolicySource:
         path: Path,
         policy: CompiledPolicy,
         stamp: FileStamp,
-        registry: CaseRegistry | None = None,
+        registry: CasesPort | None = None,
         users_file: Path | None = None,
     ) -> None:
         self.path = path
@@ -223,7 +221,7 @@ class PolicySource:
 
     @classmethod
     def load(
-        cls, path: Path, registry: CaseRegistry | None = None, users_file: Path | None = None
+        cls, path: Path, registry: CasesPort | None = None, users_file: Path | None = None
     ) -> PolicySource:
         policy, stamp = load_compiled_policy(path, registry, users_file)
         return cls(path, policy, stamp, registry, users_file)
@@ -231,7 +229,7 @@ class PolicySource:
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> PolicySource:
         """The policy file, the case registry and the users file these settings name."""
-        return cls.load(settings.policy.path, CaseRegistry.from_settings(settings), settings.auth.users_file)
+        return cls.load(settings.policy.path, open_state(settings).cases, settings.auth.users_file)
 
     @property
     def policy(self) -> CompiledPolicy:
@@ -374,14 +372,18 @@ class PolicyScreener:
     """The Screener the SMTP layer calls; owns the policy source, the thread ledger and the audit trail."""
 
     # Fingerprints of reporters' own words, for protected-content (opened by from_settings).
-    fingerprint_store: FingerprintStore | None = None
+    fingerprint_store: FingerprintsPort | None = None
     # Worker processes that evaluate for ``screen_async`` (set by the gateway when it starts them).
     workers: PolicyWorkers | None = None
-    # Where the CLI queues audit entries while the gateway holds the trail (opened by from_settings).
-    audit_outbox: HoldStore | None = None
+    # Where the CLI leaves audit entries while the gateway holds the trail (set by from_settings).
+    audit_later: AuditPort | None = None
 
     def __init__(
-        self, source: PolicySource, ledger: Ledger, audit: AuditTrail, review: ReviewDesk | None = None
+        self,
+        source: PolicySource,
+        ledger: LedgerPort,
+        audit: AuditWriterPort,
+        review: ReviewDesk | None = None,
     ) -> None:
         self.source = source
         self.ledger = ledger
@@ -401,9 +403,10 @@ class PolicyScreener:
     def from_settings(cls, settings: GatewaySettings) -> PolicyScreener:
         """Load the policy (ConfigError if invalid) and open the ledger and audit trail in state_dir."""
         source = PolicySource.from_settings(settings)
-        ledger = Ledger.open(ledger_path(settings.state_dir))
+        state = open_state(settings)
+        ledger = state.ledger.open()
         try:
-            audit = AuditTrail.open(audit_dir(settings.state_dir))
+            audit = state.audit.open()
         except GatewayError:
             ledger.close()
             raise
@@ -413,8 +416,7 @@ class PolicyScreener:
             log_event(log, "registry-key-in-state-dir", logging.WARNING, advice=warning)
         review = None
         try:
-            # Holds, and the outbox of the CLI's audit entries (drained even with review off).
-            store = HoldStore.in_state_dir(settings.state_dir)
+            store = state.holds.open()
         except GatewayError:
             ledger.close()
             audit.close()
@@ -422,9 +424,9 @@ class PolicyScreener:
         if settings.review.enabled:
             review = ReviewDesk(store, settings.review, settings.server.hostname, trail_sink(audit))
         screener = cls(source, ledger, audit, review)
-        screener.audit_outbox = store
+        screener.audit_later = state.audit  # drained even with review off
         try:
-            screener.fingerprint_store = FingerprintStore.open(settings.state_dir)
+            screener.fingerprint_store = state.fingerprints.open()
         except GatewayError:
             screener.close()
             raise
@@ -722,8 +724,8 @@ class PolicyScreener:
     def review_housekeeping(self) -> tuple[Outgoing, ...]:
         """Periodic: audit what the CLI queued (review decisions, case actions), expire overdue holds;
         the notices to spool."""
-        if self.audit_outbox is not None:
-            drain_audit_outbox(self.audit_outbox, self.audit)
+        if self.audit_later is not None:
+            self.audit_later.drain_later(self.audit)
         if self.review is None:
             self.audit.flush()
             return ()
@@ -871,13 +873,13 @@ class PolicyScreener:
         self.close()
 
 
-def learn_release(ledger: Ledger, store: HoldStore, released: HoldRecord) -> None:
+def learn_release(ledger: LedgerPort, store: HoldsPort, released: HoldRecord) -> None:
     """The thread ledger learns a held message only once it is really sent: when its release is
     in the spool (released by a reviewer's reply to the gateway, or with the CLI)."""
     ledger.record_message(parse_message(store.release_content(released.reference)), case=released.case)
 
 
-def _record_step(ledger: Ledger, thread: _Thread, case: str | None) -> None:
+def _record_step(ledger: LedgerPort, thread: _Thread, case: str | None) -> None:
     if thread.message_id is not None:
         ledger.record(
             thread.message_id,

@@ -51,8 +51,7 @@ from gateway.helper_process import available_cpus, begin_helper_process
 from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.settings import GatewaySettings
-from gateway.state.fingerprints import FingerprintStore
-from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.opening import open_state
 
 log = logging.getLogger("gateway.policy.workers")
 
@@ -363,9 +362,9 @@ class _WorkerState:
         self.timing = False  # the CPU timer is armed for a message (a late signal is ignored)
         self.policy: CompiledPolicy | None = None
         self.last_failed_load = float("-inf")
-        state_dir = settings.state_dir
-        self.ledger = Ledger.open_read_only(ledger_path(state_dir))
-        self.fingerprints = FingerprintStore.open(state_dir)
+        self.state = open_state(settings)
+        self.ledger = self.state.ledger.open_read_only()
+        self.fingerprints = self.state.fingerprints.open()
         self._load()
 
     def _load(self) -> None:
@@ -388,7 +387,7 @@ class _WorkerState:
         if policy is None:
             return STALE
         if self.ledger is None:  # created by the gateway after this worker started
-            self.ledger = Ledger.open_read_only(ledger_path(self.settings.state_dir))
+            self.ledger = self.state.ledger.open_read_only()
         try:
             try:
                 self.timing = True

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.delivery.model import AttemptResult, RecipientResult
-from gateway.state.spool import SpoolEnvelope, fsync_directory, io_executor, make_private_directory
+from gateway.state.files import fsync_directory, make_private_directory
+from gateway.state.spool import SpoolEnvelope, io_executor
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -37,7 +37,8 @@ from gateway.helper_process import available_cpus, begin_helper_process
 from gateway.histogram import combined
 from gateway.logs import log_event
 from gateway.settings import GatewaySettings
-from gateway.state.spool import Spool
+from gateway.state.opening import open_state
+from gateway.state.ports import QueuePort
 
 log = logging.getLogger("gateway.delivery.process")
 
@@ -76,7 +77,7 @@ class _CannotStart:
 class DeliveryProcess:
     """The gateway's side: starts the process, tells it of commits, keeps its latest statistics."""
 
-    def __init__(self, settings: GatewaySettings, spool: Spool) -> None:
+    def __init__(self, settings: GatewaySettings, spool: QueuePort) -> None:
         self.settings = settings
         self._spool = spool
         self._context = multiprocessing.get_context("spawn")  # never fork a process with threads
@@ -208,7 +209,7 @@ def serve_delivery(connection: socket.socket, settings: GatewaySettings) -> None
 async def _deliver(connection: socket.socket, settings: GatewaySettings) -> None:
     reader, writer = await asyncio.open_connection(sock=connection)
     worker = DeliveryWorker(
-        Spool(settings.state_dir / "spool"),
+        open_state(settings).queue.open(),
         settings.delivery,
         hostname=settings.server.hostname,
         crash_at=settings.crash_at,

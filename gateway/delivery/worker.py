@@ -37,12 +37,12 @@ from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.histogram import Histogram
 from gateway.logs import log_event
 from gateway.settings import DeliverySettings
+from gateway.state.ports import QueuePort
 from gateway.state.spool import (
     PENDING_STATES,
     DeliveryStatus,
     QueueState,
     RecipientStatus,
-    Spool,
     SpoolEnvelope,
     SpoolMessage,
     io_executor,
@@ -81,7 +81,7 @@ class DeliveryWorker:
 
     def __init__(
         self,
-        spool: Spool,
+        spool: QueuePort,
         settings: DeliverySettings,
         *,
         hostname: str,
@@ -592,7 +592,7 @@ def _next_attempt_text(status: DeliveryStatus, now: float) -> str | None:
     return f"{max(0.0, status.next_attempt_at - now):.0f}s"
 
 
-def _next_attempts(spool: Spool, queue_ids: Sequence[str]) -> dict[str, float]:
+def _next_attempts(spool: QueuePort, queue_ids: Sequence[str]) -> dict[str, float]:
     due = {}
     for queue_id in queue_ids:
         with contextlib.suppress(FileNotFoundError, CorruptSpoolEntry):

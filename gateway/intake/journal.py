@@ -36,8 +36,9 @@ from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mime import parse_message
 from gateway.settings import GatewaySettings, JournalSettings
-from gateway.state.fingerprints import FingerprintStore, Learnt
-from gateway.state.ledger import Ledger, ledger_path
+from gateway.state.fingerprints import Learnt
+from gateway.state.opening import open_state
+from gateway.state.ports import FingerprintsPort, LedgerPort
 
 log = logging.getLogger("gateway.intake.journal")
 
@@ -69,7 +70,9 @@ class JournalStatistics:
 class Journal:
     """What a journal copy does to the gateway's knowledge: learn protected words, record the thread."""
 
-    def __init__(self, policy: Callable[[], CompiledPolicy], store: FingerprintStore, ledger: Ledger) -> None:
+    def __init__(
+        self, policy: Callable[[], CompiledPolicy], store: FingerprintsPort, ledger: LedgerPort
+    ) -> None:
         self._policy = policy
         self._store = store
         self._ledger = ledger
@@ -191,9 +194,10 @@ class JournalService:
         """
         if source is None:
             source = PolicySource.from_settings(settings)  # the policy file and the case registry
-        store = FingerprintStore.open(settings.state_dir)
+        state = open_state(settings)
+        store = state.fingerprints.open()
         try:
-            ledger = Ledger.open(ledger_path(settings.state_dir))
+            ledger = state.ledger.open()
         except GatewayError:
             store.close()
             raise

@@ -58,7 +58,8 @@ from gateway.logs import describe_error, log_event
 from gateway.netaddr import is_loopback
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings
-from gateway.state.accounts import Accounts, LoginThrottle
+from gateway.state.accounts import LoginThrottle
+from gateway.state.ports import AccountsPort, QueuePort
 from gateway.state.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -162,8 +163,8 @@ class SubmissionService:
     def __init__(
         self,
         settings: GatewaySettings,
-        spool: Spool,
-        accounts: Accounts,
+        spool: QueuePort,
+        accounts: AccountsPort,
         screener: Screener,
         tls_context: ssl.SSLContext,
     ) -> None:

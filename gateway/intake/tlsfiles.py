@@ -9,13 +9,10 @@ a certificate from a public CA that matches the host name).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import logging
-import os
 import ssl
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -26,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from gateway.errors import ConfigError
 from gateway.logs import log_event
 from gateway.settings import TlsSettings
+from gateway.state.files import atomic_write, private_directory
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +65,7 @@ def ensure_self_signed(folder: Path, hostname: str, renew: bool = False) -> tupl
     cert_path, key_path = folder / SELF_SIGNED_CERT, folder / SELF_SIGNED_KEY
     if not renew and key_path.exists() and _still_good(cert_path, hostname):
         return cert_path, key_path
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(folder)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64])])
@@ -112,15 +110,4 @@ def _still_good(cert_path: Path, hostname: str) -> bool:
 
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temp_name).replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            Path(temp_name).unlink()
-        raise
+    atomic_write(path, data, mode=mode)

@@ -9,8 +9,9 @@ from typing import Protocol
 
 from gateway.errors import AuditError
 from gateway.logs import log_event
-from gateway.state.audit import AuditTrail, JsonValue
-from gateway.state.holds import HoldRecord, HoldStore
+from gateway.state.audit_format import JsonValue
+from gateway.state.holds import HoldRecord
+from gateway.state.ports import AuditWriterPort
 
 log = logging.getLogger("gateway.review")
 
@@ -21,27 +22,13 @@ class AuditSink(Protocol):
     def __call__(self, fields: Mapping[str, JsonValue]) -> None: ...
 
 
-def trail_sink(trail: AuditTrail) -> AuditSink:
+def trail_sink(trail: AuditWriterPort) -> AuditSink:
     """Record review events in the audit trail (metadata only: no reasons, subjects or bodies)."""
 
     def record(fields: Mapping[str, JsonValue]) -> None:
         trail.append(AUDIT_EVENT, fields)
 
     return record
-
-
-def drain_audit_outbox(store: HoldStore, trail: AuditTrail) -> int:
-    """Append the CLI's queued events (review decisions, case actions) to the trail, oldest first;
-    returns how many."""
-    drained = 0
-    for path, queued in store.outbox_items():
-        # Items carry their event name (the CLI's case actions); review decisions predate the key.
-        fields = dict(queued)
-        event = fields.pop("_event", AUDIT_EVENT)
-        trail.append(event if isinstance(event, str) else AUDIT_EVENT, {**fields, "recorded_later": True})
-        path.unlink()
-        drained += 1
-    return drained
 
 
 def audit_review(audit: AuditSink, record: HoldRecord, event: str, member: str, via: str) -> None:

@@ -50,7 +50,8 @@ from gateway.review.reassign import reassign
 from gateway.review.reply_parsing import Command
 from gateway.review.tokens import is_review_address, new_token, reply_address
 from gateway.settings import ReviewSettings
-from gateway.state.holds import Decision, Grant, HeldFinding, HoldRecord, HoldStore, ReviewError, token_hash
+from gateway.state.holds import Decision, Grant, HeldFinding, HoldRecord, ReviewError, token_hash
+from gateway.state.holds_port import HoldsPort
 from gateway.state.spool import Spool
 
 log = logging.getLogger("gateway.review")
@@ -90,7 +91,7 @@ class _Undo:
 class ReviewDesk:
     """The review flow for one state folder: holds, requests, decisions, notices, expiry."""
 
-    store: HoldStore
+    store: HoldsPort
     settings: ReviewSettings
     hostname: str
     audit: AuditSink

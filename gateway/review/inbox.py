@@ -13,7 +13,7 @@ from gateway.review.auditing import AuditSink, audit_refusal
 from gateway.review.reply_parsing import ReplyCommand, parse_command, reply_text
 from gateway.review.tokens import is_review_address, token_of
 from gateway.settings import ReviewSettings
-from gateway.state.holds import HoldStore
+from gateway.state.holds_port import HoldsPort
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def check_reply(
     submission: Submission,
     policy: CompiledPolicy,
     settings: ReviewSettings,
-    store: HoldStore,
+    store: HoldsPort,
     audit: AuditSink,
 ) -> CheckedReply | Refuse:
     """The decision a reply to a review address carries, or why it is refused (audited where it

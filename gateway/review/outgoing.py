@@ -13,8 +13,10 @@ from gateway.decision.verdict_replies import APPROVED_HEADER
 from gateway.logs import log_event
 from gateway.policy.reviewers import Member
 from gateway.review.letters import approvers
-from gateway.state.holds import HoldRecord, HoldStore
-from gateway.state.spool import Spool, SpoolEnvelope
+from gateway.state.holds import HoldRecord
+from gateway.state.holds_port import HoldsPort
+from gateway.state.ports import QueuePort
+from gateway.state.spool import SpoolEnvelope
 
 log = logging.getLogger("gateway.review")
 
@@ -35,7 +37,7 @@ def to_sender(notices: Notices, letter: Letter) -> list[Outgoing]:
     return [notice] if notice is not None else []
 
 
-def release_message(store: HoldStore, record: HoldRecord, approver: Member, release_id: str) -> Outgoing:
+def release_message(store: HoldsPort, record: HoldRecord, approver: Member, release_id: str) -> Outgoing:
     """The held message as approved: its release bytes under the approver header."""
     content = store.release_content(record.reference)
     header = f"{APPROVED_HEADER}: {approvers(record, approver)}\r\n".encode()
@@ -49,7 +51,7 @@ def release_message(store: HoldStore, record: HoldRecord, approver: Member, rele
     )
 
 
-async def spool_outgoing(spool: Spool, messages: Sequence[Outgoing]) -> list[str]:
+async def spool_outgoing(spool: QueuePort, messages: Sequence[Outgoing]) -> list[str]:
     """Commit gateway messages to the spool together; the queue ids of those that failed (logged)."""
     now = time.time()
     results = await asyncio.gather(

@@ -15,13 +15,14 @@ from gateway.review.auditing import AuditSink, audit_review
 from gateway.review.letters import request_letter
 from gateway.review.tokens import new_token, reply_address
 from gateway.settings import ReviewSettings
-from gateway.state.holds import Grant, HoldStore, token_hash
+from gateway.state.holds import Grant, token_hash
+from gateway.state.holds_port import HoldsPort
 
 log = logging.getLogger("gateway.review")
 
 
 def reassign(
-    store: HoldStore,
+    store: HoldsPort,
     audit: AuditSink,
     policy: CompiledPolicy,
     *,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from gateway.policy.reviewers import AccountCheck
-from gateway.state.accounts import Accounts
+from gateway.state.ports import AccountsPort
 
 
-def account_check(accounts: Accounts) -> AccountCheck:
+def account_check(accounts: AccountsPort) -> AccountCheck:
     """Review rights end with the member's account (``user remove``), read live from ``accounts``.
 
     With no accounts at all the users file is not in use (nobody can submit), and nobody is refused.

@@ -11,12 +11,13 @@ from gateway.policy.reviewers import Member
 from gateway.review.auditing import AuditSink, audit_review
 from gateway.review.letters import expired_letter
 from gateway.review.outgoing import release_message, to_sender
-from gateway.state.holds import Decision, HoldStore, decided_at
+from gateway.state.holds import Decision, decided_at
+from gateway.state.holds_port import HoldsPort
 
 log = logging.getLogger("gateway.review")
 
 
-def expire_due(store: HoldStore, audit: AuditSink, notices: Notices, now: float) -> list[Outgoing]:
+def expire_due(store: HoldsPort, audit: AuditSink, notices: Notices, now: float) -> list[Outgoing]:
     """Mark every held message past its expiry at ``now`` as expired; return the senders' notices.
 
     Nothing is ever sent to the original recipients on expiry.
@@ -39,7 +40,7 @@ def expire_due(store: HoldStore, audit: AuditSink, notices: Notices, now: float)
     return outgoing
 
 
-def prune_decided(store: HoldStore, audit: AuditSink, cutoff: float) -> list[str]:
+def prune_decided(store: HoldsPort, audit: AuditSink, cutoff: float) -> list[str]:
     """Delete holds decided before ``cutoff``: held mail must not stay forever.
 
     A release not yet durably in the spool is kept (it is still needed). Returns the references.
@@ -58,7 +59,7 @@ def prune_decided(store: HoldStore, audit: AuditSink, cutoff: float) -> list[str
     return pruned
 
 
-def discard_abandoned(store: HoldStore, audit: AuditSink, cutoff: float, live: frozenset[str]) -> list[str]:
+def discard_abandoned(store: HoldsPort, audit: AuditSink, cutoff: float, live: frozenset[str]) -> list[str]:
     """Delete holds whose transaction never ended: unconfirmed, not ``live`` (in progress here),
     created before ``cutoff``. A crash between storing a hold and answering 250 leaves one; the
     client was not told the message was accepted and sends it again, which makes the real hold.
@@ -79,7 +80,7 @@ def discard_abandoned(store: HoldStore, audit: AuditSink, cutoff: float, live: f
 
 
 def unreleased(
-    store: HoldStore, now: float, settle: float, in_flight: frozenset[str]
+    store: HoldsPort, now: float, settle: float, in_flight: frozenset[str]
 ) -> list[tuple[str, Outgoing]]:
     """Approved holds whose release never reached the spool (a crash between recording the
     decision and the spool commit), rebuilt with the queue id chosen at the decision.
@@ -101,7 +102,7 @@ def unreleased(
     return found
 
 
-def mark_released(store: HoldStore, audit: AuditSink, reference: str) -> None:
+def mark_released(store: HoldsPort, audit: AuditSink, reference: str) -> None:
     """The release of ``reference`` is durably in the spool (recovered after a crash)."""
     with store.locked():
         record = store.get(reference)

@@ -13,12 +13,9 @@ running server notices a changed file (``reload_if_changed``) without a restart.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import secrets
 import stat
-import tempfile
 import threading
 import time
 from collections import deque
@@ -33,6 +30,7 @@ from email_validator import EmailNotValidError, validate_email
 from gateway.errors import AccountError, ConfigError
 from gateway.logs import log_event
 from gateway.policy.committee import Roster
+from gateway.state.files import atomic_write, locked
 
 logger = logging.getLogger(__name__)
 
@@ -265,34 +263,12 @@ class Accounts:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(f".{self.path.name}.lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(self.path.with_name(f".{self.path.name}.lock")):
             yield
-        finally:
-            os.close(fd)
 
     def _save(self, members: dict[str, Member]) -> None:
         text = _FILE_HEADER + "".join(members[key].line() for key in sorted(members))
-        directory = self.path.parent
-        fd, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            Path(temp_name).replace(self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                Path(temp_name).unlink()
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(self.path, text.encode("utf-8"))
         self._members = members
         self._stamp = _stamp(self.path)
 

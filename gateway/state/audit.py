@@ -1,114 +1,61 @@
-"""The audit trail: an append-only, hash-chained JSON-lines record of every decision the gateway makes.
+"""The audit trail's writer: appends entries (see ``audit_format`` for the layout), fsynced before
+``append`` returns, so an entry is on disk before the SMTP reply that it records goes out.
 
-Layout, in ``<state_dir>/audit/`` (folder 0700, files 0600):
-
-``audit.jsonl``
-    One JSON object per line. Every entry has ``seq`` (1, 2, 3, ...), ``time`` (UTC), ``prev`` (the
-    previous entry's hash; 64 zeros for the first) and ``hash``: the SHA-256 of the canonical JSON
-    (sorted keys, no spaces, ASCII) of every other field. The line is that canonical JSON with
-    ``hash`` added as its last key. Editing, deleting or reordering an entry breaks the chain at
-    that entry, which ``verify`` names.
-``salts.jsonl``
-    One line per entry: ``{"seq", "hash", "salt"}``. Identifying values (Message-ID, recipients,
-    message digests) are stored in the entry only as HMAC-SHA-256 digests keyed with that entry's
-    own random salt, under ``digests``. The chain covers the digests, never the plain values, so
-    deleting a salt (``forget_salts``: expunging) makes that entry's digests unlinkable while
-    ``verify`` still passes. The ``seq``/``hash`` pairs double as a checkpoint: a log that ends
-    before the last checkpointed entry was cut at the tail.
-
-Never written here: bodies, subjects, matched identities, finding locations (an attachment name can
-be an identity), or any plain recipient address. Appends are fsynced before ``append`` returns, so an
-entry is on disk before the SMTP reply that it records goes out.
+One writer per trail: an exclusive lock keeps a second gateway out. Reading and ``verify`` are in
+``audit_reading``; entries recorded while another process holds the trail, in ``audit_later``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import hmac
 import json
 import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any
 
 from gateway.errors import AuditError
 from gateway.logs import log_event
+from gateway.state.audit_format import (
+    GENESIS,
+    LOCK_NAME,
+    LOG_NAME,
+    SALT_BYTES,
+    SALTS_NAME,
+    Digestible,
+    JsonValue,
+    canonical_json,
+    format_time,
+    normalise_address,
+    normalise_message_id,
+    salted_digest,
+    utc_now,
+)
+from gateway.state.files import (
+    acquire_lock,
+    atomic_write,
+    fsync_directory,
+    open_private,
+    private_directory,
+    write_all,
+)
+from gateway.state.layout import StateLayout
 
 log = logging.getLogger("gateway.state.audit")
 
-AUDIT_DIRNAME = "audit"
-LOG_NAME = "audit.jsonl"
-SALTS_NAME = "salts.jsonl"
-LOCK_NAME = ".lock"
-GENESIS = "0" * 64
-SALT_BYTES = 16
-DIGEST_HEX_CHARS = 32  # 128 bits of HMAC-SHA-256: unforgeable and unguessable without the salt
-EXPUNGED = "expunged"
 _TAIL_CHUNK = 65536
-
-JsonValue: TypeAlias = "str | int | bool | list[JsonValue] | dict[str, JsonValue] | None"
-Digestible: TypeAlias = "str | bytes | Sequence[str]"
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def format_time(moment: datetime) -> str:
-    """UTC, millisecond precision, ``Z`` suffix: sortable as text."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> datetime:
-    """Inverse of ``format_time`` (also accepts any ISO 8601 time with an offset)."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-# Made once: json.dumps with any option builds a new encoder per call, a cost paid twice per entry.
-_CANONICAL_ENCODER = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-)
-
-
-def canonical_json(value: Mapping[str, Any]) -> bytes:
-    """The bytes an entry's hash is computed over: sorted keys, no whitespace, ASCII only."""
-    return _CANONICAL_ENCODER.encode(value).encode("ascii")
-
-
-def entry_hash(entry: Mapping[str, Any]) -> str:
-    """SHA-256 over the canonical JSON of every field except ``hash`` itself."""
-    body = {key: value for key, value in entry.items() if key != "hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
-
-
-def salted_digest(salt: bytes, value: str | bytes) -> str:
-    """HMAC-SHA-256 of ``value`` keyed with an entry's salt (text as UTF-8)."""
-    data = value.encode("utf-8") if isinstance(value, str) else value
-    return hmac.new(salt, data, hashlib.sha256).hexdigest()[:DIGEST_HEX_CHARS]
-
-
-def normalise_address(address: str) -> str:
-    """Recipients are digested lower-cased, so ``audit show --recipient`` ignores case."""
-    return address.strip().strip("<>").lower()
-
-
-def normalise_message_id(value: str) -> str:
-    """Message-IDs are digested without angle brackets and folding whitespace."""
-    return "".join(value.split()).strip("<>")
 
 
 def audit_dir(state_dir: Path) -> Path:
     """Where the audit trail lives inside the state folder."""
-    return state_dir / AUDIT_DIRNAME
+    return StateLayout(state_dir).audit
 
 
 @dataclass(frozen=True)
@@ -170,21 +117,6 @@ class AuditEntry:
     fields: Mapping[str, Any]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _last_line(fd: int) -> tuple[bytes | None, int]:
     """The last complete line of a file, and the offset just past it (where a torn tail starts)."""
     size = os.fstat(fd).st_size
@@ -240,26 +172,25 @@ class AuditTrail:
         self._flushing = threading.Lock()
 
     @classmethod
-    def open(cls, directory: Path, *, clock: Callable[[], datetime] = _utc_now) -> AuditTrail:
+    def open(cls, directory: Path, *, clock: Callable[[], datetime] = utc_now) -> AuditTrail:
         """Open (creating) the trail in ``directory`` for appending."""
         fds: list[int] = []
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            lock_fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-            fds.append(lock_fd)
+            private_directory(directory)
             try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock_fd = acquire_lock(directory / LOCK_NAME, blocking=False)
             except BlockingIOError:
                 raise AuditError(
                     f"{directory}: the audit trail is in use by another gateway process"
                 ) from None
+            fds.append(lock_fd)
             created = not (directory / LOG_NAME).exists()
-            log_fd = os.open(directory / LOG_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            log_fd = open_private(directory / LOG_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND)
             fds.append(log_fd)
-            salts_fd = os.open(directory / SALTS_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            salts_fd = open_private(directory / SALTS_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND)
             fds.append(salts_fd)
             if created:
-                _fsync_dir(directory)
+                fsync_directory(directory)
             last_line = _repair_tail(log_fd, directory / LOG_NAME)
             last_seq, last_hash = 0, GENESIS
             if last_line is not None:
@@ -345,7 +276,7 @@ class AuditTrail:
     def _append_line(self, fd: int, data: bytes, name: str) -> None:
         size = os.fstat(fd).st_size
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             if self.deferred:
                 self._unflushed = True
             else:
@@ -399,17 +330,9 @@ class AuditTrail:
                     record["salt"] = None
                     forgotten += 1
                 lines.append(canonical_json(record) + b"\n")
-            temporary = path.with_name(SALTS_NAME + ".new")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                _write_all(fd, b"".join(lines))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            temporary.replace(path)
-            _fsync_dir(self.directory)
+            atomic_write(path, b"".join(lines))
             os.close(self._salts_fd)
-            self._salts_fd = os.open(path, os.O_RDWR | os.O_APPEND, 0o600)
+            self._salts_fd = open_private(path, os.O_RDWR | os.O_APPEND)
             return forgotten
 
     @property
@@ -482,238 +405,3 @@ def _read_head(line: bytes, path: Path) -> tuple[int, str]:
             "run 'conduct-gateway audit verify' and restore the file from a backup"
         ) from None
     return seq, digest
-
-
-# -- reading ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """An entry read back from the log, with its line number."""
-
-    line: int
-    fields: Mapping[str, Any]
-
-    @property
-    def seq(self) -> int:
-        value = self.fields.get("seq")
-        return value if isinstance(value, int) else -1
-
-    @property
-    def time(self) -> datetime | None:
-        value = self.fields.get("time")
-        if not isinstance(value, str):
-            return None
-        try:
-            return parse_time(value)
-        except ValueError:
-            return None
-
-
-def read_entries(directory: Path) -> Iterator[StoredEntry]:
-    """Every readable entry in file order (unreadable lines are skipped; ``verify`` reports them)."""
-    path = directory / LOG_NAME
-    if not path.exists():
-        return
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                fields = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(fields, dict):
-                yield StoredEntry(line=number, fields=fields)
-
-
-def read_salts(directory: Path) -> dict[int, bytes | None]:
-    """seq -> salt (None once forgotten). Unreadable lines are skipped; ``verify`` reports them."""
-    salts: dict[int, bytes | None] = {}
-    path = directory / SALTS_NAME
-    if not path.exists():
-        return salts
-    with path.open("rb") as handle:
-        for raw in handle:
-            try:
-                record = json.loads(raw)
-                salt = record["salt"]
-                salts[int(record["seq"])] = bytes.fromhex(salt) if salt is not None else None
-            except (ValueError, KeyError, TypeError):
-                continue
-    return salts
-
-
-def entries_about(directory: Path, case: str, queue_ids: Iterable[str] = ()) -> list[int]:
-    """The seqs of every entry that refers to ``case`` (in ``cases`` or a finding) or to one of
-    ``queue_ids`` (as ``queue_id`` or ``release_queue_id``): what expunging a case forgets."""
-    wanted = set(queue_ids)
-    found = []
-    for entry in read_entries(directory):
-        fields = entry.fields
-        cases = fields.get("cases")
-        findings = fields.get("findings")
-        if (
-            (isinstance(cases, list) and case in cases)
-            or (
-                isinstance(findings, list)
-                and any(isinstance(f, dict) and f.get("case") == case for f in findings)
-            )
-            or fields.get("queue_id") in wanted
-            or fields.get("release_queue_id") in wanted
-        ):
-            found.append(entry.seq)
-    return found
-
-
-def digest_matches(entry: StoredEntry, salt: bytes | None, name: str, value: str) -> bool:
-    """Does the entry's digest ``name`` (or one of a list of them) correspond to ``value``?"""
-    if salt is None:
-        return False
-    digests = entry.fields.get("digests")
-    if not isinstance(digests, dict):
-        return False
-    stored = digests.get(name)
-    wanted = salted_digest(salt, value)
-    if isinstance(stored, list):
-        return wanted in stored
-    return stored == wanted
-
-
-@dataclass(frozen=True)
-class Verification:
-    """What ``verify`` found: how many entries, and every problem (each names the entry)."""
-
-    entries: int
-    last_seq: int
-    last_hash: str
-    problems: tuple[str, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _ranges(numbers: Iterable[int]) -> list[str]:
-    out: list[str] = []
-    ordered = sorted(numbers)
-    start = previous = None
-    for number in ordered:
-        if start is None or previous is None:
-            start = previous = number
-        elif number == previous + 1:
-            previous = number
-        else:
-            out.append(f"{start}" if start == previous else f"{start}-{previous}")
-            start = previous = number
-    if start is not None and previous is not None:
-        out.append(f"{start}" if start == previous else f"{start}-{previous}")
-    return out
-
-
-def verify(directory: Path) -> Verification:
-    """Check the chain and the checkpoint; name every edited, reordered, deleted or cut entry."""
-    checkpoint = _read_checkpoint(directory)
-    problems: list[str] = []
-    log_path = directory / LOG_NAME
-    stored_hash: dict[int, str] = {}
-    prev_of: dict[int, str] = {}
-    line_of: dict[int, int] = {}
-    order: list[int] = []
-    count = 0
-    if log_path.exists():
-        with log_path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.endswith(b"\n"):
-                    problems.append(f"line {number}: incomplete last line (the file was cut mid-entry)")
-                    continue
-                try:
-                    fields = json.loads(raw)
-                except ValueError:
-                    problems.append(f"line {number}: not a readable entry (edited)")
-                    continue
-                seq = fields.get("seq") if isinstance(fields, dict) else None
-                if not isinstance(seq, int) or not isinstance(fields.get("hash"), str):
-                    problems.append(f"line {number}: entry without seq or hash (edited)")
-                    continue
-                count += 1
-                if seq in line_of:
-                    problems.append(
-                        f"entry {seq} (line {number}): appears twice (also line {line_of[seq]}): duplicated"
-                    )
-                    continue
-                if entry_hash(fields) != fields["hash"]:
-                    problems.append(f"entry {seq} (line {number}): content does not match its hash (edited)")
-                line_of[seq] = number
-                stored_hash[seq] = fields["hash"]
-                prev_of[seq] = str(fields.get("prev"))
-                order.append(seq)
-    highest = max(order, default=0)
-    for position in range(1, len(order)):
-        if order[position] < max(order[:position]):
-            earlier = max(order[:position])
-            problems.append(
-                f"entry {order[position]} (line {line_of[order[position]]}): comes after entry {earlier}: "
-                "entries were reordered"
-            )
-    missing = set(range(1, highest + 1)) - set(order)
-    if missing:
-        problems.append(f"entries {', '.join(_ranges(missing))}: missing (deleted)")
-    for seq in sorted(order):
-        expected_prev = GENESIS if seq == 1 else stored_hash.get(seq - 1)
-        if expected_prev is not None and prev_of[seq] != expected_prev:
-            problems.append(
-                f"entry {seq} (line {line_of[seq]}): does not chain to entry {seq - 1} "
-                f"(entry {seq - 1} was replaced or re-hashed)"
-                if seq > 1
-                else f"entry 1 (line {line_of[seq]}): does not start the chain (earlier entries were removed)"
-            )
-    problems.extend(_check_checkpoint(checkpoint, stored_hash, highest))
-    last_hash = stored_hash.get(highest, GENESIS)
-    return Verification(entries=count, last_seq=highest, last_hash=last_hash, problems=tuple(problems))
-
-
-def _read_checkpoint(directory: Path) -> tuple[list[tuple[int, str]], list[str]] | None:
-    """The (seq, hash) pairs of the salts file, and unreadable lines; None if there is no file.
-
-    Read before the log: the gateway writes the log first, so a log read afterwards holds at least
-    every checkpointed entry even while the gateway is appending.
-    """
-    path = directory / SALTS_NAME
-    if not path.exists():
-        return None
-    pairs: list[tuple[int, str]] = []
-    problems: list[str] = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                record = json.loads(raw)
-                seq, digest = record["seq"], record["hash"]
-            except (ValueError, KeyError, TypeError):
-                seq, digest = None, None
-            if not isinstance(seq, int) or not isinstance(digest, str):
-                problems.append(f"{SALTS_NAME} line {number}: unreadable")
-                continue
-            pairs.append((seq, digest))
-    return pairs, problems
-
-
-def _check_checkpoint(
-    checkpoint: tuple[list[tuple[int, str]], list[str]] | None, stored_hash: Mapping[int, str], highest: int
-) -> list[str]:
-    if checkpoint is None:
-        return [f"{SALTS_NAME}: missing (the checkpoint and salts were deleted)"] if highest else []
-    pairs, problems = checkpoint
-    problems = list(problems)
-    beyond: list[int] = []
-    for seq, digest in pairs:
-        if seq > highest:
-            beyond.append(seq)
-        elif seq in stored_hash and stored_hash[seq] != digest:
-            problems.append(
-                f"entry {seq}: differs from the hash checkpointed when it was written (edited and re-hashed)"
-            )
-    if beyond:
-        problems.append(
-            f"entries {', '.join(_ranges(beyond))}: missing at the end of the log, which stops at entry "
-            f"{highest} (the log was truncated)"
-        )
-    return problems

@@ -20,6 +20,7 @@ check, so it cannot have been missed by it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -51,10 +52,10 @@ from gateway.policy.model import (
     Mention,
     ParsedMessage,
 )
+from gateway.state.files import create_new, private_directory, touch_private
+from gateway.state.layout import StateLayout
 from gateway.state.ledger import normalise_message_id
 
-FINGERPRINTS_FILENAME = "fingerprints.sqlite3"
-KEY_FILENAME = "fingerprints.key"
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 _KEY_CHECK_INPUT = b"conduct-gateway fingerprint key check"
@@ -90,11 +91,11 @@ class Learnt:
 
 
 def fingerprints_path(state_dir: Path) -> Path:
-    return state_dir / FINGERPRINTS_FILENAME
+    return StateLayout(state_dir).fingerprints
 
 
 def key_path(state_dir: Path) -> Path:
-    return state_dir / KEY_FILENAME
+    return StateLayout(state_dir).fingerprint_key
 
 
 def message_document_id(message: ParsedMessage) -> str:
@@ -111,17 +112,9 @@ def message_document_id(message: ParsedMessage) -> str:
 def load_or_create_key(path: Path) -> bytes:
     """The installation's fingerprint key; made (0600, 32 random bytes) if it does not exist yet."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            try:
-                os.write(descriptor, os.urandom(KEY_BYTES))
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+        private_directory(path.parent)
+        with contextlib.suppress(FileExistsError):
+            create_new(path, os.urandom(KEY_BYTES))
         key = path.read_bytes()
     except OSError as exc:
         raise FingerprintError(f"{path}: cannot read or create the fingerprint key: {exc.strerror}") from None
@@ -171,10 +164,16 @@ class FingerprintStore:
     @classmethod
     def open(cls, state_dir: Path, *, clock: Callable[[], datetime] = _utc_now) -> FingerprintStore:
         """Open (creating, 0600) the store and key in ``state_dir`` and load every fingerprint."""
-        key = load_or_create_key(key_path(state_dir))
-        path = fingerprints_path(state_dir)
+        return cls.open_files(fingerprints_path(state_dir), key_path(state_dir), clock=clock)
+
+    @classmethod
+    def open_files(
+        cls, path: Path, key_file: Path, *, clock: Callable[[], datetime] = _utc_now
+    ) -> FingerprintStore:
+        """Open (creating, 0600) the store ``path`` keyed with ``key_file`` and load every fingerprint."""
+        key = load_or_create_key(key_file)
         try:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            touch_private(path)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             connection.execute("PRAGMA journal_mode = WAL")
@@ -201,7 +200,7 @@ class FingerprintStore:
         if stored != check:
             connection.close()
             raise FingerprintError(
-                f"{key_path(state_dir)} is not the key {path} was made with; restore the key from the "
+                f"{key_file} is not the key {path} was made with; restore the key from the "
                 "backup made together with the store"
             )
         return cls(connection, key, clock=clock)

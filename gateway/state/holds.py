@@ -16,22 +16,17 @@ the folder (``flock``), so the running gateway and ``conduct-gateway review`` ca
 concurrently and the first decision wins.
 
 The audit trail is owned by the running gateway (it holds an exclusive lock). Decisions made by
-the CLI while the gateway runs are written to ``holds/audit-outbox/`` and appended to the trail by
-the gateway's periodic review task (``gateway.review.auditing.drain_audit_outbox``).
+the CLI while the gateway runs are left for it to append at its periodic review task (the audit
+port's "append later", ``gateway.state.audit_later``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import json
 import logging
-import os
 import re
-import secrets
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -40,13 +35,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gateway.errors import GatewayError
 from gateway.logs import log_event
 from gateway.policy.reviewers import Reviewer
-from gateway.state.audit import JsonValue
-from gateway.state.spool import fsync_directory, make_private_directory
+from gateway.state.files import atomic_write, fsync_directory, locked, make_private_directory
+from gateway.state.layout import StateLayout
 
 log = logging.getLogger("gateway.state.holds")
 
-HOLDS_DIRNAME = "holds"
-OUTBOX_DIRNAME = "audit-outbox"
 _REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 Status = Literal["held", "released", "rejected", "cancelled", "expired"]
@@ -158,13 +151,12 @@ class HoldStore:
         self.root = root
         try:
             make_private_directory(root)
-            make_private_directory(root / OUTBOX_DIRNAME)
         except OSError as exc:
             raise ReviewError(f"cannot create the holds folder {root}: {exc.strerror}") from None
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> HoldStore:
-        return cls(state_dir / HOLDS_DIRNAME)
+        return cls(StateLayout(state_dir).holds)
 
     def _path(self, reference: str, suffix: str) -> Path:
         if not _REFERENCE.match(reference):
@@ -174,12 +166,8 @@ class HoldStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive across processes and threads (each call opens its own file description)."""
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(self.root / ".lock"):
             yield
-        finally:
-            os.close(fd)
 
     def create(self, record: HoldRecord, original: bytes, release: bytes) -> None:
         """Store a new hold durably (bytes first, the record last: a record always has its bytes)."""
@@ -234,38 +222,7 @@ class HoldStore:
         return None
 
     def _write(self, path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        os.close(fd)
-        tmp.replace(path)
-        if sync_dir:
-            fsync_directory(self.root)
-
-    # -- the audit outbox (CLI decisions while the gateway holds the audit trail)
-
-    def outbox_put(self, fields: Mapping[str, JsonValue]) -> None:
-        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
-        self._write(self.root / OUTBOX_DIRNAME / name, json.dumps(dict(fields), sort_keys=True).encode())
-
-    def outbox_items(self) -> list[tuple[Path, dict[str, JsonValue]]]:
-        items = []
-        for path in sorted((self.root / OUTBOX_DIRNAME).glob("*.json")):
-            try:
-                items.append((path, json.loads(path.read_bytes())))
-            except (OSError, ValueError):
-                log_event(log, "audit-outbox-unreadable", logging.ERROR, file=path.name)
-        return items
+        atomic_write(path, data, sync_directory=sync_dir)
 
 
 def decided_at(record: HoldRecord) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,8 +23,9 @@ from types import TracebackType
 
 from gateway.errors import LedgerError
 from gateway.policy.model import Address, ParsedMessage, ThreadFacts
+from gateway.state.files import private_directory, touch_private
+from gateway.state.layout import StateLayout
 
-LEDGER_FILENAME = "ledger.sqlite3"
 SCHEMA_VERSION = 1
 # A reply's References can list hundreds of ids; the parent is among the last few.
 MAX_PARENT_CANDIDATES = 200
@@ -68,10 +68,10 @@ class Ledger:
     def open(cls, path: Path, *, clock: Callable[[], datetime] = _utc_now) -> Ledger:
         """Open (creating, 0600) the ledger for reading and writing."""
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_directory(path.parent)
             # Create the file ourselves so it is 0600 from its first byte; SQLite gives its -wal and
             # -shm companions the same mode as the database file.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            touch_private(path)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             connection.execute("PRAGMA journal_mode = WAL")
@@ -287,4 +287,4 @@ def _normalised_ids(values: Iterable[str]) -> list[str]:
 
 def ledger_path(state_dir: Path) -> Path:
     """Where the ledger lives inside the state folder."""
-    return state_dir / LEDGER_FILENAME
+    return StateLayout(state_dir).ledger

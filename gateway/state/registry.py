@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -47,12 +46,12 @@ from gateway.logs import log_event
 from gateway.policy.config import Case
 from gateway.policy.loader import RegistryCases
 from gateway.settings import GatewaySettings, RegistrySettings
+from gateway.state.files import atomic_write, create_new, locked, private_directory
+from gateway.state.layout import StateLayout
 from gateway.yamlsource import format_loc
 
 log = logging.getLogger("gateway.state.registry")
 
-REGISTRY_DIRNAME = "registry"
-REGISTRY_NAME = "cases.registry"
 DEFAULT_KEY_NAME = "registry.key"
 MAGIC = b"conduct-gateway case registry v1\n"
 FORMAT = 1
@@ -109,27 +108,13 @@ def generate_key() -> str:
 
 def write_key_file(path: Path) -> None:
     """Create ``path`` (0600) holding a new key; refuses to overwrite an existing file."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        private_directory(path.parent)
+        create_new(path, (generate_key() + "\n").encode("ascii"))
     except FileExistsError:
         raise ConfigError(f"{path}: a file already exists; a key is never overwritten") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot create the key file: {exc.strerror}") from None
-    try:
-        os.write(fd, (generate_key() + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class CaseRegistry:
@@ -276,13 +261,9 @@ class CaseRegistry:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Serialise read-modify-write cycles of the registry between processes."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path.parent / f".{self.path.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        private_directory(self.path.parent)
+        with locked(self.path.parent / f".{self.path.name}.lock"):
             yield
-        finally:
-            os.close(fd)
 
     def update(self, change: Callable[[tuple[Case, ...]], Sequence[Case]]) -> tuple[Case, ...]:
         """Read, apply ``change`` and write back atomically, under the lock; returns the new cases."""
@@ -316,23 +297,10 @@ class CaseRegistry:
         plain += b" " * (-len(plain) % PAD_TO)  # JSON ignores trailing blanks
         nonce = secrets.token_bytes(NONCE_BYTES)
         data = MAGIC + nonce + AESGCM(key.secret).encrypt(nonce, plain, MAGIC)
-        folder = self.path.parent
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = folder / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            temporary.replace(self.path)
-            _fsync_dir(folder)
+            private_directory(self.path.parent)
+            atomic_write(self.path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             raise ConfigError(f"{self.path}: cannot write the case registry: {exc.strerror}") from None
 
 
@@ -347,7 +315,7 @@ def registry_path(settings: GatewaySettings) -> Path:
     """Where the registry file is: ``registry.path``, or ``<state_dir>/registry/cases.registry``."""
     if settings.registry.path is not None:
         return settings.registry.path
-    return settings.state_dir / REGISTRY_DIRNAME / REGISTRY_NAME
+    return StateLayout(settings.state_dir).registry
 
 
 # -- code names --------------------------------------------------------------------------------------

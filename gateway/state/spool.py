@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import fcntl
 import functools
 import hashlib
 import json
@@ -42,6 +41,12 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.logs import log_event
+from gateway.state.files import (
+    acquire_lock,
+    create_and_write,
+    fsync_directory,
+    make_private_directory,
+)
 
 log = logging.getLogger("gateway.state.spool")
 _P = ParamSpec("_P")
@@ -341,7 +346,7 @@ def io_executor() -> ThreadPoolExecutor:
 
 def _write_and_flush(path: str | Path, chunks: Sequence[bytes]) -> None:
     """Create ``path`` (0600, must not exist), write ``chunks``, and flush them to disk."""
-    fd = _create_and_write(path, chunks)
+    fd = create_and_write(path, chunks)
     try:
         os.fdatasync(fd)
     finally:
@@ -350,20 +355,6 @@ def _write_and_flush(path: str | Path, chunks: Sequence[bytes]) -> None:
 
 def _write_entry(path: str, envelope: SpoolEnvelope, content: bytes) -> None:
     _write_and_flush(path, (encode_entry(envelope, content), content))
-
-
-def fsync_directory(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_private_directory(path: Path) -> None:
-    """Create ``path`` (and parents) and make it 0700 even if it already existed."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +445,7 @@ def _apply_changes(changes: Sequence[_Change]) -> _BatchResult:
     for index, change in enumerate(changes):
         if change.chunks is not None:
             try:
-                descriptors[index] = _create_and_write(change.source, change.chunks)
+                descriptors[index] = create_and_write(change.source, change.chunks)
             except OSError as exc:
                 errors[index] = exc
     for index, fd in descriptors.items():
@@ -484,24 +475,6 @@ def _apply_changes(changes: Sequence[_Change]) -> _BatchResult:
             for index in indexes:
                 errors[index] = exc
     return _BatchResult(errors, len(descriptors), len(touched))
-
-
-def _create_and_write(path: str | Path, chunks: Sequence[bytes]) -> int:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # the umask may only have removed bits; make the mode exact
-        views = [memoryview(chunk) for chunk in chunks if chunk]
-        while views:
-            written = os.writev(fd, views)
-            while views and written >= len(views[0]):
-                written -= len(views[0])
-                views.pop(0)
-            if views and written:
-                views[0] = views[0][written:]
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 class _GroupCommitter:
@@ -703,16 +676,14 @@ class Spool:
         """Held by the one process delivering from this spool; raises SpoolError if another holds it."""
         path = self.root / "delivery.lock"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = acquire_lock(path, blocking=False)
+        except BlockingIOError:
+            raise SpoolError(
+                f"another conduct-gateway process is delivering from {self.root}; stop it first"
+            ) from None
         except OSError as exc:
             raise SpoolError(f"cannot open {path}: {_reason(exc)}") from exc
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise SpoolError(
-                    f"another conduct-gateway process is delivering from {self.root}; stop it first"
-                ) from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             yield

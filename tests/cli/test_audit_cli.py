@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
-from gateway.state.audit import LOG_NAME, AuditTrail, DecisionRecord, FindingRecord, audit_dir
+from gateway.state.audit import AuditTrail, DecisionRecord, FindingRecord, audit_dir
+from gateway.state.audit_format import LOG_NAME
 
 
 class Clock:

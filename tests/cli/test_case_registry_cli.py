@@ -16,11 +16,12 @@ from gateway.cli import main
 from gateway.decision.policy_screener import PolicyScreener, ReloadResult
 from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.policy.loader import read_policy
-from gateway.review.auditing import drain_audit_outbox
 from gateway.settings import load_settings
 from gateway.state import registry as registry_module
-from gateway.state.audit import AuditTrail, audit_dir, read_entries, verify
-from gateway.state.holds import HoldStore
+from gateway.state.audit import AuditTrail, audit_dir
+from gateway.state.audit_later import FileAudit
+from gateway.state.audit_reading import read_entries, verify
+from gateway.state.opening import open_state
 from gateway.state.registry import CaseRegistry, code_words, generate_key
 from tests.cli.conftest import SHIPPED_POLICY, write_config
 
@@ -394,7 +395,7 @@ def test_while_a_gateway_holds_the_trail_case_actions_wait_in_the_outbox(config_
     with AuditTrail.open(audit_dir(settings.state_dir)) as running_gateway:
         ok(cli(config_file, "show", code, "--reveal"))
         assert [e["action"] for e in case_entries(config_file)] == ["new"]  # not yet
-        assert drain_audit_outbox(HoldStore.in_state_dir(settings.state_dir), running_gateway) == 1
+        assert open_state(settings).audit.drain_later(running_gateway) == 1
     [_, later] = case_entries(config_file)
     assert (later["action"], later["case"], later["recorded_later"]) == ("show-reveal", code, True)
 
@@ -406,10 +407,10 @@ def test_a_reveal_that_cannot_be_recorded_shows_nothing(
     add_reporter(config_file, code)
     state = load_settings(config_file).state_dir
 
-    def disk_full(self: HoldStore, fields: object) -> None:
+    def disk_full(self: FileAudit, item: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(HoldStore, "outbox_put", disk_full)
+    monkeypatch.setattr(FileAudit, "_leave", disk_full)
     with AuditTrail.open(audit_dir(state)):  # a gateway holds the trail, and the outbox cannot be written
         result = cli(config_file, "show", code, "--reveal")
     assert result.exit_code == 2, result.output

@@ -9,7 +9,8 @@ import pytest
 from gateway.decision.policy_screener import PolicyScreener, ReloadResult
 from gateway.decision.screening import Accept, Refuse
 from gateway.settings import load_settings
-from gateway.state.audit import audit_dir, read_entries
+from gateway.state.audit import audit_dir
+from gateway.state.audit_reading import read_entries
 from tests.cli.test_case_registry_cli import (
     NAME,
     OUTSIDER,

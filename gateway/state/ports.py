@@ -1,0 +1,332 @@
+"""The state layer's ports: one typed Protocol per store, what the rest of the gateway may ask of it.
+
+Today's implementations (files and SQLite) sit behind them; ``open_state`` assigns each to a field
+of ``State`` typed with its port, so mypy checks that every implementation conforms. A second
+backend (PostgreSQL) implements the same ports. Modelled on Mailman 3's interfaces: the queue is
+a switchboard (``commit`` enqueues, ``read`` dequeues, ``move`` finishes, ``recover`` after a
+crash), the holds are its pendings (``HoldsPort`` in ``holds_port``: ``create`` adds a record with
+its review tokens, ``find_token`` confirms one, ``discard`` evicts).
+
+A store that holds an open resource (a database, a lock) is reached through an ``Opener``: nothing
+is created or locked until a caller opens it, so a CLI command opens only what it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self, TypeVar
+
+from gateway.policy.config import Case
+from gateway.policy.fingerprint import IndexStatistics
+from gateway.policy.model import (
+    Address,
+    ContentFingerprints,
+    ContentOverlap,
+    IdentityFinder,
+    Mention,
+    ParsedMessage,
+    ThreadFacts,
+)
+from gateway.state.audit import AuditEntry, DecisionRecord
+from gateway.state.audit_format import Digestible, JsonValue
+from gateway.state.audit_reading import StoredEntry, Verification
+from gateway.state.fingerprints import Learnt
+from gateway.state.registry import RegistryKey, RegistrySnapshot
+from gateway.state.spool import (
+    DeliveryStatus,
+    FollowUp,
+    QueueState,
+    RecoveryReport,
+    SpoolEntry,
+    SpoolEnvelope,
+    SpoolMessage,
+    SpoolStatistics,
+)
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Closing(Protocol):
+    """A store holding an open resource: close it, or use it in a ``with`` block."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class Opener(Protocol[T_co]):
+    """A store not opened yet."""
+
+    def exists(self) -> bool:
+        """Whether the store has been created (opening creates it)."""
+        ...
+
+    def open(self) -> T_co: ...
+
+
+# -- the queue ---------------------------------------------------------------------------------------
+
+
+class QueuePort(Protocol):
+    """The spool: accepted messages waiting for delivery, and their per-recipient status."""
+
+    @property
+    def root(self) -> Path:
+        """Where the queue lives, for the intake's free-space check and messages (files backend)."""
+        ...
+
+    @staticmethod
+    def new_queue_id() -> str: ...
+
+    async def commit(
+        self, envelope: SpoolEnvelope, content: bytes, follow_up: FollowUp | None = None
+    ) -> None:
+        """Enqueue: returns once the message is durable (the 250 may go out)."""
+        ...
+
+    def on_commit(self, listener: Callable[[str], None]) -> Callable[[], None]: ...
+
+    async def run_with_next_batch(self, task: Callable[[], None]) -> None: ...
+
+    def delivery_lock(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def recover(self) -> RecoveryReport: ...
+
+    def pending_ids(self, state: QueueState) -> list[str]: ...
+
+    def locate(self, queue_id: str) -> QueueState | None: ...
+
+    async def read(self, queue_id: str, state: QueueState) -> SpoolMessage: ...
+
+    async def write_status(self, queue_id: str, status: DeliveryStatus) -> None: ...
+
+    async def move(self, queue_id: str, source: QueueState, target: QueueState) -> None: ...
+
+    async def quarantine(self, queue_id: str, state: QueueState, reason: str) -> None: ...
+
+    async def prune(self, *, now: float, done_retention: float, bounced_retention: float) -> int: ...
+
+    def prune_now(self, now: float, done_retention: float, bounced_retention: float) -> int: ...
+
+    def entries(self, state: QueueState | None = None) -> list[SpoolEntry]: ...
+
+    def find(self, queue_id: str) -> SpoolEntry: ...
+
+    def load(self, queue_id: str) -> SpoolMessage: ...
+
+    def retry(self, queue_id: str) -> None: ...
+
+    def retry_all(self) -> int: ...
+
+    def delete(self, queue_id: str) -> QueueState: ...
+
+    def statistics(self) -> SpoolStatistics: ...
+
+
+# -- the audit trail -----------------------------------------------------------------------------------
+
+
+class AuditWriterPort(Closing, Protocol):
+    """The trail opened for appending: one writer at a time (the running gateway, or a CLI action)."""
+
+    deferred: bool
+
+    @property
+    def last_seq(self) -> int: ...
+
+    @property
+    def unflushed(self) -> bool: ...
+
+    def append(
+        self, event: str, fields: Mapping[str, JsonValue], private: Mapping[str, Digestible] | None = None
+    ) -> AuditEntry: ...
+
+    def record_decision(self, record: DecisionRecord) -> AuditEntry: ...
+
+    def forget_salts(self, seqs: Iterable[int]) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class AuditPort(Protocol):
+    """The audit trail: open it to write, read it, or act on it "later" while a gateway holds it."""
+
+    def open(self) -> AuditWriterPort:
+        """The writer; ``AuditError`` if another process (a running gateway) holds the trail."""
+        ...
+
+    def record(self, event: str, fields: Mapping[str, JsonValue]) -> None:
+        """Append now if no gateway holds the trail, else leave the entry for the gateway to append
+        (with ``recorded_later``). ``AuditError`` if neither can be done."""
+        ...
+
+    def append_later(self, event: str, fields: Mapping[str, JsonValue]) -> None:
+        """Leave the entry for the gateway holding the trail (``AuditError`` if that fails)."""
+        ...
+
+    def forget(
+        self, case: str, queue_ids: Iterable[str], writer: AuditWriterPort | None = None
+    ) -> int | None:
+        """Forget the salts of the entries about ``case`` or ``queue_ids``: how many, or None when a
+        running gateway holds the trail and will do it at its next round."""
+        ...
+
+    def waiting(self) -> list[str]:
+        """The actions left for later and not carried out yet, oldest first (by name)."""
+        ...
+
+    def drain_later(self, writer: AuditWriterPort) -> int:
+        """In the gateway holding the trail: carry out what was left for later, oldest first."""
+        ...
+
+    def entries(self) -> Iterator[StoredEntry]: ...
+
+    def salts(self) -> dict[int, bytes | None]: ...
+
+    def verify(self) -> Verification: ...
+
+    def entries_about(self, case: str, queue_ids: Iterable[str] = ()) -> list[int]: ...
+
+
+# -- thread ledger, fingerprints ------------------------------------------------------------------------
+
+
+class LedgerPort(Closing, Protocol):
+    """The thread ledger: which messages belong to which thread, case and participants."""
+
+    def record(
+        self,
+        message_id: str,
+        *,
+        in_reply_to: Sequence[str] = (),
+        references: Sequence[str] = (),
+        from_: Iterable[Address] = (),
+        to: Iterable[Address] = (),
+        cc: Iterable[Address] = (),
+        case: str | None = None,
+        when: datetime | None = None,
+    ) -> bool: ...
+
+    def batch(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def record_message(self, message: ParsedMessage, *, case: str | None = None) -> bool: ...
+
+    def lookup(self, message: ParsedMessage) -> ThreadFacts: ...
+
+    def lookup_parent(self, in_reply_to: Sequence[str], references: Sequence[str]) -> ThreadFacts: ...
+
+    def forget_case(self, case: str) -> int: ...
+
+    def forget_participants(self, matches: Callable[[str, str], bool]) -> int: ...
+
+    def scrub(self) -> None: ...
+
+    def count(self) -> int: ...
+
+
+class LedgerOpener(Opener[LedgerPort], Protocol):
+    def open_read_only(self) -> LedgerPort | None:
+        """For lookups only (policy workers, ``check``): None while the ledger does not exist."""
+        ...
+
+
+class FingerprintsPort(Closing, Protocol):
+    """Fingerprints of protected messages (reporters' own words), keyed per installation."""
+
+    def learn(
+        self,
+        case: str,
+        document: str,
+        texts: str | Sequence[str],
+        *,
+        person: str | None = None,
+        source: str = "api",
+        finder: IdentityFinder | None = None,
+    ) -> Learnt: ...
+
+    def learn_message(
+        self,
+        case: str,
+        message: ParsedMessage,
+        *,
+        person: str | None = None,
+        source: str = "api",
+        finder: IdentityFinder | None = None,
+    ) -> Learnt: ...
+
+    def forget_case(self, case: str) -> int: ...
+
+    def overlaps(self, text: str) -> list[ContentOverlap]: ...
+
+    def named_by(self, case: str, person: str) -> frozenset[Mention]: ...
+
+    def for_message(self) -> ContentFingerprints: ...
+
+    def refresh(self) -> None: ...
+
+    def cases(self) -> dict[str, int]: ...
+
+    def statistics(self) -> IndexStatistics: ...
+
+
+# -- case registry, accounts ----------------------------------------------------------------------------
+
+
+class CasesPort(Protocol):
+    """The encrypted case registry."""
+
+    @property
+    def path(self) -> Path:
+        """Where the registry is, for messages to admins (files backend)."""
+        ...
+
+    def key(self, *, create: bool = False) -> RegistryKey: ...
+
+    def key_warning(self) -> str | None: ...
+
+    def stat(self) -> tuple[int, int, int] | None: ...
+
+    def digest(self) -> str | None: ...
+
+    def read(self) -> RegistrySnapshot | None: ...
+
+    def cases(self) -> tuple[Case, ...]: ...
+
+    def update(self, change: Callable[[tuple[Case, ...]], Sequence[Case]]) -> tuple[Case, ...]: ...
+
+    def rekey(self, new_key: RegistryKey) -> int: ...
+
+    def write(self, cases: Sequence[Case]) -> None: ...
+
+
+class AccountsPort(Protocol):
+    """The committee members' accounts (the users file)."""
+
+    @property
+    def path(self) -> Path:
+        """The users file, for messages to admins."""
+        ...
+
+    def members(self) -> list[str]: ...
+
+    def addresses_of(self, member: str) -> frozenset[str]: ...
+
+    def aliases_of(self, member: str) -> tuple[str, ...]: ...
+
+    def verify(self, login: str, password: str) -> str | None: ...
+
+    def add(self, address: str, password: str, aliases: Sequence[str] = ()) -> None: ...
+
+    def set_password(self, address: str, password: str) -> None: ...
+
+    def remove(self, address: str) -> None: ...
+
+    def reload_if_changed(self) -> None: ...
