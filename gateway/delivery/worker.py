@@ -1,4 +1,4 @@
-"""Delivery: spooled messages -> the upstream server (aiosmtplib) or the local Maildir, with retries and DSNs.
+"""Delivery: spooled messages -> the upstream server or the local Maildir, with retries and DSNs.
 
 One worker per spool. Every recipient's result is kept in the spool (``status/``) before the message
 moves on, so a restart tries only the recipients still pending. Replies are classified per
