@@ -202,6 +202,21 @@ class SMTPConnection:
             raise ConnectError(f"Error connecting to {self.host} on port {self.port}: {exc}") from exc
         self._protocol = protocol
         try:
+            await self._setup(tls_context, starttls, username, password, handshake_timeout)
+        except BaseException:
+            self.close()  # a half-made session is never used: the caller gets a closed connection
+            raise
+
+    async def _setup(
+        self,
+        tls_context: ssl.SSLContext | None,
+        starttls: bool,
+        username: str | None,
+        password: str | None,
+        handshake_timeout: float,
+    ) -> None:
+        protocol = cast(_Protocol, self._protocol)
+        try:
             [greeting] = await self._read(1)
         except Disconnected as exc:
             raise ConnectError(f"Error connecting to {self.host} on port {self.port}: {exc}") from exc
@@ -209,7 +224,8 @@ class SMTPConnection:
         if greeting.code != 220:
             raise ReplyError(greeting.code, greeting.message)
         if starttls:
-            assert tls_context is not None
+            if tls_context is None:
+                raise SMTPError("STARTTLS needs a TLS context")
             await self._starttls(tls_context, handshake_timeout)
         if username is not None:
             await self._login(username, password or "")
