@@ -1,4 +1,4 @@
-"""The upstream transport: a small pool of aiosmtplib connections, one strictly read transaction per message.
+"""The upstream transport: a small pool of SMTP connections, one strictly read transaction per message.
 
 Each message is one MAIL, RCPT per recipient, DATA and the content, pipelined when the server offers
 PIPELINING (RFC 2920), one command at a time otherwise. Every reply is checked against the command
@@ -20,20 +20,15 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import aiosmtplib
-from aiosmtplib import SMTPResponse
-
-from gateway.delivery import upstream_fast_paths, upstream_pipelining
 from gateway.delivery.model import AttemptResult, Outcome, RecipientResult
-from gateway.delivery.upstream_replies import (
-    OutOfStep,
-    Phase,
-    ensure_in_step,
-    expect,
-    settled,
-    supported,
-    watch,
+from gateway.delivery.smtp_client import (
+    Disconnected,
+    ReplyError,
+    SMTPConnection,
+    SMTPError,
+    prepare_content,
 )
+from gateway.delivery.upstream_replies import OutOfStep, Phase, Reply, expect
 from gateway.errors import ConfigError
 from gateway.logs import log_event
 from gateway.netaddr import host_port, is_loopback
@@ -51,7 +46,7 @@ DATA_BYTES_PER_SECOND = 100_000
 """Time allowed for sending the content: one second per this many bytes, on top of the wait for
 the reply to the final dot."""
 
-_SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+_SESSION_ERRORS = (SMTPError, OSError, TimeoutError)
 _NOOP = b"NOOP\r\n"
 
 
@@ -62,7 +57,7 @@ _UNSAFE_IN_PATH = re.compile(r"[\s<>\x00-\x1f\x7f]")
 
 def _path(address: str, encoding: str) -> bytes:
     """``<address>`` for MAIL FROM / RCPT TO. The spool holds plain ``local@domain`` addresses (or
-    "" for the null sender), so aiosmtplib's per-call re-parsing with the email package is skipped."""
+    "" for the null sender), written as they are."""
     if _UNSAFE_IN_PATH.search(address):
         raise ValueError("the address cannot be written in an SMTP command")
     return b"<" + address.encode(encoding) + b">"
@@ -84,7 +79,7 @@ def _command(verb_and_path: bytes, options: Sequence[str] = ()) -> bytes:
 
 
 class UpstreamTransport:
-    """The organisation's mail server, over a small pool of reused aiosmtplib connections."""
+    """The organisation's mail server, over a small pool of reused SMTP connections."""
 
     def __init__(
         self, settings: UpstreamSettings, *, hostname: str, environ: Mapping[str, str] | None = None
@@ -99,13 +94,12 @@ class UpstreamTransport:
             )
         self._tls_context = upstream_tls_context(settings) if settings.security != "none" else None
         self.description = host_port(settings.host, settings.port)
-        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
-        self._in_use: set[aiosmtplib.SMTP] = set()
+        self._idle: list[tuple[SMTPConnection, float]] = []
+        self._in_use: set[SMTPConnection] = set()
         self._made = 0
         self._closing = False
         self.out_of_step = 0
         """Connections dropped because the upstream's replies did not match the commands sent."""
-        upstream_fast_paths.install()  # aiosmtplib's DATA preparation, minus its no-op passes
 
     def connections_open(self) -> int:
         return sum(1 for c in (*self._in_use, *(c for c, _ in self._idle)) if c.is_connected)
@@ -150,7 +144,7 @@ class UpstreamTransport:
         log_event(log, "upstream_out_of_step", logging.WARNING, phase=exc.phase, problem=exc.detail)
         return f"451 4.4.2 the upstream server's replies were out of step ({exc.detail}); will retry"
 
-    async def _acquire(self, *, allow_reuse: bool) -> tuple[aiosmtplib.SMTP, bool]:
+    async def _acquire(self, *, allow_reuse: bool) -> tuple[SMTPConnection, bool]:
         timeout = self._settings.timeout
         while allow_reuse and self._idle:
             client, since = self._idle.pop()
@@ -159,7 +153,7 @@ class UpstreamTransport:
                 await _quit(client)
                 continue
             try:
-                ensure_in_step(client, "idle")
+                client.check_in_step("idle")
                 if idle > PROBE_AFTER_IDLE:
                     async with asyncio.timeout(timeout):
                         [reply] = await _ask(client, [("rset", b"RSET\r\n")])
@@ -175,34 +169,19 @@ class UpstreamTransport:
                 continue
             self._in_use.add(client)
             return client, True
-        client = aiosmtplib.SMTP(
-            hostname=self._settings.host,
-            port=self._settings.port,
-            local_hostname=self._hostname,
-            timeout=timeout,
-            use_tls=self._settings.security == "tls",
-            start_tls=self._settings.security == "starttls",
-            tls_context=self._tls_context,
-            username=self._settings.username,
-            password=self._password,
-        )
+        settings = self._settings
+        client = SMTPConnection(settings.host, settings.port, local_hostname=self._hostname)
         try:
             async with asyncio.timeout(timeout):
-                await client.connect()
-            if client.is_ehlo_or_helo_needed:
-                # The extensions (SIZE, 8BITMIME, SMTPUTF8) must be known before MAIL is composed.
-                async with asyncio.timeout(timeout):
-                    try:
-                        await client.ehlo(timeout=timeout)
-                    except aiosmtplib.SMTPHeloError:
-                        await client.helo(timeout=timeout)
-            if not (supported(client) and upstream_pipelining.has_internals(client)):
-                # Without them no reply could be checked against its command: deliver nothing.
-                raise aiosmtplib.SMTPException(
-                    f"aiosmtplib {aiosmtplib.__version__} lacks what checking the upstream's replies needs"
+                # The extensions (SIZE, 8BITMIME, SMTPUTF8) are known before MAIL is composed.
+                await client.connect(
+                    tls_context=self._tls_context,
+                    starttls=settings.security == "starttls",
+                    username=settings.username,
+                    password=self._password,
+                    handshake_timeout=timeout,
                 )
-            watch(client)
-            settled(client, "greeting")
+            client.check_in_step("greeting")
         except BaseException:
             client.close()
             raise
@@ -210,7 +189,7 @@ class UpstreamTransport:
         self._in_use.add(client)
         return client, False
 
-    def _release(self, client: aiosmtplib.SMTP, keep: bool) -> None:
+    def _release(self, client: SMTPConnection, keep: bool) -> None:
         self._in_use.discard(client)
         if keep and client.is_connected and not self._closing:
             self._idle.append((client, time.monotonic()))
@@ -218,7 +197,7 @@ class UpstreamTransport:
             client.close()
 
     async def _transaction(
-        self, client: aiosmtplib.SMTP, envelope: SpoolEnvelope, content: bytes, recipients: Sequence[str]
+        self, client: SMTPConnection, envelope: SpoolEnvelope, content: bytes, recipients: Sequence[str]
     ) -> tuple[AttemptResult, bool]:
         """One MAIL/RCPT.../DATA transaction; returns the results and whether the connection is reusable."""
         remote = self._settings.host
@@ -257,7 +236,7 @@ class UpstreamTransport:
         def finished() -> AttemptResult:
             return AttemptResult(tuple(results[r] for r in recipients))
 
-        pipelined = self._settings.pipelining and upstream_pipelining.available(client)
+        pipelined = self._settings.pipelining and client.supports_extension("pipelining")
         try:
             if pipelined:
                 # MAIL, every RCPT and DATA in one write (RFC 2920): the outcomes are the same.
@@ -269,7 +248,7 @@ class UpstreamTransport:
             else:
                 async with asyncio.timeout(timeout):
                     [mail_reply] = await _ask(client, [("mail", mail)])
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+        except (Disconnected, ConnectionError) as exc:
             raise _StaleConnection from exc  # nothing was delivered: safe to try on a fresh connection
         accepted: list[str] = []
         if mail_reply.code != 250:
@@ -340,29 +319,30 @@ class _StaleConnection(Exception):
     """A pooled connection turned out to be closed when the next message was started on it."""
 
 
-async def _ask(client: aiosmtplib.SMTP, commands: Sequence[tuple[Phase, bytes]]) -> list[SMTPResponse]:
+async def _ask(client: SMTPConnection, commands: Sequence[tuple[Phase, bytes]]) -> list[Reply]:
     """Send ``commands`` in one write and read one reply each, strictly (OutOfStep otherwise)."""
-    ensure_in_step(client, commands[0][0])
-    replies = await upstream_pipelining.exchange(client, [line for _, line in commands])
+    client.check_in_step(commands[0][0])
+    replies = await client.exchange([line for _, line in commands])
     for (phase, _), response in zip(commands, replies, strict=True):
         expect(phase, response)
-    settled(client, commands[-1][0])
+    client.check_in_step(commands[-1][0])
     return replies
 
 
-async def _finish(client: aiosmtplib.SMTP, content: bytes, *, proof: bool) -> SMTPResponse:
+async def _finish(client: SMTPConnection, content: bytes, *, proof: bool) -> Reply:
     """Send the content and the final dot (and, when ``proof``, a NOOP in the same write); return the
     reply to the dot, read strictly."""
-    ensure_in_step(client, "dot")
-    replies = await upstream_pipelining.send_content(client, content, [_NOOP] if proof else [])
+    client.check_in_step("dot")
+    lines = [prepare_content(content) if content else b"", b".\r\n"]
+    replies = await client.exchange([b"".join(lines), *([_NOOP] if proof else [])])
     expect("dot", replies[0])
     if proof:
         expect("noop", replies[1])
-    settled(client, "noop" if proof else "dot")
+    client.check_in_step("noop" if proof else "dot")
     return replies[0]
 
 
-async def _reset(client: aiosmtplib.SMTP, seconds: float) -> bool:
+async def _reset(client: SMTPConnection, seconds: float) -> bool:
     """RSET after a refused transaction; True if the connection can carry another message."""
     if not client.is_connected:
         return False
@@ -374,11 +354,11 @@ async def _reset(client: aiosmtplib.SMTP, seconds: float) -> bool:
     return reply.code == 250
 
 
-async def _quit(client: aiosmtplib.SMTP) -> None:
+async def _quit(client: SMTPConnection) -> None:
     try:
         if client.is_connected:
             async with asyncio.timeout(QUIT_TIMEOUT):
-                await client.quit(timeout=QUIT_TIMEOUT)
+                await client.quit()
     except _SESSION_ERRORS:
         pass
     finally:
@@ -399,7 +379,7 @@ def _reply(code: int, message: str) -> str:
 
 def _connection_problem(exc: BaseException, doing: str) -> str:
     # A 4xx-style text: these are retried; the words end up in logs and, on expiry, in the DSN.
-    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:
+    if isinstance(exc, ReplyError) and exc.code > 0:
         return _reply(exc.code, exc.message)
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = f"TLS certificate not trusted ({exc.verify_message})"

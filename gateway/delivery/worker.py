@@ -1,4 +1,4 @@
-"""Delivery: spooled messages -> the upstream server (aiosmtplib) or the local Maildir, with retries and DSNs.
+"""Delivery: spooled messages -> the upstream server or the local Maildir, with retries and DSNs.
 
 One worker per spool. Every recipient's result is kept in the spool (``status/``) before the message
 moves on, so a restart tries only the recipients still pending. Replies are classified per
@@ -13,13 +13,11 @@ import asyncio
 import collections
 import contextlib
 import errno
-import heapq
 import logging
 import os
 import re
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from gateway.crash_points import CrashPoints
@@ -32,6 +30,17 @@ from gateway.delivery.model import (
     RecipientResult,
     Transport,
 )
+from gateway.delivery.schedule import Schedule
+from gateway.delivery.status import (
+    attempt_outcome,
+    backoff,
+    dsn_sent,
+    expire,
+    next_attempt_text,
+    record_attempt,
+    reported,
+    schedule,
+)
 from gateway.delivery.upstream import IDLE_CONNECTION_LIMIT, UpstreamTransport
 from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.histogram import Histogram
@@ -42,7 +51,6 @@ from gateway.state.spool import (
     PENDING_STATES,
     DeliveryStatus,
     QueueState,
-    RecipientStatus,
     SpoolEnvelope,
     SpoolMessage,
     io_executor,
@@ -101,11 +109,7 @@ class DeliveryWorker:
             )
         else:
             self._transport = MaildirTransport(Maildir(settings.maildir))
-        self._ready: collections.deque[str] = collections.deque()
-        self._where: dict[str, QueueState] = {}  # waiting messages (ready or scheduled) -> their folder
-        self._due: dict[str, float] = {}  # scheduled messages -> next attempt (clock time)
-        self._schedule_heap: list[tuple[float, str]] = []
-        self._active: set[str] = set()
+        self._plan = Schedule()
         self._sending = asyncio.Semaphore(settings.concurrency)
         self._senders = 0
         self._critical: set[asyncio.Task[Any]] = set()
@@ -130,10 +134,10 @@ class DeliveryWorker:
 
     def statistics(self) -> DeliveryStatistics:
         return DeliveryStatistics(
-            in_flight=len(self._active),
+            in_flight=len(self._plan.active),
             sending=self._senders,
-            ready=len(self._ready),
-            scheduled=len(self._due),
+            ready=len(self._plan.ready),
+            scheduled=len(self._plan.due),
             connections_open=self._transport.connections_open(),
             connections_total=self._transport.connections_made(),
             attempts_total=self._attempts,
@@ -172,7 +176,7 @@ class DeliveryWorker:
                 if self._critical:
                     await asyncio.wait(set(self._critical))
                 await self._transport.close()
-        log_event(log, "delivery_worker_stopped", pending=len(self._where))
+        log_event(log, "delivery_worker_stopped", pending=len(self._plan.where))
 
     # -- scheduling
 
@@ -190,31 +194,10 @@ class DeliveryWorker:
         self._committed(queue_id)
 
     def _enqueue(self, queue_id: str, state: QueueState) -> None:
-        if queue_id in self._active or (queue_id in self._where and queue_id not in self._due):
-            return
-        self._due.pop(queue_id, None)  # sent back to incoming/ by `queue retry`: try it now
-        self._where[queue_id] = state
-        self._ready.append(queue_id)
+        self._plan.enqueue(queue_id, state)
 
     def _schedule(self, queue_id: str, state: QueueState, when: float) -> None:
-        self._where[queue_id] = state
-        self._due[queue_id] = when
-        heapq.heappush(self._schedule_heap, (when, queue_id))
-
-    def _promote_due(self, now: float) -> float | None:
-        """Move due messages to the ready queue; return when the next one is due."""
-        heap = self._schedule_heap
-        while heap:
-            when, queue_id = heap[0]
-            if self._due.get(queue_id) != when:
-                heapq.heappop(heap)  # stale: rescheduled or already taken
-                continue
-            if when > now:
-                return when
-            heapq.heappop(heap)
-            del self._due[queue_id]
-            self._ready.append(queue_id)
-        return None
+        self._plan.schedule(queue_id, state, when)
 
     async def _load_backlog(self) -> None:
         spool = self._spool
@@ -224,8 +207,8 @@ class DeliveryWorker:
         due = await _in_thread(_next_attempts, spool, deferred)
         for queue_id in deferred:
             self._schedule(queue_id, QueueState.DEFERRED, due.get(queue_id, 0.0))
-        if self._where:
-            log_event(log, "delivery_backlog", incoming=len(self._ready), deferred=len(deferred))
+        if self._plan.where:
+            log_event(log, "delivery_backlog", incoming=len(self._plan.ready), deferred=len(deferred))
 
     async def _scan_incoming(self) -> None:
         # Mail can reach incoming/ from outside this process: `queue retry`, or a commit elsewhere.
@@ -235,7 +218,8 @@ class DeliveryWorker:
             log_event(log, "spool_scan_failed", logging.ERROR, error=exc.strerror or str(exc))
             return
         for queue_id in found:
-            if (queue_id not in self._where or queue_id in self._due) and queue_id not in self._unrecorded:
+            plan = self._plan
+            if (queue_id not in plan.where or queue_id in plan.due) and queue_id not in self._unrecorded:
                 self._enqueue(queue_id, QueueState.INCOMING)
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
@@ -254,14 +238,13 @@ class DeliveryWorker:
                 await self._prune()
                 next_prune = tick + PRUNE_INTERVAL
             now = self._clock()
-            next_due = self._promote_due(now)
-            while self._ready and len(self._active) < settings.concurrency * IN_FLIGHT_PER_CONNECTION:
+            plan = self._plan
+            next_due = plan.promote_due(now)
+            while plan.ready and len(plan.active) < settings.concurrency * IN_FLIGHT_PER_CONNECTION:
                 queue_id = self._next_ready()
                 if queue_id is None:
                     break
-                state = self._where.pop(queue_id)
-                self._active.add(queue_id)
-                group.create_task(self._attempt(queue_id, state))
+                group.create_task(self._attempt(queue_id, plan.start(queue_id)))
             delay = settings.poll_interval
             if next_due is not None:
                 delay = min(delay, max(next_due - now, 0.001))
@@ -270,13 +253,8 @@ class DeliveryWorker:
                     await self._wakeup.wait()
 
     def _next_ready(self) -> str | None:
-        if not self._disk_full:
-            return self._ready.popleft()
         # Disk full: only the records of what was sent go on; new sending waits (it stays ready).
-        queue_id = next((q for q in self._ready if q in self._unrecorded), None)
-        if queue_id is not None:
-            self._ready.remove(queue_id)
-        return queue_id
+        return self._plan.next_ready(only=self._unrecorded if self._disk_full else None)
 
     async def _prune(self) -> None:
         try:
@@ -306,7 +284,7 @@ class DeliveryWorker:
                 if located in PENDING_STATES:
                     self._schedule(queue_id, located, self._clock() + self._settings.initial_backoff)
         finally:
-            self._active.discard(queue_id)
+            self._plan.finish(queue_id)
             self._wakeup.set()
 
     async def _deliver(self, queue_id: str, state: QueueState) -> None:
@@ -337,16 +315,16 @@ class DeliveryWorker:
                     self._senders -= 1
             if any(r.outcome == "delivered" for r in results):
                 self._crash_points.reached("after-upstream-250")
-            status = _apply(status, results, now)
+            status = record_attempt(status, results, now)
             self._attempts += 1
         expiry = envelope.received_at + self._settings.retry_lifetime
         expired = bool(status.pending()) and now >= expiry
         if expired:
-            status = _expire(status, now)
+            status = expire(status, now)
         elif status.pending():
-            status = replace(status, next_attempt_at=min(now + self._backoff(status.attempts), expiry))
+            status = schedule(status, min(now + self._backoff(status.attempts), expiry))
         if results or expired:
-            outcome = _outcome(results, expired)
+            outcome = attempt_outcome(results, expired)
             self._outcomes[outcome] += 1
             for result in results:
                 self._recipients[result.outcome] += 1
@@ -406,9 +384,7 @@ class DeliveryWorker:
         log_event(log, "delivery_record_failed", logging.ERROR, queue_id=queue_id, error=error)
 
     def _backoff(self, attempts: int) -> float:
-        """initial_backoff after the first attempt, doubling after each further one, up to max_backoff."""
-        exponent = min(max(attempts - 1, 0), 62)
-        return min(self._settings.max_backoff, self._settings.initial_backoff * 2.0**exponent)
+        return backoff(attempts, self._settings.initial_backoff, self._settings.max_backoff)
 
     async def _read(self, queue_id: str, state: QueueState) -> SpoolMessage | None:
         try:
@@ -471,11 +447,10 @@ class DeliveryWorker:
         """Spool a DSN to the sender about the failures not reported yet; return the updated status."""
         envelope = message.envelope
         failures = status.unreported_failures()
-        reported = status.updated({r.address: replace(r, reported=True) for r in failures})
         if not envelope.mail_from:
             # Never answer a bounce with a bounce: that is how mail loops start.
             log_event(log, "dsn_suppressed", queue_id=queue_id, reason="null_sender", failed=len(failures))
-            return reported
+            return reported(status)
         number = status.dsn_count + 1
         dsn_id = f"{queue_id}-D{number}"
         # The DSN's id is derived from the message's, so a restart after a crash finds it already spooled.
@@ -501,7 +476,7 @@ class DeliveryWorker:
             await self._durably(self._spool.commit(dsn_envelope, dsn))
             self._dsns += 1
             log_event(log, "dsn_queued", queue_id=queue_id, dsn_queue_id=dsn_id, failed=len(failures))
-        return replace(reported, dsn_count=number)
+        return dsn_sent(status)
 
     async def _durably(self, step: Coroutine[Any, Any, _T]) -> _T:
         # Spool updates run to the end even if the worker is cancelled meanwhile; run() waits for them.
@@ -545,7 +520,7 @@ class DeliveryWorker:
             reply_code=code,
             reply=_redact(" ".join(reply.split()))[:300],
             duration_ms=round((time.monotonic() - started) * 1000, 1),
-            next_attempt=_next_attempt_text(status, now),
+            next_attempt=next_attempt_text(status, now),
         )
 
 
@@ -553,43 +528,6 @@ def _redact(reply: str) -> str:
     # Upstream replies often quote the recipient ("550 5.1.1 <bob@example.org>: unknown"); logs never
     # hold recipients' addresses. The status file and the sender's DSN keep the reply as it was.
     return _ADDRESS.sub("<address>", reply)
-
-
-def _apply(status: DeliveryStatus, results: Sequence[RecipientResult], now: float) -> DeliveryStatus:
-    changes = {r.address: RecipientStatus(r.address, r.outcome, r.reply, now, r.remote) for r in results}
-    return replace(status.updated(changes), attempts=status.attempts + 1, last_attempt_at=now)
-
-
-def _expire(status: DeliveryStatus, now: float) -> DeliveryStatus:
-    changes = {
-        r.address: replace(
-            r,
-            state="failed",
-            expired=True,
-            reply=r.reply or "no delivery attempt could be made",
-            updated_at=r.updated_at or now,
-        )
-        for r in status.recipients
-        if r.state in ("pending", "deferred")
-    }
-    return status.updated(changes)
-
-
-def _outcome(results: Sequence[RecipientResult], expired: bool) -> str:
-    if expired:
-        return "expired"
-    kinds = {r.outcome for r in results}
-    if kinds == {"delivered"} or not kinds:
-        return "delivered"
-    if "delivered" in kinds:
-        return "partial"
-    return "deferred" if "deferred" in kinds else "bounced"
-
-
-def _next_attempt_text(status: DeliveryStatus, now: float) -> str | None:
-    if not status.pending():
-        return None
-    return f"{max(0.0, status.next_attempt_at - now):.0f}s"
 
 
 def _next_attempts(spool: QueuePort, queue_ids: Sequence[str]) -> dict[str, float]:

@@ -195,7 +195,7 @@ async def test_a_cancelled_commit_caller_does_not_cancel_the_others_in_its_batch
 async def test_a_batch_that_breaks_fails_its_callers_and_the_next_batch_runs(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gateway.state.spool as spool_module
+    import gateway.state.spool_commit as spool_module
 
     def broken(items: object) -> None:
         raise RuntimeError("the batch broke")

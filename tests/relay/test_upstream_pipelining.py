@@ -12,10 +12,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiosmtplib
 import pytest
 
-from gateway.delivery import upstream_pipelining, upstream_replies
+from gateway.delivery.smtp_client import Disconnected, SMTPConnection
 from gateway.delivery.worker import UpstreamTransport
 from gateway.settings import UpstreamSettings
 from gateway.state.spool import SpoolEnvelope
@@ -234,43 +233,27 @@ async def test_a_pooled_connection_that_died_is_replaced_before_anything_is_lost
         assert transport.connections_made() == 2
 
 
-async def test_pipelining_is_used_only_when_offered_and_the_internals_are_there(
-    raw: RawUpstream, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=raw.port, start_tls=False)
-    await client.connect()
-    await client.ehlo()
-    assert upstream_pipelining.available(client)
-    monkeypatch.delattr(type(client.protocol), "_read_response_from_buffer")
-    assert not upstream_pipelining.available(client)
-    monkeypatch.undo()
-    client.esmtp_extensions.pop("pipelining")
-    assert not upstream_pipelining.available(client)
-    assert upstream_pipelining.has_internals(client)
-    client.close()
+@pytest.mark.parametrize(
+    ("ehlo", "offered"),
+    [(EHLO, True), (b"250-raw.test\r\n250 8BITMIME\r\n", False)],
+    ids=["offered", "not-offered"],
+)
+async def test_pipelining_is_known_only_when_offered(ehlo: bytes, offered: bool) -> None:
+    async with RawUpstream(ehlo=ehlo) as raw:
+        client = await connected(raw.port)
+        assert client.supports_extension("pipelining") is offered
+        assert client.supports_extension("8bitmime")
+        client.close()
 
 
-@pytest.mark.parametrize("module", [upstream_pipelining, upstream_replies], ids=lambda m: m.__name__)
-async def test_without_the_aiosmtplib_internals_strict_reading_needs_nothing_is_delivered(
-    raw: RawUpstream, monkeypatch: pytest.MonkeyPatch, module: Any
-) -> None:
-    # Every reply is checked through them, one command at a time too. If an aiosmtplib upgrade drops
-    # one, delivering unchecked could record mail as delivered that never was: defer, and say why.
-    names = "_PROTOCOL_ATTRIBUTES" if module is upstream_pipelining else "_INTERNALS"
-    monkeypatch.setattr(module, names, (*getattr(module, names), "_an_internal_a_later_version_dropped"))
-    transport = transport_for(raw.port)
-    result = await transport.send(envelope("a@example.net"), CONTENT, ("a@example.net",))
-    await transport.close()
-    [recipient] = result.recipients
-    assert recipient.outcome == "deferred"
-    assert "aiosmtplib" in recipient.reply
-    assert raw.messages == []
-    assert not [line for line in raw.lines if line.startswith(b"MAIL")]
+async def connected(port: int) -> SMTPConnection:
+    client = SMTPConnection("127.0.0.1", port, local_hostname="gateway.test")
+    await client.connect(tls_context=None, starttls=False, username=None, password=None, handshake_timeout=5)
+    return client
 
 
 async def test_exchange_on_a_closed_connection_says_disconnected(raw: RawUpstream) -> None:
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=raw.port, start_tls=False)
-    await client.connect()
+    client = await connected(raw.port)
     client.close()
-    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
-        await upstream_pipelining.exchange(client, [b"NOOP\r\n"])
+    with pytest.raises(Disconnected):
+        await client.exchange([b"NOOP\r\n"])
