@@ -46,6 +46,8 @@ REFUSED_CLIENT = "550 5.7.1 This client may not send journal copies here"
 ACCEPTED = "250 2.0.0 Journal copy learnt and discarded (never relayed)"
 FAILED = "451 4.3.0 The journal copy could not be recorded; try again later"
 
+STOP_WAIT = 5.0  # seconds stop() waits for closed sessions to go
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -150,7 +152,7 @@ class _Handler:
 
 
 class _JournalProtocol(SMTP):
-    """aiosmtpd's SMTP session, tracked so that ``stop`` can close it."""
+    """aiosmtpd's SMTP session (public API only), tracked so that ``stop`` can close it."""
 
     def __init__(self, service: JournalService, **options: Any) -> None:
         super().__init__(_Handler(service), **options)
@@ -158,16 +160,12 @@ class _JournalProtocol(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._service.connections.add(self)
+        self._service.session_opened(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._service.connections.discard(self)
+        # aiosmtpd cancels the session's task here.
         super().connection_lost(error)
-
-    @property
-    def session_task(self) -> asyncio.Task[None] | None:
-        # aiosmtpd keeps the session's task private; stop() must wait for it to end.
-        return self._handler_coroutine
+        self._service.session_closed(self)
 
 
 class JournalService:
@@ -181,6 +179,9 @@ class JournalService:
             ipaddress.ip_network(network, strict=False) for network in settings.allowed_clients
         )
         self.connections: set[_JournalProtocol] = set()
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+        self._learning: set[asyncio.Task[Any]] = set()  # sessions whose copy is being learnt
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._closers: list[Callable[[], None]] = []
@@ -225,7 +226,20 @@ class JournalService:
         log_event(log, "journal-client-refused", logging.WARNING, client=str(address))
         return False
 
+    def session_opened(self, protocol: _JournalProtocol) -> None:
+        self.connections.add(protocol)
+        self._all_closed.clear()
+
+    def session_closed(self, protocol: _JournalProtocol) -> None:
+        self.connections.discard(protocol)
+        if not self.connections:
+            self._all_closed.set()
+
     async def receive(self, content: bytes, mail_from: str) -> str:
+        # The session's own task (aiosmtpd awaits its hooks in it): stop() waits for it.
+        session = asyncio.current_task()
+        if session is not None:
+            self._learning.add(session)
         try:
             # Parsing and fingerprinting a large copy takes CPU time: keep it off the event loop.
             result = await asyncio.to_thread(self.journal.receive, content, mail_from)
@@ -233,6 +247,9 @@ class JournalService:
             self._failures += 1
             log_event(log, "journal-copy-failed", logging.ERROR, error=type(exc).__name__)
             return FAILED
+        finally:
+            if session is not None:
+                self._learning.discard(session)
         self._copies += 1
         self._learnt += sum(1 for item in result.learnt if item.shingles)
         log_event(
@@ -274,13 +291,18 @@ class JournalService:
         """Stop listening and close every session (a copy being learnt finishes first)."""
         if self._server is not None:
             self._server.close()
-        tasks = [task for protocol in self.connections if (task := protocol.session_task) is not None]
+        learning = list(self._learning)
         for protocol in list(self.connections):
             if protocol.transport is not None:
                 protocol.transport.close()
-        for task in tasks:
+        for task in learning:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*learning, return_exceptions=True)
+        # A closed connection's session is cancelled by aiosmtpd: wait until every one is gone.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_WAIT):
+                await self._all_closed.wait()
+        await asyncio.sleep(0)  # let the cancelled sessions unwind
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
