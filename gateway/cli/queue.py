@@ -29,9 +29,10 @@ from gateway.decision.notices import NOTICE_HEADER
 from gateway.errors import SpoolError
 from gateway.policy.address_header import MalformedAddressHeader, read_mailboxes
 from gateway.settings import load_settings
+from gateway.state.delivery_status import DeliveryStatus
 from gateway.state.opening import open_state
 from gateway.state.ports import QueuePort
-from gateway.state.spool import DeliveryStatus, QueueState, SpoolEntry, SpoolMessage
+from gateway.state.spool_records import QueueState, SpoolEntry, SpoolMessage
 
 # Header values shown as they are: none can hold a person's name or the sender's words.
 SHOWN_HEADERS = frozenset(

@@ -18,7 +18,7 @@ from gateway.intake.events import MessageReceived
 from gateway.intake.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
 from gateway.logs import log_event
 from gateway.replies import Reply
-from gateway.state.spool import Spool
+from gateway.state.spool_records import new_queue_id
 
 if TYPE_CHECKING:
     from gateway.intake.smtp import SubmissionService
@@ -52,7 +52,7 @@ async def answer_message(
     """
     member = message.member
     reader = message.data
-    queue_id = Spool.new_queue_id()
+    queue_id = new_queue_id()
     record = _Record(queue_id, member, client, listener, len(message.rcpt_tos), reader.size)
     content = reader.content
     submission = Submission(

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -70,6 +69,7 @@ from gateway.state.spool_records import (
     SpoolMessage,
     SpoolStatistics,
     checked_id,
+    new_queue_id,
 )
 
 __all__ = [
@@ -166,10 +166,8 @@ class Spool:
 
     @staticmethod
     def new_queue_id() -> str:
-        """Unique, sortable by arrival time, safe as a file name: 14 hex digits of microseconds, 8 random."""
-        # Not a secret, only unique: the random module is reseeded in forked children, and cheaper
-        # than a getrandom() system call per message.
-        return f"{time.time_ns() // 1000:014X}{random.getrandbits(32):08X}"
+        """Unique, sortable by arrival time, safe as a file name (``spool_records.new_queue_id``)."""
+        return new_queue_id()
 
     async def commit(
         self, envelope: SpoolEnvelope, content: bytes, follow_up: FollowUp | None = None

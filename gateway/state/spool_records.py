@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import random
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -94,3 +96,10 @@ def checked_id(queue_id: str) -> str:
     if not QUEUE_ID.match(queue_id):
         raise SpoolError(f"{queue_id!r} is not a valid queue id")
     return queue_id
+
+
+def new_queue_id() -> str:
+    """Unique, sortable by arrival time, safe as a file name: 14 hex digits of microseconds, 8 random."""
+    # Not a secret, only unique: the random module is reseeded in forked children, and cheaper
+    # than a getrandom() system call per message.
+    return f"{time.time_ns() // 1000:014X}{random.getrandbits(32):08X}"
