@@ -11,7 +11,8 @@ from argon2 import PasswordHasher
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.decision.policy_screener import PolicyScreener, ReloadResult, load_policy_for
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import ReloadResult, load_policy_for
 from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.settings import AuthSettings, GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.accounts import Accounts

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.decision import evaluation
-from gateway.decision.policy_screener import PolicyScreener, ReloadResult
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import ReloadResult
 from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.errors import AuditError, ConfigError, PolicyError
 from gateway.policy.rules import conduct_cc

@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.decision.policy_screener import PolicyScreener, load_policy_for
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import load_policy_for
 from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.intake.journal import Journal
 from gateway.policy.model import IdentityKind, Mention

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway import replies
-from gateway.decision.screening import Accept, Refuse, Screener, Submission
+from gateway.decision.screening import Accept, Screener, Submission
 from gateway.errors import GatewayError
 from gateway.logs import describe_error, log_event
 from gateway.replies import Reply
@@ -110,13 +110,14 @@ class SubmissionCommitter:
         self.spool = spool
         self.screener = screener
         self._commits: set[asyncio.Task[Committed]] = set()
-        flush = getattr(screener, "flush_decisions", None)
+        batches = screener.records_in_batches
         # A refusal's decision is flushed with the spool's next batch, so the two share one thread
         # hand-off instead of taking one each; an acceptance's is recorded and flushed in the batch
         # that stores its message (``_follow_up``).
-        self.flush_decisions = SharedFlush(flush, spool.run_with_next_batch) if callable(flush) else None
+        flush = screener.flush_decisions
+        self.flush_decisions = SharedFlush(flush, spool.run_with_next_batch) if batches else None
         # One callable for every batch, so the batch runs it once however many messages it holds.
-        self.flush_in_batch = functools.partial(_flush_logged, flush) if callable(flush) else None
+        self.flush_in_batch = functools.partial(_flush_logged, flush) if batches else None
 
     @property
     def commits_in_flight(self) -> int:
@@ -140,11 +141,11 @@ class SubmissionCommitter:
                 logger, "smtp.screener_failed", logging.ERROR, queue_id=queue_id, error=describe_error(exc)
             )
             return finish(Committed(replies.INTERNAL_ERROR))
-        if isinstance(verdict, Refuse):
+        if not isinstance(verdict, Accept):
             if not await self._flush(queue_id):
                 return finish(Committed(replies.INTERNAL_ERROR))
             return finish(Committed(_refusal_reply(verdict, queue_id)))
-        if not isinstance(verdict, Accept) or (verdict.spool_submission and not verdict.rcpt_tos):
+        if verdict.spool_submission and not verdict.rcpt_tos:
             log_event(logger, "smtp.screener_unusable", logging.ERROR, queue_id=queue_id)
             return finish(Committed(replies.INTERNAL_ERROR))
         stored = received_header + verdict.content if verdict.spool_submission else b""
@@ -159,22 +160,20 @@ class SubmissionCommitter:
 
     async def refused_at_intake(self, submission: Submission, reply: Reply, code: str) -> Reply:
         """Refuse a message the policy never saw; the decision still goes to the audit trail."""
-        audit = getattr(self.screener, "refused_at_intake", None)
-        if callable(audit):
-            try:
-                audit(submission, reply.code, reply.status, code)
-            except Exception as exc:
-                # A refusal that cannot be recorded must not become an acceptance: defer instead.
-                log_event(
-                    logger,
-                    "smtp.record_failed",
-                    logging.ERROR,
-                    queue_id=submission.queue_id,
-                    error=describe_error(exc),
-                )
-                return replies.INTERNAL_ERROR
-            if not await self._flush(submission.queue_id):
-                return replies.INTERNAL_ERROR
+        try:
+            self.screener.refused_at_intake(submission, reply.code, reply.status, code)
+        except Exception as exc:
+            # A refusal that cannot be recorded must not become an acceptance: defer instead.
+            log_event(
+                logger,
+                "smtp.record_failed",
+                logging.ERROR,
+                queue_id=submission.queue_id,
+                error=describe_error(exc),
+            )
+            return replies.INTERNAL_ERROR
+        if not await self._flush(submission.queue_id):
+            return replies.INTERNAL_ERROR
         return reply
 
     async def _commit_and_answer(
@@ -200,13 +199,9 @@ class SubmissionCommitter:
             answer.set_result(reply)
         return committed
 
-    async def _screen(self, submission: Submission) -> Accept | Refuse:
-        # A screener may evaluate elsewhere (policy worker processes) and offer an awaitable form.
-        screen_async = getattr(self.screener, "screen_async", None)
-        if callable(screen_async):
-            decided: Accept | Refuse = await screen_async(submission)
-            return decided
-        return self.screener.screen(submission)
+    async def _screen(self, submission: Submission) -> Accept | Reply:
+        # Awaited: a screener may evaluate elsewhere (policy worker processes) meanwhile.
+        return await self.screener.screen_async(submission)
 
     async def _commit(self, submission: Submission, accept: Accept, content: bytes) -> Committed:
         """Store, record; runs to the end even if the client has gone (its task is shielded)."""
@@ -255,18 +250,16 @@ class SubmissionCommitter:
                     error=describe_error(result),
                 )
         if failed_essential:
-            not_stored = getattr(self.screener, "not_stored", None)
-            if callable(not_stored):
-                try:
-                    not_stored(submission, accept)
-                except Exception as exc:
-                    log_event(
-                        logger,
-                        "smtp.undo_failed",
-                        logging.ERROR,
-                        queue_id=queue_id,
-                        error=describe_error(exc),
-                    )
+            try:
+                self.screener.not_stored(submission, accept)
+            except Exception as exc:
+                log_event(
+                    logger,
+                    "smtp.undo_failed",
+                    logging.ERROR,
+                    queue_id=queue_id,
+                    error=describe_error(exc),
+                )
             return Committed(replies.STORE_FAILED)
         if follow_up is None:
             self._record_accepted(submission, accept)
@@ -283,13 +276,11 @@ class SubmissionCommitter:
         everything is, and the extras may land in another batch.
         """
         flush = self.flush_in_batch
-        off_loop = getattr(self.screener, "can_record_off_loop", None)
         if (
             flush is None
             or not accept.spool_submission
             or any(outgoing.essential for outgoing in accept.extra)
-            or not callable(off_loop)
-            or not off_loop(accept)
+            or not self.screener.can_record_off_loop(accept)
         ):
             return None
         return FollowUp(functools.partial(self._record_accepted, submission, accept), flush)
@@ -326,7 +317,7 @@ class SubmissionCommitter:
         return True
 
 
-def _refusal_reply(refusal: Refuse, queue_id: str) -> Reply:
+def _refusal_reply(refusal: Reply, queue_id: str) -> Reply:
     code, status = refusal.code, refusal.status
     if not 400 <= code < 600 or status[:1] != str(code)[0]:
         log_event(logger, "smtp.screener_bad_reply", logging.ERROR, queue_id=queue_id, code=code)

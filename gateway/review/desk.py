@@ -58,7 +58,7 @@ from gateway.decision.notices import (
     Notices,
     finding_lines,
 )
-from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
+from gateway.decision.screening import Accept, Outgoing, Refuse, Ruling, Submission
 from gateway.decision.verdict_replies import APPROVED_HEADER, held_lines
 from gateway.errors import AuditError, GatewayError
 from gateway.logs import log_event
@@ -802,7 +802,7 @@ class ReviewDesk:
         return Accept(
             content=b"",
             rcpt_tos=release_rcpt_tos,
-            verdict="hold",
+            verdict=Ruling.HOLD,
             findings=tuple(f"{f.rule}:{f.code}" for f in findings),
             extra=tuple(outgoing),
             spool_submission=False,
@@ -907,7 +907,7 @@ class ReviewDesk:
         return Accept(
             content=b"",
             rcpt_tos=(),
-            verdict="review",
+            verdict=Ruling.REVIEW,
             extra=result.outgoing,
             spool_submission=False,
             reply_lines=result.lines,

@@ -13,7 +13,8 @@ from click.testing import CliRunner, Result
 from ruamel.yaml import YAML
 
 from gateway.cli import main
-from gateway.decision.policy_screener import PolicyScreener, ReloadResult
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import ReloadResult
 from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.policy.config import read_policy
 from gateway.review.desk import HoldStore, drain_audit_outbox

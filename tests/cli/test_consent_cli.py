@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.decision.policy_screener import PolicyScreener, ReloadResult
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import ReloadResult
 from gateway.decision.screening import Accept, Refuse
 from gateway.settings import load_settings
 from gateway.state.audit import audit_dir, read_entries

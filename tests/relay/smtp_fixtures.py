@@ -104,7 +104,7 @@ class SlowSpool(Spool):
 
 
 @dataclass
-class RecordingScreener:
+class RecordingScreener(PassThrough):
     """Accepts (or refuses with ``refuse``) and remembers what it saw and what was recorded."""
 
     refuse: Refuse | None = None

@@ -1147,6 +1147,7 @@ async def test_decisions_are_flushed_before_the_client_hears_of_them(start_gatew
 
     class BatchingScreener(RecordingScreener):
         flushed_at: list[int]
+        records_in_batches = True  # type: ignore[assignment]
 
         def flush_decisions(self) -> None:
             self.flushed_at.append(len(self.seen))
@@ -1166,6 +1167,8 @@ async def test_decisions_are_flushed_before_the_client_hears_of_them(start_gatew
 
 async def test_a_refusal_whose_record_cannot_be_flushed_is_deferred(start_gateway: StartGateway) -> None:
     class UnflushableScreener(RecordingScreener):
+        records_in_batches = True  # type: ignore[assignment]
+
         def flush_decisions(self) -> None:
             raise OSError(5, "Input/output error")
 
@@ -1212,6 +1215,8 @@ class OffLoopScreener(RecordingScreener):
         self.off_loop = off_loop
         self.steps: list[tuple[str, str, bool]] = []  # (step, thread name, message already durable)
         self.fail_record = False
+
+    records_in_batches = True  # type: ignore[assignment]
 
     def can_record_off_loop(self, accept: Accept) -> bool:
         return self.off_loop
