@@ -238,3 +238,8 @@ INTERNAL_ERROR = reply(451, "4.3.0", "Internal error; the message was not accept
 STORE_FAILED = reply(
     451, "4.3.0", "Could not store the message safely; it was not accepted, please try again later"
 )
+
+
+def accepted_as(lines: Iterable[str]) -> Reply:
+    """A 250 whose text the decision wrote (a held message, a review decision) instead of "queued as"."""
+    return Reply(250, "2.0.0", tuple(lines))

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from gateway.decision import evaluation
+from gateway.decision.commit import record
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.policy_source import ReloadResult
 from gateway.decision.screening import Accept, Refuse, Submission
 from gateway.errors import AuditError, ConfigError, PolicyError
 from gateway.policy.rules import conduct_cc
+from gateway.replies import reply
 from gateway.settings import GatewaySettings, PolicySettings
 from gateway.state.audit import audit_dir, read_entries, verify
 from gateway.state.ledger import Ledger, ledger_path
@@ -393,7 +395,8 @@ def test_a_refusal_made_before_the_policy_is_audited_without_content(tmp_path: P
         content=secret + b"\r\nbody",
     )
     with PolicyScreener.from_settings(settings) as screener:
-        screener.refused_at_intake(submission, 550, "5.6.0", "MALFORMED_MESSAGE")
+        refusal = screener.refused_at_intake(submission, reply(550, "5.6.0", "Refused"), "MALFORMED_MESSAGE")
+        record(refusal, screener.stores)
     text = (audit_dir(tmp_path) / "audit.jsonl").read_text()
     entry = json.loads(text.splitlines()[-1])
     assert entry["queue_id"] == "Q1"

@@ -7,40 +7,23 @@ thread, the audit trail its findings, reviewers what each finding asks of the se
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
+from gateway.decision.screening import Accept, Submission
+from gateway.decision.thread_steps import ThreadStep
 from gateway.logs import log_event
 from gateway.policy.mime import parse_message
-from gateway.policy.model import Action, Address, ParsedMessage, Verdict
-from gateway.review.desk import HeldFinding, HoldRecord, HoldStore
-from gateway.state.audit import FindingRecord
+from gateway.policy.model import Action, Outcome, Verdict
+from gateway.review.desk import HeldFinding, HoldRecord, HoldStore, ReviewDesk
+from gateway.state.audit import DecisionRecord, FindingRecord
 from gateway.state.ledger import Ledger
 
 log = logging.getLogger("gateway.policy")
 
 
 @dataclass(frozen=True)
-class ThreadStep:
-    """A relayed message's place in its thread, as the ledger records it (metadata only)."""
-
-    message_id: str | None
-    in_reply_to: tuple[str, ...]
-    references: tuple[str, ...]
-    from_: tuple[Address, ...]
-    to: tuple[Address, ...]
-    cc: tuple[Address, ...]
-
-    @classmethod
-    def of(cls, message: ParsedMessage, added_cc: tuple[Address, ...] = ()) -> ThreadStep:
-        present = {address.address.lower() for address in message.cc}
-        cc = message.cc + tuple(a for a in added_cc if a.address.lower() not in present)
-        return cls(message.message_id, message.in_reply_to, message.references, message.from_, message.to, cc)
-
-
-@dataclass(frozen=True)
 class DecisionFacts:
-    """What ``accepted`` needs from ``screen`` (small: never the message itself)."""
+    """What an acceptance's records need from ``screen`` (small: never the message itself)."""
 
     policy_version: str
     findings: tuple[FindingRecord, ...]
@@ -48,28 +31,72 @@ class DecisionFacts:
     thread: ThreadStep
     case: str | None
 
+    def relayed(self, submission: Submission, accept: Accept) -> DecisionRecord:
+        """The audit record of a message relayed (unchanged or rewritten)."""
+        return DecisionRecord(
+            queue_id=submission.queue_id,
+            member=submission.authenticated_as,
+            verdict=accept.verdict,
+            reply="250",
+            policy_version=self.policy_version,
+            findings=self.findings,
+            changes=self.labels,
+            message_id=self.thread.message_id,
+            recipients=accept.rcpt_tos,
+            message=submission.content,
+            relayed=accept.content,
+        )
+
+    def held(self, submission: Submission) -> DecisionRecord:
+        """The audit record of a message held for review."""
+        return DecisionRecord(
+            queue_id=submission.queue_id,
+            member=submission.authenticated_as,
+            verdict=Outcome.HOLD.value,
+            reply="250 2.0.0",
+            policy_version=self.policy_version,
+            findings=self.findings,
+            changes=self.labels,
+            message_id=self.thread.message_id,
+            recipients=submission.rcpt_tos,
+            message=submission.content,
+        )
+
+
+class DeskHolds:
+    """The review desk's holds and decisions as the commit step confirms and undoes them.
+
+    A transaction that released a held message teaches the thread ledger that message (a ledger
+    failure is logged, never raised: the release is already in the spool).
+    """
+
+    def __init__(self, desk: ReviewDesk, ledger: Ledger) -> None:
+        self.desk = desk
+        self.ledger = ledger
+
+    def confirm(self, key: str) -> None:
+        released = self.desk.accepted(key)
+        if released is None:
+            return
+        try:
+            learn_release(self.ledger, self.desk.store, released)
+        except Exception as exc:
+            log_event(
+                log,
+                "ledger-record-failed",
+                logging.ERROR,
+                queue_id=released.reference,
+                error=type(exc).__name__,
+            )
+
+    def undo(self, key: str) -> None:
+        self.desk.not_stored(key)
+
 
 def learn_release(ledger: Ledger, store: HoldStore, released: HoldRecord) -> None:
     """The thread ledger learns a held message only once it is really sent: when its release is
     in the spool (released by a reviewer's reply to the gateway, or with the CLI)."""
     ledger.record_message(parse_message(store.release_content(released.reference)), case=released.case)
-
-
-def record_step(ledger: Ledger, thread: ThreadStep, case: str | None) -> None:
-    if thread.message_id is not None:
-        ledger.record(
-            thread.message_id,
-            in_reply_to=thread.in_reply_to,
-            references=thread.references,
-            from_=thread.from_,
-            to=thread.to,
-            cc=thread.cc,
-            case=case,
-        )
-
-
-def ledger_failed(queue_id: str, exc: Exception) -> None:
-    log_event(log, "ledger-record-failed", logging.ERROR, queue_id=queue_id, error=type(exc).__name__)
 
 
 def finding_records(verdict: Verdict) -> tuple[FindingRecord, ...]:
@@ -122,37 +149,3 @@ def message_id_of(content: bytes) -> str | None:
     except Exception:
         return None
     return message_id if isinstance(message_id, str) else None
-
-
-class ThreadSteps:
-    """Accepted messages' thread steps the ledger has not learnt yet, written in one ledger batch.
-
-    A failure is logged, never raised: the messages are already accepted, and losing one thread step
-    is not fatal.
-    """
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._steps: list[tuple[str, ThreadStep, str | None]] = []  # (queue id, step, case)
-        self._lock = threading.Lock()
-
-    def add(self, queue_id: str, thread: ThreadStep, case: str | None) -> None:
-        with self._lock:
-            self._steps.append((queue_id, thread, case))
-
-    def write(self) -> None:
-        """Teach the ledger every step added so far (blocking)."""
-        with self._lock:
-            steps, self._steps = self._steps, []
-        if not steps:
-            return
-        try:
-            with self.ledger.batch():
-                for queue_id, thread, case in steps:
-                    try:
-                        record_step(self.ledger, thread, case)
-                    except Exception as exc:
-                        ledger_failed(queue_id, exc)
-        except Exception as exc:  # the commit itself failed: none of the batch was recorded
-            for queue_id, _thread, _case in steps:
-                ledger_failed(queue_id, exc)

@@ -18,17 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from gateway.decision.commit import DecisionStores, record_accepted
+from gateway.decision.disposition import Disposition, LedgerStep, accepted, refused
 from gateway.decision.evaluation import Evaluation, evaluate_submission
 from gateway.decision.expunge import DueExpunger
 from gateway.decision.facts import (
     DecisionFacts,
-    ThreadStep,
-    ThreadSteps,
+    DeskHolds,
     case_of,
     cases_of,
     finding_records,
     held_findings,
-    learn_release,
     message_id_of,
 )
 from gateway.decision.notices import warnings_letter
@@ -36,6 +36,7 @@ from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
 from gateway.decision.relay_header import with_relay_header
 from gateway.decision.screening import Accept, Outgoing, Refuse, Ruling, StatisticsSource, Submission
+from gateway.decision.thread_steps import ThreadStep, ThreadSteps
 from gateway.decision.verdict_replies import (
     change_descriptions,
     change_labels,
@@ -52,6 +53,7 @@ from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import NO_FINGERPRINTS, Action, ContentFingerprints, Outcome, ParsedMessage, Verdict
+from gateway.replies import Reply
 from gateway.review.desk import (
     AccountCheck,
     HoldStore,
@@ -118,6 +120,8 @@ class PolicyScreener:
         self._pending: OrderedDict[str, DecisionFacts] = OrderedDict()
         # Accepted messages the ledger has not learnt yet.
         self.threads = ThreadSteps(ledger)
+        holds = DeskHolds(review, ledger) if review is not None else None
+        self._stores = DecisionStores(audit, self.threads, holds)
         self._lock = threading.Lock()
         self._outcomes: Counter[str] = Counter()
         self._internal_errors = 0
@@ -162,8 +166,8 @@ class PolicyScreener:
         return self._expunger
 
     @property
-    def records_in_batches(self) -> bool:
-        return self.audit.deferred
+    def stores(self) -> DecisionStores:
+        return self._stores
 
     def metric_sources(self) -> Mapping[str, StatisticsSource]:
         sources: dict[str, StatisticsSource] = {"policy": self.statistics}
@@ -244,6 +248,33 @@ class PolicyScreener:
         except Exception as exc:
             return self._internal_error(submission, policy.version, type(exc).__name__)
         return self._decide(submission, policy, evaluation)
+
+    async def decide(self, submission: Submission) -> Disposition:
+        """``screen_async``, as the disposition ``gateway.decision.commit`` applies."""
+        return self.disposition(submission, await self.screen_async(submission))
+
+    def disposition(self, submission: Submission, verdict: Accept | Reply) -> Disposition:
+        """What ``verdict`` (from ``screen``) does: for an acceptance, the records to write once spooled."""
+        if not isinstance(verdict, Accept):
+            return refused(verdict)
+        with self._lock:
+            facts = self._pending.pop(submission.queue_id, None)
+        if verdict.verdict is Ruling.REVIEW:
+            return accepted(submission, verdict)  # the desk audits review decisions itself
+        if verdict.verdict is Ruling.HOLD:
+            if facts is None:
+                return accepted(submission, verdict)
+            return accepted(submission, verdict, audit=(facts.held(submission),))
+        if facts is None:
+            # Not screened by us in this process (cannot normally happen): record what we know.
+            thread = ThreadStep.of(parse_message(verdict.content))
+            facts = DecisionFacts(self.policy_version, (), (), thread, None)
+        ledger = (
+            (LedgerStep(submission.queue_id, facts.thread, facts.case),)
+            if facts.thread.message_id is not None
+            else ()
+        )
+        return accepted(submission, verdict, audit=(facts.relayed(submission, verdict),), ledger=ledger)
 
     def _intercepted(self, submission: Submission, policy: CompiledPolicy) -> Accept | Refuse | None:
         """A review decision (or a cancel) for the gateway itself: consumed here, never relayed."""
@@ -363,85 +394,16 @@ class PolicyScreener:
             return ()
         return (notice,) if notice is not None else ()
 
-    def not_stored(self, submission: Submission, accept: Accept) -> None:
-        """The SMTP layer could not spool what ``screen`` accepted: undo a hold or a review decision."""
-        with self._lock:
-            self._pending.pop(submission.queue_id, None)
-        if (review := self._review_of(accept)) is not None:
-            review.not_stored(submission.queue_id)
-
-    def _review_accepted(self, submission: Submission, accept: Accept) -> None:
-        assert self.review is not None
-        with self._lock:
-            pending = self._pending.pop(submission.queue_id, None)
-        released = self.review.accepted(submission.queue_id)
-        if accept.verdict == "hold" and pending is not None:
-            self.audit.record_decision(
-                DecisionRecord(
-                    queue_id=submission.queue_id,
-                    member=submission.authenticated_as,
-                    verdict=Outcome.HOLD.value,
-                    reply="250 2.0.0",
-                    policy_version=pending.policy_version,
-                    findings=pending.findings,
-                    changes=pending.labels,
-                    message_id=pending.thread.message_id,
-                    recipients=submission.rcpt_tos,
-                    message=submission.content,
-                )
-            )
-        if released is not None:
-            try:
-                learn_release(self.ledger, self.review.store, released)
-            except Exception as exc:
-                log_event(
-                    log,
-                    "ledger-record-failed",
-                    logging.ERROR,
-                    queue_id=released.reference,
-                    error=type(exc).__name__,
-                )
-
-    def _review_of(self, accept: Accept) -> ReviewDesk | None:
-        """The review desk that records (or undoes) ``accept``: for a hold or a review decision."""
-        return self.review if accept.verdict in ("hold", "review") else None
-
-    def can_record_off_loop(self, accept: Accept) -> bool:
-        """Whether ``accepted`` may run on a spool I/O thread (with ``flush_decisions`` after it): not
-        for holds and review decisions, whose review store belongs to the event loop's thread."""
-        return self._review_of(accept) is None
-
     def accepted(self, submission: Submission, accept: Accept) -> None:
-        """The message is durably spooled: audit it (fsynced; raises AuditError if that fails), then
-        teach the ledger its participants (a ledger failure is logged, never raised)."""
-        if self._review_of(accept) is not None:
-            self._review_accepted(submission, accept)
-            return
-        with self._lock:
-            pending = self._pending.pop(submission.queue_id, None)
-        if pending is None:
-            # Not screened by us in this process (cannot normally happen): record what we know.
-            pending = DecisionFacts(
-                self.policy_version, (), (), ThreadStep.of(parse_message(accept.content)), None
-            )
-        self.audit.record_decision(
-            DecisionRecord(
-                queue_id=submission.queue_id,
-                member=submission.authenticated_as,
-                verdict=accept.verdict,
-                reply="250",
-                policy_version=pending.policy_version,
-                findings=pending.findings,
-                changes=pending.labels,
-                message_id=pending.thread.message_id,
-                recipients=accept.rcpt_tos,
-                message=submission.content,
-                relayed=accept.content,
-            )
-        )
-        if pending.thread.message_id is not None:
-            # Written by flush_decisions, in its thread, before the client hears of the message.
-            self.threads.add(submission.queue_id, pending.thread, pending.case)
+        """Record ``accept`` as ``commit`` does once its messages are spooled (tools and tests)."""
+        record_accepted(self.disposition(submission, accept), self.stores)
+
+    def not_stored(self, submission: Submission, accept: Accept) -> None:
+        """Undo a hold or review decision ``accept`` prepared, as ``commit`` does when it cannot be
+        spooled (tools and tests)."""
+        disposition = self.disposition(submission, accept)
+        if disposition.undo is not None and self.review is not None:
+            self.review.not_stored(disposition.undo)
 
     def review_housekeeping(self) -> tuple[Outgoing, ...]:
         """Periodic: audit what the CLI queued (review decisions, case actions), expire overdue holds;
@@ -471,9 +433,8 @@ class PolicyScreener:
 
     def flush_decisions(self) -> None:
         """Make the audit entries appended so far durable (blocking; see ``AuditTrail.deferred``),
-        and record the accepted messages in the thread ledger."""
-        self.audit.flush()
-        self.threads.write()
+        and record the accepted messages in the thread ledger (``DecisionStores.flush``)."""
+        self._stores.flush()
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -526,27 +487,22 @@ class PolicyScreener:
             error=error,
         )
 
-    def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:
-        """Record a refusal the SMTP layer made before the policy ran (malformed, too big, not yours).
-
-        Raises AuditError when the decision cannot be recorded; the SMTP layer then defers.
-        """
-        self.audit.record_decision(
-            DecisionRecord(
-                queue_id=submission.queue_id,
-                member=submission.authenticated_as,
-                verdict=Outcome.REJECT.value,
-                reply=f"{code} {status}",
-                policy_version=self.source.policy.version,
-                findings=(
-                    FindingRecord(rule="intake", code=reason, kind="message", action="reject", case=None),
-                ),
-                error=None,
-                message_id=None,
-                recipients=submission.rcpt_tos,
-                message=submission.content,
-            )
+    def refused_at_intake(self, submission: Submission, reply: Reply, reason: str) -> Disposition:
+        """A refusal the SMTP layer made before the policy ran (malformed, too big, not yours), with
+        its record (``commit`` appends it; the SMTP layer defers when that fails)."""
+        record = DecisionRecord(
+            queue_id=submission.queue_id,
+            member=submission.authenticated_as,
+            verdict=Outcome.REJECT.value,
+            reply=f"{reply.code} {reply.status}",
+            policy_version=self.source.policy.version,
+            findings=(FindingRecord(rule="intake", code=reason, kind="message", action="reject", case=None),),
+            error=None,
+            message_id=None,
+            recipients=submission.rcpt_tos,
+            message=submission.content,
         )
+        return Disposition(reply, audit=(record,))
 
     def _audit_refusal(
         self,

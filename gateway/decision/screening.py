@@ -18,6 +18,8 @@ from gateway.policy.model import Outcome
 from gateway.replies import Reply
 
 if TYPE_CHECKING:
+    from gateway.decision.commit import DecisionStores
+    from gateway.decision.disposition import Disposition
     from gateway.decision.policy_source import PolicySource
 
 # A refusal is an SMTP reply like any other: one reply type (kept as a name for the review desk).
@@ -108,36 +110,19 @@ class Screener(Protocol):
         """Close the stores (once the gateway has stopped)."""
         ...
 
-    async def screen_async(self, submission: Submission) -> Accept | Reply:
-        """Decide; record refusals (audit) before returning them."""
+    async def decide(self, submission: Submission) -> Disposition:
+        """Decide what becomes of ``submission``; a refusal's record is appended before it is returned
+        (``gateway.decision.commit`` applies the rest, and flushes)."""
+        ...
+
+    def refused_at_intake(self, submission: Submission, reply: Reply, reason: str) -> Disposition:
+        """The disposition of a refusal the SMTP layer made before screening (malformed, too big,
+        From not the member's): its record is in it. If this raises, the client gets 451 instead."""
         ...
 
     @property
-    def records_in_batches(self) -> bool:
-        """Whether ``flush_decisions`` makes anything durable (the SMTP layer awaits it before it answers)."""
-        ...
-
-    def can_record_off_loop(self, accept: Accept) -> bool:
-        """Whether ``accepted`` and ``flush_decisions`` may run on the spool's I/O thread, in the batch
-        that stores the message (one thread hand-off instead of two)."""
-        ...
-
-    def accepted(self, submission: Submission, accept: Accept) -> None:
-        """Called once an accepted message is durably spooled: record it (thread ledger, audit)."""
-        ...
-
-    def not_stored(self, submission: Submission, accept: Accept) -> None:
-        """An acceptance could not be stored (the client gets 451): undo what ``screen`` prepared
-        for it (a hold, a review decision)."""
-        ...
-
-    def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:
-        """Record a refusal the SMTP layer made before screening (malformed, too big, From not the
-        member's); if it raises, the client gets 451 instead."""
-        ...
-
-    def flush_decisions(self) -> None:
-        """Make the decisions recorded so far durable (blocking: run off the event loop)."""
+    def stores(self) -> DecisionStores:
+        """Where ``commit`` records this screener's dispositions."""
         ...
 
     def reload(self) -> ReloadResult:
@@ -190,27 +175,21 @@ class PassThrough:
     def screen(self, submission: Submission) -> Accept | Reply:
         return Accept(content=submission.content, rcpt_tos=submission.rcpt_tos)
 
-    async def screen_async(self, submission: Submission) -> Accept | Reply:
-        return self.screen(submission)
+    async def decide(self, submission: Submission) -> Disposition:
+        from gateway.decision.disposition import of  # disposition imports this module
+
+        return of(submission, self.screen(submission))
+
+    def refused_at_intake(self, submission: Submission, reply: Reply, reason: str) -> Disposition:
+        from gateway.decision.disposition import refused
+
+        return refused(reply)
 
     @property
-    def records_in_batches(self) -> bool:
-        return False
+    def stores(self) -> DecisionStores:
+        from gateway.decision.commit import DecisionStores  # commit imports this module
 
-    def can_record_off_loop(self, accept: Accept) -> bool:
-        return False
-
-    def accepted(self, submission: Submission, accept: Accept) -> None:
-        return None
-
-    def not_stored(self, submission: Submission, accept: Accept) -> None:
-        return None
-
-    def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:
-        return None
-
-    def flush_decisions(self) -> None:
-        return None
+        return DecisionStores()
 
     def reload(self) -> ReloadResult:
         return ReloadResult.UNCHANGED

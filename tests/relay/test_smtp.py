@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -19,9 +20,11 @@ import aiosmtplib
 import pytest
 
 from gateway.decision.commit import SharedFlush
-from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
+from gateway.decision.disposition import Disposition
+from gateway.decision.screening import Accept, Outgoing, Refuse, Ruling, Submission
 from gateway.errors import SpoolError
 from gateway.intake.smtp import MAX_ERRORS, forward_path_problem
+from gateway.replies import Reply
 from gateway.state.spool import FollowUp, SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
@@ -729,14 +732,14 @@ class ConsumingScreener(RecordingScreener):
         return Accept(
             content=b"",
             rcpt_tos=(),
-            verdict="hold",
+            verdict=Ruling.HOLD,
             extra=(notice, request),
             spool_submission=False,
             reply_lines=("Held for review by a second committee member: X.", "Reference Q."),
         )
 
-    def not_stored(self, submission: Submission, accept: Accept) -> None:
-        self.undone.append(submission.queue_id)
+    def not_stored(self, queue_id: str) -> None:
+        self.undone.append(queue_id)
 
 
 async def test_a_consumed_submission_spools_only_the_gateway_messages_and_says_so(
@@ -900,12 +903,12 @@ async def test_message_is_stored_even_if_the_client_hangs_up_during_the_commit(
 async def test_a_commit_that_fails_unexpectedly_is_a_451_and_the_session_goes_on(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from gateway.decision.commit import SubmissionCommitter
+    from gateway.decision import commit
 
     async def broken(*_args: object) -> None:
         raise RuntimeError("Jane Doe's words")
 
-    monkeypatch.setattr(SubmissionCommitter, "_commit", broken)
+    monkeypatch.setattr(commit, "commit", broken)
     smtp = await gateway.logged_in()
     await smtp.mail(ALICE)
     await smtp.rcpt(OUTSIDER)
@@ -1129,7 +1132,7 @@ async def test_refusals_before_the_policy_are_recorded_for_the_audit_trail(
 
 async def test_an_intake_refusal_that_cannot_be_recorded_is_deferred(start_gateway: StartGateway) -> None:
     class UnrecordableScreener(RecordingScreener):
-        def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:
+        def refused_at_intake(self, submission: Submission, reply: Reply, reason: str) -> Disposition:
             raise RuntimeError("audit trail unavailable")
 
     running = await start_gateway(screener=UnrecordableScreener())
@@ -1147,7 +1150,6 @@ async def test_decisions_are_flushed_before_the_client_hears_of_them(start_gatew
 
     class BatchingScreener(RecordingScreener):
         flushed_at: list[int]
-        records_in_batches = True  # type: ignore[assignment]
 
         def flush_decisions(self) -> None:
             self.flushed_at.append(len(self.seen))
@@ -1167,8 +1169,6 @@ async def test_decisions_are_flushed_before_the_client_hears_of_them(start_gatew
 
 async def test_a_refusal_whose_record_cannot_be_flushed_is_deferred(start_gateway: StartGateway) -> None:
     class UnflushableScreener(RecordingScreener):
-        records_in_batches = True  # type: ignore[assignment]
-
         def flush_decisions(self) -> None:
             raise OSError(5, "Input/output error")
 
@@ -1216,17 +1216,17 @@ class OffLoopScreener(RecordingScreener):
         self.steps: list[tuple[str, str, bool]] = []  # (step, thread name, message already durable)
         self.fail_record = False
 
-    records_in_batches = True  # type: ignore[assignment]
+    async def decide(self, submission: Submission) -> Disposition:
+        decided = await super().decide(submission)
+        # A hold's records are written on the event loop (the review store belongs to its thread).
+        return decided if self.off_loop else dataclasses.replace(decided, hold=submission.queue_id)
 
-    def can_record_off_loop(self, accept: Accept) -> bool:
-        return self.off_loop
-
-    def accepted(self, submission: Submission, accept: Accept) -> None:
-        stored = (self.spool_root / "incoming" / submission.queue_id).is_file()
+    def accepted(self, queue_id: str) -> None:
+        stored = (self.spool_root / "incoming" / queue_id).is_file()
         self.steps.append(("accepted", threading.current_thread().name, stored))
         if self.fail_record:
             raise RuntimeError("audit trail unavailable")
-        super().accepted(submission, accept)
+        super().accepted(queue_id)
 
     def flush_decisions(self) -> None:
         self.steps.append(("flush", threading.current_thread().name, True))
