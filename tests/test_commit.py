@@ -170,7 +170,7 @@ async def test_a_relayed_message_that_cannot_be_stored_records_nothing() -> None
 )
 def test_the_review_desk_confirms_only_holds_and_review_decisions(verdict: Ruling, hold: str | None) -> None:
     accept = Accept(content=b"", rcpt_tos=("olive@example.net",), verdict=verdict)
-    assert disposition.accepted(SUBMISSION, accept).hold == hold
+    assert disposition.acceptance(SUBMISSION, accept).hold == hold
 
 
 async def test_pass_through_is_a_screener_that_records_nothing() -> None:

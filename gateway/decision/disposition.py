@@ -75,7 +75,7 @@ def refused(reply: Reply) -> Disposition:
     return Disposition(reply)
 
 
-def accepted(
+def acceptance(
     submission: Submission,
     accept: Accept,
     *,
@@ -100,4 +100,4 @@ def accepted(
 
 def of(submission: Submission, verdict: Accept | Reply) -> Disposition:
     """The disposition of a verdict that records nothing (the review desk's results, test screeners)."""
-    return accepted(submission, verdict) if isinstance(verdict, Accept) else refused(verdict)
+    return acceptance(submission, verdict) if isinstance(verdict, Accept) else refused(verdict)

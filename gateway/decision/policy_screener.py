@@ -1,12 +1,11 @@
-"""The policy screener: runs every submission through the policy and records each decision.
+"""The policy screener: runs every submission through the policy and says what the decision does.
 
-``PolicyScreener`` implements ``gateway.decision.screening.Screener`` for the SMTP layer: parse the message,
-look its parent up in the thread ledger, evaluate the policy (pure), then accept (unchanged or
-rewritten, always with one ``X-Conduct-Gateway`` header) or refuse with the sender-facing text
-from ``verdict_replies``. Refusals are audited before they are returned; acceptances once the SMTP
-layer reports the message durably spooled (``accepted``), which is also when the ledger learns the
-message. It also holds the policy in force and reloads it when the file changes; an invalid edit is
-refused and logged, and the last good policy stays in force.
+``PolicyScreener`` implements ``gateway.decision.screening.Screener``: parse the message, look its
+parent up in the thread ledger, evaluate the policy (pure, in worker processes when there are any),
+then accept (unchanged or rewritten, always with one ``X-Conduct-Gateway`` header) or refuse with
+the sender-facing text from ``verdict_replies``. Refusals are audited before they are returned;
+an acceptance becomes a ``Disposition`` whose records (audit, thread ledger) ``commit`` writes once
+the message is durably spooled. The policy in force and its reloads are ``PolicySource``'s.
 """
 
 from __future__ import annotations
@@ -18,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from gateway import replies
 from gateway.decision.commit import DecisionStores, record_accepted
-from gateway.decision.disposition import Disposition, LedgerStep, accepted, refused
+from gateway.decision.disposition import Disposition, LedgerStep, acceptance, refused
 from gateway.decision.evaluation import Evaluation, evaluate_submission
 from gateway.decision.expunge import DueExpunger
 from gateway.decision.facts import (
@@ -35,7 +35,7 @@ from gateway.decision.notices import warnings_letter
 from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
 from gateway.decision.relay_header import with_relay_header
-from gateway.decision.screening import Accept, Outgoing, Refuse, Ruling, StatisticsSource, Submission
+from gateway.decision.screening import Accept, Outgoing, Ruling, StatisticsSource, Submission
 from gateway.decision.thread_steps import ThreadStep, ThreadSteps
 from gateway.decision.verdict_replies import (
     change_descriptions,
@@ -68,8 +68,8 @@ from gateway.state.ledger import Ledger
 
 log = logging.getLogger("gateway.policy")
 
-# Screened-but-not-yet-spooled messages whose details accepted() will need; a spool failure means
-# accepted() never comes, so the oldest are dropped past this many.
+# Screened messages whose facts ``disposition`` will need; a screen without a disposition (a tool
+# that only looks at the verdict) leaves them behind, so the oldest are dropped past this many.
 MAX_PENDING = 1024
 
 
@@ -210,7 +210,7 @@ class PolicyScreener:
 
     # -- the Screener protocol -------------------------------------------------------------------
 
-    def screen(self, submission: Submission) -> Accept | Refuse:
+    def screen(self, submission: Submission) -> Accept | Reply:
         """Decide; refusals are audited (fsynced) before they are returned."""
         policy = self.source.policy  # one policy for the whole decision, even if a reload happens
         if (intercepted := self._intercepted(submission, policy)) is not None:
@@ -223,7 +223,7 @@ class PolicyScreener:
             return self._internal_error(submission, policy.version, type(exc).__name__)
         return self._decide(submission, policy, evaluation)
 
-    async def screen_async(self, submission: Submission) -> Accept | Refuse:
+    async def screen_async(self, submission: Submission) -> Accept | Reply:
         """``screen``, with the evaluation in a policy worker process when there are workers.
 
         The event loop then only waits: parsing and rules run on another core. A worker that died
@@ -260,11 +260,11 @@ class PolicyScreener:
         with self._lock:
             facts = self._pending.pop(submission.queue_id, None)
         if verdict.verdict is Ruling.REVIEW:
-            return accepted(submission, verdict)  # the desk audits review decisions itself
+            return acceptance(submission, verdict)  # the desk audits review decisions itself
         if verdict.verdict is Ruling.HOLD:
             if facts is None:
-                return accepted(submission, verdict)
-            return accepted(submission, verdict, audit=(facts.held(submission),))
+                return acceptance(submission, verdict)
+            return acceptance(submission, verdict, audit=(facts.held(submission),))
         if facts is None:
             # Not screened by us in this process (cannot normally happen): record what we know.
             thread = ThreadStep.of(parse_message(verdict.content))
@@ -274,16 +274,16 @@ class PolicyScreener:
             if facts.thread.message_id is not None
             else ()
         )
-        return accepted(submission, verdict, audit=(facts.relayed(submission, verdict),), ledger=ledger)
+        return acceptance(submission, verdict, audit=(facts.relayed(submission, verdict),), ledger=ledger)
 
-    def _intercepted(self, submission: Submission, policy: CompiledPolicy) -> Accept | Refuse | None:
+    def _intercepted(self, submission: Submission, policy: CompiledPolicy) -> Accept | Reply | None:
         """A review decision (or a cancel) for the gateway itself: consumed here, never relayed."""
         if self.review is None or not self.review.intercepts(submission, policy):
             return None
         try:
             return self.review.intercept(submission, policy)
         except ReviewError as exc:
-            return Refuse(550, "5.7.1", (f"Not accepted: {exc}", f"Reference: {submission.queue_id}"))
+            return replies.refused_by_policy((f"Not accepted: {exc}", f"Reference: {submission.queue_id}"))
         except Exception as exc:
             return self._internal_error(submission, policy.version, type(exc).__name__)
 
@@ -293,8 +293,8 @@ class PolicyScreener:
 
     def _decide(
         self, submission: Submission, policy: CompiledPolicy, evaluation: Evaluation
-    ) -> Accept | Refuse:
-        """Refuse, hold or accept what the policy decided (``screen``'s second half)."""
+    ) -> Accept | Reply:
+        """Reply, hold or accept what the policy decided (``screen``'s second half)."""
         with self._lock:
             self._evaluation_time.observe(evaluation.seconds)
         verdict, message, thread = evaluation.verdict, evaluation.message, evaluation.thread
@@ -350,7 +350,7 @@ class PolicyScreener:
                 )
             except Exception as exc:
                 return self._internal_error(submission, policy.version, type(exc).__name__)
-            if isinstance(held, Refuse):
+            if isinstance(held, Reply):
                 return self._audit_refusal(
                     submission, held, Outcome.HOLD.value, policy.version, findings, message.message_id
                 )
@@ -448,7 +448,7 @@ class PolicyScreener:
         with self._lock:
             self._outcomes[outcome] += 1
 
-    def _too_complex(self, submission: Submission, version: str, budget: float) -> Refuse:
+    def _too_complex(self, submission: Submission, version: str, budget: float) -> Reply:
         """A permanent refusal: the message used up its evaluation budget (see policy_workers)."""
         self._count(Outcome.REJECT.value)
         log_event(log, "policy-over-budget", logging.WARNING, queue_id=submission.queue_id, policy=version)
@@ -463,7 +463,7 @@ class PolicyScreener:
             error="EvaluationTooComplex",
         )
 
-    def _internal_error(self, submission: Submission, version: str, error: str) -> Refuse:
+    def _internal_error(self, submission: Submission, version: str, error: str) -> Reply:
         with self._lock:
             self._internal_errors += 1
         self._count(Outcome.TEMPFAIL.value)
@@ -507,13 +507,13 @@ class PolicyScreener:
     def _audit_refusal(
         self,
         submission: Submission,
-        reply: Refuse,
+        reply: Reply,
         verdict: str,
         version: str,
         findings: tuple[FindingRecord, ...],
         message_id: str | None,
         error: str | None = None,
-    ) -> Refuse:
+    ) -> Reply:
         try:
             self.audit.record_decision(
                 DecisionRecord(

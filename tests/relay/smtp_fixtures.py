@@ -23,7 +23,7 @@ from argon2 import PasswordHasher
 from gateway.decision import disposition
 from gateway.decision.commit import DecisionStores
 from gateway.decision.disposition import Disposition
-from gateway.decision.screening import Accept, PassThrough, Refuse, Screener, Submission
+from gateway.decision.screening import Accept, PassThrough, Screener, Submission
 from gateway.intake.smtp import SubmissionService
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings
@@ -139,12 +139,12 @@ class RecordingHolds:
 class RecordingScreener(PassThrough):
     """Accepts (or refuses with ``refuse``) and remembers what it saw and what was recorded."""
 
-    refuse: Refuse | None = None
+    refuse: Reply | None = None
     seen: list[Submission] = field(default_factory=list)
     recorded: list[str] = field(default_factory=list)
     intake_refusals: list[tuple[str, int, str, str]] = field(default_factory=list)
 
-    def screen(self, submission: Submission) -> Accept | Refuse:
+    def screen(self, submission: Submission) -> Accept | Reply:
         self.seen.append(submission)
         if self.refuse is not None:
             return self.refuse
@@ -157,7 +157,7 @@ class RecordingScreener(PassThrough):
         record = DecisionRecord(
             submission.queue_id, submission.authenticated_as, verdict.verdict, "250", "test"
         )
-        return disposition.accepted(submission, verdict, audit=(record,))
+        return disposition.acceptance(submission, verdict, audit=(record,))
 
     @property
     def stores(self) -> DecisionStores:

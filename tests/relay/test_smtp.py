@@ -21,7 +21,7 @@ import pytest
 
 from gateway.decision.commit import SharedFlush
 from gateway.decision.disposition import Disposition
-from gateway.decision.screening import Accept, Outgoing, Refuse, Ruling, Submission
+from gateway.decision.screening import Accept, Outgoing, Ruling, Submission
 from gateway.errors import SpoolError
 from gateway.intake.smtp import MAX_ERRORS, forward_path_problem
 from gateway.replies import Reply
@@ -654,7 +654,7 @@ async def test_screener_sees_the_submission_and_its_refusal_reaches_the_client(
     start_gateway: StartGateway,
 ) -> None:
     screener = RecordingScreener(
-        refuse=Refuse(
+        refuse=Reply(
             550, "5.7.1", ("The conduct address must be in Cc.", "Add conduct@example.org and resend.")
         )
     )
@@ -680,7 +680,7 @@ async def test_screener_sees_the_submission_and_its_refusal_reaches_the_client(
 async def test_refusal_lines_are_multiline_on_the_wire(
     start_gateway: StartGateway, raw_clients: Connect
 ) -> None:
-    screener = RecordingScreener(refuse=Refuse(451, "4.7.1", ("Held for review.", "Try again\r\nlater.")))
+    screener = RecordingScreener(refuse=Reply(451, "4.7.1", ("Held for review.", "Try again\r\nlater.")))
     gateway = await start_gateway(screener=screener)
     client = await raw_session(raw_clients, gateway)
     await send_envelope(client)
@@ -692,7 +692,7 @@ async def test_accepted_content_and_recipients_are_what_the_screener_says(
     start_gateway: StartGateway,
 ) -> None:
     class Rewriting(RecordingScreener):
-        def screen(self, submission: Submission) -> Accept | Refuse:
+        def screen(self, submission: Submission) -> Accept | Reply:
             self.seen.append(submission)
             content = b"X-Conduct: checked\r\n" + submission.content
             return Accept(
@@ -723,7 +723,7 @@ class ConsumingScreener(RecordingScreener):
         self.essential = essential
         self.undone: list[str] = []
 
-    def screen(self, submission: Submission) -> Accept | Refuse:
+    def screen(self, submission: Submission) -> Accept | Reply:
         self.seen.append(submission)
         notice = Outgoing(f"{submission.queue_id}N", "", (ALICE,), b"Subject: held\r\n\r\nheld\r\n")
         request = Outgoing(
@@ -816,7 +816,7 @@ async def test_missing_date_and_message_id_are_added(gateway: RunningGateway) ->
 
 async def test_screener_exception_gets_451_without_python_text(start_gateway: StartGateway) -> None:
     class Broken(RecordingScreener):
-        def screen(self, submission: Submission) -> Accept | Refuse:
+        def screen(self, submission: Submission) -> Accept | Reply:
             raise KeyError("Subject: secret words")
 
     gateway = await start_gateway(screener=Broken())
@@ -870,7 +870,7 @@ async def test_slow_screener_and_slow_commit_still_get_their_reply(
     start_gateway: StartGateway, tmp_path: Path
 ) -> None:
     class Slow(RecordingScreener):
-        def screen(self, submission: Submission) -> Accept | Refuse:
+        def screen(self, submission: Submission) -> Accept | Reply:
             time.sleep(0.3)  # blocks the loop longer than the command timeout
             return super().screen(submission)
 
@@ -1160,7 +1160,7 @@ async def test_decisions_are_flushed_before_the_client_hears_of_them(start_gatew
     smtp = await running.logged_in()
     errors, _ = await smtp.sendmail(ALICE, [OUTSIDER], message())
     assert errors == {}
-    screener.refuse = Refuse(550, "5.7.1", ("Not sent.",))
+    screener.refuse = Reply(550, "5.7.1", ("Not sent.",))
     with pytest.raises(aiosmtplib.SMTPResponseException):
         await smtp.sendmail(ALICE, [OUTSIDER], message())
     await smtp.quit()
@@ -1172,7 +1172,7 @@ async def test_a_refusal_whose_record_cannot_be_flushed_is_deferred(start_gatewa
         def flush_decisions(self) -> None:
             raise OSError(5, "Input/output error")
 
-    running = await start_gateway(screener=UnflushableScreener(refuse=Refuse(550, "5.7.1", ("No.",))))
+    running = await start_gateway(screener=UnflushableScreener(refuse=Reply(550, "5.7.1", ("No.",))))
     smtp = await running.logged_in()
     await smtp.mail(ALICE)
     await smtp.rcpt(OUTSIDER)
@@ -1270,7 +1270,7 @@ async def test_an_acceptance_with_an_essential_extra_is_recorded_after_everythin
     start_gateway: StartGateway, tmp_path: Path
 ) -> None:
     class EssentialExtraScreener(OffLoopScreener):
-        def screen(self, submission: Submission) -> Accept | Refuse:
+        def screen(self, submission: Submission) -> Accept | Reply:
             self.seen.append(submission)
             request = Outgoing(f"{submission.queue_id}R", "", (ALICE,), b"Subject: r\r\n\r\nr\r\n", True)
             return Accept(content=submission.content, rcpt_tos=submission.rcpt_tos, extra=(request,))
