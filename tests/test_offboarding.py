@@ -55,9 +55,9 @@ def accounts(settings: GatewaySettings) -> Accounts:
 
 @pytest.fixture
 def screener(settings: GatewaySettings, accounts: Accounts) -> Iterator[PolicyScreener]:
-    with PolicyScreener.from_settings(settings) as opened:
+    # Review rights follow the users file, as the running gateway builds it (gateway.decision.build).
+    with PolicyScreener.from_settings(settings, has_account=account_check(accounts)) as opened:
         assert opened.review is not None
-        opened.review.has_account = account_check(accounts)  # as the running gateway wires it
         yield opened
 
 
