@@ -18,7 +18,7 @@ from gateway.decision.screening import PassThrough
 from gateway.settings import GatewaySettings
 
 
-def passthrough(settings: GatewaySettings) -> PassThrough:
+def passthrough(settings: GatewaySettings, accounts: object = None) -> PassThrough:
     return PassThrough()
 
 

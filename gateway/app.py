@@ -16,18 +16,11 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from gateway import systemd
-from gateway.decision.expunge import DueExpunger, Stores
-from gateway.decision.policy_screener import (
-    PolicyScreener,
-    ReloadResult,
-    load_compiled_policy,
-    load_policy_for,
-)
-from gateway.decision.policy_workers import PolicyWorkers, worker_count
-from gateway.decision.screening import Screener
+from gateway.decision.build import policy_screener
+from gateway.decision.policy_source import ReloadResult, load_compiled_policy, load_policy_for
+from gateway.decision.screening import RoundTask, Screener
 from gateway.delivery.process import DeliveryProcess, wants_own_process
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import ConfigError
@@ -39,7 +32,6 @@ from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
 from gateway.netaddr import host_port, is_loopback
 from gateway.review.outgoing import spool_outgoing
-from gateway.review.rights import account_check
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
 from gateway.state.opening import open_state
 from gateway.state.ports import AccountsPort, QueuePort
@@ -56,36 +48,10 @@ Announce = Callable[[str], None]
 # --- the policy seam: the policy engine plugs in here, and only here --------------------------------
 
 
-def build_screener(settings: GatewaySettings) -> Screener:
-    """Build the screener every submission goes through before it is spooled.
-
-    It loads ``settings.policy.path`` (ConfigError, naming file, line and key, when it is invalid)
-    and opens the thread ledger and audit trail. A screener may also offer ``statistics()``
-    (exported as ``conduct_gateway_policy_*``), ``reload()`` (called on SIGHUP),
-    ``reload_if_changed()`` (polled) and ``close()`` (called once the gateway has stopped).
-    """
-    screener = PolicyScreener.from_settings(settings)
-    # The SMTP layer flushes the audit trail (in a thread, shared by concurrent transactions) before
-    # it answers, instead of one fsync per decision on the event loop.
-    screener.audit.deferred = True
-    return screener
-
-
-async def start_policy_workers(screener: Screener, settings: GatewaySettings) -> PolicyWorkers | None:
-    """Start ``policy.workers`` evaluation processes for the screener (None: it evaluates in-process)."""
-    count = worker_count(settings.policy.workers)
-    if count == 0 or not isinstance(screener, PolicyScreener):
-        return None
-    workers = PolicyWorkers(settings, count)
-    await workers.start()
-    screener.workers = workers
-    log_event(log, "policy-workers-started", workers=count)
-    return workers
-
-
-def _optional(screener: Screener, name: str) -> Callable[[], Any] | None:
-    method = getattr(screener, name, None)
-    return method if callable(method) else None
+def build_screener(settings: GatewaySettings, accounts: AccountsPort | None = None) -> Screener:
+    """Build the screener every submission goes through before it is spooled (see
+    ``gateway.decision.build``); review rights follow ``accounts``. The benchmarks replace this."""
+    return policy_screener(settings, accounts)
 
 
 def check_policy(settings: GatewaySettings) -> tuple[str, tuple[str, ...]]:
@@ -331,14 +297,10 @@ async def recover_releases(screener: Screener, spool: QueuePort) -> None:
 
     A release already in the spool (the crash came after its commit) is only marked, never sent twice.
     """
-    unreleased = getattr(screener, "unreleased_holds", None)
-    recovered = getattr(screener, "release_recovered", None)
-    if not (callable(unreleased) and callable(recovered)):
-        return
-    for reference, release in await asyncio.to_thread(unreleased):
+    for reference, release in await asyncio.to_thread(screener.unreleased_holds):
         if spool.locate(release.queue_id) is None and await spool_outgoing(spool, [release]):
             continue  # not stored (logged): the next round tries again
-        await asyncio.to_thread(recovered, reference)
+        await asyncio.to_thread(screener.release_recovered, reference)
         log_event(log, "release_recovered", level=logging.WARNING, reference=reference)
 
 
@@ -383,8 +345,7 @@ class Gateway:
         systemd.notify("RELOADING=1")
         if self._accounts is not None:
             self._accounts.reload_if_changed()
-        reload_policy = _optional(self._screener, "reload") if self._screener is not None else None
-        policy = reload_policy() if reload_policy is not None else None
+        policy = self._screener.reload() if self._screener is not None else None
         accounts = len(self._accounts.members()) if self._accounts is not None else None
         log_event(log, "reloaded", accounts=accounts, policy=policy)
         systemd.notify("READY=1")
@@ -417,9 +378,8 @@ class Gateway:
             )
         spool = state.queue.open()
         tls_context = server_context(settings.tls, settings.state_dir, settings.server.hostname)
-        screener = self._screener = build_screener(settings)
-        workers = await start_policy_workers(screener, settings)
-        expunger = _wire_review(screener, accounts, settings)
+        screener = self._screener = build_screener(settings, accounts)
+        await screener.start()
         service = SubmissionService(settings, spool, accounts, screener, tls_context)
         worker: DeliveryWorker | DeliveryProcess
         if wants_own_process(settings.delivery.own_process):
@@ -429,12 +389,9 @@ class Gateway:
                 spool, settings.delivery, hostname=settings.server.hostname, crash_at=settings.crash_at
             )
         sources = {"spool": spool.statistics, "delivery": worker.statistics, "smtp": service.statistics}
-        if (policy_statistics := _optional(screener, "statistics")) is not None:
-            sources["policy"] = policy_statistics
-        if workers is not None:
-            sources["policy_workers"] = workers.statistics
+        sources.update(screener.metric_sources())
         # Journal intake: copies of inbound committee mail (started with the listeners below).
-        shared_policy = screener.source if isinstance(screener, PolicyScreener) else None
+        shared_policy = screener.policy_source
         journal = JournalService.from_settings(settings, shared_policy) if settings.journal.enabled else None
         if journal is not None:
             sources["journal"] = journal.statistics
@@ -462,13 +419,12 @@ class Gateway:
             async with asyncio.TaskGroup() as group:
                 self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
-                group.create_task(self._review_housekeeping(screener, spool, delivery_stop, expunger))
+                group.create_task(self._review_housekeeping(screener, spool, delivery_stop))
                 demo = create_demo_account(settings)
                 if demo is not None:
                     accounts.reload_if_changed()
                     # The users file now exists: the committee in force follows it from this message on.
-                    if (reload_policy := _optional(screener, "reload_if_changed")) is not None:
-                        await asyncio.to_thread(reload_policy)
+                    await asyncio.to_thread(screener.reload_if_changed)
                 banner = startup_banner(settings, service.addresses, demo, self._config_path, self._program)
                 if banner:
                     self._announce(banner)
@@ -496,10 +452,8 @@ class Gateway:
             if journal is not None:
                 await journal.stop()
                 journal.close()
-            if workers is not None:
-                await workers.close()
-            if (close_screener := _optional(screener, "close")) is not None:
-                close_screener()
+            await screener.stop()
+            screener.close()
             if handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
@@ -524,15 +478,13 @@ class Gateway:
             raise RuntimeError("the delivery worker stopped by itself")
         log_event(log, "delivery_stopped")
 
-    async def _review_housekeeping(
-        self, screener: Screener, spool: QueuePort, stop: asyncio.Event, expunger: DueExpunger | None = None
-    ) -> None:
+    async def _review_housekeeping(self, screener: Screener, spool: QueuePort, stop: asyncio.Event) -> None:
         # Held messages expire (the sender gets a notice; nothing else is sent), review decisions
         # made with the CLI while we run reach the audit trail, reviewers who were offboarded or
         # became conflicted are replaced, and cases past their expunge date are expunged. At start,
         # then every check_interval, and at once when the users file or the policy changes.
-        housekeeping = _optional(screener, "review_housekeeping")
-        while housekeeping is not None and not stop.is_set():
+        expunger: RoundTask | None = screener.expunger
+        while not stop.is_set():
             self._review_nudge.clear()
             if expunger is not None:
                 try:
@@ -540,7 +492,7 @@ class Gateway:
                 except Exception as exc:  # e.g. the registry key is missing: review goes on regardless
                     log_event(log, "expunge_round_failed", logging.ERROR, error=str(exc))
             try:
-                await spool_outgoing(spool, await asyncio.to_thread(housekeeping))
+                await spool_outgoing(spool, await asyncio.to_thread(screener.review_housekeeping))
                 await recover_releases(screener, spool)
             except Exception as exc:  # the next round tries again; intake and delivery go on
                 log_event(log, "review_housekeeping_failed", logging.ERROR, error=type(exc).__name__)
@@ -558,7 +510,6 @@ class Gateway:
     async def _watch_files(self, accounts: AccountsPort, screener: Screener, stop: asyncio.Event) -> None:
         # `user add|remove` and policy edits change files while we run: pick them up without a
         # restart. Compiling a large policy takes a while, so it runs off the event loop.
-        reload_policy = _optional(screener, "reload_if_changed")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ACCOUNTS_POLL_INTERVAL):
@@ -566,22 +517,13 @@ class Gateway:
             if not stop.is_set():
                 before = _account_snapshot(accounts)
                 accounts.reload_if_changed()
-                reloaded = await asyncio.to_thread(reload_policy) if reload_policy is not None else None
+                reloaded = await asyncio.to_thread(screener.reload_if_changed)
                 if before != _account_snapshot(accounts) or reloaded == ReloadResult.RELOADED:
                     self._review_nudge.set()  # offboarding takes effect on held messages at once
 
 
 def _account_snapshot(accounts: AccountsPort) -> tuple[tuple[str, frozenset[str]], ...]:
     return tuple((member, accounts.addresses_of(member)) for member in accounts.members())
-
-
-def _wire_review(screener: Screener, accounts: AccountsPort, settings: GatewaySettings) -> DueExpunger | None:
-    """Review rights follow the users file; cases past their expunge date are expunged by us."""
-    if not isinstance(screener, PolicyScreener):
-        return None
-    if screener.review is not None:
-        screener.review.has_account = account_check(accounts)
-    return DueExpunger(Stores(open_state(settings), audit=screener.audit), settings.policy.path)
 
 
 def _client_host(host: str) -> str:

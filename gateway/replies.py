@@ -333,3 +333,29 @@ def review_reason_missing(reference: str) -> Reply:
         "paragraph 2'. The sender is told the reason.",
         f"Reference: {reference}",
     )
+
+
+def accepted_as(lines: Iterable[str]) -> Reply:
+    """A 250 whose text the decision wrote (a held message, a review decision) instead of "queued as"."""
+    return Reply(250, "2.0.0", tuple(lines))
+
+
+# --- The policy's replies (their texts are composed in gateway.decision.verdict_replies) ---------------
+def refused_by_policy(lines: Iterable[str]) -> Reply:
+    """550 5.7.1: the policy (or a review decision's checks) does not let the message go out."""
+    return Reply(550, "5.7.1", tuple(lines))
+
+
+def malformed_for_policy(lines: Iterable[str]) -> Reply:
+    """550 5.6.0: the message can be read in more than one way, so the policy cannot judge it."""
+    return Reply(550, "5.6.0", tuple(lines))
+
+
+def too_complex_to_check(lines: Iterable[str]) -> Reply:
+    """552 5.3.4: checking the message used up its CPU budget (permanent: a retry would too)."""
+    return Reply(552, "5.3.4", tuple(lines))
+
+
+def not_checked_yet(lines: Iterable[str]) -> Reply:
+    """451 4.3.0: the policy could not be applied (our fault); the client will retry."""
+    return Reply(451, "4.3.0", tuple(lines))

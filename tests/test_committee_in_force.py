@@ -11,8 +11,10 @@ from argon2 import PasswordHasher
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.decision.policy_screener import PolicyScreener, ReloadResult, load_policy_for
-from gateway.decision.screening import Accept, Refuse, Submission
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import ReloadResult, load_policy_for
+from gateway.decision.screening import Accept, Submission
+from gateway.replies import Reply
 from gateway.settings import AuthSettings, GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.accounts import Accounts
 from tests.cli.conftest import write_config
@@ -83,7 +85,7 @@ def test_user_remove_makes_every_address_of_the_member_an_outsider(
     assert screener.reload_if_changed() is ReloadResult.RELOADED
 
     after = screener.screen(naming_the_reporter(address, "Q2"))
-    assert isinstance(after, Refuse) and after.code == 550, after
+    assert isinstance(after, Reply) and after.code == 550, after
     # Policy workers load the policy themselves: they compile the same committee, the same version.
     assert load_policy_for(settings)[0].version == screener.policy_version
 
@@ -91,7 +93,7 @@ def test_user_remove_makes_every_address_of_the_member_an_outsider(
 def test_a_member_added_back_is_inside_again(settings: GatewaySettings, screener: PolicyScreener) -> None:
     Accounts.load(settings.auth.users_file, FAST).remove("ben@example.org")
     assert screener.reload_if_changed() is ReloadResult.RELOADED
-    assert isinstance(screener.screen(naming_the_reporter("ben@home.example.net", "Q1")), Refuse)
+    assert isinstance(screener.screen(naming_the_reporter("ben@home.example.net", "Q1")), Reply)
     Accounts.load(settings.auth.users_file, FAST).add("ben@example.org", "another long password")
     assert screener.reload_if_changed() is ReloadResult.RELOADED
     assert isinstance(screener.screen(naming_the_reporter("ben@home.example.net", "Q2")), Accept)
@@ -112,7 +114,7 @@ def test_a_users_file_that_disappears_leaves_nobody_inside(
     settings.auth.users_file.unlink()
     assert screener.reload_if_changed() is ReloadResult.RELOADED
     assert screener.source.policy.committee == frozenset()
-    assert isinstance(screener.screen(naming_the_reporter("ada@example.org", "Q1")), Refuse)
+    assert isinstance(screener.screen(naming_the_reporter("ada@example.org", "Q1")), Reply)
 
 
 def test_a_broken_users_file_keeps_the_committee_in_force(

@@ -10,13 +10,14 @@ from click.testing import CliRunner
 
 from gateway.cli import main
 from gateway.decision.policy_screener import PolicyScreener
-from gateway.decision.screening import Accept, Refuse, Submission
+from gateway.decision.screening import Accept, Submission
 from gateway.errors import ConfigError
 from gateway.policy.engine import CompiledPolicy, compile_policy, evaluate, rule_context
 from gateway.policy.loader import parse_policy_text
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ContentOverlap, Envelope, ThreadFacts
 from gateway.policy.reviewers import member_of
+from gateway.replies import Reply
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.holds import HoldStore, ReviewError
 from tests.cli.conftest import write_config
@@ -280,7 +281,7 @@ def test_a_conflict_declared_after_the_hold_ends_the_member_s_review_rights(
     )
     assert screener.reload().value == "reloaded"
     answer = screener.screen(reply(reply_to(by["cleo@example.org"]), "approve", sender="cleo@example.org"))
-    assert isinstance(answer, Refuse) and "conflict of interest on case home shelf" in " ".join(answer.lines)
+    assert isinstance(answer, Reply) and "conflict of interest on case home shelf" in " ".join(answer.lines)
     with pytest.raises(ReviewError, match="conflict of interest"):
         member = member_of(screener.source.policy, "cleo@example.org")
         assert member is not None

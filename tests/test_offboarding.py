@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from gateway.cli import main
 from gateway.decision.policy_screener import PolicyScreener
-from gateway.decision.screening import Accept, Refuse, Submission
+from gateway.decision.screening import Accept, Submission
+from gateway.replies import Reply
 from gateway.review.rights import account_check
 from gateway.settings import AuthSettings, GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.accounts import Accounts
@@ -55,9 +56,9 @@ def accounts(settings: GatewaySettings) -> Accounts:
 
 @pytest.fixture
 def screener(settings: GatewaySettings, accounts: Accounts) -> Iterator[PolicyScreener]:
-    with PolicyScreener.from_settings(settings) as opened:
+    # Review rights follow the users file, as the running gateway builds it (gateway.decision.build).
+    with PolicyScreener.from_settings(settings, has_account=account_check(accounts)) as opened:
         assert opened.review is not None
-        opened.review.has_account = account_check(accounts)  # as the running gateway wires it
         yield opened
 
 
@@ -73,7 +74,7 @@ def hold(screener: PolicyScreener) -> dict[str, str]:
     return {m.rcpt_tos[0]: reply_to(m) for m in result.extra if kind(m) == "review-request"}
 
 
-def answer(screener: PolicyScreener, address: str, who: str, qid: str) -> Accept | Refuse:
+def answer(screener: PolicyScreener, address: str, who: str, qid: str) -> Accept | Reply:
     sub = reply(address, "approve", sender=who, queue_id=qid)
     result = screener.screen(sub)
     if isinstance(result, Accept):
@@ -122,7 +123,7 @@ def test_a_removed_member_s_valid_token_is_refused_before_any_reassignment(
     Accounts.load(accounts.path, FAST).remove("cleo@example.org")
     accounts.reload_if_changed()
     refused = answer(screener, tokens["cleo@example.org"], "cleo@example.org", "R1")
-    assert isinstance(refused, Refuse)
+    assert isinstance(refused, Reply)
     assert "no longer has an account" in " ".join(refused.lines)
     assert screener.review.store.get("Q1").decisions == ()  # type: ignore[union-attr]
 
@@ -136,7 +137,7 @@ def test_a_member_removed_from_the_policy_loses_review_rights(
     )
     assert screener.reload().value == "reloaded"
     refused = answer(screener, tokens["dan@example.org"], "dan@example.org", "R1")
-    assert isinstance(refused, Refuse)
+    assert isinstance(refused, Reply)
     resent = screener.review_housekeeping()
     assert sorted(m.rcpt_tos[0] for m in resent) == ["ben@example.org", "cleo@example.org"]
     record = screener.review.store.get("Q1")  # type: ignore[union-attr]

@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 
 from gateway.decision import evaluation
-from gateway.decision.policy_screener import PolicyScreener, ReloadResult
-from gateway.decision.screening import Accept, Refuse, Submission
+from gateway.decision.commit import record
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import ReloadResult
+from gateway.decision.screening import Accept, Submission
 from gateway.errors import AuditError, ConfigError, PolicyError
 from gateway.policy.rules import conduct_cc
+from gateway.replies import Reply, reply
 from gateway.settings import GatewaySettings, PolicySettings
 from gateway.state.audit import audit_dir
 from gateway.state.audit_reading import read_entries, verify
@@ -146,7 +149,7 @@ def test_protected_name_to_an_outsider_is_refused_and_audited_without_it(
 ) -> None:
     content = message(subject="About what Jin Park told us", body="JP said it happened twice.\r\n")
     result = screener.screen(submission(content, queue_id="Q7"))
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     assert (result.code, result.status) == (550, "5.7.1")
     assert result.lines[0].startswith("Message not sent: ")
     assert result.lines[-1] == "Reference: Q7"
@@ -178,7 +181,7 @@ def test_engine_exception_is_a_451_logged_by_type_only(
     monkeypatch.setattr(evaluation, "evaluate", exploding)
     with caplog.at_level(logging.ERROR, logger="gateway"):
         result = screener.screen(submission(message()))
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     assert (result.code, result.status) == (451, "4.3.0")
     assert result.lines[-1] == "Reference: Q1"
     assert "event=policy-internal-error" in caplog.text
@@ -197,7 +200,7 @@ def test_a_rule_that_raises_is_a_451_naming_the_rule(
 
     monkeypatch.setattr(conduct_cc, "check", broken)
     result = screener.screen(submission(message()))
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     assert (result.code, result.status) == (451, "4.3.0")
     assert "Rules that failed: conduct-cc" in result.lines
 
@@ -210,7 +213,7 @@ def test_rewrite_the_gateway_cannot_make_is_refused_with_what_to_do(
 
     monkeypatch.setattr(evaluation, "apply_rewrite", refusing)
     result = screener.screen(submission(message(cc=None), rcpt_tos=(OUTSIDER,)))
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     assert (result.code, result.status) == (550, "5.7.1")
     assert "cannot make safely" in result.lines[0]
     assert any(line.startswith("conduct-cc:") for line in result.lines)
@@ -226,7 +229,7 @@ def test_refusal_that_cannot_be_audited_is_deferred(
 
     monkeypatch.setattr(screener.audit, "record_decision", failing)
     result = screener.screen(submission(message(subject="Jin Park")))
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     assert (result.code, result.status) == (451, "4.3.0")
 
 
@@ -286,7 +289,7 @@ def test_reload_switches_to_a_valid_edit(screener: PolicyScreener, policy_file: 
     assert screener.reload_if_changed() is ReloadResult.RELOADED
     assert screener.policy_version != before
     result = screener.screen(submission(message(subject="Jinny Park")))
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     assert screener.statistics().reloads == 1
 
 
@@ -307,7 +310,7 @@ def test_invalid_edit_is_refused_loudly_and_the_last_good_policy_stays(
     assert f"kept_version={before}" in refusals[0].getMessage()
     assert screener.policy_version == before
     result = screener.screen(submission(message(subject="Jin Park")))
-    assert isinstance(result, Refuse)  # the last good policy still protects
+    assert isinstance(result, Reply)  # the last good policy still protects
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="gateway"):
         assert screener.reload() is ReloadResult.REFUSED  # SIGHUP always re-reads and reports
@@ -354,7 +357,7 @@ def test_a_thread_learns_its_case_and_replies_inherit_it(tmp_path: Path, policy_
         result = screener.screen(
             submission(reply, rcpt_tos=(OUTSIDER, CONDUCT, "hidden@example.net"), queue_id="Q2")
         )
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     assert any(line.startswith("recipient-banner: envelope: address") for line in result.lines)
     assert "hidden@example.net" in "\n".join(result.lines)
     entries = decisions(settings)
@@ -394,7 +397,8 @@ def test_a_refusal_made_before_the_policy_is_audited_without_content(tmp_path: P
         content=secret + b"\r\nbody",
     )
     with PolicyScreener.from_settings(settings) as screener:
-        screener.refused_at_intake(submission, 550, "5.6.0", "MALFORMED_MESSAGE")
+        refusal = screener.refused_at_intake(submission, reply(550, "5.6.0", "Refused"), "MALFORMED_MESSAGE")
+        record(refusal, screener.stores)
     text = (audit_dir(tmp_path) / "audit.jsonl").read_text()
     entry = json.loads(text.splitlines()[-1])
     assert entry["queue_id"] == "Q1"

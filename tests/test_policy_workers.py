@@ -14,7 +14,8 @@ import pytest
 from gateway.decision import policy_workers
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.policy_workers import PolicyWorkers, worker_count
-from gateway.decision.screening import Accept, Refuse
+from gateway.decision.screening import Accept
+from gateway.replies import Reply
 from gateway.settings import GatewaySettings, PolicySettings
 from gateway.state.audit import audit_dir
 from gateway.state.audit_reading import read_entries
@@ -74,9 +75,9 @@ async def kill_the_worker(workers: PolicyWorkers) -> None:
         await asyncio.sleep(0.02)
 
 
-def outcome(result: Accept | Refuse) -> tuple[object, ...]:
+def outcome(result: Accept | Reply) -> tuple[object, ...]:
     """Everything the SMTP layer acts on."""
-    if isinstance(result, Refuse):
+    if isinstance(result, Reply):
         return ("refuse", result.code, result.status, result.lines)
     return ("accept", result.content, result.rcpt_tos, result.changes, result.verdict, result.findings)
 
@@ -140,7 +141,7 @@ async def test_a_worker_on_another_policy_version_hands_the_message_back(
     screener.workers = pool
     try:
         result = await screener.screen_async(SUBMISSIONS["reject-identity"])
-        assert isinstance(result, Refuse)  # judged here, under the version in force: Jin Park protected
+        assert isinstance(result, Reply)  # judged here, under the version in force: Jin Park protected
         assert pool.stale == 1
         # Once the gateway reloads, requests name the new version and the worker answers them.
         screener.reload()
@@ -163,7 +164,7 @@ async def test_a_message_whose_worker_is_stuck_is_deferred_and_the_worker_replac
     os.kill(first, signal.SIGSTOP)  # alive but never answering
     workers.evaluation_timeout = 0.2
     result = await screener.screen_async(SUBMISSIONS["deliver"])
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     assert (result.code, result.status) == (451, "4.3.0")
     assert "could not finish checking it in time" in " ".join(result.lines)
     assert workers.lost == 1
@@ -189,7 +190,7 @@ async def test_while_no_worker_is_alive_the_gateway_evaluates_itself(
     assert workers.pids() == []
     # Within the restart delay: not restarted, and the message is still decided (in-process).
     result = await screener.screen_async(SUBMISSIONS["reject-identity"])
-    assert isinstance(result, Refuse) and result.code == 550
+    assert isinstance(result, Reply) and result.code == 550
     assert workers.restarts == 0 and workers.lost == 0
 
 
@@ -281,7 +282,7 @@ async def test_a_slow_message_holds_up_nobody_and_is_refused_as_too_complex(
         finally:
             screener.workers = None
             await pool.close()
-    assert isinstance(refused, Refuse)
+    assert isinstance(refused, Reply)
     assert (refused.code, refused.status) == (552, "5.3.4")
     assert "too complex for the gateway to check" in " ".join(refused.lines)
     assert pool.over_budget == 1 and pool.lost == 0  # the worker survived its message

@@ -15,10 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.decision.policy_screener import PolicyScreener, load_policy_for
-from gateway.decision.screening import Accept, Refuse, Submission
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import load_policy_for
+from gateway.decision.screening import Accept, Submission
 from gateway.intake.journal import Journal
 from gateway.policy.model import IdentityKind, Mention
+from gateway.replies import Reply
 from gateway.settings import GatewaySettings, PolicySettings
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.ledger import Ledger, ledger_path
@@ -118,14 +120,14 @@ def test_the_report_quoted_back_to_the_reporter_is_delivered(screener: PolicyScr
 
 def test_the_same_reply_to_an_outsider_is_refused(screener: PolicyScreener) -> None:
     result = screener.screen(reply(OUTSIDER))
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     text = " ".join(result.lines)
     assert "Maya" not in text and "repeats" in text and "name of a person protected" in text
 
 
 def test_a_witness_the_report_does_not_name_is_refused_even_to_the_reporter(screener: PolicyScreener) -> None:
     result = screener.screen(reply(REPORTER, extra="Sam Okonkwo saw it too.\r\n\r\n"))
-    assert isinstance(result, Refuse)
+    assert isinstance(result, Reply)
     assert result.code == 550 and "Sam" not in " ".join(result.lines)
 
 

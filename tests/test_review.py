@@ -16,7 +16,8 @@ import pytest
 
 from gateway.decision.notices import NOTICE_HEADER
 from gateway.decision.policy_screener import PolicyScreener
-from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
+from gateway.decision.screening import Accept, Outgoing, Submission
+from gateway.replies import Reply
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.audit import audit_dir
 from gateway.state.audit_reading import read_entries, verify
@@ -136,7 +137,7 @@ def hold(screener: PolicyScreener, queue_id: str = "Q1") -> tuple[Accept, dict[s
     return result, by
 
 
-def decide(screener: PolicyScreener, sub: Submission) -> Accept | Refuse:
+def decide(screener: PolicyScreener, sub: Submission) -> Accept | Reply:
     result = screener.screen(sub)
     if isinstance(result, Accept):
         screener.accepted(sub, result)
@@ -338,7 +339,7 @@ class TestDecisions:
         local, domain = address.split("@")
         altered = local[:-1] + ("a" if local[-1] != "a" else "b") + "@" + domain
         result = decide(screener, reply(altered, "approve"))
-        assert isinstance(result, Refuse) and (result.code, result.status) == (550, "5.7.1")
+        assert isinstance(result, Reply) and (result.code, result.status) == (550, "5.7.1")
         assert "not valid" in result.lines[0]
 
     def test_self_approval_is_refused_with_the_sender_token_or_a_reviewer_token(
@@ -347,13 +348,13 @@ class TestDecisions:
         _, by = hold(screener)
         for address in (reply_to(by["ada@example.org:held"]), reply_to(by["ben@example.org:review-request"])):
             result = decide(screener, reply(address, "approve", sender="ada@example.org"))
-            assert isinstance(result, Refuse) and result.code == 550
+            assert isinstance(result, Reply) and result.code == 550
             assert "you cannot review it" in result.lines[0]
         # Also from another address of the same member.
         result = decide(
             screener, reply(reply_to(by["ada@example.org:held"]), "approve", sender="ada.q@example.org")
         )
-        assert isinstance(result, Refuse) and "cannot review" in result.lines[0]
+        assert isinstance(result, Reply) and "cannot review" in result.lines[0]
         assert HoldStore.in_state_dir(settings.state_dir).get("Q1").status == "held"
         assert {e["reason"] for e in audit_reviews(settings)} == {"self-review"}
 
@@ -363,7 +364,7 @@ class TestDecisions:
             screener,
             reply(reply_to(by["ben@example.org:review-request"]), "approve", sender="demo@example.org"),
         )
-        assert isinstance(result, Refuse) and "only committee members" in result.lines[0]
+        assert isinstance(result, Reply) and "only committee members" in result.lines[0]
 
     def test_a_token_only_works_for_its_member(self, screener: PolicyScreener) -> None:
         _, by = hold(screener)
@@ -371,7 +372,7 @@ class TestDecisions:
             screener,
             reply(reply_to(by["ben@example.org:review-request"]), "approve", sender="cleo@example.org"),
         )
-        assert isinstance(result, Refuse) and "another committee member" in result.lines[0]
+        assert isinstance(result, Reply) and "another committee member" in result.lines[0]
 
     def test_mail_to_a_review_address_is_never_relayed_even_with_other_recipients(
         self, screener: PolicyScreener
@@ -382,7 +383,7 @@ class TestDecisions:
             sub.queue_id, sub.mail_from, (*sub.rcpt_tos, OUTSIDER), sub.authenticated_as, sub.content
         )
         result = screener.screen(mixed)
-        assert isinstance(result, Refuse) and "review address alone" in result.lines[0]
+        assert isinstance(result, Reply) and "review address alone" in result.lines[0]
 
     def test_reject_returns_the_message_to_the_sender_with_the_reason(
         self, screener: PolicyScreener, settings: GatewaySettings
@@ -409,7 +410,7 @@ class TestDecisions:
     def test_reject_without_a_reason_is_not_understood(self, screener: PolicyScreener) -> None:
         _, by = hold(screener)
         result = decide(screener, reply(reply_to(by["ben@example.org:review-request"]), "reject"))
-        assert isinstance(result, Refuse) and result.status == "5.6.0"
+        assert isinstance(result, Reply) and result.status == "5.6.0"
 
     def test_html_reply_is_read(self, screener: PolicyScreener) -> None:
         _, by = hold(screener)
@@ -429,7 +430,7 @@ class TestDecisions:
     def test_a_reviewer_cannot_cancel(self, screener: PolicyScreener) -> None:
         _, by = hold(screener)
         result = decide(screener, reply(reply_to(by["ben@example.org:review-request"]), "cancel"))
-        assert isinstance(result, Refuse) and "only the sender" in result.lines[0]
+        assert isinstance(result, Reply) and "only the sender" in result.lines[0]
 
     def test_a_failed_spool_commit_undoes_the_decision(
         self, screener: PolicyScreener, settings: GatewaySettings

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.decision.screening import Refuse
 from gateway.decision.verdict_replies import (
     MAX_LINE,
     RELAY_HEADER,
@@ -19,6 +18,7 @@ from gateway.decision.verdict_replies import (
     tempfail,
 )
 from gateway.policy.model import Action, Address, Decision, Finding, Outcome, Rewrite, Verdict
+from gateway.replies import Reply
 
 SECRET = "Zoë Reporter"
 PROTECTED = Finding(
@@ -47,7 +47,7 @@ def verdict(outcome: Outcome, *decisions: Decision, rewrite: Rewrite | None = No
     return Verdict(outcome=outcome, decisions=decisions, policy_version="v1", rewrite=rewrite or Rewrite())
 
 
-def smtp_lines(reply: Refuse) -> list[str]:
+def smtp_lines(reply: Reply) -> list[str]:
     """The reply as the SMTP layer sends it: code and enhanced status on every line."""
     last = len(reply.lines) - 1
     return [
@@ -56,7 +56,7 @@ def smtp_lines(reply: Refuse) -> list[str]:
     ]
 
 
-def assert_wire_safe(reply: Refuse) -> None:
+def assert_wire_safe(reply: Reply) -> None:
     for line in reply.lines:
         assert line.isascii() and line.isprintable(), line
         assert len(line) <= MAX_LINE, line

@@ -22,7 +22,7 @@ from gateway.cli import config_option
 from gateway.cli.auditing import record_case_action
 from gateway.cli.check import as_submitted
 from gateway.cli.tables import json_option, output_option, print_created
-from gateway.decision.policy_screener import load_policy_for
+from gateway.decision.policy_source import load_policy_for
 from gateway.errors import ConfigError, GatewayError
 from gateway.policy.config import IDENTITY_FIELDS, Case, Person, PolicyDocument
 from gateway.policy.loader import RegistryCases, merge_cases, parse_policy_text, read_policy

@@ -15,7 +15,7 @@ import click
 
 from gateway import replies
 from gateway.cli import config_option
-from gateway.decision.policy_screener import load_compiled_policy
+from gateway.decision.policy_source import load_compiled_policy
 from gateway.decision.screening import Refuse
 from gateway.decision.verdict_replies import (
     change_descriptions,

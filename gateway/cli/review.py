@@ -26,7 +26,8 @@ from gateway.cli import config_option
 from gateway.cli.auditing import audit_sink
 from gateway.cli.queue import header_summary, mime_outline
 from gateway.cli.tables import emit, json_option
-from gateway.decision.policy_screener import learn_release, load_policy_for
+from gateway.decision.facts import learn_release
+from gateway.decision.policy_source import load_policy_for
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.reviewers import member_of
 from gateway.review.auditing import AUDIT_EVENT, AuditSink

@@ -73,7 +73,7 @@ def add(address: str, aliases: tuple[str, ...], password_stdin: bool, config_pat
 def _name_differences(config_path: Path | None, addresses: frozenset[str]) -> None:
     """Warn where the new account and the policy's members disagree (best effort: the account is made)."""
     # Imported here: loading the policy pulls in the whole policy core, which `user list` never needs.
-    from gateway.decision.policy_screener import load_policy_for
+    from gateway.decision.policy_source import load_policy_for
 
     try:
         policy, _stamp = load_policy_for(load_settings(config_path))

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from gateway.decision.evaluation import Evaluation, evaluate_submission
+from gateway.decision.policy_source import load_policy_for
 from gateway.decision.screening import Submission
 from gateway.errors import EvaluationTooComplex, PolicyWorkerError
 from gateway.framing import FrameBuffer, encode_frame, read_frame
@@ -368,8 +369,6 @@ class _WorkerState:
         self._load()
 
     def _load(self) -> None:
-        from gateway.decision.policy_screener import load_policy_for  # the screener imports this module
-
         try:
             self.policy, _stamp = load_policy_for(self.settings)
         except Exception:  # an invalid file: the gateway keeps its last good policy; so do we

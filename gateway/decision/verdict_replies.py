@@ -18,8 +18,9 @@ import textwrap
 import unicodedata
 from collections.abc import Iterable, Sequence
 
-from gateway.decision.screening import Refuse
+from gateway import replies
 from gateway.policy.model import Action, Decision, Outcome, Rewrite, Verdict
+from gateway.replies import Reply
 
 RELAY_HEADER = "X-Conduct-Gateway"
 APPROVED_HEADER = "X-Conduct-Gateway-Approved-By"  # only the gateway writes it, on a released held message
@@ -188,7 +189,7 @@ def _whole_advice_in(headline: str, advice: str) -> bool:
     return bool(text) and text in headline
 
 
-def refusal(verdict: Verdict, reference: str) -> Refuse:
+def refusal(verdict: Verdict, reference: str) -> Reply:
     """The SMTP reply for a verdict that does not deliver (reject, hold, tempfail)."""
     decisions = _ordered(verdict.decisions)
     if verdict.outcome is Outcome.TEMPFAIL:
@@ -198,14 +199,14 @@ def refusal(verdict: Verdict, reference: str) -> Refuse:
             "Message not sent: it needs review by a second committee member before it can go out, "
             "and that review is not available yet. Nothing was sent."
         )
-        return Refuse(550, "5.7.1", _with_details(headline, decisions, reference))
+        return replies.refused_by_policy(_with_details(headline, decisions, reference))
     if verdict.outcome is not Outcome.REJECT:
         raise ValueError(f"a {verdict.outcome.value} verdict is not a refusal")
     blocking = [d for d in decisions if d.action is Action.REJECT]
     ambiguous = [d for d in blocking if d.finding.code == AMBIGUOUS_CODE]
     if ambiguous:
         headline = "Message not sent: it is malformed and can be read in more than one way (details below)."
-        return Refuse(550, "5.6.0", _with_details(headline, decisions, reference))
+        return replies.malformed_for_policy(_with_details(headline, decisions, reference))
     first = blocking[0] if blocking else None
     prefix = "Message not sent: "
     more = f" ({len(blocking)} problems, listed below)" if len(blocking) > 1 else ""
@@ -215,7 +216,7 @@ def refusal(verdict: Verdict, reference: str) -> Refuse:
     if not summary:
         summary, more = "the message breaks the committee's mail policy (details below)", ""
     headline = _headline(prefix, summary + more)
-    return Refuse(550, "5.7.1", _with_details(headline, decisions, reference, headline_from=first))
+    return replies.refused_by_policy(_with_details(headline, decisions, reference, headline_from=first))
 
 
 def held_lines(reasons: str, reference: str, *, notified: bool = True, sender: str = "") -> tuple[str, ...]:
@@ -238,7 +239,7 @@ def held_lines(reasons: str, reference: str, *, notified: bool = True, sender: s
     )
 
 
-def rewrite_impossible(verdict: Verdict, reason: str, reference: str) -> Refuse:
+def rewrite_impossible(verdict: Verdict, reason: str, reference: str) -> Reply:
     """550 5.7.1: the policy asks for a change the gateway cannot make safely (``reason`` is the
     rewriter's own generic explanation), so the sender must make it."""
     headline = _headline(
@@ -246,10 +247,10 @@ def rewrite_impossible(verdict: Verdict, reason: str, reference: str) -> Refuse:
         f"({ascii_text(reason)})",
     )
     changes = [d for d in _ordered(verdict.decisions) if d.action is Action.REWRITE]
-    return Refuse(550, "5.7.1", _with_details(headline, changes, reference, rewrites_refused=True))
+    return replies.refused_by_policy(_with_details(headline, changes, reference, rewrites_refused=True))
 
 
-def too_complex(reference: str, budget: float) -> Refuse:
+def too_complex(reference: str, budget: float) -> Reply:
     """552 5.3.4: checking the message used up its CPU budget. Permanent, because the budget counts
     the message's own computing time (never time spent waiting): a retry would use it up again."""
     lines = _wrap(
@@ -257,19 +258,19 @@ def too_complex(reference: str, budget: float) -> Refuse:
         "seconds of computing time). Sending it again will not help: split it up (fewer or smaller "
         "attachments, less quoted text), or ask an admin to raise policy.evaluation_budget."
     )
-    return Refuse(552, "5.3.4", (*lines, f"Reference: {safe_reference(reference)}"))
+    return replies.too_complex_to_check((*lines, f"Reference: {safe_reference(reference)}"))
 
 
-def evaluation_timed_out(reference: str) -> Refuse:
+def evaluation_timed_out(reference: str) -> Reply:
     """451 4.3.0: a policy worker did not finish in time (stuck or starved of CPU): our fault."""
     lines = _wrap(
         "Message not sent yet: the gateway could not finish checking it in time. Your mail client "
         "will try again; if this keeps happening, tell an admin the reference below."
     )
-    return Refuse(451, "4.3.0", (*lines, f"Reference: {safe_reference(reference)}"))
+    return replies.not_checked_yet((*lines, f"Reference: {safe_reference(reference)}"))
 
 
-def tempfail(reference: str, failed_rules: Iterable[str] = ()) -> Refuse:
+def tempfail(reference: str, failed_rules: Iterable[str] = ()) -> Reply:
     """451 4.3.0: the policy could not be applied (an internal failure); the client will retry."""
     lines = [
         "Message not sent yet: the gateway could not check it because of an internal error. "
@@ -282,7 +283,7 @@ def tempfail(reference: str, failed_rules: Iterable[str] = ()) -> Refuse:
     for line in lines:
         wrapped.extend(_wrap(line))
     wrapped.append(f"Reference: {safe_reference(reference)}")
-    return Refuse(451, "4.3.0", tuple(wrapped))
+    return replies.not_checked_yet(tuple(wrapped))
 
 
 def change_labels(rewrite: Rewrite) -> tuple[str, ...]:

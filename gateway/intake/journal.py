@@ -30,7 +30,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.decision.policy_screener import PolicySource
+from gateway.decision.policy_source import PolicySource
 from gateway.errors import GatewayError
 from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy

@@ -20,7 +20,7 @@ from typing import Literal
 
 from gateway import replies
 from gateway.decision.notices import NoticeKind, NoticeLimiter, NoticeRefused, Notices
-from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
+from gateway.decision.screening import Accept, Outgoing, Refuse, Ruling, Submission
 from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.reviewers import (
@@ -219,7 +219,7 @@ class ReviewDesk:
         return Accept(
             content=b"",
             rcpt_tos=release_rcpt_tos,
-            verdict="hold",
+            verdict=Ruling.HOLD,
             findings=tuple(f"{f.rule}:{f.code}" for f in findings),
             extra=tuple(outgoing),
             spool_submission=False,
@@ -249,7 +249,7 @@ class ReviewDesk:
         return Accept(
             content=b"",
             rcpt_tos=(),
-            verdict="review",
+            verdict=Ruling.REVIEW,
             extra=result.outgoing,
             spool_submission=False,
             reply_lines=result.lines,

@@ -154,6 +154,7 @@ class AuditTrail:
         last_seq: int,
         last_hash: str,
         clock: Callable[[], datetime],
+        deferred: bool = False,
     ) -> None:
         self.directory = directory
         self._lock_fd = lock_fd
@@ -167,13 +168,15 @@ class AuditTrail:
         # Deferred mode (the running gateway): appends are written at once but flushed to disk by
         # ``flush()``, which the SMTP layer awaits before it answers, so many decisions share one
         # fdatasync and none blocks the event loop. Default: every append is flushed before it returns.
-        self.deferred = False
+        self.deferred = deferred
         self._unflushed = False
         self._flushing = threading.Lock()
 
     @classmethod
-    def open(cls, directory: Path, *, clock: Callable[[], datetime] = utc_now) -> AuditTrail:
-        """Open (creating) the trail in ``directory`` for appending."""
+    def open(
+        cls, directory: Path, *, clock: Callable[[], datetime] = utc_now, deferred: bool = False
+    ) -> AuditTrail:
+        """Open (creating) the trail in ``directory`` for appending (``deferred``: see ``flush``)."""
         fds: list[int] = []
         try:
             private_directory(directory)
@@ -223,6 +226,7 @@ class AuditTrail:
             last_seq=last_seq,
             last_hash=last_hash,
             clock=clock,
+            deferred=deferred,
         )
 
     @property

@@ -55,8 +55,8 @@ class FileAudit:
     holds_outbox: Path | None = None
     expunge_pending: Path | None = None
 
-    def open(self) -> AuditWriterPort:
-        return AuditTrail.open(self.directory)
+    def open(self, *, deferred: bool = False) -> AuditWriterPort:
+        return AuditTrail.open(self.directory, deferred=deferred)
 
     def _open_unless_held(self) -> AuditTrail | None:
         try:

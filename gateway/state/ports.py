@@ -159,8 +159,11 @@ class AuditWriterPort(Closing, Protocol):
 class AuditPort(Protocol):
     """The audit trail: open it to write, read it, or act on it "later" while a gateway holds it."""
 
-    def open(self) -> AuditWriterPort:
-        """The writer; ``AuditError`` if another process (a running gateway) holds the trail."""
+    def open(self, *, deferred: bool = False) -> AuditWriterPort:
+        """The writer; ``AuditError`` if another process (a running gateway) holds the trail.
+
+        ``deferred``: appends are made durable by ``flush`` (the running gateway), not one fsync each.
+        """
         ...
 
     def record(self, event: str, fields: Mapping[str, JsonValue]) -> None:

@@ -13,9 +13,11 @@ from click.testing import CliRunner, Result
 from ruamel.yaml import YAML
 
 from gateway.cli import main
-from gateway.decision.policy_screener import PolicyScreener, ReloadResult
-from gateway.decision.screening import Accept, Refuse, Submission
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import ReloadResult
+from gateway.decision.screening import Accept, Submission
 from gateway.policy.loader import read_policy
+from gateway.replies import Reply
 from gateway.settings import load_settings
 from gateway.state import registry as registry_module
 from gateway.state.audit import AuditTrail, audit_dir
@@ -304,7 +306,7 @@ def test_screener_picks_up_a_new_person_without_a_restart(config_file: Path) -> 
         assert screener.policy_version != version
 
         after = screener.screen(submission("Hello", f"{NAME} says hello.", OUTSIDER, "Q2"))
-        assert isinstance(after, Refuse) and after.code == 550
+        assert isinstance(after, Reply) and after.code == 550
         assert_no_identity("\n".join(after.lines))
         # Inside the committee the name may be written, but not in the Subject: a warning only.
         warned = screener.screen(submission(f"About {NAME}", "See the notes.", BRAM, "Q3"))
@@ -322,13 +324,13 @@ def test_screener_picks_up_a_new_person_without_a_restart(config_file: Path) -> 
         registry_of(config_file).path.unlink()
         assert screener.reload_if_changed() is ReloadResult.REFUSED
         kept = screener.screen(submission("Hello", f"{NAME} says hello.", OUTSIDER, "Q5"))
-        assert isinstance(kept, Refuse)
+        assert isinstance(kept, Reply)
         assert screener.statistics().registry_unreadable == 1  # what the alert rule watches
 
         # A registry the key cannot open is refused too; the last good cases stay in force.
         registry_of(config_file).path.write_bytes(b"conduct-gateway case registry v1\n" + bytes(64))
         assert screener.reload() is ReloadResult.REFUSED
-        assert isinstance(screener.screen(submission("Hello", f"{ALIAS} again.", OUTSIDER, "Q6")), Refuse)
+        assert isinstance(screener.screen(submission("Hello", f"{ALIAS} again.", OUTSIDER, "Q6")), Reply)
         statistics = screener.statistics()
         assert (statistics.registry_unreadable, statistics.reload_pending_refused) == (1, 1)
 

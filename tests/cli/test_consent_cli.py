@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.decision.policy_screener import PolicyScreener, ReloadResult
-from gateway.decision.screening import Accept, Refuse
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import ReloadResult
+from gateway.decision.screening import Accept
+from gateway.replies import Reply
 from gateway.settings import load_settings
 from gateway.state.audit import audit_dir
 from gateway.state.audit_reading import read_entries
@@ -60,7 +62,7 @@ def test_a_consent_relied_on_then_withdrawn_is_audited_by_key_and_date(config_fi
         assert f"Withdrew 1 consent(s) of {person} in case {code} ({key})" in withdrawn.stdout
         assert screener.reload_if_changed() is ReloadResult.RELOADED
         refused = screener.screen(submission("Hello", f"{NAME} agreed to be named.", OUTSIDER, "Q2"))
-        assert isinstance(refused, Refuse) and refused.code == 550
+        assert isinstance(refused, Reply) and refused.code == 550
         screener.review_housekeeping()  # case actions queued while the gateway holds the trail
 
     consent_findings = [f for f in decision_findings(config_file) if f["rule"] == "consent"]
@@ -88,7 +90,7 @@ def test_an_expired_consent_lifts_nothing(config_file: Path) -> None:
     record(config_file, code, person, "--expires", "2025-02-01")  # long past
     with PolicyScreener.from_settings(load_settings(config_file)) as screener:
         refused = screener.screen(submission("Hello", f"{NAME} agreed to be named.", OUTSIDER, "Q1"))
-        assert isinstance(refused, Refuse) and refused.code == 550
+        assert isinstance(refused, Reply) and refused.code == 550
     assert [f["code"] for f in decision_findings(config_file) if f["rule"] == "consent"] == [
         "CONSENT_EXPIRED"
     ]

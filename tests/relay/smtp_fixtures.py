@@ -20,10 +20,15 @@ import pytest
 import trustme
 from argon2 import PasswordHasher
 
-from gateway.decision.screening import Accept, PassThrough, Refuse, Screener, Submission
+from gateway.decision import disposition
+from gateway.decision.commit import DecisionStores
+from gateway.decision.disposition import Disposition
+from gateway.decision.screening import Accept, PassThrough, Screener, Submission
 from gateway.intake.smtp import SubmissionService
+from gateway.replies import Reply
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import Accounts
+from gateway.state.audit import DecisionRecord
 from gateway.state.spool import FollowUp, QueueState, Spool, SpoolMessage
 
 HOSTNAME = "mail.example.org"
@@ -103,26 +108,73 @@ class SlowSpool(Spool):
         await super().commit(envelope, content, follow_up)
 
 
+class RecordingTrail:
+    """A fake audit trail: each record reaches its screener's ``accepted``; ``flush`` its
+    ``flush_decisions`` (the steps the tests watch)."""
+
+    def __init__(self, screener: RecordingScreener) -> None:
+        self.screener = screener
+
+    def record_decision(self, record: DecisionRecord) -> None:
+        self.screener.accepted(record.queue_id)
+
+    def flush(self) -> None:
+        self.screener.flush_decisions()
+
+
+class RecordingHolds:
+    """A fake review desk: undone holds are noted on the screener."""
+
+    def __init__(self, screener: RecordingScreener) -> None:
+        self.screener = screener
+
+    def confirm(self, key: str) -> None:
+        return None
+
+    def undo(self, key: str) -> None:
+        self.screener.not_stored(key)
+
+
 @dataclass
-class RecordingScreener:
+class RecordingScreener(PassThrough):
     """Accepts (or refuses with ``refuse``) and remembers what it saw and what was recorded."""
 
-    refuse: Refuse | None = None
+    refuse: Reply | None = None
     seen: list[Submission] = field(default_factory=list)
     recorded: list[str] = field(default_factory=list)
     intake_refusals: list[tuple[str, int, str, str]] = field(default_factory=list)
 
-    def screen(self, submission: Submission) -> Accept | Refuse:
+    def screen(self, submission: Submission) -> Accept | Reply:
         self.seen.append(submission)
         if self.refuse is not None:
             return self.refuse
         return Accept(content=submission.content, rcpt_tos=submission.rcpt_tos)
 
-    def accepted(self, submission: Submission, accept: Accept) -> None:
-        self.recorded.append(submission.queue_id)
+    async def decide(self, submission: Submission) -> Disposition:
+        verdict = self.screen(submission)
+        if not isinstance(verdict, Accept):
+            return disposition.refused(verdict)
+        record = DecisionRecord(
+            submission.queue_id, submission.authenticated_as, verdict.verdict, "250", "test"
+        )
+        return disposition.acceptance(submission, verdict, audit=(record,))
 
-    def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:
-        self.intake_refusals.append((submission.queue_id, code, status, reason))
+    @property
+    def stores(self) -> DecisionStores:
+        return DecisionStores(audit=RecordingTrail(self), holds=RecordingHolds(self))
+
+    def accepted(self, queue_id: str) -> None:
+        self.recorded.append(queue_id)
+
+    def not_stored(self, queue_id: str) -> None:
+        return None
+
+    def flush_decisions(self) -> None:
+        return None
+
+    def refused_at_intake(self, submission: Submission, reply: Reply, reason: str) -> Disposition:
+        self.intake_refusals.append((submission.queue_id, reply.code, reply.status, reason))
+        return disposition.refused(reply)
 
 
 @dataclass

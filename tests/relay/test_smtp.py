@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -19,9 +20,11 @@ import aiosmtplib
 import pytest
 
 from gateway.decision.commit import SharedFlush
-from gateway.decision.screening import Accept, Outgoing, Refuse, Submission
+from gateway.decision.disposition import Disposition
+from gateway.decision.screening import Accept, Outgoing, Ruling, Submission
 from gateway.errors import SpoolError
 from gateway.intake.smtp import MAX_ERRORS, forward_path_problem
+from gateway.replies import Reply
 from gateway.state.spool import FollowUp, SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
@@ -651,7 +654,7 @@ async def test_screener_sees_the_submission_and_its_refusal_reaches_the_client(
     start_gateway: StartGateway,
 ) -> None:
     screener = RecordingScreener(
-        refuse=Refuse(
+        refuse=Reply(
             550, "5.7.1", ("The conduct address must be in Cc.", "Add conduct@example.org and resend.")
         )
     )
@@ -677,7 +680,7 @@ async def test_screener_sees_the_submission_and_its_refusal_reaches_the_client(
 async def test_refusal_lines_are_multiline_on_the_wire(
     start_gateway: StartGateway, raw_clients: Connect
 ) -> None:
-    screener = RecordingScreener(refuse=Refuse(451, "4.7.1", ("Held for review.", "Try again\r\nlater.")))
+    screener = RecordingScreener(refuse=Reply(451, "4.7.1", ("Held for review.", "Try again\r\nlater.")))
     gateway = await start_gateway(screener=screener)
     client = await raw_session(raw_clients, gateway)
     await send_envelope(client)
@@ -689,7 +692,7 @@ async def test_accepted_content_and_recipients_are_what_the_screener_says(
     start_gateway: StartGateway,
 ) -> None:
     class Rewriting(RecordingScreener):
-        def screen(self, submission: Submission) -> Accept | Refuse:
+        def screen(self, submission: Submission) -> Accept | Reply:
             self.seen.append(submission)
             content = b"X-Conduct: checked\r\n" + submission.content
             return Accept(
@@ -720,7 +723,7 @@ class ConsumingScreener(RecordingScreener):
         self.essential = essential
         self.undone: list[str] = []
 
-    def screen(self, submission: Submission) -> Accept | Refuse:
+    def screen(self, submission: Submission) -> Accept | Reply:
         self.seen.append(submission)
         notice = Outgoing(f"{submission.queue_id}N", "", (ALICE,), b"Subject: held\r\n\r\nheld\r\n")
         request = Outgoing(
@@ -729,14 +732,14 @@ class ConsumingScreener(RecordingScreener):
         return Accept(
             content=b"",
             rcpt_tos=(),
-            verdict="hold",
+            verdict=Ruling.HOLD,
             extra=(notice, request),
             spool_submission=False,
             reply_lines=("Held for review by a second committee member: X.", "Reference Q."),
         )
 
-    def not_stored(self, submission: Submission, accept: Accept) -> None:
-        self.undone.append(submission.queue_id)
+    def not_stored(self, queue_id: str) -> None:
+        self.undone.append(queue_id)
 
 
 async def test_a_consumed_submission_spools_only_the_gateway_messages_and_says_so(
@@ -813,7 +816,7 @@ async def test_missing_date_and_message_id_are_added(gateway: RunningGateway) ->
 
 async def test_screener_exception_gets_451_without_python_text(start_gateway: StartGateway) -> None:
     class Broken(RecordingScreener):
-        def screen(self, submission: Submission) -> Accept | Refuse:
+        def screen(self, submission: Submission) -> Accept | Reply:
             raise KeyError("Subject: secret words")
 
     gateway = await start_gateway(screener=Broken())
@@ -867,7 +870,7 @@ async def test_slow_screener_and_slow_commit_still_get_their_reply(
     start_gateway: StartGateway, tmp_path: Path
 ) -> None:
     class Slow(RecordingScreener):
-        def screen(self, submission: Submission) -> Accept | Refuse:
+        def screen(self, submission: Submission) -> Accept | Reply:
             time.sleep(0.3)  # blocks the loop longer than the command timeout
             return super().screen(submission)
 
@@ -900,12 +903,12 @@ async def test_message_is_stored_even_if_the_client_hangs_up_during_the_commit(
 async def test_a_commit_that_fails_unexpectedly_is_a_451_and_the_session_goes_on(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from gateway.decision.commit import SubmissionCommitter
+    from gateway.decision import commit
 
     async def broken(*_args: object) -> None:
         raise RuntimeError("Jane Doe's words")
 
-    monkeypatch.setattr(SubmissionCommitter, "_commit", broken)
+    monkeypatch.setattr(commit, "commit", broken)
     smtp = await gateway.logged_in()
     await smtp.mail(ALICE)
     await smtp.rcpt(OUTSIDER)
@@ -1129,7 +1132,7 @@ async def test_refusals_before_the_policy_are_recorded_for_the_audit_trail(
 
 async def test_an_intake_refusal_that_cannot_be_recorded_is_deferred(start_gateway: StartGateway) -> None:
     class UnrecordableScreener(RecordingScreener):
-        def refused_at_intake(self, submission: Submission, code: int, status: str, reason: str) -> None:
+        def refused_at_intake(self, submission: Submission, reply: Reply, reason: str) -> Disposition:
             raise RuntimeError("audit trail unavailable")
 
     running = await start_gateway(screener=UnrecordableScreener())
@@ -1157,7 +1160,7 @@ async def test_decisions_are_flushed_before_the_client_hears_of_them(start_gatew
     smtp = await running.logged_in()
     errors, _ = await smtp.sendmail(ALICE, [OUTSIDER], message())
     assert errors == {}
-    screener.refuse = Refuse(550, "5.7.1", ("Not sent.",))
+    screener.refuse = Reply(550, "5.7.1", ("Not sent.",))
     with pytest.raises(aiosmtplib.SMTPResponseException):
         await smtp.sendmail(ALICE, [OUTSIDER], message())
     await smtp.quit()
@@ -1169,7 +1172,7 @@ async def test_a_refusal_whose_record_cannot_be_flushed_is_deferred(start_gatewa
         def flush_decisions(self) -> None:
             raise OSError(5, "Input/output error")
 
-    running = await start_gateway(screener=UnflushableScreener(refuse=Refuse(550, "5.7.1", ("No.",))))
+    running = await start_gateway(screener=UnflushableScreener(refuse=Reply(550, "5.7.1", ("No.",))))
     smtp = await running.logged_in()
     await smtp.mail(ALICE)
     await smtp.rcpt(OUTSIDER)
@@ -1213,15 +1216,17 @@ class OffLoopScreener(RecordingScreener):
         self.steps: list[tuple[str, str, bool]] = []  # (step, thread name, message already durable)
         self.fail_record = False
 
-    def can_record_off_loop(self, accept: Accept) -> bool:
-        return self.off_loop
+    async def decide(self, submission: Submission) -> Disposition:
+        decided = await super().decide(submission)
+        # A hold's records are written on the event loop (the review store belongs to its thread).
+        return decided if self.off_loop else dataclasses.replace(decided, hold=submission.queue_id)
 
-    def accepted(self, submission: Submission, accept: Accept) -> None:
-        stored = (self.spool_root / "incoming" / submission.queue_id).is_file()
+    def accepted(self, queue_id: str) -> None:
+        stored = (self.spool_root / "incoming" / queue_id).is_file()
         self.steps.append(("accepted", threading.current_thread().name, stored))
         if self.fail_record:
             raise RuntimeError("audit trail unavailable")
-        super().accepted(submission, accept)
+        super().accepted(queue_id)
 
     def flush_decisions(self) -> None:
         self.steps.append(("flush", threading.current_thread().name, True))
@@ -1265,7 +1270,7 @@ async def test_an_acceptance_with_an_essential_extra_is_recorded_after_everythin
     start_gateway: StartGateway, tmp_path: Path
 ) -> None:
     class EssentialExtraScreener(OffLoopScreener):
-        def screen(self, submission: Submission) -> Accept | Refuse:
+        def screen(self, submission: Submission) -> Accept | Reply:
             self.seen.append(submission)
             request = Outgoing(f"{submission.queue_id}R", "", (ALICE,), b"Subject: r\r\n\r\nr\r\n", True)
             return Accept(content=submission.content, rcpt_tos=submission.rcpt_tos, extra=(request,))

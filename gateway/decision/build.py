@@ -1,0 +1,94 @@
+"""The screener the running gateway uses, built complete: policy, stores, review rights, workers."""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.decision.expunge import DueExpunger, Stores
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.policy_source import PolicySource
+from gateway.decision.policy_workers import PolicyWorkers, worker_count
+from gateway.decision.screening import Screener
+from gateway.errors import GatewayError
+from gateway.logs import log_event
+from gateway.policy.reviewers import AccountCheck
+from gateway.review.auditing import trail_sink
+from gateway.review.desk import ReviewDesk
+from gateway.review.rights import account_check
+from gateway.settings import GatewaySettings
+from gateway.state.opening import open_state
+from gateway.state.ports import AccountsPort
+
+log = logging.getLogger("gateway.policy")
+
+
+def open_policy_screener(
+    settings: GatewaySettings,
+    *,
+    has_account: AccountCheck | None = None,
+    workers: PolicyWorkers | None = None,
+    deferred_audit: bool = False,
+) -> PolicyScreener:
+    """Load the policy (ConfigError if invalid) and open the ledger and audit trail in state_dir.
+
+    ``has_account``: review rights follow the users file. ``workers``: evaluate in these
+    processes (started by ``start``). ``deferred_audit``: appends are made durable by
+    ``flush_decisions`` (the running gateway), not one fsync each.
+    """
+    source = PolicySource.from_settings(settings)
+    state = open_state(settings)
+    ledger = state.ledger.open()
+    try:
+        audit = state.audit.open(deferred=deferred_audit)
+    except GatewayError:
+        ledger.close()
+        raise
+    # Differences between the members and the accounts were logged by preflight (serve).
+    log_event(log, "policy-loaded", version=source.policy.version, file=source.path)
+    if source.registry is not None and (warning := source.registry.key_warning()) is not None:
+        log_event(log, "registry-key-in-state-dir", logging.WARNING, advice=warning)
+    review = None
+    try:
+        store = state.holds.open()
+        fingerprints = state.fingerprints.open()
+    except GatewayError:
+        ledger.close()
+        audit.close()
+        raise
+    if settings.review.enabled:
+        review = ReviewDesk(
+            store, settings.review, settings.server.hostname, trail_sink(audit), has_account=has_account
+        )
+    # Cases past their expunge date are expunged by the running gateway, in the review round.
+    expunger = DueExpunger(Stores(state, audit=audit), settings.policy.path)
+    return PolicyScreener(
+        source,
+        ledger,
+        audit,
+        review,
+        fingerprint_store=fingerprints,
+        workers=workers,
+        audit_later=state.audit,  # what the CLI leaves for us is appended even with review off
+        expunger=expunger,
+    )
+
+
+def policy_screener(settings: GatewaySettings, accounts: AccountsPort | None = None) -> PolicyScreener:
+    """Load ``settings.policy.path`` (ConfigError, naming file, line and key, when it is invalid) and
+    open the thread ledger and audit trail; review rights follow ``accounts`` (the users file).
+
+    The audit trail is deferred: the SMTP layer flushes it (in a thread, shared by concurrent
+    transactions) before it answers, instead of one fsync per decision on the event loop. The
+    ``policy.workers`` evaluation processes are built here and started by ``Screener.start``.
+    """
+    count = worker_count(settings.policy.workers)
+    return PolicyScreener.from_settings(
+        settings,
+        has_account=account_check(accounts) if accounts is not None else None,
+        workers=PolicyWorkers(settings, count) if count > 0 else None,
+        deferred_audit=True,
+    )
+
+
+def _checked(screener: PolicyScreener) -> Screener:
+    return screener  # mypy: PolicyScreener is a complete Screener
