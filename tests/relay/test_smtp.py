@@ -1202,6 +1202,7 @@ async def test_the_gateways_own_screener_batches_its_audit_trail_and_is_flushed(
         assert screener.audit.last_seq == 1  # type: ignore[attr-defined]
         assert not screener.audit.unflushed  # type: ignore[attr-defined]
     finally:
+        await screener.stop()  # its policy workers, started for the first message, are ours to stop
         screener.close()  # type: ignore[attr-defined]
 
 
