@@ -139,7 +139,7 @@ if TYPE_CHECKING:
             id="review-imports-intake",
         ),
         pytest.param(
-            "decision/verdict_replies.py",
+            "decision/screening.py",
             "from gateway.cli import tables\n",
             {"decision-layer", "intake-layer"},  # intake screens through decision
             id="decision-imports-the-cli",
