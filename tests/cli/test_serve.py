@@ -204,7 +204,7 @@ async def test_first_start_demo_account_sends_a_message_into_the_maildir(start_g
     status, body = await http_get(metrics, "/healthz")
     assert (status, body) == (200, "ok\nlisteners: up\ndelivery: up\n")
     delivered = 'conduct_gateway_delivery_outcomes_total{outcome="delivered"} 1.0'
-    for _ in range(50):  # delivery reports from its own process, a moment after the message lands
+    for _ in range(300):  # delivery reports from its own process, a moment after the message lands
         status, body = await http_get(metrics, "/metrics")
         if delivered in body:
             break
