@@ -19,9 +19,10 @@ from enum import StrEnum
 from typing import Literal
 
 from gateway import replies
-from gateway.decision.notices import NoticeKind, NoticeLimiter, NoticeRefused, Notices
-from gateway.decision.screening import Accept, Outgoing, Refuse, Ruling, Submission
 from gateway.logs import log_event
+from gateway.mail.disposition import Disposition
+from gateway.mail.messages import Outgoing, Submission
+from gateway.mail.notices import NoticeKind, NoticeLimiter, NoticeRefused, Notices
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.reviewers import (
     AccountCheck,
@@ -131,13 +132,14 @@ class ReviewDesk:
         cases: Sequence[str] = (),
         required_approvals: int | None = None,
         excluded_reviewers: frozenset[str] = frozenset(),
-    ) -> Accept | Refuse:
+    ) -> Disposition:
         """Keep the message, and prepare the sender's notice and the review requests.
 
         ``cases`` are every case the message concerns: members conflicted on any of them are not
         asked, and the gravest case's severity sets the quorum (``required_approvals`` overrides).
-        The hold is on disk when this returns; the 250 (and ``accepted``) follows once the notices
-        are spooled, or ``not_stored`` removes the hold again.
+        The hold is on disk when this returns (unconfirmed); the disposition's ``hold`` is its
+        transaction key: ``commit`` confirms it (``accepted``) once the notices are spooled, or
+        undoes it (``not_stored``). A hold that cannot be made is a refusal.
         """
         now = self.clock()
         all_cases = tuple(dict.fromkeys((*cases, *((case,) if case else ()))))
@@ -216,14 +218,11 @@ class ReviewDesk:
         log_event(
             log, "held", reference=record.reference, reviewers=len(reviewers), expires=record.expires_at
         )
-        return Accept(
-            content=b"",
+        return Disposition(
+            replies.accepted_as(held_reply(record, notified=notified, sender=submission.mail_from)),
             rcpt_tos=release_rcpt_tos,
-            verdict=Ruling.HOLD,
-            findings=tuple(f"{f.rule}:{f.code}" for f in findings),
-            extra=tuple(outgoing),
-            spool_submission=False,
-            reply_lines=held_reply(record, notified=notified, sender=submission.mail_from),
+            outgoing=tuple(outgoing),
+            hold=submission.queue_id,
         )
 
     # -- intercepting replies
@@ -231,10 +230,11 @@ class ReviewDesk:
     def intercepts(self, submission: Submission, policy: CompiledPolicy) -> bool:
         return any(is_review_address(r, self.settings, policy) for r in submission.rcpt_tos)
 
-    def intercept(self, submission: Submission, policy: CompiledPolicy) -> Accept | Refuse:
-        """A reply to a review address: decide, and answer; never relayed."""
+    def intercept(self, submission: Submission, policy: CompiledPolicy) -> Disposition:
+        """A reply to a review address: decide, and answer; never relayed. The decision is saved
+        when this returns; its ``hold`` transaction key lets ``commit`` confirm or undo it."""
         checked = check_reply(submission, policy, self.settings, self.store, self.audit)
-        if isinstance(checked, Refuse):
+        if isinstance(checked, Disposition):
             return checked
         result = self.decide(
             checked.reference,
@@ -246,13 +246,8 @@ class ReviewDesk:
             token=checked.token,
             undo_key=submission.queue_id,
         )
-        return Accept(
-            content=b"",
-            rcpt_tos=(),
-            verdict=Ruling.REVIEW,
-            extra=result.outgoing,
-            spool_submission=False,
-            reply_lines=result.lines,
+        return Disposition(
+            replies.accepted_as(result.lines), outgoing=result.outgoing, hold=submission.queue_id
         )
 
     # -- deciding (reply or CLI)

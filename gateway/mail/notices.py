@@ -24,9 +24,9 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 from enum import StrEnum
 
-from gateway.decision.screening import Outgoing
 from gateway.errors import GatewayError
 from gateway.header_section import original_headers
+from gateway.mail.messages import Outgoing
 from gateway.state.spool import Spool
 
 NOTICE_HEADER = "X-Conduct-Gateway-Notice"
