@@ -134,7 +134,7 @@ if TYPE_CHECKING:
         ),
         pytest.param(
             "review/desk.py",
-            "from gateway.intake import tlsfiles\n",
+            "from gateway.intake import admission\n",
             {"review-layer", "decision-layer"},
             id="review-imports-intake",
         ),

@@ -23,7 +23,7 @@ def acceptance(
     audit: tuple[DecisionRecord, ...] = (),
     ledger: tuple[LedgerStep, ...] = (),
 ) -> Disposition:
-    """The disposition of an acceptance (a screener's, or the review desk's ``Accept``)."""
+    """The disposition of an acceptance (a screener's ``Accept``; the desk's, through ``desk_verdict``)."""
     if accept.reply_lines:
         reply = replies.accepted_as(accept.reply_lines)
     else:
@@ -40,7 +40,7 @@ def acceptance(
 
 
 def of(submission: Submission, verdict: Accept | Reply) -> Disposition:
-    """The disposition of a verdict that records nothing (the review desk's results, test screeners)."""
+    """The disposition of a verdict that records nothing (the pass-through, test screeners)."""
     return acceptance(submission, verdict) if isinstance(verdict, Accept) else refused(verdict)
 
 

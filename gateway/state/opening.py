@@ -19,7 +19,7 @@ from gateway.state.audit_later import FileAudit
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.holds import HoldStore
 from gateway.state.holds_port import HoldsPort
-from gateway.state.layout import StateLayout
+from gateway.state.layout import AUDIT_LATER_DIRNAME, StateLayout
 from gateway.state.ledger import Ledger
 from gateway.state.ports import (
     AccountsPort,
@@ -112,3 +112,8 @@ def open_state(settings: GatewaySettings) -> State:
         accounts=accounts,
         layout=layout,
     )
+
+
+def audit_folder(directory: Path) -> AuditPort:
+    """The audit trail in ``directory``, read where it lies (``audit --audit-dir``: a backup copy too)."""
+    return FileAudit(directory, later=directory.parent / AUDIT_LATER_DIRNAME)
