@@ -109,7 +109,7 @@ class PolicyScreener:
         # Fingerprints of reporters' own words, for protected-content.
         self.fingerprint_store = fingerprint_store
         # Worker processes that evaluate for ``screen_async`` (None: evaluated in-process).
-        self.workers = workers
+        self._workers = workers
         # Where the CLI leaves audit entries while the gateway holds the trail.
         self.audit_later = audit_later
         self._expunger = expunger
@@ -152,6 +152,11 @@ class PolicyScreener:
     async def stop(self) -> None:
         if self.workers is not None:
             await self.workers.close()
+
+    @property
+    def workers(self) -> PolicyWorkers | None:
+        """The worker processes given at construction (read only: nothing is set afterwards)."""
+        return self._workers
 
     @property
     def policy_source(self) -> PolicySource:

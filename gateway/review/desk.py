@@ -61,7 +61,9 @@ log = logging.getLogger("gateway.review")
 ABANDONED_HOLD_GRACE = 600.0
 
 
-class Outcome(StrEnum):
+class ReviewOutcome(StrEnum):
+    """What a reviewer's decision did to the hold (the ``outcome`` of a ``review-decision`` log event)."""
+
     RELEASED = "released"  # approved by enough members: the release is among the messages to spool
     APPROVAL_RECORDED = "approval-recorded"  # approved, more approvals needed
     REJECTED = "rejected"
@@ -73,7 +75,7 @@ class Outcome(StrEnum):
 class DecisionResult:
     """What a decision did, the messages to spool for it, and the lines to tell the decider."""
 
-    outcome: Outcome
+    outcome: ReviewOutcome
     record: HoldRecord
     outgoing: tuple[Outgoing, ...] = ()
     lines: tuple[str, ...] = ()
@@ -290,7 +292,7 @@ class ReviewDesk:
                     raise ReviewError(f"{why_not}, so they cannot review message {reference}")
                 if any(d.member == actor.key for d in record.approvals):
                     return DecisionResult(
-                        Outcome.APPROVAL_RECORDED,
+                        ReviewOutcome.APPROVAL_RECORDED,
                         record,
                         lines=(
                             f"Already recorded: you approved message {reference} before; nothing changed.",
@@ -313,7 +315,7 @@ class ReviewDesk:
                     policy, record.counted_approvers(), record.all_cases, self.has_account
                 )
                 if len(approvers) < record.required_approvals:
-                    outcome = Outcome.APPROVAL_RECORDED
+                    outcome = ReviewOutcome.APPROVAL_RECORDED
                     lines: tuple[str, ...] = (
                         f"Recorded: your approval of message {reference} "
                         f"({len(approvers)} of {record.required_approvals} approvals needed; it is "
@@ -324,14 +326,14 @@ class ReviewDesk:
                     release_id = Spool.new_queue_id()
                     record = record.model_copy(update={"status": "released", "release_queue_id": release_id})
                     outgoing.append(release_message(self.store, record, actor, release_id))
-                    outcome = Outcome.RELEASED
+                    outcome = ReviewOutcome.RELEASED
                     lines = (
                         f"Approved: message {reference} released for delivery. Thank you for reviewing.",
                     )
                     outgoing += to_sender(notices, approved_letter(record, actor))
             elif command == "reject":
                 record = record.model_copy(update={"status": "rejected"})
-                outcome = Outcome.REJECTED
+                outcome = ReviewOutcome.REJECTED
                 lines = (
                     f"Recorded: message {reference} rejected; the sender is told your reason. "
                     "Nothing was sent.",
@@ -341,14 +343,14 @@ class ReviewDesk:
                 )
             else:
                 record = record.model_copy(update={"status": "cancelled"})
-                outcome = Outcome.CANCELLED
+                outcome = ReviewOutcome.CANCELLED
                 lines = (f"Cancelled: message {reference} withdrawn; it will not be sent.",)
                 outgoing += to_sender(notices, cancelled_letter(record))
             self.store.save(record)
             if undo_key is not None:
-                self._undo[undo_key] = _Undo(reference, before, released=outcome is Outcome.RELEASED)
+                self._undo[undo_key] = _Undo(reference, before, released=outcome is ReviewOutcome.RELEASED)
         audit_review(self.audit, record, decision.decision, actor.key, via)
-        if outcome is Outcome.RELEASED:
+        if outcome is ReviewOutcome.RELEASED:
             audit_review(self.audit, record, "release", actor.key, via)
         log_event(
             log, "review-decision", reference=reference, decision=command, outcome=outcome.value, via=via
@@ -362,7 +364,7 @@ class ReviewDesk:
             notice = self.notices(policy).outgoing(already_decided_letter(record, actor.key, text))
             if notice is not None:
                 outgoing.append(notice)
-        return DecisionResult(Outcome.ALREADY_DECIDED, record, tuple(outgoing), (text,))
+        return DecisionResult(ReviewOutcome.ALREADY_DECIDED, record, tuple(outgoing), (text,))
 
     # -- recovery after a crash
 
