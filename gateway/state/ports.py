@@ -79,8 +79,19 @@ class QueuePort(Protocol):
     """The spool: accepted messages waiting for delivery, and their per-recipient status."""
 
     @property
-    def root(self) -> Path:
-        """Where the queue lives, for the intake's free-space check and messages (files backend)."""
+    def disk_path(self) -> Path | None:
+        """The folder on this host's disk the queue fills, for the intake's free-space check; None
+        when the queue is elsewhere (a database)."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether other gateway instances deliver from this queue too (each message is then claimed
+        by one of them before an attempt, and the worker looks for the others' pending work)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the queue is, in plain words for messages ("the spool at /var/lib/...")."""
         ...
 
     @staticmethod

@@ -145,6 +145,17 @@ class Spool:
 
     # -- paths
 
+    shared = False
+    """Only the gateway owning this folder delivers from it (``delivery_lock``)."""
+
+    @property
+    def disk_path(self) -> Path:
+        """The folder whose free space the intake checks before taking a message."""
+        return self.root
+
+    def describe(self) -> str:
+        return f"the spool at {self.root}"
+
     @property
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
