@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from gateway.errors import SpoolError
+from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.queue import PostgresQueue, QueueTakenOver
 from gateway.state.spool import DeliveryStatus, QueueState
 
-from .pg_interim import pg_connect  # noqa: F401
 from .test_queue_contract import envelope, message
 
 
@@ -38,13 +38,13 @@ def claimed_by(connect: Any, queue_id: str) -> str | None:
 
 
 async def test_a_message_claimed_by_one_instance_is_invisible_and_untouchable_to_another(
-    pg_connect: Any,
+    pg_db: Database,
 ) -> None:
-    a, b = PostgresQueue(pg_connect, name="a"), PostgresQueue(pg_connect, name="b")
+    a, b = PostgresQueue(pg_db.connection, name="a"), PostgresQueue(pg_db.connection, name="b")
     sent = envelope()
     await a.commit(sent, message())
     await a.read(sent.queue_id, QueueState.INCOMING)
-    assert claimed_by(pg_connect, sent.queue_id) == "a"
+    assert claimed_by(pg_db.connection, sent.queue_id) == "a"
     assert b.pending_ids(QueueState.INCOMING) == []
     assert a.pending_ids(QueueState.INCOMING) == [sent.queue_id]
     with pytest.raises(FileNotFoundError):
@@ -56,25 +56,25 @@ async def test_a_message_claimed_by_one_instance_is_invisible_and_untouchable_to
     assert b.locate(sent.queue_id) is QueueState.INCOMING  # listings still show it
 
 
-async def test_an_expired_claim_is_taken_over_and_the_old_owner_may_no_longer_record(pg_connect: Any) -> None:
-    a, b = PostgresQueue(pg_connect, name="a"), PostgresQueue(pg_connect, name="b")
+async def test_an_expired_claim_is_taken_over_and_the_old_owner_may_no_longer_record(pg_db: Database) -> None:
+    a, b = PostgresQueue(pg_db.connection, name="a"), PostgresQueue(pg_db.connection, name="b")
     sent = envelope()
     await a.commit(sent, message())
     await a.read(sent.queue_id, QueueState.INCOMING)
-    expire(pg_connect, a)
+    expire(pg_db.connection, a)
     assert b.pending_ids(QueueState.INCOMING) == [sent.queue_id]
     taken = await b.read(sent.queue_id, QueueState.INCOMING)
-    assert taken.content == message() and claimed_by(pg_connect, sent.queue_id) == "b"
+    assert taken.content == message() and claimed_by(pg_db.connection, sent.queue_id) == "b"
     with pytest.raises(QueueTakenOver, match="taken over by b"):
         await a.write_status(sent.queue_id, DeliveryStatus.initial(sent))
     await b.move(sent.queue_id, QueueState.INCOMING, QueueState.DONE)
-    assert claimed_by(pg_connect, sent.queue_id) is None  # finished mail is nobody's
+    assert claimed_by(pg_db.connection, sent.queue_id) is None  # finished mail is nobody's
     with pytest.raises(FileNotFoundError):
         await a.read(sent.queue_id, QueueState.INCOMING)
 
 
-async def test_a_deferred_message_stays_with_its_instance_until_it_stops(pg_connect: Any) -> None:
-    a, b = PostgresQueue(pg_connect, name="a"), PostgresQueue(pg_connect, name="b")
+async def test_a_deferred_message_stays_with_its_instance_until_it_stops(pg_db: Database) -> None:
+    a, b = PostgresQueue(pg_db.connection, name="a"), PostgresQueue(pg_db.connection, name="b")
     sent = envelope()
     await a.commit(sent, message())
     with a.delivery_lock():
@@ -82,29 +82,28 @@ async def test_a_deferred_message_stays_with_its_instance_until_it_stops(pg_conn
         await a.write_status(sent.queue_id, DeliveryStatus.initial(sent))
         await a.move(sent.queue_id, QueueState.INCOMING, QueueState.DEFERRED)
         assert b.pending_ids(QueueState.DEFERRED) == []
-        with pytest.raises(SpoolError, match="delivering"):
-            with a.delivery_lock():
-                pass
+        with pytest.raises(SpoolError, match="delivering"), a.delivery_lock():
+            pass
     # A clean stop gives the claims up at once: nobody waits for a lease.
-    assert claimed_by(pg_connect, sent.queue_id) is None
+    assert claimed_by(pg_db.connection, sent.queue_id) is None
     assert b.pending_ids(QueueState.DEFERRED) == [sent.queue_id]
 
 
-async def test_the_heartbeat_renews_every_claim_of_its_instance(pg_connect: Any) -> None:
-    a, b = PostgresQueue(pg_connect, name="a"), PostgresQueue(pg_connect, name="b")
+async def test_the_heartbeat_renews_every_claim_of_its_instance(pg_db: Database) -> None:
+    a, b = PostgresQueue(pg_db.connection, name="a"), PostgresQueue(pg_db.connection, name="b")
     sent = [envelope() for _ in range(3)]
     for e in sent:
         await a.commit(e, message())
         await a.read(e.queue_id, QueueState.INCOMING)
-    expire(pg_connect, a)
+    expire(pg_db.connection, a)
     assert a.renew() == 3
     assert b.pending_ids(QueueState.INCOMING) == []
 
 
 async def test_committing_the_same_message_twice_stores_it_once_and_another_under_its_id_is_refused(
-    pg_connect: Any,
+    pg_db: Database,
 ) -> None:
-    queue = PostgresQueue(pg_connect)
+    queue = PostgresQueue(pg_db.connection)
     sent = envelope()
     await queue.commit(sent, message())
     await queue.commit(sent, message())  # a release recovered after a crash: already there
@@ -114,8 +113,8 @@ async def test_committing_the_same_message_twice_stores_it_once_and_another_unde
     assert queue.load(sent.queue_id).content == message()
 
 
-async def test_one_failing_change_does_not_fail_the_others_of_its_batch(pg_connect: Any) -> None:
-    queue = PostgresQueue(pg_connect)
+async def test_one_failing_change_does_not_fail_the_others_of_its_batch(pg_db: Database) -> None:
+    queue = PostgresQueue(pg_db.connection)
     taken = envelope()
     await queue.commit(taken, message())
     fresh = [envelope() for _ in range(10)]
@@ -129,19 +128,19 @@ async def test_one_failing_change_does_not_fail_the_others_of_its_batch(pg_conne
     assert len(queue.entries()) == 11
 
 
-async def test_a_corrupted_row_is_reported_as_corrupt_not_delivered(pg_connect: Any) -> None:
-    queue = PostgresQueue(pg_connect)
+async def test_a_corrupted_row_is_reported_as_corrupt_not_delivered(pg_db: Database) -> None:
+    queue = PostgresQueue(pg_db.connection)
     sent = envelope()
     await queue.commit(sent, message())
-    with pg_connect() as connection:
+    with pg_db.connection() as connection:
         connection.execute("UPDATE queue_messages SET content = 'tampered'::bytea")
-    other = PostgresQueue(pg_connect)  # no copy of the message in memory
+    other = PostgresQueue(pg_db.connection)  # no copy of the message in memory
     with pytest.raises(Exception, match="checksum"):
         await other.read(sent.queue_id, QueueState.INCOMING)
 
 
-def test_two_instances_claiming_at_once_never_get_the_same_message(pg_connect: Any) -> None:
-    seed = PostgresQueue(pg_connect)
+def test_two_instances_claiming_at_once_never_get_the_same_message(pg_db: Database) -> None:
+    seed = PostgresQueue(pg_db.connection)
 
     async def fill() -> list[str]:
         sent = [envelope() for _ in range(120)]
@@ -153,7 +152,7 @@ def test_two_instances_claiming_at_once_never_get_the_same_message(pg_connect: A
     start = threading.Barrier(len(got))
 
     def claim_all(name: str) -> None:
-        queue = PostgresQueue(pg_connect, name=name)
+        queue = PostgresQueue(pg_db.connection, name=name)
         start.wait()
 
         async def claim() -> None:
@@ -271,9 +270,9 @@ class Instances(RuleBasedStateMachine):
                 assert actual is None
 
 
-def test_any_interleaving_keeps_each_message_in_one_state_with_one_owner(pg_connect: Any) -> None:
+def test_any_interleaving_keeps_each_message_in_one_state_with_one_owner(pg_db: Database) -> None:
     run_state_machine_as_test(
-        lambda: Instances(pg_connect),
+        lambda: Instances(pg_db.connection),
         settings=settings(
             max_examples=20,
             stateful_step_count=15,
@@ -283,8 +282,8 @@ def test_any_interleaving_keeps_each_message_in_one_state_with_one_owner(pg_conn
     )
 
 
-def test_the_database_clock_decides_leases(pg_connect: Any) -> None:
-    queue = PostgresQueue(pg_connect, lease_seconds=3600)
+def test_the_database_clock_decides_leases(pg_db: Database) -> None:
+    queue = PostgresQueue(pg_db.connection, lease_seconds=3600)
 
     async def claim() -> None:
         sent = envelope()
@@ -292,7 +291,7 @@ def test_the_database_clock_decides_leases(pg_connect: Any) -> None:
         await queue.read(sent.queue_id, QueueState.INCOMING)
 
     asyncio.run(claim())
-    with pg_connect() as connection:
+    with pg_db.connection() as connection:
         row = connection.execute(
             "SELECT lease_until - extract(epoch FROM now()) FROM queue_messages"
         ).fetchone()

@@ -1,4 +1,4 @@
-"""The queue port's contract, for every backend: commit, follow-ups, states, listings, retry, prune, delete."""
+"""The queue port's contract, every backend: commit, follow-ups, states, listings, retry, prune, delete."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.errors import CorruptSpoolEntry, SpoolError
 from gateway.state.ports import QueuePort
+from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.queue import PostgresQueue
 from gateway.state.spool import DeliveryStatus, FollowUp, QueueState, RecipientStatus, Spool, SpoolEnvelope
-
-from .pg_interim import pg_connect  # noqa: F401
 
 SENDER = "ada@example.org"
 
@@ -39,8 +37,8 @@ def message(body: str = "Hello there.") -> bytes:
 def queue(request: pytest.FixtureRequest, tmp_path: Path) -> QueuePort:
     if request.param == "files":
         return Spool(tmp_path / "spool")
-    connect: Any = request.getfixturevalue("pg_connect")
-    return PostgresQueue(connect)
+    database: Database = request.getfixturevalue("pg_db")
+    return PostgresQueue(database.connection)
 
 
 async def test_a_committed_message_is_stored_with_its_envelope_and_exact_bytes(queue: QueuePort) -> None:

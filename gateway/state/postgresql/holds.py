@@ -23,6 +23,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from pydantic import ValidationError
 
+from gateway.errors import StateError
 from gateway.logs import log_event
 from gateway.state.holds import REFERENCE, Grant, HoldRecord, ReviewError, token_hash
 
@@ -71,7 +72,7 @@ class PostgresHolds:
                     yield
                 finally:
                     self._local.cursor = None
-        except psycopg.Error as exc:
+        except (StateError, psycopg.Error) as exc:
             raise ReviewError(f"the held messages cannot be reached: {_reason(exc)}") from None
 
     @contextlib.contextmanager
@@ -85,7 +86,7 @@ class PostgresHolds:
                 cursor = connection.cursor(row_factory=tuple_row)
                 cursor.execute("SET LOCAL synchronous_commit = on")
                 yield cursor
-        except psycopg.Error as exc:
+        except (StateError, psycopg.Error) as exc:
             raise ReviewError(f"the held messages cannot be reached: {_reason(exc)}") from None
 
     def _in_lock(self) -> bool:
@@ -204,5 +205,9 @@ def _decode(text: str, reference: str) -> HoldRecord:
         ) from None
 
 
-def _reason(exc: psycopg.Error) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _reason(exc: BaseException) -> str:
+    """Ours as it is; the driver's by class and SQLSTATE only (its detail may quote a row)."""
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        return f"{type(exc).__name__}, SQLSTATE {state}" if state else type(exc).__name__
+    return str(exc)

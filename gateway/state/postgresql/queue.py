@@ -31,7 +31,7 @@ from typing import Any, ParamSpec, TypeVar
 import psycopg
 from psycopg.rows import tuple_row
 
-from gateway.errors import CorruptSpoolEntry, SpoolError
+from gateway.errors import CorruptSpoolEntry, SpoolError, StateError
 from gateway.logs import log_event
 from gateway.state.delivery_status import DeliveryStatus, decode_status, encode_status
 from gateway.state.postgresql.queue_batches import Batcher, BatchOutcome, Cursor, Item
@@ -132,8 +132,8 @@ class PostgresQueue:
                 # 250 means committed: never let a session default weaken that.
                 cursor.execute("SET LOCAL synchronous_commit = on")
                 yield cursor
-        except psycopg.Error as exc:
-            raise SpoolError(f"{self.describe()} is unavailable: {_reason(exc)}") from exc
+        except (StateError, psycopg.Error) as exc:
+            raise SpoolError(f"{self.describe()} failed: {_reason(exc)}") from exc
 
     def _params(self, **values: Any) -> dict[str, Any]:
         return {"me": self.instance, "lease": self.lease_seconds, **values}
@@ -555,6 +555,8 @@ def _envelope(row: tuple[Any, ...]) -> SpoolEnvelope:
 
 
 def _reason(exc: BaseException) -> str:
+    """Ours as it is; the driver's by class and SQLSTATE only (its detail may quote a row)."""
     if isinstance(exc, psycopg.Error):
-        return type(exc).__name__ if not str(exc) else str(exc).splitlines()[0]
+        state = exc.sqlstate
+        return f"{type(exc).__name__}, SQLSTATE {state}" if state else type(exc).__name__
     return str(exc)
