@@ -87,8 +87,14 @@ def _hold_store(path: Path) -> HoldsPort:
 def open_state(settings: GatewaySettings) -> State:
     """The gateway's stores, as the settings place them (nothing is created or locked yet)."""
     layout = StateLayout(settings.state_dir)
-    queue: _FileOpener[QueuePort] = _FileOpener(layout.spool, Spool)
-    holds: _FileOpener[HoldsPort] = _FileOpener(layout.holds, _hold_store)
+    queue: Opener[QueuePort] = _FileOpener(layout.spool, Spool)
+    holds: Opener[HoldsPort] = _FileOpener(layout.holds, _hold_store)
+    if settings.state.backend == "postgresql":
+        # Imported here: the files backend never loads the database driver.
+        from gateway.state.postgresql.opening import HoldsOpener, QueueOpener, SharedDatabase
+
+        database = SharedDatabase(settings.state.postgresql)
+        queue, holds = QueueOpener(database), HoldsOpener(database)
 
     def fingerprint_store(path: Path) -> FingerprintsPort:
         return FingerprintStore.open_files(path, layout.fingerprint_key)
