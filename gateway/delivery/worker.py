@@ -230,13 +230,19 @@ class DeliveryWorker:
         # dies (its claims run out), so deferred mail is looked for too, not only at start.
         try:
             found = await _in_thread(self._spool.pending_ids, QueueState.DEFERRED)
-            new = [q for q in found if q not in self._plan.where and q not in self._unrecorded]
+            new = [queue_id for queue_id in found if not self._known(queue_id)]
             due = await _in_thread(_next_attempts, self._spool, new)
         except (OSError, SpoolError) as exc:
             log_event(log, "spool_scan_failed", logging.ERROR, error=str(exc))
             return
         for queue_id in new:
-            self._schedule(queue_id, QueueState.DEFERRED, due.get(queue_id, 0.0))
+            if not self._known(queue_id):  # attempts may have ended meanwhile, rescheduling theirs
+                self._schedule(queue_id, QueueState.DEFERRED, due.get(queue_id, 0.0))
+
+    def _known(self, queue_id: str) -> bool:
+        """Whether this worker has ``queue_id`` in hand: waiting, in flight, or its record pending."""
+        plan = self._plan
+        return queue_id in plan.where or queue_id in plan.active or queue_id in self._unrecorded
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
         settings = self._settings

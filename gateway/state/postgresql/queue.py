@@ -98,6 +98,7 @@ class PostgresQueue:
     """
 
     def __init__(self, connect: Connect, *, lease_seconds: float = LEASE_SECONDS, name: str = "") -> None:
+        self.connect = connect  # public: another view of the same queue is PostgresQueue(queue.connect)
         self._connect = connect
         self.lease_seconds = lease_seconds
         # Who claims: unique per queue object, readable by an operator looking at claimed_by.
