@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,19 @@ from gateway.settings import GatewaySettings, load_settings
 from gateway.state.holds import HoldStore
 from gateway.state.opening import open_state
 from gateway.state.postgresql.holds import PostgresHolds
+from gateway.state.postgresql.opening import close_databases
 from gateway.state.postgresql.queue import PostgresQueue
 from gateway.state.spool import QueueState, Spool, SpoolEnvelope
 from tests.cli.conftest import write_config
 from tests.postgresql import ScratchDatabase
 
 from .test_holds import record
+
+
+@pytest.fixture(autouse=True)
+def closing() -> Iterator[None]:
+    yield
+    close_databases()  # the pools open_state made for this test's database
 
 
 def settings_for(folder: Path, database: ScratchDatabase) -> GatewaySettings:
