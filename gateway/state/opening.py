@@ -9,7 +9,7 @@ needs, and read-only commands can run beside the gateway.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -86,6 +86,23 @@ def _hold_store(path: Path) -> HoldsPort:
 
 def open_state(settings: GatewaySettings) -> State:
     """The gateway's stores, as the settings place them (nothing is created or locked yet)."""
+    files = _open_files_state(settings)
+    if settings.state.backend == "postgresql":
+        return _open_postgresql_state(settings, files)
+    return files
+
+
+def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
+    """The PostgreSQL backend. Not yet in PostgreSQL (still files under ``state_dir``, so only one
+    gateway may use them): the queue and the holds (branch pg-queue), fingerprints, cases, accounts."""
+    from gateway.state.postgresql.audit import PostgresqlAudit
+    from gateway.state.postgresql.opening import DatabaseSource, PostgresqlLedgerOpener
+
+    source = DatabaseSource(settings.state.postgresql)
+    return replace(files, audit=PostgresqlAudit(source), ledger=PostgresqlLedgerOpener(source))
+
+
+def _open_files_state(settings: GatewaySettings) -> State:
     layout = StateLayout(settings.state_dir)
     queue: _FileOpener[QueuePort] = _FileOpener(layout.spool, Spool)
     holds: _FileOpener[HoldsPort] = _FileOpener(layout.holds, _hold_store)

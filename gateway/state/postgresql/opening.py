@@ -1,0 +1,72 @@
+"""The PostgreSQL backend's stores for ``open_state``, and the one pool each process shares.
+
+Nothing connects until a store is first used; then the schema is checked once (a gateway never
+runs on an unknown or unmigrated schema: ``SchemaMismatch`` says to run ``state migrate``). A pool
+belongs to the process that made it: a forked child (a policy worker) makes its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from gateway.settings import PostgresqlSettings
+from gateway.state.ports import LedgerPort
+from gateway.state.postgresql.database import Database
+from gateway.state.postgresql.ledger import PostgresqlLedger
+from gateway.state.postgresql.migrate import require_current
+
+_pools: dict[tuple[int, PostgresqlSettings], Database] = {}
+_pools_lock = threading.Lock()
+
+
+def shared_database(settings: PostgresqlSettings) -> Database:
+    """This process's pool for ``settings``, connected and its schema checked on first use."""
+    key = (os.getpid(), settings)
+    with _pools_lock:
+        database = _pools.get(key)
+        if database is None:
+            database = Database.from_settings(settings)
+            try:
+                require_current(database)
+            except BaseException:
+                database.close()
+                raise
+            _pools[key] = database
+        return database
+
+
+def close_shared_databases() -> None:
+    """Close this process's pools (at exit, and in tests between databases)."""
+    with _pools_lock:
+        for (pid, _settings), database in list(_pools.items()):
+            if pid == os.getpid():
+                database.close()
+        _pools.clear()
+
+
+@dataclass(frozen=True)
+class DatabaseSource:
+    """A way to the shared pool that connects only when first asked (``open_state`` creates nothing)."""
+
+    settings: PostgresqlSettings
+
+    def __call__(self) -> Database:
+        return shared_database(self.settings)
+
+
+@dataclass(frozen=True)
+class PostgresqlLedgerOpener:
+    """The ledger: always there once the schema is (``exists`` is True)."""
+
+    source: DatabaseSource
+
+    def exists(self) -> bool:
+        return True
+
+    def open(self) -> LedgerPort:
+        return PostgresqlLedger(self.source())
+
+    def open_read_only(self) -> LedgerPort | None:
+        return PostgresqlLedger(self.source())
