@@ -7,6 +7,7 @@ belongs to the process that made it: a forked child (a policy worker) makes its 
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ def shared_database(settings: PostgresqlSettings) -> Database:
             except BaseException:
                 database.close()
                 raise
+            if not _pools:
+                atexit.register(close_shared_databases)
             _pools[key] = database
         return database
 
