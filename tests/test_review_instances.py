@@ -13,7 +13,7 @@ from gateway.decision.screening import Accept
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.opening import open_state
-from gateway.state.postgresql.opening import close_databases
+from gateway.state.postgresql.opening import close_shared_databases
 from gateway.state_settings import PostgresqlSettings, StateSettings
 from tests.postgresql import ScratchDatabase
 from tests.test_review import POLICY, decide, hold, reply, reply_to
@@ -47,7 +47,7 @@ def gateways(tmp_path: Path, pg_database: ScratchDatabase) -> Iterator[tuple[Pol
         ):
             yield first, second
     finally:
-        close_databases()  # the pools open_state made for this test's database
+        close_shared_databases()  # the pools open_state made for this test's database
 
 
 def released(result: Accept | Reply) -> bool:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import click
 
@@ -14,7 +16,14 @@ from gateway.cli import config_option
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
 from gateway.state.audit_format import EXPUNGED, normalise_address, normalise_message_id
-from gateway.state.audit_reading import StoredEntry, digest_matches, read_entries, read_salts, verify
+from gateway.state.audit_reading import (
+    StoredEntry,
+    Verification,
+    digest_matches,
+    read_entries,
+    read_salts,
+    verify,
+)
 from gateway.state.opening import open_state
 
 MAX_PROBLEMS_SHOWN = 50
@@ -28,11 +37,40 @@ audit_dir_option = click.option(
 )
 
 
-def _directory(config_path: Path | None, explicit: Path | None) -> Path:
-    directory = explicit if explicit is not None else open_state(load_settings(config_path)).layout.audit
-    if not directory.is_dir():
-        raise ConfigError(f"{directory}: no audit trail here (the gateway has not recorded anything yet?)")
-    return directory
+class _Trail(Protocol):
+    """What the commands read: the files backend's folder, or the port of the configured backend."""
+
+    def entries(self) -> Iterator[StoredEntry]: ...
+
+    def salts(self) -> dict[int, bytes | None]: ...
+
+    def verify(self) -> Verification: ...
+
+
+@dataclass(frozen=True)
+class _Folder:
+    directory: Path
+
+    def entries(self) -> Iterator[StoredEntry]:
+        return read_entries(self.directory)
+
+    def salts(self) -> dict[int, bytes | None]:
+        return read_salts(self.directory)
+
+    def verify(self) -> Verification:
+        return verify(self.directory)
+
+
+def _trail(config_path: Path | None, explicit: Path | None) -> tuple[str, _Trail]:
+    """A name for messages, and the trail: ``--audit-dir``, else the one the settings configure."""
+    if explicit is None:
+        settings = load_settings(config_path)
+        if settings.state.backend == "postgresql":
+            return "the shared audit trail (PostgreSQL)", open_state(settings).audit
+        explicit = open_state(settings).layout.audit
+    if not explicit.is_dir():
+        raise ConfigError(f"{explicit}: no audit trail here (the gateway has not recorded anything yet?)")
+    return str(explicit), _Folder(explicit)
 
 
 @click.group()
@@ -49,8 +87,8 @@ def verify_command(audit_dir: Path | None, config_path: Path | None) -> None:
     Exit status 0 when the chain is intact, 1 when it was tampered with (each problem names the
     entry), 2 when the trail cannot be found or read.
     """
-    directory = _directory(config_path, audit_dir)
-    result = verify(directory)
+    directory, trail = _trail(config_path, audit_dir)
+    result = trail.verify()
     if result.ok:
         click.echo(
             f"OK: {result.entries} entries, hash chain intact up to entry {result.last_seq} "
@@ -111,7 +149,7 @@ def _what(fields: Mapping[str, object]) -> str:
 
 
 def _selected(
-    directory: Path,
+    trail: _Trail,
     *,
     member: str | None,
     case: str | None,
@@ -121,8 +159,8 @@ def _selected(
     message_id: str | None,
     recipient: str | None,
 ) -> Iterator[tuple[StoredEntry, bool]]:
-    salts = read_salts(directory)
-    for entry in read_entries(directory):
+    salts = trail.salts()
+    for entry in trail.entries():
         fields = entry.fields
         if member is not None and str(fields.get("member", "")).lower() != member.lower():
             continue
@@ -174,9 +212,9 @@ def show(
 ) -> None:
     """List recorded decisions, oldest first. Identifying values appear only as salted digests;
     --message-id and --recipient find entries by recomputing them (not after an expunge)."""
-    directory = _directory(config_path, audit_dir)
+    _name, trail = _trail(config_path, audit_dir)
     selected = _selected(
-        directory,
+        trail,
         member=member,
         case=case,
         verdict=verdict,

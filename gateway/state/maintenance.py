@@ -77,6 +77,12 @@ def chain_head(settings: GatewaySettings) -> tuple[int, str] | None:
     """The audit trail's last entry (seq, hash), or None while it is empty."""
     from gateway.state.opening import open_state
 
+    if settings.state.backend == "postgresql":
+        from gateway.state.postgresql.audit import PostgresqlAudit
+        from gateway.state.postgresql.opening import DatabaseSource
+
+        seq, digest = PostgresqlAudit(DatabaseSource(settings.state.postgresql)).head()
+        return (seq, digest) if seq else None
     last = None
     for entry in open_state(settings).audit.entries():
         last = entry

@@ -9,7 +9,7 @@ needs, and read-only commands can run beside the gateway.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -86,15 +86,37 @@ def _hold_store(path: Path) -> HoldsPort:
 
 def open_state(settings: GatewaySettings) -> State:
     """The gateway's stores, as the settings place them (nothing is created or locked yet)."""
-    layout = StateLayout(settings.state_dir)
-    queue: Opener[QueuePort] = _FileOpener(layout.spool, Spool)
-    holds: Opener[HoldsPort] = _FileOpener(layout.holds, _hold_store)
+    files = _open_files_state(settings)
     if settings.state.backend == "postgresql":
-        # Imported here: the files backend never loads the database driver.
-        from gateway.state.postgresql.opening import HoldsOpener, QueueOpener, SharedDatabase
+        return _open_postgresql_state(settings, files)
+    return files
 
-        database = SharedDatabase(settings.state.postgresql)
-        queue, holds = QueueOpener(database), HoldsOpener(database)
+
+def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
+    """The PostgreSQL backend. Not yet in PostgreSQL (still files under ``state_dir``, so only one
+    gateway may use them): fingerprints, cases, accounts."""
+    from gateway.state.postgresql.audit import PostgresqlAudit
+    from gateway.state.postgresql.opening import (
+        DatabaseSource,
+        HoldsOpener,
+        PostgresqlLedgerOpener,
+        QueueOpener,
+    )
+
+    source = DatabaseSource(settings.state.postgresql)
+    return replace(
+        files,
+        queue=QueueOpener(source),
+        holds=HoldsOpener(source),
+        audit=PostgresqlAudit(source),
+        ledger=PostgresqlLedgerOpener(source),
+    )
+
+
+def _open_files_state(settings: GatewaySettings) -> State:
+    layout = StateLayout(settings.state_dir)
+    queue: _FileOpener[QueuePort] = _FileOpener(layout.spool, Spool)
+    holds: _FileOpener[HoldsPort] = _FileOpener(layout.holds, _hold_store)
 
     def fingerprint_store(path: Path) -> FingerprintsPort:
         return FingerprintStore.open_files(path, layout.fingerprint_key)

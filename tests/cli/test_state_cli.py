@@ -85,3 +85,33 @@ def test_the_files_backend_has_nothing_to_migrate(config_file: Path) -> None:
     assert "nothing to migrate" in migrated.output
     checked = runner.invoke(main, ["state", "check", "--config", str(config_file)])
     assert "backend:  files" in checked.output
+
+
+def test_audit_verify_and_state_check_read_the_shared_trail(
+    tmp_path: Path, pg_database: ScratchDatabase
+) -> None:
+    from gateway.state.postgresql.audit import PostgresqlAudit
+
+    config = _postgresql_config(tmp_path, pg_database.dsn, pg_database.password)
+    with pg_database.connect() as database:
+        audit = PostgresqlAudit(lambda: database)
+        with audit.open() as writer:
+            for number in range(3):
+                writer.append("step", {"n": number})
+    runner = CliRunner()
+    checked = runner.invoke(main, ["state", "check", "--config", str(config)])
+    assert checked.exit_code == 0, checked.output
+    assert "chain head at entry 3" in checked.output
+    verified = runner.invoke(main, ["audit", "verify", "--config", str(config)])
+    assert verified.exit_code == 0, verified.output
+    assert "OK: 3 entries" in verified.output
+    shown = runner.invoke(main, ["audit", "show", "--json", "--config", str(config)])
+    assert shown.exit_code == 0
+    assert len(shown.output.splitlines()) == 3
+    with pg_database.connect() as database, database.connection() as connection:
+        connection.execute(
+            "UPDATE audit_entries SET line = replace(line, '\"n\":1', '\"n\":7') WHERE seq = 2"
+        )
+    tampered = runner.invoke(main, ["audit", "verify", "--config", str(config)])
+    assert tampered.exit_code == 1
+    assert "entry 2" in tampered.output

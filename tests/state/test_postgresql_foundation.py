@@ -90,9 +90,9 @@ def test_the_database_is_described_without_secrets() -> None:
     )
 
 
-def test_the_shipped_migrations_are_numbered_without_gaps() -> None:
+def test_the_shipped_migrations_are_numbered_uniquely_from_one() -> None:
     versions = [migration.version for migration in available()]
-    assert versions == list(range(1, len(versions) + 1))
+    assert versions == sorted(set(versions))
     assert versions[0] == 1
 
 
@@ -127,11 +127,14 @@ def test_two_gateways_migrating_at_once_apply_each_migration_once(pg_empty_datab
     for thread in threads:
         thread.join()
     assert not errors
-    assert sorted(results) == [0, len(available())]
+    # Between them they applied each migration once (they may take turns, one file each).
+    assert sum(results) == len(available())
+    with pg_empty_database.connect() as database:
+        assert schema_status(database).state == "current"
 
 
 def test_a_schema_from_a_newer_gateway_is_unknown_and_never_migrated(pg_db: Database) -> None:
-    newer = len(available()) + 1
+    newer = max(m.version for m in available()) + 1
     with pg_db.connection() as connection:
         connection.execute(
             "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, 'later', 'x')", (newer,)

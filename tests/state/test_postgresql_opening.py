@@ -13,7 +13,7 @@ from gateway.settings import GatewaySettings, load_settings
 from gateway.state.holds import HoldStore
 from gateway.state.opening import open_state
 from gateway.state.postgresql.holds import PostgresHolds
-from gateway.state.postgresql.opening import close_databases
+from gateway.state.postgresql.opening import close_shared_databases
 from gateway.state.postgresql.queue import PostgresQueue
 from gateway.state.spool import QueueState, Spool, SpoolEnvelope
 from tests.cli.conftest import write_config
@@ -25,7 +25,7 @@ from .test_holds import record
 @pytest.fixture(autouse=True)
 def closing() -> Iterator[None]:
     yield
-    close_databases()  # the pools open_state made for this test's database
+    close_shared_databases()  # the pools open_state made for this test's database
 
 
 def settings_for(folder: Path, database: ScratchDatabase) -> GatewaySettings:

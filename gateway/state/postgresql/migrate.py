@@ -50,7 +50,8 @@ class Migration:
 
 
 def available() -> tuple[Migration, ...]:
-    """The migrations this version ships, in order (numbered 1, 2, 3... without gaps)."""
+    """The migrations this version ships, in order of their numbers (unique; a gap is allowed, so
+    branches can reserve numbers: 0002 is the queue's and holds')."""
     found: list[Migration] = []
     for item in resources.files(__package__).joinpath("migrations").iterdir():
         match = _FILE_NAME.match(item.name)
@@ -58,8 +59,8 @@ def available() -> tuple[Migration, ...]:
             found.append(Migration(int(match.group(1)), match.group(2), item.read_bytes()))
     found.sort(key=lambda migration: migration.version)
     versions = [migration.version for migration in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 1, 2, 3... without gaps, found {versions}")
+    if len(set(versions)) != len(versions) or (versions and versions[0] != 1):
+        raise RuntimeError(f"migrations must be numbered uniquely from 1, found {versions}")
     return tuple(found)
 
 

@@ -1,87 +1,104 @@
-"""The PostgreSQL stores as ``open_state`` hands them out: one connection pool per process, opened lazily.
+"""The PostgreSQL backend's stores for ``open_state``, and the one pool each process shares.
 
-Nothing connects until a store is opened; the first store opened connects the pool and checks that
-the database's schema is the one this version ships (``SchemaMismatch`` otherwise: a gateway never
-runs on an unknown schema). Every store of the process then shares that pool, however many times
-``open_state`` is called; it is closed when the process exits.
+Nothing connects until a store is first used; then the schema is checked once (a gateway never
+runs on an unknown or unmigrated schema: ``SchemaMismatch`` says to run ``state migrate``). A pool
+belongs to the process that made it: a forked child (a policy worker) makes its own.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 from dataclasses import dataclass
 
 from gateway.settings import PostgresqlSettings
 from gateway.state.holds_port import HoldsPort
-from gateway.state.ports import QueuePort
+from gateway.state.ports import LedgerPort, QueuePort
 from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.holds import PostgresHolds
+from gateway.state.postgresql.ledger import PostgresqlLedger
 from gateway.state.postgresql.migrate import require_current
 from gateway.state.postgresql.queue import PostgresQueue
 
-_databases: dict[str, Database] = {}
-_databases_lock = threading.Lock()
+_pools: dict[tuple[int, PostgresqlSettings], Database] = {}
+_pools_lock = threading.Lock()
 
 
-def _close_at_exit() -> None:
-    close_databases()
+def shared_database(settings: PostgresqlSettings) -> Database:
+    """This process's pool for ``settings``, connected and its schema checked on first use."""
+    key = (os.getpid(), settings)
+    with _pools_lock:
+        database = _pools.get(key)
+        if database is None:
+            database = Database.from_settings(settings)
+            try:
+                require_current(database)
+            except BaseException:
+                database.close()
+                raise
+            if not _pools:
+                atexit.register(close_shared_databases)
+            _pools[key] = database
+        return database
+
+
+def close_shared_databases() -> None:
+    """Close this process's pools (at exit, and in tests between databases)."""
+    with _pools_lock:
+        for (pid, _settings), database in list(_pools.items()):
+            if pid == os.getpid():
+                database.close()
+        _pools.clear()
 
 
 @dataclass(frozen=True)
-class SharedDatabase:
-    """The process's pool for ``settings``: made (and its schema checked) on first use, then shared
-    by every store and every ``open_state`` of the process that names the same database."""
+class DatabaseSource:
+    """A way to the shared pool that connects only when first asked (``open_state`` creates nothing)."""
 
     settings: PostgresqlSettings
 
-    def get(self) -> Database:
-        key = self.settings.model_dump_json()
-        with _databases_lock:
-            database = _databases.get(key)
-            if database is None:
-                database = Database.from_settings(self.settings)
-                try:
-                    require_current(database)
-                except BaseException:
-                    database.close()
-                    raise
-                if not _databases:
-                    atexit.register(_close_at_exit)
-                _databases[key] = database
-            return database
+    def __call__(self) -> Database:
+        return shared_database(self.settings)
 
 
-def close_databases() -> None:
-    """Close every pool this process opened (at exit; tests, between two databases)."""
-    with _databases_lock:
-        databases = list(_databases.values())
-        _databases.clear()
-    for database in databases:
-        database.close()
+@dataclass(frozen=True)
+class PostgresqlLedgerOpener:
+    """The ledger: always there once the schema is (``exists`` is True)."""
+
+    source: DatabaseSource
+
+    def exists(self) -> bool:
+        return True
+
+    def open(self) -> LedgerPort:
+        return PostgresqlLedger(self.source())
+
+    def open_read_only(self) -> LedgerPort | None:
+        return PostgresqlLedger(self.source())
 
 
 @dataclass(frozen=True)
 class QueueOpener:
-    """``state.queue`` on PostgreSQL."""
+    """The queue: accepted messages and their delivery status, shared by every instance."""
 
-    database: SharedDatabase
+    source: DatabaseSource
 
     def exists(self) -> bool:
-        return True  # a table of the migrated schema (opening checks the schema)
+        return True  # a table of the schema, checked when first used
 
     def open(self) -> QueuePort:
-        return PostgresQueue(self.database.get().connection, name="")
+        return PostgresQueue(self.source().connection)
 
 
 @dataclass(frozen=True)
 class HoldsOpener:
-    """``state.holds`` on PostgreSQL."""
+    """The holds and their review tokens, shared by every instance."""
 
-    database: SharedDatabase
+    source: DatabaseSource
 
     def exists(self) -> bool:
         return True
 
     def open(self) -> HoldsPort:
-        return PostgresHolds(self.database.get().connection)
+        return PostgresHolds(self.source().connection)

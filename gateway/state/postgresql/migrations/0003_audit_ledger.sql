@@ -1,0 +1,35 @@
+-- The audit trail (one hash chain for every gateway) and the thread ledger.
+
+-- Each entry exactly as the files backend writes its line: canonical JSON with the hash last, so
+-- `audit verify` checks the same bytes. seq is given by the writer, from audit_head.
+CREATE TABLE audit_entries (
+    seq  bigint PRIMARY KEY CHECK (seq > 0),
+    line text NOT NULL
+);
+
+-- The checkpoint and each entry's salt (NULL once forgotten: expunged).
+CREATE TABLE audit_salts (
+    seq  bigint PRIMARY KEY,
+    hash text NOT NULL,
+    salt bytea
+);
+
+-- The chain's head. Every append locks this one row (SELECT ... FOR UPDATE), computes the next
+-- entry from it and moves it in the same transaction: appends from every gateway are serialised,
+-- so the chain never forks.
+CREATE TABLE audit_head (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    seq      bigint NOT NULL,
+    hash     text NOT NULL
+);
+INSERT INTO audit_head (seq, hash) VALUES (0, repeat('0', 64));
+
+CREATE TABLE ledger_messages (
+    message_id   text PRIMARY KEY,
+    in_reply_to  jsonb NOT NULL,
+    refs         jsonb NOT NULL,
+    participants jsonb NOT NULL,   -- [[field, display name, address], ...]
+    case_name    text,
+    recorded_at  timestamptz NOT NULL
+);
+CREATE INDEX ledger_messages_case ON ledger_messages (case_name) WHERE case_name IS NOT NULL;
