@@ -296,3 +296,11 @@ def test_the_database_clock_decides_leases(pg_db: Database) -> None:
             "SELECT lease_until - extract(epoch FROM now()) FROM queue_messages"
         ).fetchone()
     assert row is not None and 3500 < row[0] <= 3600
+
+
+async def test_concurrent_commits_share_transactions(pg_db: Database) -> None:
+    queue = PostgresQueue(pg_db.connection)
+    await asyncio.gather(*(queue.commit(envelope(), message()) for _ in range(50)))
+    statistics = queue.statistics()
+    assert statistics.commits_total == 50 and statistics.messages["incoming"] == 50
+    assert statistics.file_syncs_total < 50  # transactions (one WAL flush each): fewer than commits
