@@ -93,13 +93,21 @@ def open_state(settings: GatewaySettings) -> State:
 
 
 def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
-    """The PostgreSQL backend. Not yet in PostgreSQL (still files under ``state_dir``, so only one
-    gateway may use them): the queue and the holds (branch pg-queue), fingerprints, cases, accounts."""
+    """The PostgreSQL backend: the audit trail, the ledger and the case registry. Not yet in
+    PostgreSQL (still files under ``state_dir``, so only one gateway may use them): the queue and the
+    holds (branch pg-queue), fingerprints, and accounts (the policy reads the roster from the users
+    file itself, so accounts move only together with that read)."""
     from gateway.state.postgresql.audit import PostgresqlAudit
     from gateway.state.postgresql.opening import DatabaseSource, PostgresqlLedgerOpener
+    from gateway.state.postgresql.registry import PostgresqlCaseRegistry
 
     source = DatabaseSource(settings.state.postgresql)
-    return replace(files, audit=PostgresqlAudit(source), ledger=PostgresqlLedgerOpener(source))
+    return replace(
+        files,
+        audit=PostgresqlAudit(source),
+        ledger=PostgresqlLedgerOpener(source),
+        cases=PostgresqlCaseRegistry(settings, source),
+    )
 
 
 def _open_files_state(settings: GatewaySettings) -> State:

@@ -1,4 +1,5 @@
--- The audit trail (one hash chain for every gateway) and the thread ledger.
+-- The stores pg-core moved to PostgreSQL: the audit trail (one hash chain for every gateway), the
+-- thread ledger and the encrypted case registry.
 
 -- Each entry exactly as the files backend writes its line: canonical JSON with the hash last, so
 -- `audit verify` checks the same bytes. seq is given by the writer, from audit_head.
@@ -33,3 +34,12 @@ CREATE TABLE ledger_messages (
     recorded_at  timestamptz NOT NULL
 );
 CREATE INDEX ledger_messages_case ON ledger_messages (case_name) WHERE case_name IS NOT NULL;
+
+-- The case registry: the very bytes the files backend writes (MAGIC || nonce || AES-256-GCM(JSON)),
+-- so the database never sees a case, a name or an address in clear. The key stays with each gateway.
+CREATE TABLE case_registry (
+    only_row   boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version    bigint NOT NULL,
+    data       bytea NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT now()
+);
