@@ -93,12 +93,16 @@ def open_state(settings: GatewaySettings) -> State:
 
 
 def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
-    """The PostgreSQL backend: the audit trail, the ledger and the case registry. Not yet in
-    PostgreSQL (still files under ``state_dir``, so only one gateway may use them): the queue and the
-    holds (branch pg-queue), fingerprints, and accounts (the policy reads the roster from the users
+    """The PostgreSQL backend: the audit trail, the ledger, the case registry and the fingerprints.
+    Not yet in PostgreSQL (still files under ``state_dir``, so only one gateway may use them): the
+    queue and the holds (branch pg-queue), and accounts (the policy reads the roster from the users
     file itself, so accounts move only together with that read)."""
     from gateway.state.postgresql.audit import PostgresqlAudit
-    from gateway.state.postgresql.opening import DatabaseSource, PostgresqlLedgerOpener
+    from gateway.state.postgresql.opening import (
+        DatabaseSource,
+        PostgresqlFingerprintsOpener,
+        PostgresqlLedgerOpener,
+    )
     from gateway.state.postgresql.registry import PostgresqlCaseRegistry
 
     source = DatabaseSource(settings.state.postgresql)
@@ -107,6 +111,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
         audit=PostgresqlAudit(source),
         ledger=PostgresqlLedgerOpener(source),
         cases=PostgresqlCaseRegistry(settings, source),
+        fingerprints=PostgresqlFingerprintsOpener(source, files.layout.fingerprint_key),
     )
 
 

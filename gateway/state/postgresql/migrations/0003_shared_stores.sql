@@ -43,3 +43,23 @@ CREATE TABLE case_registry (
     data       bytea NOT NULL,
     written_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Fingerprints of protected documents: keyed 64-bit shingle hashes (sorted, big-endian), exactly as
+-- the files backend keeps them; never text, names or addresses. The BLAKE2b key stays with the
+-- gateways (fingerprints.key in each state_dir, the same on every host); only a check of it is here.
+CREATE TABLE fingerprint_documents (
+    id        bigserial PRIMARY KEY,
+    case_name text NOT NULL,
+    document  text NOT NULL,
+    person    text,
+    source    text NOT NULL,
+    learnt_at timestamptz NOT NULL,
+    shingles  bytea NOT NULL,
+    scheme    integer NOT NULL,
+    mentions  jsonb NOT NULL DEFAULT '[]',
+    UNIQUE (case_name, document)
+);
+CREATE TABLE fingerprint_meta (
+    name  text PRIMARY KEY,
+    value text NOT NULL
+);
