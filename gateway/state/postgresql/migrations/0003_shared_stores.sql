@@ -63,3 +63,16 @@ CREATE TABLE fingerprint_meta (
     name  text PRIMARY KEY,
     value text NOT NULL
 );
+
+-- Committee members' accounts (the users file's lines): address, argon2 hash, aliases. Every change
+-- rewrites the set under an advisory lock and moves accounts_version, which gateways poll.
+CREATE TABLE accounts (
+    address       text PRIMARY KEY,
+    password_hash text NOT NULL,
+    aliases       text[] NOT NULL DEFAULT '{}'
+);
+CREATE TABLE accounts_version (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version  bigint NOT NULL
+);
+INSERT INTO accounts_version (version) VALUES (0);
