@@ -93,15 +93,19 @@ def open_state(settings: GatewaySettings) -> State:
 
 
 def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
-    """The PostgreSQL backend. Not yet in PostgreSQL (still files under ``state_dir``, so only one
-    gateway may use them): fingerprints, cases, accounts."""
+    """The PostgreSQL backend: the queue, the holds, the audit trail, the ledger, the case registry
+    and the fingerprints. Not yet in PostgreSQL (still files under ``state_dir``): accounts (the
+    policy reads the roster from the users file itself, so accounts move only together with that
+    read)."""
     from gateway.state.postgresql.audit import PostgresqlAudit
     from gateway.state.postgresql.opening import (
         DatabaseSource,
         HoldsOpener,
+        PostgresqlFingerprintsOpener,
         PostgresqlLedgerOpener,
         QueueOpener,
     )
+    from gateway.state.postgresql.registry import PostgresqlCaseRegistry
 
     source = DatabaseSource(settings.state.postgresql)
     return replace(
@@ -110,6 +114,8 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
         holds=HoldsOpener(source),
         audit=PostgresqlAudit(source),
         ledger=PostgresqlLedgerOpener(source),
+        cases=PostgresqlCaseRegistry(settings, source),
+        fingerprints=PostgresqlFingerprintsOpener(source, files.layout.fingerprint_key),
     )
 
 

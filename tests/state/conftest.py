@@ -15,13 +15,20 @@ import pytest
 from gateway.settings import GatewaySettings
 from gateway.state.opening import State, open_state
 from gateway.state.postgresql.opening import close_shared_databases
+from gateway.state.registry import generate_key
 
 BACKENDS = ("files", "postgresql")
 
 
 def backend_settings(request: pytest.FixtureRequest, folder: Path, backend: str) -> GatewaySettings:
     """Settings for ``backend`` with everything private to ``folder``."""
-    data: dict[str, object] = {"state_dir": str(folder / "state"), "auth": {"users_file": "users.passwd"}}
+    key_file = folder / "registry.key"
+    key_file.write_text(generate_key() + "\n")
+    data: dict[str, object] = {
+        "state_dir": str(folder / "state"),
+        "auth": {"users_file": "users.passwd"},
+        "registry": {"key_env": None, "key_file": str(key_file)},
+    }
     if backend == "postgresql":
         database = request.getfixturevalue("pg_database")
         secret = folder / "pg-password"
@@ -49,3 +56,10 @@ def state_settings(
 @pytest.fixture
 def state(state_settings: GatewaySettings) -> State:
     return open_state(state_settings)
+
+
+@pytest.fixture
+def postgresql_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewaySettings]:
+    """Settings on the PostgreSQL backend only (for what only that backend does)."""
+    yield backend_settings(request, tmp_path, "postgresql")
+    close_shared_databases()

@@ -11,11 +11,14 @@ import atexit
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.settings import PostgresqlSettings
+from gateway.state.fingerprints import load_or_create_key
 from gateway.state.holds_port import HoldsPort
-from gateway.state.ports import LedgerPort, QueuePort
+from gateway.state.ports import FingerprintsPort, LedgerPort, QueuePort
 from gateway.state.postgresql.database import Database
+from gateway.state.postgresql.fingerprints import PostgresqlFingerprintStore
 from gateway.state.postgresql.holds import PostgresHolds
 from gateway.state.postgresql.ledger import PostgresqlLedger
 from gateway.state.postgresql.migrate import require_current
@@ -76,6 +79,21 @@ class PostgresqlLedgerOpener:
 
     def open_read_only(self) -> LedgerPort | None:
         return PostgresqlLedger(self.source())
+
+
+@dataclass(frozen=True)
+class PostgresqlFingerprintsOpener:
+    """The shared fingerprints, keyed with this gateway's ``fingerprints.key`` (made if missing: the
+    first gateway's; the others must have a copy, or opening is refused)."""
+
+    source: DatabaseSource
+    key_file: Path
+
+    def exists(self) -> bool:
+        return self.key_file.exists()
+
+    def open(self) -> FingerprintsPort:
+        return PostgresqlFingerprintStore(self.source(), load_or_create_key(self.key_file))
 
 
 @dataclass(frozen=True)
