@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
+from gateway.state.layout import StateLayout
 from gateway.state.opening import open_state
 from gateway.state.postgresql.opening import close_shared_databases
 from gateway.state_settings import PostgresqlSettings, StateSettings
@@ -40,12 +42,15 @@ def instance_settings(folder: Path, database: ScratchDatabase) -> GatewaySetting
 @pytest.fixture
 def gateways(tmp_path: Path, pg_database: ScratchDatabase) -> Iterator[tuple[PolicyScreener, PolicyScreener]]:
     """Two gateways (each its own state folder and audit trail) sharing one database."""
+    a, b = instance_settings(tmp_path / "a", pg_database), instance_settings(tmp_path / "b", pg_database)
     try:
-        with (
-            PolicyScreener.from_settings(instance_settings(tmp_path / "a", pg_database)) as first,
-            PolicyScreener.from_settings(instance_settings(tmp_path / "b", pg_database)) as second,
-        ):
-            yield first, second
+        with PolicyScreener.from_settings(a) as first:
+            # Gateways sharing a database share the fingerprints key, as the operations guide says.
+            key = StateLayout(b.state_dir).fingerprint_key
+            key.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(StateLayout(a.state_dir).fingerprint_key, key)
+            with PolicyScreener.from_settings(b) as second:
+                yield first, second
     finally:
         close_shared_databases()  # the pools open_state made for this test's database
 
