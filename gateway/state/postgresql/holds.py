@@ -65,7 +65,6 @@ class PostgresHolds:
         try:
             with self._connect() as connection:
                 cursor = connection.cursor(row_factory=tuple_row)
-                cursor.execute("SET LOCAL synchronous_commit = on")
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_HOLDS_LOCK,))
                 self._local.cursor = cursor
                 try:
@@ -73,7 +72,7 @@ class PostgresHolds:
                 finally:
                     self._local.cursor = None
         except (StateError, psycopg.Error) as exc:
-            raise ReviewError(f"the held messages cannot be reached: {_reason(exc)}") from None
+            raise ReviewError(f"the held messages cannot be read or written: {_reason(exc)}") from None
 
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[Cursor]:
@@ -84,10 +83,9 @@ class PostgresHolds:
         try:
             with self._connect() as connection:
                 cursor = connection.cursor(row_factory=tuple_row)
-                cursor.execute("SET LOCAL synchronous_commit = on")
                 yield cursor
         except (StateError, psycopg.Error) as exc:
-            raise ReviewError(f"the held messages cannot be reached: {_reason(exc)}") from None
+            raise ReviewError(f"the held messages cannot be read or written: {_reason(exc)}") from None
 
     def _in_lock(self) -> bool:
         return getattr(self._local, "cursor", None) is not None

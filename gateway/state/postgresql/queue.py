@@ -129,10 +129,9 @@ class PostgresQueue:
         """A transaction; the database's errors become SpoolError (what the queue's callers handle)."""
         try:
             with self._connect() as connection:
-                cursor = connection.cursor(row_factory=tuple_row)
-                # 250 means committed: never let a session default weaken that.
-                cursor.execute("SET LOCAL synchronous_commit = on")
-                yield cursor
+                # ``Database`` never lets synchronous_commit be off (nor weakens a stronger setting,
+                # such as remote_apply for a replica): a committed transaction is on disk.
+                yield connection.cursor(row_factory=tuple_row)
         except (StateError, psycopg.Error) as exc:
             raise SpoolError(f"{self.describe()} failed: {_reason(exc)}") from exc
 
