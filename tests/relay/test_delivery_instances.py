@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+
+import pytest
 
 from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.queue import PostgresQueue
@@ -107,3 +110,22 @@ async def test_a_stopped_instance_hands_its_deferred_mail_over_at_once(
         await upstream.wait_for(1)
         await eventually(lambda: second.locate(sent.queue_id) is QueueState.DONE)
     assert len(upstream.messages) == 1
+
+
+async def test_an_instance_whose_message_was_taken_over_lets_it_go(
+    pg_db: Database, upstream: CaptureUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    slow, other = PostgresQueue(pg_db.connection, name="slow"), PostgresQueue(pg_db.connection)
+    upstream.data_delay = 0.5
+    sent = envelope()
+    await slow.commit(sent, message())
+    with caplog.at_level(logging.WARNING, logger="gateway.delivery.worker"):
+        async with running(slow, delivery_settings(upstream_settings(upstream))) as worker:
+            await eventually(lambda: worker.statistics().sending == 1)
+            # The slow instance stalled past its lease: another takes the message over meanwhile.
+            expire(pg_db, slow)
+            await other.read(sent.queue_id, QueueState.INCOMING)
+            await eventually(lambda: worker.statistics().in_flight == 0)
+    assert worker.statistics().errors_total == 0 and worker.statistics().unrecorded == 0
+    assert f"event=spool_entry_vanished queue_id={sent.queue_id}" in caplog.text
+    assert other.find(sent.queue_id).status is None  # the results are the new owner's to record

@@ -140,7 +140,7 @@ def test_a_failure_inside_the_lock_leaves_the_hold_as_it_was(pg_db: Database) ->
     assert store.get("Q1").status == "held"
 
 
-def test_an_unreachable_database_is_a_review_error_naming_no_detail(pg_db: Database) -> None:
+def test_an_unreachable_database_is_a_review_error_naming_the_database(pg_db: Database) -> None:
     store = PostgresHolds(pg_db.connection)
     pg_db.close()
     with pytest.raises(ReviewError, match=r"cannot be read or written: PostgreSQL at .* cannot be reached"):

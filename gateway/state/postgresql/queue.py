@@ -85,8 +85,12 @@ _ENTRIES = (
 _ORDER = " ORDER BY queue_state_rank(state), queue_id"
 
 
-class QueueTakenOver(SpoolError):
-    """Another instance has claimed this message (this one's lease ran out): its result is not ours."""
+class QueueTakenOver(SpoolError, FileNotFoundError):
+    """Another instance has claimed this message (this one's lease ran out): its result is not ours.
+
+    A FileNotFoundError too, so the delivery worker lets the message go as it does one deleted
+    under it: the instance holding it now records what happens to it.
+    """
 
 
 class PostgresQueue:
