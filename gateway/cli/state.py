@@ -10,7 +10,7 @@ import click
 from gateway.cli import config_option
 from gateway.errors import GatewayError
 from gateway.settings import GatewaySettings, load_settings
-from gateway.state.maintenance import chain_head, check_state, migrate_state
+from gateway.state.maintenance import chain_head, check_state, import_files_state, migrate_state
 
 
 @click.group()
@@ -58,6 +58,29 @@ def check_command(config_path: Path | None) -> None:
         click.echo(f"audit:    cannot be read: {exc}", err=True)
         sys.exit(1)
     click.echo(f"audit:    {head}")
+
+
+@state.command("import")
+@config_option
+def import_command(config_path: Path | None) -> None:
+    """Copy a files installation (the stores under state_dir) into the new PostgreSQL database.
+
+    Moves the audit trail (same chain, same head), the thread ledger, the fingerprints, the case
+    registry (still encrypted) and the accounts, all or nothing; the files are left in place. Stop
+    the gateway first; migrate the database first. The queue and holds are not moved by this version.
+    """
+    settings = load_settings(config_path)
+    done = import_files_state(settings)
+    click.echo(
+        f"Imported from {settings.state_dir}: {done.audit_entries} audit entries (chain head "
+        f"{done.audit_head[:16]}...), {done.later_entries} waiting action(s) appended, "
+        f"{done.ledger_messages} ledger messages, {done.fingerprint_documents} fingerprinted documents, "
+        f"{'the case registry' if done.cases_registry else 'no case registry'}, {done.accounts} account(s)."
+    )
+    click.echo(
+        "Copy fingerprints.key to every gateway's state folder and give every gateway the case "
+        "registry's key; then run: conduct-gateway state check"
+    )
 
 
 def _chain_head(settings: GatewaySettings) -> str:

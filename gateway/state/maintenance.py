@@ -1,4 +1,4 @@
-"""The state backend's upkeep for the CLI: ``state migrate`` and ``state check``, for either backend.
+"""The state backend's upkeep for the CLI: ``state migrate``, ``check`` and ``import``, either backend.
 
 The CLI reaches the PostgreSQL backend only through here and ``open_state``. The files backend has
 no schema: migrating it does nothing and checking it reports its folder.
@@ -7,8 +7,12 @@ no schema: migrating it does nothing and checking it reports its folder.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from gateway.state.postgresql.importing import Imported
 
 
 @dataclass(frozen=True)
@@ -89,3 +93,17 @@ def chain_head(settings: GatewaySettings) -> tuple[int, str] | None:
     if last is None:
         return None
     return last.seq, str(last.fields.get("hash"))
+
+
+def import_files_state(settings: GatewaySettings) -> Imported:
+    """Copy the files stores under ``state_dir`` into the configured PostgreSQL database."""
+    if settings.state.backend != "postgresql":
+        from gateway.errors import ConfigError
+
+        raise ConfigError(
+            "state import copies the files under state_dir into PostgreSQL: set state.backend to "
+            "postgresql and state.postgresql.dsn first (CONDUCT_GATEWAY_STATE__BACKEND=postgresql)"
+        )
+    from gateway.state.postgresql.importing import import_files
+
+    return import_files(settings)

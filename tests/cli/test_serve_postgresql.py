@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import aiosmtplib
+import pytest
 
 from gateway.state.postgresql.audit import PostgresqlAudit
 from tests.cli.conftest import write_config
 from tests.cli.test_serve import StartGateway, maildir_files, message, start_gateway  # noqa: F401
-from tests.postgresql import ScratchDatabase
+from tests.postgresql import PostgresCluster, ScratchDatabase
 
 
 def _config(folder: Path, database: ScratchDatabase) -> Path:
@@ -78,3 +79,38 @@ async def test_an_unmigrated_database_stops_the_start_with_one_clear_message(
     assert code != 0
     assert "conduct-gateway state migrate" in gateway.output
     assert not any("Traceback" in line for line in gateway.stderr), gateway.output
+
+
+async def test_postgresql_down_gets_451_and_mail_flows_once_it_is_back(
+    start_gateway: StartGateway,  # noqa: F811
+    tmp_path: Path,
+    pg_cluster: PostgresCluster,
+    pg_database: ScratchDatabase,
+) -> None:
+    gateway = await start_gateway(_config(tmp_path, pg_database))
+    address, password = gateway.banner_value("address"), gateway.banner_value("password")
+    host, port = gateway.address("submission")
+
+    async def send(token: str) -> None:
+        async with aiosmtplib.SMTP(
+            hostname=host, port=port, start_tls=True, tls_context=gateway.tls_context(), timeout=30
+        ) as client:
+            await client.login(address, password)
+            await client.send_message(message(address, "someone@example.org", token))
+
+    await send("before")
+    pg_cluster.stop()
+    try:
+        with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+            await send("during")
+    finally:
+        pg_cluster.start()
+    assert refused.value.code == 451
+    assert "4.3.0" in refused.value.message
+    await send("after")
+    delivered = await maildir_files(gateway.state / "maildir", 2)
+    bodies = b"".join(path.read_bytes() for path in delivered)
+    assert b"before" in bodies and b"after" in bodies
+    assert b"during" not in bodies
+    gateway.signal(signal.SIGTERM)
+    assert await gateway.wait() == 0, gateway.output

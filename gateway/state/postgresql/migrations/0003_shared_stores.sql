@@ -76,3 +76,11 @@ CREATE TABLE accounts_version (
     version  bigint NOT NULL
 );
 INSERT INTO accounts_version (version) VALUES (0);
+
+-- Failed logins per client address, so a client cannot spread its guesses over several gateways.
+CREATE TABLE login_failures (
+    id        bigserial PRIMARY KEY,
+    client    text NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX login_failures_client ON login_failures (client, failed_at);
