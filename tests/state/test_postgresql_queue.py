@@ -304,3 +304,22 @@ async def test_concurrent_commits_share_transactions(pg_db: Database) -> None:
     statistics = queue.statistics()
     assert statistics.commits_total == 50 and statistics.messages["incoming"] == 50
     assert statistics.file_syncs_total < 50  # transactions (one WAL flush each): fewer than commits
+
+
+async def test_an_unreachable_database_fails_a_whole_batch_at_once_not_change_by_change(
+    pg_db: Database,
+) -> None:
+    attempts: list[int] = []
+
+    def connect() -> Any:
+        attempts.append(1)
+        return pg_db.connection()
+
+    queue = PostgresQueue(connect)
+    pg_db.close()
+    outcomes = await asyncio.gather(
+        *(queue.commit(envelope(), message()) for _ in range(12)), return_exceptions=True
+    )
+    assert all(isinstance(outcome, SpoolError) for outcome in outcomes)
+    assert "cannot be reached" in str(outcomes[0])
+    assert len(attempts) <= 2  # one per batch (the first commit's, then everyone else's)

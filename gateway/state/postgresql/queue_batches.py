@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from gateway.errors import SpoolError
+from gateway.errors import SpoolError, StateUnavailable
 from gateway.logs import log_event
 from gateway.state.spool_commit import FollowUp, io_executor
 
@@ -62,8 +62,11 @@ def apply_batch(
                 for index in changes:
                     errors[index] = _work(items[index])(cursor)
         except Exception as batch_error:
-            if len(changes) == 1:
-                errors[changes[0]] = batch_error
+            if len(changes) == 1 or _unavailable(batch_error):
+                # The database cannot be reached: trying each change alone would only make every
+                # caller wait for the same answer once per change.
+                for index in changes:
+                    errors[index] = batch_error
             else:
                 for index in changes:
                     transactions += 1
@@ -80,6 +83,15 @@ def apply_batch(
             except Exception as exc:  # the task's caller gets it, as from a thread of its own
                 errors[index] = exc
     return BatchOutcome(errors, transactions)
+
+
+def _unavailable(error: BaseException) -> bool:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, StateUnavailable):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _work(item: Item) -> Work:
