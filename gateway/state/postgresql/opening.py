@@ -22,7 +22,7 @@ from gateway.state.postgresql.fingerprints import PostgresqlFingerprintStore
 from gateway.state.postgresql.holds import PostgresHolds
 from gateway.state.postgresql.ledger import PostgresqlLedger
 from gateway.state.postgresql.migrate import require_current
-from gateway.state.postgresql.queue import PostgresQueue
+from gateway.state.postgresql.queue import LEASE_SECONDS, PostgresQueue
 
 _pools: dict[tuple[int, PostgresqlSettings], Database] = {}
 _pools_lock = threading.Lock()
@@ -101,12 +101,14 @@ class QueueOpener:
     """The queue: accepted messages and their delivery status, shared by every instance."""
 
     source: DatabaseSource
+    # How long a dead instance's claims outlive it (the settings may shorten it for tests).
+    lease_seconds: float = LEASE_SECONDS
 
     def exists(self) -> bool:
         return True  # a table of the schema, checked when first used
 
     def open(self) -> QueuePort:
-        return PostgresQueue(self.source().connection)
+        return PostgresQueue(self.source().connection, lease_seconds=self.lease_seconds)
 
 
 @dataclass(frozen=True)
