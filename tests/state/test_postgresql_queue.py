@@ -13,7 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from gateway.errors import SpoolError
 from gateway.state.postgresql.database import Database
-from gateway.state.postgresql.queue import PostgresQueue, QueueTakenOver
+from gateway.state.postgresql.queue import PostgresQueue
+from gateway.state.postgresql.queue_changes import QueueTakenOver
 from gateway.state.spool import DeliveryStatus, QueueState
 
 from .test_queue_contract import envelope, message

@@ -33,7 +33,8 @@ from psycopg.rows import tuple_row
 
 from gateway.errors import CorruptSpoolEntry, SpoolError, StateError
 from gateway.logs import log_event
-from gateway.state.delivery_status import DeliveryStatus, decode_status, encode_status
+from gateway.state.delivery_status import DeliveryStatus, decode_status
+from gateway.state.postgresql import queue_changes
 from gateway.state.postgresql.queue_batches import Batcher, BatchOutcome, Cursor, Item
 from gateway.state.spool_commit import FollowUp, io_executor
 from gateway.state.spool_records import (
@@ -83,14 +84,6 @@ _ENTRIES = (
     "received_at, client_address FROM queue_messages"
 )
 _ORDER = " ORDER BY queue_state_rank(state), queue_id"
-
-
-class QueueTakenOver(SpoolError, FileNotFoundError):
-    """Another instance has claimed this message (this one's lease ran out): its result is not ours.
-
-    A FileNotFoundError too, so the delivery worker lets the message go as it does one deleted
-    under it: the instance holding it now records what happens to it.
-    """
 
 
 class PostgresQueue:
@@ -160,7 +153,7 @@ class PostgresQueue:
         queue_id = checked_id(envelope.queue_id)
         if not envelope.rcpt_tos:
             raise SpoolError(f"message {queue_id} has no recipients; nothing to spool")
-        work = functools.partial(_insert, envelope, content, hashlib.sha256(content).hexdigest())
+        work = functools.partial(queue_changes.insert, envelope, content, hashlib.sha256(content).hexdigest())
         try:
             await self._batcher.apply(Item(work=work, follow_up=follow_up))
         except SpoolError as exc:
@@ -311,7 +304,7 @@ class PostgresQueue:
     async def write_status(self, queue_id: str, status: DeliveryStatus) -> None:
         """Durably replace the per-recipient status (QueueTakenOver if another instance claimed it)."""
         queue_id = checked_id(queue_id)
-        work = functools.partial(_write_status, self._params(id=queue_id), status)
+        work = functools.partial(queue_changes.write_status, self._params(id=queue_id), status)
         await self._batcher.apply(Item(work=work))
 
     async def move(self, queue_id: str, source: QueueState, target: QueueState) -> None:
@@ -320,7 +313,9 @@ class PostgresQueue:
         A finished message (done, bounced) is no longer claimed by anyone.
         """
         queue_id = checked_id(queue_id)
-        work = functools.partial(_move, self._params(id=queue_id, source=source.value, target=target.value))
+        work = functools.partial(
+            queue_changes.move, self._params(id=queue_id, source=source.value, target=target.value)
+        )
         await self._batcher.apply(Item(work=work))
 
     async def quarantine(self, queue_id: str, state: QueueState, reason: str) -> None:
@@ -475,75 +470,6 @@ class PostgresQueue:
                 s.value: max(0.0, float(counts.get(s.value, (0, 0.0))[1] or 0.0)) for s in PENDING_STATES
             },
         )
-
-
-# -- the changes batched by commit, write_status and move (run inside the batch's transaction)
-
-
-def _insert(envelope: SpoolEnvelope, content: bytes, digest: str, cursor: Cursor) -> BaseException | None:
-    cursor.execute(
-        "INSERT INTO queue_messages (queue_id, state, mail_from, rcpt_tos, authenticated_as, "
-        "received_at, client_address, size, sha256, content) "
-        "VALUES (%s, 'incoming', %s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (queue_id) DO NOTHING",
-        (
-            envelope.queue_id,
-            envelope.mail_from,
-            list(envelope.rcpt_tos),
-            envelope.authenticated_as,
-            envelope.received_at,
-            envelope.client_address,
-            len(content),
-            digest,
-            content,
-        ),
-    )
-    if cursor.rowcount == 1:
-        return None
-    cursor.execute("SELECT sha256 FROM queue_messages WHERE queue_id = %s", (envelope.queue_id,))
-    row = cursor.fetchone()
-    if row is not None and row[0] == digest:
-        return None  # the same message stored before (a recovered release): it is durable
-    return SpoolError(f"queue id {envelope.queue_id} is taken by another message")
-
-
-def _write_status(params: dict[str, Any], status: DeliveryStatus, cursor: Cursor) -> BaseException | None:
-    cursor.execute(
-        "UPDATE queue_messages SET status = %(status)s::jsonb, next_attempt_at = %(next)s, "
-        "claimed_by = CASE WHEN state IN ('incoming', 'deferred') THEN %(me)s END, "
-        "lease_until = CASE WHEN state IN ('incoming', 'deferred') THEN queue_now() + %(lease)s END "
-        "WHERE queue_id = %(id)s AND state <> 'corrupt' AND queue_claimable(claimed_by, lease_until, %(me)s)",
-        {**params, "status": encode_status(status).decode("utf-8"), "next": status.next_attempt_at},
-    )
-    return None if cursor.rowcount == 1 else _missing_or_taken(cursor, params, None)
-
-
-# Finished mail (done, bounced) is nobody's; mail still pending stays with the instance that moved it.
-_FINISH = (
-    "UPDATE queue_messages SET state = %(target)s, claimed_by = NULL, lease_until = NULL, "
-    "finished_at = queue_now() WHERE queue_id = %(id)s AND state = %(source)s "
-    "AND queue_claimable(claimed_by, lease_until, %(me)s)"
-)
-_MOVE = (
-    "UPDATE queue_messages SET state = %(target)s, claimed_by = %(me)s, "
-    "lease_until = queue_now() + %(lease)s, finished_at = NULL WHERE queue_id = %(id)s "
-    "AND state = %(source)s AND queue_claimable(claimed_by, lease_until, %(me)s)"
-)
-
-
-def _move(params: dict[str, Any], cursor: Cursor) -> BaseException | None:
-    finished = params["target"] in (QueueState.DONE.value, QueueState.BOUNCED.value)
-    cursor.execute(_FINISH if finished else _MOVE, params)
-    return None if cursor.rowcount == 1 else _missing_or_taken(cursor, params, params["source"])
-
-
-def _missing_or_taken(cursor: Cursor, params: dict[str, Any], state: str | None) -> BaseException:
-    queue_id = params["id"]
-    cursor.execute("SELECT state, claimed_by FROM queue_messages WHERE queue_id = %s", (queue_id,))
-    row = cursor.fetchone()
-    if row is None or row[0] == QueueState.CORRUPT.value or (state is not None and row[0] != state):
-        return FileNotFoundError(f"message {queue_id} is not in the queue as expected")
-    return QueueTakenOver(f"message {queue_id} was taken over by {row[1]}; its results are recorded there")
 
 
 def _envelope(row: tuple[Any, ...]) -> SpoolEnvelope:
