@@ -151,6 +151,11 @@ class QueuePort(Protocol):
 
     def statistics(self) -> SpoolStatistics: ...
 
+    def recent_statistics(self) -> SpoolStatistics:
+        """For ``/metrics`` on the event loop: never waits on a network (a database queue serves
+        its last count and counts again in the background)."""
+        ...
+
 
 # -- the audit trail -----------------------------------------------------------------------------------
 

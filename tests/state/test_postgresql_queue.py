@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -324,3 +326,25 @@ async def test_an_unreachable_database_fails_a_whole_batch_at_once_not_change_by
     assert all(isinstance(outcome, SpoolError) for outcome in outcomes)
     assert "cannot be reached" in str(outcomes[0])
     assert len(attempts) <= 2  # one per batch (the first commit's, then everyone else's)
+
+
+async def test_statistics_for_metrics_never_wait_for_the_database(pg_db: Database) -> None:
+    reachable = threading.Event()
+    reachable.set()
+
+    @contextlib.contextmanager
+    def connect() -> Iterator[Any]:
+        # A database that hangs (a network partition) until the test lets it answer.
+        assert reachable.wait(timeout=30)
+        with pg_db.connection() as connection:
+            yield connection
+
+    queue = PostgresQueue(connect)
+    await queue.commit(envelope(), message())
+    reachable.clear()
+    waiting = queue.recent_statistics()  # returns at once: the count runs on an I/O thread
+    assert waiting.messages["incoming"] == 0 and waiting.commits_total == 1
+    reachable.set()
+    async with asyncio.timeout(10):
+        while queue.recent_statistics().messages["incoming"] != 1:
+            await asyncio.sleep(0.01)

@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
@@ -58,6 +59,8 @@ Connect = Callable[[], contextlib.AbstractContextManager[psycopg.Connection[Any]
 
 LEASE_SECONDS = 60.0
 """How long a claim outlives its instance's last heartbeat: a dead instance's messages wait this long."""
+STATISTICS_AGE = 5.0
+"""Seconds ``recent_statistics`` serves one count of the messages before counting again."""
 FRESH_CACHE_BYTES = 64 * 1024 * 1024
 """Memory for just-committed messages, handed to this process's delivery without reading them back."""
 
@@ -109,6 +112,10 @@ class PostgresQueue:
         self._fresh: dict[str, SpoolMessage] = {}
         self._fresh_bytes = 0
         self._delivering = threading.Lock()
+        self._counting = threading.Lock()
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._counted_at = -STATISTICS_AGE
+        self._recounting = False
 
     shared = True
     """Other instances deliver from this queue too: the delivery worker looks for their work."""
@@ -453,12 +460,44 @@ class PostgresQueue:
         return entry.state
 
     def statistics(self) -> SpoolStatistics:
+        """Counted in the database now (every instance's messages), with this process's totals."""
+        return self._statistics_from(self._count())
+
+    def recent_statistics(self) -> SpoolStatistics:
+        """``statistics`` as last counted, never waiting for the database: for ``/metrics``, served
+        on the event loop. A count older than ``STATISTICS_AGE`` is refreshed on an I/O thread
+        (kept as it was while the database cannot be reached)."""
+        with self._counting:
+            stale = time.monotonic() - self._counted_at >= STATISTICS_AGE
+            if stale and not self._recounting:
+                self._recounting = True
+                try:
+                    io_executor().submit(self._recount)
+                except RuntimeError:  # the executor is shutting down (interpreter exit)
+                    self._recounting = False
+            counts = self._counts
+        return self._statistics_from(counts)
+
+    def _recount(self) -> None:
+        try:
+            counts = self._count()
+        except SpoolError as exc:
+            log_event(log, "queue_statistics_failed", logging.WARNING, error=str(exc))
+            counts = None
+        with self._counting:
+            if counts is not None:
+                self._counts, self._counted_at = counts, time.monotonic()
+            self._recounting = False
+
+    def _count(self) -> dict[str, tuple[int, float]]:
         with self._transaction() as cursor:
             cursor.execute(
                 "SELECT state, count(*), queue_now() - min(committed_at) FROM queue_messages GROUP BY state"
             )
             rows = cursor.fetchall()
-        counts = {state: (count, age) for state, count, age in rows}
+        return {state: (int(count), float(age or 0.0)) for state, count, age in rows}
+
+    def _statistics_from(self, counts: dict[str, tuple[int, float]]) -> SpoolStatistics:
         return SpoolStatistics(
             messages={s.value: int(counts.get(s.value, (0, 0.0))[0]) for s in QueueState},
             commits_total=self._commits,
