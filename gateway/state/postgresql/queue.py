@@ -503,7 +503,8 @@ class PostgresQueue:
             commits_total=self._commits,
             commit_failures_total=self._commit_failures,
             directory_syncs_total=0,
-            file_syncs_total=self._transactions,
+            file_syncs_total=0,
+            transactions_total=self._transactions,
             quarantined_total=self._quarantined,
             oldest_age_seconds={
                 s.value: max(0.0, float(counts.get(s.value, (0, 0.0))[1] or 0.0)) for s in PENDING_STATES
