@@ -388,7 +388,11 @@ class Gateway:
             worker = DeliveryWorker(
                 spool, settings.delivery, hostname=settings.server.hostname, crash_at=settings.crash_at
             )
-        sources = {"spool": spool.statistics, "delivery": worker.statistics, "smtp": service.statistics}
+        sources = {
+            "spool": spool.recent_statistics,
+            "delivery": worker.statistics,
+            "smtp": service.statistics,
+        }
         sources.update(screener.metric_sources())
         # Journal intake: copies of inbound committee mail (started with the listeners below).
         shared_policy = screener.policy_source

@@ -58,6 +58,11 @@ CATALOGUE: dict[str, MetricSpec] = {
         "spool_directory_syncs", "Folder fsyncs; one is shared by every commit that waited for it."
     ),
     "spool.file_syncs_total": _counter("spool_file_syncs", "File fsyncs made by the spool."),
+    "spool.transactions_total": _counter(
+        "spool_transactions",
+        "Database transactions the PostgreSQL queue committed; one is shared by every commit that waited "
+        "for it.",
+    ),
     "spool.quarantined_total": _counter("spool_quarantined", "Unreadable spool entries moved to corrupt/."),
     "spool.oldest_age_seconds": _gauge(
         "spool_oldest_message_age_seconds",

@@ -55,6 +55,7 @@ def _register() -> None:
         queue,
         review,
         serve,
+        state,
         user,
     )
 
@@ -66,6 +67,7 @@ def _register() -> None:
     case.case.add_command(case_keys.new_key)
     main.add_command(case.case)
     main.add_command(review.review)
+    main.add_command(state.state)
 
 
 _register()

@@ -34,16 +34,19 @@ audit_dir_option = click.option(
 )
 
 
-def _trail(config_path: Path | None, explicit: Path | None) -> tuple[Path, AuditPort]:
-    """The audit folder to read (named in messages), and the trail in it."""
+def _trail(config_path: Path | None, explicit: Path | None) -> tuple[str, AuditPort]:
+    """A name for messages, and the trail: ``--audit-dir``, else the one the settings configure."""
     if explicit is not None:
         directory, trail = explicit, audit_folder(explicit)
     else:
-        state = open_state(load_settings(config_path))
+        settings = load_settings(config_path)
+        state = open_state(settings)
+        if settings.state.backend == "postgresql":
+            return "the shared audit trail (PostgreSQL)", state.audit
         directory, trail = state.layout.audit, state.audit
     if not directory.is_dir():
         raise ConfigError(f"{directory}: no audit trail here (the gateway has not recorded anything yet?)")
-    return directory, trail
+    return str(directory), trail
 
 
 @click.group()

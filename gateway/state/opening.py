@@ -9,7 +9,7 @@ needs, and read-only commands can run beside the gateway.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -86,6 +86,40 @@ def _hold_store(path: Path) -> HoldsPort:
 
 def open_state(settings: GatewaySettings) -> State:
     """The gateway's stores, as the settings place them (nothing is created or locked yet)."""
+    files = _open_files_state(settings)
+    if settings.state.backend == "postgresql":
+        return _open_postgresql_state(settings, files)
+    return files
+
+
+def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
+    """The PostgreSQL backend: the queue, the holds, the audit trail, the ledger, the case registry
+    and the fingerprints. Not yet in PostgreSQL (still files under ``state_dir``): accounts (the
+    policy reads the roster from the users file itself, so accounts move only together with that
+    read)."""
+    from gateway.state.postgresql.audit import PostgresqlAudit
+    from gateway.state.postgresql.opening import (
+        DatabaseSource,
+        HoldsOpener,
+        PostgresqlFingerprintsOpener,
+        PostgresqlLedgerOpener,
+        QueueOpener,
+    )
+    from gateway.state.postgresql.registry import PostgresqlCaseRegistry
+
+    source = DatabaseSource(settings.state.postgresql)
+    return replace(
+        files,
+        queue=QueueOpener(source),
+        holds=HoldsOpener(source),
+        audit=PostgresqlAudit(source),
+        ledger=PostgresqlLedgerOpener(source),
+        cases=PostgresqlCaseRegistry(settings, source),
+        fingerprints=PostgresqlFingerprintsOpener(source, files.layout.fingerprint_key),
+    )
+
+
+def _open_files_state(settings: GatewaySettings) -> State:
     layout = StateLayout(settings.state_dir)
     queue: _FileOpener[QueuePort] = _FileOpener(layout.spool, Spool)
     holds: _FileOpener[HoldsPort] = _FileOpener(layout.holds, _hold_store)

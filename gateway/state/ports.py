@@ -79,8 +79,19 @@ class QueuePort(Protocol):
     """The spool: accepted messages waiting for delivery, and their per-recipient status."""
 
     @property
-    def root(self) -> Path:
-        """Where the queue lives, for the intake's free-space check and messages (files backend)."""
+    def disk_path(self) -> Path | None:
+        """The folder on this host's disk the queue fills, for the intake's free-space check; None
+        when the queue is elsewhere (a database)."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether other gateway instances deliver from this queue too (each message is then claimed
+        by one of them before an attempt, and the worker looks for the others' pending work)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the queue is, in plain words for messages ("the spool at /var/lib/...")."""
         ...
 
     @staticmethod
@@ -96,15 +107,25 @@ class QueuePort(Protocol):
 
     async def run_with_next_batch(self, task: Callable[[], None]) -> None: ...
 
-    def delivery_lock(self) -> contextlib.AbstractContextManager[None]: ...
+    def delivery_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while this process delivers: exclusive on the files queue; on a shared queue it keeps
+        this instance's claims alive (and gives them up when it ends)."""
+        ...
 
     def recover(self) -> RecoveryReport: ...
 
-    def pending_ids(self, state: QueueState) -> list[str]: ...
+    def pending_ids(self, state: QueueState) -> list[str]:
+        """Queue ids in a pending state that this process may deliver, oldest first."""
+        ...
 
     def locate(self, queue_id: str) -> QueueState | None: ...
 
-    async def read(self, queue_id: str, state: QueueState) -> SpoolMessage: ...
+    async def read(self, queue_id: str, state: QueueState) -> SpoolMessage:
+        """The message for an attempt (on a shared queue, claimed for this instance).
+
+        FileNotFoundError if it is not in ``state`` (or another instance holds it);
+        CorruptSpoolEntry if it cannot be read back whole."""
+        ...
 
     async def write_status(self, queue_id: str, status: DeliveryStatus) -> None: ...
 
@@ -129,6 +150,11 @@ class QueuePort(Protocol):
     def delete(self, queue_id: str) -> QueueState: ...
 
     def statistics(self) -> SpoolStatistics: ...
+
+    def recent_statistics(self) -> SpoolStatistics:
+        """For ``/metrics`` on the event loop: never waits on a network (a database queue serves
+        its last count and counts again in the background)."""
+        ...
 
 
 # -- the audit trail -----------------------------------------------------------------------------------

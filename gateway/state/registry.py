@@ -287,19 +287,24 @@ class CaseRegistry:
         self.update(lambda _current: cases)
 
     def _write(self, cases: Sequence[Case], key: RegistryKey) -> None:
-        document: dict[str, Any] = {
-            "format": FORMAT,
-            "cases": [case.model_dump(mode="json") for case in cases],
-        }
-        plain = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        plain += b" " * (-len(plain) % PAD_TO)  # JSON ignores trailing blanks
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        data = MAGIC + nonce + AESGCM(key.secret).encrypt(nonce, plain, MAGIC)
+        data = encrypt_cases(cases, key)
         try:
             private_directory(self.path.parent)
             atomic_write(self.path, data)
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot write the case registry: {exc.strerror}") from None
+
+
+def encrypt_cases(cases: Sequence[Case], key: RegistryKey) -> bytes:
+    """The registry's bytes for ``cases``: ``MAGIC || nonce || AES-256-GCM(padded JSON)``."""
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "cases": [case.model_dump(mode="json") for case in cases],
+    }
+    plain = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    plain += b" " * (-len(plain) % PAD_TO)  # JSON ignores trailing blanks
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return MAGIC + nonce + AESGCM(key.secret).encrypt(nonce, plain, MAGIC)
 
 
 KEY_ADVICE = (

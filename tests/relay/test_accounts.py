@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import AccountError, ConfigError
-from gateway.intake.login_throttle import LoginThrottle
+from gateway.login_throttle import LoginThrottle
 from gateway.state.accounts import Accounts
 from tests.relay.smtp_fixtures import FAST_HASHER, PASSWORD
 

@@ -24,6 +24,11 @@ class LoginThrottle:
         recent = self._recent(client)
         return recent is not None and len(recent) >= self.max_failures
 
+    def failures(self, client: str) -> int:
+        """``client``'s failures within the window."""
+        recent = self._recent(client)
+        return len(recent) if recent is not None else 0
+
     def record_failure(self, client: str) -> None:
         recent = self._recent(client)
         if recent is None:
