@@ -38,13 +38,10 @@ def hold_queue(settings: GatewaySettings, screener: PolicyScreener) -> HoldQueue
         str(milter.postfix_config_directory) if milter.postfix_config_directory else None,
     )
 
-    def approved() -> list[str]:
-        return [reference for reference, _release in desk.unreleased(settle=0.0)] if desk else []
-
     def records() -> list[HoldRecord]:
         return desk.store.records() if desk else []
 
-    return HoldQueue(queue, approved, records, screener.release_recovered)
+    return HoldQueue(queue, records)
 
 
 def held_release(screener: PolicyScreener) -> Callable[[str], tuple[bytes, tuple[str, ...]] | None]:

@@ -22,6 +22,7 @@ from gateway.state.holds import HoldRecord
 
 log = logging.getLogger("gateway.milter")
 
+RELEASED_STATUSES = frozenset({"released"})
 DELETED_STATUSES = frozenset({"rejected", "cancelled", "expired"})
 POSTSUPER_TIMEOUT = 60.0
 
@@ -68,45 +69,28 @@ class PostfixQueue:
 
 
 class HoldQueue:
-    """Brings Postfix's hold queue in line with the review desk's records."""
+    """Brings Postfix's hold queue in line with the review desk's records (one ``postsuper`` per round).
 
-    def __init__(
-        self,
-        queue: PostfixQueue,
-        approved: Callable[[], list[str]],
-        records: Callable[[], list[HoldRecord]],
-        mark_released: Callable[[str], None],
-    ) -> None:
+    A released record's copy is released, a rejected, cancelled or expired one's deleted; each once
+    per run of the milter (after a restart once more, which finds nothing left to do).
+    """
+
+    def __init__(self, queue: PostfixQueue, records: Callable[[], list[HoldRecord]]) -> None:
         self.queue = queue
-        self.approved = approved  # references approved and not yet marked released
         self.records = records
-        self.mark_released = mark_released
-        self._deleted: set[str] = set()
+        self._done: set[str] = set()
         self._lock = asyncio.Lock()
 
-    async def release_approved(self) -> None:
-        """``postsuper -H`` every approved hold, then record it released (a repeat does nothing)."""
-        async with self._lock:
-            references = await asyncio.to_thread(self.approved)
-            if references and await self.queue.run("-H", references):
-                for reference in references:
-                    await asyncio.to_thread(self.mark_released, reference)
-                    log_event(log, "milter.released", reference=reference)
-
-    async def delete_decided(self) -> None:
-        """``postsuper -d`` the held copies of rejected, cancelled and expired holds."""
+    async def round(self) -> None:
+        """``postsuper -H`` the approved holds, then ``postsuper -d`` the refused ones."""
         async with self._lock:
             records = await asyncio.to_thread(self.records)
-            doomed = [
-                r.reference
-                for r in records
-                if r.status in DELETED_STATUSES and r.reference not in self._deleted
-            ]
-            if doomed and await self.queue.run("-d", doomed):
-                self._deleted.update(doomed)
-                for reference in doomed:
-                    log_event(log, "milter.deleted", reference=reference)
-
-    async def round(self) -> None:
-        await self.release_approved()
-        await self.delete_decided()
+            for flag, statuses, event in (
+                ("-H", RELEASED_STATUSES, "milter.released"),
+                ("-d", DELETED_STATUSES, "milter.deleted"),
+            ):
+                due = [r.reference for r in records if r.status in statuses and r.reference not in self._done]
+                if due and await self.queue.run(flag, due):
+                    self._done.update(due)
+                    for reference in due:
+                        log_event(log, event, reference=reference)

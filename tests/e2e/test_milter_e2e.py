@@ -1,0 +1,273 @@
+"""Milter mode end to end: a private Postfix whose smtpd passes every message to `conduct-gateway milter`.
+
+swaks submits through Postfix. Postfix's master.cf has three smtpd listeners: one screened by the
+milter with the e2e policy (rewrite, banner, reject), one screened by a second milter whose policy
+holds (the hold queue and review), and one without milters where the gateways deliver their own
+messages (review requests, notices). The member is Maya Member's committee address: unauthenticated
+mail from a committee address is judged as that member's (``milter.unauthenticated: pass``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.clients import ClientRun, Endpoint, swaks
+from tests.e2e.gateway_process import GatewayProcess, conduct_gateway_command
+from tests.e2e.messages import token, unique_address
+from tests.e2e.postfix import DeliveredMessage, PostfixInstance, free_port
+from tests.e2e.test_policy_e2e import CONDUCT, CONDUCT_CC, MAIN_POLICY, RELAY_HEADER, compose
+
+pytestmark = pytest.mark.e2e
+
+MAYA = "maya.member@example.org"
+
+
+class MilterPostfix(PostfixInstance):
+    """Postfix with a screened port (milter A), a holding port (milter B) and a clean port."""
+
+    def __init__(self) -> None:
+        self.milter_port = free_port()
+        self.hold_milter_port = free_port()
+        self.hold_port = free_port()
+        self.clean_port = free_port()
+        super().__init__(
+            extra_main_cf={
+                "smtpd_milters": f"inet:127.0.0.1:{self.milter_port}",
+                "non_smtpd_milters": f"inet:127.0.0.1:{self.milter_port}",
+                "milter_default_action": "tempfail",
+                "milter_protocol": "6",
+            }
+        )
+
+    def _master_cf(self) -> str:
+        return super()._master_cf() + (
+            f"{self.host}:{self.hold_port} inet n - n - - smtpd\n"
+            f"  -o smtpd_milters=inet:127.0.0.1:{self.hold_milter_port}\n"
+            f"{self.host}:{self.clean_port} inet n - n - - smtpd\n  -o smtpd_milters=\n"
+        )
+
+    def postsuper_command(self) -> list[str]:
+        return ["postsuper"]
+
+    def held_ids(self) -> list[str]:
+        hold = self.queue_directory / "hold"
+        return sorted(path.name for path in hold.rglob("*") if path.is_file()) if hold.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def milter_postfix() -> Iterator[MilterPostfix]:
+    instance = MilterPostfix()
+    instance.start()
+    yield instance
+    instance.close()
+
+
+def milter_process(root: Path, postfix: MilterPostfix, policy: Path, port: int) -> GatewayProcess:
+    settings = {
+        "policy": {"path": str(policy), "workers": 0},
+        "milter": {
+            "listen": f"inet:{port}@127.0.0.1",
+            "postsuper": ["postsuper"],
+            "postfix_config_directory": str(postfix.config_directory),
+        },
+        "review": {"check_interval": "1s"},
+        "delivery": {
+            "upstream": {"host": "127.0.0.1", "port": postfix.clean_port, "security": "none"},
+            "initial_backoff": "0.5s",
+            "max_backoff": "1s",
+            "poll_interval": "0.2s",
+        },
+    }
+    return GatewayProcess(root, settings, serve_command=[*conduct_gateway_command(), "milter"])
+
+
+@pytest.fixture(scope="module")
+def screening_milter(
+    milter_postfix: MilterPostfix, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    process = milter_process(
+        tmp_path_factory.mktemp("milter"), milter_postfix, MAIN_POLICY, milter_postfix.milter_port
+    )
+    process.start()
+    yield process
+    process.close()
+
+
+HOLD_POLICY = f"""\
+organisation:
+  conduct_address: {CONDUCT}
+  members:
+    - name: Maya Member
+      addresses: [{MAYA}]
+    - name: Ben Ink
+      addresses: [ben.ink@example.org]
+rules:
+  - rule: reporter-protection
+    action: hold
+cases:
+  - code: home shelf
+    reporters:
+      - id: quiet heron
+        names: [Jin Park]
+    reported:
+      - id: brass-gull
+        names: [Tomas Rindell]
+        addresses: [tomas.rindell@example.com]
+"""
+
+
+@pytest.fixture(scope="module")
+def holding_milter(
+    milter_postfix: MilterPostfix, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    root = tmp_path_factory.mktemp("hold-milter")
+    policy = root / "hold-policy.yaml"
+    policy.write_text(HOLD_POLICY, encoding="utf-8")
+    process = milter_process(root, milter_postfix, policy, milter_postfix.hold_milter_port)
+    process.start()
+    yield process
+    process.close()
+
+
+def submit(
+    postfix: MilterPostfix, message: bytes, recipients: list[str], port: int | None = None
+) -> ClientRun:
+    endpoint = Endpoint("127.0.0.1", port or postfix.port, "none")
+    return swaks(endpoint, mail_from=MAYA, recipients=recipients, message=message)
+
+
+def delivered(
+    postfix: PostfixInstance, recipient: str, marker: str, count: int = 1
+) -> list[DeliveredMessage]:
+    wanted = recipient.lower()
+
+    def matching(messages: list[DeliveredMessage]) -> list[DeliveredMessage]:
+        return [m for m in messages if m.delivered_to == wanted and marker in m.raw.decode(errors="replace")]
+
+    postfix.wait_for(lambda ms: len(matching(ms)) >= count, what=f"{marker} to {recipient}")
+    return matching(postfix.messages())
+
+
+def test_conduct_address_missing_is_added_to_cc_and_envelope(
+    milter_postfix: MilterPostfix, screening_milter: GatewayProcess
+) -> None:
+    marker, outsider = token(), unique_address("milter-cc")
+    result = submit(milter_postfix, compose(marker, to=f"Bo Brandt <{outsider}>", cc=None), [outsider])
+    assert result.ok, result.transcript
+    for recipient in (outsider, CONDUCT):
+        [message] = delivered(milter_postfix, recipient, marker)
+        assert message.header_values("Cc") == [CONDUCT_CC], message.raw.decode()
+        [relay] = message.header_values(RELAY_HEADER)
+        assert relay.endswith("changed=cc-added"), relay
+
+
+def test_a_reply_adding_a_person_gets_the_banner_in_text_and_html(
+    milter_postfix: MilterPostfix, screening_milter: GatewayProcess
+) -> None:
+    first, reply = token(), token()
+    bo, cleo = unique_address("milter-bo"), unique_address("milter-cleo")
+    assert submit(milter_postfix, compose(first, to=f"Bo Brandt <{bo}>"), [bo, CONDUCT]).ok
+    delivered(milter_postfix, bo, first)
+    boundary = f"alt-{reply}"
+    body = "\r\n".join(
+        [
+            f"--{boundary}",
+            "Content-Type: text/plain; charset=utf-8",
+            "",
+            "Looping in Cleo, who runs the venue.",
+            f"--{boundary}",
+            "Content-Type: text/html; charset=utf-8",
+            "",
+            "<html><body><p>Looping in Cleo, who runs the venue.</p></body></html>",
+            f"--{boundary}--",
+            "",
+        ]
+    )
+    answer = compose(
+        reply,
+        to=f"Bo Brandt <{bo}>, Cleo Rivers <{cleo}>",
+        subject=f"Re: policy e2e {first}",
+        headers=(f"In-Reply-To: <{first}@example.org>", f"References: <{first}@example.org>"),
+        mime=(f'Content-Type: multipart/alternative; boundary="{boundary}"',),
+        body=body,
+    )
+    result = submit(milter_postfix, answer, [bo, cleo, CONDUCT])
+    assert result.ok, result.transcript
+    [message] = delivered(milter_postfix, cleo, reply)
+    plain, html = [
+        part.get_content() for part in message.message.walk() if part.get_content_maintype() == "text"
+    ]
+    assert plain.startswith("[+ Cleo Rivers]\n"), plain
+    assert html.count("[+ Cleo Rivers]") == 1, html
+    assert html.index("<body>") < html.index("[+ Cleo Rivers]") < html.index("<p>Looping"), html
+
+
+def test_a_protected_identity_to_an_outsider_is_refused_with_the_gateways_text(
+    milter_postfix: MilterPostfix, screening_milter: GatewayProcess
+) -> None:
+    marker, outsider = token(), unique_address("milter-refused")
+    message = compose(marker, to=f"<{outsider}>", body="Elif Marchetti reported this.\r\n")
+    result = submit(milter_postfix, message, [outsider, CONDUCT])
+    assert not result.ok
+    replies = [line for line in result.server_replies() if line.startswith("550")]
+    assert replies, result.transcript
+    assert replies[0].startswith(
+        "550-5.7.1 Message not sent: Remove the name of a person protected in case blue lantern"
+    ), result.transcript
+    assert replies[-1].startswith("550 5.7.1 Reference: "), result.transcript
+    time.sleep(1)
+    assert not [m for m in milter_postfix.messages() if marker in m.raw.decode(errors="replace")]
+
+
+def test_a_held_message_waits_in_postfixs_hold_queue_and_an_approval_delivers_it_once(
+    milter_postfix: MilterPostfix, holding_milter: GatewayProcess
+) -> None:
+    marker = token()
+    outsider = unique_address("milter-held")
+    message = compose(marker, to=f"<{outsider}>", body="Jin Park told us what happened.\r\n")
+    before = set(milter_postfix.held_ids())
+    result = submit(milter_postfix, message, [outsider, CONDUCT], port=milter_postfix.hold_port)
+    assert result.ok, result.transcript
+    held = set(milter_postfix.held_ids()) - before
+    assert len(held) == 1, (milter_postfix.held_ids(), holding_milter.log_text()[-3000:])
+    # The review request goes to Ben (delivered by the gateway through the clean port).
+    [request] = delivered(milter_postfix, "ben.ink@example.org", "Reply-To")
+    [reply_to] = request.header_values("Reply-To")
+    approval = (
+        f"From: Ben Ink <ben.ink@example.org>\r\nTo: {reply_to}\r\nSubject: Re: review\r\n"
+        f"Message-ID: <{secrets.token_hex(6)}@example.org>\r\n\r\napprove\r\n"
+    ).encode()
+    token_address = reply_to.strip("<> ")
+    run = swaks(
+        Endpoint("127.0.0.1", milter_postfix.hold_port, "none"),
+        mail_from="ben.ink@example.org",
+        recipients=[token_address],
+        message=approval,
+    )
+    assert run.ok, run.transcript
+    [released] = delivered(milter_postfix, outsider, marker)
+    assert released.header_values(RELAY_HEADER), released.raw.decode()
+    assert milter_postfix.held_ids() == sorted(before)
+    time.sleep(3)  # a second review round must not deliver it again
+    assert len(delivered(milter_postfix, outsider, marker)) == 1
+
+
+def test_with_the_milter_stopped_postfix_tempfails_and_delivers_nothing(
+    milter_postfix: MilterPostfix, screening_milter: GatewayProcess
+) -> None:
+    marker, outsider = token(), unique_address("milter-down")
+    screening_milter.terminate()
+    try:
+        # Nothing listens on the milter's port: Postfix's milter_default_action = tempfail applies.
+        result = submit(milter_postfix, compose(marker, to=f"<{outsider}>"), [outsider, CONDUCT])
+    finally:
+        screening_milter.start()
+    assert not result.ok
+    assert any(line.startswith("451 4.7.1") for line in result.server_replies()), result.transcript
+    time.sleep(1)
+    assert not [m for m in milter_postfix.messages() if marker in m.raw.decode(errors="replace")]
