@@ -3,7 +3,7 @@ message the gateway would have relayed (pure: no I/O).
 
 The decision layer says what the gateway would relay (``Disposition.relay``: content and envelope
 recipients). The MTA already holds the message as submitted, so the milter sends the difference:
-header fields changed, added or removed (``chgheader``/``insheader``/``addheader``), the body
+header fields changed, inserted where the gateway put them, or removed (``chgheader``/``insheader``), the body
 replaced when a banner went into it (``replbody``; the rewriter never touches signed parts, so
 their bytes are the same in the replacement), envelope recipients added or removed
 (``addrcpt``/``delrcpt``). A hold adds ``quarantine``: the edited copy waits in Postfix's hold queue.
@@ -11,11 +11,11 @@ their bytes are the same in the replacement), envelope recipients added or remov
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 from kilter.protocol import (
     Accept,
-    AddHeader,
     AddRecipient,
     ChangeHeader,
     Discard,
@@ -55,39 +55,40 @@ def _folded(value: bytes) -> bytes:
 
 
 def header_edits(before: Sequence[Field], after: Sequence[Field]) -> list[Message]:
-    """The edits that turn header fields ``before`` into ``after``, by name and occurrence."""
+    """The edits that turn header fields ``before`` into ``after``, exactly, order included.
+
+    The fields both have in common (the longest common subsequence) stay; every other field of
+    ``before`` is removed (``chgheader`` with an empty value, bottom up, so the occurrence index of
+    each field above is still the one it had) and every other field of ``after`` is inserted at its
+    final position, top to bottom (``insheader``): the fields above it are final by then. So the
+    Cc the rewriter adds sits where it put it, and a relay header a client forged is replaced by
+    the gateway's own at the top, as in gateway mode.
+    """
+    matcher = difflib.SequenceMatcher(None, _keys(before), _keys(after), autojunk=False)
+    kept_before: set[int] = set()
+    kept_after: set[int] = set()
+    for block in matcher.get_matching_blocks():
+        kept_before.update(range(block.a, block.a + block.size))
+        kept_after.update(range(block.b, block.b + block.size))
     edits: list[Message] = []
-    old = _by_name(before)
-    new = _by_name(after)
-    first_kept = next((i for i, (name, _) in enumerate(after) if name.lower() in old), len(after))
-    inserted = 0
-    for key in dict.fromkeys([*old, *new]):
-        was, now = old.get(key, []), new.get(key, [])
-        for index, ((_name, value), (name, wanted)) in enumerate(zip(was, now, strict=False), start=1):
-            if crlf(value) != crlf(wanted):
-                edits.append(ChangeHeader(index, name, _folded(wanted)))
-        # Removed from the last occurrence down, so the indexes of the others stay as they were.
-        for index in range(len(was), len(now), -1):
-            edits.append(ChangeHeader(index, was[index - 1][0], b""))
+    for position in range(len(before) - 1, -1, -1):
+        if position not in kept_before:
+            name = before[position][0]
+            edits.append(ChangeHeader(_occurrence(before, position), name, b""))
     for position, (name, value) in enumerate(after):
-        key = name.lower()
-        occurrence = sum(1 for other, _ in after[: position + 1] if other.lower() == key)
-        if occurrence <= len(old.get(key, [])):
-            continue
-        if position < first_kept:
-            # Trace-like fields the gateway puts on top (X-Conduct-Gateway) stay on top.
-            edits.append(InsertHeader(inserted, name, _folded(value)))
-            inserted += 1
-        else:
-            edits.append(AddHeader(name, _folded(value)))
+        if position not in kept_after:
+            edits.append(InsertHeader(position, name, _folded(value)))
     return edits
 
 
-def _by_name(fields: Sequence[Field]) -> dict[str, list[Field]]:
-    grouped: dict[str, list[Field]] = {}
-    for name, value in fields:
-        grouped.setdefault(name.lower(), []).append((name, value))
-    return grouped
+def _keys(fields: Sequence[Field]) -> list[tuple[str, bytes]]:
+    return [(name.lower(), crlf(value)) for name, value in fields]
+
+
+def _occurrence(fields: Sequence[Field], position: int) -> int:
+    """Which occurrence of its name the field at ``position`` is, counting from 1 (``chgheader``)."""
+    key = fields[position][0].lower()
+    return sum(1 for name, _ in fields[: position + 1] if name.lower() == key)
 
 
 def recipient_edits(before: Sequence[str], after: Sequence[str]) -> list[Message]:

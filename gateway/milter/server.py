@@ -27,6 +27,7 @@ from gateway.settings import MilterSettings
 log = logging.getLogger("gateway.milter")
 
 READ_SIZE = 65536
+STOP_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class MilterServer:
         self.max_size = max_size
         self.spec = SocketSpec.parse(settings.listen)
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     @property
     def address(self) -> SocketSpec:
@@ -87,14 +88,20 @@ class MilterServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        # Closing the connections ends each session's read; a decision under way is given time to end.
+        for writer in self._connections.values():
+            writer.close()
+        tasks = list(self._connections)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         session = MilterSession(self.max_size)
         try:
             while not session.closed:
@@ -110,7 +117,7 @@ class MilterServer:
         except (MilterProtocolError, TimeoutError, ConnectionError) as exc:
             log_event(log, "milter.connection_closed", logging.INFO, reason=describe_error(exc))
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

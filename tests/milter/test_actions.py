@@ -41,6 +41,29 @@ def test_fields_put_on_top_stay_on_top(kept: list[tuple[str, bytes]], added: lis
     assert MtaCopy(list(kept), b"", []).apply(edits).headers == [*added, *kept]
 
 
+@given(
+    before=fields,
+    inserted=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=10), st.sampled_from(NAMES), values), max_size=4
+    ),
+    changed=st.lists(st.tuples(st.integers(min_value=0, max_value=10), values), max_size=3),
+)
+def test_inserted_and_changed_fields_end_up_exactly_where_the_gateway_put_them(
+    before: list[tuple[str, bytes]],
+    inserted: list[tuple[int, str, bytes]],
+    changed: list[tuple[int, bytes]],
+) -> None:
+    after = list(before)
+    for index, value in changed:
+        if after:
+            name, _ = after[index % len(after)]
+            after[index % len(after)] = (name, value)
+    for index, name, value in inserted:
+        after.insert(min(index, len(after)), (name, value))
+    copy = MtaCopy(list(before), b"", []).apply(actions.header_edits(before, after))
+    assert copy.headers == after
+
+
 def test_identical_headers_need_no_edit() -> None:
     headers = [("To", b" a@example.net"), ("Subject", b" x\r\n\ty")]
     assert actions.header_edits(headers, [("To", b" a@example.net"), ("Subject", b" x\n\ty")]) == []
