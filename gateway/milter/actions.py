@@ -54,7 +54,7 @@ def _folded(value: bytes) -> bytes:
     return crlf(value).replace(b"\r\n", b"\n")
 
 
-def header_edits(before: Sequence[Field], after: Sequence[Field]) -> list[Message]:
+def header_edits(before: Sequence[Field], after: Sequence[Field], hidden: int = 0) -> list[Message]:
     """The edits that turn header fields ``before`` into ``after``, exactly, order included.
 
     The fields both have in common (the longest common subsequence) stay; every other field of
@@ -62,7 +62,8 @@ def header_edits(before: Sequence[Field], after: Sequence[Field]) -> list[Messag
     each field above is still the one it had) and every other field of ``after`` is inserted at its
     final position, top to bottom (``insheader``): the fields above it are final by then. So the
     Cc the rewriter adds sits where it put it, and a relay header a client forged is replaced by
-    the gateway's own at the top, as in gateway mode.
+    the gateway's own at the top, as in gateway mode. ``hidden``: fields the MTA put on top without
+    showing them to the milter, which its insert positions count (Postfix's own Received field).
     """
     matcher = difflib.SequenceMatcher(None, _keys(before), _keys(after), autojunk=False)
     kept_before: set[int] = set()
@@ -77,7 +78,7 @@ def header_edits(before: Sequence[Field], after: Sequence[Field]) -> list[Messag
             edits.append(ChangeHeader(_occurrence(before, position), name, b""))
     for position, (name, value) in enumerate(after):
         if position not in kept_after:
-            edits.append(InsertHeader(position, name, _folded(value)))
+            edits.append(InsertHeader(position + hidden, name, _folded(value)))
     return edits
 
 
@@ -105,7 +106,7 @@ def recipient_edits(before: Sequence[str], after: Sequence[str]) -> list[Message
 def message_edits(envelope: Envelope, content: bytes, rcpt_tos: Sequence[str]) -> list[Message]:
     """Every edit that makes the MTA's copy of ``envelope`` into ``content`` for ``rcpt_tos``."""
     fields, body = split_message(content)
-    edits = header_edits(envelope.headers, fields)
+    edits = header_edits(envelope.headers, fields, envelope.hidden_headers)
     if crlf(body) != crlf(envelope.body):
         edits.extend(ReplaceBody(body[start : start + MAX_CHUNK]) for start in range(0, len(body), MAX_CHUNK))
     edits.extend(recipient_edits(envelope.rcpt_tos, rcpt_tos))

@@ -79,6 +79,12 @@ class Envelope:
         return self.macros.get("auth_authen", "")
 
     @property
+    def hidden_headers(self) -> int:
+        """Header fields above the first one the MTA showed: Postfix hides the Received field it
+        adds from milters, but counts it in the positions of inserted fields."""
+        return 1 if self.macros.get("v", "").startswith("Postfix") else 0
+
+    @property
     def queue_id(self) -> str:
         """The MTA's queue id for the message ("" when it sent none)."""
         return self.macros.get("i", "")

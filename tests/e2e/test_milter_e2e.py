@@ -164,6 +164,11 @@ def test_conduct_address_missing_is_added_to_cc_and_envelope(
         assert message.header_values("Cc") == [CONDUCT_CC], message.raw.decode()
         [relay] = message.header_values(RELAY_HEADER)
         assert relay.endswith("changed=cc-added"), relay
+        # Where gateway mode puts them: its header under Postfix's Received field, the Cc after To.
+        names = [
+            name for name in message.message if name not in ("Return-Path", "X-Original-To", "Delivered-To")
+        ]
+        assert names[:5] == ["Received", RELAY_HEADER, "From", "To", "Cc"], message.raw.decode()
 
 
 def test_a_reply_adding_a_person_gets_the_banner_in_text_and_html(

@@ -113,3 +113,24 @@ def test_a_hold_quarantines_the_copy_as_it_will_be_released() -> None:
     copy = MtaCopy.of(envelope.content, envelope.rcpt_tos).apply(edits)
     assert copy.content == release
     assert copy.quarantined is not None and "Q1" in copy.quarantined
+
+
+def test_postfix_counts_the_received_field_it_hides_in_insert_positions() -> None:
+    headers = (("From", b" a@example.org"), ("To", b" b@example.net"))
+    envelope = Envelope("a@example.org", ("b@example.net",), {"v": "Postfix 3.7.11"}, headers, b"Hi\r\n")
+    content = (
+        b"X-Conduct-Gateway: ref=Q1\r\nFrom: a@example.org\r\nTo: b@example.net\r\n"
+        b"Cc: c@example.org\r\n\r\nHi\r\n"
+    )
+    edits = actions.message_edits(envelope, content, ["b@example.net"])
+    assert [(e.index, e.name) for e in edits if isinstance(e, InsertHeader)] == [
+        (1, "X-Conduct-Gateway"),
+        (4, "Cc"),
+    ]
+    received = [("Received", b" by mta"), *envelope.headers]  # the MTA's copy, with its own field
+    assert MtaCopy(received, b"", []).apply(edits).headers == [
+        ("Received", b" by mta"),
+        ("X-Conduct-Gateway", b" ref=Q1"),
+        *envelope.headers,
+        ("Cc", b" c@example.org"),
+    ]
