@@ -10,17 +10,20 @@ mail from a committee address is judged as that member's (``milter.unauthenticat
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.clients import ClientRun, Endpoint, swaks
+from tests.e2e.clients import Account, ClientRun, Endpoint, msmtp, new_password, swaks
 from tests.e2e.gateway_process import GatewayProcess, conduct_gateway_command
 from tests.e2e.messages import token, unique_address
-from tests.e2e.postfix import DeliveredMessage, PostfixInstance, free_port
+from tests.e2e.postfix import POSTFIX, DeliveredMessage, PostfixInstance, free_port
+from tests.e2e.sasl import DovecotAuth
 from tests.e2e.test_policy_e2e import CONDUCT, CONDUCT_CC, MAIN_POLICY, RELAY_HEADER, compose
+from tests.e2e.tls import TlsMaterial
 
 pytestmark = pytest.mark.e2e
 
@@ -28,20 +31,27 @@ MAYA = "maya.member@example.org"
 
 
 class MilterPostfix(PostfixInstance):
-    """Postfix with a screened port (milter A), a holding port (milter B) and a clean port."""
+    """Postfix with a screened port (milter A), a holding port (milter B) and a clean port; members
+    log in with SASL (a Dovecot-protocol server here), and local ``sendmail`` is screened too."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsMaterial, sasl: DovecotAuth) -> None:
         self.milter_port = free_port()
         self.hold_milter_port = free_port()
         self.hold_port = free_port()
         self.clean_port = free_port()
         super().__init__(
+            tls_cert_file=tls.cert_file,
+            tls_key_file=tls.key_file,
             extra_main_cf={
+                # What the README tells admins to add to main.cf.
                 "smtpd_milters": f"inet:127.0.0.1:{self.milter_port}",
                 "non_smtpd_milters": f"inet:127.0.0.1:{self.milter_port}",
                 "milter_default_action": "tempfail",
                 "milter_protocol": "6",
-            }
+                "smtpd_sasl_auth_enable": "yes",
+                "smtpd_sasl_type": "dovecot",
+                "smtpd_sasl_path": sasl.path,
+            },
         )
 
     def _master_cf(self) -> str:
@@ -59,12 +69,20 @@ class MilterPostfix(PostfixInstance):
         return sorted(path.name for path in hold.rglob("*") if path.is_file()) if hold.is_dir() else []
 
 
+MAYA_PASSWORD = new_password()
+
+
 @pytest.fixture(scope="module")
-def milter_postfix() -> Iterator[MilterPostfix]:
-    instance = MilterPostfix()
-    instance.start()
-    yield instance
-    instance.close()
+def milter_postfix(tls_material: TlsMaterial) -> Iterator[MilterPostfix]:
+    sasl = DovecotAuth({MAYA: MAYA_PASSWORD})
+    sasl.start()
+    instance = MilterPostfix(tls_material, sasl)
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.close()
+        sasl.close()
 
 
 def milter_process(root: Path, postfix: MilterPostfix, policy: Path, port: int) -> GatewayProcess:
@@ -169,6 +187,70 @@ def test_conduct_address_missing_is_added_to_cc_and_envelope(
             name for name in message.message if name not in ("Return-Path", "X-Original-To", "Delivered-To")
         ]
         assert names[:5] == ["Received", RELAY_HEADER, "From", "To", "Cc"], message.raw.decode()
+
+
+def test_an_authenticated_members_mail_is_judged_as_theirs_whatever_the_envelope_sender(
+    milter_postfix: MilterPostfix, screening_milter: GatewayProcess, tls_material: TlsMaterial
+) -> None:
+    # msmtp logs in with SASL over STARTTLS; Postfix passes the login to the milter as {auth_authen}.
+    marker, outsider = token(), unique_address("milter-auth")
+    sender = "maya.at.home@example.net"  # not a committee address: only the login says who it is
+    message = compose(marker, to=f"<{outsider}>", cc=None).replace(
+        b"maya.member@example.org", sender.encode()
+    )
+    run = msmtp(
+        Endpoint("127.0.0.1", milter_postfix.port, "starttls"),
+        mail_from=sender,
+        recipients=[outsider],
+        message=message,
+        account=Account(MAYA, MAYA_PASSWORD),
+        ca_file=tls_material.ca_file,
+    )
+    assert run.ok, run.transcript
+    [delivered_copy] = delivered(milter_postfix, outsider, marker)
+    assert delivered_copy.header_values("Cc") == [CONDUCT_CC]
+    delivered(milter_postfix, CONDUCT, marker)
+    assert "authenticated=True" in screening_milter.log_text()
+
+
+def test_unauthenticated_mail_from_outside_the_committee_passes_untouched(
+    milter_postfix: MilterPostfix, screening_milter: GatewayProcess
+) -> None:
+    marker, outsider = token(), unique_address("milter-visitor")
+    visitor = "visitor@example.net"
+    message = compose(marker, to=f"<{outsider}>", cc=None).replace(
+        b"maya.member@example.org", visitor.encode()
+    )
+    run = swaks(
+        Endpoint("127.0.0.1", milter_postfix.port, "none"),
+        mail_from=visitor,
+        recipients=[outsider],
+        message=message,
+    )
+    assert run.ok, run.transcript
+    [copy] = delivered(milter_postfix, outsider, marker)
+    assert copy.header_values(RELAY_HEADER) == [] and copy.header_values("Cc") == []
+    assert copy.body.replace(b"\n", b"\r\n") == f"Hello, this is {marker}.\r\n".encode()
+
+
+def test_local_sendmail_is_screened_through_pickup_and_non_smtpd_milters(
+    milter_postfix: MilterPostfix, screening_milter: GatewayProcess
+) -> None:
+    marker, outsider = token(), unique_address("milter-sendmail")
+    sendmail = str(Path(POSTFIX).with_name("sendmail"))
+    run = subprocess.run(
+        [sendmail, "-C", str(milter_postfix.config_directory), "-f", MAYA, "--", outsider],
+        input=compose(marker, to=f"<{outsider}>", cc=None).replace(b"\r\n", b"\n"),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    [copy] = delivered(milter_postfix, outsider, marker)
+    assert copy.header_values("Cc") == [CONDUCT_CC], copy.raw.decode()
+    [relay] = copy.header_values(RELAY_HEADER)
+    assert relay.endswith("changed=cc-added")
+    delivered(milter_postfix, CONDUCT, marker)
 
 
 def test_a_reply_adding_a_person_gets_the_banner_in_text_and_html(
