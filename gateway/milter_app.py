@@ -22,6 +22,7 @@ from gateway.milter.holding import HoldQueue, PostfixQueue
 from gateway.milter.judging import Judge
 from gateway.milter.server import MilterServer
 from gateway.review.outgoing import spool_outgoing
+from gateway.review.tokens import is_review_address
 from gateway.settings import GatewaySettings
 from gateway.state.holds import HoldRecord
 from gateway.state.opening import open_state
@@ -88,6 +89,7 @@ class MilterGateway:
             held_release=held_release(screener),
             release=holds.round,
             max_size=settings.limits.max_message_size,
+            review_address=lambda address: is_review_address(address, settings.review, source.policy),
         )
         server = self.server = MilterServer(judge, settings.milter, settings.limits.max_message_size)
         worker = DeliveryWorker(spool, settings.delivery, hostname=settings.server.hostname)

@@ -37,6 +37,7 @@ _REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")  # what the hold s
 HeldRelease = Callable[[str], tuple[bytes, tuple[str, ...]] | None]  # reference -> release, recipients
 Released = Callable[[], Awaitable[None]]  # release the approved holds from the MTA's hold queue
 Committee = Callable[[], frozenset[str]]
+ReviewAddress = Callable[[str], bool]  # whether an address is one of the review desk's
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Judge:
         held_release: HeldRelease,
         release: Released,
         max_size: int,
+        review_address: ReviewAddress = lambda _address: False,
     ) -> None:
         self.screener = screener
         self.state = state
@@ -74,6 +76,7 @@ class Judge:
         self.held_release = held_release
         self.release = release
         self.max_size = max_size
+        self.review_address = review_address
 
     def member_of(self, envelope: Envelope) -> str | None:
         """Who the message is judged as; None: delivered untouched (not from the committee)."""
@@ -90,6 +93,10 @@ class Judge:
         member = self.member_of(envelope)
         if member is None:
             return Verdict(actions.pass_through(), "passed", queue_id)
+        if not envelope.login and any(self.review_address(r) for r in envelope.rcpt_tos):
+            # A decision on a held message stands for a member's word: only their login proves it
+            # (as in gateway mode, where every submission is logged in), never a From line.
+            return Verdict(actions.refuse(replies.REVIEW_NEEDS_LOGIN), "refused", queue_id)
         if envelope.oversized:
             return Verdict(actions.refuse(replies.message_size_exceeds(self.max_size)), "refused", queue_id)
         submission = Submission(

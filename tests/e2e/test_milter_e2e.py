@@ -70,11 +70,13 @@ class MilterPostfix(PostfixInstance):
 
 
 MAYA_PASSWORD = new_password()
+BEN = "ben.ink@example.org"
+BEN_PASSWORD = new_password()
 
 
 @pytest.fixture(scope="module")
 def milter_postfix(tls_material: TlsMaterial) -> Iterator[MilterPostfix]:
-    sasl = DovecotAuth({MAYA: MAYA_PASSWORD})
+    sasl = DovecotAuth({MAYA: MAYA_PASSWORD, BEN: BEN_PASSWORD})
     sasl.start()
     instance = MilterPostfix(tls_material, sasl)
     try:
@@ -123,7 +125,7 @@ organisation:
     - name: Maya Member
       addresses: [{MAYA}]
     - name: Ben Ink
-      addresses: [ben.ink@example.org]
+      addresses: [{BEN}]
 rules:
   - rule: reporter-protection
     action: hold
@@ -311,37 +313,76 @@ def test_a_protected_identity_to_an_outsider_is_refused_with_the_gateways_text(
     assert not [m for m in milter_postfix.messages() if marker in m.raw.decode(errors="replace")]
 
 
+def hold_one(postfix: MilterPostfix, milter: GatewayProcess, marker: str, outsider: str) -> str:
+    """Send a message the holding milter holds; return the reply address of Ben's review request."""
+    message = compose(marker, to=f"<{outsider}>", body="Jin Park told us what happened.\r\n")
+    before = set(postfix.held_ids())
+    result = submit(postfix, message, [outsider, CONDUCT], port=postfix.hold_port)
+    assert result.ok, result.transcript
+    assert len(set(postfix.held_ids()) - before) == 1, (postfix.held_ids(), milter.log_text()[-3000:])
+    # The review request goes to Ben, delivered by the gateway through the clean port.
+    [request] = delivered(postfix, BEN, marker)
+    [reply_to] = request.header_values("Reply-To")
+    return reply_to.strip("<> ")
+
+
+def review_reply(postfix: MilterPostfix, address: str, word: str, *, logged_in: bool = True) -> ClientRun:
+    message = (
+        f"From: Ben Ink <{BEN}>\r\nTo: <{address}>\r\nSubject: Re: review\r\n"
+        f"Message-ID: <{secrets.token_hex(6)}@example.org>\r\n\r\n{word}\r\n"
+    ).encode()
+    return swaks(
+        Endpoint("127.0.0.1", postfix.hold_port, "none"),
+        mail_from=BEN,
+        recipients=[address],
+        message=message,
+        account=Account(BEN, BEN_PASSWORD) if logged_in else None,
+    )
+
+
 def test_a_held_message_waits_in_postfixs_hold_queue_and_an_approval_delivers_it_once(
     milter_postfix: MilterPostfix, holding_milter: GatewayProcess
 ) -> None:
-    marker = token()
-    outsider = unique_address("milter-held")
-    message = compose(marker, to=f"<{outsider}>", body="Jin Park told us what happened.\r\n")
-    before = set(milter_postfix.held_ids())
-    result = submit(milter_postfix, message, [outsider, CONDUCT], port=milter_postfix.hold_port)
-    assert result.ok, result.transcript
-    held = set(milter_postfix.held_ids()) - before
-    assert len(held) == 1, (milter_postfix.held_ids(), holding_milter.log_text()[-3000:])
-    # The review request goes to Ben (delivered by the gateway through the clean port).
-    [request] = delivered(milter_postfix, "ben.ink@example.org", "Reply-To")
-    [reply_to] = request.header_values("Reply-To")
-    approval = (
-        f"From: Ben Ink <ben.ink@example.org>\r\nTo: {reply_to}\r\nSubject: Re: review\r\n"
-        f"Message-ID: <{secrets.token_hex(6)}@example.org>\r\n\r\napprove\r\n"
-    ).encode()
-    token_address = reply_to.strip("<> ")
-    run = swaks(
-        Endpoint("127.0.0.1", milter_postfix.hold_port, "none"),
-        mail_from="ben.ink@example.org",
-        recipients=[token_address],
-        message=approval,
+    marker, outsider = token(), unique_address("milter-held")
+    before = milter_postfix.held_ids()
+    address = hold_one(milter_postfix, holding_milter, marker, outsider)
+    assert not [
+        m for m in milter_postfix.messages() if m.delivered_to == outsider and marker in m.raw.decode()
+    ]
+    # A decision without a login is refused: the token alone does not prove who decided.
+    forged = review_reply(milter_postfix, address, "approve", logged_in=False)
+    assert not forged.ok
+    assert any(
+        line.startswith("550 5.7.1 Review decisions are accepted only") for line in forged.server_replies()
     )
+    assert len(milter_postfix.held_ids()) == len(before) + 1
+    run = review_reply(milter_postfix, address, "approve")
     assert run.ok, run.transcript
     [released] = delivered(milter_postfix, outsider, marker)
-    assert released.header_values(RELAY_HEADER), released.raw.decode()
-    assert milter_postfix.held_ids() == sorted(before)
-    time.sleep(3)  # a second review round must not deliver it again
+    [relay] = released.header_values(RELAY_HEADER)
+    assert relay.startswith("ref="), released.raw.decode()
+    assert milter_postfix.held_ids() == before
+    time.sleep(3)  # later review rounds (every second here) must not deliver it again
     assert len(delivered(milter_postfix, outsider, marker)) == 1
+    assert holding_milter.log_text().count("event=milter.released") == 1
+
+
+def test_a_rejected_hold_is_deleted_from_the_hold_queue_and_never_delivered(
+    milter_postfix: MilterPostfix, holding_milter: GatewayProcess
+) -> None:
+    marker, outsider = token(), unique_address("milter-rejected")
+    before = milter_postfix.held_ids()
+    address = hold_one(milter_postfix, holding_milter, marker, outsider)
+    run = review_reply(milter_postfix, address, "reject\r\n\r\nPlease leave the name out.")
+    assert run.ok, run.transcript
+    deadline = time.monotonic() + 20
+    while milter_postfix.held_ids() != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert milter_postfix.held_ids() == before, holding_milter.log_text()[-2000:]
+    time.sleep(2)
+    assert not [
+        m for m in milter_postfix.messages() if m.delivered_to == outsider and marker in m.raw.decode()
+    ]
 
 
 def test_with_the_milter_stopped_postfix_tempfails_and_delivers_nothing(
