@@ -26,11 +26,12 @@ from gateway.review.tokens import is_review_address
 from gateway.settings import GatewaySettings
 from gateway.state.holds import HoldRecord
 from gateway.state.opening import open_state
+from gateway.state.ports import QueuePort
 
 log = logging.getLogger("gateway.milter")
 
 
-def hold_queue(settings: GatewaySettings, screener: PolicyScreener) -> HoldQueue:
+def hold_queue(settings: GatewaySettings, screener: PolicyScreener, spool: QueuePort) -> HoldQueue:
     """The review desk's holds as Postfix's hold queue should follow them."""
     desk = screener.review
     milter = settings.milter
@@ -42,7 +43,7 @@ def hold_queue(settings: GatewaySettings, screener: PolicyScreener) -> HoldQueue
     def records() -> list[HoldRecord]:
         return desk.store.records() if desk else []
 
-    return HoldQueue(queue, records)
+    return HoldQueue(queue, records, lambda queue_id: spool.locate(queue_id) is not None)
 
 
 def held_release(screener: PolicyScreener) -> Callable[[str], tuple[bytes, tuple[str, ...]] | None]:
@@ -79,7 +80,7 @@ class MilterGateway:
         spool = state.queue.open()
         screener = policy_screener(settings, accounts)
         await screener.start()
-        holds = hold_queue(settings, screener)
+        holds = hold_queue(settings, screener, spool)
         source = screener.policy_source
         judge = Judge(
             screener,
@@ -119,12 +120,12 @@ class MilterGateway:
                     loop.remove_signal_handler(signum)
 
     async def _housekeeping(
-        self, screener: PolicyScreener, spool: object, holds: HoldQueue, stop: asyncio.Event
+        self, screener: PolicyScreener, spool: QueuePort, holds: HoldQueue, stop: asyncio.Event
     ) -> None:
         # Expiry notices, audit entries the CLI left, and the hold queue following the desk.
         while not stop.is_set():
             try:
-                await spool_outgoing(spool, await asyncio.to_thread(screener.review_housekeeping))  # type: ignore[arg-type]
+                await spool_outgoing(spool, await asyncio.to_thread(screener.review_housekeeping))
                 await holds.round()
             except Exception as exc:  # the next round tries again
                 log_event(log, "milter.housekeeping_failed", logging.ERROR, error=type(exc).__name__)

@@ -69,27 +69,46 @@ class PostfixQueue:
 
 
 class HoldQueue:
-    """Brings Postfix's hold queue in line with the review desk's records (one ``postsuper`` per round).
+    """Brings Postfix's hold queue in line with the review desk's records (one ``postsuper`` per kind
+    of change per round).
 
-    A released record's copy is released, a rejected, cancelled or expired one's deleted; each once
-    per run of the milter (after a restart once more, which finds nothing left to do).
+    An approval decided by reply (through the milter) releases Postfix's copy. One decided with the
+    CLI (``conduct-gateway review approve``) put the approved copy in the gateway's own queue, as in
+    gateway mode: that copy is delivered and Postfix's is deleted, so either way exactly one goes out.
+    Rejected, cancelled and expired holds are deleted. Each is done once per run of the milter (after a
+    restart once more, which finds nothing left to do).
     """
 
-    def __init__(self, queue: PostfixQueue, records: Callable[[], list[HoldRecord]]) -> None:
+    def __init__(
+        self,
+        queue: PostfixQueue,
+        records: Callable[[], list[HoldRecord]],
+        spooled: Callable[[str], bool],
+    ) -> None:
         self.queue = queue
         self.records = records
+        self.spooled = spooled  # whether the gateway's own queue has this queue id
         self._done: set[str] = set()
         self._lock = asyncio.Lock()
 
+    def _due(self, records: list[HoldRecord]) -> tuple[list[str], list[str]]:
+        release: list[str] = []
+        delete: list[str] = []
+        for record in records:
+            if record.reference in self._done:
+                continue
+            if record.status in RELEASED_STATUSES:
+                queued = record.release_queue_id is not None and self.spooled(record.release_queue_id)
+                (delete if queued else release).append(record.reference)
+            elif record.status in DELETED_STATUSES:
+                delete.append(record.reference)
+        return release, delete
+
     async def round(self) -> None:
-        """``postsuper -H`` the approved holds, then ``postsuper -d`` the refused ones."""
+        """``postsuper -H`` the holds approved by reply, then ``postsuper -d`` the others decided."""
         async with self._lock:
-            records = await asyncio.to_thread(self.records)
-            for flag, statuses, event in (
-                ("-H", RELEASED_STATUSES, "milter.released"),
-                ("-d", DELETED_STATUSES, "milter.deleted"),
-            ):
-                due = [r.reference for r in records if r.status in statuses and r.reference not in self._done]
+            release, delete = self._due(await asyncio.to_thread(self.records))
+            for flag, due, event in (("-H", release, "milter.released"), ("-d", delete, "milter.deleted")):
                 if due and await self.queue.run(flag, due):
                     self._done.update(due)
                     for reference in due:
