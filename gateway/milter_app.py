@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from gateway import systemd
 from gateway.decision.build import policy_screener
 from gateway.decision.commit import CommitState
 from gateway.decision.policy_screener import PolicyScreener
@@ -29,6 +30,7 @@ from gateway.state.opening import open_state
 from gateway.state.ports import QueuePort
 
 log = logging.getLogger("gateway.milter")
+POLICY_POLL_INTERVAL = 2.0
 
 
 def hold_queue(settings: GatewaySettings, screener: PolicyScreener, spool: QueuePort) -> HoldQueue:
@@ -98,6 +100,7 @@ class MilterGateway:
         if handle_signals:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(screener))
         delivery_stop = asyncio.Event()
         try:
             await server.start()
@@ -105,9 +108,12 @@ class MilterGateway:
             async with asyncio.TaskGroup() as group:
                 group.create_task(worker.run(delivery_stop))
                 group.create_task(self._housekeeping(screener, spool, holds, delivery_stop))
+                group.create_task(self._watch_policy(screener, delivery_stop))
                 self.ready.set()
                 log_event(log, "ready")
+                systemd.notify("READY=1", f"STATUS=milter on {server.address}")
                 await self._stop.wait()
+                systemd.notify("STOPPING=1")
                 await server.stop()
                 delivery_stop.set()
         finally:
@@ -116,14 +122,20 @@ class MilterGateway:
             await screener.stop()
             screener.close()
             if handle_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT):
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
 
     async def _housekeeping(
         self, screener: PolicyScreener, spool: QueuePort, holds: HoldQueue, stop: asyncio.Event
     ) -> None:
-        # Expiry notices, audit entries the CLI left, and the hold queue following the desk.
+        # Expiry notices, audit entries the CLI left, due expunges, and the hold queue following the desk.
+        expunger = screener.expunger
         while not stop.is_set():
+            if expunger is not None:
+                try:
+                    await asyncio.to_thread(expunger.run)
+                except Exception as exc:  # e.g. the registry key is missing: review goes on regardless
+                    log_event(log, "expunge_round_failed", logging.ERROR, error=str(exc))
             try:
                 await spool_outgoing(spool, await asyncio.to_thread(screener.review_housekeeping))
                 await holds.round()
@@ -132,3 +144,16 @@ class MilterGateway:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.review.check_interval):
                     await stop.wait()
+
+    def _reload(self, screener: PolicyScreener) -> None:
+        """SIGHUP: re-read the policy (an invalid file is refused and the one in force kept)."""
+        log_event(log, "policy_reload", result=str(screener.reload()))
+
+    async def _watch_policy(self, screener: PolicyScreener, stop: asyncio.Event) -> None:
+        # Policy edits are picked up without a restart, as in gateway mode.
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLICY_POLL_INTERVAL):
+                    await stop.wait()
+            if not stop.is_set():
+                await asyncio.to_thread(screener.reload_if_changed)
