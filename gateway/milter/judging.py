@@ -126,9 +126,13 @@ class Judge:
     ) -> Verdict:
         queue_id = submission.queue_id
         held = self.held_release(queue_id) if disposition.hold is not None else None
-        if disposition.hold is not None and held is not None and not envelope.queue_id:
-            # Without the MTA's queue id the held copy could never be released: refuse to hold it.
-            log_event(log, "milter.hold_without_queue_id", logging.ERROR, queue_id=queue_id)
+        review_decision = disposition.relay is None and held is None and not disposition.rcpt_tos
+        unreleasable = held is not None and queue_id != envelope.queue_id
+        if unreleasable or (disposition.relay is None and held is None and not review_decision):
+            # A hold whose copy Postfix could not release (no usable queue id), or a hold the desk
+            # did not keep: never accept it. The desk's unconfirmed hold is undone.
+            log_event(log, "milter.hold_impossible", logging.ERROR, queue_id=queue_id)
+            self._undo(disposition)
             return Verdict(actions.refuse(replies.INTERNAL_ERROR), "deferred", queue_id)
         # The MTA keeps and delivers the message itself: only the gateway's own messages are spooled.
         local = dataclasses.replace(
@@ -139,13 +143,21 @@ class Judge:
         committed = await commit(local, self.state, submission)
         if not committed.reply.is_success:
             return Verdict(actions.refuse(committed.reply), "deferred", queue_id)
-        if disposition.relay is None and held is None:
-            # A reviewer's decision: an approval is released from the hold queue, a rejection deleted.
-            await self.release()
         if disposition.relay is not None:
             edits = actions.relay(envelope, disposition.relay.content, disposition.relay.rcpt_tos)
             return Verdict(edits, "accepted", queue_id)
         if held is not None:
             content, rcpt_tos = held
             return Verdict(actions.hold(envelope, content, rcpt_tos, queue_id), "held", queue_id)
+        # A reviewer's decision, consumed: an approval is released from the hold queue, a
+        # rejection's copy deleted.
+        await self.release()
         return Verdict(actions.consume(), "consumed", queue_id)
+
+    def _undo(self, disposition: Disposition) -> None:
+        holds = self.state.stores.holds
+        if disposition.undo is not None and holds is not None:
+            try:
+                holds.undo(disposition.undo)
+            except Exception as exc:  # the review round discards abandoned holds
+                log_event(log, "milter.undo_failed", logging.ERROR, error=describe_error(exc))

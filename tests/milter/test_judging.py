@@ -177,3 +177,64 @@ def test_socket_specs_as_postfix_writes_them(spec: str, parsed: SocketSpec) -> N
 def test_a_socket_spec_postfix_would_not_understand_is_refused(spec: str) -> None:
     with pytest.raises(ConfigError, match=r"milter\.listen"):
         SocketSpec.parse(spec)
+
+
+class Holding(Recording):
+    """Holds every message, as the policy screener does (the desk's hold is the queue id)."""
+
+    async def decide(self, submission: Submission) -> Disposition:
+        self.seen.append(submission)
+        return Disposition(
+            replies.reply(250, "2.0.0", "Held"), rcpt_tos=submission.rcpt_tos, hold=submission.queue_id
+        )
+
+
+class DeskHolds:
+    def __init__(self) -> None:
+        self.confirmed: list[str] = []
+        self.undone: list[str] = []
+
+    def confirm(self, key: str) -> None:
+        self.confirmed.append(key)
+
+    def undo(self, key: str) -> None:
+        self.undone.append(key)
+
+
+def holding_judge(release: bytes | None) -> tuple[Judge, DeskHolds]:
+    desk = DeskHolds()
+    held = (release, ("olive@example.net",)) if release is not None else None
+    made = Judge(
+        Holding(),
+        CommitState.of(object(), DecisionStores(holds=desk)),  # type: ignore[arg-type]
+        MilterSettings(),
+        committee=lambda: COMMITTEE,
+        held_release=lambda _reference: held,
+        release=_nothing,
+        max_size=1000,
+    )
+    return made, desk
+
+
+async def test_a_hold_goes_to_the_hold_queue_as_it_will_be_released() -> None:
+    release = b"X-Conduct-Gateway: ref=4F1A2B; changed=none\r\n" + envelope("ada@example.org").content
+    made, desk = holding_judge(release)
+    verdict = await made.judge(envelope("ada@example.org"))
+    assert verdict.outcome == "held" and desk.confirmed == ["4F1A2B"]
+    assert [type(a).__name__ for a in verdict.actions] == ["InsertHeader", "Quarantine", "Accept"]
+
+
+async def test_a_hold_postfix_could_not_release_is_deferred_and_undone() -> None:
+    made, desk = holding_judge(b"From: ada@example.org\r\n\r\nHi\r\n")
+    odd = envelope("ada@example.org")
+    odd.macros["i"] = "../etc"  # our own reference then, which no postsuper -H would find
+    verdict = await made.judge(odd)
+    assert verdict.actions == [ReplyCode(str(replies.INTERNAL_ERROR).encode() + b"\0")]
+    assert desk.confirmed == [] and len(desk.undone) == 1
+
+
+async def test_a_hold_the_desk_did_not_keep_is_deferred_never_dropped() -> None:
+    made, desk = holding_judge(None)
+    verdict = await made.judge(envelope("ada@example.org"))
+    assert verdict.actions == [ReplyCode(str(replies.INTERNAL_ERROR).encode() + b"\0")]
+    assert desk.undone == ["4F1A2B"] and desk.confirmed == []
