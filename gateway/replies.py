@@ -241,6 +241,14 @@ STORE_FAILED = reply(
 
 
 # --- Review: holds that cannot be made, replies to a review address ---------------------------
+REVIEW_NEEDS_LOGIN = reply(
+    550,
+    "5.7.1",
+    "Review decisions are accepted only from a logged-in member: send your reply with your mail "
+    "program's login (authenticated submission), not unauthenticated",
+)
+
+
 def hold_refused(why: str, reference: str) -> Reply:
     """A message the policy holds, but too few members may review it (``why`` names the numbers)."""
     return reply(550, "5.7.1", why, f"Reference: {reference}")

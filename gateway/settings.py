@@ -354,6 +354,53 @@ class LoggingSettings(Section):
     )
 
 
+class MilterSettings(Section):
+    """Milter mode (`conduct-gateway milter`): the policy inside an existing Postfix or Sendmail."""
+
+    listen: str = Field(
+        "inet:8895@127.0.0.1",
+        pattern=r"^(inet6?:.+|unix:.+)$",
+        description=(
+            "Where the milter listens, as Postfix's `smtpd_milters` names it: `inet:PORT@HOST` or "
+            "`unix:PATH` (a unix socket inside Postfix's chroot when smtpd is chrooted)."
+        ),
+    )
+    unauthenticated: Literal["pass", "screen"] = Field(
+        "pass",
+        description=(
+            "Mail without an authenticated sender (no `{auth_authen}`): `pass` delivers it untouched "
+            "unless its envelope sender is a committee member's address (then it is judged as theirs); "
+            "`screen` judges every message as its envelope sender."
+        ),
+    )
+    on_failure: Literal["tempfail", "accept"] = Field(
+        "tempfail",
+        description=(
+            "When the milter cannot decide (an internal error, `decision_timeout`): `tempfail` has the "
+            "MTA tell the client to retry (nothing passes unscreened); `accept` delivers unscreened."
+        ),
+    )
+    decision_timeout: Seconds = Field(
+        240.0,
+        description="Longest wait for one decision; keep it below Postfix's `milter_content_timeout` (300s).",
+    )
+    idle_timeout: Seconds = Field(
+        3600.0, description="Close an MTA connection that sends nothing for this long."
+    )
+    postsuper: tuple[str, ...] = Field(
+        ("postsuper",),
+        min_length=1,
+        description=(
+            "The command that releases (`-H`) and deletes (`-d`) held messages in Postfix's hold queue; "
+            "it must run as root or the mail system owner, e.g. `[sudo, -n, /usr/sbin/postsuper]`."
+        ),
+    )
+    postfix_config_directory: Path | None = Field(
+        None,
+        description="Postfix's configuration directory, passed as `postsuper -c` (default: Postfix's own).",
+    )
+
+
 class GatewaySettings(Section):
     """config/gateway.yaml. Relative paths are relative to the file's own folder."""
 
@@ -369,6 +416,7 @@ class GatewaySettings(Section):
     review: ReviewSettings = ReviewSettings()
     journal: JournalSettings = JournalSettings()
     registry: RegistrySettings = RegistrySettings()
+    milter: MilterSettings = MilterSettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")
     logging: LoggingSettings = LoggingSettings()
     shutdown_grace: NonNegativeFloat = Field(

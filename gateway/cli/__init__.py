@@ -52,6 +52,7 @@ def _register() -> None:
         config,
         consent,
         expunge,
+        milter,
         queue,
         review,
         serve,
@@ -59,7 +60,15 @@ def _register() -> None:
         user,
     )
 
-    for command in (serve.serve, config.config, user.user, queue.queue, check.check, audit.audit):
+    for command in (
+        serve.serve,
+        milter.milter,
+        config.config,
+        user.user,
+        queue.queue,
+        check.check,
+        audit.audit,
+    ):
         main.add_command(command)
     case.case.add_command(expunge.expunge)  # `case expunge`: gateway.decision.expunge
     case.case.add_command(consent.consent)  # `case consent` (recording and withdrawing): its own module
