@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from gateway import replies
@@ -374,15 +374,14 @@ class PolicyScreener:
             return ()
         warned = [d for d in held_findings(verdict) if d.action == Action.WARN.value]
         try:
-            notice = self.review.notices(policy).outgoing(
-                warnings_letter(
-                    to=submission.mail_from,
-                    reference=submission.queue_id,
-                    subject=message.subject,
-                    message_id=message.message_id,
-                    findings=[notice_finding(f) for f in warned],
-                )
+            letter = warnings_letter(
+                to=submission.mail_from,
+                reference=submission.queue_id,
+                subject=message.subject,
+                message_id=message.message_id,
+                findings=[notice_finding(f) for f in warned],
             )
+            notice = self.review.notices(policy).outgoing(replace(letter, answering=submission.content))
         except Exception as exc:  # a notice must never stop the message itself
             log_event(
                 log, "notice-failed", logging.ERROR, queue_id=submission.queue_id, error=type(exc).__name__
