@@ -36,6 +36,7 @@ from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
 from gateway.decision.relay_header import with_relay_header
 from gateway.decision.screening import Accept, Outgoing, Ruling, StatisticsSource, Submission
+from gateway.decision.shadow import ShadowEvaluator
 from gateway.decision.thread_steps import ThreadStep, ThreadSteps
 from gateway.decision.verdict_replies import (
     change_descriptions,
@@ -101,6 +102,7 @@ class PolicyScreener:
         workers: PolicyWorkers | None = None,
         audit_later: AuditPort | None = None,
         expunger: DueExpunger | None = None,
+        shadow: ShadowEvaluator | None = None,
     ) -> None:
         self.source = source
         self.ledger = ledger
@@ -113,6 +115,8 @@ class PolicyScreener:
         # Where the CLI leaves audit entries while the gateway holds the trail.
         self.audit_later = audit_later
         self._expunger = expunger
+        # A candidate policy evaluated alongside, acting on nothing (``policy.shadow``).
+        self.shadow = shadow
         self._pending: OrderedDict[str, DecisionFacts] = OrderedDict()
         # Accepted messages the ledger has not learnt yet.
         self.threads = ThreadSteps(ledger)
@@ -145,11 +149,15 @@ class PolicyScreener:
     # -- what the gateway runs besides screening ----------------------------------------------------
 
     async def start(self) -> None:
+        if self.shadow is not None:
+            self.shadow.start()
         if self.workers is not None:
             await self.workers.start()
             log_event(log, "policy-workers-started", workers=self.workers.count)
 
     async def stop(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
         if self.workers is not None:
             await self.workers.close()
 
@@ -169,6 +177,8 @@ class PolicyScreener:
         sources: dict[str, StatisticsSource] = {"policy": self.statistics}
         if self.workers is not None:
             sources["policy_workers"] = self.workers.statistics
+        if self.shadow is not None:
+            sources["shadow"] = self.shadow.statistics
         return sources
 
     @property
@@ -293,6 +303,8 @@ class PolicyScreener:
         """Reply, hold or accept what the policy decided (``screen``'s second half)."""
         with self._lock:
             self._evaluation_time.observe(evaluation.seconds)
+        if self.shadow is not None:
+            self.shadow.observe(submission, evaluation.verdict)
         verdict, message, thread = evaluation.verdict, evaluation.message, evaluation.thread
         findings = finding_records(verdict)
         holding = verdict.outcome is Outcome.HOLD and self.review is not None
@@ -531,6 +543,8 @@ class PolicyScreener:
         return reply
 
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
         self.threads.write()
         self.ledger.close()
         self.audit.close()
