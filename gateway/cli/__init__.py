@@ -52,6 +52,7 @@ def _register() -> None:
         config,
         consent,
         expunge,
+        policy,
         queue,
         review,
         serve,
@@ -66,6 +67,7 @@ def _register() -> None:
     case.case.add_command(case_keys.new_key)
     main.add_command(case.case)
     main.add_command(review.review)
+    main.add_command(policy.policy)
 
 
 _register()
