@@ -199,6 +199,19 @@ CATALOGUE: dict[str, MetricSpec] = {
         "1 while the shadow policy file cannot be loaded (or its last edit was refused).",
     ),
     "shadow.backlog": _gauge("shadow_backlog", "Messages waiting for the shadow policy now."),
+    "overrides.granted": _counter(
+        "overrides_granted",
+        "Messages sent with a sender's override of an overridable rule, by rule (hyphens as underscores).",
+        "rule",
+    ),
+    "overrides.refused": _counter(
+        "overrides_refused",
+        "Override attempts not accepted, by reason (no_justification, unknown, used, other_rules, quota).",
+        "reason",
+    ),
+    "overrides.offered_total": _counter(
+        "overrides_offered", "Refusals that offered the sender an override token."
+    ),
     "journal.copies_total": _counter("journal_copies", "Copies of inbound committee mail received."),
     "journal.learnt_total": _counter(
         "journal_learnt", "Copies whose words were learnt as protected content."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from gateway.decision.expunge import DueExpunger, Stores
+from gateway.decision.overriding import Overrides
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.policy_source import PolicySource
 from gateway.decision.policy_workers import PolicyWorkers, worker_count
@@ -52,6 +53,7 @@ def open_policy_screener(
     try:
         store = state.holds.open()
         fingerprints = state.fingerprints.open()
+        overrides = state.overrides.open()
     except GatewayError:
         ledger.close()
         audit.close()
@@ -78,6 +80,7 @@ def open_policy_screener(
         audit_later=state.audit,  # what the CLI leaves for us is appended even with review off
         expunger=expunger,
         shadow=shadow,
+        overrides=Overrides(overrides, audit),
     )
 
 

@@ -32,6 +32,7 @@ from gateway.decision.facts import (
     message_id_of,
 )
 from gateway.decision.notices import warnings_letter
+from gateway.decision.overriding import Explained, Granted, Overrides, granted_line
 from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
 from gateway.decision.relay_header import with_relay_header
@@ -103,6 +104,7 @@ class PolicyScreener:
         audit_later: AuditPort | None = None,
         expunger: DueExpunger | None = None,
         shadow: ShadowEvaluator | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.source = source
         self.ledger = ledger
@@ -117,6 +119,8 @@ class PolicyScreener:
         self._expunger = expunger
         # A candidate policy evaluated alongside, acting on nothing (``policy.shadow``).
         self.shadow = shadow
+        # Sender overrides of the rules a policy marks ``overridable`` (None: never offered).
+        self.overrides = overrides
         self._pending: OrderedDict[str, DecisionFacts] = OrderedDict()
         # Accepted messages the ledger has not learnt yet.
         self.threads = ThreadSteps(ledger)
@@ -179,6 +183,8 @@ class PolicyScreener:
             sources["policy_workers"] = self.workers.statistics
         if self.shadow is not None:
             sources["shadow"] = self.shadow.statistics
+        if self.overrides is not None:
+            sources["overrides"] = self.overrides.statistics
         return sources
 
     @property
@@ -305,12 +311,17 @@ class PolicyScreener:
             self._evaluation_time.observe(evaluation.seconds)
         if self.shadow is not None:
             self.shadow.observe(submission, evaluation.verdict)
+        override = self.overrides.consider(submission, policy, evaluation) if self.overrides else None
+        if isinstance(override, Granted):
+            evaluation = override.evaluation
         verdict, message, thread = evaluation.verdict, evaluation.message, evaluation.thread
         findings = finding_records(verdict)
         holding = verdict.outcome is Outcome.HOLD and self.review is not None
         if verdict.outcome not in (Outcome.DELIVER, Outcome.REWRITE) and not holding:
             self._count(verdict.outcome.value)
             reply = refusal(verdict, submission.queue_id)
+            if isinstance(override, Explained):  # how to override, or why the override was not taken
+                reply = Reply(reply.code, reply.status, (*reply.lines, *override.lines))
             return self._audit_refusal(
                 submission, reply, verdict.outcome.value, policy.version, findings, message.message_id
             )
@@ -365,10 +376,11 @@ class PolicyScreener:
             self._remember(submission.queue_id, pending)
             return held
         self._remember(submission.queue_id, pending)
+        overridden = (granted_line(override),) if isinstance(override, Granted) and override.reference else ()
         return Accept(
             content=content,
             rcpt_tos=rcpt_tos,
-            changes=change_descriptions(rewrite),
+            changes=(*change_descriptions(rewrite), *overridden),
             verdict=Ruling(verdict.outcome.value),
             findings=tuple(f"{d.finding.rule}:{d.finding.code}" for d in verdict.decisions),
             extra=self._warnings_notice(submission, policy, verdict, message),
@@ -550,6 +562,8 @@ class PolicyScreener:
         self.audit.close()
         if self.fingerprint_store is not None:
             self.fingerprint_store.close()
+        if self.overrides is not None:
+            self.overrides.store.close()
 
     def __enter__(self) -> PolicyScreener:
         return self

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.decision.overriding import OverrideStatistics
 from gateway.decision.policy_screener import ScreenerStatistics
 from gateway.decision.policy_workers import WorkerStatistics
 from gateway.decision.shadow import ShadowStatistics
@@ -112,6 +113,7 @@ STATISTICS = {
     "policy_workers": WorkerStatistics,
     "journal": JournalStatistics,
     "shadow": ShadowStatistics,
+    "overrides": OverrideStatistics,
 }
 
 
