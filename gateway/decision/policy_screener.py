@@ -320,8 +320,9 @@ class PolicyScreener:
         if verdict.outcome not in (Outcome.DELIVER, Outcome.REWRITE) and not holding:
             self._count(verdict.outcome.value)
             reply = refusal(verdict, submission.queue_id)
-            if isinstance(override, Explained):  # how to override, or why the override was not taken
-                reply = Reply(reply.code, reply.status, (*reply.lines, *override.lines))
+            if isinstance(override, Explained):  # how to override, or why not: above the reference
+                *body, last = reply.lines
+                reply = Reply(reply.code, reply.status, (*body, *override.lines, last))
             return self._audit_refusal(
                 submission, reply, verdict.outcome.value, policy.version, findings, message.message_id
             )
