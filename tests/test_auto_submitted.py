@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.decision.auto_submitted import answerable, auto_submitted
 from gateway.decision.notices import Letter, NoticeKind, NoticeRefused, Notices
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.screening import Accept, Ruling, Submission
+from gateway.settings import GatewaySettings, PolicySettings
 
 MEMBER = "ada@example.org"
 
@@ -76,3 +81,60 @@ def test_a_review_request_for_an_automatic_message_still_reaches_the_reviewer() 
 def test_a_notice_to_the_null_sender_is_refused() -> None:
     with pytest.raises(NoticeRefused):
         notices().outgoing(Letter(NoticeKind.HELD, "", "Held", "Text.", answering=mail()))
+
+
+# -- through the screener: the warnings notice and the held notice ---------------------------------
+
+WARN_POLICY = """\
+organisation:
+  conduct_address: conduct@example.org
+  members:
+    - name: Ada Quill
+      addresses: [ada@example.org]
+    - name: Ben Ink
+      addresses: [ben@example.org]
+rules:
+  - rule: communication
+    action: warn
+    actions: {VAGUE_REQUEST: hold}
+"""
+
+
+def screened(tmp_path: Path, body: str, *fields: str) -> Accept:
+    path = tmp_path / "policy.yaml"
+    path.write_text(WARN_POLICY, encoding="utf-8")
+    settings = GatewaySettings(state_dir=tmp_path / "state", policy=PolicySettings(path=path, workers=0))
+    head = [
+        *fields,
+        f"From: <{MEMBER}>",
+        "To: <olive@example.net>, <conduct@example.org>",
+        "Subject: minutes",
+    ]
+    content = ("\r\n".join(head) + f"\r\n\r\n{body}\r\n").encode()
+    sub = Submission("Q1", MEMBER, ("olive@example.net", "conduct@example.org"), MEMBER, content)
+    with PolicyScreener.from_settings(settings) as screener:
+        result = screener.screen(sub)
+    assert isinstance(result, Accept)
+    return result
+
+
+def kinds(accept: Accept) -> list[str]:
+    return [
+        m.content.split(b"X-Conduct-Gateway-Notice: ", 1)[1].split(b"\r\n", 1)[0].decode()
+        for m in accept.extra
+    ]
+
+
+@pytest.mark.parametrize("automatic", [False, True])
+def test_a_warning_notice_never_answers_an_auto_reply(tmp_path: Path, automatic: bool) -> None:
+    fields = ("Auto-Submitted: auto-replied",) if automatic else ()
+    accept = screened(tmp_path, "It was just a misunderstanding.", *fields)
+    assert kinds(accept) == ([] if automatic else ["warnings"])
+
+
+@pytest.mark.parametrize("automatic", [False, True])
+def test_a_held_auto_reply_is_reviewed_but_its_sender_gets_no_notice(tmp_path: Path, automatic: bool) -> None:
+    fields = ("Auto-Submitted: auto-generated",) if automatic else ()
+    accept = screened(tmp_path, "Please be better.", *fields)
+    assert accept.verdict is Ruling.HOLD
+    assert sorted(kinds(accept)) == (["review-request"] if automatic else ["held", "review-request"])
