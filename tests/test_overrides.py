@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.cli import main
 from gateway.decision.overriding import untagged
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept
@@ -26,6 +29,7 @@ from gateway.settings import GatewaySettings, PolicySettings
 from gateway.state.audit import audit_dir
 from gateway.state.audit_reading import read_entries
 from gateway.state.opening import open_state
+from tests.cli.conftest import write_config
 from tests.test_policy_screener import message, submission
 
 POLICY = textwrap.dedent(
@@ -277,3 +281,20 @@ def test_the_override_store_is_private(screener: PolicyScreener, settings: Gatew
     token_in(send(screener))
     path = open_state(settings).layout.overrides
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_committee_reads_justifications_with_the_cli(
+    screener: PolicyScreener, settings: GatewaySettings, tmp_path: Path
+) -> None:
+    token = token_in(send(screener))
+    result = send(screener, f"Minutes [override {token}: {REASON}]")
+    assert isinstance(result, Accept)
+    [reference] = re.findall(r"ovr-[0-9a-f]+", " ".join(result.changes))
+    config = write_config(tmp_path, f"policy:\n  path: {settings.policy.path}\n")  # state_dir: ./state
+    listed = CliRunner().invoke(main, ["override", "list", "--config", str(config)])
+    assert listed.exit_code == 0 and reference in listed.output and "conduct-cc" in listed.output
+    assert REASON not in listed.output  # the list names overrides; only `show` gives the reason
+    shown = CliRunner().invoke(main, ["override", "show", reference, "--config", str(config)])
+    assert shown.exit_code == 0 and json.loads(shown.output)["justification"] == REASON
+    missing = CliRunner().invoke(main, ["override", "show", "ovr-000000000000", "--config", str(config)])
+    assert missing.exit_code == 2

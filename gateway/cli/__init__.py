@@ -52,6 +52,7 @@ def _register() -> None:
         config,
         consent,
         expunge,
+        overrides,
         policy,
         queue,
         review,
@@ -68,6 +69,7 @@ def _register() -> None:
     main.add_command(case.case)
     main.add_command(review.review)
     main.add_command(policy.policy)
+    main.add_command(overrides.override)
 
 
 _register()

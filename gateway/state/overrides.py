@@ -175,6 +175,15 @@ class OverrideStore:
             return None
         return OverrideRecord(row[0], row[1], tuple(row[2].split()), row[3], row[4])
 
+    def since(self, when: float) -> list[OverrideRecord]:
+        """The overrides made from ``when`` (unix time) on, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT reference, sender, rules, at, justification FROM overrides WHERE at >= ? ORDER BY at",
+                (when,),
+            ).fetchall()
+        return [OverrideRecord(row[0], row[1], tuple(row[2].split()), row[3], row[4]) for row in rows]
+
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 

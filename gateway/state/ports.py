@@ -303,6 +303,8 @@ class OverridesPort(Closing, Protocol):
 
     def find(self, reference: str) -> OverrideRecord | None: ...
 
+    def since(self, when: float) -> list[OverrideRecord]: ...
+
 
 # -- case registry, accounts ----------------------------------------------------------------------------
 
