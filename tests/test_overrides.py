@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import json
 import re
 import textwrap
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +24,10 @@ from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept
 from gateway.errors import ConfigError
 from gateway.policy.config import NEVER_OVERRIDABLE
+from gateway.policy.engine import CompiledPolicy, combine, compile_policy
 from gateway.policy.loader import parse_policy_text
-from gateway.policy.overrides import parse_override, without_override
+from gateway.policy.model import Action, Decision, Finding, Outcome
+from gateway.policy.overrides import overridable_rules, overridden, parse_override, without_override
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings, PolicySettings
 from gateway.state.audit import audit_dir
@@ -298,3 +302,37 @@ def test_the_committee_reads_justifications_with_the_cli(
     assert shown.exit_code == 0 and json.loads(shown.output)["justification"] == REASON
     missing = CliRunner().invoke(main, ["override", "show", "ovr-000000000000", "--config", str(config)])
     assert missing.exit_code == 2
+
+
+# -- any verdict: an override lifts only what stops the message, and only for overridable rules ----------
+
+_RULES = st.sampled_from(["conduct-cc", "reporter-protection", "protected-content", "engine"])
+_ACTIONS = st.sampled_from(list(Action))
+_DECISIONS = st.builds(
+    lambda rule, action: Decision(Finding(rule, "SOME_CODE", "body", "text", "advice"), action),
+    _RULES,
+    _ACTIONS,
+)
+
+
+@functools.cache
+def compiled() -> CompiledPolicy:
+    return compile_policy(parse_policy_text(POLICY, Path("policy.yaml")), POLICY.encode())
+
+
+@given(st.lists(_DECISIONS, max_size=5))
+def test_an_override_never_lifts_a_finding_of_a_rule_that_is_not_overridable(
+    decisions: list[Decision],
+) -> None:
+    policy = compiled()
+    verdict = combine(decisions, policy.version)
+    rules = overridable_rules(verdict, policy)
+    if not rules:
+        return
+    assert verdict.outcome is Outcome.REJECT and rules == ("conduct-cc",)
+    lifted = overridden(verdict, rules)
+    assert lifted.outcome in (Outcome.DELIVER, Outcome.REWRITE)
+    kept = Counter((d.finding.rule, d.action) for d in lifted.decisions if d.finding.rule != "conduct-cc")
+    assert kept == Counter(
+        (d.finding.rule, d.action) for d in verdict.decisions if d.finding.rule != "conduct-cc"
+    )
