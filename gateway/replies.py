@@ -340,7 +340,7 @@ def accepted_as(lines: Iterable[str]) -> Reply:
     return Reply(250, "2.0.0", tuple(lines))
 
 
-# --- The policy's replies (their texts are composed in gateway.decision.verdict_replies) ---------------
+# --- The policy's replies (their texts are composed in gateway.mail.verdict_replies) ---------------
 def refused_by_policy(lines: Iterable[str]) -> Reply:
     """550 5.7.1: the policy (or a review decision's checks) does not let the message go out."""
     return Reply(550, "5.7.1", tuple(lines))

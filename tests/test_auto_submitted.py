@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.decision.auto_submitted import answerable, auto_submitted
-from gateway.decision.notices import Letter, NoticeKind, NoticeRefused, Notices
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Ruling, Submission
+from gateway.mail.auto_submitted import answerable, auto_submitted
+from gateway.mail.notices import Letter, NoticeKind, NoticeRefused, Notices
 from gateway.settings import GatewaySettings, PolicySettings
 
 MEMBER = "ada@example.org"

@@ -26,7 +26,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO / "gateway"
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-LAYERS = {"intake", "decision", "review", "state", "delivery", "policy", "cli"}
+LAYERS = {"intake", "decision", "review", "mail", "state", "delivery", "policy", "cli"}
 # Top-level modules the policy core may use: pure helpers with nothing of the shell in them.
 POLICY_MAY_USE = {"errors", "yamlsource"}
 # The wiring and test support: above every layer, so no contract limits what they import.
@@ -134,9 +134,15 @@ if TYPE_CHECKING:
         ),
         pytest.param(
             "review/desk.py",
-            "from gateway.intake import tlsfiles\n",
+            "from gateway.intake import admission\n",
             {"review-layer", "decision-layer"},
             id="review-imports-intake",
+        ),
+        pytest.param(
+            "mail/messages.py",
+            "from gateway.review import tokens\n",
+            {"mail-layer"},
+            id="mail-imports-review",
         ),
         pytest.param(
             "decision/screening.py",

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field, replace
 from email.header import Header, decode_header, make_header
 
 from gateway.decision.evaluation import Evaluation, relayed_content
-from gateway.decision.screening import Submission
-from gateway.decision.verdict_replies import safe_reference
 from gateway.errors import PolicyError
 from gateway.logs import log_event
+from gateway.mail.messages import Submission
+from gateway.mail.verdict_replies import safe_reference
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.overrides import (
     MIN_JUSTIFICATION,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.decision.evaluation import evaluate_submission
-from gateway.decision.screening import Submission
+from gateway.mail.messages import Submission
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.model import NO_FINGERPRINTS, ContentFingerprints, Verdict
 from gateway.policy.verdict_diff import VerdictDifference, diff_verdicts

@@ -19,7 +19,7 @@ from types import TracebackType
 
 from gateway import replies
 from gateway.decision.commit import DecisionStores, record_accepted
-from gateway.decision.disposition import Disposition, LedgerStep, acceptance, refused
+from gateway.decision.disposition import Disposition, LedgerStep, acceptance, desk_verdict, refused
 from gateway.decision.evaluation import Evaluation, evaluate_submission
 from gateway.decision.expunge import DueExpunger
 from gateway.decision.facts import (
@@ -31,7 +31,6 @@ from gateway.decision.facts import (
     held_findings,
     message_id_of,
 )
-from gateway.decision.notices import warnings_letter
 from gateway.decision.overriding import Explained, Granted, Overrides, granted_line
 from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
@@ -39,7 +38,11 @@ from gateway.decision.relay_header import with_relay_header
 from gateway.decision.screening import Accept, Outgoing, Ruling, StatisticsSource, Submission
 from gateway.decision.shadow import ShadowEvaluator
 from gateway.decision.thread_steps import ThreadStep, ThreadSteps
-from gateway.decision.verdict_replies import (
+from gateway.errors import AuditError, EvaluationTooComplex, PolicyError, PolicyWorkerError
+from gateway.histogram import Histogram, HistogramSnapshot
+from gateway.logs import log_event
+from gateway.mail.notices import warnings_letter
+from gateway.mail.verdict_replies import (
     change_descriptions,
     change_labels,
     evaluation_timed_out,
@@ -49,9 +52,6 @@ from gateway.decision.verdict_replies import (
     tempfail,
     too_complex,
 )
-from gateway.errors import AuditError, EvaluationTooComplex, PolicyError, PolicyWorkerError
-from gateway.histogram import Histogram, HistogramSnapshot
-from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import NO_FINGERPRINTS, Action, ContentFingerprints, Outcome, ParsedMessage, Verdict
@@ -113,7 +113,7 @@ class PolicyScreener:
         # Fingerprints of reporters' own words, for protected-content.
         self.fingerprint_store = fingerprint_store
         # Worker processes that evaluate for ``screen_async`` (None: evaluated in-process).
-        self.workers = workers
+        self._workers = workers
         # Where the CLI leaves audit entries while the gateway holds the trail.
         self.audit_later = audit_later
         self._expunger = expunger
@@ -164,6 +164,11 @@ class PolicyScreener:
             self.shadow.stop()
         if self.workers is not None:
             await self.workers.close()
+
+    @property
+    def workers(self) -> PolicyWorkers | None:
+        """The worker processes given at construction (read only: nothing is set afterwards)."""
+        return self._workers
 
     @property
     def policy_source(self) -> PolicySource:
@@ -293,7 +298,7 @@ class PolicyScreener:
         if self.review is None or not self.review.intercepts(submission, policy):
             return None
         try:
-            return self.review.intercept(submission, policy)
+            return desk_verdict(self.review.intercept(submission, policy), Ruling.REVIEW)
         except ReviewError as exc:
             return replies.refused_by_policy((f"Not accepted: {exc}", f"Reference: {submission.queue_id}"))
         except Exception as exc:
@@ -355,11 +360,12 @@ class PolicyScreener:
         content = with_relay_header(relayed, relay_header(submission.queue_id, labels))
         if holding:
             assert self.review is not None
+            held_as = held_findings(verdict)
             try:
                 held = self.review.hold(
                     submission,
                     policy,
-                    findings=held_findings(verdict),
+                    findings=held_as,
                     changes=change_descriptions(rewrite),
                     release=content,
                     release_rcpt_tos=rcpt_tos,
@@ -370,12 +376,12 @@ class PolicyScreener:
                 )
             except Exception as exc:
                 return self._internal_error(submission, policy.version, type(exc).__name__)
-            if isinstance(held, Reply):
+            if not held.accepted:
                 return self._audit_refusal(
-                    submission, held, Outcome.HOLD.value, policy.version, findings, message.message_id
+                    submission, held.reply, Outcome.HOLD.value, policy.version, findings, message.message_id
                 )
             self._remember(submission.queue_id, pending)
-            return held
+            return desk_verdict(held, Ruling.HOLD, tuple(f"{f.rule}:{f.code}" for f in held_as))
         self._remember(submission.queue_id, pending)
         overridden = (granted_line(override),) if isinstance(override, Granted) and override.reference else ()
         return Accept(

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from gateway.decision.evaluation import evaluate_submission
 from gateway.decision.policy_source import PolicySource, ReloadResult
-from gateway.decision.screening import Submission
 from gateway.errors import AuditError, ConfigError
 from gateway.logs import log_event
+from gateway.mail.messages import Submission
 from gateway.policy.model import Verdict
 from gateway.policy.verdict_diff import VerdictDifference, diff_verdicts
 from gateway.state.audit_format import JsonValue

@@ -36,9 +36,8 @@ from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mime import parse_message
 from gateway.settings import GatewaySettings, JournalSettings
-from gateway.state.fingerprints import Learnt
 from gateway.state.opening import open_state
-from gateway.state.ports import FingerprintsPort, LedgerPort
+from gateway.state.ports import FingerprintsPort, Learnt, LedgerPort
 
 log = logging.getLogger("gateway.intake.journal")
 

@@ -43,10 +43,10 @@ from gateway.intake.admission import (
 from gateway.intake.commands import forward_path_problem
 from gateway.intake.connection import READ_CHUNK, SubmissionConnection
 from gateway.intake.events import AUTH_LINE_LIMIT, COMMAND_LINE_LIMIT, LIMIT_REPLIES, MAX_ERRORS
+from gateway.intake.login_throttle import LoginThrottle
 from gateway.logs import log_event
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings
-from gateway.state.accounts import LoginThrottle
 from gateway.state.ports import AccountsPort, QueuePort
 
 __all__ = [

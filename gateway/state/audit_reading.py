@@ -7,34 +7,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from gateway.state.audit_format import GENESIS, LOG_NAME, SALTS_NAME, entry_hash, parse_time, salted_digest
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """An entry read back from the log, with its line number."""
-
-    line: int
-    fields: Mapping[str, Any]
-
-    @property
-    def seq(self) -> int:
-        value = self.fields.get("seq")
-        return value if isinstance(value, int) else -1
-
-    @property
-    def time(self) -> datetime | None:
-        value = self.fields.get("time")
-        if not isinstance(value, str):
-            return None
-        try:
-            return parse_time(value)
-        except ValueError:
-            return None
+from gateway.state.audit_format import GENESIS, LOG_NAME, SALTS_NAME, entry_hash
+from gateway.state.audit_format import StoredEntry as StoredEntry  # read back by this module
+from gateway.state.audit_format import digest_matches as digest_matches
 
 
 def read_entries(directory: Path) -> Iterator[StoredEntry]:
@@ -89,20 +66,6 @@ def entries_about(directory: Path, case: str, queue_ids: Iterable[str] = ()) -> 
         ):
             found.append(entry.seq)
     return found
-
-
-def digest_matches(entry: StoredEntry, salt: bytes | None, name: str, value: str) -> bool:
-    """Does the entry's digest ``name`` (or one of a list of them) correspond to ``value``?"""
-    if salt is None:
-        return False
-    digests = entry.fields.get("digests")
-    if not isinstance(digests, dict):
-        return False
-    stored = digests.get(name)
-    wanted = salted_digest(salt, value)
-    if isinstance(stored, list):
-        return wanted in stored
-    return stored == wanted
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from gateway.state.audit_later import FileAudit
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.holds import HoldStore
 from gateway.state.holds_port import HoldsPort
-from gateway.state.layout import StateLayout
+from gateway.state.layout import AUDIT_LATER_DIRNAME, StateLayout
 from gateway.state.ledger import Ledger
 from gateway.state.overrides import OverrideStore
 from gateway.state.ports import (
@@ -120,3 +120,8 @@ def open_state(settings: GatewaySettings) -> State:
         layout=layout,
         overrides=_FileOpener(layout.overrides, _override_store),
     )
+
+
+def audit_folder(directory: Path) -> AuditPort:
+    """The audit trail in ``directory``, read where it lies (``audit --audit-dir``: a backup copy too)."""
+    return FileAudit(directory, later=directory.parent / AUDIT_LATER_DIRNAME)

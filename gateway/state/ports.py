@@ -34,7 +34,7 @@ from gateway.policy.model import (
 from gateway.state.audit import AuditEntry, DecisionRecord
 from gateway.state.audit_format import Digestible, JsonValue
 from gateway.state.audit_reading import StoredEntry, Verification
-from gateway.state.fingerprints import Learnt
+from gateway.state.fingerprints import Learnt as Learnt  # named by the journal: it reports what was learnt
 from gateway.state.overrides import OverrideRecord, Redemption
 from gateway.state.registry import RegistryKey, RegistrySnapshot
 from gateway.state.spool import (

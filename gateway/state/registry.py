@@ -25,15 +25,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import functools
 import hashlib
 import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -316,34 +314,3 @@ def registry_path(settings: GatewaySettings) -> Path:
     if settings.registry.path is not None:
         return settings.registry.path
     return StateLayout(settings.state_dir).registry
-
-
-# -- code names --------------------------------------------------------------------------------------
-
-
-@functools.cache
-def code_words() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The shipped word lists (adjectives, nouns) that code names are made of."""
-    text = resources.files("gateway").joinpath("data/words.txt").read_text(encoding="utf-8")
-    lists: dict[str, list[str]] = {"adjectives": [], "nouns": []}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = lists[line[1:-1]]
-        elif current is not None:
-            current.append(line)
-    return tuple(lists["adjectives"]), tuple(lists["nouns"])
-
-
-def new_code_name(taken: Iterable[str], *, joiner: str = " ") -> str:
-    """A random two-word code name ("home shelf"; "quiet-heron" with ``joiner="-"``) not in ``taken``."""
-    adjectives, nouns = code_words()
-    used = {name.casefold() for name in taken}
-    for _attempt in range(1000):
-        name = f"{secrets.choice(adjectives)}{joiner}{secrets.choice(nouns)}"
-        if name not in used:
-            return name
-    raise ConfigError("could not find an unused code name; give one explicitly")

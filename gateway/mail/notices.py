@@ -6,7 +6,7 @@ sender (like a DSN: nothing can bounce back into a loop), has the conduct addres
 organisation's own domain, so the upstream accepts it and replies reach the committee), and carries
 ``Auto-Submitted`` so that vacation responders stay quiet. Notices answer the sender's message
 (``In-Reply-To``/``References``), and are rate-limited per sender (``NoticeLimiter``). None answers
-the null sender or an auto-submitted message (RFC 3834: ``gateway.decision.auto_submitted``).
+the null sender or an auto-submitted message (RFC 3834: ``gateway.mail.auto_submitted``).
 
 Messages are built as bytes by hand (CRLF, short lines) rather than with ``email.generator``, so an
 attached original is carried byte for byte and nothing is re-encoded.
@@ -26,11 +26,11 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 from enum import StrEnum
 
-from gateway.decision.auto_submitted import answerable
-from gateway.decision.screening import Outgoing
 from gateway.errors import GatewayError
 from gateway.header_section import original_headers
 from gateway.logs import log_event
+from gateway.mail.auto_submitted import answerable
+from gateway.mail.messages import Outgoing
 from gateway.state.spool import Spool
 
 log = logging.getLogger("gateway.notices")
