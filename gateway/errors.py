@@ -8,6 +8,7 @@
     │   └── CorruptSpoolEntry     an entry on disk cannot be read back; it is moved to corrupt/
     ├── MessageRefused            input is refused on purpose; carries the SMTP reply to send
     ├── LedgerError               the thread ledger cannot be opened or read
+    ├── OverrideError             the override store (tokens, justifications, quotas) cannot be used
     ├── AuditError                the audit trail cannot be opened or appended to (checked by `audit verify`)
     ├── StateError                the shared state (PostgreSQL) refused an operation
     │   ├── StateUnavailable      PostgreSQL cannot be reached now (new mail gets 451 4.3.0; retried)
@@ -80,6 +81,10 @@ class EvaluationTooComplex(PolicyError):
 
 class LedgerError(GatewayError):
     """The thread ledger cannot be opened or read."""
+
+
+class OverrideError(GatewayError):
+    """The override store (tokens, justifications, quotas) cannot be opened or written."""
 
 
 class AuditError(GatewayError):

@@ -252,6 +252,14 @@ class PolicySettings(Section):
             "and at most 4; 0 evaluates in the gateway process (no evaluation budget then)."
         ),
     )
+    shadow: Path | None = Field(
+        None,
+        description=(
+            "A candidate policy file evaluated on every message alongside the one in force; it acts on "
+            "nothing: each verdict it would change is recorded in the audit trail and /metrics "
+            "(`shadow-difference`). Omitted: no shadow policy."
+        ),
+    )
     evaluation_budget: Seconds = Field(
         30.0,
         description=(
@@ -477,7 +485,12 @@ class GatewaySettings(Section):
                         "maildir": maildir if maildir.is_absolute() else state / maildir,
                     }
                 ),
-                "policy": self.policy.model_copy(update={"path": fix(self.policy.path)}),
+                "policy": self.policy.model_copy(
+                    update={
+                        "path": fix(self.policy.path),
+                        "shadow": fix(self.policy.shadow) if self.policy.shadow else None,
+                    }
+                ),
                 "registry": self.registry.model_copy(
                     update={
                         "path": fix(self.registry.path) if self.registry.path else None,

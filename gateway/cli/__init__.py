@@ -53,6 +53,8 @@ def _register() -> None:
         consent,
         expunge,
         milter,
+        overrides,
+        policy,
         queue,
         review,
         serve,
@@ -77,6 +79,8 @@ def _register() -> None:
     main.add_command(case.case)
     main.add_command(review.review)
     main.add_command(state.state)
+    main.add_command(policy.policy)
+    main.add_command(overrides.override)
 
 
 _register()

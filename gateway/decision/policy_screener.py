@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from gateway import replies
@@ -31,10 +31,12 @@ from gateway.decision.facts import (
     held_findings,
     message_id_of,
 )
+from gateway.decision.overriding import Explained, Granted, Overrides, granted_line
 from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
 from gateway.decision.relay_header import with_relay_header
 from gateway.decision.screening import Accept, Outgoing, Ruling, StatisticsSource, Submission
+from gateway.decision.shadow import ShadowEvaluator
 from gateway.decision.thread_steps import ThreadStep, ThreadSteps
 from gateway.errors import AuditError, EvaluationTooComplex, PolicyError, PolicyWorkerError
 from gateway.histogram import Histogram, HistogramSnapshot
@@ -101,6 +103,8 @@ class PolicyScreener:
         workers: PolicyWorkers | None = None,
         audit_later: AuditPort | None = None,
         expunger: DueExpunger | None = None,
+        shadow: ShadowEvaluator | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.source = source
         self.ledger = ledger
@@ -113,6 +117,10 @@ class PolicyScreener:
         # Where the CLI leaves audit entries while the gateway holds the trail.
         self.audit_later = audit_later
         self._expunger = expunger
+        # A candidate policy evaluated alongside, acting on nothing (``policy.shadow``).
+        self.shadow = shadow
+        # Sender overrides of the rules a policy marks ``overridable`` (None: never offered).
+        self.overrides = overrides
         self._pending: OrderedDict[str, DecisionFacts] = OrderedDict()
         # Accepted messages the ledger has not learnt yet.
         self.threads = ThreadSteps(ledger)
@@ -145,11 +153,15 @@ class PolicyScreener:
     # -- what the gateway runs besides screening ----------------------------------------------------
 
     async def start(self) -> None:
+        if self.shadow is not None:
+            self.shadow.start()
         if self.workers is not None:
             await self.workers.start()
             log_event(log, "policy-workers-started", workers=self.workers.count)
 
     async def stop(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
         if self.workers is not None:
             await self.workers.close()
 
@@ -174,6 +186,10 @@ class PolicyScreener:
         sources: dict[str, StatisticsSource] = {"policy": self.statistics}
         if self.workers is not None:
             sources["policy_workers"] = self.workers.statistics
+        if self.shadow is not None:
+            sources["shadow"] = self.shadow.statistics
+        if self.overrides is not None:
+            sources["overrides"] = self.overrides.statistics
         return sources
 
     @property
@@ -298,12 +314,20 @@ class PolicyScreener:
         """Reply, hold or accept what the policy decided (``screen``'s second half)."""
         with self._lock:
             self._evaluation_time.observe(evaluation.seconds)
+        if self.shadow is not None:
+            self.shadow.observe(submission, evaluation.verdict)
+        override = self.overrides.consider(submission, policy, evaluation) if self.overrides else None
+        if isinstance(override, Granted):
+            evaluation = override.evaluation
         verdict, message, thread = evaluation.verdict, evaluation.message, evaluation.thread
         findings = finding_records(verdict)
         holding = verdict.outcome is Outcome.HOLD and self.review is not None
         if verdict.outcome not in (Outcome.DELIVER, Outcome.REWRITE) and not holding:
             self._count(verdict.outcome.value)
             reply = refusal(verdict, submission.queue_id)
+            if isinstance(override, Explained):  # how to override, or why not: above the reference
+                *body, last = reply.lines
+                reply = Reply(reply.code, reply.status, (*body, *override.lines, last))
             return self._audit_refusal(
                 submission, reply, verdict.outcome.value, policy.version, findings, message.message_id
             )
@@ -359,10 +383,11 @@ class PolicyScreener:
             self._remember(submission.queue_id, pending)
             return desk_verdict(held, Ruling.HOLD, tuple(f"{f.rule}:{f.code}" for f in held_as))
         self._remember(submission.queue_id, pending)
+        overridden = (granted_line(override),) if isinstance(override, Granted) and override.reference else ()
         return Accept(
             content=content,
             rcpt_tos=rcpt_tos,
-            changes=change_descriptions(rewrite),
+            changes=(*change_descriptions(rewrite), *overridden),
             verdict=Ruling(verdict.outcome.value),
             findings=tuple(f"{d.finding.rule}:{d.finding.code}" for d in verdict.decisions),
             extra=self._warnings_notice(submission, policy, verdict, message),
@@ -380,15 +405,14 @@ class PolicyScreener:
             return ()
         warned = [d for d in held_findings(verdict) if d.action == Action.WARN.value]
         try:
-            notice = self.review.notices(policy).outgoing(
-                warnings_letter(
-                    to=submission.mail_from,
-                    reference=submission.queue_id,
-                    subject=message.subject,
-                    message_id=message.message_id,
-                    findings=[notice_finding(f) for f in warned],
-                )
+            letter = warnings_letter(
+                to=submission.mail_from,
+                reference=submission.queue_id,
+                subject=message.subject,
+                message_id=message.message_id,
+                findings=[notice_finding(f) for f in warned],
             )
+            notice = self.review.notices(policy).outgoing(replace(letter, answering=submission.content))
         except Exception as exc:  # a notice must never stop the message itself
             log_event(
                 log, "notice-failed", logging.ERROR, queue_id=submission.queue_id, error=type(exc).__name__
@@ -538,11 +562,15 @@ class PolicyScreener:
         return reply
 
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
         self.threads.write()
         self.ledger.close()
         self.audit.close()
         if self.fingerprint_store is not None:
             self.fingerprint_store.close()
+        if self.overrides is not None:
+            self.overrides.store.close()
 
     def __enter__(self) -> PolicyScreener:
         return self

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
@@ -200,9 +200,9 @@ class ReviewDesk:
                 outgoing.append(request)
         notified = submission.mail_from.lower() in notices.committee
         if notified:
-            held = notices.outgoing(
-                held_letter(record, reply_address(self.settings, policy, sender_token), submission.mail_from)
-            )
+            reply_to = reply_address(self.settings, policy, sender_token)
+            letter = held_letter(record, reply_to, submission.mail_from)
+            held = notices.outgoing(replace(letter, answering=submission.content))
             if held is not None:
                 outgoing.append(held)
         else:

@@ -21,6 +21,7 @@ from gateway.state.holds import HoldStore
 from gateway.state.holds_port import HoldsPort
 from gateway.state.layout import AUDIT_LATER_DIRNAME, StateLayout
 from gateway.state.ledger import Ledger
+from gateway.state.overrides import OverrideStore
 from gateway.state.ports import (
     AccountsPort,
     AuditPort,
@@ -29,6 +30,7 @@ from gateway.state.ports import (
     LedgerOpener,
     LedgerPort,
     Opener,
+    OverridesPort,
     QueuePort,
 )
 from gateway.state.registry import CaseRegistry
@@ -49,6 +51,7 @@ class State:
     cases: CasesPort
     accounts: Opener[AccountsPort]
     layout: StateLayout  # the files backend's paths (TLS material, messages naming a folder)
+    overrides: Opener[OverridesPort]
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ class _FileLedger:
 
     def open_read_only(self) -> LedgerPort | None:
         return Ledger.open_read_only(self.path)
+
+
+def _override_store(path: Path) -> OverridesPort:
+    return OverrideStore.open(path)
 
 
 def _hold_store(path: Path) -> HoldsPort:
@@ -145,6 +152,7 @@ def _open_files_state(settings: GatewaySettings) -> State:
         cases=CaseRegistry.from_settings(settings),
         accounts=accounts,
         layout=layout,
+        overrides=_FileOpener(layout.overrides, _override_store),
     )
 
 

@@ -35,6 +35,7 @@ from gateway.state.audit import AuditEntry, DecisionRecord
 from gateway.state.audit_format import Digestible, JsonValue
 from gateway.state.audit_reading import StoredEntry, Verification
 from gateway.state.fingerprints import Learnt as Learnt  # named by the journal: it reports what was learnt
+from gateway.state.overrides import OverrideRecord, Redemption
 from gateway.state.registry import RegistryKey, RegistrySnapshot
 from gateway.state.spool import (
     DeliveryStatus,
@@ -304,6 +305,31 @@ class FingerprintsPort(Closing, Protocol):
     def cases(self) -> dict[str, int]: ...
 
     def statistics(self) -> IndexStatistics: ...
+
+
+# -- overrides -----------------------------------------------------------------------------------------
+
+
+class OverridesPort(Closing, Protocol):
+    """One-time override tokens and the overrides made with them (``gateway.state.overrides``)."""
+
+    def issue(self, token: str, sender: str, rules: tuple[str, ...], now: float) -> None: ...
+
+    def redeem(
+        self,
+        token: str,
+        *,
+        sender: str,
+        message: str,
+        rules: tuple[str, ...],
+        justification: str,
+        quotas: Mapping[str, tuple[int, float]],
+        now: float,
+    ) -> Redemption: ...
+
+    def find(self, reference: str) -> OverrideRecord | None: ...
+
+    def since(self, when: float) -> list[OverrideRecord]: ...
 
 
 # -- case registry, accounts ----------------------------------------------------------------------------
