@@ -313,6 +313,10 @@ def review_of_own_message(reference: str) -> Reply:
     )
 
 
+def review_claim_refused(reference: str, why: str) -> Reply:
+    return reply(550, "5.7.1", f"Not accepted: {why}.", f"Reference: {reference}")
+
+
 def review_cancel_by_sender_only(reference: str) -> Reply:
     return reply(
         550,

@@ -295,6 +295,15 @@ class ReviewSettings(Section):
     check_interval: Seconds = Field(
         60.0, description="How often the running gateway looks for expired holds."
     )
+    reminders: bool = Field(
+        True,
+        description=(
+            "Remind the eligible reviewers (never the sender) once before a hold nobody decided expires."
+        ),
+    )
+    reminder_before: Seconds | None = Field(
+        None, description="How long before expiry the reminder goes out. Default: a quarter of `expiry`."
+    )
     notices_per_hour: PositiveInt = Field(
         20, description="Per sender: held/warning notices beyond this many an hour are collapsed into one."
     )

@@ -1,4 +1,4 @@
-"""`conduct-gateway review list|show|approve|reject|expire`: held messages awaiting a second member.
+"""`conduct-gateway review list|show|claim|approve|reject|expire`: held messages awaiting a second member.
 
 Privacy follows `queue show`: whoever runs the gateway may not be on the committee, so `show`
 prints the findings, the changes the gateway will make and a header summary whose values that can
@@ -29,7 +29,7 @@ from gateway.cli.tables import emit, json_option
 from gateway.decision.facts import learn_release
 from gateway.decision.policy_source import load_policy_for
 from gateway.policy.engine import CompiledPolicy
-from gateway.policy.reviewers import member_of
+from gateway.policy.reviewers import Member, member_of
 from gateway.review.auditing import AUDIT_EVENT, AuditSink
 from gateway.review.desk import ReviewDesk
 from gateway.review.outgoing import spool_outgoing
@@ -43,7 +43,7 @@ _UNDO_KEY = "cli"
 
 @click.group()
 def review() -> None:
-    """Held messages waiting for a second committee member: list, show, approve, reject, expire."""
+    """Held messages waiting for a second committee member: list, show, claim, approve, reject, expire."""
 
 
 def _open(config_path: Path | None) -> tuple[GatewaySettings, CompiledPolicy, HoldsPort]:
@@ -84,6 +84,7 @@ def list_(show_all: bool, as_json: bool, config_path: Path | None) -> None:
             "approvals": len({d.member for d in record.approvals}),
             "required_approvals": record.required_approvals,
             "reasons": record.reasons(),
+            "claimed_by": record.claimed_by.member if record.claimed_by else None,
         }
         for record in records
     ]
@@ -95,12 +96,16 @@ def list_(show_all: bool, as_json: bool, config_path: Path | None) -> None:
             "-" if item["expires_in_seconds"] is None else _age(item["expires_in_seconds"]),
             item["sender"],
             f"{item['approvals']}/{item['required_approvals']}",
+            item["claimed_by"] or "-",
             item["reasons"],
         )
         for item in listed
     ]
     emit(
-        ("REFERENCE", "STATUS", "AGE", "EXPIRES IN", "SENDER", "APPROVALS", "REASONS"), rows, listed, as_json
+        ("REFERENCE", "STATUS", "AGE", "EXPIRES IN", "SENDER", "APPROVALS", "CLAIMED BY", "REASONS"),
+        rows,
+        listed,
+        as_json,
     )
     held = sum(1 for r in store.records() if r.status == "held")
     click.echo(f"{len(records)} listed; {held} waiting for review.", err=True)
@@ -130,8 +135,13 @@ def describe(record: HoldRecord, original: bytes, now: float) -> list[str]:
         f"Recipients:  {', '.join(record.release_rcpt_tos)}",
         f"Approvals:   {len({d.member for d in record.approvals})} of {record.required_approvals} needed",
         f"Reviewers:   {', '.join(f'{r.name} <{r.address}>' for r in record.reviewers)}",
-        "Findings:",
     ]
+    claim = record.claimed_by
+    if claim is not None:
+        lines.append(f"Claimed by:  {claim.name} <{claim.member}> {_when(claim.at)} via {claim.via}")
+    if record.reminded_at is not None:
+        lines.append(f"Reminded:    {_when(record.reminded_at)}")
+    lines.append("Findings:")
     for finding in record.findings:
         lines.append(f"  {finding.rule}: {finding.code} [{finding.action}] {finding.where} ({finding.kind})")
         if finding.advice:
@@ -158,16 +168,7 @@ def _decide(
     config_path: Path | None,
 ) -> None:
     settings, policy, state, store = _open_state(config_path)
-    member = member_of(policy, member_address)
-    if member is None:
-        raise ReviewError(
-            f"{member_address} is not a committee member in force: not in organisation.members of "
-            f"{settings.policy.path}, or no longer has an account (`user remove`)"
-        )
-    record = store.get(reference)
-    sender = member_of(policy, record.sender_account) or member_of(policy, record.sender)
-    if sender == member or record.sender.lower() in member.addresses:
-        raise ReviewError(f"{member.name} sent message {reference} and cannot review it; another member must")
+    member = _reviewer(settings, policy, store, reference, member_address)
     with audit_sink(state, AUDIT_EVENT) as sink:
         desk = _desk(state, settings, store, sink)
         result = desk.decide(reference, member, command, reason, policy, via="cli", undo_key=_UNDO_KEY)
@@ -186,6 +187,23 @@ def _decide(
         click.echo(line)
 
 
+def _reviewer(
+    settings: GatewaySettings, policy: CompiledPolicy, store: HoldsPort, reference: str, address: str
+) -> Member:
+    """The member acting as ``address``, who must not be the sender of the held message."""
+    member = member_of(policy, address)
+    if member is None:
+        raise ReviewError(
+            f"{address} is not a committee member in force: not in organisation.members of "
+            f"{settings.policy.path}, or no longer has an account (`user remove`)"
+        )
+    record = store.get(reference)
+    sender = member_of(policy, record.sender_account) or member_of(policy, record.sender)
+    if sender == member or record.sender.lower() in member.addresses:
+        raise ReviewError(f"{member.name} sent message {reference} and cannot review it; another member must")
+    return member
+
+
 def _learn_release(state: State, store: HoldsPort, released: HoldRecord) -> None:
     """The released message joins its thread in the ledger, as when released by mail."""
     try:
@@ -197,17 +215,37 @@ def _learn_release(state: State, store: HoldsPort, released: HoldRecord) -> None
 
 @review.command()
 @click.argument("reference")
-@click.option("--as", "member", required=True, help="The committee member approving (an address of theirs).")
+@click.option("--as", "member", required=True, help="The committee member claiming (an address of theirs).")
 @config_option
-def approve(reference: str, member: str, config_path: Path | None) -> None:
+def claim(reference: str, member: str, config_path: Path | None) -> None:
+    """Claim held message REFERENCE as MEMBER: the other reviewers are told it is taken.
+
+    Anyone eligible may still decide; the sender's letter then says who had claimed it.
+    """
+    settings, policy, state, store = _open_state(config_path)
+    actor = _reviewer(settings, policy, store, reference, member)
+    with audit_sink(state, AUDIT_EVENT) as sink:
+        lines, outgoing = _desk(state, settings, store, sink).claim(reference, actor, policy, via="cli")
+        if outgoing:
+            asyncio.run(spool_outgoing(state.queue.open(), outgoing))
+    for line in lines:
+        click.echo(line)
+
+
+@review.command()
+@click.argument("reference")
+@click.option("--as", "member", required=True, help="The committee member approving (an address of theirs).")
+@click.option("--comment", default="", help="A comment for the sender (told to them, never audited).")
+@config_option
+def approve(reference: str, member: str, comment: str, config_path: Path | None) -> None:
     """Approve held message REFERENCE as MEMBER; released once enough members approved."""
-    _decide(reference, member, "approve", "", config_path)
+    _decide(reference, member, "approve", " ".join(comment.split()), config_path)
 
 
 @review.command()
 @click.argument("reference")
 @click.option("--as", "member", required=True, help="The committee member rejecting (an address of theirs).")
-@click.option("--reason", required=True, help="Why; the sender is told.")
+@click.option("--reason", "--comment", "reason", required=True, help="Why; the sender is told.")
 @config_option
 def reject(reference: str, member: str, reason: str, config_path: Path | None) -> None:
     """Reject held message REFERENCE as MEMBER; the sender gets it back with the reason."""

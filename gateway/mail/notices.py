@@ -57,6 +57,8 @@ class NoticeKind(StrEnum):
     WARNINGS = "warnings"
     ALREADY_DECIDED = "already-decided"
     SUPPRESSED = "suppressed"
+    CLAIMED = "claimed"
+    REVIEW_REMINDER = "review-reminder"
 
 
 # Notices that answer one submission each: a flood of submissions must not become a flood of mail.

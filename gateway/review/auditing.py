@@ -31,8 +31,12 @@ def trail_sink(trail: AuditWriterPort) -> AuditSink:
     return record
 
 
-def audit_review(audit: AuditSink, record: HoldRecord, event: str, member: str, via: str) -> None:
-    """One step of a hold's review (``event``: a decision, release, expire, prune...) in the trail."""
+def audit_review(
+    audit: AuditSink, record: HoldRecord, event: str, member: str, via: str, *, comment: bool = False
+) -> None:
+    """One step of a hold's review (``event``: a decision, release, expire, prune...) in the trail.
+
+    ``comment``: the decider wrote the sender a comment (recorded as given, never its text)."""
     fields: dict[str, JsonValue] = {
         "queue_id": record.reference,
         "review": event,
@@ -44,6 +48,8 @@ def audit_review(audit: AuditSink, record: HoldRecord, event: str, member: str, 
         "policy": record.policy_version,
         "cases": list(record.all_cases),
     }
+    if comment:
+        fields["comment"] = True
     if record.release_queue_id and event == "release":
         fields["release_queue_id"] = record.release_queue_id
     try:

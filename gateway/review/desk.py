@@ -32,7 +32,7 @@ from gateway.policy.reviewers import (
     review_refusal,
     still_eligible,
 )
-from gateway.review import upkeep
+from gateway.review import claims, upkeep
 from gateway.review.auditing import AuditSink, audit_refusal, audit_review
 from gateway.review.inbox import check_reply, refusal
 from gateway.review.letters import (
@@ -48,7 +48,6 @@ from gateway.review.letters import (
 )
 from gateway.review.outgoing import release_message, to_sender
 from gateway.review.reassign import reassign
-from gateway.review.reply_parsing import Command
 from gateway.review.tokens import is_review_address, new_token, reply_address
 from gateway.settings import ReviewSettings
 from gateway.state.holds import Decision, Grant, HeldFinding, HoldRecord, ReviewError, token_hash
@@ -238,10 +237,17 @@ class ReviewDesk:
         checked = check_reply(submission, policy, self.settings, self.store, self.audit)
         if isinstance(checked, Disposition):
             return checked
+        if checked.command.command == "claim":
+            try:
+                lines, claimed = self.claim(checked.reference, checked.actor, policy, via="mail")
+            except ReviewError as exc:
+                return refusal(replies.review_claim_refused(checked.reference, str(exc)))
+            return Disposition(replies.accepted_as(lines), outgoing=tuple(claimed))
+        command = checked.command.command
         result = self.decide(
             checked.reference,
             checked.actor,
-            checked.command.command,
+            command,
             checked.command.reason,
             policy,
             via="mail",
@@ -252,13 +258,24 @@ class ReviewDesk:
             replies.accepted_as(result.lines), outgoing=result.outgoing, hold=submission.queue_id
         )
 
+    # -- claiming (reply or CLI): others see it is taken; nobody is stopped from deciding
+
+    def claim(
+        self, reference: str, actor: Member, policy: CompiledPolicy, *, via: Literal["mail", "cli"]
+    ) -> tuple[tuple[str, ...], list[Outgoing]]:
+        """Record ``actor``'s claim (``gateway.review.claims``): the lines for them, the mails to
+        the other eligible reviewers. Raises ReviewError when the hold is decided or not theirs."""
+        return claims.claim(
+            self.store, self.audit, self.notices(policy), reference, actor, via=via, now=self.clock()
+        )
+
     # -- deciding (reply or CLI)
 
     def decide(
         self,
         reference: str,
         actor: Member,
-        command: Command,
+        command: Literal["approve", "reject", "cancel"],
         reason: str,
         policy: CompiledPolicy,
         *,
@@ -349,7 +366,7 @@ class ReviewDesk:
             self.store.save(record)
             if undo_key is not None:
                 self._undo[undo_key] = _Undo(reference, before, released=outcome is ReviewOutcome.RELEASED)
-        audit_review(self.audit, record, decision.decision, actor.key, via)
+        audit_review(self.audit, record, decision.decision, actor.key, via, comment=bool(reason))
         if outcome is ReviewOutcome.RELEASED:
             audit_review(self.audit, record, "release", actor.key, via)
         log_event(
@@ -417,11 +434,15 @@ class ReviewDesk:
     # -- expiry
 
     def expire_due(self, policy: CompiledPolicy) -> list[Outgoing]:
-        """Mark every held message past its expiry as expired; return the senders' notices.
+        """Mark every held message past its expiry as expired; return the senders' notices, and the
+        reminders to the eligible reviewers of holds about to expire (``gateway.review.claims``).
 
         Nothing is ever sent to the original recipients on expiry.
         """
-        return upkeep.expire_due(self.store, self.audit, self.notices(policy), self.clock())
+        notices = self.notices(policy)
+        now = self.clock()
+        expired = upkeep.expire_due(self.store, self.audit, notices, now)
+        return expired + claims.remind_due(self.store, self.audit, notices, self.settings, now)
 
     def prune_decided(self) -> list[str]:
         """Delete decided holds older than ``decided_retention``: held mail must not stay forever.

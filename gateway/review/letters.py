@@ -59,8 +59,9 @@ def request_letter(
         "To decide, reply to this message (the reply goes to the gateway only, never to the "
         "recipients) with one of these as the first line:",
         "",
-        "    approve",
+        "    approve <an optional comment, which the sender is told>",
         "    reject <the reason, which the sender is told>",
+        "    claim  (tells the other reviewers you are looking at it)",
         "",
         "The reply address works once and only for you. Your mail client shows the gateway's "
         "answer; you also get an e-mail if someone else decided first.",
@@ -132,6 +133,10 @@ def approved_letter(record: HoldRecord, approver: Member) -> Letter:
         f'Your message "{record.subject or "(no subject)"}" (reference {record.reference}) was approved '
         f"by {names} and has been released for delivery to {', '.join(record.release_rcpt_tos)}."
     )
+    comments = [f"{d.name}'s comment: {d.reason}" for d in record.approvals if d.reason]
+    if comments:
+        text += "\n\n" + "\n".join(comments)
+    text += claim_line(record, approver)
     if record.changes:
         text += "\n\nThe gateway changed it as announced:\n" + "\n".join(f"* {c}" for c in record.changes)
     return Letter(
@@ -150,7 +155,7 @@ def rejected_letter(record: HoldRecord, reviewer: Member, reason: str, original:
             "was not sent: "
             f"{reviewer.name} reviewed it and rejected it.",
             "",
-            f"Their reason: {reason}",
+            f"Their reason: {reason}{claim_line(record, reviewer)}",
             "",
             "Your message is attached, so you can change it and send it again.",
         ]
@@ -205,6 +210,14 @@ def already_decided_text(record: HoldRecord) -> str:
 
 def already_decided_letter(record: HoldRecord, to: str, text: str) -> Letter:
     return Letter(NoticeKind.ALREADY_DECIDED, to, f"Already decided: held message {record.reference}", text)
+
+
+def claim_line(record: HoldRecord, decider: Member) -> str:
+    """Who had claimed the hold, when someone other than the decider had (empty otherwise)."""
+    claim = record.claimed_by
+    if claim is None or claim.member == decider.key:
+        return ""
+    return f"\n({claim.name} had claimed it for review.)"
 
 
 def approvers(record: HoldRecord, approver: Member) -> str:

@@ -15,8 +15,9 @@ _QUOTED = re.compile(r"^\s*>")
 _ATTRIBUTION = re.compile(r"^\s*(on .{0,200} wrote:|-----\s*original message\s*-----)\s*$", re.IGNORECASE)
 _COMMAND_WORDS = {"approve": "approve", "approved": "approve", "reject": "reject", "rejected": "reject"}
 _COMMAND_WORDS["cancel"] = "cancel"
+_COMMAND_WORDS["claim"] = "claim"
 
-Command = Literal["approve", "reject", "cancel"]
+Command = Literal["approve", "reject", "cancel", "claim"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,11 @@ def reply_text(content: bytes) -> str:
 
 
 def parse_command(text: str) -> ReplyCommand | None:
-    """The first written line's command: ``approve``, ``reject <reason>`` or ``cancel``.
+    """The first written line's command: ``approve [comment]``, ``reject <reason>``, ``claim`` or ``cancel``.
 
     Case does not matter, trailing punctuation is ignored, quoted text and signatures are never
-    read. A reason may also follow on the next lines (up to a blank line, quote or signature).
+    read. A reason or comment may go on over the next lines (a client wrapping a long line) up to
+    a blank line, quote or signature; words after ``claim`` or ``cancel`` are ignored.
     """
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for index, line in enumerate(lines):
@@ -62,10 +64,12 @@ def parse_command(text: str) -> ReplyCommand | None:
         if command is None:
             return None
         reason = rest.strip().lstrip(":-").strip()
-        if command == "reject" and not reason:
-            following: list[str] = []
+        if command in ("claim", "cancel"):
+            return ReplyCommand(command)  # type: ignore[arg-type]
+        if command in ("approve", "reject"):
+            following: list[str] = [reason] if reason else []
             for more in lines[index + 1 :]:
-                if not more.strip() and not following:
+                if not more.strip() and not following and command == "reject":
                     continue  # blank lines between "reject" and its reason
                 if (
                     not more.strip()

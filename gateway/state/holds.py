@@ -85,6 +85,15 @@ class Decision(_Model):
     via: Literal["mail", "cli", "gateway"]
 
 
+class Claim(_Model):
+    """A reviewer said they are looking at the hold; others may still decide (the committee may need to)."""
+
+    member: str
+    name: str
+    at: float
+    via: Literal["mail", "cli"]
+
+
 class HoldRecord(_Model):
     """``<ref>.json``: everything about one held message but its bytes."""
 
@@ -113,10 +122,17 @@ class HoldRecord(_Model):
     release_queue_id: str | None = None
     released: bool = False  # the release is durably in the spool
     confirmed: bool = False  # the sender was answered 250 (notices and requests are spooled)
+    claims: tuple[Claim, ...] = ()
+    reminded_at: float | None = None  # the eligible reviewers were reminded of the coming expiry
 
     @property
     def approvals(self) -> tuple[Decision, ...]:
         return tuple(d for d in self.decisions if d.decision == "approve")
+
+    @property
+    def claimed_by(self) -> Claim | None:
+        """The first claim: the member the others see as having taken the hold."""
+        return self.claims[0] if self.claims else None
 
     @property
     def all_cases(self) -> tuple[str, ...]:
