@@ -1,0 +1,169 @@
+"""Claims, reminders and comments: who is told what, what the hold and the audit trail keep."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from gateway.decision.policy_screener import PolicyScreener
+from gateway.mail.disposition import Disposition
+from gateway.mail.messages import Outgoing, Submission
+from gateway.review.desk import ReviewDesk
+from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
+from gateway.state.audit_format import JsonValue
+
+POLICY = """\
+organisation:
+  conduct_address: conduct@example.org
+  members:
+    - name: Ada Quill
+      addresses: [ada@example.org]
+    - name: Ben Ink
+      addresses: [ben@example.org]
+    - name: Cy Moss
+      addresses: [cy@example.org]
+rules:
+  - rule: reporter-protection
+    action: hold
+cases:
+  - code: home shelf
+    reporters:
+      - id: quiet heron
+        names: [Jin Park]
+"""
+HELD = (
+    b"From: Ada Quill <ada@example.org>\r\nTo: <olive@example.net>\r\nSubject: The incident\r\n"
+    b"Message-ID: <held-1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n"
+    b"\r\nJin Park reported the incident.\r\n"
+)
+COMMENT = "Fine to send; please keep the dates vague next time"
+
+
+@pytest.fixture
+def screener(tmp_path: Path) -> Iterator[PolicyScreener]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY, encoding="utf-8")
+    settings = GatewaySettings(
+        state_dir=tmp_path / "state",
+        policy=PolicySettings(path=policy),
+        server=ServerSettings(hostname="gateway.example.test"),
+        review=ReviewSettings(expiry=4000.0),
+    )
+    with PolicyScreener.from_settings(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+def events(screener: PolicyScreener) -> list[Mapping[str, JsonValue]]:
+    recorded: list[Mapping[str, JsonValue]] = []
+    desk(screener).audit = recorded.append
+    return recorded
+
+
+def desk(screener: PolicyScreener) -> ReviewDesk:
+    assert screener.review is not None
+    return screener.review
+
+
+def answer(member: str, to: str, text: str, queue_id: str) -> Submission:
+    address = f"{member}@example.org"
+    content = (
+        f"From: <{address}>\r\nTo: <{to}>\r\nSubject: Re: review\r\nMessage-ID: <{queue_id}@x>\r\n"
+        f"Content-Type: text/plain\r\n\r\n{text}\r\n\r\nOn Mon, the gateway wrote:\r\n> approve\r\n"
+    ).encode()
+    return Submission(queue_id, address, (to,), address, content)
+
+
+def reply_to(disposition: Disposition, member: str) -> str:
+    [request] = [m for m in disposition.outgoing if m.rcpt_tos == (f"{member}@example.org",)]
+    match = re.search(rb"^Reply-To: <([^>]+)>", request.content, re.MULTILINE)
+    assert match is not None
+    return match.group(1).decode()
+
+
+def kinds(outgoing: tuple[Outgoing, ...] | list[Outgoing]) -> list[tuple[str, str]]:
+    found = []
+    for message in outgoing:
+        match = re.search(rb"^X-Conduct-Gateway-Notice: (\S+)", message.content, re.MULTILINE)
+        found.append((message.rcpt_tos[0], match.group(1).decode() if match else "message"))
+    return sorted(found)
+
+
+async def hold(screener: PolicyScreener) -> Disposition:
+    submission = Submission("Q1", "ada@example.org", ("olive@example.net",), "ada@example.org", HELD)
+    disposition = await screener.decide(submission)
+    assert screener.stores.holds is not None
+    screener.stores.holds.confirm("Q1")
+    return disposition
+
+
+async def test_a_claim_by_reply_tells_the_other_reviewers_and_is_audited_without_content(
+    screener: PolicyScreener, events: list[Mapping[str, JsonValue]]
+) -> None:
+    held = await hold(screener)
+    claimed = await screener.decide(answer("ben", reply_to(held, "ben"), "Claim.", "R1"))
+    assert claimed.accepted and claimed.reply.lines[0].startswith("Claimed: ")
+    assert kinds(claimed.outgoing) == [("cy@example.org", "claimed")]  # never the sender, never Ben
+    record = desk(screener).store.get("Q1")
+    assert record.status == "held" and record.claimed_by is not None
+    assert record.claimed_by.member == "ben@example.org"
+    assert [e["review"] for e in events] == ["claim"]
+    assert "incident" not in repr(events).lower()
+    again = await screener.decide(answer("cy", reply_to(held, "cy"), "claim", "R2"))
+    assert again.outgoing == () and "Ben Ink claimed message Q1 already" in again.reply.lines[0]
+
+
+async def test_the_sender_cannot_claim_their_own_message(screener: PolicyScreener) -> None:
+    held = await hold(screener)
+    held_notice = [m for m in held.outgoing if m.rcpt_tos == ("ada@example.org",)]
+    address = re.search(rb"^Reply-To: <([^>]+)>", held_notice[0].content, re.MULTILINE)
+    assert address is not None
+    refused = await screener.decide(answer("ada", address.group(1).decode(), "claim", "R1"))
+    assert not refused.accepted and desk(screener).store.get("Q1").claims == ()
+
+
+async def test_another_member_may_decide_a_claimed_hold_and_the_sender_hears_the_comment_and_the_claim(
+    screener: PolicyScreener, events: list[Mapping[str, JsonValue]]
+) -> None:
+    held = await hold(screener)
+    await screener.decide(answer("ben", reply_to(held, "ben"), "claim", "R1"))
+    decided = await screener.decide(answer("cy", reply_to(held, "cy"), f"Approve: {COMMENT}", "R2"))
+    assert decided.accepted
+    [letter] = [m for m in decided.outgoing if m.rcpt_tos == ("ada@example.org",)]
+    text = letter.content.decode()
+    assert f"Cy Moss's comment: {COMMENT}" in " ".join(text.split())
+    assert "(Ben Ink had claimed it for review.)" in text
+    approval = next(e for e in events if e["review"] == "approve")
+    assert approval["comment"] is True
+    assert "vague" not in repr(events)  # the comment's text never reaches the audit trail
+
+
+async def test_the_reminder_reaches_the_reviewers_once_before_expiry_and_survives_a_restart(
+    screener: PolicyScreener, events: list[Mapping[str, JsonValue]]
+) -> None:
+    await hold(screener)
+    record = desk(screener).store.get("Q1")
+    policy = screener.source.policy
+    desk(screener).clock = lambda: record.expires_at - 1001.0  # before the lead time (4000 / 4)
+    assert desk(screener).expire_due(policy) == []
+    desk(screener).clock = lambda: record.expires_at - 999.0
+    reminders = desk(screener).expire_due(policy)
+    assert kinds(reminders) == [("ben@example.org", "review-reminder"), ("cy@example.org", "review-reminder")]
+    assert desk(screener).expire_due(policy) == []  # once per hold
+    restarted = ReviewDesk(desk(screener).store, desk(screener).settings, "gw.example.test", events.append)
+    restarted.clock = lambda: record.expires_at - 10.0
+    assert restarted.expire_due(policy) == []  # recorded on the hold, so a restart does not repeat it
+    assert [e["review"] for e in events] == ["remind"]
+
+
+async def test_reminders_can_be_turned_off(screener: PolicyScreener) -> None:
+    await hold(screener)
+    record = desk(screener).store.get("Q1")
+    off = ReviewDesk(
+        desk(screener).store, ReviewSettings(reminders=False), "gw.example.test", lambda _fields: None
+    )
+    off.clock = lambda: record.expires_at - 10.0
+    assert off.expire_due(screener.source.policy) == []
