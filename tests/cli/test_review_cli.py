@@ -80,6 +80,8 @@ def test_list_columns_never_run_together(config: Path) -> None:
         "IN",
         "SENDER",
         "APPROVALS",
+        "CLAIMED",  # issue 18: who claimed the hold ("-": nobody)
+        "BY",
         "REASONS",
     ]
     reasons_at = lines[0].index("REASONS")
