@@ -257,13 +257,16 @@ def reject(reference: str, member: str, reason: str, config_path: Path | None) -
 @review.command()
 @config_option
 def expire(config_path: Path | None) -> None:
-    """Expire held messages past their time now (the running gateway also does this periodically)."""
+    """Expire held messages past their time now, and send due reminders (the gateway also does this)."""
     settings, policy, state, store = _open_state(config_path)
     with audit_sink(state, AUDIT_EVENT) as sink:
         notices = _desk(state, settings, store, sink).expire_due(policy)
         if notices:
             asyncio.run(spool_outgoing(state.queue.open(), notices))
-    click.echo(f"Expiry checked: {len(notices)} notice(s) to senders of expired messages spooled.")
+    click.echo(
+        f"Expiry checked: {len(notices)} notice(s) spooled "
+        "(to senders of expired messages, and reminders to reviewers of holds about to expire)."
+    )
 
 
 def _when(timestamp: float) -> str:
