@@ -48,6 +48,7 @@ def _register() -> None:
         audit,
         case,
         case_keys,
+        case_upkeep,
         check,
         config,
         consent,
@@ -64,6 +65,8 @@ def _register() -> None:
     case.case.add_command(consent.consent)  # `case consent` (recording and withdrawing): its own module
     case.case.add_command(case_keys.rekey)  # `case rekey` and `case new-key`: the registry's key
     case.case.add_command(case_keys.new_key)
+    for upkeep in (case_upkeep.edit_person, case_upkeep.remove_person, case_upkeep.severity):
+        case.case.add_command(upkeep)  # a case's upkeep: its own module
     main.add_command(case.case)
     main.add_command(review.review)
 
