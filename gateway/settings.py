@@ -321,6 +321,13 @@ class ReviewSettings(Section):
     notices_per_hour: PositiveInt = Field(
         20, description="Per sender: held/warning notices beyond this many an hour are collapsed into one."
     )
+    refusal_notices: bool = Field(
+        True,
+        description=(
+            "Mail a sender whose message the policy refused a short notice saying what to fix (besides "
+            "the 550); never to the null sender or for an auto-submitted message."
+        ),
+    )
     decided_retention: Retention = Field(
         7 * 86400.0,
         description=(

@@ -70,6 +70,7 @@ def open_policy_screener(
         workers=workers,
         audit_later=state.audit,  # what the CLI leaves for us is appended even with review off
         expunger=expunger,
+        refusal_notices=settings.review.refusal_notices,
     )
 
 

@@ -51,12 +51,15 @@ class NoticeKind(StrEnum):
     WARNINGS = "warnings"
     ALREADY_DECIDED = "already-decided"
     SUPPRESSED = "suppressed"
+    REFUSED = "refused"  # what to fix in a refused message (``gateway.decision.refusal_notice``)
 
 
 # Notices that answer one submission each: a flood of submissions must not become a flood of mail.
 # Outcomes of a review (approved, rejected, expired, cancelled) were promised to the sender and are
 # bounded by the number of holds, so they always go out.
-RATE_LIMITED = frozenset({NoticeKind.HELD, NoticeKind.WARNINGS, NoticeKind.ALREADY_DECIDED})
+RATE_LIMITED = frozenset(
+    {NoticeKind.HELD, NoticeKind.WARNINGS, NoticeKind.ALREADY_DECIDED, NoticeKind.REFUSED}
+)
 
 
 @dataclass(frozen=True)

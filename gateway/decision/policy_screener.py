@@ -34,6 +34,7 @@ from gateway.decision.facts import (
 from gateway.decision.notices import warnings_letter
 from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
+from gateway.decision.refusal_notice import false_positive_report, refusal_notice
 from gateway.decision.relay_header import with_relay_header
 from gateway.decision.screening import Accept, Outgoing, Ruling, StatisticsSource, Submission
 from gateway.decision.thread_steps import ThreadStep, ThreadSteps
@@ -101,6 +102,7 @@ class PolicyScreener:
         workers: PolicyWorkers | None = None,
         audit_later: AuditPort | None = None,
         expunger: DueExpunger | None = None,
+        refusal_notices: bool = True,
     ) -> None:
         self.source = source
         self.ledger = ledger
@@ -114,6 +116,9 @@ class PolicyScreener:
         self.audit_later = audit_later
         self._expunger = expunger
         self._pending: OrderedDict[str, DecisionFacts] = OrderedDict()
+        # Mail refused by the policy gets a "what to fix" notice besides the 550 (review.refusal_notices).
+        self.refusal_notices = refusal_notices
+        self._refusal_notices: OrderedDict[str, Outgoing] = OrderedDict()
         # Accepted messages the ledger has not learnt yet.
         self.threads = ThreadSteps(ledger)
         holds = DeskHolds(review, ledger) if review is not None else None
@@ -252,7 +257,9 @@ class PolicyScreener:
     def disposition(self, submission: Submission, verdict: Accept | Reply) -> Disposition:
         """What ``verdict`` (from ``screen``) does: for an acceptance, the records to write once spooled."""
         if not isinstance(verdict, Accept):
-            return refused(verdict)
+            with self._lock:
+                notice = self._refusal_notices.pop(submission.queue_id, None)
+            return refused(verdict) if notice is None else Disposition(verdict, outgoing=(notice,))
         with self._lock:
             facts = self._pending.pop(submission.queue_id, None)
         if verdict.verdict is Ruling.REVIEW:
@@ -299,6 +306,8 @@ class PolicyScreener:
         if verdict.outcome not in (Outcome.DELIVER, Outcome.REWRITE) and not holding:
             self._count(verdict.outcome.value)
             reply = refusal(verdict, submission.queue_id)
+            if verdict.outcome is Outcome.REJECT:
+                self._refusal_notice(submission, policy, verdict, message)
             return self._audit_refusal(
                 submission, reply, verdict.outcome.value, policy.version, findings, message.message_id
             )
@@ -309,6 +318,7 @@ class PolicyScreener:
             self._count(Outcome.REJECT.value)
             log_event(log, "rewrite-impossible", logging.WARNING, queue_id=submission.queue_id)
             reply = rewrite_impossible(verdict, evaluation.rewrite_error or "", submission.queue_id)
+            self._refusal_notice(submission, policy, verdict, message)
             return self._audit_refusal(
                 submission,
                 reply,
@@ -353,6 +363,7 @@ class PolicyScreener:
             self._remember(submission.queue_id, pending)
             return held
         self._remember(submission.queue_id, pending)
+        false_positive_report(self.audit, submission, message)
         return Accept(
             content=content,
             rcpt_tos=rcpt_tos,
@@ -389,6 +400,19 @@ class PolicyScreener:
             )
             return ()
         return (notice,) if notice is not None else ()
+
+    def _refusal_notice(
+        self, submission: Submission, policy: CompiledPolicy, verdict: Verdict, message: ParsedMessage
+    ) -> None:
+        """Prepare the "what to fix" mail for a refused message, for ``disposition`` to spool."""
+        if not self.refusal_notices or self.review is None:
+            return
+        notice = refusal_notice(self.review.notices(policy), policy, submission, verdict, message)
+        if notice is not None:
+            with self._lock:
+                self._refusal_notices[submission.queue_id] = notice
+                while len(self._refusal_notices) > MAX_PENDING:
+                    self._refusal_notices.popitem(last=False)
 
     def accepted(self, submission: Submission, accept: Accept) -> None:
         """Record ``accept`` as ``commit`` does once its messages are spooled (tools and tests)."""
