@@ -344,6 +344,22 @@ def _client_network(value: str) -> str:
         raise ValueError(f"not an IP address or network: {value!r} (e.g. 192.0.2.0/24)") from None
 
 
+class DigestSettings(Section):
+    """The committee digest: counts of what the gateway did, mailed once per period (no content)."""
+
+    period: Literal["off", "daily", "weekly"] = Field(
+        "weekly",
+        description=(
+            "`daily` (each UTC day, sent after midnight UTC), `weekly` (Monday to Sunday, sent on "
+            "Monday after midnight UTC) or `off`."
+        ),
+    )
+    to: tuple[str, ...] = Field(
+        (),
+        description="Committee addresses to send it to (default: the conduct address). Members only.",
+    )
+
+
 class JournalSettings(Section):
     """Journal intake: copies of inbound committee mail from the organisation's mail server.
 
@@ -405,6 +421,7 @@ class GatewaySettings(Section):
     policy: PolicySettings = PolicySettings()
     review: ReviewSettings = ReviewSettings()
     journal: JournalSettings = JournalSettings()
+    digest: DigestSettings = DigestSettings()
     registry: RegistrySettings = RegistrySettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")
     logging: LoggingSettings = LoggingSettings()

@@ -52,6 +52,7 @@ def _register() -> None:
         check,
         config,
         consent,
+        digest,
         expunge,
         queue,
         review,
@@ -59,7 +60,15 @@ def _register() -> None:
         user,
     )
 
-    for command in (serve.serve, config.config, user.user, queue.queue, check.check, audit.audit):
+    for command in (
+        serve.serve,
+        config.config,
+        user.user,
+        queue.queue,
+        check.check,
+        audit.audit,
+        digest.digest,
+    ):
         main.add_command(command)
     case.case.add_command(expunge.expunge)  # `case expunge`: gateway.decision.expunge
     case.case.add_command(consent.consent)  # `case consent` (recording and withdrawing): its own module

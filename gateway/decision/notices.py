@@ -52,6 +52,7 @@ class NoticeKind(StrEnum):
     ALREADY_DECIDED = "already-decided"
     SUPPRESSED = "suppressed"
     REFUSED = "refused"  # what to fix in a refused message (``gateway.decision.refusal_notice``)
+    DIGEST = "digest"  # the committee digest (``gateway.decision.digest``), to the committee
 
 
 # Notices that answer one submission each: a flood of submissions must not become a flood of mail.
@@ -168,7 +169,8 @@ class Notices:
 
     def build(self, letter: Letter, queue_id: str) -> bytes:
         """The complete message (CRLF line ends)."""
-        auto = "auto-generated" if letter.kind is NoticeKind.REVIEW_REQUEST else "auto-replied"
+        generated = (NoticeKind.REVIEW_REQUEST, NoticeKind.DIGEST)
+        auto = "auto-generated" if letter.kind in generated else "auto-replied"
         headers = [
             f"From: {formataddr((GATEWAY_NAME, self.conduct_address))}",
             f"To: <{_clean(letter.to)}>",

@@ -19,6 +19,7 @@ from types import TracebackType
 
 from gateway import replies
 from gateway.decision.commit import DecisionStores, record_accepted
+from gateway.decision.digest import POLICY_EVENT
 from gateway.decision.disposition import Disposition, LedgerStep, acceptance, refused
 from gateway.decision.evaluation import Evaluation, evaluate_submission
 from gateway.decision.expunge import DueExpunger
@@ -128,6 +129,7 @@ class PolicyScreener:
         self._internal_errors = 0
         self._reloads = 0
         self._reload_refusals = 0
+        self._refused_audited = False
         self._evaluation_time = Histogram()
 
     @classmethod
@@ -194,6 +196,15 @@ class PolicyScreener:
                 self._reloads += 1
             elif result is ReloadResult.REFUSED:
                 self._reload_refusals += 1
+        # For the committee digest; a file that stays unreadable is refused at every poll: once.
+        repeated = result is ReloadResult.REFUSED and self._refused_audited
+        if result is not ReloadResult.UNCHANGED and not repeated:
+            self._refused_audited = result is ReloadResult.REFUSED
+            action = "reloaded" if result is ReloadResult.RELOADED else "refused"
+            try:
+                self.audit.append(POLICY_EVENT, {"action": action, "version": self.policy_version})
+            except AuditError as exc:
+                log_event(log, "policy-reload-unrecorded", logging.ERROR, error=str(exc))
         return result
 
     def statistics(self) -> ScreenerStatistics:
