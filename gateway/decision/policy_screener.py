@@ -418,7 +418,7 @@ class PolicyScreener:
         """Prepare the "what to fix" mail for a refused message, for ``disposition`` to spool."""
         if not self.refusal_notices or self.review is None:
             return
-        notice = refusal_notice(self.review.notices(policy), policy, submission, verdict, message)
+        notice = refusal_notice(self.review.notices(policy), policy, submission, verdict)
         if notice is not None:
             with self._lock:
                 self._refusal_notices[submission.queue_id] = notice

@@ -3,8 +3,8 @@
 Besides the 550 in the SMTP session (which many mail clients show poorly, or only as "could not
 send"), the sender gets a letter listing each finding: the rule, where in the message, what kind of
 thing, and the advice. It repeats nothing of the message: no subject, no matched text (findings'
-``private_detail`` never leaves ``check``), only the places and the reference. It threads under the
-refused message (``In-Reply-To``) so the sender's client shows the two together.
+``private_detail`` never leaves ``check``), only the places and the reference. Not even the refused
+message's Message-ID (which can hold a name): it names the message by its reference.
 
 A sender who thinks the refusal was wrong replies to the notice with "false positive" on the first
 line: the reply reaches the committee like any mail to the conduct address, and the screener audits
@@ -43,9 +43,7 @@ _FALSE_POSITIVE = re.compile(r"^\W*false[\s-]+positive\b", re.IGNORECASE)
 _AUTO_SUBMITTED = re.compile(rb"^auto-submitted[ \t]*:[ \t]*(?![ \t]|no\b)", re.IGNORECASE | re.MULTILINE)
 
 
-def refusal_letter(
-    *, to: str, reference: str, message_id: str | None, findings: Sequence[NoticeFinding]
-) -> Letter:
+def refusal_letter(*, to: str, reference: str, findings: Sequence[NoticeFinding]) -> Letter:
     """The letter for a refused message (``findings``: what the sender may see of each)."""
     text = "\n".join(
         [
@@ -68,7 +66,6 @@ def refusal_letter(
         to,
         f"Not sent: what to fix (reference {reference})",
         text,
-        in_reply_to=message_id,
     )
 
 
@@ -94,7 +91,7 @@ def false_positive_of(message: ParsedMessage, first_line: str) -> str | None:
 
 
 def refusal_notice(
-    notices: Notices, policy: CompiledPolicy, submission: Submission, verdict: Verdict, message: ParsedMessage
+    notices: Notices, policy: CompiledPolicy, submission: Submission, verdict: Verdict
 ) -> Outgoing | None:
     """The "what to fix" mail for a refused message, or None (not a member's, automatic, over the
     sender's notice budget, or it could not be built: a notice never changes the refusal itself)."""
@@ -108,7 +105,6 @@ def refusal_notice(
             refusal_letter(
                 to=submission.mail_from,
                 reference=submission.queue_id,
-                message_id=message.message_id,
                 findings=[notice_finding(f) for f in shown],
             )
         )
