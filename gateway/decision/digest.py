@@ -159,9 +159,13 @@ def _count_one(
             counts.expiries += 1
     elif "override" in event:
         counts.overrides[event] += 1
-        counts.override_references.extend(
-            str(fields[key]) for key in _REFERENCE_FIELDS if isinstance(fields.get(key), str | int)
+        # One reference per override: the first of its reference fields (the override helper's
+        # ``reference``; ``queue_id`` only when there is none).
+        found = next(
+            (fields[key] for key in _REFERENCE_FIELDS if isinstance(fields.get(key), str | int)), None
         )
+        if found is not None:
+            counts.override_references.append(str(found))
     elif event == FALSE_POSITIVE_EVENT:
         counts.false_positives.append(str(fields.get("reference", "")))
     elif event == POLICY_EVENT:
