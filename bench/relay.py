@@ -69,8 +69,8 @@ from gateway.errors import ConfigError  # noqa: E402
 from gateway.policy.loader import read_policy  # noqa: E402
 
 try:  # the gateway and Postfix targets are driven by the end-to-end suite's helpers
-    from tests.e2e.gateway_process import GatewayProcess
-    from tests.e2e.postfix import PostfixInstance
+    from tests.e2e.gateway_process import GatewayProcess, conduct_gateway_command
+    from tests.e2e.postfix import PostfixInstance, free_port
 except ModuleNotFoundError as missing:
     raise SystemExit(
         f"bench/relay.py needs the test environment ({missing.name} is not installed): run "
@@ -149,6 +149,7 @@ class Target:
     login: bool
     cc: str | None = None  # an address the message has in Cc and the envelope (the conduct address)
     pid: int | None = None  # the target's root process, for its CPU time
+    other_pids: tuple[int, ...] = ()  # more process trees the target runs (Postfix's milter)
 
 
 class Sink:
@@ -216,6 +217,7 @@ def measure(
     with contextlib.ExitStack() as stack:
         # CPU from the first submission to the last arrival: the clients' logins before are left out.
         sampler = stack.enter_context(CpuSampler(target.pid)) if target.pid is not None else None
+        others = [stack.enter_context(CpuSampler(pid)) for pid in target.other_pids]
         result = run_load(context, spec(count))
         delivered = count - len(result.failures)
         last = sink.wait_for(before + delivered, timeout=300)
@@ -223,7 +225,8 @@ def measure(
     seconds = max(last, result.finished) - result.started
     cpu_ms = None
     if sampler is not None and delivered:
-        spent = sampler.between(result.started, max(last, result.finished))
+        end = max(last, result.finished)
+        spent = sampler.between(result.started, end) + sum(o.between(result.started, end) for o in others)
         cpu_ms = round(spent * 1000 / delivered, 3)
     return Run(
         target=target.name,
@@ -299,6 +302,40 @@ def postfix(sink: Sink) -> Iterator[Target]:
         instance.close()
 
 
+@contextlib.contextmanager
+def postfix_milter(workdir: Path, sink: Sink, policy: Path) -> Iterator[Target]:
+    """Postfix relaying to the sink, every message screened by `conduct-gateway milter` with ``policy``."""
+    milter_port = free_port(HOST)
+    milter = GatewayProcess(
+        workdir / "milter",
+        {
+            "policy": {"path": str(policy.resolve())},
+            "milter": {"listen": f"inet:{milter_port}@{HOST}"},
+            "delivery": {"upstream": {"host": HOST, "port": sink.port, "security": "none"}},
+            "metrics": {"enabled": False},
+        },
+        serve_command=[*conduct_gateway_command(), "milter"],
+    )
+    milter.start()
+    instance = PostfixInstance(
+        relayhost=(HOST, sink.port),
+        extra_main_cf={
+            "smtpd_milters": f"inet:{HOST}:{milter_port}",
+            "milter_default_action": "tempfail",
+            "milter_protocol": "6",
+        },
+    )
+    try:
+        instance.start()
+        master = instance.queue_directory / "pid" / "master.pid"
+        pid = int(master.read_text().split()[0]) if master.exists() else None
+        assert milter.process is not None
+        yield Target("postfix+milter", instance.port, login=False, pid=pid, other_pids=(milter.process.pid,))
+    finally:
+        instance.close()
+        milter.close()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -327,13 +364,19 @@ def main(argv: list[str]) -> int:
         conduct, first_member = policy_people(args.policy)
         args.member = args.member or first_member
         targets.append("gateway+policy")
+        if "postfix" in targets:
+            targets.append("postfix+milter")
     args.member = args.member or MEMBER
     sizes = args.sizes.split(",")
     if "postfix" in targets and os.geteuid() != 0:
         parser.error(
             "the postfix target runs a private Postfix, whose master needs root; use --targets bare,gateway"
         )
-    if unknown := [name for name in targets if name not in ("bare", "gateway", "gateway+policy", "postfix")]:
+    if unknown := [
+        name
+        for name in targets
+        if name not in ("bare", "gateway", "gateway+policy", "postfix", "postfix+milter")
+    ]:
         parser.error(f"unknown target(s): {', '.join(unknown)}")
     if unknown := [size for size in sizes if size not in SIZES]:
         parser.error(f"unknown size(s): {', '.join(unknown)}; use {', '.join(SIZES)}")
@@ -350,6 +393,7 @@ def main(argv: list[str]) -> int:
                 "gateway": lambda: gateway(workdir, sink, "gateway", args.member, None),
                 "gateway+policy": lambda: gateway(workdir, sink, "gateway+policy", args.member, args.policy),
                 "postfix": lambda: postfix(sink),
+                "postfix+milter": lambda: postfix_milter(workdir, sink, args.policy),
             }
             started = [stack.enter_context(factories[name]()) for name in targets]
             if conduct is not None:

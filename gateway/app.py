@@ -28,7 +28,6 @@ from gateway.errors import ConfigError
 from gateway.example_policy import write_example_policy
 from gateway.intake.journal import JournalService
 from gateway.intake.smtp import SubmissionService
-from gateway.intake.tlsfiles import SELF_SIGNED_CERT, server_context
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
 from gateway.netaddr import host_port, is_loopback
@@ -36,6 +35,7 @@ from gateway.review.outgoing import spool_outgoing
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
 from gateway.state.opening import open_state
 from gateway.state.ports import AccountsPort, QueuePort
+from gateway.state.tls import SELF_SIGNED_CERT, server_context
 
 log = logging.getLogger("gateway.app")
 
@@ -389,7 +389,11 @@ class Gateway:
             worker = DeliveryWorker(
                 spool, settings.delivery, hostname=settings.server.hostname, crash_at=settings.crash_at
             )
-        sources = {"spool": spool.statistics, "delivery": worker.statistics, "smtp": service.statistics}
+        sources = {
+            "spool": spool.recent_statistics,
+            "delivery": worker.statistics,
+            "smtp": service.statistics,
+        }
         sources.update(screener.metric_sources())
         # Journal intake: copies of inbound committee mail (started with the listeners below).
         shared_policy = screener.policy_source

@@ -8,7 +8,11 @@
     │   └── CorruptSpoolEntry     an entry on disk cannot be read back; it is moved to corrupt/
     ├── MessageRefused            input is refused on purpose; carries the SMTP reply to send
     ├── LedgerError               the thread ledger cannot be opened or read
+    ├── OverrideError             the override store (tokens, justifications, quotas) cannot be used
     ├── AuditError                the audit trail cannot be opened or appended to (checked by `audit verify`)
+    ├── StateError                the shared state (PostgreSQL) refused an operation
+    │   ├── StateUnavailable      PostgreSQL cannot be reached now (new mail gets 451 4.3.0; retried)
+    │   └── SchemaMismatch        the database's schema is not the one this version runs on (migrate)
     ├── PolicyError               the policy engine failed internally (never a pass: 451)
     │   ├── PolicyWorkerError     a policy worker process failed, died or was stuck with the message (451)
     │   └── EvaluationTooComplex  the message used up its evaluation budget (552 5.3.4: a retry would too)
@@ -79,5 +83,22 @@ class LedgerError(GatewayError):
     """The thread ledger cannot be opened or read."""
 
 
+class OverrideError(GatewayError):
+    """The override store (tokens, justifications, quotas) cannot be opened or written."""
+
+
 class AuditError(GatewayError):
     """The audit trail cannot be opened or appended to."""
+
+
+class StateError(GatewayError):
+    """The shared state (the PostgreSQL backend) refused or failed an operation."""
+
+
+class StateUnavailable(StateError):
+    """PostgreSQL cannot be reached (down, network, pool exhausted): our fault, answered 451 4.3.0."""
+
+
+class SchemaMismatch(StateError):
+    """The database's schema is unknown to this version or not migrated yet (`conduct-gateway state
+    migrate`); a gateway never runs on it."""

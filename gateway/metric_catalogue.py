@@ -58,6 +58,11 @@ CATALOGUE: dict[str, MetricSpec] = {
         "spool_directory_syncs", "Folder fsyncs; one is shared by every commit that waited for it."
     ),
     "spool.file_syncs_total": _counter("spool_file_syncs", "File fsyncs made by the spool."),
+    "spool.transactions_total": _counter(
+        "spool_transactions",
+        "Database transactions the PostgreSQL queue committed; one is shared by every commit that waited "
+        "for it.",
+    ),
     "spool.quarantined_total": _counter("spool_quarantined", "Unreadable spool entries moved to corrupt/."),
     "spool.oldest_age_seconds": _gauge(
         "spool_oldest_message_age_seconds",
@@ -166,6 +171,51 @@ CATALOGUE: dict[str, MetricSpec] = {
     ),
     "policy_workers.waiting": _gauge(
         "policy_workers_waiting", "Messages waiting for an idle policy worker now."
+    ),
+    "shadow.evaluated_total": _counter(
+        "shadow_evaluated",
+        "Messages the shadow policy (policy.shadow) evaluated alongside the policy in force.",
+    ),
+    "shadow.differences_total": _counter(
+        "shadow_differences",
+        "Messages on which the shadow policy's verdict or findings differ from those in force.",
+    ),
+    "shadow.verdict_changes": _counter(
+        "shadow_verdict_changes",
+        "Differences by verdict in force and shadow verdict (e.g. deliver_to_reject; "
+        "the same verdict twice: findings only).",
+        "change",
+    ),
+    "shadow.rule_differences": _counter(
+        "shadow_rule_differences",
+        "Differences by rule whose findings differ (hyphens as underscores).",
+        "rule",
+    ),
+    "shadow.errors_total": _counter(
+        "shadow_errors",
+        "Messages the shadow policy could not evaluate or record (the message was unaffected).",
+    ),
+    "shadow.skipped_total": _counter(
+        "shadow_skipped",
+        "Messages not shadowed: the backlog was full or the shadow policy could not be loaded.",
+    ),
+    "shadow.load_failed": _gauge(
+        "shadow_policy_unusable",
+        "1 while the shadow policy file cannot be loaded (or its last edit was refused).",
+    ),
+    "shadow.backlog": _gauge("shadow_backlog", "Messages waiting for the shadow policy now."),
+    "overrides.granted": _counter(
+        "overrides_granted",
+        "Messages sent with a sender's override of an overridable rule, by rule (hyphens as underscores).",
+        "rule",
+    ),
+    "overrides.refused": _counter(
+        "overrides_refused",
+        "Override attempts not accepted, by reason (no_justification, unknown, used, other_rules, quota).",
+        "reason",
+    ),
+    "overrides.offered_total": _counter(
+        "overrides_offered", "Refusals that offered the sender an override token."
     ),
     "journal.copies_total": _counter("journal_copies", "Copies of inbound committee mail received."),
     "journal.learnt_total": _counter(

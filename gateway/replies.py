@@ -241,6 +241,14 @@ STORE_FAILED = reply(
 
 
 # --- Review: holds that cannot be made, replies to a review address ---------------------------
+REVIEW_NEEDS_LOGIN = reply(
+    550,
+    "5.7.1",
+    "Review decisions are accepted only from a logged-in member: send your reply with your mail "
+    "program's login (authenticated submission), not unauthenticated",
+)
+
+
 def hold_refused(why: str, reference: str) -> Reply:
     """A message the policy holds, but too few members may review it (``why`` names the numbers)."""
     return reply(550, "5.7.1", why, f"Reference: {reference}")
@@ -340,7 +348,7 @@ def accepted_as(lines: Iterable[str]) -> Reply:
     return Reply(250, "2.0.0", tuple(lines))
 
 
-# --- The policy's replies (their texts are composed in gateway.decision.verdict_replies) ---------------
+# --- The policy's replies (their texts are composed in gateway.mail.verdict_replies) ---------------
 def refused_by_policy(lines: Iterable[str]) -> Reply:
     """550 5.7.1: the policy (or a review decision's checks) does not let the message go out."""
     return Reply(550, "5.7.1", tuple(lines))

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -31,45 +25,20 @@ from pydantic import (
 from gateway.crash_points import PATTERN as CRASH_POINT_PATTERN
 from gateway.errors import ConfigError
 from gateway.logs import LogFormat
+from gateway.settings_base import ENV_PREFIX as ENV_PREFIX
+from gateway.settings_base import Port as Port
+from gateway.settings_base import Retention as Retention
+from gateway.settings_base import Seconds as Seconds
+from gateway.settings_base import Section as Section
+from gateway.settings_base import parse_duration as parse_duration
+from gateway.state_settings import PostgresqlSettings as PostgresqlSettings
+from gateway.state_settings import StateSettings
 from gateway.yamlsource import LoadedYaml, load_yaml_file, set_path, validate_yaml
 
-ENV_PREFIX = "CONDUCT_GATEWAY_"
 ENV_NESTING = "__"
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 SYSTEM_CONFIG = Path("/etc/conduct-gateway/gateway.yaml")
 CONFIG_VARIABLE = "CONDUCT_GATEWAY_CONFIG"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> Any:
-    """Accept seconds as a number, or a string such as "45s", "30m", "72h", "5d", "2w"."""
-    if isinstance(value, str):
-        match = _DURATION.match(value.lower())
-        if not match:
-            raise ValueError('use seconds, or a number with a unit: "45s", "30m", "72h", "5d"')
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return value
-
-
-# What the settings file may hold for a duration, for editors reading the JSON Schema.
-_DURATION_SCHEMA = WithJsonSchema(
-    {
-        "anyOf": [
-            {"type": "number", "minimum": 0},
-            {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdwSMHDW]?\s*$"},
-        ],
-        "description": 'Seconds, or a number with a unit: "45s", "30m", "72h", "5d", "2w".',
-    }
-)
-Seconds = Annotated[PositiveFloat, BeforeValidator(parse_duration), _DURATION_SCHEMA]
-Retention = Annotated[NonNegativeFloat, BeforeValidator(parse_duration), _DURATION_SCHEMA]
-Port = Annotated[int, Field(ge=0, le=65535)]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ListenerSettings(Section):
@@ -283,6 +252,14 @@ class PolicySettings(Section):
             "and at most 4; 0 evaluates in the gateway process (no evaluation budget then)."
         ),
     )
+    shadow: Path | None = Field(
+        None,
+        description=(
+            "A candidate policy file evaluated on every message alongside the one in force; it acts on "
+            "nothing: each verdict it would change is recorded in the audit trail and /metrics "
+            "(`shadow-difference`). Omitted: no shadow policy."
+        ),
+    )
     evaluation_budget: Seconds = Field(
         30.0,
         description=(
@@ -408,10 +385,58 @@ class LoggingSettings(Section):
     )
 
 
+class MilterSettings(Section):
+    """Milter mode (`conduct-gateway milter`): the policy inside an existing Postfix or Sendmail."""
+
+    listen: str = Field(
+        "inet:8895@127.0.0.1",
+        pattern=r"^(inet6?:.+|unix:.+)$",
+        description=(
+            "Where the milter listens, as Postfix's `smtpd_milters` names it: `inet:PORT@HOST` or "
+            "`unix:PATH` (a unix socket inside Postfix's chroot when smtpd is chrooted)."
+        ),
+    )
+    unauthenticated: Literal["pass", "screen"] = Field(
+        "pass",
+        description=(
+            "Mail without an authenticated sender (no `{auth_authen}`): `pass` delivers it untouched "
+            "unless its envelope sender is a committee member's address (then it is judged as theirs); "
+            "`screen` judges every message as its envelope sender."
+        ),
+    )
+    on_failure: Literal["tempfail", "accept"] = Field(
+        "tempfail",
+        description=(
+            "When the milter cannot decide (an internal error, `decision_timeout`): `tempfail` has the "
+            "MTA tell the client to retry (nothing passes unscreened); `accept` delivers unscreened."
+        ),
+    )
+    decision_timeout: Seconds = Field(
+        240.0,
+        description="Longest wait for one decision; keep it below Postfix's `milter_content_timeout` (300s).",
+    )
+    idle_timeout: Seconds = Field(
+        3600.0, description="Close an MTA connection that sends nothing for this long."
+    )
+    postsuper: tuple[str, ...] = Field(
+        ("postsuper",),
+        min_length=1,
+        description=(
+            "The command that releases (`-H`) and deletes (`-d`) held messages in Postfix's hold queue; "
+            "it must run as root or the mail system owner, e.g. `[sudo, -n, /usr/sbin/postsuper]`."
+        ),
+    )
+    postfix_config_directory: Path | None = Field(
+        None,
+        description="Postfix's configuration directory, passed as `postsuper -c` (default: Postfix's own).",
+    )
+
+
 class GatewaySettings(Section):
     """config/gateway.yaml. Relative paths are relative to the file's own folder."""
 
     state_dir: Path = Field(Path("../state"), description="Spool, ledger, audit trail, TLS, maildir.")
+    state: StateSettings = StateSettings()
     server: ServerSettings = ServerSettings()
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
@@ -423,6 +448,7 @@ class GatewaySettings(Section):
     journal: JournalSettings = JournalSettings()
     digest: DigestSettings = DigestSettings()
     registry: RegistrySettings = RegistrySettings()
+    milter: MilterSettings = MilterSettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")
     logging: LoggingSettings = LoggingSettings()
     shutdown_grace: NonNegativeFloat = Field(
@@ -463,9 +489,13 @@ class GatewaySettings(Section):
                 }
             )
         maildir = self.delivery.maildir
+        postgresql = self.state.postgresql
+        if postgresql.password_file is not None:
+            postgresql = postgresql.model_copy(update={"password_file": fix(postgresql.password_file)})
         return self.model_copy(
             update={
                 "state_dir": state,
+                "state": self.state.model_copy(update={"postgresql": postgresql}),
                 "tls": self.tls.model_copy(
                     update={
                         "cert_file": fix(self.tls.cert_file) if self.tls.cert_file else None,
@@ -479,7 +509,12 @@ class GatewaySettings(Section):
                         "maildir": maildir if maildir.is_absolute() else state / maildir,
                     }
                 ),
-                "policy": self.policy.model_copy(update={"path": fix(self.policy.path)}),
+                "policy": self.policy.model_copy(
+                    update={
+                        "path": fix(self.policy.path),
+                        "shadow": fix(self.policy.shadow) if self.policy.shadow else None,
+                    }
+                ),
                 "registry": self.registry.model_copy(
                     update={
                         "path": fix(self.registry.path) if self.registry.path else None,

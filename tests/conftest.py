@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -22,6 +23,12 @@ from typing import NoReturn
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# The private PostgreSQL cluster and a fresh database per test (see tests/postgresql.py).
+from tests.postgresql import pg_cluster, pg_database, pg_db, pg_empty_database  # noqa: E402, F401
+
 # The policy the project ships (package data). Tests read this, never policies/default.yaml: that is
 # the admin's own copy, written at first start and edited freely.
 SHIPPED_POLICY = REPO / "gateway" / "data" / "default-policy.yaml"

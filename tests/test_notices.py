@@ -7,7 +7,7 @@ import email.policy
 
 import pytest
 
-from gateway.decision.notices import (
+from gateway.mail.notices import (
     Letter,
     LimitDecision,
     NoticeFinding,

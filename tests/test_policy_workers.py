@@ -48,21 +48,27 @@ def settings(tmp_path: Path) -> GatewaySettings:
 
 
 @pytest.fixture
-def screener(settings: GatewaySettings) -> Iterator[PolicyScreener]:
-    with PolicyScreener.from_settings(settings) as opened:
+async def workers(settings: GatewaySettings) -> AsyncIterator[PolicyWorkers]:
+    pool = PolicyWorkers(settings, 1)
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def screener(settings: GatewaySettings, workers: PolicyWorkers) -> Iterator[PolicyScreener]:
+    """The screener built whole with its worker pool, as the gateway builds it."""
+    with PolicyScreener.from_settings(settings, workers=workers) as opened:
         yield opened
 
 
 @pytest.fixture
-async def workers(settings: GatewaySettings, screener: PolicyScreener) -> AsyncIterator[PolicyWorkers]:
-    pool = PolicyWorkers(settings, 1)
-    await pool.start()
-    screener.workers = pool
-    try:
-        yield pool
-    finally:
-        screener.workers = None
-        await pool.close()
+def in_process(settings: GatewaySettings) -> Iterator[PolicyScreener]:
+    """A screener without workers: it evaluates in its own process."""
+    with PolicyScreener.from_settings(settings) as opened:
+        yield opened
 
 
 async def kill_the_worker(workers: PolicyWorkers) -> None:
@@ -130,27 +136,24 @@ async def test_a_worker_decides_exactly_as_the_gateway_process_does(
     assert kinds == {"accept", "refuse"}
 
 
-async def test_a_worker_on_another_policy_version_hands_the_message_back(
-    settings: GatewaySettings, screener: PolicyScreener
-) -> None:
+async def test_a_worker_on_another_policy_version_hands_the_message_back(settings: GatewaySettings) -> None:
     # The file changes after the gateway loaded it and before the worker starts: the worker
     # loads the new version while the gateway still decides under the old one.
-    settings.policy.path.write_text(POLICY.replace("Jin Park", "Kim Lee"), encoding="utf-8")
     pool = PolicyWorkers(settings, 1)
-    await pool.start()
-    screener.workers = pool
-    try:
-        result = await screener.screen_async(SUBMISSIONS["reject-identity"])
-        assert isinstance(result, Reply)  # judged here, under the version in force: Jin Park protected
-        assert pool.stale == 1
-        # Once the gateway reloads, requests name the new version and the worker answers them.
-        screener.reload()
-        result = await screener.screen_async(SUBMISSIONS["reject-identity"])
-        assert isinstance(result, Accept)
-        assert pool.stale == 1
-    finally:
-        screener.workers = None
-        await pool.close()
+    with PolicyScreener.from_settings(settings, workers=pool) as screener:
+        settings.policy.path.write_text(POLICY.replace("Jin Park", "Kim Lee"), encoding="utf-8")
+        await pool.start()
+        try:
+            result = await screener.screen_async(SUBMISSIONS["reject-identity"])
+            assert isinstance(result, Reply)  # judged here, under the version in force: Jin Park protected
+            assert pool.stale == 1
+            # Once the gateway reloads, requests name the new version and the worker answers them.
+            screener.reload()
+            result = await screener.screen_async(SUBMISSIONS["reject-identity"])
+            assert isinstance(result, Accept)
+            assert pool.stale == 1
+        finally:
+            await pool.close()
 
 
 async def test_a_message_whose_worker_is_stuck_is_deferred_and_the_worker_replaced(
@@ -195,7 +198,7 @@ async def test_while_no_worker_is_alive_the_gateway_evaluates_itself(
 
 
 def test_an_exception_in_a_worker_is_answered_with_its_type_only(
-    settings: GatewaySettings, screener: PolicyScreener, monkeypatch: pytest.MonkeyPatch
+    settings: GatewaySettings, in_process: PolicyScreener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # In-process, because a fault cannot be injected into another process: the worker's side of
     # the protocol. (The gateway's side of an error answer is the stuck-worker test above.)
@@ -265,10 +268,9 @@ def slow_settings(tmp_path: Path) -> GatewaySettings:
 async def test_a_slow_message_holds_up_nobody_and_is_refused_as_too_complex(
     slow_settings: GatewaySettings,
 ) -> None:
-    with PolicyScreener.from_settings(slow_settings) as screener:
-        pool = PolicyWorkers(slow_settings, 2)
-        await pool.start()
-        screener.workers = pool
+    pool = PolicyWorkers(slow_settings, 2)
+    await pool.start()
+    with PolicyScreener.from_settings(slow_settings, workers=pool) as screener:
         try:
             await screener.screen_async(ORDINARY)  # both workers loaded and answering
             slow = asyncio.create_task(screener.screen_async(PATHOLOGICAL))
@@ -280,7 +282,6 @@ async def test_a_slow_message_holds_up_nobody_and_is_refused_as_too_complex(
             assert not slow.done()
             refused = await slow
         finally:
-            screener.workers = None
             await pool.close()
     assert isinstance(refused, Reply)
     assert (refused.code, refused.status) == (552, "5.3.4")
@@ -292,11 +293,11 @@ async def test_a_slow_message_holds_up_nobody_and_is_refused_as_too_complex(
 
 
 async def test_messages_wait_for_an_idle_worker_instead_of_queueing_behind_a_busy_one(
-    settings: GatewaySettings, screener: PolicyScreener
+    settings: GatewaySettings,
 ) -> None:
     pool = PolicyWorkers(settings, 2)
     await pool.start()
-    screener.workers = pool
+    screener = PolicyScreener.from_settings(settings, workers=pool)
     try:
         await asyncio.gather(*(screener.screen_async(SUBMISSIONS["deliver"]) for _ in range(2)))
         [first, _second] = pool.pids()
@@ -311,5 +312,5 @@ async def test_messages_wait_for_an_idle_worker_instead_of_queueing_behind_a_bus
         os.kill(first, signal.SIGCONT)
         assert isinstance(await stuck, Accept)
     finally:
-        screener.workers = None
         await pool.close()
+        screener.close()

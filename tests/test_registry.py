@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway import code_names
+from gateway.code_names import code_words, new_code_name
 from gateway.errors import ConfigError
 from gateway.policy.config import Case
 from gateway.policy.engine import compile_policy
@@ -22,9 +24,7 @@ from gateway.state import registry as registry_module
 from gateway.state.registry import (
     MAGIC,
     CaseRegistry,
-    code_words,
     generate_key,
-    new_code_name,
     parse_key,
     write_key_file,
 )
@@ -367,11 +367,11 @@ def test_code_names_are_two_words_from_the_lists() -> None:
 
 def test_code_names_avoid_collisions(monkeypatch: pytest.MonkeyPatch) -> None:
     picks = iter(["home", "shelf", "home", "shelf", "stunned", "bulb"])
-    monkeypatch.setattr(registry_module.secrets, "choice", lambda _words: next(picks))
+    monkeypatch.setattr(code_names.secrets, "choice", lambda _words: next(picks))
     assert new_code_name({"home shelf"}) == "stunned bulb"
 
 
 def test_code_name_space_exhausted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module.secrets, "choice", lambda _words: "home")
+    monkeypatch.setattr(code_names.secrets, "choice", lambda _words: "home")
     with pytest.raises(ConfigError, match="could not find an unused code name"):
         new_code_name({"home home"})

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.decision.notices import NOTICE_HEADER
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.screening import Accept, Outgoing, Submission
+from gateway.mail.notices import NOTICE_HEADER
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
 from gateway.state.audit import audit_dir

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.decision.verdict_replies import (
+from gateway.mail.verdict_replies import (
     MAX_LINE,
     RELAY_HEADER,
     ascii_text,

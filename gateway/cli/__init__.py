@@ -54,14 +54,19 @@ def _register() -> None:
         consent,
         digest,
         expunge,
+        milter,
+        overrides,
+        policy,
         queue,
         review,
         serve,
+        state,
         user,
     )
 
     for command in (
         serve.serve,
+        milter.milter,
         config.config,
         user.user,
         queue.queue,
@@ -78,6 +83,9 @@ def _register() -> None:
         case.case.add_command(upkeep)  # a case's upkeep: its own module
     main.add_command(case.case)
     main.add_command(review.review)
+    main.add_command(state.state)
+    main.add_command(policy.policy)
+    main.add_command(overrides.override)
 
 
 _register()

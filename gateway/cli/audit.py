@@ -13,9 +13,15 @@ import click
 from gateway.cli import config_option
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
-from gateway.state.audit_format import EXPUNGED, normalise_address, normalise_message_id
-from gateway.state.audit_reading import StoredEntry, digest_matches, read_entries, read_salts, verify
-from gateway.state.opening import open_state
+from gateway.state.audit_format import (
+    EXPUNGED,
+    StoredEntry,
+    digest_matches,
+    normalise_address,
+    normalise_message_id,
+)
+from gateway.state.opening import audit_folder, open_state
+from gateway.state.ports import AuditPort
 
 MAX_PROBLEMS_SHOWN = 50
 VERDICTS = ("deliver", "rewrite", "reject", "hold", "tempfail")
@@ -28,11 +34,19 @@ audit_dir_option = click.option(
 )
 
 
-def _directory(config_path: Path | None, explicit: Path | None) -> Path:
-    directory = explicit if explicit is not None else open_state(load_settings(config_path)).layout.audit
+def _trail(config_path: Path | None, explicit: Path | None) -> tuple[str, AuditPort]:
+    """A name for messages, and the trail: ``--audit-dir``, else the one the settings configure."""
+    if explicit is not None:
+        directory, trail = explicit, audit_folder(explicit)
+    else:
+        settings = load_settings(config_path)
+        state = open_state(settings)
+        if settings.state.backend == "postgresql":
+            return "the shared audit trail (PostgreSQL)", state.audit
+        directory, trail = state.layout.audit, state.audit
     if not directory.is_dir():
         raise ConfigError(f"{directory}: no audit trail here (the gateway has not recorded anything yet?)")
-    return directory
+    return str(directory), trail
 
 
 @click.group()
@@ -49,8 +63,8 @@ def verify_command(audit_dir: Path | None, config_path: Path | None) -> None:
     Exit status 0 when the chain is intact, 1 when it was tampered with (each problem names the
     entry), 2 when the trail cannot be found or read.
     """
-    directory = _directory(config_path, audit_dir)
-    result = verify(directory)
+    directory, trail = _trail(config_path, audit_dir)
+    result = trail.verify()
     if result.ok:
         click.echo(
             f"OK: {result.entries} entries, hash chain intact up to entry {result.last_seq} "
@@ -111,7 +125,7 @@ def _what(fields: Mapping[str, object]) -> str:
 
 
 def _selected(
-    directory: Path,
+    trail: AuditPort,
     *,
     member: str | None,
     case: str | None,
@@ -121,8 +135,8 @@ def _selected(
     message_id: str | None,
     recipient: str | None,
 ) -> Iterator[tuple[StoredEntry, bool]]:
-    salts = read_salts(directory)
-    for entry in read_entries(directory):
+    salts = trail.salts()
+    for entry in trail.entries():
         fields = entry.fields
         if member is not None and str(fields.get("member", "")).lower() != member.lower():
             continue
@@ -174,9 +188,9 @@ def show(
 ) -> None:
     """List recorded decisions, oldest first. Identifying values appear only as salted digests;
     --message-id and --recipient find entries by recomputing them (not after an expunge)."""
-    directory = _directory(config_path, audit_dir)
+    _, trail = _trail(config_path, audit_dir)
     selected = _selected(
-        directory,
+        trail,
         member=member,
         case=case,
         verdict=verdict,

@@ -22,17 +22,16 @@ from gateway.cli import config_option
 from gateway.cli.auditing import record_case_action
 from gateway.cli.check import as_submitted
 from gateway.cli.tables import json_option, output_option, print_created
-from gateway.decision.policy_source import load_policy_for
+from gateway.code_names import new_code_name
+from gateway.decision.policy_source import load_policy_for, write_policy_text
 from gateway.errors import ConfigError, GatewayError
 from gateway.policy.config import IDENTITY_FIELDS, Case, Person, PolicyDocument
-from gateway.policy.loader import RegistryCases, merge_cases, parse_policy_text, read_policy
+from gateway.policy.loader import RegistryCases, merge_cases, read_policy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import ProtectedIdentity
 from gateway.policy.variants import described_forms
 from gateway.settings import GatewaySettings, load_settings
-from gateway.state.files import atomic_write
 from gateway.state.opening import open_state
-from gateway.state.registry import new_code_name
 from gateway.yamlsource import format_loc
 
 
@@ -556,5 +555,4 @@ def _remove_cases_from_policy(path: Path) -> None:
     out = io.StringIO()
     yaml.dump(data, out)
     text = out.getvalue()
-    parse_policy_text(text, path)  # never write a policy the gateway would refuse
-    atomic_write(path, text.encode("utf-8"), mode=path.stat().st_mode & 0o777)
+    write_policy_text(path, text)

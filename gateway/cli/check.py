@@ -17,8 +17,9 @@ from gateway import replies
 from gateway.cli import config_option
 from gateway.decision.evaluation import thread_facts
 from gateway.decision.policy_source import load_compiled_policy
-from gateway.decision.screening import Refuse
-from gateway.decision.verdict_replies import (
+from gateway.errors import ConfigError, GatewayError, LedgerError, PolicyError
+from gateway.intake.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
+from gateway.mail.verdict_replies import (
     change_descriptions,
     change_labels,
     held_lines,
@@ -26,8 +27,6 @@ from gateway.decision.verdict_replies import (
     relay_header,
     rewrite_impossible,
 )
-from gateway.errors import ConfigError, GatewayError, LedgerError, PolicyError
-from gateway.intake.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
 from gateway.policy.engine import CompiledPolicy, evaluate
 from gateway.policy.mime import parse_message
 from gateway.policy.model import (
@@ -193,7 +192,7 @@ def _held(
     return CheckResult(Outcome.HOLD, verdict, thread, envelope.rcpt_tos, (), reply, None, review=plan)
 
 
-def _reply(refused: Refuse) -> Reply:
+def _reply(refused: Reply) -> Reply:
     return replies.multiline(refused.code, refused.status, refused.lines)
 
 

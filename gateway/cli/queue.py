@@ -25,8 +25,8 @@ import click
 
 from gateway.cli import config_option
 from gateway.cli.tables import emit, json_option
-from gateway.decision.notices import NOTICE_HEADER
 from gateway.errors import SpoolError
+from gateway.mail.notices import NOTICE_HEADER
 from gateway.policy.address_header import MalformedAddressHeader, read_mailboxes
 from gateway.settings import load_settings
 from gateway.state.delivery_status import DeliveryStatus

@@ -35,8 +35,7 @@ from gateway.review.desk import ReviewDesk
 from gateway.review.outgoing import spool_outgoing
 from gateway.review.rights import account_check
 from gateway.settings import GatewaySettings, load_settings
-from gateway.state.holds import HoldRecord, ReviewError
-from gateway.state.holds_port import HoldsPort
+from gateway.state.holds_port import HoldRecord, HoldsPort, ReviewError
 from gateway.state.opening import State, open_state
 
 _UNDO_KEY = "cli"

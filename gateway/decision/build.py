@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from gateway.decision.expunge import DueExpunger, Stores
+from gateway.decision.overriding import Overrides
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.policy_source import PolicySource
 from gateway.decision.policy_workers import PolicyWorkers, worker_count
 from gateway.decision.screening import Screener
+from gateway.decision.shadow import ShadowEvaluator
 from gateway.errors import GatewayError
 from gateway.logs import log_event
 from gateway.policy.reviewers import AccountCheck
@@ -51,6 +53,7 @@ def open_policy_screener(
     try:
         store = state.holds.open()
         fingerprints = state.fingerprints.open()
+        overrides = state.overrides.open()
     except GatewayError:
         ledger.close()
         audit.close()
@@ -61,6 +64,12 @@ def open_policy_screener(
         )
     # Cases past their expunge date are expunged by the running gateway, in the review round.
     expunger = DueExpunger(Stores(state, audit=audit), settings.policy.path)
+    shadow = None
+    if settings.policy.shadow is not None:
+        # Loaded on the shadow's own thread: a candidate that cannot be loaded never stops the gateway.
+        shadow = ShadowEvaluator(
+            settings.policy.shadow, state, audit, registry=state.cases, users_file=settings.auth.users_file
+        )
     return PolicyScreener(
         source,
         ledger,
@@ -70,6 +79,8 @@ def open_policy_screener(
         workers=workers,
         audit_later=state.audit,  # what the CLI leaves for us is appended even with review off
         expunger=expunger,
+        shadow=shadow,
+        overrides=Overrides(overrides, audit),
         refusal_notices=settings.review.refusal_notices,
     )
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.decision.notices import Letter, NoticeKind
+from gateway.mail.notices import Letter, NoticeKind
 
 DIGEST_EVENT = "digest"
 POLICY_EVENT = "policy"  # a reload of the policy in force, or a refused one (``action``)

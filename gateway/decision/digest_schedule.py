@@ -27,9 +27,9 @@ from gateway.decision.digest import (
     due,
     last_completed,
 )
-from gateway.decision.notices import Notices
 from gateway.decision.screening import Screener
 from gateway.logs import log_event
+from gateway.mail.notices import Notices
 from gateway.policy.engine import CompiledPolicy
 from gateway.review.outgoing import spool_outgoing
 from gateway.settings import GatewaySettings

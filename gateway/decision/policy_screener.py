@@ -14,13 +14,13 @@ import logging
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from gateway import replies
 from gateway.decision.commit import DecisionStores, record_accepted
 from gateway.decision.digest import POLICY_EVENT
-from gateway.decision.disposition import Disposition, LedgerStep, acceptance, refused
+from gateway.decision.disposition import Disposition, LedgerStep, acceptance, desk_verdict, refused
 from gateway.decision.evaluation import Evaluation, evaluate_submission
 from gateway.decision.expunge import DueExpunger
 from gateway.decision.facts import (
@@ -32,14 +32,19 @@ from gateway.decision.facts import (
     held_findings,
     message_id_of,
 )
-from gateway.decision.notices import warnings_letter
+from gateway.decision.overriding import Explained, Granted, Overrides, granted_line
 from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
-from gateway.decision.refusal_notice import false_positive_report, refusal_notice
+from gateway.decision.refusal_notice import PendingNotices, false_positive_report
 from gateway.decision.relay_header import with_relay_header
 from gateway.decision.screening import Accept, Outgoing, Ruling, StatisticsSource, Submission
+from gateway.decision.shadow import ShadowEvaluator
 from gateway.decision.thread_steps import ThreadStep, ThreadSteps
-from gateway.decision.verdict_replies import (
+from gateway.errors import AuditError, EvaluationTooComplex, PolicyError, PolicyWorkerError
+from gateway.histogram import Histogram, HistogramSnapshot
+from gateway.logs import log_event
+from gateway.mail.notices import warnings_letter
+from gateway.mail.verdict_replies import (
     change_descriptions,
     change_labels,
     evaluation_timed_out,
@@ -49,9 +54,6 @@ from gateway.decision.verdict_replies import (
     tempfail,
     too_complex,
 )
-from gateway.errors import AuditError, EvaluationTooComplex, PolicyError, PolicyWorkerError
-from gateway.histogram import Histogram, HistogramSnapshot
-from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import NO_FINGERPRINTS, Action, ContentFingerprints, Outcome, ParsedMessage, Verdict
@@ -104,6 +106,8 @@ class PolicyScreener:
         audit_later: AuditPort | None = None,
         expunger: DueExpunger | None = None,
         refusal_notices: bool = True,
+        shadow: ShadowEvaluator | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.source = source
         self.ledger = ledger
@@ -112,14 +116,16 @@ class PolicyScreener:
         # Fingerprints of reporters' own words, for protected-content.
         self.fingerprint_store = fingerprint_store
         # Worker processes that evaluate for ``screen_async`` (None: evaluated in-process).
-        self.workers = workers
+        self._workers = workers
         # Where the CLI leaves audit entries while the gateway holds the trail.
         self.audit_later = audit_later
         self._expunger = expunger
+        # A candidate policy evaluated alongside, acting on nothing (``policy.shadow``).
+        self.shadow = shadow
+        # Sender overrides of the rules a policy marks ``overridable`` (None: never offered).
+        self.overrides = overrides
         self._pending: OrderedDict[str, DecisionFacts] = OrderedDict()
-        # Mail refused by the policy gets a "what to fix" notice besides the 550 (review.refusal_notices).
-        self.refusal_notices = refusal_notices
-        self._refusal_notices: OrderedDict[str, Outgoing] = OrderedDict()
+        self.refusal_notices = PendingNotices(refusal_notices)  # "what to fix" mail besides a 550
         # Accepted messages the ledger has not learnt yet.
         self.threads = ThreadSteps(ledger)
         holds = DeskHolds(review, ledger) if review is not None else None
@@ -152,13 +158,22 @@ class PolicyScreener:
     # -- what the gateway runs besides screening ----------------------------------------------------
 
     async def start(self) -> None:
+        if self.shadow is not None:
+            self.shadow.start()
         if self.workers is not None:
             await self.workers.start()
             log_event(log, "policy-workers-started", workers=self.workers.count)
 
     async def stop(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
         if self.workers is not None:
             await self.workers.close()
+
+    @property
+    def workers(self) -> PolicyWorkers | None:
+        """The worker processes given at construction (read only: nothing is set afterwards)."""
+        return self._workers
 
     @property
     def policy_source(self) -> PolicySource:
@@ -176,6 +191,10 @@ class PolicyScreener:
         sources: dict[str, StatisticsSource] = {"policy": self.statistics}
         if self.workers is not None:
             sources["policy_workers"] = self.workers.statistics
+        if self.shadow is not None:
+            sources["shadow"] = self.shadow.statistics
+        if self.overrides is not None:
+            sources["overrides"] = self.overrides.statistics
         return sources
 
     @property
@@ -268,8 +287,7 @@ class PolicyScreener:
     def disposition(self, submission: Submission, verdict: Accept | Reply) -> Disposition:
         """What ``verdict`` (from ``screen``) does: for an acceptance, the records to write once spooled."""
         if not isinstance(verdict, Accept):
-            with self._lock:
-                notice = self._refusal_notices.pop(submission.queue_id, None)
+            notice = self.refusal_notices.take(submission.queue_id)
             return refused(verdict) if notice is None else Disposition(verdict, outgoing=(notice,))
         with self._lock:
             facts = self._pending.pop(submission.queue_id, None)
@@ -295,7 +313,7 @@ class PolicyScreener:
         if self.review is None or not self.review.intercepts(submission, policy):
             return None
         try:
-            return self.review.intercept(submission, policy)
+            return desk_verdict(self.review.intercept(submission, policy), Ruling.REVIEW)
         except ReviewError as exc:
             return replies.refused_by_policy((f"Not accepted: {exc}", f"Reference: {submission.queue_id}"))
         except Exception as exc:
@@ -311,6 +329,11 @@ class PolicyScreener:
         """Reply, hold or accept what the policy decided (``screen``'s second half)."""
         with self._lock:
             self._evaluation_time.observe(evaluation.seconds)
+        if self.shadow is not None:
+            self.shadow.observe(submission, evaluation.verdict)
+        override = self.overrides.consider(submission, policy, evaluation) if self.overrides else None
+        if isinstance(override, Granted):
+            evaluation = override.evaluation
         verdict, message, thread = evaluation.verdict, evaluation.message, evaluation.thread
         findings = finding_records(verdict)
         holding = verdict.outcome is Outcome.HOLD and self.review is not None
@@ -318,7 +341,10 @@ class PolicyScreener:
             self._count(verdict.outcome.value)
             reply = refusal(verdict, submission.queue_id)
             if verdict.outcome is Outcome.REJECT:
-                self._refusal_notice(submission, policy, verdict, message)
+                self.refusal_notices.prepare(self.review, policy, submission, verdict)
+            if isinstance(override, Explained):  # how to override, or why not: above the reference
+                *body, last = reply.lines
+                reply = Reply(reply.code, reply.status, (*body, *override.lines, last))
             return self._audit_refusal(
                 submission, reply, verdict.outcome.value, policy.version, findings, message.message_id
             )
@@ -329,7 +355,7 @@ class PolicyScreener:
             self._count(Outcome.REJECT.value)
             log_event(log, "rewrite-impossible", logging.WARNING, queue_id=submission.queue_id)
             reply = rewrite_impossible(verdict, evaluation.rewrite_error or "", submission.queue_id)
-            self._refusal_notice(submission, policy, verdict, message)
+            self.refusal_notices.prepare(self.review, policy, submission, verdict)
             return self._audit_refusal(
                 submission,
                 reply,
@@ -352,11 +378,12 @@ class PolicyScreener:
         content = with_relay_header(relayed, relay_header(submission.queue_id, labels))
         if holding:
             assert self.review is not None
+            held_as = held_findings(verdict)
             try:
                 held = self.review.hold(
                     submission,
                     policy,
-                    findings=held_findings(verdict),
+                    findings=held_as,
                     changes=change_descriptions(rewrite),
                     release=content,
                     release_rcpt_tos=rcpt_tos,
@@ -367,18 +394,19 @@ class PolicyScreener:
                 )
             except Exception as exc:
                 return self._internal_error(submission, policy.version, type(exc).__name__)
-            if isinstance(held, Reply):
+            if not held.accepted:
                 return self._audit_refusal(
-                    submission, held, Outcome.HOLD.value, policy.version, findings, message.message_id
+                    submission, held.reply, Outcome.HOLD.value, policy.version, findings, message.message_id
                 )
             self._remember(submission.queue_id, pending)
-            return held
+            return desk_verdict(held, Ruling.HOLD, tuple(f"{f.rule}:{f.code}" for f in held_as))
         self._remember(submission.queue_id, pending)
         false_positive_report(self.audit, submission, message)
+        overridden = (granted_line(override),) if isinstance(override, Granted) and override.reference else ()
         return Accept(
             content=content,
             rcpt_tos=rcpt_tos,
-            changes=change_descriptions(rewrite),
+            changes=(*change_descriptions(rewrite), *overridden),
             verdict=Ruling(verdict.outcome.value),
             findings=tuple(f"{d.finding.rule}:{d.finding.code}" for d in verdict.decisions),
             extra=self._warnings_notice(submission, policy, verdict, message),
@@ -396,34 +424,20 @@ class PolicyScreener:
             return ()
         warned = [d for d in held_findings(verdict) if d.action == Action.WARN.value]
         try:
-            notice = self.review.notices(policy).outgoing(
-                warnings_letter(
-                    to=submission.mail_from,
-                    reference=submission.queue_id,
-                    subject=message.subject,
-                    message_id=message.message_id,
-                    findings=[notice_finding(f) for f in warned],
-                )
+            letter = warnings_letter(
+                to=submission.mail_from,
+                reference=submission.queue_id,
+                subject=message.subject,
+                message_id=message.message_id,
+                findings=[notice_finding(f) for f in warned],
             )
+            notice = self.review.notices(policy).outgoing(replace(letter, answering=submission.content))
         except Exception as exc:  # a notice must never stop the message itself
             log_event(
                 log, "notice-failed", logging.ERROR, queue_id=submission.queue_id, error=type(exc).__name__
             )
             return ()
         return (notice,) if notice is not None else ()
-
-    def _refusal_notice(
-        self, submission: Submission, policy: CompiledPolicy, verdict: Verdict, message: ParsedMessage
-    ) -> None:
-        """Prepare the "what to fix" mail for a refused message, for ``disposition`` to spool."""
-        if not self.refusal_notices or self.review is None:
-            return
-        notice = refusal_notice(self.review.notices(policy), policy, submission, verdict)
-        if notice is not None:
-            with self._lock:
-                self._refusal_notices[submission.queue_id] = notice
-                while len(self._refusal_notices) > MAX_PENDING:
-                    self._refusal_notices.popitem(last=False)
 
     def accepted(self, submission: Submission, accept: Accept) -> None:
         """Record ``accept`` as ``commit`` does once its messages are spooled (tools and tests)."""
@@ -567,11 +581,15 @@ class PolicyScreener:
         return reply
 
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.stop()
         self.threads.write()
         self.ledger.close()
         self.audit.close()
         if self.fingerprint_store is not None:
             self.fingerprint_store.close()
+        if self.overrides is not None:
+            self.overrides.store.close()
 
     def __enter__(self) -> PolicyScreener:
         return self

@@ -19,11 +19,12 @@ from gateway.errors import ConfigError, RegistryUnreadable
 from gateway.example_policy import missing_policy_hint
 from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy, FinderFactory, compile_policy
-from gateway.policy.loader import read_policy
+from gateway.policy.loader import parse_policy_text, read_policy
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import IdentityFinder, ProtectedIdentity
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import read_roster
+from gateway.state.files import atomic_write
 from gateway.state.opening import open_state
 from gateway.state.ports import CasesPort
 
@@ -119,6 +120,13 @@ def load_compiled_policy(
     )
     registry_stamp = FileStamp(snapshot.mtime_ns, snapshot.size, snapshot.sha256, inode=snapshot.inode)
     return policy, FileStamp(mtime_ns, size, digest, registry_stamp, users_seen=users_seen, accounts=accounts)
+
+
+def write_policy_text(path: Path, text: str) -> None:
+    """Replace the policy file at ``path`` with ``text`` atomically, keeping its mode; a policy the
+    gateway would refuse is never written (``ConfigError``, as when it is loaded)."""
+    parse_policy_text(text, path)
+    atomic_write(path, text.encode("utf-8"), mode=path.stat().st_mode & 0o777)
 
 
 def _reusing_finder(previous: CompiledPolicy) -> FinderFactory:

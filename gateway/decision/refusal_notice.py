@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from gateway.decision.facts import held_findings
-from gateway.decision.notices import Letter, NoticeFinding, NoticeKind, Notices, finding_lines
 from gateway.decision.screening import Outgoing, Submission
 from gateway.errors import AuditError
 from gateway.header_section import original_headers
 from gateway.logs import log_event
+from gateway.mail.notices import Letter, NoticeFinding, NoticeKind, Notices, finding_lines
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Action, ParsedMessage, Verdict
+from gateway.review.desk import ReviewDesk
 from gateway.review.letters import notice_finding
 from gateway.state.ports import AuditWriterPort
 
@@ -126,3 +129,30 @@ def false_positive_report(audit: AuditWriterPort, submission: Submission, messag
         audit.append(FALSE_POSITIVE_EVENT, {"reference": reference, "queue_id": submission.queue_id})
     except AuditError as exc:  # the message itself is unaffected; the report is logged instead
         log_event(log, "false-positive-unrecorded", logging.ERROR, reference=reference, error=str(exc))
+
+
+class PendingNotices:
+    """Refusal notices prepared by the screener, until the refusal's disposition spools them."""
+
+    def __init__(self, enabled: bool, limit: int = 10_000) -> None:
+        self.enabled = enabled
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._notices: OrderedDict[str, Outgoing] = OrderedDict()
+
+    def prepare(
+        self, review: ReviewDesk | None, policy: CompiledPolicy, submission: Submission, verdict: Verdict
+    ) -> None:
+        """Build the notice for a refused submission (nothing when switched off or review is off)."""
+        if not self.enabled or review is None:
+            return
+        notice = refusal_notice(review.notices(policy), policy, submission, verdict)
+        if notice is not None:
+            with self._lock:
+                self._notices[submission.queue_id] = notice
+                while len(self._notices) > self._limit:  # refusals whose disposition never came
+                    self._notices.popitem(last=False)
+
+    def take(self, queue_id: str) -> Outgoing | None:
+        with self._lock:
+            return self._notices.pop(queue_id, None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.decision.verdict_replies import APPROVED_HEADER, RELAY_HEADER
+from gateway.mail.verdict_replies import APPROVED_HEADER, RELAY_HEADER
 
 
 def _header_block_end(raw: bytes) -> int:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.decision.policy_source import ReloadResult
+from gateway.mail.messages import Outgoing, Submission
 from gateway.policy.model import Outcome
 from gateway.replies import Reply
 
@@ -22,8 +23,17 @@ if TYPE_CHECKING:
     from gateway.decision.disposition import Disposition
     from gateway.decision.policy_source import PolicySource
 
-# A refusal is an SMTP reply like any other: one reply type (kept as a name for the review desk).
-Refuse = Reply
+# Submission and Outgoing live in gateway.mail.messages (the review desk uses them too).
+__all__ = [
+    "Accept",
+    "Outgoing",
+    "PassThrough",
+    "RoundTask",
+    "Ruling",
+    "Screener",
+    "StatisticsSource",
+    "Submission",
+]
 
 StatisticsSource = Callable[[], Any]  # a statistics() snapshot, as gateway.metrics reads them
 
@@ -46,34 +56,6 @@ class Ruling(StrEnum):
     def consumed_by_review(self) -> bool:
         """Whether the review desk confirms (or undoes) what this acceptance prepared."""
         return self in (Ruling.HOLD, Ruling.REVIEW)
-
-
-@dataclass(frozen=True)
-class Submission:
-    """One message as received: envelope, the exact bytes (CRLF line endings), who sent it."""
-
-    queue_id: str
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    authenticated_as: str
-    content: bytes
-    client_address: str = ""
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """A message the gateway itself sends (a notice, a review request, a released held message).
-
-    ``mail_from`` "" is the null sender (like a DSN: nothing bounces back to it). ``essential``
-    messages must be stored for the transaction to succeed; the others (notices) are best effort.
-    """
-
-    queue_id: str
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    content: bytes
-    essential: bool = False
-    authenticated_as: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 
 from gateway.logs import log_event
-from gateway.policy.model import Address, ParsedMessage
+from gateway.mail.disposition import ThreadStep
 from gateway.state.ports import LedgerPort
 
 log = logging.getLogger("gateway.policy")
 
-
-@dataclass(frozen=True)
-class ThreadStep:
-    """A relayed message's place in its thread, as the ledger records it (metadata only)."""
-
-    message_id: str | None
-    in_reply_to: tuple[str, ...]
-    references: tuple[str, ...]
-    from_: tuple[Address, ...]
-    to: tuple[Address, ...]
-    cc: tuple[Address, ...]
-
-    @classmethod
-    def of(cls, message: ParsedMessage, added_cc: tuple[Address, ...] = ()) -> ThreadStep:
-        present = {address.address.lower() for address in message.cc}
-        cc = message.cc + tuple(a for a in added_cc if a.address.lower() not in present)
-        return cls(message.message_id, message.in_reply_to, message.references, message.from_, message.to, cc)
+__all__ = ["ThreadStep", "ThreadSteps", "ledger_failed", "record_step"]
 
 
 def record_step(ledger: LedgerPort, thread: ThreadStep, case: str | None) -> None:

@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 from gateway.histogram import HistogramSnapshot
 from gateway.state.spool import SpoolEnvelope
 
-Outcome = Literal["delivered", "deferred", "failed"]
+RecipientOutcome = Literal["delivered", "deferred", "failed"]
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class RecipientResult:
     """What one attempt achieved for one recipient."""
 
     address: str
-    outcome: Outcome
+    outcome: RecipientOutcome
     reply: str
     remote: str = ""
 
@@ -51,7 +51,7 @@ class Transport(Protocol):
 
 
 ATTEMPT_OUTCOMES = ("delivered", "partial", "deferred", "bounced", "expired", "corrupt")
-RECIPIENT_OUTCOMES: tuple[Outcome, ...] = ("delivered", "deferred", "failed")
+RECIPIENT_OUTCOMES: tuple[RecipientOutcome, ...] = ("delivered", "deferred", "failed")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gateway.delivery.model import AttemptResult, Outcome, RecipientResult
+from gateway.delivery.model import AttemptResult, RecipientOutcome, RecipientResult
 from gateway.delivery.smtp_client import (
     Disconnected,
     ReplyError,
@@ -365,7 +365,7 @@ async def _quit(client: SMTPConnection) -> None:
         client.close()
 
 
-def _classify(code: int) -> Outcome:
+def _classify(code: int) -> RecipientOutcome:
     if 200 <= code < 300:
         return "delivered"
     if 500 <= code < 600:

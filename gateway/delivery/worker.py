@@ -165,7 +165,7 @@ class DeliveryWorker:
                     await _in_thread(self._spool.recover)
                 await self._load_backlog()
             except OSError as exc:
-                raise SpoolError(f"cannot read the spool at {self._spool.root}: {exc}") from exc
+                raise SpoolError(f"cannot read {self._spool.describe()}: {exc}") from exc
             unsubscribe = self._spool.on_commit(self._committed)
             try:
                 async with asyncio.TaskGroup() as group:
@@ -214,13 +214,35 @@ class DeliveryWorker:
         # Mail can reach incoming/ from outside this process: `queue retry`, or a commit elsewhere.
         try:
             found = await _in_thread(self._spool.pending_ids, QueueState.INCOMING)
-        except OSError as exc:
-            log_event(log, "spool_scan_failed", logging.ERROR, error=exc.strerror or str(exc))
+        except (OSError, SpoolError) as exc:
+            error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log_event(log, "spool_scan_failed", logging.ERROR, error=error)
             return
         for queue_id in found:
             plan = self._plan
             if (queue_id not in plan.where or queue_id in plan.due) and queue_id not in self._unrecorded:
                 self._enqueue(queue_id, QueueState.INCOMING)
+        if self._spool.shared:
+            await self._scan_deferred()
+
+    async def _scan_deferred(self) -> None:
+        # A shared queue: deferred mail another instance tried last becomes ours when it stops or
+        # dies (its claims run out), so deferred mail is looked for too, not only at start.
+        try:
+            found = await _in_thread(self._spool.pending_ids, QueueState.DEFERRED)
+            new = [queue_id for queue_id in found if not self._known(queue_id)]
+            due = await _in_thread(_next_attempts, self._spool, new)
+        except (OSError, SpoolError) as exc:
+            log_event(log, "spool_scan_failed", logging.ERROR, error=str(exc))
+            return
+        for queue_id in new:
+            if not self._known(queue_id):  # attempts may have ended meanwhile, rescheduling theirs
+                self._schedule(queue_id, QueueState.DEFERRED, due.get(queue_id, 0.0))
+
+    def _known(self, queue_id: str) -> bool:
+        """Whether this worker has ``queue_id`` in hand: waiting, in flight, or its record pending."""
+        plan = self._plan
+        return queue_id in plan.where or queue_id in plan.active or queue_id in self._unrecorded
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
         settings = self._settings
@@ -263,8 +285,9 @@ class DeliveryWorker:
                 done_retention=self._settings.done_retention,
                 bounced_retention=self._settings.bounced_retention,
             )
-        except OSError as exc:
-            log_event(log, "spool_prune_failed", logging.WARNING, error=exc.strerror or str(exc))
+        except (OSError, SpoolError) as exc:
+            error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log_event(log, "spool_prune_failed", logging.WARNING, error=error)
 
     # -- one attempt
 
@@ -533,7 +556,8 @@ def _redact(reply: str) -> str:
 def _next_attempts(spool: QueuePort, queue_ids: Sequence[str]) -> dict[str, float]:
     due = {}
     for queue_id in queue_ids:
-        with contextlib.suppress(FileNotFoundError, CorruptSpoolEntry):
+        # Gone meanwhile (SpoolError: delivered by another instance, deleted): nothing to schedule.
+        with contextlib.suppress(FileNotFoundError, SpoolError):
             status = spool.find(queue_id).status
             if status is not None:
                 due[queue_id] = status.next_attempt_at

@@ -39,9 +39,8 @@ from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mailing_lists import learnt_list_addresses
 from gateway.policy.mime import parse_message
 from gateway.settings import GatewaySettings, JournalSettings
-from gateway.state.fingerprints import Learnt
 from gateway.state.opening import open_state
-from gateway.state.ports import FingerprintsPort, LedgerPort
+from gateway.state.ports import FingerprintsPort, Learnt, LedgerPort
 
 log = logging.getLogger("gateway.intake.journal")
 

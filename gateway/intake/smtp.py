@@ -43,10 +43,10 @@ from gateway.intake.admission import (
 from gateway.intake.commands import forward_path_problem
 from gateway.intake.connection import READ_CHUNK, SubmissionConnection
 from gateway.intake.events import AUTH_LINE_LIMIT, COMMAND_LINE_LIMIT, LIMIT_REPLIES, MAX_ERRORS
+from gateway.login_throttle import LoginThrottle
 from gateway.logs import log_event
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings
-from gateway.state.accounts import LoginThrottle
 from gateway.state.ports import AccountsPort, QueuePort
 
 __all__ = [
@@ -281,8 +281,11 @@ class SubmissionService:
         """452 4.3.1 if the spool cannot take a message of ``size`` bytes (None: the largest allowed)."""
         limits = self.settings.limits
         needed = limits.max_message_size if size is None else size
+        folder = self.spool.disk_path
+        if folder is None:
+            return None  # not on this host's disk (a database): its own errors answer 451
         try:
-            free = self.free_space(self.spool.root)
+            free = self.free_space(folder)
         except OSError as exc:
             # Not knowing is no reason to refuse: a full disk still fails the commit, with a 451.
             shortage: str | None = None

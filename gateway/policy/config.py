@@ -15,10 +15,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from gateway.policy.audiences import Role
 from gateway.policy.model import IdentityKind
@@ -301,6 +303,20 @@ class When(PolicyModel):
         return roles
 
 
+# Rules that protect identities or protected content: no sender may override their findings, so the
+# schema refuses ``overridable`` on them (a justification never outweighs a reporter's safety).
+NEVER_OVERRIDABLE = frozenset({"reporter-protection", "protected-content", "code-names", "anonymisation"})
+
+
+class OverrideQuota(PolicyModel):
+    """How many overrides of one rule one sender may make in a period."""
+
+    count: Annotated[int, Field(ge=1, le=1000)] = Field(3, description="Overrides allowed per period.")
+    days: Annotated[int, Field(ge=1, le=366)] = Field(
+        7, description="The period, in days (a sliding window)."
+    )
+
+
 class RuleEntryBase(PolicyModel):
     """One rule in force: its name, what its findings lead to, and its options."""
 
@@ -326,6 +342,30 @@ class RuleEntryBase(PolicyModel):
         None,
         description="Limit the rule to messages with recipients of some roles (omitted: every message).",
     )
+    overridable: bool = Field(
+        False,
+        description=(
+            "true lets a committee member send a message this rule refused anyway, with a written "
+            "justification and a one-time token from the refusal (audited, counted, limited by "
+            "`override_quota`). Refused on " + ", ".join(f"`{n}`" for n in sorted(NEVER_OVERRIDABLE)) + "."
+        ),
+    )
+    override_quota: OverrideQuota = Field(
+        default_factory=OverrideQuota,
+        description="Overrides of this rule allowed per sender and period (`count: 3, days: 7` unless set).",
+    )
+
+    @field_validator("overridable", mode="before")
+    @classmethod
+    def _never_for_identities(cls, overridable: object, info: ValidationInfo) -> object:
+        rule = info.data.get("rule")
+        if overridable is not False and rule in NEVER_OVERRIDABLE:
+            raise PydanticCustomError(
+                "never_overridable",
+                f"{rule} protects identities or protected content and can never be overridden by a sender; "
+                "remove `overridable` (a message it refuses must be changed, or go through review)",
+            )
+        return overridable
 
     def action_for(self, code: str) -> RuleAction:
         """The action configured for a finding code."""
@@ -361,8 +401,19 @@ def _entry_model(module: RuleModule) -> type[RuleEntryBase]:
             ),
         ),
         params=(module.Params, params_field),
+        **_never_overridable(module.NAME),
     )
     return model
+
+
+def _never_overridable(rule_name: str) -> dict[str, Any]:
+    """For a rule protecting identities: ``overridable`` can only be false (editors see it too)."""
+    if rule_name not in NEVER_OVERRIDABLE:
+        return {}
+    description = (
+        "Always false: this rule protects identities or protected content; no sender can override it."
+    )
+    return {"overridable": (Literal[False], Field(False, description=description))}
 
 
 ENTRY_MODELS: tuple[type[RuleEntryBase], ...] = tuple(_entry_model(module) for module in RULES)

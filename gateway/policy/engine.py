@@ -468,6 +468,11 @@ def _rewrite_texts(decision: Decision) -> list[str]:
     return [*rewrite.banner_lines, *(mailbox.name for mailbox in rewrite.add_cc if mailbox.name)]
 
 
+def combine(decisions: Iterable[Decision], version: str) -> Verdict:
+    """One verdict from decisions: the most severe outcome, and the rewrites it applies."""
+    return _combine(list(decisions), version)
+
+
 def _combine(decisions: list[Decision], version: str) -> Verdict:
     ordered = tuple(sorted(decisions, key=_decision_order))
     outcome = max(

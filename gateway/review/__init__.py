@@ -8,6 +8,7 @@ periodic work, ``rights`` reads review rights from the users file. The committee
 are pure and live in ``gateway.policy.reviewers``; the hold records and their store in
 ``gateway.state.holds``.
 
-Review may import the policy core, ``state`` and the shell helpers; never ``intake``, ``delivery``,
-``decision`` or ``cli``.
+The desk returns ``Disposition``s (``gateway.mail``) that the decision layer's ``commit`` applies.
+Review may import the policy core, ``mail``, ``state`` and the shell helpers; never ``intake``,
+``delivery``, ``decision`` or ``cli``.
 """

@@ -14,14 +14,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
 from gateway import replies
-from gateway.decision.notices import NoticeKind, NoticeLimiter, NoticeRefused, Notices
-from gateway.decision.screening import Accept, Outgoing, Refuse, Ruling, Submission
 from gateway.logs import log_event
+from gateway.mail.disposition import Disposition
+from gateway.mail.messages import Outgoing, Submission
+from gateway.mail.notices import NoticeKind, NoticeLimiter, NoticeRefused, Notices
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.reviewers import (
     AccountCheck,
@@ -60,7 +61,9 @@ log = logging.getLogger("gateway.review")
 ABANDONED_HOLD_GRACE = 600.0
 
 
-class Outcome(StrEnum):
+class ReviewOutcome(StrEnum):
+    """What a reviewer's decision did to the hold (the ``outcome`` of a ``review-decision`` log event)."""
+
     RELEASED = "released"  # approved by enough members: the release is among the messages to spool
     APPROVAL_RECORDED = "approval-recorded"  # approved, more approvals needed
     REJECTED = "rejected"
@@ -72,7 +75,7 @@ class Outcome(StrEnum):
 class DecisionResult:
     """What a decision did, the messages to spool for it, and the lines to tell the decider."""
 
-    outcome: Outcome
+    outcome: ReviewOutcome
     record: HoldRecord
     outgoing: tuple[Outgoing, ...] = ()
     lines: tuple[str, ...] = ()
@@ -131,13 +134,14 @@ class ReviewDesk:
         cases: Sequence[str] = (),
         required_approvals: int | None = None,
         excluded_reviewers: frozenset[str] = frozenset(),
-    ) -> Accept | Refuse:
+    ) -> Disposition:
         """Keep the message, and prepare the sender's notice and the review requests.
 
         ``cases`` are every case the message concerns: members conflicted on any of them are not
         asked, and the gravest case's severity sets the quorum (``required_approvals`` overrides).
-        The hold is on disk when this returns; the 250 (and ``accepted``) follows once the notices
-        are spooled, or ``not_stored`` removes the hold again.
+        The hold is on disk when this returns (unconfirmed); the disposition's ``hold`` is its
+        transaction key: ``commit`` confirms it (``accepted``) once the notices are spooled, or
+        undoes it (``not_stored``). A hold that cannot be made is a refusal.
         """
         now = self.clock()
         all_cases = tuple(dict.fromkeys((*cases, *((case,) if case else ()))))
@@ -196,9 +200,9 @@ class ReviewDesk:
                 outgoing.append(request)
         notified = submission.mail_from.lower() in notices.committee
         if notified:
-            held = notices.outgoing(
-                held_letter(record, reply_address(self.settings, policy, sender_token), submission.mail_from)
-            )
+            reply_to = reply_address(self.settings, policy, sender_token)
+            letter = held_letter(record, reply_to, submission.mail_from)
+            held = notices.outgoing(replace(letter, answering=submission.content))
             if held is not None:
                 outgoing.append(held)
         else:
@@ -216,14 +220,11 @@ class ReviewDesk:
         log_event(
             log, "held", reference=record.reference, reviewers=len(reviewers), expires=record.expires_at
         )
-        return Accept(
-            content=b"",
+        return Disposition(
+            replies.accepted_as(held_reply(record, notified=notified, sender=submission.mail_from)),
             rcpt_tos=release_rcpt_tos,
-            verdict=Ruling.HOLD,
-            findings=tuple(f"{f.rule}:{f.code}" for f in findings),
-            extra=tuple(outgoing),
-            spool_submission=False,
-            reply_lines=held_reply(record, notified=notified, sender=submission.mail_from),
+            outgoing=tuple(outgoing),
+            hold=submission.queue_id,
         )
 
     # -- intercepting replies
@@ -231,10 +232,11 @@ class ReviewDesk:
     def intercepts(self, submission: Submission, policy: CompiledPolicy) -> bool:
         return any(is_review_address(r, self.settings, policy) for r in submission.rcpt_tos)
 
-    def intercept(self, submission: Submission, policy: CompiledPolicy) -> Accept | Refuse:
-        """A reply to a review address: decide, and answer; never relayed."""
+    def intercept(self, submission: Submission, policy: CompiledPolicy) -> Disposition:
+        """A reply to a review address: decide, and answer; never relayed. The decision is saved
+        when this returns; its ``hold`` transaction key lets ``commit`` confirm or undo it."""
         checked = check_reply(submission, policy, self.settings, self.store, self.audit)
-        if isinstance(checked, Refuse):
+        if isinstance(checked, Disposition):
             return checked
         result = self.decide(
             checked.reference,
@@ -246,13 +248,8 @@ class ReviewDesk:
             token=checked.token,
             undo_key=submission.queue_id,
         )
-        return Accept(
-            content=b"",
-            rcpt_tos=(),
-            verdict=Ruling.REVIEW,
-            extra=result.outgoing,
-            spool_submission=False,
-            reply_lines=result.lines,
+        return Disposition(
+            replies.accepted_as(result.lines), outgoing=result.outgoing, hold=submission.queue_id
         )
 
     # -- deciding (reply or CLI)
@@ -295,7 +292,7 @@ class ReviewDesk:
                     raise ReviewError(f"{why_not}, so they cannot review message {reference}")
                 if any(d.member == actor.key for d in record.approvals):
                     return DecisionResult(
-                        Outcome.APPROVAL_RECORDED,
+                        ReviewOutcome.APPROVAL_RECORDED,
                         record,
                         lines=(
                             f"Already recorded: you approved message {reference} before; nothing changed.",
@@ -318,7 +315,7 @@ class ReviewDesk:
                     policy, record.counted_approvers(), record.all_cases, self.has_account
                 )
                 if len(approvers) < record.required_approvals:
-                    outcome = Outcome.APPROVAL_RECORDED
+                    outcome = ReviewOutcome.APPROVAL_RECORDED
                     lines: tuple[str, ...] = (
                         f"Recorded: your approval of message {reference} "
                         f"({len(approvers)} of {record.required_approvals} approvals needed; it is "
@@ -329,14 +326,14 @@ class ReviewDesk:
                     release_id = Spool.new_queue_id()
                     record = record.model_copy(update={"status": "released", "release_queue_id": release_id})
                     outgoing.append(release_message(self.store, record, actor, release_id))
-                    outcome = Outcome.RELEASED
+                    outcome = ReviewOutcome.RELEASED
                     lines = (
                         f"Approved: message {reference} released for delivery. Thank you for reviewing.",
                     )
                     outgoing += to_sender(notices, approved_letter(record, actor))
             elif command == "reject":
                 record = record.model_copy(update={"status": "rejected"})
-                outcome = Outcome.REJECTED
+                outcome = ReviewOutcome.REJECTED
                 lines = (
                     f"Recorded: message {reference} rejected; the sender is told your reason. "
                     "Nothing was sent.",
@@ -346,14 +343,14 @@ class ReviewDesk:
                 )
             else:
                 record = record.model_copy(update={"status": "cancelled"})
-                outcome = Outcome.CANCELLED
+                outcome = ReviewOutcome.CANCELLED
                 lines = (f"Cancelled: message {reference} withdrawn; it will not be sent.",)
                 outgoing += to_sender(notices, cancelled_letter(record))
             self.store.save(record)
             if undo_key is not None:
-                self._undo[undo_key] = _Undo(reference, before, released=outcome is Outcome.RELEASED)
+                self._undo[undo_key] = _Undo(reference, before, released=outcome is ReviewOutcome.RELEASED)
         audit_review(self.audit, record, decision.decision, actor.key, via)
-        if outcome is Outcome.RELEASED:
+        if outcome is ReviewOutcome.RELEASED:
             audit_review(self.audit, record, "release", actor.key, via)
         log_event(
             log, "review-decision", reference=reference, decision=command, outcome=outcome.value, via=via
@@ -367,7 +364,7 @@ class ReviewDesk:
             notice = self.notices(policy).outgoing(already_decided_letter(record, actor.key, text))
             if notice is not None:
                 outgoing.append(notice)
-        return DecisionResult(Outcome.ALREADY_DECIDED, record, tuple(outgoing), (text,))
+        return DecisionResult(ReviewOutcome.ALREADY_DECIDED, record, tuple(outgoing), (text,))
 
     # -- recovery after a crash
 

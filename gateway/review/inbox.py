@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway import replies
-from gateway.decision.screening import Refuse, Submission
+from gateway.mail.disposition import Disposition, refused
+from gateway.mail.messages import Submission
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.reviewers import Member, member_of
 from gateway.replies import Reply
@@ -26,9 +27,9 @@ class CheckedReply:
     token: str
 
 
-def refusal(reply: Reply) -> Refuse:
-    """``reply`` (built in ``gateway.replies``) as the screener's refusal."""
-    return Refuse(reply.code, reply.status, reply.lines)
+def refusal(reply: Reply) -> Disposition:
+    """The disposition of a refused reply: ``reply`` (built in ``gateway.replies``), nothing spooled."""
+    return refused(reply)
 
 
 def check_reply(
@@ -37,7 +38,7 @@ def check_reply(
     settings: ReviewSettings,
     store: HoldsPort,
     audit: AuditSink,
-) -> CheckedReply | Refuse:
+) -> CheckedReply | Disposition:
     """The decision a reply to a review address carries, or why it is refused (audited where it
     matters: a non-member, an unknown token, self-review, another member's token)."""
     reference = submission.queue_id

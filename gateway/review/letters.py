@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from email.utils import formataddr
 
-from gateway.decision.notices import Letter, NoticeFinding, NoticeKind, finding_lines
-from gateway.decision.verdict_replies import held_lines
+from gateway.mail.notices import Letter, NoticeFinding, NoticeKind, finding_lines
+from gateway.mail.verdict_replies import held_lines
 from gateway.policy.reviewers import Member, Reviewer
 from gateway.state.holds import HeldFinding, HoldRecord
 

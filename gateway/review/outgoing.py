@@ -7,10 +7,10 @@ import logging
 import time
 from collections.abc import Sequence
 
-from gateway.decision.notices import Letter, NoticeRefused, Notices
-from gateway.decision.screening import Outgoing
-from gateway.decision.verdict_replies import APPROVED_HEADER
 from gateway.logs import log_event
+from gateway.mail.messages import Outgoing
+from gateway.mail.notices import Letter, NoticeRefused, Notices
+from gateway.mail.verdict_replies import APPROVED_HEADER
 from gateway.policy.reviewers import Member
 from gateway.review.letters import approvers
 from gateway.state.holds import HoldRecord

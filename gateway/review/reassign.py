@@ -6,9 +6,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from gateway.decision.notices import NoticeRefused, Notices
-from gateway.decision.screening import Outgoing
 from gateway.logs import log_event
+from gateway.mail.messages import Outgoing
+from gateway.mail.notices import NoticeRefused, Notices
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.reviewers import AccountCheck, eligible_reviewers, member_of
 from gateway.review.auditing import AuditSink, audit_review

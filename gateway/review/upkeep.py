@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from gateway.decision.notices import Notices
-from gateway.decision.screening import Outgoing
 from gateway.logs import log_event
+from gateway.mail.messages import Outgoing
+from gateway.mail.notices import Notices
 from gateway.policy.reviewers import Member
 from gateway.review.auditing import AuditSink, audit_review
 from gateway.review.letters import expired_letter

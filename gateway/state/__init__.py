@@ -6,6 +6,6 @@ store; ``open_state(settings)`` (``opening``) returns a ``State`` with one field
 only code that places stores under ``state_dir`` (``layout`` names the files); ``files`` owns atomic
 writes, folder fsyncs, private modes and locks for every file store. Only this package touches
 storage; it may import the policy core's plain data types and the shell helpers (settings, errors,
-logs), never ``intake``, ``decision``, ``review``, ``delivery`` or ``cli`` (one temporary exception:
-the hold store and its records still live in ``review.desk`` until they move here).
+logs), never ``intake``, ``mail``, ``decision``, ``review``, ``delivery`` or ``cli``. ``tls`` keeps the
+self-signed TLS pair under ``state_dir``.
 """

@@ -141,6 +141,79 @@ def _last_line(fd: int) -> tuple[bytes | None, int]:
     return window[before + 1 : end - window_start], end + 1
 
 
+def salt_and_digests(
+    fields: Mapping[str, JsonValue], private: Mapping[str, Digestible] | None
+) -> tuple[bytes, dict[str, JsonValue]]:
+    """A fresh salt and ``private``'s values as digests keyed with it (``ValueError`` on a field
+    name the format reserves)."""
+    reserved = {"seq", "time", "prev", "hash", "event", "digests"} & fields.keys()
+    if reserved:
+        raise ValueError(f"reserved audit field names: {sorted(reserved)}")
+    salt = secrets.token_bytes(SALT_BYTES)
+    digests: dict[str, JsonValue] = {}
+    for name, value in (private or {}).items():
+        if isinstance(value, str | bytes):
+            digests[name] = salted_digest(salt, value)
+        else:
+            digests[name] = [salted_digest(salt, item) for item in value]
+    return salt, digests
+
+
+def chain_entry(
+    seq: int,
+    prev: str,
+    moment: datetime,
+    event: str,
+    fields: Mapping[str, JsonValue],
+    digests: Mapping[str, JsonValue],
+) -> tuple[dict[str, Any], bytes]:
+    """The entry that follows ``prev`` as ``seq`` (with its hash), and its line (newline included)."""
+    entry: dict[str, Any] = {
+        "seq": seq,
+        "time": format_time(moment),
+        "prev": prev,
+        "event": event,
+        **fields,
+        "digests": dict(digests),
+    }
+    # The line is the canonical JSON the hash covers, with the hash added last: one encoding
+    # instead of two (verify parses lines, so their key order is free).
+    canonical = canonical_json(entry)
+    entry["hash"] = hashlib.sha256(canonical).hexdigest()
+    line = b'%s,"hash":"%s"}\n' % (canonical[:-1], entry["hash"].encode("ascii"))
+    return entry, line
+
+
+def decision_fields(record: DecisionRecord) -> tuple[dict[str, JsonValue], dict[str, Digestible]]:
+    """The plain fields and the values kept only as digests of one decision's entry."""
+    findings: list[JsonValue] = [_finding_fields(f) for f in record.findings]
+    rules: list[JsonValue] = [*sorted({f.rule for f in record.findings})]
+    cases: list[JsonValue] = [*sorted({f.case for f in record.findings if f.case})]
+    fields: dict[str, JsonValue] = {
+        "queue_id": record.queue_id,
+        "member": record.member,
+        "verdict": record.verdict,
+        "reply": record.reply,
+        "policy": record.policy_version,
+        "rules": rules,
+        "cases": cases,
+        "findings": findings,
+        "changes": list(record.changes),
+        "recipient_count": len(record.recipients),
+    }
+    if record.error is not None:
+        fields["error"] = record.error
+    secret_values: dict[str, Digestible] = {
+        "recipients": [normalise_address(address) for address in record.recipients],
+        "message": hashlib.sha256(record.message).hexdigest(),
+    }
+    if record.message_id:
+        secret_values["message_id"] = normalise_message_id(record.message_id)
+    if record.relayed is not None:
+        secret_values["relayed"] = hashlib.sha256(record.relayed).hexdigest()
+    return fields, secret_values
+
+
 class AuditTrail:
     """The writer. One per state folder (an exclusive lock keeps a second gateway out)."""
 
@@ -240,32 +313,13 @@ class AuditTrail:
 
         Raises ``AuditError`` if the entry could not be made durable; nothing partial is left.
         """
-        reserved = {"seq", "time", "prev", "hash", "event", "digests"} & fields.keys()
-        if reserved:
-            raise ValueError(f"reserved audit field names: {sorted(reserved)}")
-        salt = secrets.token_bytes(SALT_BYTES)
-        digests: dict[str, JsonValue] = {}
-        for name, value in (private or {}).items():
-            if isinstance(value, str | bytes):
-                digests[name] = salted_digest(salt, value)
-            else:
-                digests[name] = [salted_digest(salt, item) for item in value]
+        salt, digests = salt_and_digests(fields, private)
         with self._mutex:
             if self._closed:
                 raise AuditError(f"{self.directory}: the audit trail is closed")
-            entry: dict[str, Any] = {
-                "seq": self._last_seq + 1,
-                "time": format_time(self._clock()),
-                "prev": self._last_hash,
-                "event": event,
-                **fields,
-                "digests": digests,
-            }
-            # The line is the canonical JSON the hash covers, with the hash added last: one encoding
-            # instead of two (verify parses lines, so their key order is free).
-            canonical = canonical_json(entry)
-            entry["hash"] = hashlib.sha256(canonical).hexdigest()
-            line = b'%s,"hash":"%s"}\n' % (canonical[:-1], entry["hash"].encode("ascii"))
+            entry, line = chain_entry(
+                self._last_seq + 1, self._last_hash, self._clock(), event, fields, digests
+            )
             self._append_line(self._log_fd, line, LOG_NAME)
             self._last_seq = entry["seq"]
             self._last_hash = entry["hash"]
@@ -293,32 +347,7 @@ class AuditTrail:
 
     def record_decision(self, record: DecisionRecord) -> AuditEntry:
         """Append one decision (see ``DecisionRecord``)."""
-        findings: list[JsonValue] = [_finding_fields(f) for f in record.findings]
-        rules: list[JsonValue] = [*sorted({f.rule for f in record.findings})]
-        cases: list[JsonValue] = [*sorted({f.case for f in record.findings if f.case})]
-        fields: dict[str, JsonValue] = {
-            "queue_id": record.queue_id,
-            "member": record.member,
-            "verdict": record.verdict,
-            "reply": record.reply,
-            "policy": record.policy_version,
-            "rules": rules,
-            "cases": cases,
-            "findings": findings,
-            "changes": list(record.changes),
-            "recipient_count": len(record.recipients),
-        }
-        if record.error is not None:
-            fields["error"] = record.error
-        secret_values: dict[str, Digestible] = {
-            "recipients": [normalise_address(address) for address in record.recipients],
-            "message": hashlib.sha256(record.message).hexdigest(),
-        }
-        if record.message_id:
-            secret_values["message_id"] = normalise_message_id(record.message_id)
-        if record.relayed is not None:
-            secret_values["relayed"] = hashlib.sha256(record.relayed).hexdigest()
-        return self.append("decision", fields, secret_values)
+        return self.append("decision", *decision_fields(record))
 
     def forget_salts(self, seqs: Iterable[int]) -> int:
         """Delete the salts of these entries (expunge): their digests can no longer be linked to

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -88,3 +89,40 @@ def normalise_address(address: str) -> str:
 def normalise_message_id(value: str) -> str:
     """Message-IDs are digested without angle brackets and folding whitespace."""
     return "".join(value.split()).strip("<>")
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry read back from the log, with its line number."""
+
+    line: int
+    fields: Mapping[str, Any]
+
+    @property
+    def seq(self) -> int:
+        value = self.fields.get("seq")
+        return value if isinstance(value, int) else -1
+
+    @property
+    def time(self) -> datetime | None:
+        value = self.fields.get("time")
+        if not isinstance(value, str):
+            return None
+        try:
+            return parse_time(value)
+        except ValueError:
+            return None
+
+
+def digest_matches(entry: StoredEntry, salt: bytes | None, name: str, value: str) -> bool:
+    """Does the entry's digest ``name`` (or one of a list of them) correspond to ``value``?"""
+    if salt is None:
+        return False
+    digests = entry.fields.get("digests")
+    if not isinstance(digests, dict):
+        return False
+    stored = digests.get(name)
+    wanted = salted_digest(salt, value)
+    if isinstance(stored, list):
+        return wanted in stored
+    return stored == wanted

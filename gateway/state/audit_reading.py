@@ -7,34 +7,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from gateway.state.audit_format import GENESIS, LOG_NAME, SALTS_NAME, entry_hash, parse_time, salted_digest
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """An entry read back from the log, with its line number."""
-
-    line: int
-    fields: Mapping[str, Any]
-
-    @property
-    def seq(self) -> int:
-        value = self.fields.get("seq")
-        return value if isinstance(value, int) else -1
-
-    @property
-    def time(self) -> datetime | None:
-        value = self.fields.get("time")
-        if not isinstance(value, str):
-            return None
-        try:
-            return parse_time(value)
-        except ValueError:
-            return None
+from gateway.state.audit_format import GENESIS, LOG_NAME, SALTS_NAME, entry_hash
+from gateway.state.audit_format import StoredEntry as StoredEntry  # read back by this module
+from gateway.state.audit_format import digest_matches as digest_matches
 
 
 def read_entries(directory: Path) -> Iterator[StoredEntry]:
@@ -72,9 +49,14 @@ def read_salts(directory: Path) -> dict[int, bytes | None]:
 def entries_about(directory: Path, case: str, queue_ids: Iterable[str] = ()) -> list[int]:
     """The seqs of every entry that refers to ``case`` (in ``cases`` or a finding) or to one of
     ``queue_ids`` (as ``queue_id`` or ``release_queue_id``): what expunging a case forgets."""
+    return select_about(read_entries(directory), case, queue_ids)
+
+
+def select_about(entries: Iterable[StoredEntry], case: str, queue_ids: Iterable[str] = ()) -> list[int]:
+    """``entries_about`` over entries from any backend."""
     wanted = set(queue_ids)
     found = []
-    for entry in read_entries(directory):
+    for entry in entries:
         fields = entry.fields
         cases = fields.get("cases")
         findings = fields.get("findings")
@@ -89,20 +71,6 @@ def entries_about(directory: Path, case: str, queue_ids: Iterable[str] = ()) -> 
         ):
             found.append(entry.seq)
     return found
-
-
-def digest_matches(entry: StoredEntry, salt: bytes | None, name: str, value: str) -> bool:
-    """Does the entry's digest ``name`` (or one of a list of them) correspond to ``value``?"""
-    if salt is None:
-        return False
-    digests = entry.fields.get("digests")
-    if not isinstance(digests, dict):
-        return False
-    stored = digests.get(name)
-    wanted = salted_digest(salt, value)
-    if isinstance(stored, list):
-        return wanted in stored
-    return stored == wanted
 
 
 @dataclass(frozen=True)
@@ -139,40 +107,49 @@ def _ranges(numbers: Iterable[int]) -> list[str]:
 def verify(directory: Path) -> Verification:
     """Check the chain and the checkpoint; name every edited, reordered, deleted or cut entry."""
     checkpoint = _read_checkpoint(directory)
-    problems: list[str] = []
     log_path = directory / LOG_NAME
+    if not log_path.exists():
+        return verify_lines((), checkpoint)
+    with log_path.open("rb") as handle:
+        return verify_lines(enumerate(handle, start=1), checkpoint)
+
+
+def verify_lines(
+    lines: Iterable[tuple[int, bytes]], checkpoint: tuple[list[tuple[int, str]], list[str]] | None
+) -> Verification:
+    """``verify`` over numbered lines (each ending in a newline) and the checkpoint's (seq, hash)
+    pairs, wherever they are kept (a file, or rows of a database)."""
+    problems: list[str] = []
     stored_hash: dict[int, str] = {}
     prev_of: dict[int, str] = {}
     line_of: dict[int, int] = {}
     order: list[int] = []
     count = 0
-    if log_path.exists():
-        with log_path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.endswith(b"\n"):
-                    problems.append(f"line {number}: incomplete last line (the file was cut mid-entry)")
-                    continue
-                try:
-                    fields = json.loads(raw)
-                except ValueError:
-                    problems.append(f"line {number}: not a readable entry (edited)")
-                    continue
-                seq = fields.get("seq") if isinstance(fields, dict) else None
-                if not isinstance(seq, int) or not isinstance(fields.get("hash"), str):
-                    problems.append(f"line {number}: entry without seq or hash (edited)")
-                    continue
-                count += 1
-                if seq in line_of:
-                    problems.append(
-                        f"entry {seq} (line {number}): appears twice (also line {line_of[seq]}): duplicated"
-                    )
-                    continue
-                if entry_hash(fields) != fields["hash"]:
-                    problems.append(f"entry {seq} (line {number}): content does not match its hash (edited)")
-                line_of[seq] = number
-                stored_hash[seq] = fields["hash"]
-                prev_of[seq] = str(fields.get("prev"))
-                order.append(seq)
+    for number, raw in lines:
+        if not raw.endswith(b"\n"):
+            problems.append(f"line {number}: incomplete last line (the file was cut mid-entry)")
+            continue
+        try:
+            fields = json.loads(raw)
+        except ValueError:
+            problems.append(f"line {number}: not a readable entry (edited)")
+            continue
+        seq = fields.get("seq") if isinstance(fields, dict) else None
+        if not isinstance(seq, int) or not isinstance(fields.get("hash"), str):
+            problems.append(f"line {number}: entry without seq or hash (edited)")
+            continue
+        count += 1
+        if seq in line_of:
+            problems.append(
+                f"entry {seq} (line {number}): appears twice (also line {line_of[seq]}): duplicated"
+            )
+            continue
+        if entry_hash(fields) != fields["hash"]:
+            problems.append(f"entry {seq} (line {number}): content does not match its hash (edited)")
+        line_of[seq] = number
+        stored_hash[seq] = fields["hash"]
+        prev_of[seq] = str(fields.get("prev"))
+        order.append(seq)
     highest = max(order, default=0)
     for position in range(1, len(order)):
         if order[position] < max(order[:position]):

@@ -40,7 +40,7 @@ from gateway.state.layout import StateLayout
 
 log = logging.getLogger("gateway.state.holds")
 
-_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 Status = Literal["held", "released", "rejected", "cancelled", "expired"]
 
@@ -159,7 +159,7 @@ class HoldStore:
         return cls(StateLayout(state_dir).holds)
 
     def _path(self, reference: str, suffix: str) -> Path:
-        if not _REFERENCE.match(reference):
+        if not REFERENCE.match(reference):
             raise ReviewError(f"{reference!r} is not a hold reference (see: conduct-gateway review list)")
         return self.root / f"{reference}.{suffix}"
 

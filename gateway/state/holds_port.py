@@ -1,16 +1,17 @@
 """The holds port: held messages with their review tokens (Mailman's pendings: add, confirm, evict).
 
-A module of its own while the hold records still live in the review package (issue 15 moves them
-into the state layer): only ``open_state`` needs it, so the other ports do not reach the review code.
+With the port come the hold's record types and ``ReviewError``, so the CLI names them without
+reaching into the file store (``gateway.state.holds``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from gateway.state.holds import Grant, HoldRecord
+from gateway.state.holds import Grant, HoldRecord, ReviewError
+
+__all__ = ["Grant", "HoldRecord", "HoldsPort", "ReviewError"]
 
 
 class HoldsPort(Protocol):

@@ -14,6 +14,7 @@ HOLDS_DIRNAME = "holds"
 AUDIT_DIRNAME = "audit"
 LEDGER_FILENAME = "ledger.sqlite3"
 FINGERPRINTS_FILENAME = "fingerprints.sqlite3"
+OVERRIDES_FILENAME = "overrides.sqlite3"
 FINGERPRINT_KEY_FILENAME = "fingerprints.key"
 REGISTRY_DIRNAME = "registry"
 REGISTRY_NAME = "cases.registry"
@@ -65,6 +66,10 @@ class StateLayout:
     @property
     def fingerprints(self) -> Path:
         return self.root / FINGERPRINTS_FILENAME
+
+    @property
+    def overrides(self) -> Path:
+        return self.root / OVERRIDES_FILENAME
 
     @property
     def fingerprint_key(self) -> Path:

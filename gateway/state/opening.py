@@ -9,7 +9,7 @@ needs, and read-only commands can run beside the gateway.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -19,8 +19,9 @@ from gateway.state.audit_later import FileAudit
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.holds import HoldStore
 from gateway.state.holds_port import HoldsPort
-from gateway.state.layout import StateLayout
+from gateway.state.layout import AUDIT_LATER_DIRNAME, StateLayout
 from gateway.state.ledger import Ledger
+from gateway.state.overrides import OverrideStore
 from gateway.state.ports import (
     AccountsPort,
     AuditPort,
@@ -29,6 +30,7 @@ from gateway.state.ports import (
     LedgerOpener,
     LedgerPort,
     Opener,
+    OverridesPort,
     QueuePort,
 )
 from gateway.state.registry import CaseRegistry
@@ -49,6 +51,7 @@ class State:
     cases: CasesPort
     accounts: Opener[AccountsPort]
     layout: StateLayout  # the files backend's paths (TLS material, messages naming a folder)
+    overrides: Opener[OverridesPort]
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,50 @@ class _FileLedger:
         return Ledger.open_read_only(self.path)
 
 
+def _override_store(path: Path) -> OverridesPort:
+    return OverrideStore.open(path)
+
+
 def _hold_store(path: Path) -> HoldsPort:
     return HoldStore(path)
 
 
 def open_state(settings: GatewaySettings) -> State:
     """The gateway's stores, as the settings place them (nothing is created or locked yet)."""
+    files = _open_files_state(settings)
+    if settings.state.backend == "postgresql":
+        return _open_postgresql_state(settings, files)
+    return files
+
+
+def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
+    """The PostgreSQL backend: the queue, the holds, the audit trail, the ledger, the case registry
+    and the fingerprints. Not yet in PostgreSQL (still files under ``state_dir``): accounts (the
+    policy reads the roster from the users file itself, so accounts move only together with that
+    read)."""
+    from gateway.state.postgresql.audit import PostgresqlAudit
+    from gateway.state.postgresql.opening import (
+        DatabaseSource,
+        HoldsOpener,
+        PostgresqlFingerprintsOpener,
+        PostgresqlLedgerOpener,
+        QueueOpener,
+    )
+    from gateway.state.postgresql.registry import PostgresqlCaseRegistry
+
+    source = DatabaseSource(settings.state.postgresql)
+    return replace(
+        files,
+        queue=QueueOpener(source),
+        holds=HoldsOpener(source),
+        audit=PostgresqlAudit(source),
+        ledger=PostgresqlLedgerOpener(source),
+        cases=PostgresqlCaseRegistry(settings, source),
+        fingerprints=PostgresqlFingerprintsOpener(source, files.layout.fingerprint_key),
+    )
+
+
+def _open_files_state(settings: GatewaySettings) -> State:
     layout = StateLayout(settings.state_dir)
     queue: _FileOpener[QueuePort] = _FileOpener(layout.spool, Spool)
     holds: _FileOpener[HoldsPort] = _FileOpener(layout.holds, _hold_store)
@@ -111,4 +152,10 @@ def open_state(settings: GatewaySettings) -> State:
         cases=CaseRegistry.from_settings(settings),
         accounts=accounts,
         layout=layout,
+        overrides=_FileOpener(layout.overrides, _override_store),
     )
+
+
+def audit_folder(directory: Path) -> AuditPort:
+    """The audit trail in ``directory``, read where it lies (``audit --audit-dir``: a backup copy too)."""
+    return FileAudit(directory, later=directory.parent / AUDIT_LATER_DIRNAME)

@@ -34,7 +34,8 @@ from gateway.policy.model import (
 from gateway.state.audit import AuditEntry, DecisionRecord
 from gateway.state.audit_format import Digestible, JsonValue
 from gateway.state.audit_reading import StoredEntry, Verification
-from gateway.state.fingerprints import Learnt
+from gateway.state.fingerprints import Learnt as Learnt  # named by the journal: it reports what was learnt
+from gateway.state.overrides import OverrideRecord, Redemption
 from gateway.state.registry import RegistryKey, RegistrySnapshot
 from gateway.state.spool import (
     DeliveryStatus,
@@ -79,8 +80,19 @@ class QueuePort(Protocol):
     """The spool: accepted messages waiting for delivery, and their per-recipient status."""
 
     @property
-    def root(self) -> Path:
-        """Where the queue lives, for the intake's free-space check and messages (files backend)."""
+    def disk_path(self) -> Path | None:
+        """The folder on this host's disk the queue fills, for the intake's free-space check; None
+        when the queue is elsewhere (a database)."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether other gateway instances deliver from this queue too (each message is then claimed
+        by one of them before an attempt, and the worker looks for the others' pending work)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the queue is, in plain words for messages ("the spool at /var/lib/...")."""
         ...
 
     @staticmethod
@@ -96,15 +108,25 @@ class QueuePort(Protocol):
 
     async def run_with_next_batch(self, task: Callable[[], None]) -> None: ...
 
-    def delivery_lock(self) -> contextlib.AbstractContextManager[None]: ...
+    def delivery_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while this process delivers: exclusive on the files queue; on a shared queue it keeps
+        this instance's claims alive (and gives them up when it ends)."""
+        ...
 
     def recover(self) -> RecoveryReport: ...
 
-    def pending_ids(self, state: QueueState) -> list[str]: ...
+    def pending_ids(self, state: QueueState) -> list[str]:
+        """Queue ids in a pending state that this process may deliver, oldest first."""
+        ...
 
     def locate(self, queue_id: str) -> QueueState | None: ...
 
-    async def read(self, queue_id: str, state: QueueState) -> SpoolMessage: ...
+    async def read(self, queue_id: str, state: QueueState) -> SpoolMessage:
+        """The message for an attempt (on a shared queue, claimed for this instance).
+
+        FileNotFoundError if it is not in ``state`` (or another instance holds it);
+        CorruptSpoolEntry if it cannot be read back whole."""
+        ...
 
     async def write_status(self, queue_id: str, status: DeliveryStatus) -> None: ...
 
@@ -129,6 +151,11 @@ class QueuePort(Protocol):
     def delete(self, queue_id: str) -> QueueState: ...
 
     def statistics(self) -> SpoolStatistics: ...
+
+    def recent_statistics(self) -> SpoolStatistics:
+        """For ``/metrics`` on the event loop: never waits on a network (a database queue serves
+        its last count and counts again in the background)."""
+        ...
 
 
 # -- the audit trail -----------------------------------------------------------------------------------
@@ -286,6 +313,31 @@ class FingerprintsPort(Closing, Protocol):
     def cases(self) -> dict[str, int]: ...
 
     def statistics(self) -> IndexStatistics: ...
+
+
+# -- overrides -----------------------------------------------------------------------------------------
+
+
+class OverridesPort(Closing, Protocol):
+    """One-time override tokens and the overrides made with them (``gateway.state.overrides``)."""
+
+    def issue(self, token: str, sender: str, rules: tuple[str, ...], now: float) -> None: ...
+
+    def redeem(
+        self,
+        token: str,
+        *,
+        sender: str,
+        message: str,
+        rules: tuple[str, ...],
+        justification: str,
+        quotas: Mapping[str, tuple[int, float]],
+        now: float,
+    ) -> Redemption: ...
+
+    def find(self, reference: str) -> OverrideRecord | None: ...
+
+    def since(self, when: float) -> list[OverrideRecord]: ...
 
 
 # -- case registry, accounts ----------------------------------------------------------------------------

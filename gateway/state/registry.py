@@ -25,15 +25,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import functools
 import hashlib
 import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -289,19 +287,24 @@ class CaseRegistry:
         self.update(lambda _current: cases)
 
     def _write(self, cases: Sequence[Case], key: RegistryKey) -> None:
-        document: dict[str, Any] = {
-            "format": FORMAT,
-            "cases": [case.model_dump(mode="json") for case in cases],
-        }
-        plain = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        plain += b" " * (-len(plain) % PAD_TO)  # JSON ignores trailing blanks
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        data = MAGIC + nonce + AESGCM(key.secret).encrypt(nonce, plain, MAGIC)
+        data = encrypt_cases(cases, key)
         try:
             private_directory(self.path.parent)
             atomic_write(self.path, data)
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot write the case registry: {exc.strerror}") from None
+
+
+def encrypt_cases(cases: Sequence[Case], key: RegistryKey) -> bytes:
+    """The registry's bytes for ``cases``: ``MAGIC || nonce || AES-256-GCM(padded JSON)``."""
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "cases": [case.model_dump(mode="json") for case in cases],
+    }
+    plain = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    plain += b" " * (-len(plain) % PAD_TO)  # JSON ignores trailing blanks
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return MAGIC + nonce + AESGCM(key.secret).encrypt(nonce, plain, MAGIC)
 
 
 KEY_ADVICE = (
@@ -316,34 +319,3 @@ def registry_path(settings: GatewaySettings) -> Path:
     if settings.registry.path is not None:
         return settings.registry.path
     return StateLayout(settings.state_dir).registry
-
-
-# -- code names --------------------------------------------------------------------------------------
-
-
-@functools.cache
-def code_words() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The shipped word lists (adjectives, nouns) that code names are made of."""
-    text = resources.files("gateway").joinpath("data/words.txt").read_text(encoding="utf-8")
-    lists: dict[str, list[str]] = {"adjectives": [], "nouns": []}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = lists[line[1:-1]]
-        elif current is not None:
-            current.append(line)
-    return tuple(lists["adjectives"]), tuple(lists["nouns"])
-
-
-def new_code_name(taken: Iterable[str], *, joiner: str = " ") -> str:
-    """A random two-word code name ("home shelf"; "quiet-heron" with ``joiner="-"``) not in ``taken``."""
-    adjectives, nouns = code_words()
-    used = {name.casefold() for name in taken}
-    for _attempt in range(1000):
-        name = f"{secrets.choice(adjectives)}{joiner}{secrets.choice(nouns)}"
-        if name not in used:
-            return name
-    raise ConfigError("could not find an unused code name; give one explicitly")

@@ -145,6 +145,17 @@ class Spool:
 
     # -- paths
 
+    shared = False
+    """Only the gateway owning this folder delivers from it (``delivery_lock``)."""
+
+    @property
+    def disk_path(self) -> Path:
+        """The folder whose free space the intake checks before taking a message."""
+        return self.root
+
+    def describe(self) -> str:
+        return f"the spool at {self.root}"
+
     @property
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
@@ -473,6 +484,10 @@ class Spool:
             quarantined_total=self._quarantined,
             oldest_age_seconds={s.value: _oldest_age(self.folder(s), time.time()) for s in PENDING_STATES},
         )
+
+    def recent_statistics(self) -> SpoolStatistics:
+        """``statistics``: counting the local folders is quick enough for every scrape."""
+        return self.statistics()
 
     # -- reading
 

@@ -80,6 +80,7 @@ class SpoolStatistics:
     quarantined_total: int
     # Seconds since the oldest message waiting in incoming/ and deferred/ was accepted (0: none waits).
     oldest_age_seconds: Mapping[str, float] = field(default_factory=dict)
+    transactions_total: int = 0  # the PostgreSQL queue's committed transactions (files: 0)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from ruamel.yaml import YAML
 
 from gateway.cli import main
+from gateway.code_names import code_words
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.policy_source import ReloadResult
 from gateway.decision.screening import Accept, Submission
@@ -24,7 +25,7 @@ from gateway.state.audit import AuditTrail, audit_dir
 from gateway.state.audit_later import FileAudit
 from gateway.state.audit_reading import read_entries, verify
 from gateway.state.opening import open_state
-from gateway.state.registry import CaseRegistry, code_words, generate_key
+from gateway.state.registry import CaseRegistry, generate_key
 from tests.cli.conftest import SHIPPED_POLICY, write_config
 
 NAME = "Jorunn Halvorsen-Bakke"

@@ -12,8 +12,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.decision.overriding import OverrideStatistics
 from gateway.decision.policy_screener import ScreenerStatistics
 from gateway.decision.policy_workers import WorkerStatistics
+from gateway.decision.shadow import ShadowStatistics
 from gateway.delivery.worker import DeliveryStatistics
 from gateway.histogram import Histogram, combined
 from gateway.intake.journal import JournalStatistics
@@ -110,6 +112,8 @@ STATISTICS = {
     "policy": ScreenerStatistics,
     "policy_workers": WorkerStatistics,
     "journal": JournalStatistics,
+    "shadow": ShadowStatistics,
+    "overrides": OverrideStatistics,
 }
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from gateway.decision.evaluation import Evaluation, evaluate_submission
 from gateway.decision.screening import Submission
-from gateway.decision.verdict_replies import refusal
 from gateway.intake.dataread import BadMessage, check_bytes, read_headers
+from gateway.mail.verdict_replies import refusal
 from gateway.policy.engine import CompiledPolicy, compile_policy
 from gateway.policy.loader import read_policy
 from gateway.policy.model import Outcome

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import AccountError, ConfigError
-from gateway.state.accounts import Accounts, LoginThrottle
+from gateway.login_throttle import LoginThrottle
+from gateway.state.accounts import Accounts
 from tests.relay.smtp_fixtures import FAST_HASHER, PASSWORD
 
 HASH = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"

@@ -13,6 +13,9 @@ import pytest
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import ConfigError, SpoolError
 from gateway.settings import UpstreamSettings
+from gateway.state.ports import QueuePort
+from gateway.state.postgresql.database import Database
+from gateway.state.postgresql.queue import PostgresQueue
 from gateway.state.spool import QueueState, Spool
 from gateway.testing import CapturedMessage, CaptureUpstream
 
@@ -27,6 +30,26 @@ from .conftest import (
     running,
     upstream_settings,
 )
+
+
+@pytest.fixture(params=["files", "postgresql"])
+def spool(request: pytest.FixtureRequest, tmp_path: Path) -> QueuePort:
+    """Every delivery test runs on both backends (those about spool files on the files one only)."""
+    if request.param == "files":
+        return Spool(tmp_path / "state" / "spool")
+    database: Database = request.getfixturevalue("pg_db")
+    return PostgresQueue(database.connection)
+
+
+def another(spool: QueuePort) -> QueuePort:
+    """The same queue as another process sees it (the CLI, a restarted gateway)."""
+    if isinstance(spool, Spool):
+        return Spool(spool.root)
+    assert isinstance(spool, PostgresQueue)
+    return PostgresQueue(spool.connect)
+
+
+FILES_ONLY = pytest.mark.parametrize("spool", ["files"], indirect=True)
 
 
 def is_dsn(captured: CapturedMessage) -> bool:
@@ -325,12 +348,13 @@ async def test_a_restart_does_not_resend_to_recipients_already_delivered(
         await upstream.wait_for(1)
         await eventually(lambda: spool.locate(sent.queue_id) is QueueState.DEFERRED)
     upstream.clear_replies()
-    async with running(Spool(spool.root), settings):
+    async with running(another(spool), settings):
         await upstream.wait_for(2)
         await eventually(lambda: spool.locate(sent.queue_id) is QueueState.DONE)
     assert [m.rcpt_tos for m in upstream.messages] == [("ok@example.org",), ("later@example.org",)]
 
 
+@FILES_ONLY
 async def test_a_corrupt_entry_is_moved_aside_and_the_worker_goes_on(
     spool: Spool, upstream: CaptureUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -359,7 +383,7 @@ async def test_queue_retry_from_another_process_is_picked_up(spool: Spool, upstr
     settings = delivery_settings(upstream_settings(upstream), initial_backoff=3600)
     async with running(spool, settings):
         await eventually(lambda: spool.locate(sent.queue_id) is QueueState.DEFERRED)
-        Spool(spool.root).retry(sent.queue_id)  # what `conduct-gateway queue retry` does
+        another(spool).retry(sent.queue_id)  # what `conduct-gateway queue retry` does
         await upstream.wait_for(1)
         await eventually(lambda: spool.locate(sent.queue_id) is QueueState.DONE)
 
@@ -380,6 +404,7 @@ async def test_stop_lets_the_attempt_in_flight_finish(spool: Spool, upstream: Ca
     assert spool.locate(sent.queue_id) is QueueState.DONE
 
 
+@FILES_ONLY
 async def test_only_one_worker_per_spool(spool: Spool, upstream: CaptureUpstream) -> None:
     settings = delivery_settings(upstream_settings(upstream))
     async with running(spool, settings):
@@ -590,7 +615,7 @@ async def test_a_message_deleted_during_delivery_is_let_go(
         async with running(spool, delivery_settings(upstream_settings(upstream))) as worker:
             await spool.commit(sent, message())
             await eventually(lambda: worker.statistics().sending == 1)
-            Spool(spool.root).delete(sent.queue_id)  # `conduct-gateway queue delete`
+            another(spool).delete(sent.queue_id)  # `conduct-gateway queue delete`
             await eventually(lambda: worker.statistics().in_flight == 0)
             await spool.commit(envelope(), message())
             await upstream.wait_for(2)

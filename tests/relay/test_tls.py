@@ -17,8 +17,8 @@ import trustme
 from cryptography import x509
 
 from gateway.errors import ConfigError
-from gateway.intake.tlsfiles import SELF_SIGNED_CERT, SELF_SIGNED_KEY, ensure_self_signed, server_context
 from gateway.settings import TlsSettings
+from gateway.state.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY, ensure_self_signed, server_context
 from tests.relay.smtp_fixtures import ca  # noqa: F401
 
 

@@ -5,7 +5,8 @@ so a programming error cannot mail a held message to an outsider), is sent with 
 sender (like a DSN: nothing can bounce back into a loop), has the conduct address as ``From`` (the
 organisation's own domain, so the upstream accepts it and replies reach the committee), and carries
 ``Auto-Submitted`` so that vacation responders stay quiet. Notices answer the sender's message
-(``In-Reply-To``/``References``), and are rate-limited per sender (``NoticeLimiter``).
+(``In-Reply-To``/``References``), and are rate-limited per sender (``NoticeLimiter``). None answers
+the null sender or an auto-submitted message (RFC 3834: ``gateway.mail.auto_submitted``).
 
 Messages are built as bytes by hand (CRLF, short lines) rather than with ``email.generator``, so an
 attached original is carried byte for byte and nothing is re-encoded.
@@ -13,6 +14,7 @@ attached original is carried byte for byte and nothing is re-encoded.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import textwrap
 import threading
@@ -24,10 +26,14 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 from enum import StrEnum
 
-from gateway.decision.screening import Outgoing
 from gateway.errors import GatewayError
 from gateway.header_section import original_headers
+from gateway.logs import log_event
+from gateway.mail.auto_submitted import answerable
+from gateway.mail.messages import Outgoing
 from gateway.state.spool import Spool
+
+log = logging.getLogger("gateway.notices")
 
 NOTICE_HEADER = "X-Conduct-Gateway-Notice"
 WIDTH = 76
@@ -128,6 +134,9 @@ class Letter:
     reply_to: str | None = None
     attachment: bytes | None = None  # a whole message, attached as message/rfc822
     attachment_headers_only: bool = False  # attach only the header block (text/rfc822-headers)
+    # The message this letter answers, when it is the sender's (RFC 3834: an automatic one is never
+    # answered). None: the attachment, unless the letter is a review request to another member.
+    answering: bytes | None = None
 
 
 class Notices:
@@ -149,12 +158,15 @@ class Notices:
         self._clock = clock
 
     def outgoing(self, letter: Letter, *, essential: bool = False) -> Outgoing | None:
-        """The spoolable message for ``letter``; None when the sender's notice budget is spent.
+        """The spoolable message for ``letter``; None when the sender's notice budget is spent, or
+        when the letter would answer the null sender or an auto-submitted message (RFC 3834).
 
         Raises ``NoticeRefused`` if the recipient is not a committee member address.
         """
-        if letter.to.lower() not in self.committee:
+        if letter.to.lower() not in self.committee:  # the null sender too: never answered
             raise NoticeRefused(f"refusing to send a {letter.kind.value} notice outside the committee")
+        if not _may_answer(letter):
+            return None
         if self.limiter is not None and letter.kind in RATE_LIMITED:
             decision = self.limiter.check(letter.to)
             if decision is LimitDecision.DROP:
@@ -228,6 +240,17 @@ class Notices:
                 f"\r\n--{boundary}--\r\n".encode(),
             ]
         )
+
+
+def _may_answer(letter: Letter) -> bool:
+    """RFC 3834: never a notice to the null sender, nor one answering an auto-submitted message."""
+    answered = letter.answering
+    if answered is None and letter.kind is not NoticeKind.REVIEW_REQUEST:
+        answered = letter.attachment
+    if answerable(letter.to, answered or b""):
+        return True
+    log_event(log, "notice-not-sent", kind=letter.kind.value, reason="answers an automatic message")
+    return False
 
 
 def suppressed_letter(to: str, resumes_in: float) -> Letter:

@@ -1,4 +1,4 @@
-"""The listeners' TLS context: the configured certificate, or a self-signed one made at first start.
+"""The listeners' TLS context: the configured certificate, or a self-signed one the state keeps.
 
 Without ``tls.cert_file``/``tls.key_file`` the gateway creates ``<state_dir>/tls/selfsigned.crt`` and
 ``selfsigned.key`` (key 0600) for ``server.hostname``, ``localhost``, 127.0.0.1 and ::1, and makes a new
@@ -24,6 +24,7 @@ from gateway.errors import ConfigError
 from gateway.logs import log_event
 from gateway.settings import TlsSettings
 from gateway.state.files import atomic_write, private_directory
+from gateway.state.layout import StateLayout
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,12 @@ def server_context(tls: TlsSettings, state_dir: Path, hostname: str) -> ssl.SSLC
     """A server-side SSLContext (TLS 1.2+) for both listeners. Unusable files raise ConfigError."""
     if tls.cert_file is not None and tls.key_file is not None:
         return _context(tls.cert_file, tls.key_file)
+    folder = StateLayout(state_dir).tls
     try:
-        return _context(*ensure_self_signed(state_dir / "tls", hostname))
+        return _context(*ensure_self_signed(folder, hostname))
     except ConfigError:
         # Our own pair is unusable (say, a crash between writing the key and the certificate): remake it.
-        return _context(*ensure_self_signed(state_dir / "tls", hostname, renew=True))
+        return _context(*ensure_self_signed(folder, hostname, renew=True))
 
 
 def _context(cert_file: Path, key_file: Path) -> ssl.SSLContext:

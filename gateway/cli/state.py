@@ -1,0 +1,90 @@
+"""`conduct-gateway state migrate|check`: the shared state's schema, connectivity and audit chain head."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.cli import config_option
+from gateway.errors import GatewayError
+from gateway.settings import GatewaySettings, load_settings
+from gateway.state.maintenance import chain_head, check_state, import_files_state, migrate_state
+
+
+@click.group()
+def state() -> None:
+    """Where the gateway keeps its state (files, or PostgreSQL shared by several gateways)."""
+
+
+@state.command("migrate")
+@config_option
+def migrate_command(config_path: Path | None) -> None:
+    """Bring the PostgreSQL schema to this version's; safe to run again, and from two hosts at once.
+
+    A database migrated by a newer conduct-gateway is refused, unchanged (exit 2).
+    """
+    settings = load_settings(config_path)
+    if settings.state.backend != "postgresql":
+        click.echo(f"state.backend is files ({settings.state_dir}): nothing to migrate.")
+        return
+    result = migrate_state(settings)
+    if result.applied:
+        click.echo(f"{result.where}: applied {', '.join(result.applied)}; schema version {result.version}.")
+    else:
+        click.echo(f"{result.where}: schema version {result.version}, already current.")
+
+
+@state.command("check")
+@config_option
+def check_command(config_path: Path | None) -> None:
+    """Check that the state can be reached, its schema is this version's, and show the audit chain head.
+
+    Exit status 0 when the gateway can run on it, 1 when it cannot (the message says what to do).
+    """
+    settings = load_settings(config_path)
+    report = check_state(settings)
+    click.echo(f"backend:  {report.backend} ({report.where})")
+    if report.backend == "postgresql":
+        click.echo(f"reach:    {'ok' if report.reachable else 'FAILED'}")
+        click.echo(f"schema:   {report.schema}" + (f" (version {report.version})" if report.version else ""))
+    if not report.ok:
+        click.echo(report.explanation, err=True)
+        sys.exit(1)
+    try:
+        head = _chain_head(settings)
+    except GatewayError as exc:
+        click.echo(f"audit:    cannot be read: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"audit:    {head}")
+
+
+@state.command("import")
+@config_option
+def import_command(config_path: Path | None) -> None:
+    """Copy a files installation (the stores under state_dir) into the new PostgreSQL database.
+
+    Moves the audit trail (same chain, same head), the thread ledger, the fingerprints, the case
+    registry (still encrypted) and the accounts, all or nothing; the files are left in place. Stop
+    the gateway first; migrate the database first. The queue and holds are not moved by this version.
+    """
+    settings = load_settings(config_path)
+    done = import_files_state(settings)
+    click.echo(
+        f"Imported from {settings.state_dir}: {done.audit_entries} audit entries (chain head "
+        f"{done.audit_head[:16]}...), {done.later_entries} waiting action(s) appended, "
+        f"{done.ledger_messages} ledger messages, {done.fingerprint_documents} fingerprinted documents, "
+        f"{'the case registry' if done.cases_registry else 'no case registry'}, {done.accounts} account(s)."
+    )
+    click.echo(
+        "Copy fingerprints.key to every gateway's state folder and give every gateway the case "
+        "registry's key; then run: conduct-gateway state check"
+    )
+
+
+def _chain_head(settings: GatewaySettings) -> str:
+    head = chain_head(settings)
+    if head is None:
+        return "no entries yet"
+    return f"chain head at entry {head[0]} ({head[1][:16]}...)"

@@ -1,0 +1,101 @@
+"""The `state` section: which backend keeps the shared stores, and how to reach PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from gateway.settings_base import ENV_PREFIX, Seconds, Section
+
+# Keys of a libpq connection string that would put a secret in the settings file.
+_DSN_SECRETS = ("password", "passfile")
+
+
+def _check_dsn(value: str) -> str:
+    """A libpq connection string or URI without a password: the password comes from elsewhere."""
+    from psycopg import conninfo  # imported here: only PostgreSQL deployments pay for it
+
+    if not value.strip():
+        return value
+    try:
+        parts = conninfo.conninfo_to_dict(value)
+    except Exception as exc:  # psycopg.ProgrammingError: the string cannot be parsed
+        raise ValueError(f"not a PostgreSQL connection string or URI: {exc}") from None
+    secrets = [key for key in _DSN_SECRETS if parts.get(key)]
+    if secrets:
+        raise ValueError(
+            f"the connection string holds {' and '.join(secrets)}: keep the password out of the settings "
+            "(use password_env or password_file, or libpq's PGPASSWORD or ~/.pgpass)"
+        )
+    return value
+
+
+class PostgresqlSettings(Section):
+    """The PostgreSQL database several gateways share (used when `state.backend` is `postgresql`).
+
+    The password never goes in this file: it comes from `password_env`, else `password_file`, else
+    libpq's own sources (the `PGPASSWORD` variable, the `PGPASSFILE` file or `~/.pgpass`).
+    """
+
+    dsn: Annotated[str, AfterValidator(_check_dsn)] = Field(
+        "",
+        description=(
+            "libpq connection string or URI without the password, e.g. `host=db.example.org "
+            "dbname=conduct user=gateway sslmode=verify-full` or `postgresql://gateway@db.example.org/conduct`."
+        ),
+    )
+    password_env: str | None = Field(
+        None,
+        description=(
+            "Name of the environment variable holding the password (not CONDUCT_GATEWAY_*: that prefix "
+            "is for settings)."
+        ),
+    )
+    password_file: Path | None = Field(
+        None, description="File holding the password (one line), used when `password_env` is not set."
+    )
+    pool_size: Annotated[int, Field(ge=1, le=100)] = Field(
+        10, description="Connections each gateway process keeps open at most."
+    )
+    connect_timeout: Seconds = Field(
+        10.0,
+        description=(
+            "Wait this long for a connection (new or from the pool); then the operation fails as "
+            "PostgreSQL unavailable (new mail gets 451 4.3.0 and is retried by the client)."
+        ),
+    )
+
+    @field_validator("password_env")
+    @classmethod
+    def _not_a_setting(cls, name: str | None) -> str | None:
+        if name is not None and name.upper().startswith(ENV_PREFIX):
+            raise ValueError(f"{ENV_PREFIX}* variables are read as settings: name another variable")
+        return name
+
+
+class StateSettings(Section):
+    """Where the shared stores live: local files (one gateway) or PostgreSQL (several gateways).
+
+    `state_dir` is used by both backends (TLS material, locks, the local Maildir).
+    """
+
+    backend: Literal["files", "postgresql"] = Field(
+        "files",
+        description=(
+            "`files`: the queue, holds, audit trail, ledger, fingerprints, cases and accounts in "
+            "`state_dir` (one gateway). `postgresql`: in the database `postgresql.dsn` names, shared by "
+            "every gateway that names it."
+        ),
+    )
+    postgresql: PostgresqlSettings = PostgresqlSettings()
+
+    @model_validator(mode="after")
+    def _dsn_when_postgresql(self) -> StateSettings:
+        if self.backend == "postgresql" and not self.postgresql.dsn.strip():
+            raise ValueError(
+                "state.backend is postgresql but state.postgresql.dsn is empty: name the database "
+                "(e.g. host=db.example.org dbname=conduct user=gateway)"
+            )
+        return self
