@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from gateway.decision.facts import held_findings
 from gateway.decision.screening import Outgoing, Submission
 from gateway.errors import AuditError
-from gateway.header_section import original_headers
 from gateway.logs import log_event
+from gateway.mail.auto_submitted import answerable
 from gateway.mail.notices import Letter, NoticeFinding, NoticeKind, Notices, finding_lines
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mime import parse_message
@@ -43,7 +43,6 @@ FALSE_POSITIVE_EVENT = "false-positive-report"
 NOTICE_REFERENCE = re.compile(r"<[A-Za-z0-9]{6,40}\." + re.escape(NoticeKind.REFUSED.value) + r"@[^>]+>")
 _REFERENCE = re.compile(r"\(reference ([A-Za-z0-9]{6,40})\)")
 _FALSE_POSITIVE = re.compile(r"^\W*false[\s-]+positive\b", re.IGNORECASE)
-_AUTO_SUBMITTED = re.compile(rb"^auto-submitted[ \t]*:[ \t]*(?![ \t]|no\b)", re.IGNORECASE | re.MULTILINE)
 
 
 def refusal_letter(*, to: str, reference: str, findings: Sequence[NoticeFinding]) -> Letter:
@@ -74,11 +73,8 @@ def refusal_letter(*, to: str, reference: str, findings: Sequence[NoticeFinding]
 
 def automatic(mail_from: str, content: bytes) -> bool:
     """Whether a notice must not answer this message: the null sender, or ``Auto-Submitted`` other
-    than ``no`` (RFC 3834). The general rule lives with the notices; this keeps the refusal notice
-    safe on its own."""
-    if not mail_from.strip().strip("<>"):
-        return True
-    return _AUTO_SUBMITTED.search(original_headers(content)) is not None
+    than ``no`` (RFC 3834; the notices' general rule, ``gateway.mail.auto_submitted``)."""
+    return not answerable(mail_from, content)
 
 
 def false_positive_of(message: ParsedMessage, first_line: str) -> str | None:
