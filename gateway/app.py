@@ -19,6 +19,7 @@ from pathlib import Path
 
 from gateway import systemd
 from gateway.decision.build import policy_screener
+from gateway.decision.digest_schedule import DigestSchedule, committee_digest
 from gateway.decision.policy_source import ReloadResult, load_compiled_policy, load_policy_for
 from gateway.decision.screening import RoundTask, Screener
 from gateway.delivery.process import DeliveryProcess, wants_own_process
@@ -423,7 +424,8 @@ class Gateway:
             async with asyncio.TaskGroup() as group:
                 self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
-                group.create_task(self._review_housekeeping(screener, spool, delivery_stop))
+                digests = committee_digest(settings, state, spool, screener)
+                group.create_task(self._review_housekeeping(screener, spool, delivery_stop, digests))
                 demo = create_demo_account(settings)
                 if demo is not None:
                     accounts.reload_if_changed()
@@ -482,7 +484,9 @@ class Gateway:
             raise RuntimeError("the delivery worker stopped by itself")
         log_event(log, "delivery_stopped")
 
-    async def _review_housekeeping(self, screener: Screener, spool: QueuePort, stop: asyncio.Event) -> None:
+    async def _review_housekeeping(
+        self, screener: Screener, spool: QueuePort, stop: asyncio.Event, digests: DigestSchedule | None = None
+    ) -> None:
         # Held messages expire (the sender gets a notice; nothing else is sent), review decisions
         # made with the CLI while we run reach the audit trail, reviewers who were offboarded or
         # became conflicted are replaced, and cases past their expunge date are expunged. At start,
@@ -498,6 +502,8 @@ class Gateway:
             try:
                 await spool_outgoing(spool, await asyncio.to_thread(screener.review_housekeeping))
                 await recover_releases(screener, spool)
+                if digests is not None:  # the committee digest of each period that has ended
+                    await digests.run()
             except Exception as exc:  # the next round tries again; intake and delivery go on
                 log_event(log, "review_housekeeping_failed", logging.ERROR, error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):

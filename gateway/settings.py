@@ -307,6 +307,13 @@ class ReviewSettings(Section):
     notices_per_hour: PositiveInt = Field(
         20, description="Per sender: held/warning notices beyond this many an hour are collapsed into one."
     )
+    refusal_notices: bool = Field(
+        True,
+        description=(
+            "Mail a sender whose message the policy refused a short notice saying what to fix (besides "
+            "the 550); never to the null sender or for an auto-submitted message."
+        ),
+    )
     decided_retention: Retention = Field(
         7 * 86400.0,
         description=(
@@ -321,6 +328,22 @@ def _client_network(value: str) -> str:
         return str(ipaddress.ip_network(value.strip(), strict=False))
     except ValueError:
         raise ValueError(f"not an IP address or network: {value!r} (e.g. 192.0.2.0/24)") from None
+
+
+class DigestSettings(Section):
+    """The committee digest: counts of what the gateway did, mailed once per period (no content)."""
+
+    period: Literal["off", "daily", "weekly"] = Field(
+        "weekly",
+        description=(
+            "`daily` (each UTC day, sent after midnight UTC), `weekly` (Monday to Sunday, sent on "
+            "Monday after midnight UTC) or `off`."
+        ),
+    )
+    to: tuple[str, ...] = Field(
+        (),
+        description="Committee addresses to send it to (default: the conduct address). Members only.",
+    )
 
 
 class JournalSettings(Section):
@@ -432,6 +455,7 @@ class GatewaySettings(Section):
     policy: PolicySettings = PolicySettings()
     review: ReviewSettings = ReviewSettings()
     journal: JournalSettings = JournalSettings()
+    digest: DigestSettings = DigestSettings()
     registry: RegistrySettings = RegistrySettings()
     milter: MilterSettings = MilterSettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")

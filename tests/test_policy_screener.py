@@ -335,8 +335,16 @@ def test_every_verdict_records_the_policy_version(
     _edit(policy_file, POLICY + "\n# edited\n", 1)
     assert screener.reload() is ReloadResult.RELOADED
     screener.screen(submission(message(subject="Jin Park"), queue_id="Q2"))
-    assert [entry["policy"] for entry in decisions(settings)] == [old, screener.policy_version]
+    recorded = decisions(settings)
+    assert [entry["policy"] for entry in recorded if entry["event"] == "decision"] == [
+        old,
+        screener.policy_version,
+    ]
     assert old != screener.policy_version
+    # The reload itself is audited too (issue 18: the committee digest counts reloads).
+    assert [(e["action"], e["version"]) for e in recorded if e["event"] == "policy"] == [
+        ("reloaded", screener.policy_version)
+    ]
 
 
 def test_a_thread_learns_its_case_and_replies_inherit_it(tmp_path: Path, policy_file: Path) -> None:

@@ -48,9 +48,11 @@ def _register() -> None:
         audit,
         case,
         case_keys,
+        case_upkeep,
         check,
         config,
         consent,
+        digest,
         expunge,
         milter,
         overrides,
@@ -70,12 +72,15 @@ def _register() -> None:
         queue.queue,
         check.check,
         audit.audit,
+        digest.digest,
     ):
         main.add_command(command)
     case.case.add_command(expunge.expunge)  # `case expunge`: gateway.decision.expunge
     case.case.add_command(consent.consent)  # `case consent` (recording and withdrawing): its own module
     case.case.add_command(case_keys.rekey)  # `case rekey` and `case new-key`: the registry's key
     case.case.add_command(case_keys.new_key)
+    for upkeep in (case_upkeep.edit_person, case_upkeep.remove_person, case_upkeep.severity):
+        case.case.add_command(upkeep)  # a case's upkeep: its own module
     main.add_command(case.case)
     main.add_command(review.review)
     main.add_command(state.state)

@@ -15,6 +15,7 @@ import click
 
 from gateway import replies
 from gateway.cli import config_option
+from gateway.decision.evaluation import thread_facts
 from gateway.decision.policy_source import load_compiled_policy
 from gateway.errors import ConfigError, GatewayError, LedgerError, PolicyError
 from gateway.intake.submission_checks import IntakeRefusal, check_submitted, missing_headers, too_big
@@ -133,7 +134,7 @@ def run_check(
         )
     content = missing_headers(checked, limits.hostname, datetime.datetime.now(datetime.UTC)) + content
     message = parse_message(content)
-    thread = ledger.lookup(message) if ledger is not None else None
+    thread = thread_facts(ledger, message, envelope.rcpt_tos) if ledger is not None else None
     verdict = evaluate(
         message,
         envelope,

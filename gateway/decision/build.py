@@ -81,6 +81,7 @@ def open_policy_screener(
         expunger=expunger,
         shadow=shadow,
         overrides=Overrides(overrides, audit),
+        refusal_notices=settings.review.refusal_notices,
     )
 
 

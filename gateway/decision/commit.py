@@ -214,6 +214,7 @@ class SubmissionCommitter:
         if not disposition.accepted:
             if not await flush(self.state, queue_id):
                 return finish(Committed(replies.INTERNAL_ERROR))
+            await _spool_notices(self.state, disposition, queue_id)
             return finish(Committed(_refusal_reply(disposition.reply, queue_id)))
         relay = disposition.relay
         if relay is not None and not relay.rcpt_tos:
@@ -339,6 +340,29 @@ async def commit(
             )
         await flush(state, queue_id)  # logged if it fails; the message is spooled either way
     return Committed(disposition.reply, len(disposition.rcpt_tos), len(content))
+
+
+async def _spool_notices(state: CommitState, disposition: Disposition, queue_id: str) -> None:
+    """Spool a refusal's notices (the "what to fix" mail): best effort, the refusal stands either way."""
+    for outgoing in disposition.outgoing:
+        envelope = SpoolEnvelope(
+            queue_id=outgoing.queue_id,
+            mail_from=outgoing.mail_from,
+            rcpt_tos=outgoing.rcpt_tos,
+            authenticated_as=outgoing.authenticated_as,
+            received_at=time.time(),
+        )
+        failed = await _outcome(state.spool.commit(envelope, outgoing.content))
+        if failed is not None:
+            log_event(
+                logger,
+                "smtp.store_failed",
+                logging.ERROR,
+                queue_id=queue_id,
+                stored_id=outgoing.queue_id,
+                essential=False,
+                error=describe_error(failed),
+            )
 
 
 async def flush(state: CommitState, queue_id: str) -> bool:

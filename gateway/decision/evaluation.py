@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from gateway.decision.screening import Submission
 from gateway.errors import PolicyError
 from gateway.policy.engine import CompiledPolicy, evaluate
+from gateway.policy.mailing_lists import recipients_of
 from gateway.policy.mime import parse_message
 from gateway.policy.model import (
     NO_FINGERPRINTS,
@@ -92,7 +94,7 @@ def _evaluate(
 ) -> Evaluation:
     message = parse_message(submission.content)
     # A malformed message is refused before any rule reads its thread: no lookup of its ids.
-    thread = ledger.lookup(message) if ledger is not None and not message.ambiguities else ThreadFacts()
+    thread = thread_facts(ledger, message, submission.rcpt_tos) if not message.ambiguities else ThreadFacts()
     envelope = Envelope(
         mail_from=submission.mail_from,
         rcpt_tos=submission.rcpt_tos,
@@ -109,6 +111,17 @@ def _evaluate(
     except PolicyError as exc:
         return Evaluation(headers_only, thread, verdict, rewrite_error=str(exc))
     return Evaluation(headers_only, thread, verdict, relayed, rcpt_tos)
+
+
+def thread_facts(ledger: LedgerPort | None, message: ParsedMessage, rcpt_tos: Sequence[str]) -> ThreadFacts:
+    """What the ledger knows of the message's parent, and which recipients it knows as mailing lists
+    (asked only on a known thread: the one rule that reads it needs a parent)."""
+    if ledger is None:
+        return ThreadFacts()
+    thread = ledger.lookup(message)
+    if not thread.parent_known:
+        return thread
+    return replace(thread, list_recipients=ledger.lists_among(recipients_of(message, rcpt_tos)))
 
 
 def relayed_content(submission: Submission, verdict: Verdict) -> tuple[bytes, tuple[str, ...]]:

@@ -19,6 +19,7 @@ from types import TracebackType
 
 from gateway import replies
 from gateway.decision.commit import DecisionStores, record_accepted
+from gateway.decision.digest import POLICY_EVENT
 from gateway.decision.disposition import Disposition, LedgerStep, acceptance, desk_verdict, refused
 from gateway.decision.evaluation import Evaluation, evaluate_submission
 from gateway.decision.expunge import DueExpunger
@@ -34,6 +35,7 @@ from gateway.decision.facts import (
 from gateway.decision.overriding import Explained, Granted, Overrides, granted_line
 from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
+from gateway.decision.refusal_notice import PendingNotices, false_positive_report
 from gateway.decision.relay_header import with_relay_header
 from gateway.decision.screening import Accept, Outgoing, Ruling, StatisticsSource, Submission
 from gateway.decision.shadow import ShadowEvaluator
@@ -103,6 +105,7 @@ class PolicyScreener:
         workers: PolicyWorkers | None = None,
         audit_later: AuditPort | None = None,
         expunger: DueExpunger | None = None,
+        refusal_notices: bool = True,
         shadow: ShadowEvaluator | None = None,
         overrides: Overrides | None = None,
     ) -> None:
@@ -122,6 +125,7 @@ class PolicyScreener:
         # Sender overrides of the rules a policy marks ``overridable`` (None: never offered).
         self.overrides = overrides
         self._pending: OrderedDict[str, DecisionFacts] = OrderedDict()
+        self.refusal_notices = PendingNotices(refusal_notices)  # "what to fix" mail besides a 550
         # Accepted messages the ledger has not learnt yet.
         self.threads = ThreadSteps(ledger)
         holds = DeskHolds(review, ledger) if review is not None else None
@@ -131,6 +135,7 @@ class PolicyScreener:
         self._internal_errors = 0
         self._reloads = 0
         self._reload_refusals = 0
+        self._refused_audited = False
         self._evaluation_time = Histogram()
 
     @classmethod
@@ -210,6 +215,15 @@ class PolicyScreener:
                 self._reloads += 1
             elif result is ReloadResult.REFUSED:
                 self._reload_refusals += 1
+        # For the committee digest; a file that stays unreadable is refused at every poll: once.
+        repeated = result is ReloadResult.REFUSED and self._refused_audited
+        if result is not ReloadResult.UNCHANGED and not repeated:
+            self._refused_audited = result is ReloadResult.REFUSED
+            action = "reloaded" if result is ReloadResult.RELOADED else "refused"
+            try:
+                self.audit.append(POLICY_EVENT, {"action": action, "version": self.policy_version})
+            except AuditError as exc:
+                log_event(log, "policy-reload-unrecorded", logging.ERROR, error=str(exc))
         return result
 
     def statistics(self) -> ScreenerStatistics:
@@ -273,7 +287,8 @@ class PolicyScreener:
     def disposition(self, submission: Submission, verdict: Accept | Reply) -> Disposition:
         """What ``verdict`` (from ``screen``) does: for an acceptance, the records to write once spooled."""
         if not isinstance(verdict, Accept):
-            return refused(verdict)
+            notice = self.refusal_notices.take(submission.queue_id)
+            return refused(verdict) if notice is None else Disposition(verdict, outgoing=(notice,))
         with self._lock:
             facts = self._pending.pop(submission.queue_id, None)
         if verdict.verdict is Ruling.REVIEW:
@@ -325,6 +340,8 @@ class PolicyScreener:
         if verdict.outcome not in (Outcome.DELIVER, Outcome.REWRITE) and not holding:
             self._count(verdict.outcome.value)
             reply = refusal(verdict, submission.queue_id)
+            if verdict.outcome is Outcome.REJECT:
+                self.refusal_notices.prepare(self.review, policy, submission, verdict)
             if isinstance(override, Explained):  # how to override, or why not: above the reference
                 *body, last = reply.lines
                 reply = Reply(reply.code, reply.status, (*body, *override.lines, last))
@@ -338,6 +355,7 @@ class PolicyScreener:
             self._count(Outcome.REJECT.value)
             log_event(log, "rewrite-impossible", logging.WARNING, queue_id=submission.queue_id)
             reply = rewrite_impossible(verdict, evaluation.rewrite_error or "", submission.queue_id)
+            self.refusal_notices.prepare(self.review, policy, submission, verdict)
             return self._audit_refusal(
                 submission,
                 reply,
@@ -383,6 +401,7 @@ class PolicyScreener:
             self._remember(submission.queue_id, pending)
             return desk_verdict(held, Ruling.HOLD, tuple(f"{f.rule}:{f.code}" for f in held_as))
         self._remember(submission.queue_id, pending)
+        false_positive_report(self.audit, submission, message)
         overridden = (granted_line(override),) if isinstance(override, Granted) and override.reference else ()
         return Accept(
             content=content,

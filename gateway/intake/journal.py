@@ -9,6 +9,8 @@ For each copy:
   protected-content finds them in later outgoing mail;
 - the thread ledger records its Message-ID, references and participants, so recipient banners work
   on threads whose earlier messages came from outside;
+- the mailing list addresses it shows, if a list distributed it (``List-Post``, ``List-Id``), are
+  remembered in the ledger, for the reply-all net (the ``list-reply-all`` rule);
 - the copy itself is discarded: nothing of it is stored but fingerprints and ledger metadata, and
   nothing is ever relayed.
 
@@ -34,6 +36,7 @@ from gateway.decision.policy_source import PolicySource
 from gateway.errors import GatewayError
 from gateway.logs import log_event
 from gateway.policy.engine import CompiledPolicy
+from gateway.policy.mailing_lists import learnt_list_addresses
 from gateway.policy.mime import parse_message
 from gateway.settings import GatewaySettings, JournalSettings
 from gateway.state.opening import open_state
@@ -93,6 +96,14 @@ class Journal:
             for case, person in authors
         )
         cases = {case for case, _ in authors}
+        policy = self._policy()
+        lists = [
+            address
+            for address in learnt_list_addresses(content)
+            if address != policy.conduct_address and address not in policy.committee
+        ]
+        if lists:
+            self._ledger.record_lists(lists)
         recorded = False
         if message.message_id is not None:
             case = next(iter(cases)) if len(cases) == 1 else None

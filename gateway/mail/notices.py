@@ -59,12 +59,16 @@ class NoticeKind(StrEnum):
     SUPPRESSED = "suppressed"
     CLAIMED = "claimed"
     REVIEW_REMINDER = "review-reminder"
+    REFUSED = "refused"  # what to fix in a refused message (``gateway.decision.refusal_notice``)
+    DIGEST = "digest"  # the committee digest (``gateway.decision.digest``), to the committee
 
 
 # Notices that answer one submission each: a flood of submissions must not become a flood of mail.
 # Outcomes of a review (approved, rejected, expired, cancelled) were promised to the sender and are
 # bounded by the number of holds, so they always go out.
-RATE_LIMITED = frozenset({NoticeKind.HELD, NoticeKind.WARNINGS, NoticeKind.ALREADY_DECIDED})
+RATE_LIMITED = frozenset(
+    {NoticeKind.HELD, NoticeKind.WARNINGS, NoticeKind.ALREADY_DECIDED, NoticeKind.REFUSED}
+)
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,8 @@ class Notices:
 
     def build(self, letter: Letter, queue_id: str) -> bytes:
         """The complete message (CRLF line ends)."""
-        auto = "auto-generated" if letter.kind is NoticeKind.REVIEW_REQUEST else "auto-replied"
+        generated = (NoticeKind.REVIEW_REQUEST, NoticeKind.DIGEST)
+        auto = "auto-generated" if letter.kind in generated else "auto-replied"
         headers = [
             f"From: {formataddr((GATEWAY_NAME, self.conduct_address))}",
             f"To: <{_clean(letter.to)}>",

@@ -280,6 +280,9 @@ class ThreadFacts:
     parent_known: bool = False
     parent_participants: tuple[Address, ...] = ()
     case: str | None = None  # the case the thread is known to belong to, if any
+    # The message's recipients the journal has seen acting as mailing lists (lower-cased); looked
+    # up with the parent so that the core never reads the ledger itself.
+    list_recipients: frozenset[str] = frozenset()
 
 
 class IdentityFinder(Protocol):

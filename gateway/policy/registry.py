@@ -14,6 +14,7 @@ from gateway.policy.rules import (
     code_names,
     communication,
     conduct_cc,
+    list_reply_all,
     protected_content,
     recipient_banner,
     reporter_protection,
@@ -50,6 +51,7 @@ RULES: tuple[RuleModule, ...] = (
     anonymisation,
     communication,
     code_names,
+    list_reply_all,
 )
 
 

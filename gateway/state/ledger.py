@@ -3,7 +3,8 @@
 One SQLite file (``<state_dir>/ledger.sqlite3``, mode 0600, WAL) with one row per message: its
 Message-ID, In-Reply-To and References ids, participants (From, To, Cc: display names and
 addresses), the case code name when known, and when it was recorded. Metadata only: no bodies and
-no subjects. Participant addresses of committee threads are personal data; the file stays 0600 in
+no subjects; and the mailing list addresses journalled list mail showed (``mailing_lists``).
+Participant addresses of committee threads are personal data; the file stays 0600 in
 the state folder and is never printed by any command.
 
 Calls are short single statements (well under a millisecond on a warm page cache), so the
@@ -41,6 +42,10 @@ CREATE TABLE IF NOT EXISTS messages (
     recorded_at  TEXT NOT NULL      -- ISO 8601, UTC
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_case ON messages (case_name) WHERE case_name IS NOT NULL;
+CREATE TABLE IF NOT EXISTS mailing_lists (
+    address      TEXT PRIMARY KEY,  -- lower-cased; seen distributing journalled mail (List-Post, List-Id)
+    seen_at      TEXT NOT NULL      -- ISO 8601, UTC, last seen
+) WITHOUT ROWID;
 """
 
 _PARTICIPANT_FIELDS = ("from", "to", "cc")
@@ -236,6 +241,35 @@ class Ledger:
                     case=case,
                 )
         return ThreadFacts()
+
+    def record_lists(self, addresses: Iterable[str]) -> int:
+        """Remember ``addresses`` as mailing lists (seen in journalled list mail); how many."""
+        seen_at = self._clock().astimezone(UTC).isoformat(timespec="seconds")
+        rows = [(address.strip().lower(), seen_at) for address in addresses if address.strip()]
+        if rows:
+            with self._lock:
+                self._db.executemany(
+                    "INSERT INTO mailing_lists (address, seen_at) VALUES (?, ?)"
+                    " ON CONFLICT (address) DO UPDATE SET seen_at = excluded.seen_at",
+                    rows,
+                )
+        return len(rows)
+
+    def lists_among(self, addresses: Iterable[str]) -> frozenset[str]:
+        """Which of ``addresses`` (lower-cased in the answer) are known mailing lists."""
+        wanted = sorted({address.strip().lower() for address in addresses})
+        if not wanted:
+            return frozenset()
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    f"SELECT address FROM mailing_lists WHERE address IN ({marks})",  # noqa: S608 - only placeholders are interpolated
+                    wanted,
+                ).fetchall()
+            except sqlite3.OperationalError:  # a read-only ledger written before lists were learnt
+                return frozenset()
+        return frozenset(row[0] for row in rows)
 
     def forget_case(self, case: str) -> int:
         """Delete every message recorded under ``case`` (expunging); returns how many."""

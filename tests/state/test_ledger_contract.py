@@ -76,3 +76,15 @@ def test_a_read_only_ledger_sees_what_the_writer_recorded(state: State) -> None:
     assert reader is not None
     with reader:
         assert reader.lookup_parent(["<a@example.org>"], []).case == "lake"
+
+
+def test_mailing_lists_learnt_from_the_journal_are_found_among_recipients(state: State) -> None:
+    with state.ledger.open() as ledger:
+        assert ledger.lists_among(["devs@lists.example.org"]) == frozenset()
+        assert ledger.record_lists(["Devs@Lists.Example.org", "announce@example.net", " "]) == 2
+        assert ledger.record_lists(["devs@lists.example.org"]) == 1  # seen again: still one list
+        found = ledger.lists_among(
+            ["DEVS@lists.example.org", "maya.member@example.org", "announce@example.net"]
+        )
+        assert found == frozenset({"devs@lists.example.org", "announce@example.net"})
+        assert ledger.lists_among([]) == frozenset()

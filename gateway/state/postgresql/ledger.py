@@ -150,6 +150,30 @@ class PostgresqlLedger:
                 )
         return ThreadFacts()
 
+    def record_lists(self, addresses: Iterable[str]) -> int:
+        """Remember ``addresses`` as mailing lists (seen in journalled list mail); how many."""
+        seen_at = self._clock()
+        rows = [(address.strip().lower(), seen_at) for address in addresses if address.strip()]
+        if rows:
+            with self._connection() as connection, connection.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO ledger_mailing_lists (address, seen_at) VALUES (%s, %s)"
+                    " ON CONFLICT (address) DO UPDATE SET seen_at = excluded.seen_at",
+                    rows,
+                )
+        return len(rows)
+
+    def lists_among(self, addresses: Iterable[str]) -> frozenset[str]:
+        """Which of ``addresses`` (lower-cased in the answer) are known mailing lists."""
+        wanted = sorted({address.strip().lower() for address in addresses})
+        if not wanted:
+            return frozenset()
+        with self._connection() as connection:
+            rows = connection.execute(
+                "SELECT address FROM ledger_mailing_lists WHERE address = ANY(%s)", (wanted,)
+            ).fetchall()
+        return frozenset(str(row[0]) for row in rows)
+
     def forget_case(self, case: str) -> int:
         with self._connection() as connection:
             return connection.execute("DELETE FROM ledger_messages WHERE case_name = %s", (case,)).rowcount
