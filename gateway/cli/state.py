@@ -66,8 +66,9 @@ def import_command(config_path: Path | None) -> None:
     """Copy a files installation (the stores under state_dir) into the new PostgreSQL database.
 
     Moves the audit trail (same chain, same head), the thread ledger, the fingerprints, the case
-    registry (still encrypted) and the accounts, all or nothing; the files are left in place. Stop
-    the gateway first; migrate the database first. The queue and holds are not moved by this version.
+    registry (still encrypted), the accounts, the queue (every message with its delivery status) and
+    the holds (with their review tokens), all or nothing; the files are left in place. Stop the
+    gateway first; migrate the database first.
     """
     settings = load_settings(config_path)
     done = import_files_state(settings)
@@ -75,8 +76,14 @@ def import_command(config_path: Path | None) -> None:
         f"Imported from {settings.state_dir}: {done.audit_entries} audit entries (chain head "
         f"{done.audit_head[:16]}...), {done.later_entries} waiting action(s) appended, "
         f"{done.ledger_messages} ledger messages, {done.fingerprint_documents} fingerprinted documents, "
-        f"{'the case registry' if done.cases_registry else 'no case registry'}, {done.accounts} account(s)."
+        f"{'the case registry' if done.cases_registry else 'no case registry'}, {done.accounts} account(s), "
+        f"{done.queued_messages} queued message(s), {done.holds} hold(s)."
     )
+    if done.unreadable_messages:
+        click.echo(
+            f"{done.unreadable_messages} message(s) the files queue had set aside as unreadable "
+            f"were not moved: they stay under {settings.state_dir} for you to inspect."
+        )
     click.echo(
         "Copy fingerprints.key to every gateway's state folder and give every gateway the case "
         "registry's key; then run: conduct-gateway state check"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from gateway.state.postgresql.opening import close_shared_databases, shared_data
 from tests.postgresql import ScratchDatabase
 
 from .conftest import backend_settings
+from .test_postgresql_queue_import import files_queue
 
 REPORT = (
     "I want to report what happened on Saturday: the purple giraffe umbrella incident behind the "
@@ -52,6 +54,7 @@ def _fill(files: State, settings: GatewaySettings) -> str:
         fingerprints.learn("lake", "doc-1", REPORT, person="quiet-heron")
     files.cases.write([Case(code="lake")])
     Accounts.load(settings.auth.users_file, FAST).add("maya@example.org", "correct horse battery")
+    asyncio.run(files_queue(settings.state_dir / "spool"))  # four messages, and one unreadable
     return last.hash
 
 
@@ -71,6 +74,8 @@ def test_a_files_installation_moves_into_postgresql(
     assert result.exit_code == 0, result.output
     assert "3 audit entries" in result.output
     assert "1 waiting action(s) appended" in result.output
+    assert "4 queued message(s), 0 hold(s)" in result.output
+    assert "1 message(s) the files queue had set aside as unreadable were not moved" in result.output
 
     shared = open_state(settings)
     verification = shared.audit.verify()
@@ -86,6 +91,7 @@ def test_a_files_installation_moves_into_postgresql(
     with shared.fingerprints.open() as fingerprints:
         assert [o.document for o in fingerprints.overlaps(REPORT)] == ["doc-1"]
     assert [case.code for case in shared.cases.cases()] == ["lake"]
+    assert len(shared.queue.open().entries()) == 4
     accounts = PostgresqlAccounts(shared_database(settings.state.postgresql), FAST)
     assert accounts.verify("maya@example.org", "correct horse battery") == "maya@example.org"
     close_shared_databases()

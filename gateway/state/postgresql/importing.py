@@ -39,9 +39,18 @@ from gateway.state.layout import StateLayout
 from gateway.state.postgresql.audit import PostgresqlAuditWriter
 from gateway.state.postgresql.database import Connection, Database
 from gateway.state.postgresql.migrate import require_current
+from gateway.state.postgresql.queue_import import copy_holds, copy_queue
 from gateway.state.registry import registry_path
 
-_TABLES = ("audit_entries", "ledger_messages", "fingerprint_documents", "case_registry", "accounts")
+_TABLES = (
+    "audit_entries",
+    "ledger_messages",
+    "fingerprint_documents",
+    "case_registry",
+    "accounts",
+    "queue_messages",
+    "holds",
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,9 @@ class Imported:
     fingerprint_documents: int
     cases_registry: bool
     accounts: int
+    queued_messages: int
+    unreadable_messages: int  # set aside as corrupt in the files queue: left in its folder
+    holds: int
 
 
 def import_files(settings: GatewaySettings) -> Imported:
@@ -89,9 +101,22 @@ def _copy(settings: GatewaySettings, layout: StateLayout, database: Database) ->
             documents = _copy_rows(connection, layout.fingerprints, _FINGERPRINTS)
             registry = _copy_registry(connection, registry_path(settings))
             accounts = _copy_accounts(connection, settings.auth.users_file)
+            queue = copy_queue(connection, layout.spool)
+            holds = copy_holds(connection, layout.holds)
     except StateError as exc:
         raise StateError(f"nothing was imported: {exc}") from exc
-    return Imported(entries, result.last_hash, 0, ledger, documents, registry, accounts)
+    return Imported(
+        entries,
+        result.last_hash,
+        0,
+        ledger,
+        documents,
+        registry,
+        accounts,
+        queue.messages,
+        queue.left_unreadable,
+        holds,
+    )
 
 
 def _require_empty(connection: Connection, where: str) -> None:
