@@ -303,6 +303,17 @@ def review_not_understood(reference: str) -> Reply:
     )
 
 
+def review_reply_automatic(reference: str) -> Reply:
+    return reply(
+        550,
+        "5.7.1",
+        "Not accepted: this reply is marked as sent automatically (Auto-Submitted), for example an "
+        "out-of-office answer, and an automatic reply never decides a held message. Reply to the "
+        "review request yourself.",
+        f"Reference: {reference}",
+    )
+
+
 def review_of_own_message(reference: str) -> Reply:
     return reply(
         550,

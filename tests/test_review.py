@@ -618,3 +618,51 @@ async def test_a_release_already_in_the_spool_is_only_marked(tmp_path: Path) -> 
     await recover_releases(screener, spool)  # type: ignore[arg-type]
     assert screener.recovered == ["Q1"]
     assert [entry.envelope.queue_id for entry in spool.entries()] == [queue_id]  # not twice
+
+
+@pytest.mark.parametrize("automatic", [False, True])
+def test_the_sender_of_a_held_automatic_message_is_not_told_of_its_approval(
+    screener: PolicyScreener, automatic: bool
+) -> None:
+    """RFC 3834: the approval of a held auto-submitted message answers nobody; a person's is told."""
+    content = held_message()
+    if automatic:
+        content = b"Auto-Submitted: auto-replied\r\n" + content
+    sub = submission(content)
+    held = screener.screen(sub)
+    assert isinstance(held, Accept)
+    screener.accepted(sub, held)
+    by = {f"{m.rcpt_tos[0]}:{kind(m)}": m for m in held.extra}
+    result = decide(screener, reply(reply_to(by["ben@example.org:review-request"]), "Approve."))
+    assert isinstance(result, Accept)
+    assert result.reply_lines == ("Approved: message Q1 released for delivery. Thank you for reviewing.",)
+    to_sender = [kind(m) for m in result.extra if m.mail_from == "" and m.rcpt_tos == ("ada@example.org",)]
+    assert to_sender == ([] if automatic else ["approved"])
+
+
+@pytest.mark.parametrize(
+    ("field", "decides"),
+    [
+        ("Auto-Submitted: auto-replied", False),
+        ("Auto-Submitted: auto-generated", False),
+        ('auto-submitted:  Auto-Notified; owner-email="ben@example.org"', False),
+        ("Auto-Submitted: no", True),
+        (None, True),
+    ],
+)
+def test_an_automatic_reply_to_a_review_address_never_decides(
+    screener: PolicyScreener, settings: GatewaySettings, field: str | None, decides: bool
+) -> None:
+    """An out-of-office answer quoting the review request is refused, audited, and leaves it held."""
+    _, by = hold(screener)
+    answer = reply(reply_to(by["ben@example.org:review-request"]), "approve")
+    if field is not None:
+        answer = dataclasses.replace(answer, content=field.encode() + b"\r\n" + answer.content)
+    result = decide(screener, answer)
+    held = HoldStore.in_state_dir(settings.state_dir).get("Q1")
+    if decides:
+        assert isinstance(result, Accept) and held.released
+        return
+    assert isinstance(result, Reply) and result.code == 550 and "sent automatically" in str(result)
+    assert held.status == "held"
+    assert audit_reviews(settings)[-1]["reason"] == "automatic-reply"

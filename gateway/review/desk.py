@@ -327,6 +327,12 @@ class ReviewDesk:
             record = record.model_copy(update={"decisions": (*record.decisions, decision), "grants": grants})
             notices = self.notices(policy)
             outgoing: list[Outgoing] = []
+
+            # RFC 3834: the sender's letters answer the held message, so they need its header
+            # section to tell whether it was automatic; read only when a letter is written.
+            def original() -> bytes:
+                return self.store.original(reference)
+
             if command == "approve":
                 approvers = still_eligible(
                     policy, record.counted_approvers(), record.all_cases, self.has_account
@@ -338,7 +344,9 @@ class ReviewDesk:
                         f"({len(approvers)} of {record.required_approvals} approvals needed; it is "
                         "released when the others have approved).",
                     )
-                    outgoing += to_sender(notices, progress_letter(record, len(approvers)))
+                    outgoing += to_sender(
+                        notices, replace(progress_letter(record, len(approvers)), answering=original())
+                    )
                 else:
                     release_id = Spool.new_queue_id()
                     record = record.model_copy(update={"status": "released", "release_queue_id": release_id})
@@ -347,7 +355,9 @@ class ReviewDesk:
                     lines = (
                         f"Approved: message {reference} released for delivery. Thank you for reviewing.",
                     )
-                    outgoing += to_sender(notices, approved_letter(record, actor))
+                    outgoing += to_sender(
+                        notices, replace(approved_letter(record, actor), answering=original())
+                    )
             elif command == "reject":
                 record = record.model_copy(update={"status": "rejected"})
                 outcome = ReviewOutcome.REJECTED
@@ -362,7 +372,7 @@ class ReviewDesk:
                 record = record.model_copy(update={"status": "cancelled"})
                 outcome = ReviewOutcome.CANCELLED
                 lines = (f"Cancelled: message {reference} withdrawn; it will not be sent.",)
-                outgoing += to_sender(notices, cancelled_letter(record))
+                outgoing += to_sender(notices, replace(cancelled_letter(record), answering=original()))
             self.store.save(record)
             if undo_key is not None:
                 self._undo[undo_key] = _Undo(reference, before, released=outcome is ReviewOutcome.RELEASED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway import replies
+from gateway.mail.auto_submitted import auto_submitted
 from gateway.mail.disposition import Disposition, refused
 from gateway.mail.messages import Submission
 from gateway.policy.engine import CompiledPolicy
@@ -62,6 +63,9 @@ def check_reply(
         audit_refusal(audit, reference, actor.key, "unknown-token")
         return refusal(replies.review_address_unknown(reference))
     record, grant = found
+    if auto_submitted(submission.content):  # RFC 3834: an out-of-office reply quoting the request
+        audit_refusal(audit, record.reference, actor.key, "automatic-reply")
+        return refusal(replies.review_reply_automatic(record.reference))
     command = parse_command(reply_text(submission.content))
     if command is None:
         return refusal(replies.review_not_understood(record.reference))
