@@ -228,7 +228,6 @@ async def test_a_digest_is_spooled_once_per_period_across_restarts_and_names_nob
         return DigestSchedule(
             "daily",
             audit=state.audit,
-            audit_directory=state.layout.audit,
             spool=spool,
             policy=lambda: screener.source.policy,
             hostname="gw.example.org",

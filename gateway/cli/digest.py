@@ -43,7 +43,6 @@ def _schedule(config_path: Path | None, period: str | None) -> DigestSchedule:
     return DigestSchedule(
         chosen,
         audit=state.audit,
-        audit_directory=state.layout.audit,
         spool=state.queue.open(),
         policy=lambda: policy,
         hostname=settings.server.hostname,

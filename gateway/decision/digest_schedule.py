@@ -14,7 +14,6 @@ import datetime
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from gateway.decision.digest import (
@@ -34,7 +33,6 @@ from gateway.policy.engine import CompiledPolicy
 from gateway.review.outgoing import spool_outgoing
 from gateway.settings import GatewaySettings
 from gateway.state.audit_format import JsonValue
-from gateway.state.audit_reading import read_entries
 from gateway.state.opening import State
 from gateway.state.ports import AuditPort, QueuePort
 from gateway.state.spool_records import QueueState
@@ -54,7 +52,6 @@ class DigestSchedule:
         kind: Period,
         *,
         audit: AuditPort,
-        audit_directory: Path,
         spool: QueuePort,
         policy: Callable[[], CompiledPolicy],
         hostname: str,
@@ -63,7 +60,6 @@ class DigestSchedule:
     ) -> None:
         self.kind = kind
         self.audit = audit
-        self.audit_directory = audit_directory
         self.spool = spool
         self.policy = policy
         self.hostname = hostname
@@ -73,7 +69,7 @@ class DigestSchedule:
         self._scanned = False
 
     def _entries(self) -> Iterator[Mapping[str, Any]]:
-        return (entry.fields for entry in read_entries(self.audit_directory))
+        return (entry.fields for entry in self.audit.entries())  # either backend's trail
 
     def last_sent(self) -> datetime.datetime | None:
         """The end of the last period whose digest is recorded (read from the trail once)."""
@@ -175,7 +171,6 @@ def committee_digest(
     return DigestSchedule(
         settings.digest.period,
         audit=state.audit,
-        audit_directory=state.layout.audit,
         spool=spool,
         policy=lambda: source.policy,
         hostname=settings.server.hostname,
