@@ -380,7 +380,7 @@ async def test_queue_retry_from_another_process_is_picked_up(spool: Spool, upstr
     upstream.reply_to_data("451 4.3.0 later", times=1)
     sent = envelope()
     await spool.commit(sent, message())
-    settings = delivery_settings(upstream_settings(upstream), initial_backoff=3600)
+    settings = delivery_settings(upstream_settings(upstream), initial_backoff=3600, max_backoff=3600)
     async with running(spool, settings):
         await eventually(lambda: spool.locate(sent.queue_id) is QueueState.DEFERRED)
         another(spool).retry(sent.queue_id)  # what `conduct-gateway queue retry` does
