@@ -98,6 +98,17 @@ CATALOGUE: dict[str, MetricSpec] = {
     "smtp.messages_deferred_total": _counter(
         "smtp_messages_deferred", "Messages answered with a temporary error."
     ),
+    "milter.connections_open": _gauge("milter_connections_open", "MTA connections to the milter open now."),
+    "milter.connections_total": _counter("milter_connections", "MTA connections the milter accepted."),
+    "milter.messages_total": _counter(
+        "milter_messages",
+        "Messages the milter judged, by outcome (accepted, held, refused, deferred, passed, failed, ...).",
+        "outcome",
+    ),
+    "milter.edits_not_offered_total": _counter(
+        "milter_edits_not_offered",
+        "Messages answered with a temporary failure: the MTA did not offer an edit the decision needs.",
+    ),
     "smtp.bytes_accepted_total": _counter("smtp_accepted_bytes", "Bytes of accepted messages."),
     "smtp.commits_in_flight": _gauge("smtp_commits_in_flight", "Spool commits under way now."),
     "smtp.submission_seconds": _histogram(

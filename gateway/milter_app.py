@@ -19,9 +19,11 @@ from gateway.decision.commit import CommitState
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.delivery.worker import DeliveryWorker
 from gateway.logs import log_event
+from gateway.metrics import Health, MetricsServer, build_registry
 from gateway.milter.holding import HoldQueue, PostfixQueue
 from gateway.milter.judging import Judge
 from gateway.milter.server import MilterServer
+from gateway.netaddr import host_port
 from gateway.review.outgoing import spool_outgoing
 from gateway.review.tokens import is_review_address
 from gateway.settings import GatewaySettings
@@ -69,7 +71,15 @@ class MilterGateway:
         self.settings = settings
         self._stop = asyncio.Event()
         self.server: MilterServer | None = None
+        self.metrics: MetricsServer | None = None
         self.ready = asyncio.Event()
+        self._serving = False
+        self._delivery_task: asyncio.Task[None] | None = None
+
+    def health(self) -> Health:
+        """Healthy while the milter listens and the delivery worker runs (what /healthz reports)."""
+        delivery = self._delivery_task is not None and not self._delivery_task.done()
+        return Health({"milter": self._serving, "delivery": delivery and not self._stop.is_set()})
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -96,6 +106,13 @@ class MilterGateway:
         )
         server = self.server = MilterServer(judge, settings.milter, settings.limits.max_message_size)
         worker = DeliveryWorker(spool, settings.delivery, hostname=settings.server.hostname)
+        sources = {
+            "spool": spool.recent_statistics,
+            "delivery": worker.statistics,
+            "milter": server.statistics,
+        }
+        sources.update(screener.metric_sources())
+        metrics = self.metrics = MetricsServer(settings.metrics, build_registry(sources), self.health)
         loop = asyncio.get_running_loop()
         if handle_signals:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -104,9 +121,14 @@ class MilterGateway:
         delivery_stop = asyncio.Event()
         try:
             await server.start()
+            self._serving = True
             log_event(log, "listening", name="milter", address=str(server.address))
+            if settings.metrics.enabled:
+                await metrics.start()
+                host, port = metrics.address
+                log_event(log, "listening", name="metrics", address=host_port(host, port))
             async with asyncio.TaskGroup() as group:
-                group.create_task(worker.run(delivery_stop))
+                self._delivery_task = group.create_task(worker.run(delivery_stop))
                 group.create_task(self._housekeeping(screener, spool, holds, delivery_stop))
                 group.create_task(self._watch_policy(screener, delivery_stop))
                 self.ready.set()
@@ -114,11 +136,14 @@ class MilterGateway:
                 systemd.notify("READY=1", f"STATUS=milter on {server.address}")
                 await self._stop.wait()
                 systemd.notify("STOPPING=1")
+                self._serving = False
                 await server.stop()
                 delivery_stop.set()
         finally:
+            self._serving = False
             delivery_stop.set()
             await server.stop()
+            await metrics.stop()
             await screener.stop()
             screener.close()
             if handle_signals:

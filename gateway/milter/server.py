@@ -10,6 +10,7 @@ at all applies its own ``milter_default_action``, which the README tells admins 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -56,6 +57,16 @@ class SocketSpec:
         return f"unix:{self.path}" if self.path is not None else f"inet:{self.port}@{self.host}"
 
 
+@dataclass(frozen=True)
+class MilterStatistics:
+    """What ``/metrics`` shows of milter mode (counts and outcome words only, never addresses)."""
+
+    connections_open: int
+    connections_total: int
+    messages_total: dict[str, int]  # outcome word (accepted, held, refused, failed, ...) -> messages
+    edits_not_offered_total: int
+
+
 class MilterServer:
     """Serves MTA connections until ``stop``; every message goes through ``judge``."""
 
@@ -66,6 +77,17 @@ class MilterServer:
         self.spec = SocketSpec.parse(settings.listen)
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._connections_total = 0
+        self._outcomes: collections.Counter[str] = collections.Counter()
+        self._edits_not_offered = 0
+
+    def statistics(self) -> MilterStatistics:
+        return MilterStatistics(
+            connections_open=len(self._connections),
+            connections_total=self._connections_total,
+            messages_total=dict(self._outcomes),
+            edits_not_offered_total=self._edits_not_offered,
+        )
 
     @property
     def address(self) -> SocketSpec:
@@ -102,6 +124,7 @@ class MilterServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = writer
+        self._connections_total += 1
         session = MilterSession(self.max_size)
         try:
             while not session.closed:
@@ -128,6 +151,7 @@ class MilterServer:
                 verdict = await self.judge.judge(envelope)
         except Exception as exc:
             log_event(log, "milter.judge_failed", logging.ERROR, error=describe_error(exc))
+            self._outcomes["failed"] += 1
             return Verdict(self._on_failure(), "failed", envelope.queue_id)
         log_event(
             log,
@@ -139,6 +163,7 @@ class MilterServer:
             size=len(envelope.body),
             outcome=verdict.outcome,
         )
+        self._outcomes[verdict.outcome] += 1
         return verdict
 
     def _on_failure(self) -> list[Message]:
@@ -150,6 +175,7 @@ class MilterServer:
         except UnexpectedMessage as exc:
             # The MTA did not agree to an edit the decision needs (milter_protocol, or its version):
             # never deliver the message without it.
+            self._edits_not_offered += 1
             log_event(
                 log, "milter.edit_not_offered", logging.ERROR, queue_id=verdict.reference, error=str(exc)
             )

@@ -22,6 +22,7 @@ from gateway.intake.journal import JournalStatistics
 from gateway.intake.smtp import SmtpStatistics
 from gateway.metric_catalogue import CATALOGUE, NOT_EXPORTED
 from gateway.metrics import Health, MetricsServer, StatisticsCollector, build_registry
+from gateway.milter.server import MilterStatistics
 from gateway.settings import MetricsSettings
 from gateway.state.spool import SpoolStatistics
 
@@ -114,6 +115,7 @@ STATISTICS = {
     "journal": JournalStatistics,
     "shadow": ShadowStatistics,
     "overrides": OverrideStatistics,
+    "milter": MilterStatistics,
 }
 
 

@@ -16,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,15 @@ class GatewayProcess:
         """``submission`` (STARTTLS) or ``submissions`` (implicit TLS), as the running gateway bound it."""
         host, port = self.addresses[listener]
         return Endpoint(host, port, LISTENER_SECURITY[listener])  # type: ignore[arg-type]
+
+    def scrape(self, path: str = "/metrics") -> tuple[int, str]:
+        """GET ``path`` (``/metrics`` or ``/healthz``) from the running gateway's metrics listener."""
+        host, port = self.addresses["metrics"]
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode()
 
     @property
     def pid(self) -> int:

@@ -399,3 +399,25 @@ def test_with_the_milter_stopped_postfix_tempfails_and_delivers_nothing(
     assert any(line.startswith("451 4.7.1") for line in result.server_replies()), result.transcript
     time.sleep(1)
     assert not [m for m in milter_postfix.messages() if marker in m.raw.decode(errors="replace")]
+
+
+def test_metrics_and_health_are_served_in_milter_mode_without_addresses(
+    milter_postfix: MilterPostfix, screening_milter: GatewayProcess
+) -> None:
+    marker, outsider = token(), unique_address("milter-metrics")
+    result = submit(milter_postfix, compose(marker, to=f"Bo Brandt <{outsider}>", cc=None), [outsider])
+    assert result.ok, result.transcript
+    delivered(milter_postfix, outsider, marker)
+    status, health = screening_milter.scrape("/healthz")
+    assert status == 200 and "milter: up" in health and "delivery: up" in health, health
+    status, text = screening_milter.scrape()
+    assert status == 200
+    accepted = [
+        line
+        for line in text.splitlines()
+        if line.startswith('conduct_gateway_milter_messages_total{outcome="accepted"}')
+    ]
+    assert accepted and float(accepted[0].split()[-1]) >= 1, text
+    assert "conduct_gateway_milter_connections_total" in text
+    assert "conduct_gateway_delivery_" in text and "conduct_gateway_spool_messages" in text
+    assert "@" not in "".join(line for line in text.splitlines() if not line.startswith("#"))
