@@ -68,9 +68,8 @@ def check_policy(settings: GatewaySettings) -> tuple[str, tuple[str, ...]]:
         with tempfile.TemporaryDirectory() as folder:
             example = Path(folder) / path.name
             write_example_policy(example)
-            policy, _stamp = load_compiled_policy(
-                example, open_state(settings).cases, settings.auth.users_file
-            )
+            state = open_state(settings)
+            policy, _stamp = load_compiled_policy(example, state.cases, state.accounts)
         summary = (
             f"{path} does not exist yet: the first start writes the shipped example there (version "
             f"{policy.version}, {len(policy.rules)} rules, {len(policy.document.cases)} cases)"
@@ -133,8 +132,14 @@ def preflight(
         )
 
     users = settings.auth.users_file
-    if users.exists():
-        members = open_state(settings).accounts.open().members()
+    accounts = open_state(settings).accounts
+    if settings.state.backend == "postgresql":
+        if accounts.exists():
+            summary.append(("accounts", f"PostgreSQL: {len(accounts.open().members())} account(s)"))
+        else:
+            summary.append(("accounts", "PostgreSQL: none added yet"))
+    elif accounts.exists():
+        members = accounts.open().members()
         summary.append(("accounts", f"{users}: {len(members)} account(s)"))
         if users.stat().st_mode & 0o077:
             warnings.append(f"{users} can be read by other users; run: chmod 600 {shlex.quote(str(users))}")
@@ -189,8 +194,8 @@ class DemoAccount:
 
 
 def wants_demo_account(settings: GatewaySettings) -> bool:
-    """The embedded default's first start: no users file, and no upstream to relay to."""
-    return not settings.auth.users_file.exists() and settings.delivery.upstream is None
+    """The embedded default's first start: no accounts yet, and no upstream to relay to."""
+    return settings.delivery.upstream is None and not open_state(settings).accounts.exists()
 
 
 def create_demo_account(settings: GatewaySettings) -> DemoAccount | None:
@@ -206,7 +211,8 @@ def create_demo_account(settings: GatewaySettings) -> DemoAccount | None:
         return None
     # Letters and digits only (143 bits): nothing a shell or swaks could take for an option or quote.
     password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
-    users.parent.mkdir(parents=True, exist_ok=True)
+    if settings.state.backend == "files":
+        users.parent.mkdir(parents=True, exist_ok=True)
     open_state(settings).accounts.open().add(DEMO_ADDRESS, password)
     log_event(log, "demo_account_created", address=DEMO_ADDRESS, users_file=users)
     return DemoAccount(DEMO_ADDRESS, password)
@@ -345,6 +351,7 @@ class Gateway:
         """SIGHUP: re-read the users file and the policy. Settings changes need a restart."""
         systemd.notify("RELOADING=1")
         if self._accounts is not None:
+            # A signal handler runs on the event loop: a database's accounts follow at the next poll.
             self._accounts.reload_if_changed()
         policy = self._screener.reload() if self._screener is not None else None
         accounts = len(self._accounts.members()) if self._accounts is not None else None
@@ -428,7 +435,7 @@ class Gateway:
                 group.create_task(self._review_housekeeping(screener, spool, delivery_stop, digests))
                 demo = create_demo_account(settings)
                 if demo is not None:
-                    accounts.reload_if_changed()
+                    await asyncio.to_thread(accounts.reload_if_changed)
                     # The users file now exists: the committee in force follows it from this message on.
                     await asyncio.to_thread(screener.reload_if_changed)
                 banner = startup_banner(settings, service.addresses, demo, self._config_path, self._program)
@@ -526,7 +533,8 @@ class Gateway:
                     await stop.wait()
             if not stop.is_set():
                 before = _account_snapshot(accounts)
-                accounts.reload_if_changed()
+                # On a thread: on PostgreSQL the poll is a query (the intake never waits on it).
+                await asyncio.to_thread(accounts.reload_if_changed)
                 reloaded = await asyncio.to_thread(screener.reload_if_changed)
                 if before != _account_snapshot(accounts) or reloaded == ReloadResult.RELOADED:
                     self._review_nudge.set()  # offboarding takes effect on held messages at once

@@ -213,10 +213,13 @@ def _account(
     settings: GatewaySettings | None, member: str
 ) -> tuple[frozenset[str] | None, AccountCheck | None, str]:
     """The member's own addresses (for the sender binding) and the account check reviewers need."""
-    if settings is None or not settings.auth.users_file.exists():
+    if settings is None:
         return None, None, "no users file: From:/Sender: not checked against an account"
     try:
-        accounts = open_state(settings).accounts.open()
+        opener = open_state(settings).accounts
+        if not opener.exists():
+            return None, None, "no accounts: From:/Sender: not checked against an account"
+        accounts = opener.open()
     except GatewayError as exc:
         return None, None, f"{exc}; From:/Sender: not checked against an account"
     allowed = accounts.addresses_of(member)
@@ -307,9 +310,9 @@ def check(
     if policy_path is None and settings is not None:
         policy_path = settings.policy.path
     assert policy_path is not None  # _settings returns None only when --policy was given
-    registry = open_state(settings).cases if settings is not None else None
-    users_file = settings.auth.users_file if settings is not None else None
-    policy, _stamp = load_compiled_policy(policy_path, registry, users_file)
+    state = open_state(settings) if settings is not None else None
+    registry = state.cases if state is not None else None
+    policy, _stamp = load_compiled_policy(policy_path, registry, state.accounts if state else None)
     ledger, ledger_note = _open_ledger(settings)
     fingerprints, fingerprints_note = _open_fingerprints(settings)
     envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpt_tos, authenticated_as=member or mail_from)

@@ -74,8 +74,8 @@ def diff(
     """
     settings = load_settings(config_path)
     state = open_state(settings)
-    in_force, _stamp = load_compiled_policy(settings.policy.path, state.cases, settings.auth.users_file)
-    candidate, _stamp = load_compiled_policy(new_policy, state.cases, settings.auth.users_file)
+    in_force, _stamp = load_compiled_policy(settings.policy.path, state.cases, state.accounts)
+    candidate, _stamp = load_compiled_policy(new_policy, state.cases, state.accounts)
     for folder in folders:
         if not folder.is_dir():
             raise ConfigError(f"{folder}: not a folder (--eml-folder)")

@@ -68,7 +68,7 @@ def open_policy_screener(
     if settings.policy.shadow is not None:
         # Loaded on the shadow's own thread: a candidate that cannot be loaded never stops the gateway.
         shadow = ShadowEvaluator(
-            settings.policy.shadow, state, audit, registry=state.cases, users_file=settings.auth.users_file
+            settings.policy.shadow, state, audit, registry=state.cases, accounts=state.accounts
         )
     return PolicyScreener(
         source,

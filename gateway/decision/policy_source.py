@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from gateway.errors import ConfigError, RegistryUnreadable
+from gateway.errors import AccountError, ConfigError, RegistryUnreadable
 from gateway.example_policy import missing_policy_hint
 from gateway.logs import log_event
+from gateway.policy.committee import Roster
 from gateway.policy.engine import CompiledPolicy, FinderFactory, compile_policy
 from gateway.policy.loader import parse_policy_text, read_policy
 from gateway.policy.matcher import IdentityMatcher
 from gateway.policy.model import IdentityFinder, ProtectedIdentity
 from gateway.settings import GatewaySettings
-from gateway.state.accounts import read_roster
 from gateway.state.files import atomic_write
 from gateway.state.opening import open_state
-from gateway.state.ports import CasesPort
+from gateway.state.ports import AccountsOpener, CasesPort
 
 log = logging.getLogger("gateway.policy")
 
@@ -51,12 +51,13 @@ class FileStamp:
     sha256: str
     registry: FileStamp | None = None
     inode: int = 0  # kept for the registry only (rewritten by rename, its size rarely changes)
-    # The users file: its stat fields when read (None: none), and its accounts' digest (None: none).
-    users_seen: tuple[int, int, int] | None = None
+    # The accounts: their change token when read (``AccountsOpener.seen``), and their digest (None:
+    # accounts not in use).
+    users_seen: object = None
     accounts: str | None = None
 
     def seen(self) -> tuple[object, ...]:
-        """The cheap stat fields of the policy file, the registry and the users file, for polling."""
+        """The cheap stat fields of the policy file and the registry, and the accounts' change token."""
         registry = self.registry
         registry_seen = (registry.mtime_ns, registry.size, registry.inode) if registry is not None else None
         return self.mtime_ns, self.size, registry_seen, self.users_seen
@@ -67,20 +68,21 @@ def _stat(path: Path) -> tuple[int, int]:
     return info.st_mtime_ns, info.st_size
 
 
-def _users_stat(path: Path | None) -> tuple[int, int, int] | None:
-    if path is None:
-        return None
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return None
-    return info.st_mtime_ns, info.st_size, info.st_ino
+def _accounts_seen(accounts: AccountsOpener | None) -> object:
+    return accounts.seen() if accounts is not None else None
+
+
+def _read_roster(accounts: AccountsOpener, known: bool) -> Roster | None:
+    roster = accounts.roster()
+    # Accounts that were in use and are gone mean nobody has an account, never "not in use"
+    # (which would put every policy member back inside the committee).
+    return Roster.of(()) if roster is None and known else roster
 
 
 def load_compiled_policy(
     path: Path,
     registry: CasesPort | None = None,
-    users_file: Path | None = None,
+    accounts: AccountsOpener | None = None,
     *,
     users_file_known: bool = False,
     previous: CompiledPolicy | None = None,
@@ -89,9 +91,10 @@ def load_compiled_policy(
 
     The file is read once: the version is the hash of exactly the bytes that were validated.
     With ``registry``, the case registry's cases are compiled in too (ConfigError naming the
-    registry file when it cannot be decrypted or clashes with the policy). With ``users_file``,
-    only members who hold an account are in the committee (``gateway.policy.committee``);
-    ``users_file_known``: it existed before, so its absence now means nobody has an account.
+    registry file when it cannot be decrypted or clashes with the policy). With ``accounts`` (the
+    state's, on either backend), only members who hold an account are in the committee
+    (``gateway.policy.committee``); ``users_file_known``: accounts were in use before, so their
+    absence now means nobody has an account.
     ``previous``: the policy in force, whose identity matcher is reused when the identities are the
     same (a ``user remove`` must not wait for a large matcher to be rebuilt).
     """
@@ -101,16 +104,16 @@ def load_compiled_policy(
         raise ConfigError(missing_policy_hint(path)) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror}") from None
-    users_seen = _users_stat(users_file)
-    roster = read_roster(users_file, missing_is_empty=users_file_known) if users_file is not None else None
+    users_seen = _accounts_seen(accounts)
+    roster = _read_roster(accounts, users_file_known) if accounts is not None else None
     document, source = read_policy(path)
     snapshot = registry.read() if registry is not None else None
-    accounts = roster.digest if roster is not None else None
+    digest_of_accounts = roster.digest if roster is not None else None
     build_finder = _reusing_finder(previous) if previous is not None else None
     digest = hashlib.sha256(source).hexdigest()
     if snapshot is None or registry is None:
         policy = compile_policy(document, source, accounts=roster, build_finder=build_finder)
-        return policy, FileStamp(mtime_ns, size, digest, users_seen=users_seen, accounts=accounts)
+        return policy, FileStamp(mtime_ns, size, digest, users_seen=users_seen, accounts=digest_of_accounts)
     policy = compile_policy(
         document,
         source,
@@ -119,7 +122,9 @@ def load_compiled_policy(
         build_finder=build_finder,
     )
     registry_stamp = FileStamp(snapshot.mtime_ns, snapshot.size, snapshot.sha256, inode=snapshot.inode)
-    return policy, FileStamp(mtime_ns, size, digest, registry_stamp, users_seen=users_seen, accounts=accounts)
+    return policy, FileStamp(
+        mtime_ns, size, digest, registry_stamp, users_seen=users_seen, accounts=digest_of_accounts
+    )
 
 
 def write_policy_text(path: Path, text: str) -> None:
@@ -139,7 +144,8 @@ def _reusing_finder(previous: CompiledPolicy) -> FinderFactory:
 
 def load_policy_for(settings: GatewaySettings) -> tuple[CompiledPolicy, FileStamp]:
     """The policy in force for these settings: the policy file, the case registry and the accounts."""
-    return load_compiled_policy(settings.policy.path, open_state(settings).cases, settings.auth.users_file)
+    state = open_state(settings)
+    return load_compiled_policy(settings.policy.path, state.cases, state.accounts)
 
 
 def log_committee_notes(policy: CompiledPolicy, previous: CompiledPolicy | None = None) -> None:
@@ -159,11 +165,11 @@ class PolicySource:
         policy: CompiledPolicy,
         stamp: FileStamp,
         registry: CasesPort | None = None,
-        users_file: Path | None = None,
+        accounts: AccountsOpener | None = None,
     ) -> None:
         self.path = path
         self.registry = registry
-        self.users_file = users_file
+        self.accounts = accounts
         self._policy = policy
         self._stamp = stamp
         self._seen: tuple[object, ...] | None = stamp.seen()  # last stat looked at
@@ -173,15 +179,16 @@ class PolicySource:
 
     @classmethod
     def load(
-        cls, path: Path, registry: CasesPort | None = None, users_file: Path | None = None
+        cls, path: Path, registry: CasesPort | None = None, accounts: AccountsOpener | None = None
     ) -> PolicySource:
-        policy, stamp = load_compiled_policy(path, registry, users_file)
-        return cls(path, policy, stamp, registry, users_file)
+        policy, stamp = load_compiled_policy(path, registry, accounts)
+        return cls(path, policy, stamp, registry, accounts)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> PolicySource:
-        """The policy file, the case registry and the users file these settings name."""
-        return cls.load(settings.policy.path, open_state(settings).cases, settings.auth.users_file)
+        """The policy file, the case registry and the accounts these settings name."""
+        state = open_state(settings)
+        return cls.load(settings.policy.path, state.cases, state.accounts)
 
     @property
     def policy(self) -> CompiledPolicy:
@@ -201,7 +208,7 @@ class PolicySource:
         registry_digest: str | None = None
         try:
             registry_seen = self.registry.stat() if self.registry is not None else None
-            users_seen = _users_stat(self.users_file)
+            users_seen = _accounts_seen(self.accounts)
             seen = (*_stat(self.path), registry_seen, users_seen)
             if not force and seen == self._seen:
                 return ReloadResult.UNCHANGED
@@ -210,14 +217,13 @@ class PolicySource:
             if self.registry is not None:
                 registry_digest = self.registry.digest()
             users_known = self._stamp.accounts is not None
-            roster = (
-                read_roster(self.users_file, missing_is_empty=users_known)
-                if self.users_file is not None
-                else None
-            )
+            roster = _read_roster(self.accounts, users_known) if self.accounts is not None else None
         except OSError as exc:
             self._seen = None
             return self._refuse(f"{exc.filename or self.path}: cannot read: {exc.strerror}", force=force)
+        except AccountError as exc:  # the accounts' database cannot be reached: the committee is kept
+            self._seen = None
+            return self._refuse(str(exc), force=force)
         except ConfigError as exc:  # a broken users file: the committee in force is kept
             return self._refuse(str(exc), force=force)
         known_registry = self._stamp.registry
@@ -242,7 +248,7 @@ class PolicySource:
             policy, stamp = load_compiled_policy(
                 self.path,
                 self.registry,
-                self.users_file,
+                self.accounts,
                 users_file_known=users_known,
                 previous=self._policy,
             )

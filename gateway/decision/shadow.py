@@ -32,7 +32,7 @@ from gateway.policy.model import Verdict
 from gateway.policy.verdict_diff import VerdictDifference, diff_verdicts
 from gateway.state.audit_format import JsonValue
 from gateway.state.opening import State
-from gateway.state.ports import AuditWriterPort, CasesPort, FingerprintsPort, LedgerPort
+from gateway.state.ports import AccountsOpener, AuditWriterPort, CasesPort, FingerprintsPort, LedgerPort
 
 log = logging.getLogger("gateway.policy.shadow")
 
@@ -87,13 +87,13 @@ class ShadowEvaluator:
         audit: AuditWriterPort,
         *,
         registry: CasesPort | None = None,
-        users_file: Path | None = None,
+        accounts: AccountsOpener | None = None,
     ) -> None:
         self.path = path
         self._state = state
         self._audit = audit
         self._registry = registry
-        self._users_file = users_file
+        self._accounts = accounts
         self._backlog: queue.Queue[_Job | None] = queue.Queue(maxsize=BACKLOG)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -200,7 +200,7 @@ class ShadowEvaluator:
                 return None
             self._last_load = now
             try:
-                self._source = PolicySource.load(self.path, self._registry, self._users_file)
+                self._source = PolicySource.load(self.path, self._registry, self._accounts)
             except Exception as exc:
                 self._failed_load(str(exc) if isinstance(exc, ConfigError) else type(exc).__name__)
                 return None

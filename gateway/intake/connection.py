@@ -30,6 +30,7 @@ from gateway.intake.transaction import answer_message
 from gateway.logs import log_event
 from gateway.netaddr import is_loopback
 from gateway.replies import Reply
+from gateway.state.ports import AccountsPort
 
 if TYPE_CHECKING:
     from gateway.intake.smtp import SubmissionService
@@ -228,12 +229,11 @@ class SubmissionConnection(asyncio.Protocol):
     async def _check(self, session: Session, event: CheckCredentials) -> None:
         service = self.service
         try:
-            service.accounts.reload_if_changed()
             self._checking_password = True
             try:
                 # Each argon2 check takes tens of milliseconds and 64 MiB; bound how many run at once.
                 async with service.password_checks:
-                    member = await asyncio.to_thread(service.accounts.verify, event.login, event.password)
+                    member = await asyncio.to_thread(_reload_and_verify, service.accounts, event)
             finally:
                 self._checking_password = False
             session.credentials_checked(member)
@@ -365,3 +365,9 @@ class SubmissionConnection(asyncio.Protocol):
 
     def _stop_timer(self) -> None:
         self._idle_deadline = None
+
+
+def _reload_and_verify(accounts: AccountsPort, event: CheckCredentials) -> str | None:
+    """On a thread: the accounts as of now (a ``user add`` on any host), then the password check."""
+    accounts.reload_if_changed()
+    return accounts.verify(event.login, event.password)

@@ -73,7 +73,8 @@ class Member:
         return f"{self.address}:{self.password_hash}{aliases}\n"
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def users_stat(path: Path) -> tuple[int, int, int] | None:
+    """The users file's inode, mtime and size (None: no file): changes whenever the file does."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -139,7 +140,7 @@ class Accounts:
         self.path = path
         self._members = members
         self._hasher = hasher or PasswordHasher()
-        self._stamp = _stamp(path)
+        self._stamp = users_stat(path)
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()
 
@@ -240,7 +241,7 @@ class Accounts:
 
     def reload_if_changed(self) -> None:
         """Re-read the users file if it changed on disk; a broken file keeps the last good members."""
-        stamp = _stamp(self.path)
+        stamp = users_stat(self.path)
         if stamp == self._stamp:
             return
         try:
@@ -268,4 +269,4 @@ class Accounts:
         text = _FILE_HEADER + "".join(members[key].line() for key in sorted(members))
         atomic_write(self.path, text.encode("utf-8"))
         self._members = members
-        self._stamp = _stamp(self.path)
+        self._stamp = users_stat(self.path)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from gateway.policy.committee import Roster
 from gateway.settings import GatewaySettings
-from gateway.state.accounts import Accounts
+from gateway.state.accounts import Accounts, read_roster, users_stat
 from gateway.state.audit_later import FileAudit
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.holds import HoldStore
@@ -23,6 +24,7 @@ from gateway.state.layout import AUDIT_LATER_DIRNAME, StateLayout
 from gateway.state.ledger import Ledger
 from gateway.state.overrides import OverrideStore
 from gateway.state.ports import (
+    AccountsOpener,
     AccountsPort,
     AuditPort,
     CasesPort,
@@ -49,7 +51,7 @@ class State:
     ledger: LedgerOpener
     fingerprints: Opener[FingerprintsPort]
     cases: CasesPort
-    accounts: Opener[AccountsPort]
+    accounts: AccountsOpener
     layout: StateLayout  # the files backend's paths (TLS material, messages naming a folder)
     overrides: Opener[OverridesPort]
 
@@ -83,6 +85,25 @@ class _FileLedger:
         return Ledger.open_read_only(self.path)
 
 
+@dataclass(frozen=True)
+class _FileAccounts:
+    """The users file: read afresh for the policy, opened as ``Accounts`` for logins and changes."""
+
+    path: Path
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def open(self) -> AccountsPort:
+        return Accounts.load(self.path)
+
+    def roster(self) -> Roster | None:
+        return read_roster(self.path)
+
+    def seen(self) -> object:
+        return users_stat(self.path)
+
+
 def _override_store(path: Path) -> OverridesPort:
     return OverrideStore.open(path)
 
@@ -100,12 +121,11 @@ def open_state(settings: GatewaySettings) -> State:
 
 
 def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
-    """The PostgreSQL backend: the queue, the holds, the audit trail, the ledger, the case registry
-    and the fingerprints. Not yet in PostgreSQL (still files under ``state_dir``): accounts (the
-    policy reads the roster from the users file itself, so accounts move only together with that
-    read)."""
+    """The PostgreSQL backend: the queue, the holds, the audit trail, the ledger, the case registry,
+    the fingerprints and the accounts."""
     from gateway.state.postgresql.audit import PostgresqlAudit
     from gateway.state.postgresql.opening import (
+        AccountsOpener,
         DatabaseSource,
         HoldsOpener,
         PostgresqlFingerprintsOpener,
@@ -123,6 +143,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
         ledger=PostgresqlLedgerOpener(source),
         cases=PostgresqlCaseRegistry(settings, source),
         fingerprints=PostgresqlFingerprintsOpener(source, files.layout.fingerprint_key),
+        accounts=AccountsOpener(source),
     )
 
 
@@ -137,7 +158,7 @@ def _open_files_state(settings: GatewaySettings) -> State:
     fingerprints: _FileOpener[FingerprintsPort] = _FileOpener(
         layout.fingerprints, fingerprint_store, companions=(layout.fingerprint_key,)
     )
-    accounts: _FileOpener[AccountsPort] = _FileOpener(settings.auth.users_file, Accounts.load)
+    accounts = _FileAccounts(settings.auth.users_file)
     return State(
         queue=queue,
         holds=holds,

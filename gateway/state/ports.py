@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
+from gateway.policy.committee import Roster
 from gateway.policy.config import Case
 from gateway.policy.fingerprint import IndexStatistics
 from gateway.policy.model import (
@@ -392,4 +393,22 @@ class AccountsPort(Protocol):
 
     def remove(self, address: str) -> None: ...
 
-    def reload_if_changed(self) -> None: ...
+    def reload_if_changed(self) -> None:
+        """Pick up changes another process made (``user add`` on any host). On a database this
+        waits on the network, so it never does on an event loop: there it returns at once, and the
+        gateway's poll (on a thread) brings changes within seconds."""
+        ...
+
+
+class AccountsOpener(Opener[AccountsPort], Protocol):
+    """The accounts, and what the policy reads of them without opening the store."""
+
+    def roster(self) -> Roster | None:
+        """Who holds an account now (never a password hash); None while accounts are not in use
+        (no users file; on a database, none was ever added)."""
+        ...
+
+    def seen(self) -> object:
+        """A cheap token that changes whenever the accounts may have (the users file's stat
+        fields; the database's change counter), for the policy's poll."""
+        ...

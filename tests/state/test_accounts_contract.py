@@ -1,5 +1,5 @@
-"""The accounts port's contract, on the users file and on PostgreSQL (which open_state does not use
-for accounts yet: see gateway/state/postgresql/accounts.py)."""
+"""The accounts port's contract, on the users file and on PostgreSQL (with cheap argon2 parameters;
+``test_accounts_shared`` goes through ``open_state``)."""
 
 from __future__ import annotations
 

@@ -4,18 +4,17 @@ The same checks as the users file (``Accounts``: address syntax, aliases owned o
 minimum password length); a change is read-modify-write under an advisory lock in one transaction,
 so two ``user`` commands on different hosts never lose each other's change, and it moves
 ``accounts_version``, which ``reload_if_changed`` polls (one small query) so every gateway sees a
-new account without a restart.
-
-Not yet used by ``open_state``: the policy reads the committee roster from the users file itself
-(``decision.policy_source``), and accounts can move only together with that read.
+new account without a restart. Accounts are "in use" (the policy's committee follows them) once
+the version has moved: a database where no account was ever added is like a missing users file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -100,7 +99,13 @@ class PostgresqlAccounts(Accounts):
         self._version = int(row[0]) if row else self._version
 
     def reload_if_changed(self) -> None:
-        """Re-read the accounts if another process changed them (one small query when not)."""
+        """Re-read the accounts if another process changed them (one small query when not).
+
+        On an event loop it returns at once: the query would stall every session while the
+        database is slow or away. The gateway polls on a thread (every two seconds), and the
+        intake reloads on the thread that checks a password."""
+        if _on_event_loop():
+            return
         try:
             with self._connection() as connection:
                 row = connection.execute("SELECT version FROM accounts_version").fetchone()
@@ -114,4 +119,39 @@ class PostgresqlAccounts(Accounts):
 
     def roster(self) -> Roster:
         """Who holds an account, for the policy (``gateway.policy.committee``)."""
-        return Roster.of(((m.address, m.aliases) for m in self._members.values()), origin=str(WHERE))
+        return _roster(self._members.values())
+
+
+def _roster(members: Iterable[Member]) -> Roster:
+    return Roster.of(((m.address, m.aliases) for m in members), origin=str(WHERE))
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def accounts_version(database: Database) -> int:
+    """How many times the accounts were changed (0: never, the accounts are not in use)."""
+    try:
+        with database.connection() as connection:
+            row = connection.execute("SELECT version FROM accounts_version").fetchone()
+    except StateError as exc:
+        raise AccountError(f"the accounts cannot be used: {exc}") from exc
+    return int(row[0]) if row else 0
+
+
+def read_roster(database: Database) -> Roster | None:
+    """Who holds an account now, in one transaction; None while no account was ever added."""
+    try:
+        with database.connection() as connection:
+            row = connection.execute("SELECT version FROM accounts_version").fetchone()
+            rows = connection.execute("SELECT address, aliases FROM accounts").fetchall()
+    except StateError as exc:
+        raise AccountError(f"the accounts cannot be read: {exc}") from exc
+    if not row or int(row[0]) == 0:
+        return None
+    return Roster.of(((address, tuple(aliases)) for address, aliases in rows), origin=str(WHERE))

@@ -13,10 +13,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.policy.committee import Roster
 from gateway.settings import PostgresqlSettings
 from gateway.state.fingerprints import load_or_create_key
 from gateway.state.holds_port import HoldsPort
-from gateway.state.ports import FingerprintsPort, LedgerPort, QueuePort
+from gateway.state.ports import AccountsPort, FingerprintsPort, LedgerPort, QueuePort
+from gateway.state.postgresql.accounts import PostgresqlAccounts, accounts_version, read_roster
 from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.fingerprints import PostgresqlFingerprintStore
 from gateway.state.postgresql.holds import PostgresHolds
@@ -122,3 +124,22 @@ class HoldsOpener:
 
     def open(self) -> HoldsPort:
         return PostgresHolds(self.source().connection)
+
+
+@dataclass(frozen=True)
+class AccountsOpener:
+    """The accounts, shared by every instance (``exists`` once any account was ever added)."""
+
+    source: DatabaseSource
+
+    def exists(self) -> bool:
+        return accounts_version(self.source()) > 0
+
+    def open(self) -> AccountsPort:
+        return PostgresqlAccounts(self.source())
+
+    def roster(self) -> Roster | None:
+        return read_roster(self.source())
+
+    def seen(self) -> object:
+        return accounts_version(self.source())
