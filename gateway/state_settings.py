@@ -67,6 +67,34 @@ class PostgresqlSettings(Section):
         ),
     )
 
+    lease_seconds: Seconds = Field(
+        60.0,
+        description=(
+            "How long a gateway's claim on a queued message lasts without renewal (renewed every "
+            "quarter of it while the gateway runs): a gateway that dies leaves its messages to the "
+            "others after this long. Shorter: faster take-over; longer: fewer duplicates when a "
+            "gateway cannot reach PostgreSQL for a while. Between 5s and 1h, and at least twice "
+            "`connect_timeout`."
+        ),
+    )
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_range(cls, value: float) -> float:
+        if not 5.0 <= value <= 3600.0:
+            raise ValueError("must be between 5s and 1h")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_timeout(self) -> PostgresqlSettings:
+        # A renewal that waits a whole connect_timeout must still land before the lease runs out.
+        if self.lease_seconds < 2 * self.connect_timeout:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}s) must be at least twice connect_timeout "
+                f"({self.connect_timeout:g}s): a renewal that waits for a connection would lose its claims"
+            )
+        return self
+
     @field_validator("password_env")
     @classmethod
     def _not_a_setting(cls, name: str | None) -> str | None:
