@@ -24,7 +24,7 @@ from gateway.decision.policy_source import ReloadResult, load_compiled_policy, l
 from gateway.decision.screening import RoundTask, Screener
 from gateway.delivery.process import DeliveryProcess, wants_own_process
 from gateway.delivery.worker import DeliveryWorker
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.example_policy import write_example_policy
 from gateway.intake.journal import JournalService
 from gateway.intake.smtp import SubmissionService
@@ -34,7 +34,7 @@ from gateway.netaddr import host_port, is_loopback
 from gateway.review.outgoing import spool_outgoing
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
 from gateway.state.opening import open_state
-from gateway.state.ports import AccountsPort, QueuePort
+from gateway.state.ports import AccountsPort, QueuePort, SharedCountsPort
 from gateway.state.tls import SELF_SIGNED_CERT, server_context
 
 log = logging.getLogger("gateway.app")
@@ -42,6 +42,7 @@ log = logging.getLogger("gateway.app")
 # A reserved domain (RFC 2606): the demo account can never be mistaken for a real person's address.
 DEMO_ADDRESS = "demo@example.org"
 ACCOUNTS_POLL_INTERVAL = 2.0
+SYNC_INTERVAL = 2.0  # rate-limit counts exchanged with the other gateways (PostgreSQL)
 
 Announce = Callable[[str], None]
 
@@ -431,6 +432,8 @@ class Gateway:
             async with asyncio.TaskGroup() as group:
                 self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
+                if state.counts.shared:
+                    group.create_task(_sync_counts(state.counts, delivery_stop))
                 digests = committee_digest(settings, state, spool, screener)
                 group.create_task(self._review_housekeeping(screener, spool, delivery_stop, digests))
                 demo = create_demo_account(settings)
@@ -538,6 +541,27 @@ class Gateway:
                 reloaded = await asyncio.to_thread(screener.reload_if_changed)
                 if before != _account_snapshot(accounts) or reloaded == ReloadResult.RELOADED:
                     self._review_nudge.set()  # offboarding takes effect on held messages at once
+
+
+async def _sync_counts(counts: SharedCountsPort, stop: asyncio.Event) -> None:
+    """Exchange the rate-limit counts (failed logins, notices) with the other gateways, on a thread
+    every ``SYNC_INTERVAL``: logins and notices never wait for the database. While it cannot be
+    reached each gateway counts alone (logged once), and the next sync sends what was kept."""
+    failing = False
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(counts.sync)
+        except GatewayError as exc:
+            if not failing:
+                log_event(log, "shared_counts_unavailable", logging.WARNING, error=str(exc))
+            failing = True
+        else:
+            if failing:
+                log_event(log, "shared_counts_resumed")
+            failing = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SYNC_INTERVAL):
+                await stop.wait()
 
 
 def _account_snapshot(accounts: AccountsPort) -> tuple[tuple[str, frozenset[str]], ...]:

@@ -13,6 +13,7 @@ from gateway.decision.screening import Screener
 from gateway.decision.shadow import ShadowEvaluator
 from gateway.errors import GatewayError
 from gateway.logs import log_event
+from gateway.mail.notices import NOTICE_WINDOW, NoticeLimiter
 from gateway.policy.reviewers import AccountCheck
 from gateway.review.auditing import trail_sink
 from gateway.review.desk import ReviewDesk
@@ -59,8 +60,15 @@ def open_policy_screener(
         audit.close()
         raise
     if settings.review.enabled:
+        # Several gateways on PostgreSQL: a sender's notice budget counts every gateway's notices.
+        shared = state.counts.counter("notices", NOTICE_WINDOW)
         review = ReviewDesk(
-            store, settings.review, settings.server.hostname, trail_sink(audit), has_account=has_account
+            store,
+            settings.review,
+            settings.server.hostname,
+            trail_sink(audit),
+            limiter=NoticeLimiter(settings.review.notices_per_hour, shared=shared),
+            has_account=has_account,
         )
     # Cases past their expunge date are expunged by the running gateway, in the review round.
     expunger = DueExpunger(Stores(state, audit=audit), settings.policy.path)

@@ -47,6 +47,7 @@ from gateway.login_throttle import LoginThrottle
 from gateway.logs import log_event
 from gateway.replies import Reply
 from gateway.settings import GatewaySettings
+from gateway.state.opening import open_state
 from gateway.state.ports import AccountsPort, QueuePort
 
 __all__ = [
@@ -136,7 +137,10 @@ class SubmissionService:
         self.accounts = accounts
         self.screener = screener
         self.tls_context = tls_context
-        self.throttle = LoginThrottle(settings.auth.max_failures, settings.auth.failure_window)
+        window = settings.auth.failure_window
+        # Several gateways on PostgreSQL: a client's failures count wherever they happen.
+        shared = open_state(settings).counts.counter("login-failures", window)
+        self.throttle = LoginThrottle(settings.auth.max_failures, window, shared=shared)
         # Each argon2 check takes tens of milliseconds and 64 MiB; bound how many run at once.
         self.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)
         self.stopping = False

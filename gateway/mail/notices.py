@@ -28,6 +28,7 @@ from enum import StrEnum
 
 from gateway.errors import GatewayError
 from gateway.header_section import original_headers
+from gateway.login_throttle import SharedCounts
 from gateway.logs import log_event
 from gateway.mail.auto_submitted import answerable
 from gateway.mail.messages import Outgoing
@@ -83,6 +84,9 @@ class NoticeFinding:
     action: str
 
 
+NOTICE_WINDOW = 3600.0  # notices_per_hour: the window the limit counts in
+
+
 class LimitDecision(StrEnum):
     SEND = "send"
     COLLAPSE = "collapse"  # send one "further notices suppressed" notice instead
@@ -90,11 +94,22 @@ class LimitDecision(StrEnum):
 
 
 class NoticeLimiter:
-    """At most ``per_hour`` rate-limited notices per sender in any hour; then one summary, then none."""
+    """At most ``per_hour`` rate-limited notices per sender in any hour; then one summary, then none.
 
-    def __init__(self, per_hour: int, clock: Callable[[], float] = time.monotonic) -> None:
+    With ``shared`` (several gateways on PostgreSQL) the notices other gateways sent the sender in
+    the hour count too, as of their last sync (``gateway.login_throttle.SharedCounts``: never a
+    wait on the network). Each gateway sends its own one summary.
+    """
+
+    def __init__(
+        self,
+        per_hour: int,
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedCounts | None = None,
+    ) -> None:
         self.per_hour = per_hour
         self._clock = clock
+        self._shared = shared
         self._sent: dict[str, deque[float]] = {}
         self._collapsed: dict[str, float] = {}
         self._lock = threading.Lock()  # the periodic expiry runs on a worker thread
@@ -107,21 +122,28 @@ class NoticeLimiter:
         now = self._clock()
         key = sender.lower()
         recent = self._sent.setdefault(key, deque())
-        while recent and recent[0] <= now - 3600:
+        while recent and recent[0] <= now - NOTICE_WINDOW:
             recent.popleft()
-        if len(recent) < self.per_hour:
+        elsewhere = self._shared.elsewhere(key) if self._shared is not None else 0
+        if len(recent) + elsewhere < self.per_hour:
             recent.append(now)
+            if self._shared is not None:
+                self._shared.note(key)
             self._collapsed.pop(key, None)
             return LimitDecision.SEND
-        if key in self._collapsed and self._collapsed[key] > now - 3600:
+        if key in self._collapsed and self._collapsed[key] > now - NOTICE_WINDOW:
             return LimitDecision.DROP
         self._collapsed[key] = now
         return LimitDecision.COLLAPSE
 
     def resumes_in(self, sender: str) -> float:
         """Seconds until the oldest counted notice leaves the window."""
-        recent = self._sent.get(sender.lower())
-        return max(0.0, recent[0] + 3600 - self._clock()) if recent else 0.0
+        key = sender.lower()
+        recent = self._sent.get(key)
+        if recent:
+            return max(0.0, recent[0] + NOTICE_WINDOW - self._clock())
+        # Only other gateways' notices count: their times are not known here, so say the most.
+        return NOTICE_WINDOW if self._shared is not None and self._shared.elsewhere(key) else 0.0
 
 
 @dataclass(frozen=True)

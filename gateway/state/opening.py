@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from gateway.login_throttle import SharedCounts
 from gateway.policy.committee import Roster
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import Accounts, read_roster, users_stat
@@ -28,12 +29,14 @@ from gateway.state.ports import (
     AccountsPort,
     AuditPort,
     CasesPort,
+    CountedKind,
     FingerprintsPort,
     LedgerOpener,
     LedgerPort,
     Opener,
     OverridesPort,
     QueuePort,
+    SharedCountsPort,
 )
 from gateway.state.registry import CaseRegistry
 from gateway.state.spool import Spool
@@ -54,6 +57,7 @@ class State:
     accounts: AccountsOpener
     layout: StateLayout  # the files backend's paths (TLS material, messages naming a folder)
     overrides: Opener[OverridesPort]
+    counts: SharedCountsPort  # rate limits counted across gateways (none to share on files)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,18 @@ class _FileAccounts:
         return users_stat(self.path)
 
 
+class _LocalCounts:
+    """One gateway on files: each limit counts in its own memory, nothing to share."""
+
+    shared = False
+
+    def counter(self, kind: CountedKind, window: float) -> SharedCounts | None:
+        return None
+
+    def sync(self) -> None:
+        return None
+
+
 def _override_store(path: Path) -> OverridesPort:
     return OverrideStore.open(path)
 
@@ -131,6 +147,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
         PostgresqlFingerprintsOpener,
         PostgresqlLedgerOpener,
         QueueOpener,
+        SharedCountsOpener,
     )
     from gateway.state.postgresql.registry import PostgresqlCaseRegistry
 
@@ -144,6 +161,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
         cases=PostgresqlCaseRegistry(settings, source),
         fingerprints=PostgresqlFingerprintsOpener(source, files.layout.fingerprint_key),
         accounts=AccountsOpener(source),
+        counts=SharedCountsOpener(source),
     )
 
 
@@ -174,6 +192,7 @@ def _open_files_state(settings: GatewaySettings) -> State:
         accounts=accounts,
         layout=layout,
         overrides=_FileOpener(layout.overrides, _override_store),
+        counts=_LocalCounts(),
     )
 
 

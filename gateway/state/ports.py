@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Literal, Protocol, Self, TypeVar
 
+from gateway.login_throttle import SharedCounts
 from gateway.policy.committee import Roster
 from gateway.policy.config import Case
 from gateway.policy.fingerprint import IndexStatistics
@@ -412,3 +413,24 @@ class AccountsOpener(Opener[AccountsPort], Protocol):
         """A cheap token that changes whenever the accounts may have (the users file's stat
         fields; the database's change counter), for the policy's poll."""
         ...
+
+
+# -- limits counted by every gateway ---------------------------------------------------------------
+
+CountedKind = Literal["login-failures", "notices"]
+
+
+class SharedCountsPort(Protocol):
+    """Rate limits counted across gateways: failed logins per client, notices per sender.
+
+    On the files backend (one gateway) there is nothing to share: ``counter`` is None and each limit
+    counts in memory. On PostgreSQL each counter answers from memory and ``sync`` (blocking: on a
+    thread, every ``SYNC_INTERVAL``) exchanges the counts with the other gateways.
+    """
+
+    @property
+    def shared(self) -> bool: ...
+
+    def counter(self, kind: CountedKind, window: float) -> SharedCounts | None: ...
+
+    def sync(self) -> None: ...

@@ -13,11 +13,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.login_throttle import SharedCounts
 from gateway.policy.committee import Roster
 from gateway.settings import PostgresqlSettings
 from gateway.state.fingerprints import load_or_create_key
 from gateway.state.holds_port import HoldsPort
-from gateway.state.ports import AccountsPort, FingerprintsPort, LedgerPort, QueuePort
+from gateway.state.ports import AccountsPort, CountedKind, FingerprintsPort, LedgerPort, QueuePort
 from gateway.state.postgresql.accounts import PostgresqlAccounts, accounts_version, read_roster
 from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.fingerprints import PostgresqlFingerprintStore
@@ -25,8 +26,10 @@ from gateway.state.postgresql.holds import PostgresHolds
 from gateway.state.postgresql.ledger import PostgresqlLedger
 from gateway.state.postgresql.migrate import require_current
 from gateway.state.postgresql.queue import LEASE_SECONDS, PostgresQueue
+from gateway.state.postgresql.shared_counts import SharedCountsRegistry
 
 _pools: dict[tuple[int, PostgresqlSettings], Database] = {}
+_counts: dict[tuple[int, PostgresqlSettings], SharedCountsRegistry] = {}
 _pools_lock = threading.Lock()
 
 
@@ -55,6 +58,7 @@ def close_shared_databases() -> None:
             if pid == os.getpid():
                 database.close()
         _pools.clear()
+        _counts.clear()
 
 
 @dataclass(frozen=True)
@@ -143,3 +147,26 @@ class AccountsOpener:
 
     def seen(self) -> object:
         return accounts_version(self.source())
+
+
+@dataclass(frozen=True)
+class SharedCountsOpener:
+    """This process's rate-limit counters on the shared database (one set, whoever asks)."""
+
+    source: DatabaseSource
+    shared = True
+
+    def _registry(self) -> SharedCountsRegistry:
+        key = (os.getpid(), self.source.settings)
+        database = self.source()
+        with _pools_lock:
+            registry = _counts.get(key)
+            if registry is None:
+                registry = _counts[key] = SharedCountsRegistry(database)
+            return registry
+
+    def counter(self, kind: CountedKind, window: float) -> SharedCounts | None:
+        return self._registry().counter(kind, window)
+
+    def sync(self) -> None:
+        self._registry().sync()
