@@ -21,6 +21,7 @@ from gateway import systemd
 from gateway.decision.build import policy_screener
 from gateway.decision.digest_schedule import DigestSchedule, committee_digest
 from gateway.decision.policy_source import ReloadResult, load_compiled_policy, load_policy_for
+from gateway.decision.presence import Presence
 from gateway.decision.screening import RoundTask, Screener
 from gateway.delivery.process import DeliveryProcess, wants_own_process
 from gateway.delivery.worker import DeliveryWorker
@@ -337,6 +338,8 @@ class Gateway:
         self._main_task: asyncio.Task[object] | None = None
         # Set when the users file or the policy changed: the review round runs at once (offboarding).
         self._review_nudge = asyncio.Event()
+        # Set when the policy was reloaded: the shared state learns this gateway's new version at once.
+        self._presence_nudge = asyncio.Event()
 
     def request_stop(self) -> None:
         """Begin a graceful stop (SIGTERM, SIGINT). A second request stops without waiting."""
@@ -355,6 +358,7 @@ class Gateway:
             # A signal handler runs on the event loop: a database's accounts follow at the next poll.
             self._accounts.reload_if_changed()
         policy = self._screener.reload() if self._screener is not None else None
+        self._presence_nudge.set()
         accounts = len(self._accounts.members()) if self._accounts is not None else None
         log_event(log, "reloaded", accounts=accounts, policy=policy)
         systemd.notify("READY=1")
@@ -403,6 +407,8 @@ class Gateway:
             "smtp": service.statistics,
         }
         sources.update(screener.metric_sources())
+        presence = Presence(state.instances, functools.partial(_policy_version, screener))
+        sources["presence"] = presence.statistics
         # Journal intake: copies of inbound committee mail (started with the listeners below).
         shared_policy = screener.policy_source
         journal = JournalService.from_settings(settings, shared_policy) if settings.journal.enabled else None
@@ -434,6 +440,8 @@ class Gateway:
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
                 if state.counts.shared:
                     group.create_task(_sync_counts(state.counts, delivery_stop))
+                if state.instances.shared:
+                    group.create_task(presence.run(delivery_stop, self._presence_nudge))
                 digests = committee_digest(settings, state, spool, screener)
                 group.create_task(self._review_housekeeping(screener, spool, delivery_stop, digests))
                 demo = create_demo_account(settings)
@@ -541,6 +549,12 @@ class Gateway:
                 reloaded = await asyncio.to_thread(screener.reload_if_changed)
                 if before != _account_snapshot(accounts) or reloaded == ReloadResult.RELOADED:
                     self._review_nudge.set()  # offboarding takes effect on held messages at once
+                    self._presence_nudge.set()
+
+
+def _policy_version(screener: Screener) -> str:
+    source = screener.policy_source
+    return source.policy.version if source is not None else ""
 
 
 async def _sync_counts(counts: SharedCountsPort, stop: asyncio.Event) -> None:

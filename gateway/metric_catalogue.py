@@ -14,7 +14,7 @@ from typing import Literal
 
 NAMESPACE = "conduct_gateway"
 
-MetricKind = Literal["counter", "gauge", "histogram"]
+MetricKind = Literal["counter", "gauge", "histogram", "info"]
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,14 @@ class MetricSpec:
     kind: MetricKind
     name: str  # without the namespace; counters without "_total" (the exposition adds it)
     help: str
-    label: str | None = None  # for a field holding a mapping: the label its keys go in
+    label: str | None = None  # for a field holding a mapping: the label its keys go in (info: labels)
 
     @property
     def exposed(self) -> str:
         """The name as scraped (counters end in ``_total``, histograms show as ``_bucket`` etc.)."""
         base = f"{NAMESPACE}_{self.name}"
-        return f"{base}_total" if self.kind == "counter" else base
+        suffix = {"counter": "_total", "info": "_info"}.get(self.kind, "")
+        return base + suffix
 
 
 def _counter(name: str, help_text: str, label: str | None = None) -> MetricSpec:
@@ -227,6 +228,20 @@ CATALOGUE: dict[str, MetricSpec] = {
     ),
     "overrides.offered_total": _counter(
         "overrides_offered", "Refusals that offered the sender an override token."
+    ),
+    "presence.instances": _gauge(
+        "instances",
+        "Gateways on this shared state that were seen in the last minute, this one included (1 on files).",
+    ),
+    "presence.policy_versions": _gauge(
+        "instances_policy_versions",
+        "Distinct policy versions the live gateways run: above 1, they judge under different policies.",
+    ),
+    "presence.policy": MetricSpec(
+        "info",
+        "policy",
+        "The policy version (a digest, never its content) this gateway judges under, with its instance id.",
+        "gateway_instance, version",
     ),
     "journal.copies_total": _counter("journal_copies", "Copies of inbound committee mail received."),
     "journal.learnt_total": _counter(

@@ -38,6 +38,7 @@ MAX_REQUEST_HEAD = 8192
 # with '@' or '.' (an address, a domain, a host name) or mixed case cannot, so no identity can end up
 # in a time series even if a statistics() snapshot grows a mapping keyed by something it should not.
 _SAFE_LABEL_VALUE = re.compile(r"^[a-z0-9_]{1,32}$")
+_SAFE_INFO_VALUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 StatisticsSource = Callable[[], Any]
 
@@ -95,6 +96,12 @@ def _family(spec: MetricSpec, value: Any) -> Metric | None:
             return None
         buckets = [("+Inf" if math.isinf(bound) else repr(bound), count) for bound, count in value.buckets]
         return HistogramMetricFamily(name, spec.help, buckets=buckets, sum_value=value.total)
+    if spec.kind == "info":
+        if not isinstance(value, Mapping):
+            return None
+        # Ids and digests only (hex, dashes): anything else is left out, so no name can get in.
+        labels = {str(k): str(v) for k, v in value.items() if _SAFE_INFO_VALUE.match(str(v))}
+        return InfoMetricFamily(name, spec.help, value=labels) if labels else None
     family_type = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
     if _is_number(value):
         family = family_type(name, spec.help)

@@ -61,6 +61,7 @@ def _register() -> None:
         review,
         serve,
         state,
+        status,
         user,
     )
 
@@ -73,6 +74,7 @@ def _register() -> None:
         check.check,
         audit.audit,
         digest.digest,
+        status.status,
     ):
         main.add_command(command)
     case.case.add_command(expunge.expunge)  # `case expunge`: gateway.decision.expunge

@@ -21,6 +21,7 @@ from gateway.state.audit_later import FileAudit
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.holds import HoldStore
 from gateway.state.holds_port import HoldsPort
+from gateway.state.instances import LocalInstances
 from gateway.state.layout import AUDIT_LATER_DIRNAME, StateLayout
 from gateway.state.ledger import Ledger
 from gateway.state.overrides import OverrideStore
@@ -31,6 +32,7 @@ from gateway.state.ports import (
     CasesPort,
     CountedKind,
     FingerprintsPort,
+    InstancesPort,
     LedgerOpener,
     LedgerPort,
     Opener,
@@ -58,6 +60,7 @@ class State:
     layout: StateLayout  # the files backend's paths (TLS material, messages naming a folder)
     overrides: Opener[OverridesPort]
     counts: SharedCountsPort  # rate limits counted across gateways (none to share on files)
+    instances: InstancesPort  # the gateways on this state and their policy versions
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
     """The PostgreSQL backend: the queue, the holds, the audit trail, the ledger, the case registry,
     the fingerprints and the accounts."""
     from gateway.state.postgresql.audit import PostgresqlAudit
+    from gateway.state.postgresql.instances import PostgresqlInstances
     from gateway.state.postgresql.opening import (
         AccountsOpener,
         DatabaseSource,
@@ -162,6 +166,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
         fingerprints=PostgresqlFingerprintsOpener(source, files.layout.fingerprint_key),
         accounts=AccountsOpener(source),
         counts=SharedCountsOpener(source),
+        instances=PostgresqlInstances(source),
     )
 
 
@@ -193,6 +198,7 @@ def _open_files_state(settings: GatewaySettings) -> State:
         layout=layout,
         overrides=_FileOpener(layout.overrides, _override_store),
         counts=_LocalCounts(),
+        instances=LocalInstances(),
     )
 
 

@@ -37,6 +37,7 @@ from gateway.state.audit import AuditEntry, DecisionRecord
 from gateway.state.audit_format import Digestible, JsonValue
 from gateway.state.audit_reading import StoredEntry, Verification
 from gateway.state.fingerprints import Learnt as Learnt  # named by the journal: it reports what was learnt
+from gateway.state.instances import InstanceRecord
 from gateway.state.overrides import OverrideRecord, Redemption
 from gateway.state.registry import RegistryKey, RegistrySnapshot
 from gateway.state.spool import (
@@ -434,3 +435,22 @@ class SharedCountsPort(Protocol):
     def counter(self, kind: CountedKind, window: float) -> SharedCounts | None: ...
 
     def sync(self) -> None: ...
+
+
+class InstancesPort(Protocol):
+    """The gateways sharing this state and the policy version each runs (``gateway.state.instances``).
+
+    Every call waits on the database on PostgreSQL: run it on a thread."""
+
+    @property
+    def shared(self) -> bool: ...
+
+    def announce(self, record: InstanceRecord) -> None:
+        """Record (or refresh) this gateway: at start, on each policy reload, at each heartbeat."""
+        ...
+
+    def leave(self, instance: str) -> None:
+        """This gateway stops cleanly: its row goes."""
+        ...
+
+    def instances(self) -> list[InstanceRecord]: ...
