@@ -93,10 +93,8 @@ def test_metrics_carry_the_instance_and_the_version_and_nothing_else(state: Stat
     presence = Presence(state.instances, lambda: "1111aaaa2222bbbb")
     presence.beat()
     scraped = generate_latest(build_registry({"presence": presence.statistics})).decode()
-    assert (
-        f'conduct_gateway_policy_info{{gateway_instance="{presence.instance}",version="1111aaaa2222bbbb"}} 1.0'
-        in scraped
-    )
+    labels = f'gateway_instance="{presence.instance}",version="1111aaaa2222bbbb"'
+    assert f"conduct_gateway_policy_info{{{labels}}} 1.0" in scraped
     assert "conduct_gateway_instances 1.0" in scraped
     assert "conduct_gateway_instances_policy_versions 1.0" in scraped
 
