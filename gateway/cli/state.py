@@ -1,4 +1,4 @@
-"""`conduct-gateway state migrate|check`: the shared state's schema, connectivity and audit chain head."""
+"""`conduct-gateway state migrate|check|import|export`: the shared state's schema, reach, moves."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import click
 from gateway.cli import config_option
 from gateway.errors import GatewayError
 from gateway.settings import GatewaySettings, load_settings
-from gateway.state.maintenance import chain_head, check_state, import_files_state, migrate_state
+from gateway.state.maintenance import (
+    chain_head,
+    check_state,
+    export_to_files,
+    import_files_state,
+    migrate_state,
+)
 
 
 @click.group()
@@ -88,6 +94,35 @@ def import_command(config_path: Path | None) -> None:
         "Copy fingerprints.key to every gateway's state folder and give every gateway the case "
         "registry's key; then run: conduct-gateway state check"
     )
+
+
+@state.command("export")
+@config_option
+def export_command(config_path: Path | None) -> None:
+    """Copy the PostgreSQL database back into a files installation (the counterpart of `state import`).
+
+    Writes the same stores `state import` moves (the audit trail with the same chain head, the
+    thread ledger, the fingerprints, the case registry still encrypted, the accounts as the users
+    file, the queue with each message's delivery status, the holds with their review tokens) under
+    state_dir and the users file and registry paths, all or nothing. Refused while gateways run on
+    the database and when any of those files already exists. The database is left as it was; then
+    set state.backend to files.
+    """
+    settings = load_settings(config_path)
+    done = export_to_files(settings)
+    click.echo(
+        f"Exported into {settings.state_dir}: {done.audit_entries} audit entries (chain head "
+        f"{done.audit_head[:16]}...), {done.ledger_messages} ledger messages, "
+        f"{done.fingerprint_documents} fingerprinted documents, "
+        f"{'the case registry' if done.cases_registry else 'no case registry'}, {done.accounts} account(s), "
+        f"{done.queued_messages} queued message(s), {done.holds} hold(s)."
+    )
+    if done.unreadable_messages:
+        click.echo(
+            f"{done.unreadable_messages} message(s) PostgreSQL had set aside as unreadable were not "
+            "exported: they stay in the database (conduct-gateway queue list --state corrupt)."
+        )
+    click.echo("Set state.backend to files (keep state_dir), then run: conduct-gateway state check")
 
 
 def _chain_head(settings: GatewaySettings) -> str:

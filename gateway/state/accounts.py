@@ -82,6 +82,11 @@ def users_stat(path: Path) -> tuple[int, int, int] | None:
     return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
+def users_file_text(members: dict[str, Member]) -> str:
+    """The users file holding ``members`` (sorted by address, with the header)."""
+    return _FILE_HEADER + "".join(members[key].line() for key in sorted(members))
+
+
 def parse_users(text: str, path: Path) -> dict[str, Member]:
     """Parse a users file; any problem is a ConfigError naming the file and line."""
     members: dict[str, Member] = {}
@@ -266,7 +271,6 @@ class Accounts:
             yield
 
     def _save(self, members: dict[str, Member]) -> None:
-        text = _FILE_HEADER + "".join(members[key].line() for key in sorted(members))
-        atomic_write(self.path, text.encode("utf-8"))
+        atomic_write(self.path, users_file_text(members).encode("utf-8"))
         self._members = members
         self._stamp = users_stat(self.path)

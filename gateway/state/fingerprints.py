@@ -60,7 +60,7 @@ SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 _KEY_CHECK_INPUT = b"conduct-gateway fingerprint key check"
 
-_SCHEMA = """
+FINGERPRINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     case_name  TEXT NOT NULL,
@@ -184,7 +184,7 @@ class FingerprintStore:
                     f"{path}: fingerprint schema {version} is newer than this gateway understands; "
                     "upgrade conduct-gateway"
                 )
-            connection.executescript(_SCHEMA)
+            connection.executescript(FINGERPRINT_SCHEMA)
             if version == 1:
                 # Version 1 rows are exact 8-word fingerprints: kept, and matched as such.
                 connection.execute("ALTER TABLE documents ADD COLUMN scheme INTEGER NOT NULL DEFAULT 1")

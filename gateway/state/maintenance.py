@@ -1,4 +1,4 @@
-"""The state backend's upkeep for the CLI: ``state migrate``, ``check`` and ``import``, either backend.
+"""The state backend's upkeep for the CLI: ``state migrate``, ``check``, ``import`` and ``export``.
 
 The CLI reaches the PostgreSQL backend only through here and ``open_state``. The files backend has
 no schema: migrating it does nothing and checking it reports its folder.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
+    from gateway.state.postgresql.exporting import Exported
     from gateway.state.postgresql.importing import Imported
 
 
@@ -107,3 +108,17 @@ def import_files_state(settings: GatewaySettings) -> Imported:
     from gateway.state.postgresql.importing import import_files
 
     return import_files(settings)
+
+
+def export_to_files(settings: GatewaySettings) -> Exported:
+    """Copy the configured PostgreSQL database's stores into files under ``state_dir``."""
+    if settings.state.backend != "postgresql":
+        from gateway.errors import ConfigError
+
+        raise ConfigError(
+            "state export copies PostgreSQL into files under state_dir: keep state.backend postgresql "
+            "and state.postgresql.dsn naming the database while exporting, then switch to files"
+        )
+    from gateway.state.postgresql.exporting import export_state
+
+    return export_state(settings)
