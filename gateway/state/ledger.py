@@ -17,19 +17,18 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from gateway.errors import LedgerError
-from gateway.policy.model import Address, ParsedMessage, ThreadFacts
 from gateway.state.files import private_directory, touch_private
 from gateway.state.layout import StateLayout
+from gateway.state.thread_ledger import Participants, ThreadLedger
+from gateway.state.thread_ledger import normalise_message_id as normalise_message_id
 
 SCHEMA_VERSION = 1
-# A reply's References can list hundreds of ids; the parent is among the last few.
-MAX_PARENT_CANDIDATES = 200
 BUSY_TIMEOUT_MS = 2000
 
 _SCHEMA = """
@@ -48,20 +47,12 @@ CREATE TABLE IF NOT EXISTS mailing_lists (
 ) WITHOUT ROWID;
 """
 
-_PARTICIPANT_FIELDS = ("from", "to", "cc")
-
-
-def normalise_message_id(value: str) -> str | None:
-    """``<abc@host>`` and ``abc@host`` are the same id; whitespace is folding, not content."""
-    stripped = "".join(value.split()).strip("<>")
-    return stripped or None
-
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Ledger:
+class Ledger(ThreadLedger):
     """Records relayed messages and answers "what do we know about this message's parent?"."""
 
     def __init__(self, connection: sqlite3.Connection, *, clock: Callable[[], datetime] = _utc_now) -> None:
@@ -128,36 +119,20 @@ class Ledger:
     ) -> None:
         self.close()
 
-    def record(
+    def _store(
         self,
-        message_id: str,
-        *,
-        in_reply_to: Sequence[str] = (),
-        references: Sequence[str] = (),
-        from_: Iterable[Address] = (),
-        to: Iterable[Address] = (),
-        cc: Iterable[Address] = (),
-        case: str | None = None,
-        when: datetime | None = None,
-    ) -> bool:
-        """Record one message from plain values; False if it has no usable Message-ID.
-
-        Recording the same Message-ID again (a retried send, or a journal copy of a message we
-        relayed) replaces the participants but never forgets a case already known.
-        """
-        key = normalise_message_id(message_id)
-        if key is None:
-            return False
-        participants = [
-            [field, address.name, address.address]
-            for field, addresses in zip(_PARTICIPANT_FIELDS, (from_, to, cc), strict=True)
-            for address in addresses
-        ]
+        key: str,
+        in_reply_to: list[str],
+        references: list[str],
+        participants: Participants,
+        case: str | None,
+        when: datetime | None,
+    ) -> None:
         recorded_at = (when or self._clock()).astimezone(UTC).isoformat(timespec="seconds")
         row = (
             key,
-            json.dumps(_normalised_ids(in_reply_to)),
-            json.dumps(_normalised_ids(references)),
+            json.dumps(in_reply_to),
+            json.dumps(references),
             _PARTICIPANTS_JSON.encode(participants),
             case,
             recorded_at,
@@ -174,7 +149,6 @@ class Ledger:
                 "  recorded_at = excluded.recorded_at",
                 row,
             )
-        return True
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -192,55 +166,14 @@ class Ledger:
                 raise
             self._db.execute("COMMIT")
 
-    def record_message(self, message: ParsedMessage, *, case: str | None = None) -> bool:
-        """Record a parsed message (as relayed); see ``record``."""
-        if message.message_id is None:
-            return False
-        return self.record(
-            message.message_id,
-            in_reply_to=message.in_reply_to,
-            references=message.references,
-            from_=message.from_,
-            to=message.to,
-            cc=message.cc,
-            case=case,
-        )
-
-    def lookup(self, message: ParsedMessage) -> ThreadFacts:
-        """Facts about the message's parent: the first known In-Reply-To id, else the last known
-        References id. Unknown parent (or no parent ids at all): ``ThreadFacts()``."""
-        return self.lookup_parent(message.in_reply_to, message.references)
-
-    def lookup_parent(self, in_reply_to: Sequence[str], references: Sequence[str]) -> ThreadFacts:
-        """``lookup`` from plain id lists."""
-        candidates: list[str] = []
-        for value in (*in_reply_to, *reversed(references)):
-            key = normalise_message_id(value)
-            if key is not None and key not in candidates:
-                candidates.append(key)
-            if len(candidates) >= MAX_PARENT_CANDIDATES:
-                break
-        if not candidates:
-            return ThreadFacts()
+    def _fetch(self, candidates: list[str]) -> dict[str, tuple[Participants, str | None]]:
         marks = ",".join("?" * len(candidates))
         with self._lock:
             rows = self._db.execute(
                 f"SELECT message_id, participants, case_name FROM messages WHERE message_id IN ({marks})",  # noqa: S608 - only placeholders are interpolated
                 candidates,
             ).fetchall()
-        found = {row[0]: row for row in rows}
-        for key in candidates:
-            if key in found:
-                _, participants, case = found[key]
-                return ThreadFacts(
-                    parent_known=True,
-                    parent_participants=tuple(
-                        Address(name=name, address=address)
-                        for _field, name, address in json.loads(participants)
-                    ),
-                    case=case,
-                )
-        return ThreadFacts()
+        return {key: (json.loads(participants), case) for key, participants, case in rows}
 
     def record_lists(self, addresses: Iterable[str]) -> int:
         """Remember ``addresses`` as mailing lists (seen in journalled list mail); how many."""
@@ -308,15 +241,6 @@ class Ledger:
 
 # json.dumps with any option builds an encoder per call; this is the one it would build.
 _PARTICIPANTS_JSON = json.JSONEncoder(ensure_ascii=False)
-
-
-def _normalised_ids(values: Iterable[str]) -> list[str]:
-    out = []
-    for value in values:
-        key = normalise_message_id(value)
-        if key is not None:
-            out.append(key)
-    return out
 
 
 def ledger_path(state_dir: Path) -> Path:

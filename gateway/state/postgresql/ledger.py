@@ -1,6 +1,7 @@
 """The thread ledger in PostgreSQL: the same rows as the SQLite ledger, shared by every gateway.
 
-A thread started through one gateway and answered through another is found by both. ``batch``
+A thread started through one gateway and answered through another is found by both. What a row
+holds and how a parent is found is ``ThreadLedger``'s, as for the SQLite ledger. ``batch``
 makes several ``record`` calls one transaction (on the calling thread); every other call is one
 short transaction of its own.
 """
@@ -9,18 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
 
 from psycopg.types.json import Jsonb
 
 from gateway.errors import LedgerError, StateError
-from gateway.policy.model import Address, ParsedMessage, ThreadFacts
-from gateway.state.ledger import MAX_PARENT_CANDIDATES, normalise_message_id
 from gateway.state.postgresql.database import Connection, Database
-
-_PARTICIPANT_FIELDS = ("from", "to", "cc")
+from gateway.state.thread_ledger import Participants, ThreadLedger
 
 _UPSERT = """
 INSERT INTO ledger_messages (message_id, in_reply_to, refs, participants, case_name, recorded_at)
@@ -32,11 +30,7 @@ ON CONFLICT (message_id) DO UPDATE SET
 """
 
 
-def _ids(values: Iterable[str]) -> list[str]:
-    return [key for value in values if (key := normalise_message_id(value)) is not None]
-
-
-class PostgresqlLedger:
+class PostgresqlLedger(ThreadLedger):
     """The ``LedgerPort`` of the PostgreSQL backend."""
 
     def __init__(self, database: Database, *, clock: Callable[[], datetime] | None = None) -> None:
@@ -56,38 +50,25 @@ class PostgresqlLedger:
         except StateError as exc:
             raise LedgerError(f"the thread ledger cannot be used: {exc}") from exc
 
-    def record(
+    def _store(
         self,
-        message_id: str,
-        *,
-        in_reply_to: Sequence[str] = (),
-        references: Sequence[str] = (),
-        from_: Iterable[Address] = (),
-        to: Iterable[Address] = (),
-        cc: Iterable[Address] = (),
-        case: str | None = None,
-        when: datetime | None = None,
-    ) -> bool:
-        """Record one message; False without a usable Message-ID (see the SQLite ledger)."""
-        key = normalise_message_id(message_id)
-        if key is None:
-            return False
-        participants = [
-            [field, address.name, address.address]
-            for field, addresses in zip(_PARTICIPANT_FIELDS, (from_, to, cc), strict=True)
-            for address in addresses
-        ]
+        key: str,
+        in_reply_to: list[str],
+        references: list[str],
+        participants: Participants,
+        case: str | None,
+        when: datetime | None,
+    ) -> None:
         row = (
             key,
-            Jsonb(_ids(in_reply_to)),
-            Jsonb(_ids(references)),
+            Jsonb(in_reply_to),
+            Jsonb(references),
             Jsonb(participants),
             case,
             (when or self._clock()).astimezone(UTC),
         )
         with self._connection() as connection:
             connection.execute(_UPSERT, row)
-        return True
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -105,50 +86,13 @@ class PostgresqlLedger:
         except StateError as exc:
             raise LedgerError(f"the thread ledger cannot be used: {exc}") from exc
 
-    def record_message(self, message: ParsedMessage, *, case: str | None = None) -> bool:
-        if message.message_id is None:
-            return False
-        return self.record(
-            message.message_id,
-            in_reply_to=message.in_reply_to,
-            references=message.references,
-            from_=message.from_,
-            to=message.to,
-            cc=message.cc,
-            case=case,
-        )
-
-    def lookup(self, message: ParsedMessage) -> ThreadFacts:
-        return self.lookup_parent(message.in_reply_to, message.references)
-
-    def lookup_parent(self, in_reply_to: Sequence[str], references: Sequence[str]) -> ThreadFacts:
-        """The first known In-Reply-To id, else the last known References id (see the SQLite ledger)."""
-        candidates: list[str] = []
-        for value in (*in_reply_to, *reversed(references)):
-            key = normalise_message_id(value)
-            if key is not None and key not in candidates:
-                candidates.append(key)
-            if len(candidates) >= MAX_PARENT_CANDIDATES:
-                break
-        if not candidates:
-            return ThreadFacts()
+    def _fetch(self, candidates: list[str]) -> dict[str, tuple[Participants, str | None]]:
         with self._connection() as connection:
             rows = connection.execute(
                 "SELECT message_id, participants, case_name FROM ledger_messages WHERE message_id = ANY(%s)",
                 (candidates,),
             ).fetchall()
-        found = {row[0]: row for row in rows}
-        for key in candidates:
-            if key in found:
-                _, participants, case = found[key]
-                return ThreadFacts(
-                    parent_known=True,
-                    parent_participants=tuple(
-                        Address(name=name, address=address) for _field, name, address in participants
-                    ),
-                    case=case,
-                )
-        return ThreadFacts()
+        return {key: (participants, case) for key, participants, case in rows}
 
     def record_lists(self, addresses: Iterable[str]) -> int:
         """Remember ``addresses`` as mailing lists (seen in journalled list mail); how many."""
