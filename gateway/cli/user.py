@@ -24,9 +24,10 @@ password_stdin_option = click.option(
 
 @click.group()
 def user() -> None:
-    """Manage the accounts of committee members (the users file, argon2 hashes, mode 0600).
+    """Manage the accounts of committee members (the users file, argon2 hashes, mode 0600; with
+    state.backend postgresql, the database every gateway shares).
 
-    A running gateway picks changes up within seconds (or at once on SIGHUP).
+    A running gateway picks changes up within seconds (or at once on SIGHUP), on every host.
     """
 
 
