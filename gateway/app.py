@@ -23,9 +23,10 @@ from gateway.decision.digest_schedule import DigestSchedule, committee_digest
 from gateway.decision.policy_source import ReloadResult, load_compiled_policy, load_policy_for
 from gateway.decision.presence import Presence
 from gateway.decision.screening import RoundTask, Screener
+from gateway.decision.shared_limits import sync_shared_counts
 from gateway.delivery.process import DeliveryProcess, wants_own_process
 from gateway.delivery.worker import DeliveryWorker
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError
 from gateway.example_policy import write_example_policy
 from gateway.intake.journal import JournalService
 from gateway.intake.smtp import SubmissionService
@@ -35,7 +36,7 @@ from gateway.netaddr import host_port, is_loopback
 from gateway.review.outgoing import spool_outgoing
 from gateway.settings import DEFAULT_CONFIG, GatewaySettings
 from gateway.state.opening import open_state
-from gateway.state.ports import AccountsPort, QueuePort, SharedCountsPort
+from gateway.state.ports import AccountsPort, QueuePort
 from gateway.state.tls import SELF_SIGNED_CERT, server_context
 
 log = logging.getLogger("gateway.app")
@@ -43,7 +44,6 @@ log = logging.getLogger("gateway.app")
 # A reserved domain (RFC 2606): the demo account can never be mistaken for a real person's address.
 DEMO_ADDRESS = "demo@example.org"
 ACCOUNTS_POLL_INTERVAL = 2.0
-SYNC_INTERVAL = 2.0  # rate-limit counts exchanged with the other gateways (PostgreSQL)
 
 Announce = Callable[[str], None]
 
@@ -439,7 +439,7 @@ class Gateway:
                 self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
                 if state.counts.shared:
-                    group.create_task(_sync_counts(state.counts, delivery_stop))
+                    group.create_task(sync_shared_counts(state.counts, delivery_stop))
                 if state.instances.shared:
                     group.create_task(presence.run(delivery_stop, self._presence_nudge))
                 digests = committee_digest(settings, state, spool, screener)
@@ -555,27 +555,6 @@ class Gateway:
 def _policy_version(screener: Screener) -> str:
     source = screener.policy_source
     return source.policy.version if source is not None else ""
-
-
-async def _sync_counts(counts: SharedCountsPort, stop: asyncio.Event) -> None:
-    """Exchange the rate-limit counts (failed logins, notices) with the other gateways, on a thread
-    every ``SYNC_INTERVAL``: logins and notices never wait for the database. While it cannot be
-    reached each gateway counts alone (logged once), and the next sync sends what was kept."""
-    failing = False
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(counts.sync)
-        except GatewayError as exc:
-            if not failing:
-                log_event(log, "shared_counts_unavailable", logging.WARNING, error=str(exc))
-            failing = True
-        else:
-            if failing:
-                log_event(log, "shared_counts_resumed")
-            failing = False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SYNC_INTERVAL):
-                await stop.wait()
 
 
 def _account_snapshot(accounts: AccountsPort) -> tuple[tuple[str, frozenset[str]], ...]:

@@ -17,6 +17,7 @@ from gateway import systemd
 from gateway.decision.build import policy_screener
 from gateway.decision.commit import CommitState
 from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.shared_limits import sync_shared_counts
 from gateway.delivery.worker import DeliveryWorker
 from gateway.logs import log_event
 from gateway.metrics import Health, MetricsServer, build_registry
@@ -131,6 +132,8 @@ class MilterGateway:
                 self._delivery_task = group.create_task(worker.run(delivery_stop))
                 group.create_task(self._housekeeping(screener, spool, holds, delivery_stop))
                 group.create_task(self._watch_policy(screener, delivery_stop))
+                if state.counts.shared:  # notice limits counted with the other gateways
+                    group.create_task(sync_shared_counts(state.counts, delivery_stop))
                 self.ready.set()
                 log_event(log, "ready")
                 systemd.notify("READY=1", f"STATUS=milter on {server.address}")

@@ -426,7 +426,8 @@ class SharedCountsPort(Protocol):
 
     On the files backend (one gateway) there is nothing to share: ``counter`` is None and each limit
     counts in memory. On PostgreSQL each counter answers from memory and ``sync`` (blocking: on a
-    thread, every ``SYNC_INTERVAL``) exchanges the counts with the other gateways.
+    thread, every two seconds, ``gateway.decision.shared_limits``) exchanges the counts with the
+    other gateways.
     """
 
     @property

@@ -3,7 +3,7 @@
 ``note`` and ``elsewhere`` are called on the event loop (the SMTP session, the review desk), so
 they never touch the network: they queue this gateway's events and answer from the other
 gateways' events as of the last ``sync``. ``sync`` (blocking: the gateway runs it on a thread
-every two seconds, ``gateway.app``) sends the queued events, fetches everyone's within the
+every two seconds, ``gateway.decision.shared_limits``) sends the queued events, fetches everyone's within the
 window and deletes rows older than it. A periodic sync rather than a query per event: a login or
 a notice never waits for the database, and an unreachable database leaves each gateway counting
 its own events (the limit then holds per gateway, as with the files backend) until it is back.
@@ -17,6 +17,10 @@ from collections import Counter
 from dataclasses import dataclass
 
 from gateway.state.postgresql.database import Database
+
+# Events kept for the next sync at most (the database away for long, a flood of failed logins):
+# this gateway's own limit still counts every one in memory.
+MAX_UNSENT = 10_000
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class SharedWindowCounts:
 
     def note(self, key: str) -> None:
         with self._lock:
+            if len(self._unsent) >= MAX_UNSENT:  # no sync for a long while: keep the newest
+                del self._unsent[: len(self._unsent) - MAX_UNSENT + 1]
             self._unsent.append(key)
 
     def elsewhere(self, key: str) -> int:
