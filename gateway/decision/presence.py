@@ -2,8 +2,9 @@
 
 Several gateways on PostgreSQL must judge under the same policy. Each records its id, host, start
 time and policy version in the shared state (``InstancesPort``) at start, after every reload and at
-each heartbeat, and compares it with the live others: when they differ it logs
-``policy-versions-differ`` (again at each change), ``/metrics`` counts the versions in use and
+each heartbeat, and compares it with the live others: when they differ for two heartbeats in a row
+(a reload reaches every gateway within seconds) it logs ``policy-versions-differ`` (again at each
+change), ``/metrics`` counts the versions in use and
 ``conduct-gateway status`` names them. The gateway keeps running on its own version: a rolling edit
 passes through a moment of two versions on every deployment, and each verdict's audit entry names
 the version that judged it, so what was decided under which policy stays known.
@@ -58,6 +59,7 @@ class Presence:
         self._live = 1
         self._versions = 1
         self._reported: frozenset[str] = frozenset()
+        self._previous: frozenset[str] = frozenset()  # the versions the last beat saw
 
     def record(self) -> InstanceRecord:
         return InstanceRecord(
@@ -72,6 +74,12 @@ class Presence:
         versions = policy_versions(records) | {mine.policy_version}
         self._live = max(1, len(records))
         self._versions = len(versions)
+        # A reload (or a `user add`: the accounts are part of the version) reaches every gateway
+        # within seconds, so a difference is reported once two beats in a row have seen it.
+        lasting = versions == self._previous
+        self._previous = frozenset(versions)
+        if len(versions) > 1 and not lasting:
+            return
         if len(versions) > 1 and versions != self._reported:
             log_event(
                 log,
