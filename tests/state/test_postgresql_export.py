@@ -68,6 +68,8 @@ def test_files_import_export_gives_the_same_stores_back(
     original = _as_files(settings)
     files = open_state(original)
     _fill(files, original)
+    with files.ledger.open() as ledger:
+        ledger.record_lists(["Org-Team@lists.example.org"])
     token = new_token()
     HoldStore(files.layout.holds).create(record("Q1", token=token), b"original \x00 bytes", b"release")
     imported = CliRunner().invoke(
@@ -118,6 +120,11 @@ def test_files_import_export_gives_the_same_stores_back(
     assert _rows(back.layout.ledger, query) == _rows(files.layout.ledger, query)
     with back.ledger.open() as ledger:
         assert ledger.lookup_parent(["<a@example.org>"], []).case == "lake"
+        assert ledger.lists_among(["org-team@lists.example.org", "x@example.org"]) == {
+            "org-team@lists.example.org"
+        }
+    query = "SELECT address, seen_at FROM mailing_lists"
+    assert _rows(back.layout.ledger, query) == _rows(files.layout.ledger, query)
     query = "SELECT case_name, document, person, source, learnt_at, shingles, scheme FROM documents"
     assert _rows(back.layout.fingerprints, query) == _rows(files.layout.fingerprints, query)
     assert _rows(back.layout.fingerprints, "SELECT * FROM meta") == _rows(

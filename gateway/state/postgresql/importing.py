@@ -5,12 +5,12 @@ What moves, verbatim where the formats allow, in one transaction (all or nothing
 - the audit trail: every line of ``audit.jsonl`` as it is (same hashes, same chain head) with its
   salts and checkpoint, after ``verify`` has passed on the files (a tampered trail is not moved);
   then the actions left "for later" are appended to the chain;
-- the thread ledger's rows; the fingerprints' rows and key check (``fingerprints.key`` itself
-  stays in the state folder: copy it to every gateway);
+- the thread ledger's rows and the mailing lists it learnt; the fingerprints' rows and key check
+  (``fingerprints.key`` itself stays in the state folder: copy it to every gateway);
 - the case registry's encrypted bytes (the key stays where it is: set it on every gateway);
 - the accounts (the users file's lines).
 
-The queue and the holds are not moved here (they move with the PostgreSQL queue). The files are
+The queue and the holds move too (``queue_import``). The files are
 left as they were (but the actions waiting "for later", which move into the chain): the import
 copies, so the old installation can be restarted if need be. Refused
 while a gateway holds the files trail, and into a database that already holds any of these stores.
@@ -98,6 +98,7 @@ def _copy(settings: GatewaySettings, layout: StateLayout, database: Database) ->
             _require_empty(connection, database.where)
             entries = _copy_audit(connection, layout.audit)
             ledger = _copy_rows(connection, layout.ledger, _LEDGER)
+            _copy_lists(connection, layout.ledger)
             documents = _copy_rows(connection, layout.fingerprints, _FINGERPRINTS)
             registry = _copy_registry(connection, registry_path(settings))
             accounts = _copy_accounts(connection, settings.auth.users_file)
@@ -222,6 +223,25 @@ def _copy_rows(connection: Connection, path: Path, rows: _Rows) -> int:
         cursor.executemany(rows.insert, [rows.convert(row) for row in found])
         for name, value in meta:  # the key check (and epoch): the same key file must come along
             cursor.execute("INSERT INTO fingerprint_meta (name, value) VALUES (%s, %s)", (name, value))
+    return len(found)
+
+
+def _copy_lists(connection: Connection, path: Path) -> int:
+    """The mailing lists the ledger learnt (none in a ledger older than the reply-all net)."""
+    if not path.exists():
+        return 0
+    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        found = source.execute("SELECT address, seen_at FROM mailing_lists").fetchall()
+    except sqlite3.OperationalError:
+        return 0  # no such table yet
+    finally:
+        source.close()
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO ledger_mailing_lists (address, seen_at) VALUES (%s, %s)",
+            [(address, datetime.fromisoformat(seen_at)) for address, seen_at in found],
+        )
     return len(found)
 
 
