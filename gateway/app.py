@@ -26,7 +26,7 @@ from gateway.decision.screening import RoundTask, Screener
 from gateway.decision.shared_limits import sync_shared_counts
 from gateway.delivery.process import DeliveryProcess, wants_own_process
 from gateway.delivery.worker import DeliveryWorker
-from gateway.errors import ConfigError
+from gateway.errors import AccountError, ConfigError
 from gateway.example_policy import write_example_policy
 from gateway.intake.journal import JournalService
 from gateway.intake.smtp import SubmissionService
@@ -215,7 +215,12 @@ def create_demo_account(settings: GatewaySettings) -> DemoAccount | None:
     password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
     if settings.state.backend == "files":
         users.parent.mkdir(parents=True, exist_ok=True)
-    open_state(settings).accounts.open().add(DEMO_ADDRESS, password)
+    try:
+        open_state(settings).accounts.open().add(DEMO_ADDRESS, password)
+    except AccountError:
+        if not open_state(settings).accounts.exists():
+            raise
+        return None  # another gateway on the shared accounts made it first: its banner shows it
     log_event(log, "demo_account_created", address=DEMO_ADDRESS, users_file=users)
     return DemoAccount(DEMO_ADDRESS, password)
 

@@ -118,3 +118,19 @@ def test_the_committee_in_force_follows_the_shared_accounts_on_every_gateway(
     on_first = PolicySource.load(policy, first.cases, first.accounts)
     assert on_first.policy.version == on_second.policy.version  # the same accounts, the same version
     close_shared_databases()
+
+
+def test_two_gateways_starting_at_once_make_one_demo_account(
+    postgresql_settings: GatewaySettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway import app
+
+    first = app.create_demo_account(postgresql_settings)
+    assert first is not None
+    # The second gateway looked before the first made it (both saw no accounts yet).
+    monkeypatch.setattr(app, "wants_demo_account", lambda settings: True)
+    assert app.create_demo_account(postgresql_settings) is None
+    accounts = open_state(postgresql_settings).accounts.open()
+    assert accounts.members() == [app.DEMO_ADDRESS]
+    assert accounts.verify(app.DEMO_ADDRESS, first.password) == app.DEMO_ADDRESS  # the first one's
+    close_shared_databases()
