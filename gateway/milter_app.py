@@ -17,6 +17,7 @@ from gateway import systemd
 from gateway.decision.build import policy_screener
 from gateway.decision.commit import CommitState
 from gateway.decision.policy_screener import PolicyScreener
+from gateway.decision.presence import Presence
 from gateway.decision.shared_limits import sync_shared_counts
 from gateway.delivery.worker import DeliveryWorker
 from gateway.logs import log_event
@@ -113,6 +114,8 @@ class MilterGateway:
             "milter": server.statistics,
         }
         sources.update(screener.metric_sources())
+        presence = Presence(state.instances, lambda: source.policy.version)
+        sources["presence"] = presence.statistics
         metrics = self.metrics = MetricsServer(settings.metrics, build_registry(sources), self.health)
         loop = asyncio.get_running_loop()
         if handle_signals:
@@ -134,6 +137,8 @@ class MilterGateway:
                 group.create_task(self._watch_policy(screener, delivery_stop))
                 if state.counts.shared:  # notice limits counted with the other gateways
                     group.create_task(sync_shared_counts(state.counts, delivery_stop))
+                if state.instances.shared:  # the policy version, beside the other gateways'
+                    group.create_task(presence.run(delivery_stop, asyncio.Event()))
                 self.ready.set()
                 log_event(log, "ready")
                 systemd.notify("READY=1", f"STATUS=milter on {server.address}")
