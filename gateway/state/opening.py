@@ -100,14 +100,15 @@ def open_state(settings: GatewaySettings) -> State:
 
 
 def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
-    """The PostgreSQL backend: the queue, the holds, the audit trail, the ledger, the case registry
-    and the fingerprints. Not yet in PostgreSQL (still files under ``state_dir``): accounts (the
+    """The PostgreSQL backend: the queue, the holds, the audit trail, the ledger, the case registry,
+    the fingerprints and the overrides. Not yet in PostgreSQL (still files under ``state_dir``): accounts (the
     policy reads the roster from the users file itself, so accounts move only together with that
     read)."""
     from gateway.state.postgresql.audit import PostgresqlAudit
     from gateway.state.postgresql.opening import (
         DatabaseSource,
         HoldsOpener,
+        OverridesOpener,
         PostgresqlFingerprintsOpener,
         PostgresqlLedgerOpener,
         QueueOpener,
@@ -123,6 +124,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
         ledger=PostgresqlLedgerOpener(source),
         cases=PostgresqlCaseRegistry(settings, source),
         fingerprints=PostgresqlFingerprintsOpener(source, files.layout.fingerprint_key),
+        overrides=OverridesOpener(source),
     )
 
 

@@ -319,7 +319,8 @@ class FingerprintsPort(Closing, Protocol):
 
 
 class OverridesPort(Closing, Protocol):
-    """One-time override tokens and the overrides made with them (``gateway.state.overrides``)."""
+    """One-time override tokens, the overrides made with them, and the keys of "false positive"
+    reports (``gateway.state.overrides``; shared by every gateway on PostgreSQL)."""
 
     def issue(self, token: str, sender: str, rules: tuple[str, ...], now: float) -> None: ...
 
@@ -333,11 +334,28 @@ class OverridesPort(Closing, Protocol):
         justification: str,
         quotas: Mapping[str, tuple[int, float]],
         now: float,
-    ) -> Redemption: ...
+        queue_id: str | None = None,
+        case: str | None = None,
+    ) -> Redemption:
+        """One transaction: the token checked, the quota counted, the override recorded (once, even
+        when two gateways redeem the same token at the same moment)."""
+        ...
 
     def find(self, reference: str) -> OverrideRecord | None: ...
 
     def since(self, when: float) -> list[OverrideRecord]: ...
+
+    def prune(self, *, now: float, retention: float) -> int:
+        """Expired tokens go; overrides and report keys older than ``retention`` seconds too."""
+        ...
+
+    def forget(self, case: str, queue_ids: Iterable[str], names: Callable[[str], bool]) -> int:
+        """``case expunge``: the overrides of the case, of those messages, or naming its people."""
+        ...
+
+    def note_report(self, key: str, reference: str, now: float) -> bool:
+        """Record a "false positive" report's idempotency key: True only the first time."""
+        ...
 
 
 # -- case registry, accounts ----------------------------------------------------------------------------

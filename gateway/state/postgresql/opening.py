@@ -16,12 +16,13 @@ from pathlib import Path
 from gateway.settings import PostgresqlSettings
 from gateway.state.fingerprints import load_or_create_key
 from gateway.state.holds_port import HoldsPort
-from gateway.state.ports import FingerprintsPort, LedgerPort, QueuePort
+from gateway.state.ports import FingerprintsPort, LedgerPort, OverridesPort, QueuePort
 from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.fingerprints import PostgresqlFingerprintStore
 from gateway.state.postgresql.holds import PostgresHolds
 from gateway.state.postgresql.ledger import PostgresqlLedger
 from gateway.state.postgresql.migrate import require_current
+from gateway.state.postgresql.overrides import PostgresqlOverrides
 from gateway.state.postgresql.queue import LEASE_SECONDS, PostgresQueue
 
 _pools: dict[tuple[int, PostgresqlSettings], Database] = {}
@@ -122,3 +123,16 @@ class HoldsOpener:
 
     def open(self) -> HoldsPort:
         return PostgresHolds(self.source().connection)
+
+
+@dataclass(frozen=True)
+class OverridesOpener:
+    """Override tokens, overrides and report keys, shared by every instance."""
+
+    source: DatabaseSource
+
+    def exists(self) -> bool:
+        return True
+
+    def open(self) -> OverridesPort:
+        return PostgresqlOverrides(self.source())
