@@ -211,10 +211,8 @@ class PolicyScreener:
 
     def _count_reload(self, result: ReloadResult) -> ReloadResult:
         with self._lock:
-            if result is ReloadResult.RELOADED:
-                self._reloads += 1
-            elif result is ReloadResult.REFUSED:
-                self._reload_refusals += 1
+            self._reloads += result is ReloadResult.RELOADED
+            self._reload_refusals += result is ReloadResult.REFUSED
         # For the committee digest; a file that stays unreadable is refused at every poll: once.
         repeated = result is ReloadResult.REFUSED and self._refused_audited
         if result is not ReloadResult.UNCHANGED and not repeated:
@@ -451,10 +449,12 @@ class PolicyScreener:
             self.review.not_stored(disposition.undo)
 
     def review_housekeeping(self) -> tuple[Outgoing, ...]:
-        """Periodic: audit what the CLI queued (review decisions, case actions), expire overdue holds;
-        the notices to spool."""
+        """Periodic: audit what the CLI queued (review decisions, case actions), prune overrides past
+        their retention, expire overdue holds; the notices to spool."""
         if self.audit_later is not None:
             self.audit_later.drain_later(self.audit)
+        if self.overrides is not None:
+            self.overrides.prune(self.source.policy)
         if self.review is None:
             self.audit.flush()
             return ()

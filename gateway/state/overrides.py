@@ -241,7 +241,14 @@ class OverrideStore:
             ]
             db.executemany("DELETE FROM overrides WHERE reference = ?", doomed)
             db.executemany("DELETE FROM tokens WHERE reference = ?", doomed)
-            return len(doomed)
+        if doomed:  # secure_delete zeroes the rows; the write-ahead log must not keep them either
+            with self._lock:
+                try:
+                    self._db.execute("VACUUM")
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as exc:
+                    raise OverrideError(f"cannot compact the override store: {exc}") from None
+        return len(doomed)
 
     def note_report(self, key: str, reference: str, now: float) -> bool:
         """Remember a "false positive" report's key: True the first time, False for a repeat."""
