@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import Accounts
 from gateway.state.audit_later import FileAudit
+from gateway.state.digest_periods import FileDigestPeriods
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.holds import HoldStore
 from gateway.state.holds_port import HoldsPort
@@ -26,6 +27,7 @@ from gateway.state.ports import (
     AccountsPort,
     AuditPort,
     CasesPort,
+    DigestPeriodsPort,
     FingerprintsPort,
     LedgerOpener,
     LedgerPort,
@@ -52,6 +54,7 @@ class State:
     accounts: Opener[AccountsPort]
     layout: StateLayout  # the files backend's paths (TLS material, messages naming a folder)
     overrides: Opener[OverridesPort]
+    digests: DigestPeriodsPort  # which committee digest periods were sent and recorded
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
     policy reads the roster from the users file itself, so accounts move only together with that
     read)."""
     from gateway.state.postgresql.audit import PostgresqlAudit
+    from gateway.state.postgresql.digest_periods import PostgresqlDigestPeriods
     from gateway.state.postgresql.opening import (
         DatabaseSource,
         HoldsOpener,
@@ -125,6 +129,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
         cases=PostgresqlCaseRegistry(settings, source),
         fingerprints=PostgresqlFingerprintsOpener(source, files.layout.fingerprint_key),
         overrides=OverridesOpener(source),
+        digests=PostgresqlDigestPeriods(source),
     )
 
 
@@ -140,21 +145,23 @@ def _open_files_state(settings: GatewaySettings) -> State:
         layout.fingerprints, fingerprint_store, companions=(layout.fingerprint_key,)
     )
     accounts: _FileOpener[AccountsPort] = _FileOpener(settings.auth.users_file, Accounts.load)
+    audit = FileAudit(
+        layout.audit,
+        later=layout.audit_later,
+        holds_outbox=layout.holds_outbox,
+        expunge_pending=layout.expunge_pending,
+    )
     return State(
         queue=queue,
         holds=holds,
-        audit=FileAudit(
-            layout.audit,
-            later=layout.audit_later,
-            holds_outbox=layout.holds_outbox,
-            expunge_pending=layout.expunge_pending,
-        ),
+        audit=audit,
         ledger=_FileLedger(layout.ledger),
         fingerprints=fingerprints,
         cases=CaseRegistry.from_settings(settings),
         accounts=accounts,
         layout=layout,
         overrides=_FileOpener(layout.overrides, _override_store),
+        digests=FileDigestPeriods(audit),
     )
 
 

@@ -358,6 +358,28 @@ class OverridesPort(Closing, Protocol):
         ...
 
 
+# -- committee digest periods -----------------------------------------------------------------------------
+
+
+class DigestPeriodsPort(Protocol):
+    """Which committee digest periods were sent: one gateway sends each period, and the period's
+    ``digest`` audit event is recorded once, whatever restarts and however many gateways."""
+
+    def recorded(self, kind: str) -> datetime | None:
+        """The end of the last period of ``kind`` recorded here (the trail may know older ones)."""
+        ...
+
+    def claim(self, kind: str, start: datetime, end: datetime, owner: str, lease: float) -> bool:
+        """Whether ``owner`` may send this period now: False while another live gateway holds it
+        (for ``lease`` seconds from its claim) or once it is recorded."""
+        ...
+
+    def record(self, kind: str, end: datetime, fields: Mapping[str, JsonValue]) -> bool:
+        """Append the period's ``digest`` audit event with ``fields`` unless it is recorded already:
+        True if this call recorded it."""
+        ...
+
+
 # -- case registry, accounts ----------------------------------------------------------------------------
 
 
