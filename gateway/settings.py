@@ -351,11 +351,9 @@ class OverridesSettings(Section):
 
     retention: Retention = Field(
         90 * 86400.0,
-        description=(
-            "Delete an override and its justification this long after it was made (the audit trail keeps "
-            "its reference, rules and findings); never sooner than the longest `override_quota` period of "
-            "the policy, which counts them. Expired override tokens, used or not, go at once."
-        ),
+        description="Delete an override and its justification this long after it was made (the audit trail "
+        "keeps its reference); never sooner than the policy's longest `override_quota` period, which counts "
+        "them. Expired override tokens, used or not, go at once.",
     )
 
 
