@@ -1,7 +1,7 @@
 """State: everything the gateway keeps durably, each store behind a typed port.
 
-The queue (spool), the holds, the audit trail, the thread ledger, the fingerprints, the case registry
-and the accounts. ``ports`` (and ``holds_port``) declare what the rest of the gateway may ask of each
+The queue (spool), the holds, the audit trail, the thread ledger, the fingerprints, the case registry,
+the accounts, the overrides and the committee digest's periods. ``ports`` (and ``holds_port``) declare what the rest of the gateway may ask of each
 store; ``open_state(settings)`` (``opening``) returns a ``State`` with one field per port, and is the
 only code that places stores under ``state_dir`` (``layout`` names the files); ``files`` owns atomic
 writes, folder fsyncs, private modes and locks for every file store. Only this package touches
