@@ -303,6 +303,7 @@ def test_the_committee_reads_justifications_with_the_cli(
     assert REASON not in listed.output  # the list names overrides; only `show` gives the reason
     shown = CliRunner().invoke(main, ["override", "show", reference, "--config", str(config)])
     assert shown.exit_code == 0 and json.loads(shown.output)["justification"] == REASON
+    assert (json.loads(shown.output)["queue_id"], json.loads(shown.output)["case"]) == ("Q1", None)
     missing = CliRunner().invoke(main, ["override", "show", "ovr-000000000000", "--config", str(config)])
     assert missing.exit_code == 2
 
