@@ -346,6 +346,17 @@ class DigestSettings(Section):
     )
 
 
+class OverridesSettings(Section):
+    """Overrides of `overridable` rules: how long their records are kept."""
+
+    retention: Retention = Field(
+        90 * 86400.0,
+        description="Delete an override and its justification this long after it was made (the audit trail "
+        "keeps its reference); never sooner than the policy's longest `override_quota` period, which counts "
+        "them. Expired override tokens, used or not, go at once.",
+    )
+
+
 class JournalSettings(Section):
     """Journal intake: copies of inbound committee mail from the organisation's mail server.
 
@@ -456,6 +467,7 @@ class GatewaySettings(Section):
     review: ReviewSettings = ReviewSettings()
     journal: JournalSettings = JournalSettings()
     digest: DigestSettings = DigestSettings()
+    overrides: OverridesSettings = OverridesSettings()
     registry: RegistrySettings = RegistrySettings()
     milter: MilterSettings = MilterSettings()
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logging threshold.")

@@ -232,6 +232,7 @@ async def test_a_digest_is_spooled_once_per_period_across_restarts_and_names_nob
             policy=lambda: screener.source.policy,
             hostname="gw.example.org",
             clock=lambda: now[0],
+            periods=state.digests,
         )
 
     first = schedule()
@@ -259,12 +260,12 @@ async def test_a_digest_is_spooled_once_per_period_across_restarts_and_names_nob
     # The "later" entries reach the trail (the gateway's review round); two more days pass.
     with state.audit.open() as writer:
         state.audit.drain_later(writer)
-    # The restart recorded the period again (harmless: the mail itself went once).
-    recorded = {
+    # The restart before the event reached the trail did not record the period again (issue 18).
+    recorded = [
         (e.fields["period"], e.fields["end"], e.fields.get("baseline", False))
         for e in read_entries(state.layout.audit)
         if e.fields["event"] == DIGEST_EVENT
-    }
+    ]
     assert sorted(baseline for _period, _end, baseline in recorded) == [False, True]
     now[0] += datetime.timedelta(days=2)
     assert await schedule().run() == 2

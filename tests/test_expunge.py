@@ -182,6 +182,42 @@ async def test_expunge_removes_the_case_s_identities_from_every_store(config: Pa
     assert again.exit_code == 0 and "already expunged" in again.output, again.output
 
 
+def test_expunge_removes_the_overrides_of_the_case_and_those_naming_its_people(config: Path) -> None:
+    state = open_state(load_settings(config))
+    made = {}
+    with state.overrides.open() as overrides:
+        for number, (queue_id, case, why) in enumerate(
+            [
+                ("Q1", "home shelf", "sent in the case's own thread, as asked"),
+                ("Q5", None, "Jinny asked me to forward it unchanged"),
+                ("Q6", "stunned bulb", "the other case's thread, as asked"),
+            ]
+        ):
+            token = f"EXPUNGE{number}"
+            overrides.issue(token, "ada@example.org", ("communication",), 1_800_000_000.0)
+            done = overrides.redeem(
+                token,
+                sender="ada@example.org",
+                message=f"<o{number}@x>",
+                rules=("communication",),
+                justification=why,
+                quotas={"communication": (9, 86400.0)},
+                now=1_800_000_000.0,
+                queue_id=queue_id,
+                case=case,
+            )
+            made[queue_id] = done.reference
+    assert found_anywhere(config, ("forward it unchanged", "case's own thread"))  # the test sees them
+
+    result = run(config, "case", "expunge", "home shelf", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "overrides and their justifications removed: 2" in result.output
+    # Gone from every file of the state folder (the override store's write-ahead log too).
+    assert found_anywhere(config, ("Jinny", "forward it unchanged", "case's own thread")) == []
+    with state.overrides.open() as overrides:
+        assert [overrides.find(str(made[q])) is not None for q in ("Q1", "Q5", "Q6")] == [False, False, True]
+
+
 def test_a_case_in_the_policy_file_is_refused_with_advice(config: Path) -> None:
     result = run(config, "case", "expunge", "paper kite", "--yes")
     assert result.exit_code == 2

@@ -8,7 +8,9 @@ import email.policy
 import functools
 import json
 import re
+import sqlite3
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,7 @@ from gateway.settings import GatewaySettings, PolicySettings
 from gateway.state.audit import audit_dir
 from gateway.state.audit_reading import read_entries
 from gateway.state.opening import open_state
+from gateway.state.overrides import OverrideStore
 from tests.cli.conftest import write_config
 from tests.test_policy_screener import message, submission
 
@@ -300,8 +303,80 @@ def test_the_committee_reads_justifications_with_the_cli(
     assert REASON not in listed.output  # the list names overrides; only `show` gives the reason
     shown = CliRunner().invoke(main, ["override", "show", reference, "--config", str(config)])
     assert shown.exit_code == 0 and json.loads(shown.output)["justification"] == REASON
+    assert (json.loads(shown.output)["queue_id"], json.loads(shown.output)["case"]) == ("Q1", None)
     missing = CliRunner().invoke(main, ["override", "show", "ovr-000000000000", "--config", str(config)])
     assert missing.exit_code == 2
+
+
+def test_an_override_is_linked_to_its_message_and_the_case_of_its_thread(screener: PolicyScreener) -> None:
+    screener.ledger.record("<case-thread@example.org>", case="home shelf")
+    content = message(subject="Minutes", cc=None, message_id="<c1@example.org>")
+    content = content.replace(b"\r\n\r\n", b"\r\nIn-Reply-To: <case-thread@example.org>\r\n\r\n", 1)
+    refused = screener.screen(submission(content, rcpt_tos=(OUTSIDER,), queue_id="Q1"))
+    token = token_in(refused)
+    tagged = content.replace(b"Subject: Minutes", f"Subject: Minutes [override {token}: {REASON}]".encode())
+    granted = screener.screen(submission(tagged, rcpt_tos=(OUTSIDER,), queue_id="Q2"))
+    assert isinstance(granted, Accept)
+    assert screener.overrides is not None
+    [record] = screener.overrides.store.since(0)
+    assert (record.queue_id, record.case) == ("Q2", "home shelf")  # what case expunge looks for
+
+
+def test_the_review_round_prunes_overrides_past_the_retention_but_never_inside_a_quota_period(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY, encoding="utf-8")  # conduct-cc: a quota period of 7 days
+    settings = GatewaySettings.model_validate(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "policy": {"path": str(path), "workers": 0},
+            "overrides": {"retention": "1d"},
+        }
+    )
+    now = time.time()
+    with PolicyScreener.from_settings(settings) as screener:
+        assert screener.overrides is not None
+        store = screener.overrides.store
+        made = {}
+        for days in (10, 3):
+            token = f"PRUNE{days:03d}"
+            store.issue(token, "ada@example.org", ("conduct-cc",), now - days * 86400)
+            made[days] = store.redeem(
+                token,
+                sender="ada@example.org",
+                message=f"<p{days}@example.org>",
+                rules=("conduct-cc",),
+                justification=REASON,
+                quotas={"conduct-cc": (9, 7 * 86400.0)},
+                now=now - days * 86400,
+            ).reference
+        screener.review_housekeeping()
+        # retention 1d, but the 7-day quota still counts the 3-day-old one: kept; the 10-day-old goes.
+        assert store.find(str(made[10])) is None and store.find(str(made[3])) is not None
+        assert screener.overrides.prune(screener.source.policy) == 0  # nothing more is due
+
+
+def test_a_version_1_override_store_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "overrides.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE tokens (digest TEXT PRIMARY KEY, sender TEXT NOT NULL, rules TEXT NOT NULL,"
+        " expires REAL NOT NULL, message TEXT, reference TEXT);"
+        "CREATE TABLE overrides (reference TEXT PRIMARY KEY, sender TEXT NOT NULL, rules TEXT NOT NULL,"
+        " at REAL NOT NULL, justification TEXT NOT NULL);"
+        "INSERT INTO overrides VALUES ('ovr-000000000001', 'ada@example.org', 'conduct-cc', 5.0, 'why not');"
+        "PRAGMA user_version = 1;"
+    )
+    old.close()
+    with OverrideStore.open(path) as store:
+        record = store.find("ovr-000000000001")
+        assert record is not None and (record.justification, record.queue_id, record.case) == (
+            "why not",
+            None,
+            None,
+        )
+        assert store.note_report("k", "Q1", 6.0) and store.forget("lake", (), lambda text: "why" in text) == 1
 
 
 # -- any verdict: an override lifts only what stops the message, and only for overridable rules ----------

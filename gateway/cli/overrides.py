@@ -73,6 +73,8 @@ def show(reference: str, config_path: Path | None) -> None:
                 "time": _time(record.at),
                 "member": record.sender,
                 "rules": list(record.rules),
+                "queue_id": record.queue_id,  # the message it let through
+                "case": record.case,  # its thread's case (code name), if any
                 "justification": record.justification,
             },
             indent=2,

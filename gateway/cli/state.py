@@ -72,8 +72,9 @@ def import_command(config_path: Path | None) -> None:
     """Copy a files installation (the stores under state_dir) into the new PostgreSQL database.
 
     Moves the audit trail (same chain, same head), the thread ledger, the fingerprints, the case
-    registry (still encrypted), the accounts, the queue (every message with its delivery status) and
-    the holds (with their review tokens), all or nothing; the files are left in place. Stop the
+    registry (still encrypted), the accounts, the queue (every message with its delivery status),
+    the holds (with their review tokens) and the overrides (tokens, justifications), all or nothing;
+    the files are left in place. Stop the
     gateway first; migrate the database first.
     """
     settings = load_settings(config_path)
@@ -83,7 +84,7 @@ def import_command(config_path: Path | None) -> None:
         f"{done.audit_head[:16]}...), {done.later_entries} waiting action(s) appended, "
         f"{done.ledger_messages} ledger messages, {done.fingerprint_documents} fingerprinted documents, "
         f"{'the case registry' if done.cases_registry else 'no case registry'}, {done.accounts} account(s), "
-        f"{done.queued_messages} queued message(s), {done.holds} hold(s)."
+        f"{done.queued_messages} queued message(s), {done.holds} hold(s), {done.overrides} override(s)."
     )
     if done.unreadable_messages:
         click.echo(

@@ -88,7 +88,7 @@ def open_policy_screener(
         audit_later=state.audit,  # what the CLI leaves for us is appended even with review off
         expunger=expunger,
         shadow=shadow,
-        overrides=Overrides(overrides, audit),
+        overrides=Overrides(overrides, audit, retention=settings.overrides.retention),
         refusal_notices=settings.review.refusal_notices,
     )
 

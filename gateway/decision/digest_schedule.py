@@ -1,10 +1,14 @@
-"""Sending the committee digest on time: once per period, through the queue, across restarts.
+"""Sending the committee digest on time: once per period, through the queue, across restarts and gateways.
 
 The running gateway calls ``DigestSchedule.run`` at each review round. A period is due once it has
 ended and no digest for it is known: neither a ``digest`` event in the audit trail (or waiting to be
-appended) nor a message under its queue id in the queue. The message is spooled first and recorded
-second, so a crash in between leaves a spooled digest the next start finds by its queue id: never a
-second one, never a gap.
+appended, or recorded in the digest periods) nor a message under its queue id in the queue. Before
+sending, the gateway claims the period (``DigestPeriodsPort.claim``): with several gateways on one
+database exactly one sends it, and a gateway that died holding the claim hands it on when its lease
+runs out. The message is spooled first and recorded second (``DigestPeriodsPort.record``, which
+appends the ``digest`` event only if the period is not recorded yet), so a crash in between leaves a
+spooled digest the next round finds by its queue id: never a second mail, never a second event,
+never a gap.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -34,10 +41,14 @@ from gateway.review.outgoing import spool_outgoing
 from gateway.settings import GatewaySettings
 from gateway.state.audit_format import JsonValue
 from gateway.state.opening import State
-from gateway.state.ports import AuditPort, QueuePort
+from gateway.state.ports import AuditPort, DigestPeriodsPort, QueuePort
 from gateway.state.spool_records import QueueState
 
 log = logging.getLogger("gateway.digest")
+
+# How long a claim on a period keeps the other gateways off it: far longer than spooling one digest
+# takes, short enough that a crashed gateway's period goes out at one of the next rounds.
+CLAIM_LEASE = 300.0
 
 
 def _utc_now() -> datetime.datetime:
@@ -57,6 +68,8 @@ class DigestSchedule:
         hostname: str,
         recipients: tuple[str, ...] = (),
         clock: Callable[[], datetime.datetime] = _utc_now,
+        periods: DigestPeriodsPort | None = None,
+        lease: float = CLAIM_LEASE,
     ) -> None:
         self.kind = kind
         self.audit = audit
@@ -65,6 +78,10 @@ class DigestSchedule:
         self.hostname = hostname
         self.recipients = recipients
         self.clock = clock
+        self.periods = periods  # None: the CLI's on-demand digests, which record nothing
+        self.lease = lease
+        # Who claims a period: this process of this host (a restarted gateway is another owner).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._last_end: datetime.datetime | None = None
         self._scanned = False
 
@@ -78,6 +95,8 @@ class DigestSchedule:
                 if fields.get("event") == DIGEST_EVENT and fields.get("period") == self.kind:
                     self._note(str(fields.get("end", "")))
             self._scanned = True
+        if self.periods is not None and (recorded := self.periods.recorded(self.kind)) is not None:
+            self._note(recorded.isoformat())  # by another gateway, or waiting to be appended
         return self._last_end
 
     def _note(self, end: str) -> None:
@@ -106,17 +125,24 @@ class DigestSchedule:
         if last_sent is None:
             # The very first start: the first digest is of the period the gateway starts in (a
             # digest of a period before it ran would say nothing and surprise a first trial).
-            self._record(last_completed(self.kind, self.clock()), baseline=True)
+            await asyncio.to_thread(self._record, last_completed(self.kind, self.clock()), baseline=True)
             return 0
         windows = due(self.kind, last_sent, self.clock())
         sent = 0
         for window in windows:
+            if not await asyncio.to_thread(self._claim, window):
+                return sent  # another gateway is sending it; later periods wait their turn
             if self.spool.locate(window.queue_id) is None:
                 if not await self.send(window):
                     return sent  # tried again at the next round; later periods wait their turn
                 sent += 1
-            self._record(window)
+            await asyncio.to_thread(self._record, window)
         return sent
+
+    def _claim(self, window: Window) -> bool:
+        if self.periods is None:
+            return True
+        return self.periods.claim(self.kind, window.start, window.end, self.owner, self.lease)
 
     def text(self, window: Window) -> str:
         """The digest of ``window`` as its mail would say it (``conduct-gateway digest show``)."""
@@ -157,7 +183,10 @@ class DigestSchedule:
         fields: dict[str, JsonValue] = {"period": self.kind, "start": window.start.isoformat(), "end": end}
         # A baseline records where the schedule starts; nothing was sent for it.
         fields.update({"baseline": True} if baseline else {"queue_id": window.queue_id})
-        self.audit.append_later(DIGEST_EVENT, fields)
+        if self.periods is not None:
+            self.periods.record(self.kind, window.end, fields)  # False: recorded already, by anyone
+        else:
+            self.audit.append_later(DIGEST_EVENT, fields)
         self._note(end)
 
 
@@ -175,6 +204,7 @@ def committee_digest(
         policy=lambda: source.policy,
         hostname=settings.server.hostname,
         recipients=settings.digest.to,
+        periods=state.digests,
     )
 
 

@@ -12,14 +12,17 @@ last step, so an interrupted run is finished by running it again):
 4. **spool**: delivered (``done/``) and bounced messages that name one of its people, with their
    delivery status. Messages still waiting for delivery are left to be delivered (counted in the
    report); run the command again once they are delivered;
-5. **audit trail**: the salts of every entry that refers to the case or to a removed message are
+5. **overrides**: every override (with its justification, which a member typed and which may name
+   someone) of a message in the case's threads, of a message removed above, or whose justification
+   names one of its people, and the token that made it (``OverridesPort.forget``);
+6. **audit trail**: the salts of every entry that refers to the case or to a removed message are
    deleted (``AuditTrail.forget_salts``), so their recipient, Message-ID and message digests can no
    longer be linked to anything, while the hash chain, and so ``audit verify``, is unchanged. The
    case's code name stays readable in those entries: code names are chosen not to identify anyone,
    and they keep the record of what was decided. While a gateway runs it owns the trail, so the
    command leaves the request for it (the audit port's "later", ``gateway.state.audit_later``),
    carried out at its next review round;
-6. **the case registry**: every name, alias, address and username of the case's reporters,
+7. **the case registry**: every name, alias, address and username of the case's reporters,
    witnesses and reported parties becomes the single name "Expunged" (never matched), its consent
    records are dropped, and the case is closed. The running gateway recompiles its matcher when the
    registry changes. Cases written in the policy file are refused: the gateway never rewrites the
@@ -70,6 +73,7 @@ class ExpungeReport:
     holds: int = 0
     spool_messages: int = 0
     spool_pending: int = 0  # messages naming the case's people still waiting for delivery: kept
+    overrides: int = 0  # overrides (with their justifications) removed
     audit_entries: int = 0  # entries whose salts were deleted now
     audit_deferred: bool = False  # the running gateway will delete them at its next review round
     registry: bool = False  # the registry's identities were replaced
@@ -86,6 +90,7 @@ class ExpungeReport:
             f"  thread ledger entries removed: {self.ledger_rows}",
             f"  held messages removed: {self.holds}",
             f"  delivered or bounced messages removed from the spool: {self.spool_messages}",
+            f"  overrides and their justifications removed: {self.overrides}",
             f"  {audit}",
             "  case registry: identities replaced with 'Expunged'"
             if self.registry
@@ -254,6 +259,11 @@ def expunge_case(code: str, stores: Stores, *, policy_cases: Sequence[Case] = ()
                 removed_ids.add(entry.queue_id)
                 spool_messages += 1
 
+    overrides = 0
+    if state.overrides.exists():
+        with state.overrides.open() as override_store:
+            overrides = override_store.forget(code, removed_ids, names.in_text)
+
     audit_entries, deferred = _forget_audit(code, removed_ids, stores)
 
     replaced = not is_expunged(case)
@@ -268,6 +278,7 @@ def expunge_case(code: str, stores: Stores, *, policy_cases: Sequence[Case] = ()
         holds=holds,
         spool_messages=spool_messages,
         spool_pending=pending,
+        overrides=overrides,
         audit_entries=audit_entries,
         audit_deferred=deferred,
         registry=replaced,
@@ -281,6 +292,7 @@ def expunge_case(code: str, stores: Stores, *, policy_cases: Sequence[Case] = ()
         holds=holds,
         spool=spool_messages,
         pending=pending,
+        overrides=overrides,
         audit=audit_entries,
         audit_deferred=deferred,
     )

@@ -6,7 +6,10 @@ to use it; a message that carries ``[override TOKEN: why]`` in its subject and w
 by overridable rules is let through once the token, the justification and the rule's quota check
 out (``gateway.state.overrides``): its verdict has those findings lifted, the tag is taken out of
 the subject, the override is audited (``override``: reference id, rules, finding codes; never the
-justification, kept in the override store) and counted for /metrics.
+justification, kept in the override store, linked to the message and its thread's case so that
+``case expunge`` removes it) and counted for /metrics. ``prune``, at each review round, deletes
+expired tokens and overrides past ``overrides.retention`` (never sooner than the policy's longest
+quota period, which counts them).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from email.header import Header, decode_header, make_header
 
 from gateway.decision.evaluation import Evaluation, relayed_content
+from gateway.decision.facts import case_of
 from gateway.errors import PolicyError
 from gateway.logs import log_event
 from gateway.mail.messages import Submission
@@ -39,7 +43,7 @@ from gateway.policy.overrides import (
     parse_override,
     without_override,
 )
-from gateway.state.overrides import TOKEN_LIFETIME, Redeemed
+from gateway.state.overrides import DEFAULT_RETENTION, TOKEN_LIFETIME, Redeemed
 from gateway.state.ports import AuditWriterPort, OverridesPort
 
 log = logging.getLogger("gateway.policy.overrides")
@@ -76,11 +80,17 @@ class Overrides:
     """Offers, redeems and counts overrides for the screener."""
 
     def __init__(
-        self, store: OverridesPort, audit: AuditWriterPort, clock: Callable[[], float] = time.time
+        self,
+        store: OverridesPort,
+        audit: AuditWriterPort,
+        clock: Callable[[], float] = time.time,
+        *,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         self.store = store
         self.audit = audit
         self._clock = clock
+        self.retention = retention
         self._lock = threading.Lock()
         self._granted: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
@@ -89,6 +99,19 @@ class Overrides:
     def statistics(self) -> OverrideStatistics:
         with self._lock:
             return OverrideStatistics(dict(self._granted), dict(self._refused), self._offered)
+
+    def prune(self, policy: CompiledPolicy) -> int:
+        """Delete expired tokens, and overrides older than the retention or the policy's longest
+        quota period, whichever is longer (a shorter retention would reset the quotas); how many."""
+        longest = max((q.days * 86400.0 for q in overridable_entries(policy).values()), default=0.0)
+        try:
+            pruned = self.store.prune(now=self._clock(), retention=max(self.retention, longest))
+        except Exception as exc:  # tried again at the next round; the review round goes on
+            log_event(log, "overrides-prune-failed", logging.ERROR, error=type(exc).__name__)
+            return 0
+        if pruned:
+            log_event(log, "overrides-pruned", overrides=pruned)
+        return pruned
 
     def consider(
         self, submission: Submission, policy: CompiledPolicy, evaluation: Evaluation
@@ -155,6 +178,8 @@ class Overrides:
             justification=request.justification,
             quotas=quotas,
             now=self._clock(),
+            queue_id=submission.queue_id,
+            case=case_of(evaluation.verdict) or evaluation.thread.case,
         )
         outcome = redemption.outcome
         if outcome is Redeemed.QUOTA:

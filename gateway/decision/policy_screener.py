@@ -124,6 +124,7 @@ class PolicyScreener:
         self.shadow = shadow
         # Sender overrides of the rules a policy marks ``overridable`` (None: never offered).
         self.overrides = overrides
+        self._reports = overrides.store if overrides is not None else None  # "false positive" keys
         self._pending: OrderedDict[str, DecisionFacts] = OrderedDict()
         self.refusal_notices = PendingNotices(refusal_notices)  # "what to fix" mail besides a 550
         # Accepted messages the ledger has not learnt yet.
@@ -147,8 +148,7 @@ class PolicyScreener:
         workers: PolicyWorkers | None = None,
         deferred_audit: bool = False,
     ) -> PolicyScreener:
-        """Load the policy (ConfigError if invalid) and open the stores in state_dir (see
-        ``gateway.decision.build.open_policy_screener``)."""
+        """Load the policy and open the stores (``gateway.decision.build.open_policy_screener``)."""
         from gateway.decision.build import open_policy_screener  # build imports this module
 
         return open_policy_screener(
@@ -211,10 +211,8 @@ class PolicyScreener:
 
     def _count_reload(self, result: ReloadResult) -> ReloadResult:
         with self._lock:
-            if result is ReloadResult.RELOADED:
-                self._reloads += 1
-            elif result is ReloadResult.REFUSED:
-                self._reload_refusals += 1
+            self._reloads += result is ReloadResult.RELOADED
+            self._reload_refusals += result is ReloadResult.REFUSED
         # For the committee digest; a file that stays unreadable is refused at every poll: once.
         repeated = result is ReloadResult.REFUSED and self._refused_audited
         if result is not ReloadResult.UNCHANGED and not repeated:
@@ -401,7 +399,7 @@ class PolicyScreener:
             self._remember(submission.queue_id, pending)
             return desk_verdict(held, Ruling.HOLD, tuple(f"{f.rule}:{f.code}" for f in held_as))
         self._remember(submission.queue_id, pending)
-        false_positive_report(self.audit, submission, message)
+        false_positive_report(self.audit, submission, message, self._reports)
         overridden = (granted_line(override),) if isinstance(override, Granted) and override.reference else ()
         return Accept(
             content=content,
@@ -451,10 +449,12 @@ class PolicyScreener:
             self.review.not_stored(disposition.undo)
 
     def review_housekeeping(self) -> tuple[Outgoing, ...]:
-        """Periodic: audit what the CLI queued (review decisions, case actions), expire overdue holds;
-        the notices to spool."""
+        """Periodic: audit what the CLI queued (review decisions, case actions), prune overrides past
+        their retention, expire overdue holds; the notices to spool."""
         if self.audit_later is not None:
             self.audit_later.drain_later(self.audit)
+        if self.overrides is not None:
+            self.overrides.prune(self.source.policy)
         if self.review is None:
             self.audit.flush()
             return ()

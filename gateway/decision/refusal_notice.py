@@ -9,17 +9,23 @@ message's Message-ID (which can hold a name): it names the message by its refere
 A sender who thinks the refusal was wrong replies to the notice with "false positive" on the first
 line: the reply reaches the committee like any mail to the conduct address, and the screener audits
 a ``false-positive-report`` with the refused message's reference (``false_positive_of``), which the
-committee digest counts and lists. Never sent to the null sender or for an auto-submitted message
+committee digest counts and lists. A client whose reply got a 451 (the gateway could not store
+it) sends the same reply again: the report's idempotency key, a digest of the reply's Message-ID
+(or of its bytes, without one) and the refused message's reference, is recorded in the shared
+override store first, so the retry, through this gateway or another, is neither audited nor
+counted again. Never sent to the null sender or for an auto-submitted message
 (RFC 3834), nor beyond the sender's hourly notice budget.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.decision.facts import held_findings
 from gateway.decision.screening import Outgoing, Submission
@@ -32,7 +38,8 @@ from gateway.policy.mime import parse_message
 from gateway.policy.model import Action, ParsedMessage, Verdict
 from gateway.review.desk import ReviewDesk
 from gateway.review.letters import notice_finding
-from gateway.state.ports import AuditWriterPort
+from gateway.state.overrides import report_key
+from gateway.state.ports import AuditWriterPort, OverridesPort
 
 log = logging.getLogger("gateway.policy")
 
@@ -112,8 +119,15 @@ def refusal_notice(
         return None
 
 
-def false_positive_report(audit: AuditWriterPort, submission: Submission, message: ParsedMessage) -> None:
-    """Audit a sender's "false positive" reply to a refusal notice (counted in the digest)."""
+def false_positive_report(
+    audit: AuditWriterPort,
+    submission: Submission,
+    message: ParsedMessage,
+    reports: OverridesPort | None = None,
+    now: Callable[[], float] = time.time,
+) -> None:
+    """Audit a sender's "false positive" reply to a refusal notice (counted in the digest), once:
+    a retry of the same reply (known to ``reports`` by its key) is only logged."""
     if not any(NOTICE_REFERENCE.search(v) for v in (*message.in_reply_to, *message.references)):
         return  # the usual case: not a reply to a refusal notice, and no second parse
     leading = parse_message(submission.content).leading_text
@@ -121,6 +135,16 @@ def false_positive_report(audit: AuditWriterPort, submission: Submission, messag
     reference = false_positive_of(message, first_line)
     if reference is None:
         return
+    if reports is not None:
+        key = report_key(message.message_id or hashlib.sha256(submission.content).hexdigest(), reference)
+        try:
+            first = reports.note_report(key, reference, now())
+        except Exception as exc:  # better counted twice than lost: audited anyway
+            log_event(log, "false-positive-key-unrecorded", logging.ERROR, error=type(exc).__name__)
+            first = True
+        if not first:
+            log_event(log, "false-positive-repeated", reference=reference, queue_id=submission.queue_id)
+            return
     try:
         audit.append(FALSE_POSITIVE_EVENT, {"reference": reference, "queue_id": submission.queue_id})
     except AuditError as exc:  # the message itself is unaffected; the report is logged instead

@@ -110,6 +110,16 @@ class FileAudit:
     def waiting(self) -> list[str]:
         return [name for name, _path, _folder in self._waiting()]
 
+    def waiting_entries(self) -> Iterator[tuple[str, dict[str, JsonValue]]]:
+        """The entries waiting to be appended (event, fields), oldest first; unreadable ones skipped."""
+        for _name, path, folder in self._waiting():
+            try:
+                action = _action(json.loads(path.read_bytes()), legacy_outbox=folder == self.holds_outbox)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # drained meanwhile, or unreadable (logged by the drain)
+            if isinstance(action, _Append):
+                yield action.event, action.fields
+
     def drain_later(self, writer: AuditWriterPort) -> int:
         """Carry out every waiting action, oldest first; unreadable ones are logged and kept."""
         with _DRAINING:  # the review round and the expunge round both drain: never one file twice

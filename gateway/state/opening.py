@@ -18,6 +18,7 @@ from gateway.policy.committee import Roster
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import Accounts, read_roster, users_stat
 from gateway.state.audit_later import FileAudit
+from gateway.state.digest_periods import FileDigestPeriods
 from gateway.state.fingerprints import FingerprintStore
 from gateway.state.holds import HoldStore
 from gateway.state.holds_port import HoldsPort
@@ -31,6 +32,7 @@ from gateway.state.ports import (
     AuditPort,
     CasesPort,
     CountedKind,
+    DigestPeriodsPort,
     FingerprintsPort,
     InstancesPort,
     LedgerOpener,
@@ -61,6 +63,7 @@ class State:
     overrides: Opener[OverridesPort]
     counts: SharedCountsPort  # rate limits counted across gateways (none to share on files)
     instances: InstancesPort  # the gateways on this state and their policy versions
+    digests: DigestPeriodsPort  # which committee digest periods were sent and recorded
 
 
 @dataclass(frozen=True)
@@ -141,13 +144,15 @@ def open_state(settings: GatewaySettings) -> State:
 
 def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
     """The PostgreSQL backend: the queue, the holds, the audit trail, the ledger, the case registry,
-    the fingerprints and the accounts."""
+    the fingerprints, the accounts and the overrides."""
     from gateway.state.postgresql.audit import PostgresqlAudit
+    from gateway.state.postgresql.digest_periods import PostgresqlDigestPeriods
     from gateway.state.postgresql.instances import PostgresqlInstances
     from gateway.state.postgresql.opening import (
         AccountsOpener,
         DatabaseSource,
         HoldsOpener,
+        OverridesOpener,
         PostgresqlFingerprintsOpener,
         PostgresqlLedgerOpener,
         QueueOpener,
@@ -167,6 +172,8 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
         accounts=AccountsOpener(source),
         counts=SharedCountsOpener(source),
         instances=PostgresqlInstances(source),
+        overrides=OverridesOpener(source),
+        digests=PostgresqlDigestPeriods(source),
     )
 
 
@@ -182,15 +189,16 @@ def _open_files_state(settings: GatewaySettings) -> State:
         layout.fingerprints, fingerprint_store, companions=(layout.fingerprint_key,)
     )
     accounts = _FileAccounts(settings.auth.users_file)
+    audit = FileAudit(
+        layout.audit,
+        later=layout.audit_later,
+        holds_outbox=layout.holds_outbox,
+        expunge_pending=layout.expunge_pending,
+    )
     return State(
         queue=queue,
         holds=holds,
-        audit=FileAudit(
-            layout.audit,
-            later=layout.audit_later,
-            holds_outbox=layout.holds_outbox,
-            expunge_pending=layout.expunge_pending,
-        ),
+        audit=audit,
         ledger=_FileLedger(layout.ledger),
         fingerprints=fingerprints,
         cases=CaseRegistry.from_settings(settings),
@@ -199,6 +207,7 @@ def _open_files_state(settings: GatewaySettings) -> State:
         overrides=_FileOpener(layout.overrides, _override_store),
         counts=_LocalCounts(),
         instances=LocalInstances(),
+        digests=FileDigestPeriods(audit),
     )
 
 

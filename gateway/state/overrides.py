@@ -7,6 +7,13 @@ against the rule's quota, and records the override under a new reference id with
 justification: the justification is kept here (like a held message), never in the audit trail,
 which names the override by its reference only. A token serves one message: the client's retry
 of that same message (same Message-ID) is the same override, not a second one.
+
+Each override is linked to the message it let through (its queue id) and the case of its thread, so
+``forget`` can remove it when that case is expunged; ``prune`` removes expired tokens (used or not)
+and overrides older than the retention. The store also keeps the idempotency keys of "false
+positive" reports (``note_report``): a digest of the reply's Message-ID and the refused message's
+reference, so a reply retried after a 451 is counted once. The PostgreSQL backend implements the
+same port (``gateway.state.postgresql.overrides``), shared by every gateway.
 """
 
 from __future__ import annotations
@@ -15,18 +22,20 @@ import hashlib
 import secrets
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from gateway.errors import OverrideError
 from gateway.state.files import private_directory, touch_private
 
 BUSY_TIMEOUT_MS = 2000
 TOKEN_LIFETIME = 24 * 3600.0  # seconds a refusal's token can be used
-SCHEMA_VERSION = 1
+DEFAULT_RETENTION = 90 * 86400.0  # seconds an override (with its justification) is kept
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     digest TEXT PRIMARY KEY,
@@ -41,10 +50,18 @@ CREATE TABLE IF NOT EXISTS overrides (
     sender TEXT NOT NULL,
     rules TEXT NOT NULL,
     at REAL NOT NULL,
-    justification TEXT NOT NULL
+    justification TEXT NOT NULL,
+    queue_id TEXT,
+    case_name TEXT
 );
 CREATE INDEX IF NOT EXISTS overrides_by_sender ON overrides (sender, at);
+CREATE TABLE IF NOT EXISTS reports (
+    digest TEXT PRIMARY KEY,
+    reference TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
+_COLUMNS_ADDED_IN_2 = ("queue_id", "case_name")
 
 
 class Redeemed(StrEnum):
@@ -74,10 +91,29 @@ class OverrideRecord:
     rules: tuple[str, ...]
     at: float
     justification: str
+    queue_id: str | None = None  # the message it let through (the first attempt's, on a retry)
+    case: str | None = None  # the case of the message's thread, if any
 
 
-def _digest(token: str) -> str:
+def token_digest(token: str) -> str:
     return hashlib.sha256(token.upper().encode("ascii", "replace")).hexdigest()
+
+
+def report_key(message_key: str, reference: str) -> str:
+    """The idempotency key of a "false positive" report: never the Message-ID itself."""
+    return hashlib.sha256(f"{message_key}\0{reference}".encode("utf-8", "replace")).hexdigest()
+
+
+_SELECT = "SELECT reference, sender, rules, at, justification, queue_id, case_name FROM overrides"
+_INSERT = (
+    "INSERT INTO overrides (reference, sender, rules, at, justification, queue_id, case_name)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _record(row: tuple[Any, ...]) -> OverrideRecord:
+    reference, sender, rules, at, justification, queue_id, case = row
+    return OverrideRecord(reference, sender, tuple(rules.split()), at, justification, queue_id, case)
 
 
 class OverrideStore:
@@ -102,6 +138,10 @@ class OverrideStore:
                 connection.close()
                 raise OverrideError(f"{path}: override store schema {version} is newer than this gateway")
             connection.executescript(_SCHEMA)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(overrides)")}
+            for column in _COLUMNS_ADDED_IN_2:  # a version 1 store gains the links to message and case
+                if column not in columns:
+                    connection.execute(f"ALTER TABLE overrides ADD COLUMN {column} TEXT")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise OverrideError(f"{path}: cannot open the override store: {exc}") from None
@@ -115,7 +155,7 @@ class OverrideStore:
             db.execute("DELETE FROM tokens WHERE expires < ?", (now,))
             db.execute(
                 "INSERT OR REPLACE INTO tokens (digest, sender, rules, expires) VALUES (?, ?, ?, ?)",
-                (_digest(token), sender.lower(), " ".join(rules), now + TOKEN_LIFETIME),
+                (token_digest(token), sender.lower(), " ".join(rules), now + TOKEN_LIFETIME),
             )
 
     def redeem(
@@ -128,14 +168,16 @@ class OverrideStore:
         justification: str,
         quotas: Mapping[str, tuple[int, float]],
         now: float,
+        queue_id: str | None = None,
+        case: str | None = None,
     ) -> Redemption:
         """Check ``token`` for this sender and message; within every rule's quota (count, seconds),
-        record the override and return its reference."""
+        record the override (linked to ``queue_id`` and ``case``) and return its reference."""
         sender = sender.lower()
         with self._lock, self._transaction() as db:
             row = db.execute(
                 "SELECT rules, expires, message, reference FROM tokens WHERE digest = ? AND sender = ?",
-                (_digest(token), sender),
+                (token_digest(token), sender),
             ).fetchone()
             if row is None or row[1] < now:
                 return Redemption(Redeemed.UNKNOWN)
@@ -155,34 +197,67 @@ class OverrideStore:
                     return Redemption(Redeemed.QUOTA, rule=rule)
             reference = "ovr-" + secrets.token_hex(6)
             db.execute(
-                "INSERT INTO overrides (reference, sender, rules, at, justification) VALUES (?, ?, ?, ?, ?)",
-                (reference, sender, " ".join(rules), now, justification),
+                _INSERT,
+                (reference, sender, " ".join(rules), now, justification, queue_id, case),
             )
             db.execute(
                 "UPDATE tokens SET message = ?, reference = ? WHERE digest = ?",
-                (message, reference, _digest(token)),
+                (message, reference, token_digest(token)),
             )
             return Redemption(Redeemed.ACCEPTED, reference)
 
     def find(self, reference: str) -> OverrideRecord | None:
         """The override recorded under ``reference``."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT reference, sender, rules, at, justification FROM overrides WHERE reference = ?",
-                (reference,),
-            ).fetchone()
-        if row is None:
-            return None
-        return OverrideRecord(row[0], row[1], tuple(row[2].split()), row[3], row[4])
+            row = self._db.execute(_SELECT + " WHERE reference = ?", (reference,)).fetchone()
+        return None if row is None else _record(row)
 
     def since(self, when: float) -> list[OverrideRecord]:
         """The overrides made from ``when`` (unix time) on, oldest first."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT reference, sender, rules, at, justification FROM overrides WHERE at >= ? ORDER BY at",
-                (when,),
+            rows = self._db.execute(_SELECT + " WHERE at >= ? ORDER BY at", (when,)).fetchall()
+        return [_record(row) for row in rows]
+
+    def prune(self, *, now: float, retention: float) -> int:
+        """Delete expired tokens (used or not: an expired token redeems nothing), and overrides and
+        report keys older than ``retention`` seconds; how many overrides went."""
+        with self._lock, self._transaction() as db:
+            db.execute("DELETE FROM tokens WHERE expires < ?", (now,))
+            db.execute("DELETE FROM reports WHERE at < ?", (now - retention,))
+            return db.execute("DELETE FROM overrides WHERE at < ?", (now - retention,)).rowcount
+
+    def forget(self, case: str, queue_ids: Iterable[str], names: Callable[[str], bool]) -> int:
+        """Delete the overrides of ``case``, of the messages ``queue_ids``, and those whose
+        justification ``names`` one of its people (``case expunge``), with their tokens; how many."""
+        wanted = set(queue_ids)
+        with self._lock, self._transaction() as db:
+            rows = db.execute(
+                "SELECT reference, queue_id, case_name, justification FROM overrides"
             ).fetchall()
-        return [OverrideRecord(row[0], row[1], tuple(row[2].split()), row[3], row[4]) for row in rows]
+            doomed = [
+                (reference,)
+                for reference, queue_id, case_name, justification in rows
+                if case_name == case or queue_id in wanted or names(justification)
+            ]
+            db.executemany("DELETE FROM overrides WHERE reference = ?", doomed)
+            db.executemany("DELETE FROM tokens WHERE reference = ?", doomed)
+        if doomed:  # secure_delete zeroes the rows; the write-ahead log must not keep them either
+            with self._lock:
+                try:
+                    self._db.execute("VACUUM")
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as exc:
+                    raise OverrideError(f"cannot compact the override store: {exc}") from None
+        return len(doomed)
+
+    def note_report(self, key: str, reference: str, now: float) -> bool:
+        """Remember a "false positive" report's key: True the first time, False for a repeat."""
+        with self._lock, self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO reports (digest, reference, at) VALUES (?, ?, ?)",
+                (key, reference, now),
+            )
+            return cursor.rowcount == 1
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

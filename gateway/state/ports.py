@@ -322,7 +322,8 @@ class FingerprintsPort(Closing, Protocol):
 
 
 class OverridesPort(Closing, Protocol):
-    """One-time override tokens and the overrides made with them (``gateway.state.overrides``)."""
+    """One-time override tokens, the overrides made with them, and the keys of "false positive"
+    reports (``gateway.state.overrides``; shared by every gateway on PostgreSQL)."""
 
     def issue(self, token: str, sender: str, rules: tuple[str, ...], now: float) -> None: ...
 
@@ -336,11 +337,50 @@ class OverridesPort(Closing, Protocol):
         justification: str,
         quotas: Mapping[str, tuple[int, float]],
         now: float,
-    ) -> Redemption: ...
+        queue_id: str | None = None,
+        case: str | None = None,
+    ) -> Redemption:
+        """One transaction: the token checked, the quota counted, the override recorded (once, even
+        when two gateways redeem the same token at the same moment)."""
+        ...
 
     def find(self, reference: str) -> OverrideRecord | None: ...
 
     def since(self, when: float) -> list[OverrideRecord]: ...
+
+    def prune(self, *, now: float, retention: float) -> int:
+        """Expired tokens go; overrides and report keys older than ``retention`` seconds too."""
+        ...
+
+    def forget(self, case: str, queue_ids: Iterable[str], names: Callable[[str], bool]) -> int:
+        """``case expunge``: the overrides of the case, of those messages, or naming its people."""
+        ...
+
+    def note_report(self, key: str, reference: str, now: float) -> bool:
+        """Record a "false positive" report's idempotency key: True only the first time."""
+        ...
+
+
+# -- committee digest periods -----------------------------------------------------------------------------
+
+
+class DigestPeriodsPort(Protocol):
+    """Which committee digest periods were sent: one gateway sends each period, and the period's
+    ``digest`` audit event is recorded once, whatever restarts and however many gateways."""
+
+    def recorded(self, kind: str) -> datetime | None:
+        """The end of the last period of ``kind`` recorded here (the trail may know older ones)."""
+        ...
+
+    def claim(self, kind: str, start: datetime, end: datetime, owner: str, lease: float) -> bool:
+        """Whether ``owner`` may send this period now: False while another live gateway holds it
+        (for ``lease`` seconds from its claim) or once it is recorded."""
+        ...
+
+    def record(self, kind: str, end: datetime, fields: Mapping[str, JsonValue]) -> bool:
+        """Append the period's ``digest`` audit event with ``fields`` unless it is recorded already:
+        True if this call recorded it."""
+        ...
 
 
 # -- case registry, accounts ----------------------------------------------------------------------------

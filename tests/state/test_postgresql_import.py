@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from gateway.policy.model import Address
 from gateway.settings import GatewaySettings
 from gateway.state.accounts import Accounts
 from gateway.state.opening import State, open_state
+from gateway.state.overrides import Redeemed
 from gateway.state.postgresql.accounts import PostgresqlAccounts
 from gateway.state.postgresql.opening import close_shared_databases, shared_database
 from tests.postgresql import ScratchDatabase
@@ -55,6 +57,20 @@ def _fill(files: State, settings: GatewaySettings) -> str:
     files.cases.write([Case(code="lake")])
     Accounts.load(settings.auth.users_file, FAST).add("maya@example.org", "correct horse battery")
     asyncio.run(files_queue(settings.state_dir / "spool"))  # four messages, and one unreadable
+    with files.overrides.open() as overrides:
+        overrides.issue("MOVED222", "maya@example.org", ("conduct-cc",), time.time())  # not used yet
+        overrides.issue("USED2222", "maya@example.org", ("conduct-cc",), time.time())
+        overrides.redeem(
+            "USED2222",
+            sender="maya@example.org",
+            message="<used@example.org>",
+            rules=("conduct-cc",),
+            justification="the committee asked for it",
+            quotas={"conduct-cc": (5, 86400.0)},
+            now=time.time(),
+            queue_id="Q7",
+            case="lake",
+        )
     return last.hash
 
 
@@ -74,7 +90,7 @@ def test_a_files_installation_moves_into_postgresql(
     assert result.exit_code == 0, result.output
     assert "3 audit entries" in result.output
     assert "1 waiting action(s) appended" in result.output
-    assert "4 queued message(s), 0 hold(s)" in result.output
+    assert "4 queued message(s), 0 hold(s), 1 override(s)" in result.output
     assert "1 message(s) the files queue had set aside as unreadable were not moved" in result.output
 
     shared = open_state(settings)
@@ -94,6 +110,21 @@ def test_a_files_installation_moves_into_postgresql(
     assert len(shared.queue.open().entries()) == 4
     accounts = PostgresqlAccounts(shared_database(settings.state.postgresql), FAST)
     assert accounts.verify("maya@example.org", "correct horse battery") == "maya@example.org"
+    with shared.overrides.open() as overrides:
+        [moved] = overrides.since(0)
+        assert moved.justification == "the committee asked for it"
+        assert (moved.queue_id, moved.case) == ("Q7", "lake")
+        # A token given before the move is still redeemed once, now through the shared store.
+        used = overrides.redeem(
+            "MOVED222",
+            sender="maya@example.org",
+            message="<after@example.org>",
+            rules=("conduct-cc",),
+            justification="the committee asked for it again",
+            quotas={"conduct-cc": (5, 86400.0)},
+            now=time.time(),
+        )
+        assert used.outcome is Redeemed.ACCEPTED and not used.repeated
     close_shared_databases()
 
     again = CliRunner().invoke(main, ["state", "import", "--config", str(_write_yaml(settings, tmp_path))])

@@ -24,9 +24,33 @@ from gateway.state.audit import AuditEntry, DecisionRecord, chain_entry, decisio
 from gateway.state.audit_format import Digestible, JsonValue, utc_now
 from gateway.state.audit_reading import StoredEntry, Verification, select_about, verify_lines
 from gateway.state.ports import AuditWriterPort
-from gateway.state.postgresql.database import Database
+from gateway.state.postgresql.database import Connection, Database
 
 _BATCH = 1000  # rows fetched at a time when reading the whole trail
+
+
+def append_in(
+    connection: Connection,
+    event: str,
+    fields: Mapping[str, JsonValue],
+    private: Mapping[str, Digestible] | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> AuditEntry:
+    """Append one entry inside the caller's transaction (committed, or rolled back, with it): so a
+    store can make a row and its audit entry one change (the digest periods do)."""
+    salt, digests = salt_and_digests(fields, private)
+    row = connection.execute("SELECT seq, hash FROM audit_head FOR UPDATE").fetchone()
+    if row is None:
+        raise AuditError("the audit chain's head row is missing")
+    entry, line = chain_entry(row[0] + 1, row[1], clock(), event, fields, digests)
+    connection.execute(
+        "INSERT INTO audit_entries (seq, line) VALUES (%s, %s)", (entry["seq"], line.decode("ascii"))
+    )
+    connection.execute(
+        "INSERT INTO audit_salts (seq, hash, salt) VALUES (%s, %s, %s)", (entry["seq"], entry["hash"], salt)
+    )
+    connection.execute("UPDATE audit_head SET seq = %s, hash = %s", (entry["seq"], entry["hash"]))
+    return AuditEntry(seq=entry["seq"], hash=entry["hash"], fields=entry)
 
 
 class PostgresqlAuditWriter:
@@ -58,26 +82,13 @@ class PostgresqlAuditWriter:
         """Append one entry, committed before it returns; ``AuditError`` if it could not be."""
         if self._closed:
             raise AuditError(f"{self._database.where}: the audit trail is closed")
-        salt, digests = salt_and_digests(fields, private)
         try:
             with self._database.connection() as connection:
-                row = connection.execute("SELECT seq, hash FROM audit_head FOR UPDATE").fetchone()
-                if row is None:
-                    raise AuditError(f"{self._database.where}: the audit chain's head row is missing")
-                entry, line = chain_entry(row[0] + 1, row[1], self._clock(), event, fields, digests)
-                connection.execute(
-                    "INSERT INTO audit_entries (seq, line) VALUES (%s, %s)",
-                    (entry["seq"], line.decode("ascii")),
-                )
-                connection.execute(
-                    "INSERT INTO audit_salts (seq, hash, salt) VALUES (%s, %s, %s)",
-                    (entry["seq"], entry["hash"], salt),
-                )
-                connection.execute("UPDATE audit_head SET seq = %s, hash = %s", (entry["seq"], entry["hash"]))
+                entry = append_in(connection, event, fields, private, self._clock)
         except StateError as exc:
             raise AuditError(f"cannot append to the audit trail: {exc}") from exc
-        self._last_seq = entry["seq"]
-        return AuditEntry(seq=entry["seq"], hash=entry["hash"], fields=entry)
+        self._last_seq = entry.seq
+        return entry
 
     def record_decision(self, record: DecisionRecord) -> AuditEntry:
         return self.append("decision", *decision_fields(record))

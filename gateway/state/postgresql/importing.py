@@ -8,7 +8,9 @@ What moves, verbatim where the formats allow, in one transaction (all or nothing
 - the thread ledger's rows and the mailing lists it learnt; the fingerprints' rows and key check
   (``fingerprints.key`` itself stays in the state folder: copy it to every gateway);
 - the case registry's encrypted bytes (the key stays where it is: set it on every gateway);
-- the accounts (the users file's lines).
+- the accounts (the users file's lines);
+- the override store: tokens (hashes only, so a token given before the move still works once),
+  overrides with their justifications, and the "false positive" report keys.
 
 The queue and the holds move too (``queue_import``). The files are
 left as they were (but the actions waiting "for later", which move into the chain): the import
@@ -22,7 +24,7 @@ import contextlib
 import json
 import sqlite3
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,8 @@ _TABLES = (
     "accounts",
     "queue_messages",
     "holds",
+    "overrides",
+    "override_tokens",
 )
 
 
@@ -67,6 +71,7 @@ class Imported:
     queued_messages: int
     unreadable_messages: int  # set aside as corrupt in the files queue: left in its folder
     holds: int
+    overrides: int = 0
 
 
 def import_files(settings: GatewaySettings) -> Imported:
@@ -104,6 +109,7 @@ def _copy(settings: GatewaySettings, layout: StateLayout, database: Database) ->
             accounts = _copy_accounts(connection, settings.auth.users_file)
             queue = copy_queue(connection, layout.spool)
             holds = copy_holds(connection, layout.holds)
+            overrides = _copy_overrides(connection, layout.overrides)
     except StateError as exc:
         raise StateError(f"nothing was imported: {exc}") from exc
     return Imported(
@@ -117,6 +123,7 @@ def _copy(settings: GatewaySettings, layout: StateLayout, database: Database) ->
         queue.messages,
         queue.left_unreadable,
         holds,
+        overrides,
     )
 
 
@@ -243,6 +250,53 @@ def _copy_lists(connection: Connection, path: Path) -> int:
             [(address, datetime.fromisoformat(seen_at)) for address, seen_at in found],
         )
     return len(found)
+
+
+def _moment(unix: float) -> datetime:
+    return datetime.fromtimestamp(unix, UTC)
+
+
+_OVERRIDES_LINKED = "SELECT reference, sender, rules, at, justification, queue_id, case_name FROM overrides"
+_OVERRIDES_UNLINKED = "SELECT reference, sender, rules, at, justification, NULL, NULL FROM overrides"
+_REPORTS = "SELECT digest, reference, at FROM reports"
+
+
+def _copy_overrides(connection: Connection, path: Path) -> int:
+    """The SQLite override store's rows (its Unix times as ``timestamptz``); how many overrides."""
+    if not path.exists():
+        return 0
+    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        tokens = source.execute(
+            "SELECT digest, sender, rules, expires, message, reference FROM tokens"
+        ).fetchall()
+        # A store written before the links to message and case (version 1) has neither column.
+        columns = {row[1] for row in source.execute("PRAGMA table_info(overrides)")}
+        overrides = source.execute(
+            _OVERRIDES_LINKED if {"queue_id", "case_name"} <= columns else _OVERRIDES_UNLINKED
+        ).fetchall()
+        has_reports = source.execute("SELECT 1 FROM sqlite_master WHERE name = 'reports'").fetchone()
+        reports = source.execute(_REPORTS).fetchall() if has_reports else []
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{path}: cannot be read for the import: {exc}") from None
+    finally:
+        source.close()
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO override_tokens (digest, sender, rules, expires_at, message, reference)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            [(d, s, r, _moment(e), m, ref) for d, s, r, e, m, ref in tokens],
+        )
+        cursor.executemany(
+            "INSERT INTO overrides (reference, sender, rules, made_at, justification, queue_id, case_name)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [(ref, s, r, _moment(at), j, q, c) for ref, s, r, at, j, q, c in overrides],
+        )
+        cursor.executemany(
+            "INSERT INTO false_positive_reports (digest, reference, reported_at) VALUES (%s, %s, %s)",
+            [(d, ref, _moment(at)) for d, ref, at in reports],
+        )
+    return len(overrides)
 
 
 def _copy_registry(connection: Connection, path: Path) -> bool:

@@ -18,13 +18,21 @@ from gateway.policy.committee import Roster
 from gateway.settings import PostgresqlSettings
 from gateway.state.fingerprints import load_or_create_key
 from gateway.state.holds_port import HoldsPort
-from gateway.state.ports import AccountsPort, CountedKind, FingerprintsPort, LedgerPort, QueuePort
+from gateway.state.ports import (
+    AccountsPort,
+    CountedKind,
+    FingerprintsPort,
+    LedgerPort,
+    OverridesPort,
+    QueuePort,
+)
 from gateway.state.postgresql.accounts import PostgresqlAccounts, accounts_version, read_roster
 from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.fingerprints import PostgresqlFingerprintStore
 from gateway.state.postgresql.holds import PostgresHolds
 from gateway.state.postgresql.ledger import PostgresqlLedger
 from gateway.state.postgresql.migrate import require_current
+from gateway.state.postgresql.overrides import PostgresqlOverrides
 from gateway.state.postgresql.queue import LEASE_SECONDS, PostgresQueue
 from gateway.state.postgresql.shared_counts import SharedCountsRegistry
 
@@ -170,3 +178,16 @@ class SharedCountsOpener:
 
     def sync(self) -> None:
         self._registry().sync()
+
+
+@dataclass(frozen=True)
+class OverridesOpener:
+    """Override tokens, overrides and report keys, shared by every instance."""
+
+    source: DatabaseSource
+
+    def exists(self) -> bool:
+        return True
+
+    def open(self) -> OverridesPort:
+        return PostgresqlOverrides(self.source())
