@@ -104,7 +104,8 @@ def export_command(config_path: Path | None) -> None:
 
     Writes the same stores `state import` moves (the audit trail with the same chain head, the
     thread ledger, the fingerprints, the case registry still encrypted, the accounts as the users
-    file, the queue with each message's delivery status, the holds with their review tokens) under
+    file, the queue with each message's delivery status, the holds with their review tokens, the
+    override store) under
     state_dir and the users file and registry paths, all or nothing. Refused while gateways run on
     the database and when any of those files already exists. The database is left as it was; then
     set state.backend to files.
@@ -116,7 +117,7 @@ def export_command(config_path: Path | None) -> None:
         f"{done.audit_head[:16]}...), {done.ledger_messages} ledger messages, "
         f"{done.fingerprint_documents} fingerprinted documents, "
         f"{'the case registry' if done.cases_registry else 'no case registry'}, {done.accounts} account(s), "
-        f"{done.queued_messages} queued message(s), {done.holds} hold(s)."
+        f"{done.queued_messages} queued message(s), {done.holds} hold(s), {done.overrides} override(s)."
     )
     if done.unreadable_messages:
         click.echo(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,23 @@ def test_files_import_export_gives_the_same_stores_back(
         ledger.record_lists(["Org-Team@lists.example.org"])
     token = new_token()
     HoldStore(files.layout.holds).create(record("Q1", token=token), b"original \x00 bytes", b"release")
+    now = time.time()
+    with contextlib.closing(files.overrides.open()) as overrides:
+        overrides.issue("used-token", "maya@example.org", ("strict-cc",), now)
+        overrides.issue("spare-token", "maya@example.org", ("strict-cc",), now)
+        made = overrides.redeem(
+            "used-token",
+            sender="maya@example.org",
+            message="<m1@example.org>",
+            rules=("strict-cc",),
+            justification="the list asked for it",
+            quotas={"strict-cc": (5, 86400.0)},
+            now=now,
+            queue_id="Q1",
+            case="lake",
+        )
+        assert made.reference is not None
+        assert overrides.note_report("report-key", "ref-1", now)
     imported = CliRunner().invoke(
         main, ["state", "import", "--config", str(_yaml(settings, tmp_path / "a.yaml"))]
     )
@@ -84,7 +103,7 @@ def test_files_import_export_gives_the_same_stores_back(
     )
     assert result.exit_code == 0, result.output
     assert "4 audit entries" in result.output and "4 queued message(s), 1 hold(s)" in result.output
-    assert "1 account(s)" in result.output
+    assert "1 account(s)" in result.output and "2 override(s)" in result.output
 
     back = open_state(_as_files(target))
     shared = open_state(settings)
@@ -139,6 +158,26 @@ def test_files_import_export_gives_the_same_stores_back(
     users = Accounts.load(target.auth.users_file, FAST)
     assert users.verify("maya@example.org", "correct horse battery") == "maya@example.org"
     assert target.auth.users_file.read_text() == original.auth.users_file.read_text()
+    # The override store: the override with its justification and links, the spare token still
+    # redeemable once, the report key still known.
+    with contextlib.closing(back.overrides.open()) as overrides:
+        found = overrides.find(made.reference)
+        assert found is not None and (found.justification, found.queue_id, found.case) == (
+            "the list asked for it",
+            "Q1",
+            "lake",
+        )
+        assert not overrides.note_report("report-key", "ref-1", now)
+        spare = overrides.redeem(
+            "spare-token",
+            sender="maya@example.org",
+            message="<m2@example.org>",
+            rules=("strict-cc",),
+            justification="again",
+            quotas={"strict-cc": (5, 86400.0)},
+            now=now + 1,
+        )
+        assert spare.reference is not None
     close_shared_databases()
 
 

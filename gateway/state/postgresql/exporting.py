@@ -3,8 +3,9 @@
 The counterpart of ``state import``, for the same stores: the audit trail (line for line, with its
 salts and checkpoint, so the chain and its head are the same), the thread ledger (and its mailing
 lists), the fingerprints with their key check, the case registry's encrypted bytes, the accounts
-(as a users file), the queue (ids, envelopes, exact bytes, states, per-recipient status) and the
-holds (records with their token hashes, both bytes). Messages PostgreSQL had set aside as
+(as a users file), the queue (ids, envelopes, exact bytes, states, per-recipient status), the
+holds (records with their token hashes, both bytes) and the override store (tokens, overrides with
+their justifications and links, "false positive" report keys). Messages PostgreSQL had set aside as
 unreadable (``corrupt``) are counted and left in the database.
 
 All or nothing: everything is read in one read-only snapshot (REPEATABLE READ) and written beside
@@ -33,6 +34,7 @@ from gateway.state.files import atomic_write, make_private_directory
 from gateway.state.holds import HoldRecord, HoldStore
 from gateway.state.layout import StateLayout
 from gateway.state.ledger import Ledger
+from gateway.state.overrides import OverrideStore
 from gateway.state.postgresql.database import Connection, Database
 from gateway.state.postgresql.migrate import require_current
 from gateway.state.registry import registry_path
@@ -55,6 +57,7 @@ class Exported:
     queued_messages: int
     unreadable_messages: int  # set aside as corrupt in PostgreSQL: left there
     holds: int
+    overrides: int
 
 
 def export_state(settings: GatewaySettings) -> Exported:
@@ -68,6 +71,7 @@ def export_state(settings: GatewaySettings) -> Exported:
         "accounts": settings.auth.users_file,
         "queue": layout.spool,
         "holds": layout.holds,
+        "overrides": layout.overrides,
     }
     present = [str(path) for path in targets.values() if path.exists()]
     if present:
@@ -126,7 +130,10 @@ def _write(connection: Connection, staged: dict[str, Path]) -> Exported:
     accounts = _accounts(connection, staged["accounts"])
     queued, unreadable = asyncio.run(_queue(connection, staged["queue"]))
     holds = _holds(connection, staged["holds"])
-    return Exported(entries, head, ledger, documents, registry, accounts, queued, unreadable, holds)
+    overrides = _overrides(connection, staged["overrides"])
+    return Exported(
+        entries, head, ledger, documents, registry, accounts, queued, unreadable, holds, overrides
+    )
 
 
 def _audit(connection: Connection, folder: Path) -> tuple[int, str]:
@@ -259,3 +266,37 @@ def _holds(connection: Connection, folder: Path) -> int:
     for record, original, release in rows:
         store.create(HoldRecord.model_validate_json(record), bytes(original), bytes(release))
     return len(rows)
+
+
+def _overrides(connection: Connection, path: Path) -> int:
+    """The override store as the files backend keeps it (its times as Unix seconds); how many overrides."""
+    tokens = connection.execute(
+        "SELECT digest, sender, rules, extract(epoch FROM expires_at), message, reference"
+        " FROM override_tokens"
+    ).fetchall()
+    overrides = connection.execute(
+        "SELECT reference, sender, rules, extract(epoch FROM made_at), justification, queue_id, case_name"
+        " FROM overrides"
+    ).fetchall()
+    reports = connection.execute(
+        "SELECT digest, reference, extract(epoch FROM reported_at) FROM false_positive_reports"
+    ).fetchall()
+    if not (tokens or overrides or reports):
+        return 0
+    OverrideStore.open(path).close()  # the schema, 0600
+    with _sqlite(path) as target:
+        target.executemany(
+            "INSERT INTO tokens (digest, sender, rules, expires, message, reference)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(d, s, r, float(e), m, ref) for d, s, r, e, m, ref in tokens],
+        )
+        target.executemany(
+            "INSERT INTO overrides (reference, sender, rules, at, justification, queue_id, case_name)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(ref, s, r, float(at), j, q, c) for ref, s, r, at, j, q, c in overrides],
+        )
+        target.executemany(
+            "INSERT INTO reports (digest, reference, at) VALUES (?, ?, ?)",
+            [(d, ref, float(at)) for d, ref, at in reports],
+        )
+    return len(overrides)
