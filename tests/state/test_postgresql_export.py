@@ -74,10 +74,10 @@ def test_files_import_export_gives_the_same_stores_back(
         ledger.record_lists(["Org-Team@lists.example.org"])
     token = new_token()
     HoldStore(files.layout.holds).create(record("Q1", token=token), b"original \x00 bytes", b"release")
-    now = time.time()
+    moment = time.time()
     with contextlib.closing(files.overrides.open()) as overrides:
-        overrides.issue("used-token", "maya@example.org", ("strict-cc",), now)
-        overrides.issue("spare-token", "maya@example.org", ("strict-cc",), now)
+        overrides.issue("used-token", "maya@example.org", ("strict-cc",), moment)
+        overrides.issue("spare-token", "maya@example.org", ("strict-cc",), moment)
         made = overrides.redeem(
             "used-token",
             sender="maya@example.org",
@@ -85,12 +85,12 @@ def test_files_import_export_gives_the_same_stores_back(
             rules=("strict-cc",),
             justification="the list asked for it",
             quotas={"strict-cc": (5, 86400.0)},
-            now=now,
+            now=moment,
             queue_id="Q1",
             case="lake",
         )
         assert made.reference is not None
-        assert overrides.note_report("report-key", "ref-1", now)
+        assert overrides.note_report("report-key", "ref-1", moment)
     imported = CliRunner().invoke(
         main, ["state", "import", "--config", str(_yaml(settings, tmp_path / "a.yaml"))]
     )
@@ -167,7 +167,7 @@ def test_files_import_export_gives_the_same_stores_back(
             "Q1",
             "lake",
         )
-        assert not overrides.note_report("report-key", "ref-1", now)
+        assert not overrides.note_report("report-key", "ref-1", moment)
         spare = overrides.redeem(
             "spare-token",
             sender="maya@example.org",
@@ -175,7 +175,7 @@ def test_files_import_export_gives_the_same_stores_back(
             rules=("strict-cc",),
             justification="again",
             quotas={"strict-cc": (5, 86400.0)},
-            now=now + 1,
+            now=moment + 1,
         )
         assert spare.reference is not None
     close_shared_databases()
