@@ -5,12 +5,9 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,37 +22,9 @@ from pydantic_core import PydanticCustomError
 from gateway.policy.audiences import Role
 from gateway.policy.model import IdentityKind
 from gateway.policy.registry import RULES, RuleModule, documentation, finding_codes
+from gateway.policy.value_types import DomainName, EmailAddress, Shown
 from gateway.policy.variants import DEFAULT_TITLES
 
-
-@dataclass(frozen=True)
-class Shown:
-    """How the policy reference names a constrained type (e.g. "email address")."""
-
-    text: str
-
-
-def _valid_address(value: str) -> str:
-    value = value.strip()
-    try:
-        # Reserved test domains (*.test) are allowed: examples and test policies use them.
-        validate_email(value, check_deliverability=False, test_environment=True)
-    except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address: {exc}") from None
-    return value
-
-
-def _valid_domain(value: str) -> str:
-    value = value.strip().lower().rstrip(".")
-    try:
-        validate_email(f"postmaster@{value}", check_deliverability=False, test_environment=True)
-    except EmailNotValidError as exc:
-        raise ValueError(f"not a valid domain name: {exc}") from None
-    return value
-
-
-EmailAddress = Annotated[str, AfterValidator(_valid_address), Shown("email address")]
-DomainName = Annotated[str, AfterValidator(_valid_domain), Shown("domain name")]
 CodeName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9]+(?:[ -][a-z0-9]+)*$", max_length=60),

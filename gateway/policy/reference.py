@@ -25,10 +25,10 @@ from gateway.policy.config import (
     PolicyDocument,
     ReviewPolicy,
     RuleEntryBase,
-    Shown,
     When,
 )
 from gateway.policy.registry import RULES, documentation, finding_codes
+from gateway.policy.value_types import Shown
 
 
 def policy_json_schema() -> dict[str, Any]:

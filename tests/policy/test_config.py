@@ -29,6 +29,8 @@ rules:
     action: rewrite
 """
 
+LIST_REPLY_ALL = "  - rule: list-reply-all\n    action: hold\n    params:\n"
+
 FULL = """\
 organisation:
   conduct_address: conduct@example.org
@@ -167,6 +169,16 @@ ERRORS = [
             "Value error, not a valid email address"
         ],
         id="bad-member-address",
+    ),
+    pytest.param(
+        MINIMAL + LIST_REPLY_ALL + "      addresses: [dev@lists,example.org]\n",
+        ["policy.yaml, line 12, key rules[1].params.addresses[0]: Value error, not a valid email address"],
+        id="bad-mailing-list-address",
+    ),
+    pytest.param(
+        MINIMAL + LIST_REPLY_ALL + "      domains: [lists example.org]\n",
+        ["policy.yaml, line 12, key rules[1].params.domains[0]: Value error, not a valid domain name: It"],
+        id="bad-mailing-list-domain",
     ),
     pytest.param(
         MINIMAL.replace("conduct@example.org", "conduct at example.org"),

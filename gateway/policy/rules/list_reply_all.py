@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.policy.audiences import mailbox_key
 from gateway.policy.mailing_lists import is_configured_list, recipients_of
 from gateway.policy.model import Envelope, Finding, ParsedMessage, RuleContext
+from gateway.policy.value_types import DomainName, EmailAddress
 
 NAME = "list-reply-all"
 
@@ -44,10 +45,10 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    addresses: tuple[str, ...] = Field(
+    addresses: tuple[EmailAddress, ...] = Field(
         (), description="Mailing list addresses, e.g. dev@lists.example.org (a sub-address counts too)."
     )
-    domains: tuple[str, ...] = Field(
+    domains: tuple[DomainName, ...] = Field(
         (), description="Domains of mailing lists only, e.g. lists.example.org (subdomains too)."
     )
     learnt: bool = Field(
