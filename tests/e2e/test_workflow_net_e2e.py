@@ -90,8 +90,10 @@ def send(
     subject: str = "Next steps",
     message_id: str | None = None,
     in_reply_to: str | None = None,
+    extra_headers: tuple[str, ...] = (),
+    mail_from: str | None = None,
 ) -> ClientRun:
-    headers = [f"From: <{account.address}>", f"To: {', '.join(to)}"]
+    headers = [f"From: <{account.address}>", f"To: {', '.join(to)}", *extra_headers]
     if cc:
         headers.append(f"Cc: {', '.join(cc)}")
     headers += [f"Subject: {subject}", f"Message-ID: {message_id or f'<{secrets.token_hex(8)}@example.org>'}"]
@@ -101,7 +103,7 @@ def send(
     message = ("\r\n".join(headers) + f"\r\n\r\n{body}\r\n").encode()
     return swaks(
         gateway.endpoint("submission"),
-        mail_from=account.address,
+        mail_from=account.address if mail_from is None else mail_from,
         recipients=[*to, *cc],
         message=message,
         account=account,
