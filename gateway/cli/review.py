@@ -1,4 +1,4 @@
-"""`conduct-gateway review list|show|claim|approve|reject|expire`: held messages awaiting a second member.
+"""`conduct-gateway review list|show|claim|unclaim|approve|reject|expire`: holds awaiting a second member.
 
 Privacy follows `queue show`: whoever runs the gateway may not be on the committee, so `show`
 prints the findings, the changes the gateway will make and a header summary whose values that can
@@ -43,7 +43,7 @@ _UNDO_KEY = "cli"
 
 @click.group()
 def review() -> None:
-    """Held messages waiting for a second committee member: list, show, claim, approve, reject, expire."""
+    """Held messages waiting for a second member: list, show, claim, unclaim, approve, reject, expire."""
 
 
 def _open(config_path: Path | None) -> tuple[GatewaySettings, CompiledPolicy, HoldsPort]:
@@ -226,6 +226,23 @@ def claim(reference: str, member: str, config_path: Path | None) -> None:
     actor = _reviewer(settings, policy, store, reference, member)
     with audit_sink(state, AUDIT_EVENT) as sink:
         lines, outgoing = _desk(state, settings, store, sink).claim(reference, actor, policy, via="cli")
+        if outgoing:
+            asyncio.run(spool_outgoing(state.queue.open(), outgoing))
+    for line in lines:
+        click.echo(line)
+
+
+@review.command()
+@click.argument("reference")
+@click.option("--as", "member", required=True, help="The committee member giving back their claim.")
+@config_option
+def unclaim(reference: str, member: str, config_path: Path | None) -> None:
+    """Give back MEMBER's claim on held message REFERENCE: the other reviewers are told it waits."""
+    settings, policy, state, store = _open_state(config_path)
+    actor = _reviewer(settings, policy, store, reference, member)
+    with audit_sink(state, AUDIT_EVENT) as sink:
+        desk = _desk(state, settings, store, sink)
+        lines, outgoing = desk.claim(reference, actor, policy, via="cli", give_back=True)
         if outgoing:
             asyncio.run(spool_outgoing(state.queue.open(), outgoing))
     for line in lines:

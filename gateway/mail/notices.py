@@ -59,6 +59,7 @@ class NoticeKind(StrEnum):
     ALREADY_DECIDED = "already-decided"
     SUPPRESSED = "suppressed"
     CLAIMED = "claimed"
+    UNCLAIMED = "unclaimed"  # a reviewer gave up their claim: the hold waits for anyone again
     REVIEW_REMINDER = "review-reminder"
     REFUSED = "refused"  # what to fix in a refused message (``gateway.decision.refusal_notice``)
     DIGEST = "digest"  # the committee digest (``gateway.decision.digest``), to the committee

@@ -237,13 +237,22 @@ class ReviewDesk:
         checked = check_reply(submission, policy, self.settings, self.store, self.audit)
         if isinstance(checked, Disposition):
             return checked
-        if checked.command.command == "claim":
+        command = checked.command.command
+        if command == "claim" or command == "unclaim":
             try:
-                lines, claimed = self.claim(checked.reference, checked.actor, policy, via="mail")
+                lines, claimed = self.claim(
+                    checked.reference,
+                    checked.actor,
+                    policy,
+                    via="mail",
+                    give_back=command == "unclaim",
+                    undo_key=submission.queue_id,
+                )
             except ReviewError as exc:
                 return refusal(replies.review_claim_refused(checked.reference, str(exc)))
-            return Disposition(replies.accepted_as(lines), outgoing=tuple(claimed))
-        command = checked.command.command
+            # The letters to the others are essential: if they cannot be spooled the client gets
+            # 451 and the claim is undone, so no hold is claimed without the others being told.
+            return Disposition(replies.accepted_as(lines), outgoing=tuple(claimed), hold=submission.queue_id)
         result = self.decide(
             checked.reference,
             checked.actor,
@@ -261,13 +270,32 @@ class ReviewDesk:
     # -- claiming (reply or CLI): others see it is taken; nobody is stopped from deciding
 
     def claim(
-        self, reference: str, actor: Member, policy: CompiledPolicy, *, via: Literal["mail", "cli"]
+        self,
+        reference: str,
+        actor: Member,
+        policy: CompiledPolicy,
+        *,
+        via: Literal["mail", "cli"],
+        give_back: bool = False,
+        undo_key: str | None = None,
     ) -> tuple[tuple[str, ...], list[Outgoing]]:
-        """Record ``actor``'s claim (``gateway.review.claims``): the lines for them, the mails to
-        the other eligible reviewers. Raises ReviewError when the hold is decided or not theirs."""
-        return claims.claim(
-            self.store, self.audit, self.notices(policy), reference, actor, via=via, now=self.clock()
+        """Record ``actor``'s claim, or with ``give_back`` end it (``gateway.review.claims``): the
+        lines for them, the mails to the other eligible reviewers. With ``undo_key`` the mails are
+        essential and ``not_stored(undo_key)`` restores the hold as it was. Raises ReviewError when
+        the hold is decided or not theirs to review."""
+        change = (claims.unclaim if give_back else claims.claim)(
+            self.store,
+            self.audit,
+            self.notices(policy),
+            reference,
+            actor,
+            via=via,
+            now=self.clock(),
+            essential=undo_key is not None,
         )
+        if undo_key is not None and change.before is not None:
+            self._undo[undo_key] = _Undo(reference, change.before)
+        return change.lines, change.outgoing
 
     # -- deciding (reply or CLI)
 

@@ -73,7 +73,7 @@ def check_reply(
     is_sender = actor.key == (sender_member.key if sender_member else record.sender.lower()) or (
         record.sender.lower() in actor.addresses
     )
-    if command.command in ("approve", "reject", "claim") and is_sender:
+    if command.command in ("approve", "reject", "claim", "unclaim") and is_sender:
         audit_refusal(audit, record.reference, actor.key, "self-review")
         return refusal(replies.review_of_own_message(record.reference))
     if command.command == "cancel" and not is_sender:

@@ -16,8 +16,9 @@ _ATTRIBUTION = re.compile(r"^\s*(on .{0,200} wrote:|-----\s*original message\s*-
 _COMMAND_WORDS = {"approve": "approve", "approved": "approve", "reject": "reject", "rejected": "reject"}
 _COMMAND_WORDS["cancel"] = "cancel"
 _COMMAND_WORDS["claim"] = "claim"
+_COMMAND_WORDS["unclaim"] = "unclaim"
 
-Command = Literal["approve", "reject", "cancel", "claim"]
+Command = Literal["approve", "reject", "cancel", "claim", "unclaim"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,12 @@ def reply_text(content: bytes) -> str:
 
 
 def parse_command(text: str) -> ReplyCommand | None:
-    """The first written line's command: ``approve [comment]``, ``reject <reason>``, ``claim`` or ``cancel``.
+    """The first written line's command: ``approve [comment]``, ``reject <reason>``, ``claim``,
+    ``unclaim`` or ``cancel``.
 
     Case does not matter, trailing punctuation is ignored, quoted text and signatures are never
     read. A reason or comment may go on over the next lines (a client wrapping a long line) up to
-    a blank line, quote or signature; words after ``claim`` or ``cancel`` are ignored.
+    a blank line, quote or signature; words after ``claim``, ``unclaim`` or ``cancel`` are ignored.
     """
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for index, line in enumerate(lines):
@@ -64,7 +66,7 @@ def parse_command(text: str) -> ReplyCommand | None:
         if command is None:
             return None
         reason = rest.strip().lstrip(":-").strip()
-        if command in ("claim", "cancel"):
+        if command in ("claim", "unclaim", "cancel"):
             return ReplyCommand(command)  # type: ignore[arg-type]
         if command in ("approve", "reject"):
             following: list[str] = [reason] if reason else []

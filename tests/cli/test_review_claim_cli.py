@@ -14,6 +14,7 @@ from gateway.settings import AuthSettings, GatewaySettings, PolicySettings, Serv
 from gateway.state.accounts import Accounts
 from gateway.state.audit_reading import read_entries
 from gateway.state.holds import HoldStore
+from gateway.state.layout import StateLayout
 from gateway.state.spool import Spool
 from gateway.state.spool_records import QueueState
 from tests.cli.conftest import write_config
@@ -66,6 +67,25 @@ def test_a_claim_from_the_cli_is_listed_shown_and_told_to_the_other_reviewers(tm
     assert refused.exit_code == 2 and "cannot review it" in refused.output
 
 
+def test_unclaim_from_the_cli_gives_the_hold_back_and_tells_the_other_reviewers(tmp_path: Path) -> None:
+    settings, config = prepare(tmp_path)
+    runner = CliRunner()
+
+    def review(command: str, member: str) -> str:
+        result = runner.invoke(main, ["review", command, "Q1", "--as", member, "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    review("claim", "ben@example.org")
+    assert review("unclaim", "cleo@example.org").startswith("Nothing to give back: Ben Member claimed it")
+    assert review("unclaim", "ben@example.org").startswith("Unclaimed:")
+    assert HoldStore.in_state_dir(settings.state_dir).get("Q1").claims == ()
+    told = [m for m in spooled_to(settings, "cleo@example.org") if b"Notice: unclaimed" in m]
+    assert len(told) == 1
+    events = [e.fields.get("review") for e in read_entries(StateLayout(settings.state_dir).audit)]
+    assert events[-2:] == ["claim", "unclaim"]
+
+
 def test_an_approval_comment_from_the_cli_reaches_the_sender_and_not_the_audit_trail(tmp_path: Path) -> None:
     settings, config = prepare(tmp_path)
     runner = CliRunner()
@@ -77,5 +97,6 @@ def test_an_approval_comment_from_the_cli_reaches_the_sender_and_not_the_audit_t
     assert HoldStore.in_state_dir(settings.state_dir).get("Q1").status == "released"
     letters = [m for m in spooled_to(settings, "ada@example.org") if b"Notice: approved" in m]
     assert len(letters) == 1 and COMMENT in " ".join(letters[0].decode().split())
-    entries = list(read_entries(settings.state_dir))
+    entries = list(read_entries(StateLayout(settings.state_dir).audit))
+    assert any(e.fields.get("review") == "approve" for e in entries)  # the trail was read
     assert "mind the dates" not in repr(entries)

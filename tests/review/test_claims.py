@@ -167,3 +167,46 @@ async def test_reminders_can_be_turned_off(screener: PolicyScreener) -> None:
     )
     off.clock = lambda: record.expires_at - 10.0
     assert off.expire_due(screener.source.policy) == []
+
+
+async def test_a_claim_by_reply_carries_essential_letters_and_is_undone_when_they_cannot_be_spooled(
+    screener: PolicyScreener,
+) -> None:
+    held = await hold(screener)
+    claimed = await screener.decide(answer("ben", reply_to(held, "ben"), "claim", "R1"))
+    assert claimed.accepted and claimed.undo == "R1"
+    assert [m.essential for m in claimed.outgoing] == [True]
+    desk(screener).not_stored("R1")  # what commit does when the letters could not be spooled (451)
+    assert desk(screener).store.get("Q1").claims == ()
+    # The client retries: the claim is made again and the others are told again.
+    retried = await screener.decide(answer("ben", reply_to(held, "ben"), "claim", "R1b"))
+    assert kinds(retried.outgoing) == [("cy@example.org", "claimed")]
+    desk(screener).accepted("R1b")
+    record = desk(screener).store.get("Q1")
+    assert record.claimed_by is not None and record.claimed_by.member == "ben@example.org"
+
+
+async def test_unclaim_by_reply_gives_the_hold_back_and_tells_the_others(
+    screener: PolicyScreener, events: list[Mapping[str, JsonValue]]
+) -> None:
+    held = await hold(screener)
+    await screener.decide(answer("ben", reply_to(held, "ben"), "claim", "R1"))
+    desk(screener).accepted("R1")
+    # Only the member who claimed can give it back.
+    other = await screener.decide(answer("cy", reply_to(held, "cy"), "Unclaim.", "R2"))
+    assert other.accepted and other.outgoing == () and "Ben Ink claimed it" in other.reply.lines[0]
+    assert desk(screener).store.get("Q1").claimed_by is not None
+    given = await screener.decide(answer("ben", reply_to(held, "ben"), "unclaim", "R3"))
+    assert given.accepted and given.reply.lines[0].startswith("Unclaimed: ")
+    assert kinds(given.outgoing) == [("cy@example.org", "unclaimed")]
+    desk(screener).accepted("R3")
+    assert desk(screener).store.get("Q1").claims == ()
+    assert [e["review"] for e in events] == ["claim", "unclaim"]
+    # Undone like a claim when its letters cannot be spooled: the claim is back.
+    await screener.decide(answer("cy", reply_to(held, "cy"), "claim", "R4"))
+    desk(screener).accepted("R4")
+    undone = await screener.decide(answer("cy", reply_to(held, "cy"), "unclaim", "R5"))
+    assert undone.accepted
+    desk(screener).not_stored("R5")
+    record = desk(screener).store.get("Q1")
+    assert record.claimed_by is not None and record.claimed_by.member == "cy@example.org"
