@@ -9,6 +9,9 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gateway.settings_base import ENV_PREFIX, Seconds, Section
 
+LEASE_MIN_SECONDS = 2.0
+LEASE_MAX_SECONDS = 3600.0
+
 # Keys of a libpq connection string that would put a secret in the settings file.
 _DSN_SECRETS = ("password", "passfile")
 
@@ -66,6 +69,26 @@ class PostgresqlSettings(Section):
             "PostgreSQL unavailable (new mail gets 451 4.3.0 and is retried by the client)."
         ),
     )
+    lease_seconds: Seconds = Field(
+        60.0,
+        description=(
+            "How long a gateway's claim on a message it is delivering outlives the gateway (renewed "
+            "every quarter of it while the gateway runs): the messages of a gateway that died are "
+            "taken over by the others after this long. Between 2 seconds and 1 hour; longer than the "
+            "longest PostgreSQL outage a gateway should ride out without another taking its messages."
+        ),
+    )
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_bounds(cls, seconds: float) -> float:
+        # Below 2 s the heartbeat (every quarter lease) would renew claims faster than a busy
+        # database commits; above an hour a dead gateway's mail would wait longer than retries do.
+        if not LEASE_MIN_SECONDS <= seconds <= LEASE_MAX_SECONDS:
+            raise ValueError(
+                f"lease_seconds must be between {LEASE_MIN_SECONDS:g} and {LEASE_MAX_SECONDS:g} seconds"
+            )
+        return seconds
 
     @field_validator("password_env")
     @classmethod

@@ -117,7 +117,7 @@ def _open_postgresql_state(settings: GatewaySettings, files: State) -> State:
     source = DatabaseSource(settings.state.postgresql)
     return replace(
         files,
-        queue=QueueOpener(source),
+        queue=QueueOpener(source, lease_seconds=settings.state.postgresql.lease_seconds),
         holds=HoldsOpener(source),
         audit=PostgresqlAudit(source),
         ledger=PostgresqlLedgerOpener(source),
