@@ -210,10 +210,17 @@ class GatewayProcess:
         assert self.process is not None
         return self.process.pid
 
-    def kill(self) -> None:
-        """``kill -9``: no chance to flush, close or answer anything."""
+    def kill(self, *, host_down: bool = False) -> None:
+        """``kill -9``: no chance to flush, close or answer anything.
+
+        ``host_down``: the whole process group (the delivery process and the policy workers too), as
+        when the host dies; killing only the gateway lets its delivery process stop cleanly.
+        """
         if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
+            if host_down:
+                os.killpg(self.process.pid, signal.SIGKILL)  # start_new_session: its own group
+            else:
+                os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
     def terminate(self, timeout: float = 30) -> int:

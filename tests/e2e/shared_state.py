@@ -1,0 +1,50 @@
+"""Gateways sharing one PostgreSQL database (issue 16): their settings and the keys they must share.
+
+Every gateway of an installation names the same database and holds the same two keys, which never go
+to the database: the case registry's and ``fingerprints.key`` (docs/operations/postgresql.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from gateway.state.fingerprints import load_or_create_key
+from gateway.state.registry import generate_key
+from tests.e2e.gateway_process import GatewayProcess
+from tests.postgresql import ScratchDatabase
+
+
+def postgresql_state(folder: Path, database: ScratchDatabase, **postgresql: Any) -> dict[str, Any]:
+    """Settings overrides putting a gateway's stores in ``database`` (password and registry key in
+    files under ``folder``, written once and shared by every gateway made with them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    secret, registry_key = folder / "pg-password", folder / "registry.key"
+    if not secret.exists():
+        secret.write_text(database.password + "\n")
+        secret.chmod(0o600)
+        registry_key.write_text(generate_key() + "\n")
+        registry_key.chmod(0o600)
+    return {
+        "registry": {"key_env": None, "key_file": str(registry_key)},
+        "state": {
+            "backend": "postgresql",
+            "postgresql": {
+                "dsn": database.dsn,
+                "password_file": str(secret),
+                "connect_timeout": "5s",
+                **postgresql,
+            },
+        },
+    }
+
+
+def share_fingerprint_key(gateways: list[GatewayProcess], folder: Path) -> None:
+    """Give every gateway the same ``fingerprints.key`` (made once in ``folder``) before it starts."""
+    key = folder / "fingerprints.key"
+    load_or_create_key(key)
+    for gateway in gateways:
+        gateway.state_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(key, gateway.state_dir / "fingerprints.key")
+        (gateway.state_dir / "fingerprints.key").chmod(0o600)
