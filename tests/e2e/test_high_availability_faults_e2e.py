@@ -25,7 +25,7 @@ from tests.e2e.messages import assert_arrived_unchanged, token, tricky_message
 from tests.e2e.postfix import PostfixInstance
 from tests.e2e.test_durability import Submission, submit, wait_until
 from tests.e2e.tls import TlsMaterial
-from tests.postgresql import ScratchDatabase
+from tests.postgresql import PostgresCluster, ScratchDatabase
 
 pytestmark = pytest.mark.e2e
 
@@ -169,4 +169,98 @@ async def test_a_gateway_killed_for_good_mid_load_leaves_every_accepted_message_
         f"accepted {len(accepted)} of {len(submissions)}, {held_by_the_dead} claimed by the victim at "
         f"its death, extra copies {extra_copies}, "
         f"all delivered {took_over:.1f}s after the kill"
+    )
+
+
+OUTAGE_SECONDS = 30.0
+CLIENTS_PER_GATEWAY = 2
+ACCEPTED_BEFORE_AND_AFTER = 8
+
+
+@dataclass
+class Timed:
+    """A submission and the phase of the outage it started in."""
+
+    item: Submission
+    phase: str
+
+
+async def test_postgresql_stopped_mid_load_gets_451_loses_nothing_and_mail_flows_after(
+    shared_gateways: SharedGateways,
+    running_postfix: PostfixInstance,
+    tls_material: TlsMaterial,
+    member: Account,
+    pg_cluster: PostgresCluster,
+    pg_database: ScratchDatabase,
+) -> None:
+    gateways = shared_gateways(postgresql={"connect_timeout": "2s"})
+    load = Load(member, ssl.create_default_context(cafile=str(tls_material.ca_file)), token())
+    phase = "before"
+    sent: list[Timed] = []
+    stop = asyncio.Event()
+
+    async def client(gateway: GatewayProcess, number: int) -> None:
+        host, port = gateway.addresses["submission"]
+        while not stop.is_set():
+            timed = Timed(load.new(f"pg-{number}", len(sent)), phase)
+            sent.append(timed)
+            await submit(host, port, load.context, member, timed.item)
+            if not timed.item.accepted:
+                await asyncio.sleep(0.2)  # as a client would wait before trying again
+
+    def accepted_in(name: str) -> int:
+        return sum(timed.item.accepted for timed in sent if timed.phase == name)
+
+    async def until(condition: object, what: str) -> None:
+        assert callable(condition)
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting until {what}"
+            await asyncio.sleep(0.01)
+
+    clients = [
+        asyncio.create_task(client(gateway, index * CLIENTS_PER_GATEWAY + number))
+        for index, gateway in enumerate(gateways)
+        for number in range(CLIENTS_PER_GATEWAY)
+    ]
+    try:
+        await until(lambda: accepted_in("before") >= ACCEPTED_BEFORE_AND_AFTER, "mail flows")
+        phase = "stopping"
+        await asyncio.to_thread(pg_cluster.stop)
+        phase = "outage"
+        await asyncio.sleep(OUTAGE_SECONDS)
+        phase = "starting"
+        await asyncio.to_thread(pg_cluster.start)
+        phase = "after"
+        await until(lambda: accepted_in("after") >= ACCEPTED_BEFORE_AND_AFTER, "mail flows again")
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+        if not pg_cluster.running:
+            pg_cluster.start()
+
+    during = [timed.item for timed in sent if timed.phase == "outage"]
+    assert during and not any(item.accepted for item in during), (
+        "nothing may be answered 250 without PostgreSQL"
+    )
+    for item in during:
+        assert item.reply.startswith("451") and "4.3.0" in item.reply, item.error
+    after = [timed.item for timed in sent if timed.phase == "after"]
+    assert all(item.accepted for item in after), [item.error for item in after if not item.accepted]
+
+    accepted = [timed.item for timed in sent if timed.item.accepted]
+    running_postfix.wait_for(
+        lambda messages: {item.recipient for item in accepted} <= {m.delivered_to for m in messages},
+        timeout=60,
+        what=f"all {len(accepted)} messages answered 250",
+    )
+    wait_until(lambda: pending_in_database(pg_database) == 0, 30, "the shared queue is empty")
+    for item in accepted:
+        [copy] = running_postfix.messages_to(item.recipient)  # a clean stop of PostgreSQL: no duplicate
+        assert_arrived_unchanged(copy, item.content)
+    for item in during:
+        assert running_postfix.messages_to(item.recipient) == []
+    print(
+        f"{len(sent)} submissions: {accepted_in('before')} accepted before, {len(during)} refused with 451 "
+        f"during the {OUTAGE_SECONDS:.0f}s outage, {accepted_in('after')} accepted after"
     )
