@@ -117,7 +117,7 @@ def shared_gateway(
 
 SharedGateways = Callable[..., list[GatewayProcess]]
 """``shared_gateways(count=2, overrides=None, *, policy=RELAY_POLICY, users=(), postgresql=None,
-start=True)``: gateways on one fresh PostgreSQL database, relaying to the session's Postfix."""
+roots=(), start=True)``: gateways on one fresh PostgreSQL database, relaying to the session's Postfix."""
 
 
 @pytest.fixture
@@ -138,21 +138,24 @@ def shared_gateways(
         policy: Path = RELAY_POLICY,
         users: Sequence[Account] = (),
         postgresql: dict[str, Any] | None = None,
+        roots: Sequence[Path] = (),
         start: bool = True,
     ) -> list[GatewayProcess]:
         shared = postgresql_state(tmp_path / "shared", pg_database, **(postgresql or {}))
         settings = deep_merge(
             deep_merge(gateway_settings(tls_material, postfix, policy), shared), overrides or {}
         )
-        gateways = [
-            GatewayProcess(tmp_path / f"shared-{len(made) + number}", settings) for number in range(count)
-        ]
+        # ``roots``: folders of gateways that ran before (on files), kept with their state and users.
+        fresh = (tmp_path / f"shared-{len(made) + number}" for number in range(count - len(roots)))
+        gateways = [GatewayProcess(root, settings) for root in (*roots, *fresh)]
         made.extend(gateways)
         share_fingerprint_key(gateways, tmp_path / "shared")
         for gateway in gateways:
             # Accounts are still read from each gateway's users file: the same on every host.
+            known = gateway.users_file.read_text() if gateway.users_file.exists() else ""
             for account in (member, *users):
-                gateway.add_user(account.address, account.password)
+                if f"{account.address}:" not in known:
+                    gateway.add_user(account.address, account.password)
         if start:
             for gateway in gateways:
                 gateway.start()

@@ -128,6 +128,10 @@ class GatewayProcess:
     def state_dir(self) -> Path:
         return Path(self.settings["state_dir"])
 
+    @property
+    def users_file(self) -> Path:
+        return Path(self.settings["auth"]["users_file"])
+
     def cli(
         self, *args: str, stdin: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
