@@ -29,7 +29,7 @@ from tests.e2e.gateway_process import (  # noqa: E402
 )
 from tests.e2e.messages import unique_address  # noqa: E402
 from tests.e2e.postfix import PostfixError, PostfixInstance  # noqa: E402
-from tests.e2e.shared_state import postgresql_state, share_fingerprint_key  # noqa: E402
+from tests.e2e.shared_state import add_accounts, postgresql_state, share_fingerprint_key  # noqa: E402
 from tests.e2e.tls import TlsMaterial, make_tls_material  # noqa: E402
 from tests.postgresql import ScratchDatabase  # noqa: E402
 
@@ -150,12 +150,11 @@ def shared_gateways(
         gateways = [GatewayProcess(root, settings) for root in (*roots, *fresh)]
         made.extend(gateways)
         share_fingerprint_key(gateways, tmp_path / "shared")
-        for gateway in gateways:
-            # Accounts are still read from each gateway's users file: the same on every host.
-            known = gateway.users_file.read_text() if gateway.users_file.exists() else ""
-            for account in (member, *users):
-                if f"{account.address}:" not in known:
-                    gateway.add_user(account.address, account.password)
+        # Accounts are still read from each gateway's users file: the same file on every host.
+        first = gateways[0]
+        add_accounts(first, (member, *users))
+        for gateway in gateways[1:]:
+            shutil.copy(first.users_file, gateway.users_file)
         if start:
             for gateway in gateways:
                 gateway.start()

@@ -7,11 +7,14 @@ to the database: the case registry's and ``fingerprints.key`` (docs/operations/p
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gateway.state.accounts import Accounts
 from gateway.state.fingerprints import load_or_create_key
 from gateway.state.registry import generate_key
+from tests.e2e.clients import Account
 from tests.e2e.gateway_process import GatewayProcess
 from tests.postgresql import ScratchDatabase
 
@@ -48,3 +51,12 @@ def share_fingerprint_key(gateways: list[GatewayProcess], folder: Path) -> None:
         gateway.state_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(key, gateway.state_dir / "fingerprints.key")
         (gateway.state_dir / "fingerprints.key").chmod(0o600)
+
+
+def add_accounts(gateway: GatewayProcess, accounts: Iterable[Account]) -> None:
+    """Add the accounts ``gateway``'s users file lacks. In this process (``user add`` is tested
+    elsewhere): a CLI start per account costs a second, and these tests add many."""
+    users = Accounts.load(gateway.users_file)
+    for account in accounts:
+        if account.address.lower() not in users.members():
+            users.add(account.address, account.password)

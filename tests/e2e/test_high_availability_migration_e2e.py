@@ -20,7 +20,7 @@ from tests.e2e.conftest import SharedGateways
 from tests.e2e.gateway_process import GatewayProcess, deep_merge, gateway_settings
 from tests.e2e.messages import unique_address
 from tests.e2e.postfix import DeliveredMessage, PostfixInstance
-from tests.e2e.shared_state import postgresql_state
+from tests.e2e.shared_state import add_accounts, postgresql_state
 from tests.e2e.test_high_availability_e2e import shared_policy
 from tests.e2e.test_review_e2e import Committee, notice_of, reply_address, send
 from tests.e2e.tls import TlsMaterial
@@ -52,8 +52,7 @@ def test_a_files_installation_moved_by_state_import_is_served_by_two_gateways_on
         tmp_path / "files-gateway",
         deep_merge(gateway_settings(tls_material, running_postfix, policy), {"registry": registry}),
     )
-    for account in (member, committee.ada, committee.ben, committee.cleo):
-        old.add_user(account.address, account.password)
+    add_accounts(old, (member, committee.ada, committee.ben, committee.cleo))
 
     running_postfix.stop()  # everything accepted now stays queued
     old.start()
