@@ -14,11 +14,12 @@ COPY gateway ./gateway
 RUN pip install -c constraints.txt . && rm -rf /src
 
 # An unprivileged user owns the state (spool, users file, generated certificate); named volumes
-# mounted on these folders start with this ownership.
+# mounted on these folders start with this ownership. conduct-gateway-accounts holds the users file
+# several gateways share (docker-compose.yml's `ha` profile).
 RUN useradd --system --uid 10001 --home-dir /var/lib/conduct-gateway --shell /usr/sbin/nologin gateway \
-    && mkdir -p /etc/conduct-gateway/config /var/lib/conduct-gateway/spool \
-    && chown -R gateway:gateway /var/lib/conduct-gateway \
-    && chmod 700 /var/lib/conduct-gateway
+    && mkdir -p /etc/conduct-gateway/config /var/lib/conduct-gateway/spool /var/lib/conduct-gateway-accounts \
+    && chown -R gateway:gateway /var/lib/conduct-gateway /var/lib/conduct-gateway-accounts \
+    && chmod 700 /var/lib/conduct-gateway /var/lib/conduct-gateway-accounts
 
 # The same layout as the repository, so the sample's relative policy path (../policies) holds. The
 # policy is the shipped example until a policy of your own is mounted over it (docker-compose.yml).

@@ -1,4 +1,4 @@
-"""CPU time of a process and everything it started (Linux ``/proc``), for per-message CPU figures.
+"""CPU time and resident memory of a process and everything it started (Linux ``/proc``).
 
 A target's CPU per message says what a relay costs independently of how busy the machine was: on a
 machine whose cores are all in use, throughput ratios mostly tell who got the cores.
@@ -12,10 +12,17 @@ import time
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def tree_cpu_seconds(root: int) -> float:
     """User + system CPU seconds of ``root`` and its live descendants, plus what they reaped."""
+    return tree_usage(root)[0]
+
+
+def tree_usage(root: int) -> tuple[float, int]:
+    """CPU seconds as :func:`tree_cpu_seconds`, and the resident bytes of the live tree (summed: pages
+    shared between processes count once per process, as ``ps`` shows them)."""
     parents: dict[int, int] = {}
     times: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -35,7 +42,13 @@ def tree_cpu_seconds(root: int) -> float:
         found = {pid for pid, parent in parents.items() if parent in tree and pid not in tree}
         tree |= found
         grew = bool(found)
-    return sum(times[pid] for pid in tree) / _TICKS
+    resident = 0
+    for pid in tree:
+        try:
+            resident += int((Path("/proc") / str(pid) / "statm").read_text().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return sum(times[pid] for pid in tree) / _TICKS, resident
 
 
 class CpuSampler:
@@ -46,6 +59,7 @@ class CpuSampler:
         self._root = root
         self._interval = interval
         self._samples: list[tuple[float, float]] = []
+        self._resident: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -59,10 +73,16 @@ class CpuSampler:
 
     def _run(self) -> None:
         while True:
-            self._samples.append((time.monotonic(), tree_cpu_seconds(self._root)))
+            self._sample()
             if self._stop.wait(self._interval):
-                self._samples.append((time.monotonic(), tree_cpu_seconds(self._root)))
+                self._sample()
                 return
+
+    def _sample(self) -> None:
+        when = time.monotonic()
+        cpu, resident = tree_usage(self._root)
+        self._samples.append((when, cpu))
+        self._resident.append((when, resident))
 
     def between(self, start: float, end: float) -> float:
         """CPU seconds from the last sample at or before ``start`` to the first at or after ``end``."""
@@ -71,3 +91,8 @@ class CpuSampler:
         first = before[-1] if before else self._samples[0][1]
         last = after[0] if after else self._samples[-1][1]
         return last - first
+
+    def peak_resident(self, start: float, end: float) -> int:
+        """The largest resident size of the tree sampled between ``start`` and ``end`` (bytes)."""
+        inside = [resident for when, resident in self._resident if start <= when <= end]
+        return max(inside or [resident for _, resident in self._resident[-1:]] or [0])

@@ -31,6 +31,9 @@ class LoadSpec:
     recipients: tuple[str, ...]
     username: str | None = None
     password: str | None = None
+    # More instances of the same service: clients are spread over port, *more_ports in turn (as DNS
+    # round-robin or a TCP load balancer would spread them), all drawing from one message budget.
+    more_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ class LoadResult:
     failures: list[str]
 
 
-async def _connect(spec: LoadSpec) -> aiosmtplib.SMTP:
-    smtp = aiosmtplib.SMTP(hostname=spec.host, port=spec.port, timeout=120, start_tls=False)
+async def _connect(spec: LoadSpec, port: int) -> aiosmtplib.SMTP:
+    smtp = aiosmtplib.SMTP(hostname=spec.host, port=port, timeout=120, start_tls=False)
     await smtp.connect()
     if spec.username is not None and spec.password is not None:
         await smtp.login(spec.username, spec.password)
@@ -82,7 +85,8 @@ def unique_copy(message: bytes, number: int) -> bytes:
 
 async def run_load(spec: LoadSpec) -> LoadResult:
     """Connect and log in every client first (argon2 logins are not the relay's throughput), then go."""
-    clients = await asyncio.gather(*(_connect(spec) for _ in range(spec.concurrency)))
+    ports = (spec.port, *spec.more_ports)
+    clients = await asyncio.gather(*(_connect(spec, ports[n % len(ports)]) for n in range(spec.concurrency)))
     budget = [spec.count]
     latencies: list[float] = []
     failures: list[str] = []

@@ -32,6 +32,15 @@ for per-message evaluation times), measured as two targets on that one gateway:
 Both go to an outside recipient, so reporter-protection scans every message. The sending account
 (``--member``) defaults to the policy's first committee member; the sink counts one message per
 relayed transaction whatever its recipient count.
+
+``--state postgresql`` adds, for each gateway target (``gateway``, ``gateway+policy``), the same gateway
+on ``state.backend: postgresql`` (bench/postgresql_state.py: the tests' private cluster with fsync on),
+in the same run as the files backend: ``NAME@pg1`` is one instance, ``NAME@pg2`` two instances on one
+database with the clients spread over both (each instance runs its own delivery worker on the shared
+queue). Each gets a fresh database migrated by ``conduct-gateway state migrate``. The table then
+adds the peak resident memory of the gateway processes (RSS MiB, summed over every instance and its
+workers) and the PostgreSQL server's CPU per message (PG ms/msg: the postmaster and every backend, the
+WAL writer and the checkpointer); CPU ms/msg stays the gateways' own.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -69,6 +79,8 @@ from gateway.errors import ConfigError  # noqa: E402
 from gateway.policy.loader import read_policy  # noqa: E402
 
 try:  # the gateway and Postfix targets are driven by the end-to-end suite's helpers
+    import postgresql_state
+
     from tests.e2e.gateway_process import GatewayProcess, conduct_gateway_command
     from tests.e2e.postfix import PostfixInstance, free_port
 except ModuleNotFoundError as missing:
@@ -140,6 +152,8 @@ class Run:
     failures: int
     cpu_ms_per_message: float | None = None  # the target's processes (see bench/cpu.py)
     round: int = 0  # with --rounds, which turn of the targets this was
+    resident_mib: float | None = None  # peak RSS of the target's processes during the run
+    database_cpu_ms_per_message: float | None = None  # the PostgreSQL server's CPU, with --state
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,8 @@ class Target:
     cc: str | None = None  # an address the message has in Cc and the envelope (the conduct address)
     pid: int | None = None  # the target's root process, for its CPU time
     other_pids: tuple[int, ...] = ()  # more process trees the target runs (Postfix's milter)
+    more_ports: tuple[int, ...] = ()  # more instances: the clients are spread over port + these
+    database_pid: int | None = None  # the PostgreSQL postmaster the target keeps its state in
 
 
 class Sink:
@@ -207,7 +223,9 @@ def measure(
     recipients = (RECIPIENT, target.cc) if target.cc else (RECIPIENT,)
 
     def spec(messages: int) -> LoadSpec:
-        return LoadSpec(HOST, target.port, clients, messages, message, member, recipients, *login)
+        return LoadSpec(
+            HOST, target.port, clients, messages, message, member, recipients, *login, target.more_ports
+        )
 
     warmup = max(2 * clients, 10)
     before = sink.received.value
@@ -218,16 +236,23 @@ def measure(
         # CPU from the first submission to the last arrival: the clients' logins before are left out.
         sampler = stack.enter_context(CpuSampler(target.pid)) if target.pid is not None else None
         others = [stack.enter_context(CpuSampler(pid)) for pid in target.other_pids]
+        database = (
+            stack.enter_context(CpuSampler(target.database_pid)) if target.database_pid is not None else None
+        )
         result = run_load(context, spec(count))
         delivered = count - len(result.failures)
         last = sink.wait_for(before + delivered, timeout=300)
         time.sleep(0.1)  # one more sample after the last arrival
     seconds = max(last, result.finished) - result.started
-    cpu_ms = None
+    cpu_ms = database_ms = resident = None
+    end = max(last, result.finished)
     if sampler is not None and delivered:
-        end = max(last, result.finished)
         spent = sampler.between(result.started, end) + sum(o.between(result.started, end) for o in others)
         cpu_ms = round(spent * 1000 / delivered, 3)
+        peak = sampler.peak_resident(result.started, end)
+        resident = round((peak + sum(o.peak_resident(result.started, end) for o in others)) / 2**20, 1)
+    if database is not None and delivered:
+        database_ms = round(database.between(result.started, end) * 1000 / delivered, 3)
     return Run(
         target=target.name,
         size=size,
@@ -240,6 +265,8 @@ def measure(
         p99_ms=round(report.percentile(result.latencies, 0.99) * 1000, 2),
         failures=len(result.failures),
         cpu_ms_per_message=cpu_ms,
+        resident_mib=resident,
+        database_cpu_ms_per_message=database_ms,
     )
 
 
@@ -256,7 +283,16 @@ def bare_relay(context: SpawnContext, sink: Sink) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def gateway(workdir: Path, sink: Sink, name: str, member: str, policy: Path | None) -> Iterator[Target]:
+def gateway(
+    workdir: Path,
+    sink: Sink,
+    name: str,
+    member: str,
+    policy: Path | None,
+    cluster: postgresql_state.BenchCluster | None = None,
+    instances: int = 1,
+) -> Iterator[Target]:
+    """``instances`` gateways (more than one only on ``cluster``'s PostgreSQL), ready for the clients."""
     settings: dict[str, object] = {
         "server": {"submissions": {"enabled": False}},
         "auth": {"allow_plaintext_auth_on_loopback": True},
@@ -270,14 +306,33 @@ def gateway(workdir: Path, sink: Sink, name: str, member: str, policy: Path | No
         serve_command = None
     else:
         serve_command = [sys.executable, str(Path(__file__).with_name("passthrough_gateway.py"))]
-    process = GatewayProcess(workdir / name, settings, serve_command=serve_command)
-    process.add_user(member, PASSWORD)
-    process.start()
+    if cluster is not None:
+        settings.update(cluster.database(workdir / name))
+    roots = [workdir / name / f"instance-{n + 1}" for n in range(instances)]
+    processes = [GatewayProcess(root, settings, serve_command=serve_command) for root in roots]
+    if cluster is not None:
+        postgresql_state.share_fingerprint_key([process.state_dir for process in processes])
+        migrated = processes[0].cli("state", "migrate")
+        if migrated.returncode != 0:
+            raise RuntimeError(f"`conduct-gateway state migrate` failed:\n{migrated.stdout}{migrated.stderr}")
     try:
-        assert process.process is not None
-        yield Target(name, process.addresses["submission"][1], login=True, pid=process.process.pid)
+        for process in processes:
+            process.add_user(member, PASSWORD)
+            process.start()
+        pids = [process.pid for process in processes]
+        ports = [process.addresses["submission"][1] for process in processes]
+        yield Target(
+            name,
+            ports[0],
+            login=True,
+            pid=pids[0],
+            other_pids=tuple(pids[1:]),
+            more_ports=tuple(ports[1:]),
+            database_pid=cluster.postmaster_pid() if cluster is not None else None,
+        )
     finally:
-        process.close()
+        for process in processes:
+            process.close()
 
 
 def policy_people(policy: Path) -> tuple[str, str]:
@@ -356,6 +411,12 @@ def main(argv: list[str]) -> int:
         help="the targets take this many turns at each point; the table shows medians, and each "
         "ratio is the median of the rounds' ratios against the bare relay of the same round",
     )
+    parser.add_argument(
+        "--state",
+        choices=("files", "postgresql"),
+        default="files",
+        help="postgresql: also run each gateway target on a private PostgreSQL, one and two instances",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     targets = args.targets.split(",")
@@ -378,6 +439,11 @@ def main(argv: list[str]) -> int:
         if name not in ("bare", "gateway", "gateway+policy", "postfix", "postfix+milter")
     ]:
         parser.error(f"unknown target(s): {', '.join(unknown)}")
+    if args.state == "postgresql":
+        on_database = [name for name in targets if name in ("gateway", "gateway+policy")]
+        if not on_database:
+            parser.error("--state postgresql runs the gateway targets on PostgreSQL: add gateway or --policy")
+        targets += [f"{name}@pg{instances}" for name in on_database for instances in (1, 2)]
     if unknown := [size for size in sizes if size not in SIZES]:
         parser.error(f"unknown size(s): {', '.join(unknown)}; use {', '.join(SIZES)}")
     client_counts = [int(value) for value in args.clients.split(",")]
@@ -385,9 +451,13 @@ def main(argv: list[str]) -> int:
     context = multiprocessing.get_context("spawn")
     workdir = Path(tempfile.mkdtemp(prefix="conduct-bench-"))
     runs: list[Run] = []
+    cluster: postgresql_state.BenchCluster | None = None
     try:
         sink = Sink(context)
         with contextlib.ExitStack() as stack:
+            if args.state == "postgresql":
+                cluster = postgresql_state.BenchCluster()
+                stack.callback(cluster.close)
             factories: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
                 "bare": lambda: bare_relay(context, sink),
                 "gateway": lambda: gateway(workdir, sink, "gateway", args.member, None),
@@ -395,14 +465,29 @@ def main(argv: list[str]) -> int:
                 "postfix": lambda: postfix(sink),
                 "postfix+milter": lambda: postfix_milter(workdir, sink, args.policy),
             }
+            for name in ("gateway", "gateway+policy"):
+                for instances in (1, 2):
+                    policy = args.policy if name == "gateway+policy" else None
+                    factories[f"{name}@pg{instances}"] = functools.partial(
+                        gateway,
+                        workdir,
+                        sink,
+                        f"{name}@pg{instances}",
+                        args.member,
+                        policy,
+                        cluster,
+                        instances,
+                    )
             started = [stack.enter_context(factories[name]()) for name in targets]
             if conduct is not None:
                 # The same gateway again, sent messages that already copy the conduct address.
                 policy_target = next(target for target in started if target.name == "gateway+policy")
-                started.append(
+                on_files = sum("@pg" not in target.name for target in started)  # before the @pg ones
+                started.insert(
+                    on_files,
                     Target(
                         "gateway+policy:cc", policy_target.port, login=True, cc=conduct, pid=policy_target.pid
-                    )
+                    ),
                 )
             for size in sizes:
                 for clients in client_counts:
@@ -428,16 +513,18 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print("\n".join(render(runs, ["bench/relay.py", *argv])))
+    database = f"PostgreSQL {cluster.version} (fsync on)" if cluster is not None else None
+    print("\n".join(render(runs, ["bench/relay.py", *argv], database)))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([asdict(run) for run in runs], indent=2) + "\n")
     return 1 if any(run.failures for run in runs) else 0
 
 
-def render(runs: list[Run], argv: list[str]) -> list[str]:
+def render(runs: list[Run], argv: list[str], database: str | None = None) -> list[str]:
     """One row per target and point; over several rounds, the median of each column, and the ratio
-    is the median of each round's ratio against that round's bare relay (bare varies by ±10 %)."""
+    is the median of each round's ratio against that round's bare relay (bare varies by ±10 %).
+    With ``database`` (the PostgreSQL runs' server), RSS and the server's CPU get columns too."""
     bare = {
         (run.size, run.clients, run.round): run.messages_per_second for run in runs if run.target == "bare"
     }
@@ -464,13 +551,27 @@ def render(runs: list[Run], argv: list[str]) -> list[str]:
             f"{statistics.median(run.p99_ms for run in group):.1f}",
             f"{statistics.median(cpu):.2f}" if cpu else "-",
         ]
+        if database is not None:
+            resident = [run.resident_mib for run in group if run.resident_mib is not None]
+            server = [
+                run.database_cpu_ms_per_message
+                for run in group
+                if run.database_cpu_ms_per_message is not None
+            ]
+            row.append(f"{statistics.median(resident):.0f}" if resident else "-")
+            row.append(f"{statistics.median(server):.2f}" if server else "-")
         if rounds > 1:
             row.append(f"{min(ratios):.2f}x-{max(ratios):.2f}x" if ratios else "-")
         rows.append(row)
     header = ["target", "size", "clients", "msg/s", "vs bare", "250s/s", "p50 ms", "p99 ms", "CPU ms/msg"]
+    if database is not None:
+        header += ["RSS MiB", "PG ms/msg"]
     if rounds > 1:
         header.append(f"vs bare, {rounds} rounds")
-    return ["", *report.markdown_table(header, rows), "", *report.machine_description(argv)]
+    described = report.machine_description(argv)
+    if database is not None:
+        described.insert(2, f"- {database}")
+    return ["", *report.markdown_table(header, rows), "", *described]
 
 
 if __name__ == "__main__":

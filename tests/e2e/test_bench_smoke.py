@@ -14,6 +14,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 RELAY_BENCH = Path(__file__).resolve().parents[2] / "bench" / "relay.py"
+SMALL = ("--messages", "20", "--sizes", "8KB", "--clients", "2")  # a few messages, one point
 
 
 def test_relay_benchmark_runs_every_target_and_prints_the_table() -> None:
@@ -51,3 +52,30 @@ def test_the_load_sends_every_message_unique_but_otherwise_the_same() -> None:
         head, _, body = copy.partition(b"\r\n\r\n")
         assert head.replace(b"<" + number + b".bench.", b"<bench.") == message.partition(b"\r\n\r\n")[0]
         assert body == message.partition(b"\r\n\r\n")[2] + b"Reference number " + number + b"\r\n"
+
+
+def test_relay_benchmark_runs_the_gateway_on_postgresql_one_and_two_instances() -> None:
+    from tests.conftest import machine_cannot
+    from tests.postgresql import find_bindir
+
+    if find_bindir() is None:
+        machine_cannot("PostgreSQL's initdb and pg_ctl are not installed (apt-get install postgresql)")
+    result = subprocess.run(
+        [sys.executable, str(RELAY_BENCH), "--targets", "bare,gateway", "--state", "postgresql", *SMALL],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0].endswith("| CPU ms/msg | RSS MiB | PG ms/msg |")
+    cells = [line.strip("| ").split(" | ") for line in table[2:]]
+    rows = {row[0]: row for row in cells}
+    assert set(rows) == {"bare", "gateway", "gateway@pg1", "gateway@pg2"}
+    # The server's CPU is measured for the PostgreSQL targets only (0.00 is a figure: one 10 ms tick).
+    assert rows["bare"][10] == rows["gateway"][10] == "-"
+    assert all(float(rows[name][10]) >= 0 for name in ("gateway@pg1", "gateway@pg2"))
+    # Two instances' resident memory is summed: both gateways were measured, not one.
+    assert float(rows["gateway@pg2"][9]) > 1.5 * float(rows["gateway@pg1"][9]) > 0
+    assert "- PostgreSQL " in result.stdout and "(fsync on)" in result.stdout
