@@ -9,6 +9,9 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gateway.settings_base import ENV_PREFIX, Seconds, Section
 
+LEASE_MIN_SECONDS = 2.0
+LEASE_MAX_SECONDS = 3600.0
+
 # Keys of a libpq connection string that would put a secret in the settings file.
 _DSN_SECRETS = ("password", "passfile")
 
@@ -66,24 +69,27 @@ class PostgresqlSettings(Section):
             "PostgreSQL unavailable (new mail gets 451 4.3.0 and is retried by the client)."
         ),
     )
-
     lease_seconds: Seconds = Field(
         60.0,
         description=(
-            "How long a gateway's claim on a queued message lasts without renewal (renewed every "
-            "quarter of it while the gateway runs): a gateway that dies leaves its messages to the "
-            "others after this long. Shorter: faster take-over; longer: fewer duplicates when a "
-            "gateway cannot reach PostgreSQL for a while. Between 5s and 1h, and at least twice "
-            "`connect_timeout`."
+            "How long a gateway's claim on a message it is delivering outlives the gateway (renewed "
+            "every quarter of it while the gateway runs): the messages of a gateway that died are "
+            "taken over by the others after this long. Shorter: faster take-over; longer: fewer "
+            "duplicates when a gateway cannot reach PostgreSQL for a while. Between 2 seconds and 1 "
+            "hour, and at least twice `connect_timeout`."
         ),
     )
 
     @field_validator("lease_seconds")
     @classmethod
-    def _lease_range(cls, value: float) -> float:
-        if not 5.0 <= value <= 3600.0:
-            raise ValueError("must be between 5s and 1h")
-        return value
+    def _lease_bounds(cls, seconds: float) -> float:
+        # Below 2 s the heartbeat (every quarter lease) would renew claims faster than a busy
+        # database commits; above an hour a dead gateway's mail would wait longer than retries do.
+        if not LEASE_MIN_SECONDS <= seconds <= LEASE_MAX_SECONDS:
+            raise ValueError(
+                f"lease_seconds must be between {LEASE_MIN_SECONDS:g} and {LEASE_MAX_SECONDS:g} seconds"
+            )
+        return seconds
 
     @model_validator(mode="after")
     def _lease_outlasts_a_timeout(self) -> PostgresqlSettings:

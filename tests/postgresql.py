@@ -32,6 +32,7 @@ import pytest
 
 from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.migrate import migrate
+from tests.ports import restartable_port
 
 SUPERUSER = "conduct_test"
 TEMPLATE = "conduct_template"
@@ -72,7 +73,7 @@ class PostgresCluster:
         self.root = Path(tempfile.mkdtemp(prefix="conduct-postgresql-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.port = free_port()
+        self.port = restartable_port()  # the outage tests stop and start it on the same port
         self.host = "127.0.0.1"
         self.password = secrets.token_urlsafe(18)
         self._as_service_user = os.geteuid() == 0

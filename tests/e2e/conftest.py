@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ if str(REPO) not in sys.path:
 
 from tests.e2e.clients import Account, new_password  # noqa: E402
 from tests.e2e.gateway_process import (  # noqa: E402
+    RELAY_POLICY,
     GatewayFactory,
     GatewayProcess,
     deep_merge,
@@ -28,7 +29,14 @@ from tests.e2e.gateway_process import (  # noqa: E402
 )
 from tests.e2e.messages import unique_address  # noqa: E402
 from tests.e2e.postfix import PostfixError, PostfixInstance  # noqa: E402
+from tests.e2e.shared_state import (  # noqa: E402
+    add_accounts,
+    add_database_accounts,
+    postgresql_state,
+    share_fingerprint_key,
+)
 from tests.e2e.tls import TlsMaterial, make_tls_material  # noqa: E402
+from tests.postgresql import ScratchDatabase  # noqa: E402
 
 MEMBER = "maya.member@example.org"
 
@@ -110,3 +118,53 @@ def shared_gateway(
     process.start()
     yield process
     process.close()
+
+
+SharedGateways = Callable[..., list[GatewayProcess]]
+"""``shared_gateways(count=2, overrides=None, *, policy=RELAY_POLICY, users=(), postgresql=None,
+roots=(), start=True)``: gateways on one fresh PostgreSQL database, relaying to the session's Postfix."""
+
+
+@pytest.fixture
+def shared_gateways(
+    tmp_path: Path,
+    pg_database: ScratchDatabase,
+    tls_material: TlsMaterial,
+    postfix: PostfixInstance,
+    member: Account,
+) -> Iterator[SharedGateways]:
+    """Make gateways sharing ``pg_database`` (its keys shared too); each has the member's account."""
+    made: list[GatewayProcess] = []
+
+    def make(
+        count: int = 2,
+        overrides: dict[str, Any] | None = None,
+        *,
+        policy: Path = RELAY_POLICY,
+        users: Sequence[Account] = (),
+        postgresql: dict[str, Any] | None = None,
+        roots: Sequence[Path] = (),
+        start: bool = True,
+    ) -> list[GatewayProcess]:
+        shared = postgresql_state(tmp_path / "shared", pg_database, **(postgresql or {}))
+        settings = deep_merge(
+            deep_merge(gateway_settings(tls_material, postfix, policy), shared), overrides or {}
+        )
+        # ``roots``: folders of gateways that ran before (on files), kept with their state and users.
+        fresh = (tmp_path / f"shared-{len(made) + number}" for number in range(count - len(roots)))
+        gateways = [GatewayProcess(root, settings) for root in (*roots, *fresh)]
+        made.extend(gateways)
+        share_fingerprint_key(gateways, tmp_path / "shared")
+        if roots:
+            # A files installation about to be moved: its users file goes along with `state import`.
+            add_accounts(gateways[0], (member, *users))
+        else:
+            add_database_accounts(gateways[0], (member, *users))  # the database is every gateway's
+        if start:
+            for gateway in gateways:
+                gateway.start()
+        return gateways
+
+    yield make
+    for process in made:
+        process.close()

@@ -128,6 +128,10 @@ class GatewayProcess:
     def state_dir(self) -> Path:
         return Path(self.settings["state_dir"])
 
+    @property
+    def users_file(self) -> Path:
+        return Path(self.settings["auth"]["users_file"])
+
     def cli(
         self, *args: str, stdin: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
@@ -210,10 +214,17 @@ class GatewayProcess:
         assert self.process is not None
         return self.process.pid
 
-    def kill(self) -> None:
-        """``kill -9``: no chance to flush, close or answer anything."""
+    def kill(self, *, host_down: bool = False) -> None:
+        """``kill -9``: no chance to flush, close or answer anything.
+
+        ``host_down``: the whole process group (the delivery process and the policy workers too), as
+        when the host dies; killing only the gateway lets its delivery process stop cleanly.
+        """
         if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
+            if host_down:
+                os.killpg(self.process.pid, signal.SIGKILL)  # start_new_session: its own group
+            else:
+                os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
     def terminate(self, timeout: float = 30) -> int:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from tests.ports import restartable_port
+
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 SYSTEM_CONFIG_DIRECTORY = Path("/etc/postfix")
 MAILBOX_OWNER = "nobody"
@@ -281,10 +283,10 @@ class PostfixInstance:
             raise PostfixError(f"{POSTFIX} not found: install Postfix (scripts/test does it)")
         first_start = self.port == 0
         for attempt in range(3):
-            if first_start:
-                self.port = free_port(self.host)
+            if first_start:  # ports no outgoing connection can take while Postfix is stopped
+                self.port = restartable_port(self.host)
                 if self.tls_cert_file is not None:
-                    self.tls_port = free_port(self.host)
+                    self.tls_port = restartable_port(self.host)
             self.write_config()
             result = self._postfix("start")
             if result.returncode != 0:

@@ -41,6 +41,7 @@ class Submission:
     content: bytes
     accepted: bool = False
     error: str = ""
+    reply: str = ""  # the refusing reply's code and text, when the server answered one
 
 
 async def submit(host: str, port: int, context: ssl.SSLContext, member: Account, item: Submission) -> None:
@@ -52,6 +53,8 @@ async def submit(host: str, port: int, context: ssl.SSLContext, member: Account,
         item.accepted = True
     except (aiosmtplib.SMTPException, OSError) as exc:
         item.error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            item.reply = f"{exc.code} {exc.message}"
     finally:
         client.close()
 

@@ -54,8 +54,8 @@ def two_gateways(
     second = GatewayProcess(tmp_path / "b", settings)
     started = []
     try:
+        first.add_user(member.address, member.password)  # in the database: every gateway's account
         for process in (first, second):
-            process.add_user(member.address, member.password)  # each reads its own users file
             if process is second:  # the fingerprint key the first one made, as the docs say
                 second.state_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copy(first.state_dir / "fingerprints.key", second.state_dir / "fingerprints.key")

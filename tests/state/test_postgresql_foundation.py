@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -173,3 +174,23 @@ def test_the_cluster_survives_a_stop_and_start(
 def test_the_cluster_refuses_a_connection_without_the_password(pg_database: ScratchDatabase) -> None:
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(pg_database.dsn, password="", connect_timeout=2).close()
+
+
+def test_the_first_call_after_a_long_outage_finds_the_server_back(
+    pg_cluster: PostgresCluster, pg_database: ScratchDatabase
+) -> None:
+    # The pool retries a lost server with a growing delay (1 s, 2 s, 4 s...): after an outage of
+    # many seconds its next try could be far off, and calls after the server's return would still
+    # fail. Retrying at least once per connect_timeout keeps that gap under one timeout.
+    with pg_database.connect(timeout=1) as database:
+        database.ping()
+        pg_cluster.stop()
+        try:
+            outage_ends = time.monotonic() + 8  # past the pool's tries at 1, 3 and 7 s
+            while time.monotonic() < outage_ends:
+                with pytest.raises(StateUnavailable):
+                    database.ping()
+        finally:
+            pg_cluster.start()
+        time.sleep(1)  # one timeout: the pool's next try
+        database.ping()

@@ -101,6 +101,11 @@ class Database:
             open=False,
             configure=_configure,
             timeout=timeout,
+            # The pool retries a lost server with a doubling delay until this runs out (5 minutes by
+            # default): after a long outage its next try could be minutes off, and every call until
+            # then would fail although the server is back. Giving up after one timeout lets the
+            # next call that waits start a fresh attempt at once.
+            reconnect_timeout=timeout,
             name=APPLICATION_NAME,
         )
         pool.open(wait=False)

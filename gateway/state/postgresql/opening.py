@@ -115,7 +115,7 @@ class QueueOpener:
     """The queue: accepted messages and their delivery status, shared by every instance."""
 
     source: DatabaseSource
-    # How long a dead instance's claims outlive it (the settings may shorten it for tests).
+    # How long a dead instance's claims outlive it (``state.postgresql.lease_seconds``).
     lease_seconds: float = LEASE_SECONDS
 
     def exists(self) -> bool:
