@@ -14,7 +14,16 @@ import pytest
 from tests.e2e.gateway_process import GatewayFactory
 from tests.e2e.postfix import DeliveredMessage, PostfixInstance
 from tests.e2e.test_review_e2e import reply_address
-from tests.e2e.test_workflow_net_e2e import ALIAS, CONDUCT, NAME, Committee, notices, send, start
+from tests.e2e.test_workflow_net_e2e import (
+    ALIAS,
+    CONDUCT,
+    NAME,
+    Committee,
+    notices,
+    open_thread,
+    send,
+    start,
+)
 from tests.e2e.tls import TlsMaterial
 
 pytestmark = pytest.mark.e2e
@@ -83,12 +92,7 @@ def test_a_held_automatic_message_tells_its_sender_nothing_and_an_automatic_repl
     committee.list = f"devs-{committee.tag}@example.org"  # a domain the upstream Postfix delivers for
     gateway = start(gateway_factory, tmp_path, committee)
     gateway.start()
-    parent = f"<thread-{committee.tag}@example.org>"
-    first = send(
-        gateway, tls_material, committee.ada, to=[committee.ben.address], cc=[CONDUCT], message_id=parent
-    )
-    assert first.ok, first.transcript
-    running_postfix.wait_for_recipient(committee.ben.address)
+    parent = open_thread(gateway, tls_material, committee, running_postfix)
 
     # An automatic reply-all (an out-of-office answering the thread) to the list: held.
     held = send(

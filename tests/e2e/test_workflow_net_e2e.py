@@ -111,6 +111,17 @@ def send(
     )
 
 
+def open_thread(
+    gateway: GatewayProcess, tls: TlsMaterial, committee: Committee, postfix: PostfixInstance
+) -> str:
+    """Ada writes to Ben with the conduct address in Cc (a committee thread); its Message-ID."""
+    parent = f"<thread-{committee.tag}@example.org>"
+    first = send(gateway, tls, committee.ada, to=[committee.ben.address], cc=[CONDUCT], message_id=parent)
+    assert first.ok, first.transcript
+    postfix.wait_for_recipient(committee.ben.address)
+    return parent
+
+
 def notices(postfix: PostfixInstance, recipient: str, kind: str, count: int = 1) -> list[DeliveredMessage]:
     def matching(messages: list[DeliveredMessage]) -> list[DeliveredMessage]:
         return [
@@ -151,12 +162,7 @@ def test_a_reply_all_to_a_list_that_drops_the_committee_is_held(
     committee = Committee()
     gateway = start(gateway_factory, tmp_path, committee)
     gateway.start()
-    parent = f"<thread-{committee.tag}@example.org>"
-    first = send(
-        gateway, tls_material, committee.ada, to=[committee.ben.address], cc=[CONDUCT], message_id=parent
-    )
-    assert first.ok, first.transcript
-    running_postfix.wait_for_recipient(committee.ben.address)
+    parent = open_thread(gateway, tls_material, committee, running_postfix)
 
     reply_all = send(
         gateway,
