@@ -7,30 +7,25 @@ for the same folder fsync are released together.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
-import logging
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.errors import SpoolError
-from gateway.logs import log_event
+from gateway.state.batching import IO_THREADS, Batcher, FollowUp, io_executor, run_follow_ups
 from gateway.state.files import create_and_write, fsync_directory
 
-log = logging.getLogger("gateway.state.spool")
-
-IO_THREADS = 16
-"""Threads for blocking spool and maildir I/O (batches, large messages, reads, listings)."""
-
-
-@functools.cache
-def io_executor() -> ThreadPoolExecutor:
-    """The shared pool for blocking file I/O (spool and maildir)."""
-    return ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="gateway-io")
+__all__ = [
+    "IO_THREADS",
+    "BatchResult",
+    "Change",
+    "FollowUp",
+    "GroupCommitter",
+    "Task",
+    "io_executor",
+    "write_and_flush",
+]
 
 
 def write_and_flush(path: str | Path, chunks: Sequence[bytes]) -> None:
@@ -40,19 +35,6 @@ def write_and_flush(path: str | Path, chunks: Sequence[bytes]) -> None:
         os.fdatasync(fd)
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True, slots=True)
-class FollowUp:
-    """Blocking work that must follow a commit before its caller hears of it (see ``Spool.commit``).
-
-    ``record`` runs on the spool's I/O thread once this message is durable; ``flush`` runs once per
-    batch, after every record of the batch (callers that pass the same callable share one run). Both
-    handle their own errors: anything they raise is logged and does not fail the commit.
-    """
-
-    record: Callable[[], None]
-    flush: Callable[[], None] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -85,7 +67,7 @@ def _apply_batch(items: Sequence[Change | Task]) -> BatchResult:
     its result)."""
     changes = [item for item in items if isinstance(item, Change)]
     result = _apply_changes(changes)
-    _run_follow_ups(changes, result.errors)
+    run_follow_ups([change.follow_up for change in changes], result.errors)
     change_errors = iter(result.errors)
     errors: list[BaseException | None] = []
     for item in items:
@@ -99,27 +81,6 @@ def _apply_batch(items: Sequence[Change | Task]) -> BatchResult:
         else:
             errors.append(None)
     return BatchResult(errors, result.file_syncs, result.directory_syncs)
-
-
-def _run_follow_ups(changes: Sequence[Change], errors: Sequence[BaseException | None]) -> None:
-    """Each durable change's ``record``, then each distinct ``flush`` once."""
-    flushes: dict[int, Callable[[], None]] = {}
-    for change, error in zip(changes, errors, strict=True):
-        follow_up = change.follow_up
-        if follow_up is None or error is not None:
-            continue
-        _run_logged(follow_up.record)
-        if follow_up.flush is not None:
-            flushes.setdefault(id(follow_up.flush), follow_up.flush)
-    for flush in flushes.values():
-        _run_logged(flush)
-
-
-def _run_logged(work: Callable[[], None]) -> None:
-    try:
-        work()
-    except Exception as exc:  # the follow-up should have handled it; the commit stands regardless
-        log_event(log, "spool_follow_up_failed", logging.ERROR, error=type(exc).__name__)
 
 
 def _apply_changes(changes: Sequence[Change]) -> BatchResult:
@@ -162,7 +123,7 @@ def _apply_changes(changes: Sequence[Change]) -> BatchResult:
     return BatchResult(errors, len(descriptors), len(touched))
 
 
-class GroupCommitter:
+class GroupCommitter(Batcher[Change | Task, BatchResult]):
     """Applies renames (and the small files behind them) in batches, one batch at a time.
 
     Changes submitted while a batch runs form the next one, which starts when it ends; a change is
@@ -173,70 +134,9 @@ class GroupCommitter:
     """
 
     def __init__(self, on_batch: Callable[[BatchResult], None]) -> None:
-        self._on_batch = on_batch
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._running = False
-        self._waiting: list[tuple[Change | Task, asyncio.Future[None]]] = []
+        super().__init__(_apply_named_batch, on_batch, "spool")
 
-    async def apply(self, change: Change | Task) -> None:
-        """Return once ``change`` is durable (or the task has run); raise what it failed with."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (tests, a restarted service): start afresh
-            self._loop, self._running, self._waiting = loop, False, []
-        done = loop.create_future()
-        self._waiting.append((change, done))
-        if not self._running:
-            self._launch(loop)
-        # Awaited directly, not through a shield: each caller has its own future, so a cancelled
-        # caller cancels only that (the batch skips it), and the answer reaches the caller one event
-        # loop turn sooner.
-        await done
 
-    def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._waiting = self._waiting, []
-        self._running = True
-        try:
-            io_executor().submit(self._run, loop, batch)
-        except RuntimeError as exc:  # the executor is shutting down (interpreter exit)
-            self._finished(loop, batch, SpoolError(f"spool I/O unavailable: {exc}"))
-
-    def _run(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Change | Task, asyncio.Future[None]]]
-    ) -> None:
-        """On the I/O thread: apply the batch, then hand the outcome straight to the event loop.
-
-        One ``call_soon_threadsafe`` instead of ``run_in_executor``'s future chain, which takes two
-        turns of the loop to reach the callback: under load each turn costs every caller milliseconds.
-        """
-        outcome: BatchResult | BaseException
-        try:
-            outcome = _apply_batch([change for change, _ in batch])
-        except BaseException as exc:  # handed to the callers; the thread carries on
-            outcome = exc
-        with contextlib.suppress(RuntimeError):  # the loop has been closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(self._finished, loop, batch, outcome)
-
-    def _finished(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Change | Task, asyncio.Future[None]]],
-        outcome: BatchResult | BaseException,
-    ) -> None:
-        if loop is not self._loop:
-            return
-        self._running = False
-        if isinstance(outcome, BatchResult):
-            self._on_batch(outcome)
-            errors: list[BaseException | None] = list(outcome.errors)
-        else:
-            errors = [outcome] * len(batch)
-        for (_, done), error in zip(batch, errors, strict=True):
-            if done.done():
-                continue
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
-                done.exception()  # retrieved here: its caller may have been cancelled meanwhile
-        if self._waiting and not loop.is_closed():
-            self._launch(loop)
+def _apply_named_batch(items: list[Change | Task]) -> BatchResult:
+    # Looks ``_apply_batch`` up on every batch, so a fault injected in its place (tests) takes effect.
+    return _apply_batch(items)

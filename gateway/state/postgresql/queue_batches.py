@@ -11,20 +11,17 @@ them after its batch (``spool_commit``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from gateway.errors import SpoolError, StateUnavailable
-from gateway.logs import log_event
-from gateway.state.spool_commit import FollowUp, io_executor
-
-log = logging.getLogger("gateway.state.postgresql.queue")
+from gateway.errors import StateUnavailable
+from gateway.state.batching import Batcher as GenericBatcher
+from gateway.state.batching import FollowUp, run_follow_ups
 
 Cursor = psycopg.Cursor[Any]
 # One change inside the batch's transaction: returns None when it applied, else the error its caller
@@ -75,7 +72,7 @@ def apply_batch(
                             errors[index] = _work(items[index])(cursor)
                     except Exception as exc:
                         errors[index] = exc
-    _run_follow_ups(items, errors)
+    run_follow_ups([item.follow_up for item in items], errors)
     for index, item in enumerate(items):
         if item.task is not None:
             try:
@@ -99,27 +96,7 @@ def _work(item: Item) -> Work:
     return item.work
 
 
-def _run_follow_ups(items: Sequence[Item], errors: Sequence[BaseException | None]) -> None:
-    flushes: dict[int, Callable[[], None]] = {}
-    for item, error in zip(items, errors, strict=True):
-        follow_up = item.follow_up
-        if follow_up is None or error is not None:
-            continue
-        _run_logged(follow_up.record)
-        if follow_up.flush is not None:
-            flushes.setdefault(id(follow_up.flush), follow_up.flush)
-    for flush in flushes.values():
-        _run_logged(flush)
-
-
-def _run_logged(work: Callable[[], None]) -> None:
-    try:
-        work()
-    except Exception as exc:  # the follow-up should have handled it; the commit stands regardless
-        log_event(log, "spool_follow_up_failed", logging.ERROR, error=type(exc).__name__)
-
-
-class Batcher:
+class Batcher(GenericBatcher[Item, BatchOutcome]):
     """Runs changes in batches on the I/O threads, one batch at a time (as ``GroupCommitter``)."""
 
     def __init__(
@@ -127,61 +104,4 @@ class Batcher:
         transaction: Callable[[], contextlib.AbstractContextManager[Cursor]],
         on_batch: Callable[[BatchOutcome], None],
     ) -> None:
-        self._transaction = transaction
-        self._on_batch = on_batch
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._running = False
-        self._waiting: list[tuple[Item, asyncio.Future[None]]] = []
-
-    async def apply(self, item: Item) -> None:
-        """Return once ``item`` is committed (or its task has run); raise what it failed with."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (tests, a restarted service): start afresh
-            self._loop, self._running, self._waiting = loop, False, []
-        done = loop.create_future()
-        self._waiting.append((item, done))
-        if not self._running:
-            self._launch(loop)
-        await done
-
-    def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._waiting = self._waiting, []
-        self._running = True
-        try:
-            io_executor().submit(self._run, loop, batch)
-        except RuntimeError as exc:  # the executor is shutting down (interpreter exit)
-            self._finished(loop, batch, SpoolError(f"queue I/O unavailable: {exc}"))
-
-    def _run(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
-        outcome: BatchOutcome | BaseException
-        try:
-            outcome = apply_batch(self._transaction, [item for item, _ in batch])
-        except BaseException as exc:  # handed to the callers; the thread carries on
-            outcome = exc
-        with contextlib.suppress(RuntimeError):  # the loop has been closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(self._finished, loop, batch, outcome)
-
-    def _finished(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Item, asyncio.Future[None]]],
-        outcome: BatchOutcome | BaseException,
-    ) -> None:
-        if loop is not self._loop:
-            return
-        self._running = False
-        if isinstance(outcome, BatchOutcome):
-            self._on_batch(outcome)
-            errors: list[BaseException | None] = list(outcome.errors)
-        else:
-            errors = [outcome] * len(batch)
-        for (_, done), error in zip(batch, errors, strict=True):
-            if done.done():
-                continue
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
-                done.exception()  # retrieved here: its caller may have been cancelled meanwhile
-        if self._waiting and not loop.is_closed():
-            self._launch(loop)
+        super().__init__(functools.partial(apply_batch, transaction), on_batch, "queue")
