@@ -316,8 +316,10 @@ def gateway(
         if migrated.returncode != 0:
             raise RuntimeError(f"`conduct-gateway state migrate` failed:\n{migrated.stdout}{migrated.stderr}")
     try:
-        for process in processes:
+        # On PostgreSQL the accounts are in the database, shared: one `user add` serves every instance.
+        for process in processes if cluster is None else processes[:1]:
             process.add_user(member, PASSWORD)
+        for process in processes:
             process.start()
         pids = [process.pid for process in processes]
         ports = [process.addresses["submission"][1] for process in processes]
