@@ -26,7 +26,7 @@ from gateway.decision.screening import RoundTask, Screener
 from gateway.decision.shared_limits import sync_shared_counts
 from gateway.delivery.process import DeliveryProcess, wants_own_process
 from gateway.delivery.worker import DeliveryWorker
-from gateway.errors import AccountError, ConfigError
+from gateway.errors import AccountError, ConfigError, CorruptSpoolEntry, SpoolError, StateError
 from gateway.example_policy import write_example_policy
 from gateway.intake.journal import JournalService
 from gateway.intake.smtp import SubmissionService
@@ -44,6 +44,7 @@ log = logging.getLogger("gateway.app")
 # A reserved domain (RFC 2606): the demo account can never be mistaken for a real person's address.
 DEMO_ADDRESS = "demo@example.org"
 ACCOUNTS_POLL_INTERVAL = 2.0
+DELIVERY_RESTART_DELAY = 2.0  # seconds before a delivery worker stopped by an unreachable database restarts
 
 Announce = Callable[[str], None]
 
@@ -441,7 +442,11 @@ class Gateway:
                 await journal.start()
                 log_event(log, "listening", name="journal", address=host_port(*journal.address))
             async with asyncio.TaskGroup() as group:
-                self._delivery_task = group.create_task(self._deliver(worker, delivery_stop))
+                self._delivery_task = group.create_task(
+                    self._deliver(
+                        worker, delivery_stop, shared=spool.shared and not isinstance(worker, DeliveryProcess)
+                    )
+                )
                 group.create_task(self._watch_files(accounts, screener, delivery_stop))
                 if state.counts.shared:
                     group.create_task(sync_shared_counts(state.counts, delivery_stop))
@@ -500,8 +505,24 @@ class Gateway:
                 async with asyncio.timeout(interval):
                     await stop.wait()
 
-    async def _deliver(self, worker: DeliveryWorker | DeliveryProcess, stop: asyncio.Event) -> None:
-        await worker.run(stop)
+    async def _deliver(
+        self, worker: DeliveryWorker | DeliveryProcess, stop: asyncio.Event, *, shared: bool = False
+    ) -> None:
+        while True:
+            try:
+                await worker.run(stop)
+                break
+            except (SpoolError, StateError, BaseExceptionGroup) as exc:
+                # A shared queue (PostgreSQL) that cannot be reached stops the worker, not the gateway:
+                # the intake answers 451 meanwhile, and delivery resumes when the database is back.
+                if stop.is_set() or not shared or not _storage_unavailable(exc):
+                    raise
+                log_event(log, "delivery_worker_restarting", logging.ERROR, error=str(_first_leaf(exc)))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(DELIVERY_RESTART_DELAY):
+                        await stop.wait()
+                if stop.is_set():
+                    break
         if not stop.is_set():
             # A worker that ends on its own would leave accepted mail undelivered while we answer 250.
             raise RuntimeError("the delivery worker stopped by itself")
@@ -555,6 +576,19 @@ class Gateway:
                 if before != _account_snapshot(accounts) or reloaded == ReloadResult.RELOADED:
                     self._review_nudge.set()  # offboarding takes effect on held messages at once
                     self._presence_nudge.set()
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _storage_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception a task group gathered) is the shared store failing."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_storage_unavailable(inner) for inner in exc.exceptions)
+    return isinstance(exc, SpoolError | StateError) and not isinstance(exc, CorruptSpoolEntry)
 
 
 def _policy_version(screener: Screener) -> str:
