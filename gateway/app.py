@@ -26,7 +26,7 @@ from gateway.decision.screening import RoundTask, Screener
 from gateway.decision.shared_limits import sync_shared_counts
 from gateway.delivery.process import DeliveryProcess, wants_own_process
 from gateway.delivery.worker import DeliveryWorker
-from gateway.errors import AccountError, ConfigError, CorruptSpoolEntry, SpoolError, StateError
+from gateway.errors import AccountError, ConfigError, SpoolError, StateError, first_leaf, storage_unavailable
 from gateway.example_policy import write_example_policy
 from gateway.intake.journal import JournalService
 from gateway.intake.smtp import SubmissionService
@@ -515,9 +515,9 @@ class Gateway:
             except (SpoolError, StateError, BaseExceptionGroup) as exc:
                 # A shared queue (PostgreSQL) that cannot be reached stops the worker, not the gateway:
                 # the intake answers 451 meanwhile, and delivery resumes when the database is back.
-                if stop.is_set() or not shared or not _storage_unavailable(exc):
+                if stop.is_set() or not shared or not storage_unavailable(exc):
                     raise
-                log_event(log, "delivery_worker_restarting", logging.ERROR, error=str(_first_leaf(exc)))
+                log_event(log, "delivery_worker_restarting", logging.ERROR, error=str(first_leaf(exc)))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(DELIVERY_RESTART_DELAY):
                         await stop.wait()
@@ -576,19 +576,6 @@ class Gateway:
                 if before != _account_snapshot(accounts) or reloaded == ReloadResult.RELOADED:
                     self._review_nudge.set()  # offboarding takes effect on held messages at once
                     self._presence_nudge.set()
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _storage_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` (or every exception a task group gathered) is the shared store failing."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_storage_unavailable(inner) for inner in exc.exceptions)
-    return isinstance(exc, SpoolError | StateError) and not isinstance(exc, CorruptSpoolEntry)
 
 
 def _policy_version(screener: Screener) -> str:

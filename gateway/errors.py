@@ -102,3 +102,17 @@ class StateUnavailable(StateError):
 class SchemaMismatch(StateError):
     """The database's schema is unknown to this version or not migrated yet (`conduct-gateway state
     migrate`); a gateway never runs on it."""
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups; ``exc`` itself if it is none."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception a task group gathered) is a store failing, not a bug."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(storage_unavailable(inner) for inner in exc.exceptions)
+    return isinstance(exc, SpoolError | StateError) and not isinstance(exc, CorruptSpoolEntry)
