@@ -132,7 +132,7 @@ class DigestSchedule:
         for window in windows:
             if not await asyncio.to_thread(self._claim, window):
                 return sent  # another gateway is sending it; later periods wait their turn
-            if self.spool.locate(window.queue_id) is None:
+            if await asyncio.to_thread(self.spool.locate, window.queue_id) is None:  # a query on PostgreSQL
                 if not await self.send(window):
                     return sent  # tried again at the next round; later periods wait their turn
                 sent += 1

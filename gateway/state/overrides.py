@@ -95,6 +95,33 @@ class OverrideRecord:
     case: str | None = None  # the case of the message's thread, if any
 
 
+def refusal(
+    token: tuple[str, str | None, str | None] | None,
+    *,
+    message: str,
+    rules: tuple[str, ...],
+    quotas: Mapping[str, tuple[int, float]],
+    made_since: Callable[[float], Iterable[str]],
+) -> Redemption | None:
+    """Why ``token`` (its allowed rules, the message it served, its reference; None when unknown or
+    expired) cannot be redeemed for ``message``, or the redemption it repeats; None: it can.
+    ``made_since(seconds)`` gives the rules of the sender's overrides in that many seconds back."""
+    if token is None:
+        return Redemption(Redeemed.UNKNOWN)
+    allowed, used_by, reference = token
+    if used_by is not None:
+        if used_by == message:
+            return Redemption(Redeemed.ACCEPTED, reference, repeated=True)
+        return Redemption(Redeemed.USED)
+    if not set(rules) <= set(allowed.split()):
+        return Redemption(Redeemed.OTHER_RULES)
+    for rule in rules:
+        count, seconds = quotas[rule]
+        if sum(rule in made.split() for made in made_since(seconds)) >= count:
+            return Redemption(Redeemed.QUOTA, rule=rule)
+    return None
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.upper().encode("ascii", "replace")).hexdigest()
 
@@ -179,22 +206,17 @@ class OverrideStore:
                 "SELECT rules, expires, message, reference FROM tokens WHERE digest = ? AND sender = ?",
                 (token_digest(token), sender),
             ).fetchone()
-            if row is None or row[1] < now:
-                return Redemption(Redeemed.UNKNOWN)
-            allowed, _expires, used_by, reference = row
-            if used_by is not None:
-                if used_by == message:
-                    return Redemption(Redeemed.ACCEPTED, reference, repeated=True)
-                return Redemption(Redeemed.USED)
-            if not set(rules) <= set(allowed.split()):
-                return Redemption(Redeemed.OTHER_RULES)
-            for rule in rules:
-                count, seconds = quotas[rule]
-                made = db.execute(
+
+            def made_since(seconds: float) -> list[str]:
+                found = db.execute(
                     "SELECT rules FROM overrides WHERE sender = ? AND at >= ?", (sender, now - seconds)
                 ).fetchall()
-                if sum(rule in made_rules.split() for (made_rules,) in made) >= count:
-                    return Redemption(Redeemed.QUOTA, rule=rule)
+                return [made_rules for (made_rules,) in found]
+
+            token_row = None if row is None or row[1] < now else (row[0], row[2], row[3])
+            refused = refusal(token_row, message=message, rules=rules, quotas=quotas, made_since=made_since)
+            if refused is not None:
+                return refused
             reference = "ovr-" + secrets.token_hex(6)
             db.execute(
                 _INSERT,

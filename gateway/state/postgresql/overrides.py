@@ -22,6 +22,7 @@ from gateway.state.overrides import (
     OverrideRecord,
     Redeemed,
     Redemption,
+    refusal,
     token_digest,
 )
 from gateway.state.postgresql.database import Connection, Database
@@ -93,23 +94,18 @@ class PostgresqlOverrides:
                 " WHERE digest = %s AND sender = %s FOR UPDATE",
                 (token_digest(token), sender),
             ).fetchone()
-            if row is None or row[1] < _moment(now):
-                return Redemption(Redeemed.UNKNOWN)
-            allowed, _expires, used_by, reference = row
-            if used_by is not None:
-                if used_by == message:
-                    return Redemption(Redeemed.ACCEPTED, reference, repeated=True)
-                return Redemption(Redeemed.USED)
-            if not set(rules) <= set(allowed.split()):
-                return Redemption(Redeemed.OTHER_RULES)
-            for rule in rules:
-                count, seconds = quotas[rule]
-                made = db.execute(
+
+            def made_since(seconds: float) -> list[str]:
+                found = db.execute(
                     "SELECT rules FROM overrides WHERE sender = %s AND made_at >= %s",
                     (sender, _moment(now) - timedelta(seconds=seconds)),
                 ).fetchall()
-                if sum(rule in made_rules.split() for (made_rules,) in made) >= count:
-                    return Redemption(Redeemed.QUOTA, rule=rule)
+                return [str(made_rules) for (made_rules,) in found]
+
+            token_row = None if row is None or row[1] < _moment(now) else (row[0], row[2], row[3])
+            refused = refusal(token_row, message=message, rules=rules, quotas=quotas, made_since=made_since)
+            if refused is not None:
+                return refused
             reference = "ovr-" + secrets.token_hex(6)
             db.execute(
                 _INSERT,
