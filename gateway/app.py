@@ -25,8 +25,9 @@ from gateway.decision.presence import Presence
 from gateway.decision.screening import RoundTask, Screener
 from gateway.decision.shared_limits import sync_shared_counts
 from gateway.delivery.process import DeliveryProcess, wants_own_process
+from gateway.delivery.restart import run_restarting
 from gateway.delivery.worker import DeliveryWorker
-from gateway.errors import AccountError, ConfigError, SpoolError, StateError, first_leaf, storage_unavailable
+from gateway.errors import AccountError, ConfigError
 from gateway.example_policy import write_example_policy
 from gateway.intake.journal import JournalService
 from gateway.intake.smtp import SubmissionService
@@ -44,7 +45,6 @@ log = logging.getLogger("gateway.app")
 # A reserved domain (RFC 2606): the demo account can never be mistaken for a real person's address.
 DEMO_ADDRESS = "demo@example.org"
 ACCOUNTS_POLL_INTERVAL = 2.0
-DELIVERY_RESTART_DELAY = 2.0  # seconds before a delivery worker stopped by an unreachable database restarts
 
 Announce = Callable[[str], None]
 
@@ -508,21 +508,7 @@ class Gateway:
     async def _deliver(
         self, worker: DeliveryWorker | DeliveryProcess, stop: asyncio.Event, *, shared: bool = False
     ) -> None:
-        while True:
-            try:
-                await worker.run(stop)
-                break
-            except (SpoolError, StateError, BaseExceptionGroup) as exc:
-                # A shared queue (PostgreSQL) that cannot be reached stops the worker, not the gateway:
-                # the intake answers 451 meanwhile, and delivery resumes when the database is back.
-                if stop.is_set() or not shared or not storage_unavailable(exc):
-                    raise
-                log_event(log, "delivery_worker_restarting", logging.ERROR, error=str(first_leaf(exc)))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(DELIVERY_RESTART_DELAY):
-                        await stop.wait()
-                if stop.is_set():
-                    break
+        await run_restarting(functools.partial(worker.run, stop), stop, shared=shared)
         if not stop.is_set():
             # A worker that ends on its own would leave accepted mail undelivered while we answer 250.
             raise RuntimeError("the delivery worker stopped by itself")

@@ -32,6 +32,12 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
+def raised_at(exc: BaseException) -> str:
+    """The frames ``exc`` passed through, outermost first, as ``file:line(function)`` on one line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " > ".join(f"{Path(frame.filename).name}:{frame.lineno}({frame.name})" for frame in frames)
+
+
 def _render(value: Any) -> str:
     text = str(value)
     if _SAFE.fullmatch(text):
@@ -122,3 +128,25 @@ def configure(level: str = "info", log_format: LogFormat = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # The PostgreSQL driver's pool warns when it cannot connect: in the same format as ours (a JSON
+    # collector would drop a bare line), one line each (libpq's hints end in a second, indented one).
+    driver_handler = logging.StreamHandler(sys.stderr)
+    driver_handler.setFormatter(handler.formatter)
+    driver_handler.addFilter(OneLine())  # on the handler: a logger's filters skip its children's records
+    driver = logging.getLogger(DRIVER_LOGGER)
+    driver.handlers[:] = [driver_handler]
+    driver.setLevel(max(logging.WARNING, root.level))
+    driver.propagate = False
+
+
+DRIVER_LOGGER = "psycopg"
+"""The logger the PostgreSQL driver and its pool write to (``psycopg``, ``psycopg.pool``)."""
+
+
+class OneLine(logging.Filter):
+    """Folds a record's message onto one line (another library's text may span several)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = " ".join(record.getMessage().split())
+        record.args = ()
+        return True

@@ -47,7 +47,7 @@ async def deliver(tmp_path: Path, worker: FlakyWorker, *, shared: bool) -> None:
 async def test_a_shared_queue_outage_restarts_the_worker(
     tmp_path: Path, failure: BaseException, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.app.DELIVERY_RESTART_DELAY", 0.01)
+    monkeypatch.setattr("gateway.delivery.restart.RESTART_DELAY", 0.01)
     worker = FlakyWorker([failure, failure])
     await deliver(tmp_path, worker, shared=True)
     assert worker.runs == 3
@@ -64,7 +64,7 @@ async def test_a_shared_queue_outage_restarts_the_worker(
 async def test_anything_else_still_stops_the_gateway(
     tmp_path: Path, failure: BaseException, shared: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.app.DELIVERY_RESTART_DELAY", 0.01)
+    monkeypatch.setattr("gateway.delivery.restart.RESTART_DELAY", 0.01)
     worker = FlakyWorker([failure])
     with pytest.raises(type(failure)):
         await deliver(tmp_path, worker, shared=shared)

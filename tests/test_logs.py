@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import Literal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.logs import JsonFormatter, LineFormatter, configure, log_event
+from gateway.logs import DRIVER_LOGGER, JsonFormatter, LineFormatter, configure, log_event, raised_at
 
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._-:/+[]<>,=")
 
@@ -125,3 +126,43 @@ def test_configure_json_writes_json_lines_to_stderr(capsys: pytest.CaptureFixtur
         root.handlers[:], root.level, root.propagate = saved
     (line,) = capsys.readouterr().err.splitlines()
     assert json.loads(line)["event"] == "ready"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_database_drivers_warnings_come_out_as_one_line_in_our_format(
+    capsys: pytest.CaptureFixture[str], log_format: Literal["text", "json"]
+) -> None:
+    loggers = [logging.getLogger(name) for name in ("gateway", DRIVER_LOGGER)]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    configure("info", log_format)
+    try:
+        pool = logging.getLogger(f"{DRIVER_LOGGER}.pool")
+        pool.warning("error connecting in %r: connection refused\n\tIs the server running?", "gw")
+        pool.info("connection added")  # below WARNING: the driver's chatter stays out
+    finally:
+        for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+    (line,) = capsys.readouterr().err.splitlines()
+    expected = "error connecting in 'gw': connection refused Is the server running?"
+    if log_format == "json":
+        assert json.loads(line)["message"] == expected
+        assert json.loads(line)["logger"] == "psycopg.pool"
+    else:
+        assert line.endswith(f" WARNING psycopg.pool {expected}")
+
+
+def _outer() -> None:
+    _inner()
+
+
+def _inner() -> None:
+    raise ValueError("private words")
+
+
+def test_where_an_exception_was_raised_is_one_line_of_frames_without_its_text() -> None:
+    with pytest.raises(ValueError) as caught:
+        _outer()
+    where = raised_at(caught.value)
+    assert where.endswith("test_logs.py:" + where.rsplit(":", 1)[1])  # innermost last
+    assert [part.split("(")[1].rstrip(")") for part in where.split(" > ")][-2:] == ["_outer", "_inner"]
+    assert "private" not in where and "\n" not in where

@@ -11,7 +11,7 @@ import click
 
 from gateway.cli import config_option
 from gateway.errors import GatewayError
-from gateway.logs import configure
+from gateway.logs import configure, log_event, raised_at
 from gateway.settings import find_config, load_settings
 
 log = logging.getLogger("gateway.app")
@@ -47,6 +47,9 @@ def serve(config_path: Path | None) -> None:
         # 2), and an unexpected one with its traceback in the log.
         first = _leaf(group)
         if isinstance(first, GatewayError):
+            # Where it came from goes to the log on one line (an operator's report needs it); the
+            # terminal gets the one paragraph.
+            log_event(log, "gateway_stopped", logging.ERROR, error=str(first), raised_at=raised_at(first))
             raise first from None
         log.error("the gateway stopped on an internal error", exc_info=group)
         sys.exit(1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import socket
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from gateway.delivery.model import DeliveryStatistics
+from gateway.delivery.restart import run_restarting
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import GatewayError
 from gateway.framing import encode_frame, read_frame_async
@@ -208,8 +210,9 @@ def serve_delivery(connection: socket.socket, settings: GatewaySettings) -> None
 
 async def _deliver(connection: socket.socket, settings: GatewaySettings) -> None:
     reader, writer = await asyncio.open_connection(sock=connection)
+    queue = open_state(settings).queue.open()
     worker = DeliveryWorker(
-        open_state(settings).queue.open(),
+        queue,
         settings.delivery,
         hostname=settings.server.hostname,
         crash_at=settings.crash_at,
@@ -237,7 +240,10 @@ async def _deliver(connection: socket.socket, settings: GatewaySettings) -> None
     listening = asyncio.ensure_future(listen())
     reporting = asyncio.ensure_future(report())
     try:
-        await worker.run(stop, recover=False)
+        # An outage of a shared queue is waited out here: the gateway would take a stopped process
+        # for one that cannot start.
+        run = functools.partial(worker.run, stop, recover=False)
+        await run_restarting(run, stop, shared=queue.shared)
     except GatewayError as exc:
         writer.write(encode_frame(_CannotStart(str(exc))))
     finally:

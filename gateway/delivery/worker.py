@@ -220,7 +220,10 @@ class DeliveryWorker:
             return
         for queue_id in found:
             plan = self._plan
-            if (queue_id not in plan.where or queue_id in plan.due) and queue_id not in self._unrecorded:
+            if queue_id in self._unrecorded:
+                if queue_id not in plan.where and queue_id not in plan.active:  # owed, and in no plan
+                    self._schedule(queue_id, QueueState.INCOMING, self._clock())
+            elif queue_id not in plan.where or queue_id in plan.due:
                 self._enqueue(queue_id, QueueState.INCOMING)
         if self._spool.shared:
             await self._scan_deferred()
@@ -301,11 +304,16 @@ class DeliveryWorker:
             self._errors += 1
             log.exception("delivery of %s failed unexpectedly", queue_id)
             log_event(log, "delivery_error", logging.ERROR, queue_id=queue_id, error=type(exc).__name__)
-            # Try again later, wherever it now is; if even that cannot be told, the next scan finds it.
+            # Try again later, wherever it now is. If even that cannot be told (the store is away),
+            # try it where it was: the attempt finds it if it moved. Never drop it: a message whose
+            # result is owed is skipped by the scans (and held by this instance's claim).
+            located: QueueState | None = state
             with contextlib.suppress(Exception):
                 located = await _in_thread(self._spool.locate, queue_id)
-                if located in PENDING_STATES:
-                    self._schedule(queue_id, located, self._clock() + self._settings.initial_backoff)
+            if located in PENDING_STATES and queue_id in self._unrecorded:
+                self._record_later(queue_id, located)
+            elif located in PENDING_STATES:
+                self._schedule(queue_id, located, self._clock() + self._settings.initial_backoff)
         finally:
             self._plan.finish(queue_id)
             self._wakeup.set()
@@ -368,10 +376,7 @@ class DeliveryWorker:
             self._unrecorded[queue_id] = status
             self._record_tries[queue_id] += 1
             self._record_failed(queue_id, exc)
-            exponent = min(self._record_tries[queue_id] - 1, 30)
-            limit = min(RECORD_RETRY_LIMIT, self._settings.max_backoff)
-            delay = min(self._settings.poll_interval * 2.0**exponent, limit)
-            self._schedule(queue_id, state, self._clock() + delay)
+            self._record_later(queue_id, state)
             return
         tries, was_full = self._record_tries.get(queue_id, 0), self._disk_full
         self._disk_full = False
@@ -380,6 +385,13 @@ class DeliveryWorker:
             log_event(log, "delivery_recorded", queue_id=queue_id, tries=tries + 1)
         if was_full:
             log_event(log, "spool_disk_full_cleared", logging.WARNING, unrecorded=len(self._unrecorded))
+
+    def _record_later(self, queue_id: str, state: QueueState) -> None:
+        """Try the record of what was sent again, backing off from ``poll_interval``."""
+        exponent = min(max(self._record_tries[queue_id], 1) - 1, 30)
+        limit = min(RECORD_RETRY_LIMIT, self._settings.max_backoff)
+        delay = min(self._settings.poll_interval * 2.0**exponent, limit)
+        self._schedule(queue_id, state, self._clock() + delay)
 
     def _forget(self, queue_id: str) -> None:
         self._unrecorded.pop(queue_id, None)

@@ -65,6 +65,15 @@ def pending_in_database(database: ScratchDatabase) -> int:
     return int(row[0])
 
 
+def pending_rows(database: ScratchDatabase) -> list[tuple[object, ...]]:
+    """The pending messages with their claim and status, to say why a queue did not empty."""
+    with database.connect() as db, db.connection() as connection:
+        return connection.execute(
+            "SELECT queue_id, state, claimed_by, lease_until - queue_now(), status::text "
+            "FROM queue_messages WHERE state IN ('incoming', 'deferred') ORDER BY queue_id"
+        ).fetchall()
+
+
 def process_group(leader: int) -> set[int]:
     """The pids in ``leader``'s process group (the gateway, its delivery process, its policy workers)."""
     members = set()
@@ -177,6 +186,7 @@ OUTAGE_SECONDS = 30.0
 CONNECT_TIMEOUT = 2.0  # state.postgresql.connect_timeout: how soon a call fails, and service resumes
 CLIENTS_PER_GATEWAY = 2
 ACCEPTED_BEFORE_AND_AFTER = 8
+TRANSIENT_AFTER_RETURN = 2  # deferrals tolerated once PostgreSQL is back (each one 451 4.3.0)
 
 
 @dataclass
@@ -245,6 +255,8 @@ async def test_postgresql_stopped_mid_load_gets_451_loses_nothing_and_mail_flows
         if not pg_cluster.running:
             pg_cluster.start()
 
+    for gateway in gateways:  # an outage of the database never stops a gateway
+        assert gateway.process is not None and gateway.process.poll() is None, gateway.current_log()[-20000:]
     # A submission begun near the end of the outage may wait (connect_timeout) into the restart.
     during = [timed.item for timed in sent if timed.phase == timed.ended == "outage"]
     assert during and not any(item.accepted for item in during), (
@@ -252,8 +264,13 @@ async def test_postgresql_stopped_mid_load_gets_451_loses_nothing_and_mail_flows
     )
     for item in during:
         assert item.reply.startswith("451") and "4.3.0" in item.reply, item.error
+    # Once it is back, mail flows (``until`` above). A transaction that met a connection the server
+    # closed may still be deferred, as during the outage: 451 4.3.0, never a drop or a 5xx.
     after = [timed.item for timed in sent if timed.phase == "after"]
-    assert all(item.accepted for item in after), [item.error for item in after if not item.accepted]
+    refused_after = [item for item in after if not item.accepted]
+    for item in refused_after:
+        assert item.reply.startswith("451") and "4.3.0" in item.reply, item.error
+    assert len(refused_after) <= TRANSIENT_AFTER_RETURN, [item.error for item in refused_after]
 
     accepted = [timed.item for timed in sent if timed.item.accepted]
     running_postfix.wait_for(
@@ -261,7 +278,11 @@ async def test_postgresql_stopped_mid_load_gets_451_loses_nothing_and_mail_flows
         timeout=60,
         what=f"all {len(accepted)} messages answered 250",
     )
-    wait_until(lambda: pending_in_database(pg_database) == 0, 30, "the shared queue is empty")
+    try:
+        wait_until(lambda: pending_in_database(pg_database) == 0, 30, "the shared queue is empty")
+    except AssertionError as exc:
+        logs = "\n".join(gateway.current_log()[-20000:] for gateway in gateways)
+        raise AssertionError(f"{exc}; still pending: {pending_rows(pg_database)}\n{logs}") from exc
     for item in accepted:
         [copy] = running_postfix.messages_to(item.recipient)  # a clean stop of PostgreSQL: no duplicate
         assert_arrived_unchanged(copy, item.content)

@@ -7,13 +7,18 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from gateway.delivery import process as process_module
+from gateway.delivery.model import DeliveryStatistics
 from gateway.delivery.process import DeliveryProcess, wants_own_process
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, SpoolError
+from gateway.framing import encode_frame, read_frame_async
 from gateway.settings import DeliverySettings, GatewaySettings
 from gateway.state.spool import QueueState, Spool
 
@@ -127,3 +132,52 @@ async def test_a_second_deliverer_on_the_same_spool_stops_with_a_clear_reason(
         pytest.raises(GatewayError, match="another conduct-gateway process is delivering"),
     ):
         await DeliveryProcess(settings, spool).run(asyncio.Event())
+
+
+class _OutageWorker:
+    """A worker whose shared queue is unreachable for its first two runs, then runs until stopped."""
+
+    runs = 0
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    async def run(self, stop: asyncio.Event, *, recover: bool = True) -> None:
+        type(self).runs += 1
+        if type(self).runs <= 2:
+            raise SpoolError("the PostgreSQL queue failed: cannot be reached (AdminShutdown)")
+        await stop.wait()
+
+    def statistics(self) -> DeliveryStatistics:
+        return DeliveryStatistics.empty()
+
+
+class _SharedQueue:
+    shared = True
+
+
+async def test_inside_the_delivery_process_a_shared_queue_outage_is_waited_out(
+    settings: GatewaySettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gateway takes a delivery process that says it cannot start for a reason to stop for: the
+    # process itself must ride out the database being away, as the in-process worker does.
+    monkeypatch.setattr(process_module, "DeliveryWorker", _OutageWorker)
+    monkeypatch.setattr(
+        process_module,
+        "open_state",
+        lambda _settings: SimpleNamespace(queue=SimpleNamespace(open=_SharedQueue)),
+    )
+    monkeypatch.setattr("gateway.delivery.restart.RESTART_DELAY", 0.01)
+    ours, theirs = socket.socketpair()
+    with ours:
+        child = asyncio.create_task(process_module._deliver(theirs, settings))
+        reader, writer = await asyncio.open_connection(sock=ours)
+        await eventually(lambda: _OutageWorker.runs >= 3, within=20)
+        assert not child.done()
+        writer.write(encode_frame(process_module._Stop()))
+        await asyncio.wait_for(child, 20)
+        frames = []
+        while (frame := await read_frame_async(reader)) is not None:
+            frames.append(frame[1])
+        writer.close()
+    assert not [f for f in frames if isinstance(f, process_module._CannotStart)]

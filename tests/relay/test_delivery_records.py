@@ -7,6 +7,7 @@ a traceback each time. The result now stays in memory and only the record is ret
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import SpoolError
 from gateway.state.spool import QueueState, Spool
 from gateway.testing import CaptureUpstream
 
@@ -101,3 +103,61 @@ async def test_a_record_that_fails_for_another_reason_is_retried_alone_and_logge
     assert upstream.received == 1
     assert worker.statistics().errors_total == disk.failures
     assert sum("event=delivery_record_failed" in r.getMessage() for r in caplog.records) == disk.failures
+
+
+class StoreAway:
+    """A shared store that went away: every read, lookup and write of the spool fails while ``away``."""
+
+    def __init__(self, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.away = False
+        self.after_next_read = False  # goes away once a message has been read for its attempt
+        self.failures: collections.Counter[str] = collections.Counter()
+        for name in ("write_status", "move", "read"):
+            monkeypatch.setattr(spool, name, self._failing_async(name, getattr(spool, name)))
+        for name in ("locate", "pending_ids"):
+            monkeypatch.setattr(spool, name, self._failing(name, getattr(spool, name)))
+
+    def _failing_async(
+        self, name: str, original: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any) -> Any:
+            self._check(name)
+            result = await original(*args)
+            if name == "read" and self.after_next_read:
+                self.away, self.after_next_read = True, False
+            return result
+
+        return call
+
+    def _failing(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            self._check(name)
+            return original(*args)
+
+        return call
+
+    def _check(self, name: str) -> None:
+        if self.away:
+            self.failures[name] += 1
+            raise SpoolError("the PostgreSQL queue failed: cannot be reached (AdminShutdown)")
+
+
+async def test_a_result_owed_while_the_store_is_away_is_recorded_when_it_returns_never_sent_again(
+    spool: Spool, upstream: CaptureUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record fails, then the retry's read and the lookup that would reschedule it fail too.
+
+    The defect (seen with PostgreSQL stopped for 30 s): the retry was dropped, and the scans skip a
+    message whose result is owed, so it stayed claimed and pending for ever after the store returned.
+    """
+    store = StoreAway(spool, monkeypatch)
+    sent = envelope()
+    settings = delivery_settings(upstream_settings(upstream))
+    async with running(spool, settings):
+        store.after_next_read = True  # so the upstream's 250 cannot be recorded
+        await spool.commit(sent, message())
+        await upstream.wait_for(1)
+        await eventually(lambda: store.failures["read"] >= 1 and store.failures["locate"] >= 1)
+        store.away = False
+        await eventually(lambda: spool.locate(sent.queue_id) is QueueState.DONE)
+    assert upstream.received == 1

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.errors import ConfigError, SchemaMismatch, StateError, StateUnavailable
 from gateway.settings import PostgresqlSettings
-from gateway.state.postgresql.database import Database, describe, read_password
+from gateway.state.postgresql.database import IDLE_CHECK_AFTER, Database, describe, read_password
 from gateway.state.postgresql.migrate import available, migrate, require_current, schema_status
 from tests.postgresql import PostgresCluster, ScratchDatabase, free_port
 
@@ -193,4 +193,18 @@ def test_the_first_call_after_a_long_outage_finds_the_server_back(
         finally:
             pg_cluster.start()
         time.sleep(1)  # one timeout: the pool's next try
+        database.ping()
+
+
+def test_a_connection_left_idle_through_a_restart_is_never_handed_out(
+    pg_cluster: PostgresCluster, pg_database: ScratchDatabase
+) -> None:
+    # A process that made no call during the outage (a policy worker between messages) still holds
+    # the connections the server closed when it stopped: its first call after the server is back
+    # must get a working one, not fail as "lost the connection".
+    with pg_database.connect(timeout=2) as database:
+        database.ping()
+        pg_cluster.stop()
+        pg_cluster.start()
+        time.sleep(IDLE_CHECK_AFTER)
         database.ping()

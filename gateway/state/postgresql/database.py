@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -93,6 +95,7 @@ class Database:
         }
         if password is not None:
             kwargs["password"] = password
+        idle = _IdleCheck()
         pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
             dsn,
             kwargs=kwargs,
@@ -100,6 +103,8 @@ class Database:
             max_size=pool_size,
             open=False,
             configure=_configure,
+            check=idle.check,
+            reset=idle.returned,
             timeout=timeout,
             # The pool retries a lost server with a doubling delay until this runs out (5 minutes by
             # default): after a long outage its next try could be minutes off, and every call until
@@ -172,6 +177,30 @@ class Database:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+IDLE_CHECK_AFTER = 1.0
+"""Seconds a pooled connection may sit unused before it is checked (one round trip) when handed out."""
+
+
+class _IdleCheck:
+    """The pool's ``check``: a connection unused for a while gets a round trip before it is handed out.
+
+    The server may have closed it meanwhile (a restart, a failover, an idle timeout); the driver
+    only finds out when it is used, and a transaction that fails that way answers 451. Connections
+    in steady use are handed out without the round trip (a failure then is a real outage).
+    """
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+    def check(self, connection: Connection) -> None:
+        returned = self._returned.pop(connection, None)
+        if returned is None or time.monotonic() - returned >= IDLE_CHECK_AFTER:
+            psycopg_pool.ConnectionPool.check_connection(connection)  # raises: the pool drops it
+
+    def returned(self, connection: Connection) -> None:
+        self._returned[connection] = time.monotonic()
 
 
 def _reason(exc: BaseException) -> str:
