@@ -8,12 +8,13 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from gateway.errors import SpoolError
+from gateway.errors import SpoolError, StateUnavailable
 from gateway.state.postgresql.database import Database
 from gateway.state.postgresql.queue import PostgresQueue
 from gateway.state.postgresql.queue_changes import QueueTakenOver
@@ -101,6 +102,29 @@ async def test_the_heartbeat_renews_every_claim_of_its_instance(pg_db: Database)
     expire(pg_db.connection, a)
     assert a.renew() == 3
     assert b.pending_ids(QueueState.INCOMING) == []
+
+
+async def test_the_heartbeat_never_waits_for_a_row_its_own_batch_is_changing(pg_db: Database) -> None:
+    # Renewing every claim in one statement while a batch of the same instance held some of them in
+    # another order made PostgreSQL fail one of the two as a deadlock (seen under load): the renewal
+    # skips a row that is locked now and renews it at the next beat.
+    a = PostgresQueue(pg_db.connection, name="a")
+    sent = [envelope() for _ in range(3)]
+    for e in sent:
+        await a.commit(e, message())
+        await a.read(e.queue_id, QueueState.INCOMING)
+    expire(pg_db.connection, a)
+    with pg_db.connection() as batch:
+        batch.execute("SELECT 1 FROM queue_messages WHERE queue_id = %s FOR UPDATE", (sent[0].queue_id,))
+        renewed = await asyncio.wait_for(asyncio.to_thread(a.renew), 10)
+    assert renewed == 2
+    assert a.renew() == 3
+
+
+def test_a_deadlock_is_a_rolled_back_operation_to_try_again_not_a_lost_server(pg_db: Database) -> None:
+    with pytest.raises(StateUnavailable, match="rolled the operation back") as caught, pg_db.connection():
+        raise psycopg.errors.DeadlockDetected()
+    assert "cannot be reached" not in str(caught.value)
 
 
 async def test_committing_the_same_message_twice_stores_it_once_and_another_under_its_id_is_refused(

@@ -137,6 +137,12 @@ class Database:
             with self._pool.connection(timeout=self._timeout) as connection:
                 yield connection
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+            if (getattr(exc, "sqlstate", None) or "").startswith(TRANSACTION_ROLLBACK):
+                # A deadlock or serialization failure (an OperationalError to the driver): the server
+                # is there and rolled this transaction back; another try may well succeed.
+                raise StateUnavailable(
+                    f"PostgreSQL at {self.where} rolled the operation back ({_reason(exc)}); try again"
+                ) from exc
             # The other idle connections are likely dead too (a server restart, a failover): drop
             # them now, so the next transaction gets a fresh one instead of another failure.
             with contextlib.suppress(psycopg.Error, psycopg_pool.PoolClosed):
@@ -178,6 +184,9 @@ class Database:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+
+TRANSACTION_ROLLBACK = "40"
+"""SQLSTATE class of a transaction the server rolled back (deadlock, serialization failure)."""
 
 IDLE_CHECK_AFTER = 1.0
 """Seconds a pooled connection may sit unused before it is checked (one round trip) when handed out."""

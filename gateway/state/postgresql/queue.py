@@ -224,8 +224,12 @@ class PostgresQueue:
     def renew(self) -> int:
         """Extend the lease of every message this instance has claimed; returns how many."""
         with self._transaction() as cursor:
+            # SKIP LOCKED: a row this instance's own batch is changing right now is renewed at the next
+            # beat (a lease outlasts several), instead of both transactions waiting on each other's
+            # rows taken in another order (a deadlock, which PostgreSQL resolves by failing one).
             cursor.execute(
-                "UPDATE queue_messages SET lease_until = queue_now() + %(lease)s WHERE claimed_by = %(me)s",
+                "UPDATE queue_messages SET lease_until = queue_now() + %(lease)s WHERE queue_id IN ("
+                "SELECT queue_id FROM queue_messages WHERE claimed_by = %(me)s FOR UPDATE SKIP LOCKED)",
                 self._params(),
             )
             return cursor.rowcount
