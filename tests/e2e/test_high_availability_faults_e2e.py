@@ -141,8 +141,10 @@ async def test_a_gateway_killed_for_good_mid_load_leaves_every_accepted_message_
     victim_pids = process_group(victim.pid)
     victim.kill(host_down=True)  # its delivery process too: its claims stay until their leases run out
     killed_at = time.monotonic()
+    # Counted at once: once its leases (LEASE) run out the survivor takes them, and the other
+    # submissions may still be finishing by then.
+    held_by_the_dead = await asyncio.to_thread(claims_of, pg_database, victim_pids)
     await asyncio.gather(*tasks)
-    held_by_the_dead = claims_of(pg_database, victim_pids)
     if upstream == "down":
         assert held_by_the_dead > 0, "the victim held no message when it died: nothing to take over"
         running_postfix.start()
