@@ -52,6 +52,19 @@ class Learnt:
     shingles: int  # 0: too short to fingerprint (under 8 words); nothing stored
 
 
+@dataclass(frozen=True)
+class Learning:
+    """One document to store: what ``learn`` made of the texts (hashes and mentions, never text)."""
+
+    case: str
+    document: str
+    person: str | None
+    source: str
+    learnt_at: datetime  # UTC
+    shingles: Sequence[int]
+    mentions: frozenset[Mention]
+
+
 def key_check(key: bytes) -> str:
     """What a store keeps to recognise the key it was made with (never the key itself)."""
     return hashlib.blake2b(_KEY_CHECK_INPUT, key=key, digest_size=16).hexdigest()
@@ -114,16 +127,7 @@ class IndexedFingerprints(ABC):
         """The rows after ``last_id`` in id order; None when the epoch is no longer ``epoch``."""
 
     @abstractmethod
-    def _write(
-        self,
-        case: str,
-        document: str,
-        person: str | None,
-        source: str,
-        learnt_at: datetime,
-        shingles: Sequence[int],
-        mentions: frozenset[Mention],
-    ) -> None:
+    def _write(self, learning: Learning) -> None:
         """Store one document, replacing the case's document with that id."""
 
     @abstractmethod
@@ -160,9 +164,9 @@ class IndexedFingerprints(ABC):
         if len(shingles) < 8 - CURRENT_SCHEME.words + 1:
             return Learnt(case, document, 0)
         mentions = _mentions(texts, finder) if finder is not None else frozenset()
-        learnt_at = self._clock().astimezone(UTC)
+        learning = Learning(case, document, person, source, self._clock().astimezone(UTC), shingles, mentions)
         with self._lock:
-            self._write(case, document, person, source, learnt_at, shingles, mentions)
+            self._write(learning)
             self._catch_up()
         return Learnt(case, document, len(shingles))
 

@@ -24,7 +24,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from gateway.policy.model import IdentityKind, Mention
 from gateway.state.files import create_new, private_directory, touch_private
 from gateway.state.fingerprint_index import (
     IndexedFingerprints,
+    Learning,
     Learnt,
     Row,
     key_check,
@@ -170,29 +171,20 @@ class FingerprintStore(IndexedFingerprints):
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def _write(
-        self,
-        case: str,
-        document: str,
-        person: str | None,
-        source: str,
-        learnt_at: datetime,
-        shingles: Sequence[int],
-        mentions: frozenset[Mention],
-    ) -> None:
+    def _write(self, learning: Learning) -> None:
         try:
             self._db.execute(
                 "INSERT OR REPLACE INTO documents (case_name, document, person, source, learnt_at,"
                 " shingles, scheme, mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    case,
-                    document,
-                    person,
-                    source,
-                    learnt_at.isoformat(timespec="seconds"),
-                    pack_shingles(shingles),
+                    learning.case,
+                    learning.document,
+                    learning.person,
+                    learning.source,
+                    learning.learnt_at.isoformat(timespec="seconds"),
+                    pack_shingles(learning.shingles),
                     CURRENT_SCHEME.number,
-                    _dump_mentions(mentions),
+                    _dump_mentions(learning.mentions),
                 ),
             )
         except sqlite3.Error as exc:

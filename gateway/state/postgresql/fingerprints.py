@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from gateway.policy.fingerprint import CURRENT_SCHEME, ProtectedDocument
 from gateway.policy.model import IdentityKind, Mention
 from gateway.state.fingerprint_index import (
     IndexedFingerprints,
+    Learning,
     Row,
     key_check,
     pack_shingles,
@@ -85,34 +86,25 @@ class PostgresqlFingerprintStore(IndexedFingerprints):
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def _write(
-        self,
-        case: str,
-        document: str,
-        person: str | None,
-        source: str,
-        learnt_at: datetime,
-        shingles: Sequence[int],
-        mentions: frozenset[Mention],
-    ) -> None:
+    def _write(self, learning: Learning) -> None:
         with self._connection() as connection:
             # Delete and insert (not update): the row gets a new id, so every process picks it up.
             connection.execute(
                 "DELETE FROM fingerprint_documents WHERE case_name = %s AND document = %s",
-                (case, document),
+                (learning.case, learning.document),
             )
             connection.execute(
                 "INSERT INTO fingerprint_documents (case_name, document, person, source, learnt_at,"
                 " shingles, scheme, mentions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (
-                    case,
-                    document,
-                    person,
-                    source,
-                    learnt_at,
-                    pack_shingles(shingles),
+                    learning.case,
+                    learning.document,
+                    learning.person,
+                    learning.source,
+                    learning.learnt_at,
+                    pack_shingles(learning.shingles),
                     CURRENT_SCHEME.number,
-                    Jsonb(sorted([m.case, m.person, m.kind.value] for m in mentions)),
+                    Jsonb(sorted([m.case, m.person, m.kind.value] for m in learning.mentions)),
                 ),
             )
 
