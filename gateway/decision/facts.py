@@ -14,6 +14,7 @@ from gateway.decision.thread_steps import ThreadStep
 from gateway.logs import log_event
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Action, Outcome, Verdict
+from gateway.replies import Reply
 from gateway.review.desk import ReviewDesk
 from gateway.state.audit import DecisionRecord, FindingRecord
 from gateway.state.holds import HeldFinding, HoldRecord
@@ -63,6 +64,30 @@ class DecisionFacts:
             recipients=submission.rcpt_tos,
             message=submission.content,
         )
+
+
+def refusal_record(
+    submission: Submission,
+    reply: Reply,
+    verdict: str,
+    version: str,
+    findings: tuple[FindingRecord, ...],
+    message_id: str | None = None,
+    error: str | None = None,
+) -> DecisionRecord:
+    """The audit record of a message refused (or deferred) with ``reply``."""
+    return DecisionRecord(
+        queue_id=submission.queue_id,
+        member=submission.authenticated_as,
+        verdict=verdict,
+        reply=f"{reply.code} {reply.status}",
+        policy_version=version,
+        findings=findings,
+        error=error,
+        message_id=message_id,
+        recipients=submission.rcpt_tos,
+        message=submission.content,
+    )
 
 
 class DeskHolds:

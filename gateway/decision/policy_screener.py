@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from gateway import replies
@@ -31,19 +30,21 @@ from gateway.decision.facts import (
     finding_records,
     held_findings,
     message_id_of,
+    refusal_record,
 )
 from gateway.decision.overriding import Explained, Granted, Overrides, granted_line
 from gateway.decision.policy_source import PolicySource, ReloadResult
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
 from gateway.decision.refusal_notice import PendingNotices, false_positive_report
 from gateway.decision.relay_header import with_relay_header
+from gateway.decision.screener_statistics import ScreenerCounters
+from gateway.decision.screener_statistics import ScreenerStatistics as ScreenerStatistics
 from gateway.decision.screening import Accept, Outgoing, Ruling, StatisticsSource, Submission
 from gateway.decision.shadow import ShadowEvaluator
 from gateway.decision.thread_steps import ThreadStep, ThreadSteps
+from gateway.decision.warnings_notice import warnings_notice
 from gateway.errors import AuditError, EvaluationTooComplex, PolicyError, PolicyWorkerError
-from gateway.histogram import Histogram, HistogramSnapshot
 from gateway.logs import log_event
-from gateway.mail.notices import warnings_letter
 from gateway.mail.verdict_replies import (
     change_descriptions,
     change_labels,
@@ -56,13 +57,12 @@ from gateway.mail.verdict_replies import (
 )
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.mime import parse_message
-from gateway.policy.model import NO_FINGERPRINTS, Action, ContentFingerprints, Outcome, ParsedMessage, Verdict
+from gateway.policy.model import NO_FINGERPRINTS, ContentFingerprints, Outcome
 from gateway.policy.reviewers import AccountCheck
 from gateway.replies import Reply
 from gateway.review.desk import ReviewDesk
-from gateway.review.letters import notice_finding
 from gateway.settings import GatewaySettings
-from gateway.state.audit import DecisionRecord, FindingRecord
+from gateway.state.audit import FindingRecord
 from gateway.state.holds import ReviewError
 from gateway.state.ports import AuditPort, AuditWriterPort, FingerprintsPort, LedgerPort
 
@@ -71,20 +71,6 @@ log = logging.getLogger("gateway.policy")
 # Screened messages whose facts ``disposition`` will need; a screen without a disposition (a tool
 # that only looks at the verdict) leaves them behind, so the oldest are dropped past this many.
 MAX_PENDING = 1024
-
-
-@dataclass(frozen=True)
-class ScreenerStatistics:
-    """Snapshot for metrics: decisions by outcome, reloads, internal errors, the policy in force."""
-
-    policy_version: str
-    outcomes: Mapping[str, int] = field(default_factory=dict)
-    internal_errors: int = 0
-    reloads: int = 0
-    reload_refusals: int = 0
-    reload_pending_refused: int = 0  # 1 while the files on disk are refused and an older policy is in force
-    registry_unreadable: int = 0  # 1 while the case registry on disk cannot be decrypted or read
-    evaluation_seconds: HistogramSnapshot | None = None  # parse, rules and rewrite, per message
 
 
 class PolicyScreener:
@@ -131,13 +117,9 @@ class PolicyScreener:
         self.threads = ThreadSteps(ledger)
         holds = DeskHolds(review, ledger) if review is not None else None
         self._stores = DecisionStores(audit, self.threads, holds)
-        self._lock = threading.Lock()
-        self._outcomes: Counter[str] = Counter()
-        self._internal_errors = 0
-        self._reloads = 0
-        self._reload_refusals = 0
+        self._lock = threading.Lock()  # guards _pending
+        self._counters = ScreenerCounters()
         self._refused_audited = False
-        self._evaluation_time = Histogram()
 
     @classmethod
     def from_settings(
@@ -210,9 +192,7 @@ class PolicyScreener:
         return self._count_reload(self.source.reload_if_changed())
 
     def _count_reload(self, result: ReloadResult) -> ReloadResult:
-        with self._lock:
-            self._reloads += result is ReloadResult.RELOADED
-            self._reload_refusals += result is ReloadResult.REFUSED
+        self._counters.reload(result)
         # For the committee digest; a file that stays unreadable is refused at every poll: once.
         repeated = result is ReloadResult.REFUSED and self._refused_audited
         if result is not ReloadResult.UNCHANGED and not repeated:
@@ -225,17 +205,11 @@ class PolicyScreener:
         return result
 
     def statistics(self) -> ScreenerStatistics:
-        with self._lock:
-            return ScreenerStatistics(
-                policy_version=self.policy_version,
-                outcomes=dict(self._outcomes),
-                internal_errors=self._internal_errors,
-                reloads=self._reloads,
-                reload_refusals=self._reload_refusals,
-                reload_pending_refused=int(self.source.refused),
-                registry_unreadable=int(self.source.registry_unreadable),
-                evaluation_seconds=self._evaluation_time.snapshot(),
-            )
+        return self._counters.snapshot(
+            self.policy_version,
+            refused=self.source.refused,
+            registry_unreadable=self.source.registry_unreadable,
+        )
 
     # -- the Screener protocol -------------------------------------------------------------------
 
@@ -325,8 +299,7 @@ class PolicyScreener:
         self, submission: Submission, policy: CompiledPolicy, evaluation: Evaluation
     ) -> Accept | Reply:
         """Reply, hold or accept what the policy decided (``screen``'s second half)."""
-        with self._lock:
-            self._evaluation_time.observe(evaluation.seconds)
+        self._counters.evaluated(evaluation.seconds)
         if self.shadow is not None:
             self.shadow.observe(submission, evaluation.verdict)
         override = self.overrides.consider(submission, policy, evaluation) if self.overrides else None
@@ -407,35 +380,8 @@ class PolicyScreener:
             changes=(*change_descriptions(rewrite), *overridden),
             verdict=Ruling(verdict.outcome.value),
             findings=tuple(f"{d.finding.rule}:{d.finding.code}" for d in verdict.decisions),
-            extra=self._warnings_notice(submission, policy, verdict, message),
+            extra=warnings_notice(self.review, submission, policy, verdict, message),
         )
-
-    def _warnings_notice(
-        self, submission: Submission, policy: CompiledPolicy, verdict: Verdict, message: ParsedMessage
-    ) -> tuple[Outgoing, ...]:
-        """One notice listing the ``warn`` findings of a delivered message (best effort)."""
-        if (
-            self.review is None
-            or not any(d.action is Action.WARN for d in verdict.decisions)
-            or submission.mail_from.lower() not in policy.committee
-        ):
-            return ()
-        warned = [d for d in held_findings(verdict) if d.action == Action.WARN.value]
-        try:
-            letter = warnings_letter(
-                to=submission.mail_from,
-                reference=submission.queue_id,
-                subject=message.subject,
-                message_id=message.message_id,
-                findings=[notice_finding(f) for f in warned],
-            )
-            notice = self.review.notices(policy).outgoing(replace(letter, answering=submission.content))
-        except Exception as exc:  # a notice must never stop the message itself
-            log_event(
-                log, "notice-failed", logging.ERROR, queue_id=submission.queue_id, error=type(exc).__name__
-            )
-            return ()
-        return (notice,) if notice is not None else ()
 
     def accepted(self, submission: Submission, accept: Accept) -> None:
         """Record ``accept`` as ``commit`` does once its messages are spooled (tools and tests)."""
@@ -490,8 +436,7 @@ class PolicyScreener:
                 self._pending.popitem(last=False)
 
     def _count(self, outcome: str) -> None:
-        with self._lock:
-            self._outcomes[outcome] += 1
+        self._counters.decided(outcome)
 
     def _too_complex(self, submission: Submission, version: str, budget: float) -> Reply:
         """A permanent refusal: the message used up its evaluation budget (see policy_workers)."""
@@ -509,8 +454,7 @@ class PolicyScreener:
         )
 
     def _internal_error(self, submission: Submission, version: str, error: str) -> Reply:
-        with self._lock:
-            self._internal_errors += 1
+        self._counters.internal_error()
         self._count(Outcome.TEMPFAIL.value)
         log_event(
             log,
@@ -535,17 +479,9 @@ class PolicyScreener:
     def refused_at_intake(self, submission: Submission, reply: Reply, reason: str) -> Disposition:
         """A refusal the SMTP layer made before the policy ran (malformed, too big, not yours), with
         its record (``commit`` appends it; the SMTP layer defers when that fails)."""
-        record = DecisionRecord(
-            queue_id=submission.queue_id,
-            member=submission.authenticated_as,
-            verdict=Outcome.REJECT.value,
-            reply=f"{reply.code} {reply.status}",
-            policy_version=self.source.policy.version,
-            findings=(FindingRecord(rule="intake", code=reason, kind="message", action="reject", case=None),),
-            error=None,
-            message_id=None,
-            recipients=submission.rcpt_tos,
-            message=submission.content,
+        finding = FindingRecord(rule="intake", code=reason, kind="message", action="reject", case=None)
+        record = refusal_record(
+            submission, reply, Outcome.REJECT.value, self.source.policy.version, (finding,)
         )
         return Disposition(reply, audit=(record,))
 
@@ -561,18 +497,7 @@ class PolicyScreener:
     ) -> Reply:
         try:
             self.audit.record_decision(
-                DecisionRecord(
-                    queue_id=submission.queue_id,
-                    member=submission.authenticated_as,
-                    verdict=verdict,
-                    reply=f"{reply.code} {reply.status}",
-                    policy_version=version,
-                    findings=findings,
-                    error=error,
-                    message_id=message_id,
-                    recipients=submission.rcpt_tos,
-                    message=submission.content,
-                )
+                refusal_record(submission, reply, verdict, version, findings, message_id, error)
             )
         except AuditError as exc:
             # A decision that cannot be recorded is not made: defer, and let the client retry.

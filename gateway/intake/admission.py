@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from gateway.settings import GatewaySettings
+from gateway.settings import AuthSettings, GatewaySettings, LimitsSettings
 
 INODES_PER_MESSAGE = 8
 """Inodes one message may take: its spool file (written in tmp/ first), its status file, the gateway's own
@@ -48,19 +48,23 @@ class Limit(enum.StrEnum):
     INSUFFICIENT_STORAGE = "insufficient_storage"
 
 
+# The settings' defaults are the defaults here too: one place says what they are.
+_LIMITS, _AUTH = LimitsSettings(), AuthSettings()
+
+
 @dataclass(frozen=True)
 class AdmissionLimits:
     """The limits that apply here, taken from ``limits:`` and ``auth:`` in the settings."""
 
-    max_connections: int = 200
-    max_connections_per_client: int = 20
-    max_sessions: int = 100
-    login_time: float = 60.0
-    commands_before_login: int = 20
-    session_lifetime: float = 3600.0
-    min_data_rate: int = 500
-    data_rate_grace: float = 60.0
-    auth_failures_per_connection: int = 3
+    max_connections: int = _LIMITS.max_connections
+    max_connections_per_client: int = _LIMITS.max_connections_per_client
+    max_sessions: int = _LIMITS.max_sessions
+    login_time: float = _LIMITS.login_time
+    commands_before_login: int = _LIMITS.commands_before_login
+    session_lifetime: float = _LIMITS.session_lifetime
+    min_data_rate: int = _LIMITS.min_data_rate
+    data_rate_grace: float = _LIMITS.data_rate_grace
+    auth_failures_per_connection: int = _AUTH.max_failures_per_connection
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> AdmissionLimits:

@@ -1,10 +1,12 @@
 """The digest periods of the files backend: one gateway per state folder, the audit trail as record.
 
-The gateway holding the trail is the only one (the trail's lock), so it may always send
-(``claim``). Its ``digest`` events are left "for later" and appended at its next review round; a
-restart in between must still see them, so ``recorded`` reads the entries still waiting as well as
-the ones this process recorded (the schedule reads the trail itself once at start): a period is
-recorded once, never again after a restart.
+The gateway holding the trail is the only one (the trail's lock), so it may send any period not
+older than the newest recorded one (``claim``). Its ``digest`` events are left "for later" and
+appended at its next review round; a restart in between must still see them, so ``recorded``
+reads the entries still waiting as well as the ones this process recorded (the schedule reads the
+trail itself once at start): a period is recorded once, never again after a restart, and never a
+period older than the newest recorded one. Nothing here grows with the periods (one end per kind);
+the trail is the record.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class FileDigestPeriods:
         return max(ends, default=None)
 
     def claim(self, kind: str, start: datetime, end: datetime, owner: str, lease: float) -> bool:
-        return True  # the only gateway on this state folder
+        # The only gateway on this state folder: any period not behind the newest recorded one.
+        last = self.recorded(kind)
+        return last is None or end > last
 
     def record(self, kind: str, end: datetime, fields: Mapping[str, JsonValue]) -> bool:
         with self._lock:

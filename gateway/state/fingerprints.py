@@ -21,44 +21,44 @@ check, so it cannot have been missed by it).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
-import sys
-import threading
-from array import array
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 
 from gateway.errors import GatewayError
-from gateway.policy.fingerprint import (
-    CURRENT_SCHEME,
-    KEY_BYTES,
-    FingerprintIndex,
-    IndexStatistics,
-    ProtectedDocument,
-    document_shingles,
-    learnable_texts,
-)
-from gateway.policy.model import (
-    ContentFingerprints,
-    ContentOverlap,
-    IdentityFinder,
-    IdentityKind,
-    Mention,
-    ParsedMessage,
-)
+from gateway.policy.fingerprint import CURRENT_SCHEME, KEY_BYTES, ProtectedDocument
+from gateway.policy.model import IdentityKind, Mention
 from gateway.state.files import create_new, private_directory, touch_private
+from gateway.state.fingerprint_index import (
+    IndexedFingerprints,
+    Learning,
+    Learnt,
+    Row,
+    key_check,
+    message_document_id,
+    pack_shingles,
+    unpack_shingles,
+)
 from gateway.state.layout import StateLayout
-from gateway.state.ledger import normalise_message_id
+
+__all__ = [
+    "FINGERPRINT_SCHEMA",
+    "KEY_BYTES",
+    "SCHEMA_VERSION",
+    "FingerprintError",
+    "FingerprintStore",
+    "Learnt",
+    "fingerprints_path",
+    "key_path",
+    "load_or_create_key",
+    "message_document_id",
+]
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
-_KEY_CHECK_INPUT = b"conduct-gateway fingerprint key check"
 
 FINGERPRINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -81,32 +81,12 @@ class FingerprintError(GatewayError):
     """The fingerprint store or its key cannot be opened, read or written."""
 
 
-@dataclass(frozen=True)
-class Learnt:
-    """What one ``learn`` call stored."""
-
-    case: str
-    document: str
-    shingles: int  # 0: too short to fingerprint (under 8 words); nothing stored
-
-
 def fingerprints_path(state_dir: Path) -> Path:
     return StateLayout(state_dir).fingerprints
 
 
 def key_path(state_dir: Path) -> Path:
     return StateLayout(state_dir).fingerprint_key
-
-
-def message_document_id(message: ParsedMessage) -> str:
-    """A stable opaque id for a message: a digest of its Message-ID (else of its bytes).
-
-    The journal copy and an ``add-report`` of the same message get the same id, so learning it
-    twice replaces it rather than counting it twice.
-    """
-    message_id = normalise_message_id(message.message_id) if message.message_id else None
-    basis = f"message-id:{message_id}".encode() if message_id else b"raw:" + message.raw
-    return hashlib.sha256(basis).hexdigest()[:24]
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -126,38 +106,18 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
-def _pack(shingles: Sequence[int]) -> bytes:
-    values = array("Q", shingles)
-    if sys.byteorder == "little":
-        values.byteswap()
-    return values.tobytes()
-
-
-def _unpack(blob: bytes) -> array[int]:
-    values = array("Q")
-    values.frombytes(blob)
-    if sys.byteorder == "little":
-        values.byteswap()
-    return values
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class FingerprintStore:
+class FingerprintStore(IndexedFingerprints):
     """The fingerprints on disk and the in-memory index built from them (``ContentFingerprints``)."""
 
     def __init__(
         self, connection: sqlite3.Connection, key: bytes, *, clock: Callable[[], datetime] = _utc_now
     ) -> None:
+        super().__init__(key, clock)
         self._db = connection
-        self._key = key
-        self._clock = clock
-        self._lock = threading.RLock()
-        self._index = FingerprintIndex(key)
-        self._last_id = 0
-        self._epoch = ""
         self._data_version = -1
         self._load_all()
 
@@ -190,7 +150,7 @@ class FingerprintStore:
                 connection.execute("ALTER TABLE documents ADD COLUMN scheme INTEGER NOT NULL DEFAULT 1")
                 connection.execute("ALTER TABLE documents ADD COLUMN mentions TEXT NOT NULL DEFAULT '[]'")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            check = hashlib.blake2b(_KEY_CHECK_INPUT, key=key, digest_size=16).hexdigest()
+            check = key_check(key)
             connection.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('key_check', ?)", (check,))
             stored = connection.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()[0]
         except sqlite3.Error as exc:
@@ -209,81 +169,28 @@ class FingerprintStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> FingerprintStore:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     # -- writing -------------------------------------------------------------------------------------
 
-    def learn(
-        self,
-        case: str,
-        document: str,
-        texts: str | Sequence[str],
-        *,
-        person: str | None = None,
-        source: str = "api",
-        finder: IdentityFinder | None = None,
-    ) -> Learnt:
-        """Fingerprint ``texts`` as one protected document of ``case`` (replacing one with that id).
-
-        Only the keyed shingle hashes are stored, and, when ``finder`` is given, which protected
-        people the texts name (case, person id and kind of identity: never the identity).
-        Texts of fewer than 8 words store nothing.
-        """
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        shingles = document_shingles(texts, self._key)
-        if len(shingles) < 8 - CURRENT_SCHEME.words + 1:
-            return Learnt(case, document, 0)
-        mentions = _mentions(texts, finder) if finder is not None else frozenset()
-        learnt_at = self._clock().astimezone(UTC).isoformat(timespec="seconds")
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO documents (case_name, document, person, source, learnt_at,"
-                    " shingles, scheme, mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        case,
-                        document,
-                        person,
-                        source,
-                        learnt_at,
-                        _pack(shingles),
-                        CURRENT_SCHEME.number,
-                        _dump_mentions(mentions),
-                    ),
-                )
-            except sqlite3.Error as exc:
-                raise FingerprintError(f"cannot store fingerprints: {exc}") from None
-            # Read our row back with any other process's rows before it, so none is skipped.
-            self._data_version = -1
-            self._catch_up()
-        return Learnt(case, document, len(shingles))
-
-    def learn_message(
-        self,
-        case: str,
-        message: ParsedMessage,
-        *,
-        person: str | None = None,
-        source: str = "api",
-        finder: IdentityFinder | None = None,
-    ) -> Learnt:
-        """Learn a reporter's or witness's message: its bodies and text attachments, without the
-        quoted text and signature of its plain-text bodies (see ``learnable_texts``), and which
-        protected people those texts name (with ``finder``, the policy's)."""
-        return self.learn(
-            case,
-            message_document_id(message),
-            learnable_texts(message),
-            person=person,
-            source=source,
-            finder=finder,
-        )
+    def _write(self, learning: Learning) -> None:
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO documents (case_name, document, person, source, learnt_at,"
+                " shingles, scheme, mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    learning.case,
+                    learning.document,
+                    learning.person,
+                    learning.source,
+                    learning.learnt_at.isoformat(timespec="seconds"),
+                    pack_shingles(learning.shingles),
+                    CURRENT_SCHEME.number,
+                    _dump_mentions(learning.mentions),
+                ),
+            )
+        except sqlite3.Error as exc:
+            raise FingerprintError(f"cannot store fingerprints: {exc}") from None
+        # Read our row back with any other process's rows before it, so none is skipped.
+        self._data_version = -1
 
     def forget_case(self, case: str) -> int:
         """Delete every fingerprint of ``case`` (expunging a case); returns how many documents."""
@@ -304,29 +211,6 @@ class FingerprintStore:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def overlaps(self, text: str) -> list[ContentOverlap]:
-        """``ContentFingerprints.overlaps``, after picking up other processes' changes."""
-        with self._lock:
-            self._catch_up()
-            return self._index.overlaps(text)
-
-    def named_by(self, case: str, person: str) -> frozenset[Mention]:
-        """``ContentFingerprints.named_by``, after picking up other processes' changes."""
-        with self._lock:
-            self._catch_up()
-            return self._index.named_by(case, person)
-
-    def for_message(self) -> ContentFingerprints:
-        """Pick up other processes' changes once, for every lookup of one message's texts."""
-        with self._lock:
-            self._catch_up()
-        return _CheckedStore(self)
-
-    def refresh(self) -> None:
-        """Pick up documents learnt or forgotten by other processes (cheap when nothing changed)."""
-        with self._lock:
-            self._catch_up()
-
     def cases(self) -> dict[str, int]:
         """Documents per case."""
         with self._lock:
@@ -335,58 +219,42 @@ class FingerprintStore:
             ).fetchall()
         return {case: int(count) for case, count in rows}
 
-    def statistics(self) -> IndexStatistics:
-        with self._lock:
-            return self._index.statistics()
-
     # -- keeping the index in step -------------------------------------------------------------------
 
-    def _catch_up(self) -> None:
+    def _read_since(self, last_id: int, epoch: str) -> list[Row] | None:
         try:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
             if version == self._data_version:
-                return
+                return []
             self._data_version = version
-            if self._current_epoch() != self._epoch:
-                self._load_all()
-                return
-            rows = self._db.execute(f"{_SELECT} WHERE id > ? ORDER BY id", (self._last_id,)).fetchall()
+            if self._current_epoch() != epoch:
+                return None
+            rows = self._db.execute(f"{_SELECT} WHERE id > ? ORDER BY id", (last_id,)).fetchall()
         except sqlite3.Error as exc:
             raise FingerprintError(f"cannot read fingerprints: {exc}") from None
-        for row in rows:
-            self._index.add(_document(row))
-            self._last_id = max(self._last_id, row[0])
+        return [_row(row) for row in rows]
 
     def _current_epoch(self) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()
         return str(row[0]) if row else ""
 
-    def _load_all(self) -> None:
+    def _read_all(self) -> tuple[str, list[Row]]:
         try:
             self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
-            self._epoch = self._current_epoch()
+            epoch = self._current_epoch()
             rows = self._db.execute(f"{_SELECT} ORDER BY id").fetchall()
         except sqlite3.Error as exc:
             raise FingerprintError(f"cannot read fingerprints: {exc}") from None
-        index = FingerprintIndex(self._key)
-        index.add_many(_document(row) for row in rows)
-        self._index = index
-        self._last_id = max((row[0] for row in rows), default=0)
+        return epoch, [_row(row) for row in rows]
 
 
 _SELECT = "SELECT id, case_name, document, person, shingles, scheme, mentions FROM documents"
 
 
-def _document(row: tuple[int, str, str, str | None, bytes, int, str]) -> ProtectedDocument:
-    _, case, document, person, blob, scheme, mentions = row
-    return ProtectedDocument(case, document, person, _unpack(blob), scheme, _load_mentions(mentions))
-
-
-def _mentions(texts: Sequence[str], finder: IdentityFinder) -> frozenset[Mention]:
-    return frozenset(
-        Mention(identity.case, identity.person, identity.kind)
-        for text in texts
-        for identity in finder.find(text)
+def _row(row: tuple[int, str, str, str | None, bytes, int, str]) -> Row:
+    row_id, case, document, person, blob, scheme, mentions = row
+    return row_id, ProtectedDocument(
+        case, document, person, unpack_shingles(blob), scheme, _load_mentions(mentions)
     )
 
 
@@ -399,18 +267,3 @@ def _load_mentions(text: str) -> frozenset[Mention]:
         return frozenset(Mention(case, person, IdentityKind(kind)) for case, person, kind in json.loads(text))
     except (ValueError, TypeError) as exc:
         raise FingerprintError(f"unreadable mentions in the fingerprint store: {exc}") from None
-
-
-class _CheckedStore:
-    """A store already checked for other processes' changes: lookups read its index only."""
-
-    def __init__(self, store: FingerprintStore) -> None:
-        self._store = store
-
-    def overlaps(self, text: str) -> list[ContentOverlap]:
-        with self._store._lock:
-            return self._store._index.overlaps(text)
-
-    def named_by(self, case: str, person: str) -> frozenset[Mention]:
-        with self._store._lock:
-            return self._store._index.named_by(case, person)

@@ -374,12 +374,13 @@ class DigestPeriodsPort(Protocol):
 
     def claim(self, kind: str, start: datetime, end: datetime, owner: str, lease: float) -> bool:
         """Whether ``owner`` may send this period now: False while another live gateway holds it
-        (for ``lease`` seconds from its claim) or once it is recorded."""
+        (for ``lease`` seconds from its claim), once it is recorded, or once a later period is."""
         ...
 
     def record(self, kind: str, end: datetime, fields: Mapping[str, JsonValue]) -> bool:
-        """Append the period's ``digest`` audit event with ``fields`` unless it is recorded already:
-        True if this call recorded it."""
+        """Append the period's ``digest`` audit event with ``fields`` unless it, or a later period,
+        is recorded already: True if this call recorded it. A store keeps a bounded number of
+        periods; the trail keeps every event."""
         ...
 
 

@@ -12,16 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.gateway_process import GatewayFactory
+from tests.e2e.members import notices, reply_address, send
 from tests.e2e.postfix import DeliveredMessage, PostfixInstance
-from tests.e2e.test_review_e2e import reply_address
 from tests.e2e.test_workflow_net_e2e import (
     ALIAS,
     CONDUCT,
     NAME,
     Committee,
-    notices,
     open_thread,
-    send,
     start,
 )
 from tests.e2e.tls import TlsMaterial

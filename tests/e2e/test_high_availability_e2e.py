@@ -18,10 +18,11 @@ import pytest
 from tests.e2e.clients import Account
 from tests.e2e.conftest import SharedGateways
 from tests.e2e.gateway_process import GatewayProcess
+from tests.e2e.members import notices, reply_address, send
 from tests.e2e.messages import token, unique_address
 from tests.e2e.postfix import PostfixInstance
 from tests.e2e.test_policy_e2e import CONDUCT, PolicyGateway, arrived, audit_entries, compose
-from tests.e2e.test_review_e2e import Committee, notice_of, reply_address, send
+from tests.e2e.test_review_e2e import Committee
 from tests.e2e.tls import TlsMaterial
 from tests.postgresql import ScratchDatabase
 
@@ -68,8 +69,8 @@ def test_a_hold_made_on_one_gateway_is_approved_through_the_other_and_delivered_
     held = send(gateway_a, tls_material, committee.ada, committee.outsider, "Hello,\r\n\r\nJin Park told us.")
     assert held.ok, held.transcript
     assert "Held for review by a second committee member" in held.stdout
-    [ben_request] = notice_of(running_postfix, committee.ben.address, "review-request")
-    [cleo_request] = notice_of(running_postfix, committee.cleo.address, "review-request")
+    [ben_request] = notices(running_postfix, committee.ben.address, "review-request")
+    [cleo_request] = notices(running_postfix, committee.cleo.address, "review-request")
 
     approved = send(gateway_b, tls_material, committee.ben, reply_address(ben_request), "Approve")
     assert approved.ok, approved.transcript
@@ -83,7 +84,7 @@ def test_a_hold_made_on_one_gateway_is_approved_through_the_other_and_delivered_
     assert "Already decided" in late.stdout and "Ben Ink" in late.stdout
     again = send(gateway_a, tls_material, committee.ben, reply_address(ben_request), "approve")
     assert again.ok and "Already decided" in again.stdout, again.transcript
-    notice_of(running_postfix, committee.cleo.address, "already-decided")
+    notices(running_postfix, committee.cleo.address, "already-decided")
     time.sleep(1)  # a second release would be queued by now, and delivered by either gateway
     assert len(running_postfix.messages_to(committee.outsider)) == 1
     listed = gateway_b.cli("review", "list", "--all", "--json")

@@ -18,11 +18,12 @@ import pytest
 from tests.e2e.clients import Account
 from tests.e2e.conftest import SharedGateways
 from tests.e2e.gateway_process import GatewayProcess, deep_merge, gateway_settings
+from tests.e2e.members import notices, reply_address, send
 from tests.e2e.messages import unique_address
 from tests.e2e.postfix import DeliveredMessage, PostfixInstance
 from tests.e2e.shared_state import add_accounts, postgresql_state
 from tests.e2e.test_high_availability_e2e import shared_policy
-from tests.e2e.test_review_e2e import Committee, notice_of, reply_address, send
+from tests.e2e.test_review_e2e import Committee
 from tests.e2e.tls import TlsMaterial
 from tests.postgresql import ScratchDatabase
 
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.e2e
 
 def request_about(postfix: PostfixInstance, reviewer: Account, subject: str) -> DeliveredMessage:
     """The review request ``reviewer`` got for the held message with this subject."""
-    requests = notice_of(postfix, reviewer.address, "review-request", count=2)
+    requests = notices(postfix, reviewer.address, "review-request", count=2)
     [request] = [r for r in requests if subject in r.header_values("Subject")[0]]
     return request
 

@@ -14,8 +14,8 @@ import pytest
 
 from tests.e2e.clients import Account, new_password
 from tests.e2e.gateway_process import GatewayFactory
+from tests.e2e.members import send
 from tests.e2e.postfix import PostfixInstance
-from tests.e2e.test_review_e2e import send
 from tests.e2e.tls import TlsMaterial
 
 pytestmark = pytest.mark.e2e

@@ -14,8 +14,8 @@ import pytest
 
 from tests.e2e.clients import Account, new_password
 from tests.e2e.gateway_process import GatewayFactory
+from tests.e2e.members import notices, reply_address, send
 from tests.e2e.postfix import PostfixInstance
-from tests.e2e.test_review_e2e import notice_of, reply_address, send
 from tests.e2e.tls import TlsMaterial
 
 pytestmark = pytest.mark.e2e
@@ -66,9 +66,9 @@ cases:
 
     held = send(gateway, tls_material, ada, outsider, "Hello,\r\n\r\nJin Park told us.")
     assert held.ok, held.transcript
-    [ben_request] = notice_of(running_postfix, ben.address, "review-request")
-    [cleo_request] = notice_of(running_postfix, cleo.address, "review-request")
-    [ada_notice] = notice_of(running_postfix, ada.address, "held")
+    [ben_request] = notices(running_postfix, ben.address, "review-request")
+    [cleo_request] = notices(running_postfix, cleo.address, "review-request")
+    [ada_notice] = notices(running_postfix, ada.address, "held")
     assert b"Approvals needed: 2" in ada_notice.raw
     assert not running_postfix.messages_to(dan.address)  # conflicted: never asked
     match = re.search(rb"Reference: (\S+)", ben_request.raw)
@@ -83,7 +83,7 @@ cases:
 
     first = send(gateway, tls_material, ben, reply_address(ben_request), "approve")
     assert first.ok and "1 of 2 approvals needed" in first.stdout, first.transcript
-    [progress] = notice_of(running_postfix, ada.address, "approval-recorded")
+    [progress] = notices(running_postfix, ada.address, "approval-recorded")
     assert b"1 of 2 approvals" in b" ".join(progress.raw.split())
     time.sleep(0.5)
     assert not running_postfix.messages_to(outsider)  # one approval does not release
@@ -97,6 +97,6 @@ cases:
     assert delivered.header_values("X-Conduct-Gateway-Approved-By") == [
         f"Ben Ink <{ben.address}>, Cleo Nib <{cleo.address}>"
     ]
-    notice_of(running_postfix, ada.address, "approved")
+    notices(running_postfix, ada.address, "approved")
     shown = gateway.cli("review", "show", reference)
     assert shown.returncode == 0 and "2 of 2 needed" in shown.stdout

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.gateway_process import GatewayFactory
+from tests.e2e.members import notices, reply_address, send
 from tests.e2e.postfix import PostfixInstance
-from tests.e2e.test_review_e2e import Committee, notice_of, reply_address, send, start_gateway
+from tests.e2e.test_review_e2e import Committee, start_gateway
 from tests.e2e.tls import TlsMaterial
 
 pytestmark = pytest.mark.e2e
@@ -32,25 +33,25 @@ def test_claim_reminder_and_comment_reach_the_right_people(
     gateway = start_gateway(gateway_factory, tmp_path, committee, review)
     held = send(gateway, tls_material, committee.ada, committee.outsider, "Hello,\r\n\r\nJin Park told us.")
     assert held.ok, held.transcript
-    [ben_request] = notice_of(running_postfix, committee.ben.address, "review-request")
-    [cleo_request] = notice_of(running_postfix, committee.cleo.address, "review-request")
+    [ben_request] = notices(running_postfix, committee.ben.address, "review-request")
+    [cleo_request] = notices(running_postfix, committee.cleo.address, "review-request")
 
     claimed = send(gateway, tls_material, committee.ben, reply_address(ben_request), "Claim.\r\n\r\n> quoted")
     assert claimed.ok and "Claimed:" in claimed.stdout, claimed.transcript
-    [told] = notice_of(running_postfix, committee.cleo.address, "claimed")
+    [told] = notices(running_postfix, committee.cleo.address, "claimed")
     assert "Ben Ink" in told.header_values("Subject")[0]
     listed = gateway.cli("review", "list")
     assert listed.returncode == 0 and committee.ben.address in listed.stdout
 
     # The reminder comes 34 s before the 40 s expiry, to both reviewers, and the hold is still open.
-    notice_of(running_postfix, committee.ben.address, "review-reminder")
-    [reminder] = notice_of(running_postfix, committee.cleo.address, "review-reminder")
+    notices(running_postfix, committee.ben.address, "review-reminder")
+    [reminder] = notices(running_postfix, committee.cleo.address, "review-reminder")
     assert b"Ben Ink claimed it." in b" ".join(reminder.body.split())
 
     approved = send(gateway, tls_material, committee.cleo, reply_address(cleo_request), f"approve {COMMENT}")
     assert approved.ok and "Approved: message" in approved.stdout, approved.transcript
     running_postfix.wait_for_recipient(committee.outsider)
-    [letter] = notice_of(running_postfix, committee.ada.address, "approved")
+    [letter] = notices(running_postfix, committee.ada.address, "approved")
     text = b" ".join(letter.body.split()).decode()
     assert f"Cleo Nib's comment: {COMMENT}" in text and "(Ben Ink had claimed it for review.)" in text
     mine = [m for m in running_postfix.messages() if m.delivered_to == committee.ada.address.lower()]

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.clients import Account, ClientRun, new_password, swaks
+from tests.e2e.clients import Account, new_password
 from tests.e2e.gateway_process import GatewayFactory, GatewayProcess
-from tests.e2e.postfix import DeliveredMessage, PostfixInstance
+from tests.e2e.members import notices, reply_address, send
+from tests.e2e.postfix import PostfixInstance
 from tests.e2e.tls import TlsMaterial
 
 pytestmark = pytest.mark.e2e
@@ -65,46 +66,6 @@ def start_gateway(
     return gateway
 
 
-def send(
-    gateway: GatewayProcess,
-    tls: TlsMaterial,
-    account: Account,
-    to: str,
-    body: str,
-    subject: str = "Next steps",
-) -> ClientRun:
-    message = (
-        f"From: <{account.address}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{secrets.token_hex(8)}@example.org>\r\nMIME-Version: 1.0\r\n"
-        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
-    ).encode()
-    return swaks(
-        gateway.endpoint("submission"),
-        mail_from=account.address,
-        recipients=[to],
-        message=message,
-        account=account,
-        ca_file=tls.ca_file,
-    )
-
-
-def notice_of(postfix: PostfixInstance, recipient: str, kind: str, count: int = 1) -> list[DeliveredMessage]:
-    def matching(messages: list[DeliveredMessage]) -> list[DeliveredMessage]:
-        return [
-            m
-            for m in messages
-            if m.delivered_to == recipient.lower() and m.header_values("X-Conduct-Gateway-Notice") == [kind]
-        ]
-
-    postfix.wait_for(lambda messages: len(matching(messages)) >= count, what=f"{kind} notice to {recipient}")
-    return matching(postfix.messages())
-
-
-def reply_address(delivered: DeliveredMessage) -> str:
-    [value] = delivered.header_values("Reply-To")
-    return value.strip("<> ")
-
-
 def test_held_message_is_reviewed_by_reply_and_delivered_with_the_approver(
     gateway_factory: GatewayFactory,
     tmp_path: Path,
@@ -118,9 +79,9 @@ def test_held_message_is_reviewed_by_reply_and_delivered_with_the_approver(
     assert "Held for review by a second committee member: PROTECTED_IDENTITY." in held.stdout
     assert "You will get an e-mail when it is approved or rejected." in held.stdout
 
-    [ben_request] = notice_of(running_postfix, committee.ben.address, "review-request")
-    [cleo_request] = notice_of(running_postfix, committee.cleo.address, "review-request")
-    [ada_notice] = notice_of(running_postfix, committee.ada.address, "held")
+    [ben_request] = notices(running_postfix, committee.ben.address, "review-request")
+    [cleo_request] = notices(running_postfix, committee.cleo.address, "review-request")
+    [ada_notice] = notices(running_postfix, committee.ada.address, "held")
     assert b"Jin Park told us." in ben_request.raw  # the original, attached for the committee
     assert ada_notice.header_values("Auto-Submitted") == ["auto-replied"]
     assert not running_postfix.messages_to(committee.outsider)
@@ -142,11 +103,11 @@ def test_held_message_is_reviewed_by_reply_and_delivered_with_the_approver(
     [delivered] = running_postfix.wait_for_recipient(committee.outsider)
     assert delivered.header_values("X-Conduct-Gateway-Approved-By") == [f"Ben Ink <{committee.ben.address}>"]
     assert b"Jin Park told us." in delivered.body
-    notice_of(running_postfix, committee.ada.address, "approved")
+    notices(running_postfix, committee.ada.address, "approved")
 
     late = send(gateway, tls_material, committee.cleo, reply_address(cleo_request), "reject too late")
     assert late.ok and "Already decided" in late.stdout and "Ben Ink" in late.stdout
-    notice_of(running_postfix, committee.cleo.address, "already-decided")
+    notices(running_postfix, committee.cleo.address, "already-decided")
     # The review replies themselves never reached the upstream.
     assert not [m for m in running_postfix.messages() if "review+" in m.delivered_to]
     time.sleep(0.5)
@@ -168,14 +129,14 @@ def test_cancel_and_expiry_send_nothing_to_the_recipients(
         gateway, tls_material, committee.ada, committee.outsider, "Jin Park, second.", subject="Second"
     )
     assert first.ok and second.ok, first.transcript + second.transcript
-    notices = notice_of(running_postfix, committee.ada.address, "held", count=2)
-    [first_notice] = [n for n in notices if "First" in n.header_values("Subject")[0]]
+    held = notices(running_postfix, committee.ada.address, "held", count=2)
+    [first_notice] = [n for n in held if "First" in n.header_values("Subject")[0]]
 
     cancelled = send(gateway, tls_material, committee.ada, reply_address(first_notice), "cancel")
     assert cancelled.ok and "Cancelled: message" in cancelled.stdout
-    notice_of(running_postfix, committee.ada.address, "cancelled")
+    notices(running_postfix, committee.ada.address, "cancelled")
 
-    [expired] = notice_of(running_postfix, committee.ada.address, "expired")
+    [expired] = notices(running_postfix, committee.ada.address, "expired")
     assert "Second" in expired.header_values("Subject")[0]
     listed = gateway.cli("review", "list", "--all")
     assert listed.returncode == 0 and "cancelled" in listed.stdout and "expired" in listed.stdout

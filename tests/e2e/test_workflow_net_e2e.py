@@ -16,9 +16,10 @@ from gateway.policy.loader import read_policy
 from gateway.policy.variants import FormKind, forms
 from gateway.settings import load_settings
 from gateway.state.opening import open_state
-from tests.e2e.clients import Account, ClientRun, new_password, swaks
+from tests.e2e.clients import Account, ClientRun, new_password
 from tests.e2e.gateway_process import GatewayFactory, GatewayProcess
-from tests.e2e.postfix import DeliveredMessage, PostfixInstance
+from tests.e2e.members import notices, send
+from tests.e2e.postfix import PostfixInstance
 from tests.e2e.tls import TlsMaterial
 
 pytestmark = pytest.mark.e2e
@@ -79,38 +80,6 @@ def start(
     return gateway
 
 
-def send(
-    gateway: GatewayProcess,
-    tls: TlsMaterial,
-    account: Account,
-    *,
-    to: list[str],
-    cc: list[str] = (),  # type: ignore[assignment]
-    body: str = "Hello.",
-    subject: str = "Next steps",
-    message_id: str | None = None,
-    in_reply_to: str | None = None,
-    extra_headers: tuple[str, ...] = (),
-    mail_from: str | None = None,
-) -> ClientRun:
-    headers = [f"From: <{account.address}>", f"To: {', '.join(to)}", *extra_headers]
-    if cc:
-        headers.append(f"Cc: {', '.join(cc)}")
-    headers += [f"Subject: {subject}", f"Message-ID: {message_id or f'<{secrets.token_hex(8)}@example.org>'}"]
-    if in_reply_to:
-        headers += [f"In-Reply-To: {in_reply_to}", f"References: {in_reply_to}"]
-    headers += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8"]
-    message = ("\r\n".join(headers) + f"\r\n\r\n{body}\r\n").encode()
-    return swaks(
-        gateway.endpoint("submission"),
-        mail_from=account.address if mail_from is None else mail_from,
-        recipients=[*to, *cc],
-        message=message,
-        account=account,
-        ca_file=tls.ca_file,
-    )
-
-
 def open_thread(
     gateway: GatewayProcess, tls: TlsMaterial, committee: Committee, postfix: PostfixInstance
 ) -> str:
@@ -120,18 +89,6 @@ def open_thread(
     assert first.ok, first.transcript
     postfix.wait_for_recipient(committee.ben.address)
     return parent
-
-
-def notices(postfix: PostfixInstance, recipient: str, kind: str, count: int = 1) -> list[DeliveredMessage]:
-    def matching(messages: list[DeliveredMessage]) -> list[DeliveredMessage]:
-        return [
-            m
-            for m in messages
-            if m.delivered_to == recipient.lower() and m.header_values("X-Conduct-Gateway-Notice") == [kind]
-        ]
-
-    postfix.wait_for(lambda messages: len(matching(messages)) >= count, what=f"{kind} notice to {recipient}")
-    return matching(postfix.messages())
 
 
 def protected_patterns(policy_path: Path) -> list[str]:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import pytest
 
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.mail.disposition import Disposition
-from gateway.mail.messages import Outgoing, Submission
+from gateway.mail.messages import Outgoing
 from gateway.review.desk import ReviewDesk
-from gateway.settings import GatewaySettings, PolicySettings, ReviewSettings, ServerSettings
+from gateway.settings import ReviewSettings
 from gateway.state.audit_format import JsonValue
+from tests.review.conftest import OpenScreener, answer, desk, held, reply_to
 
 POLICY = """\
 organisation:
@@ -34,26 +34,12 @@ cases:
       - id: quiet heron
         names: [Jin Park]
 """
-HELD = (
-    b"From: Ada Quill <ada@example.org>\r\nTo: <olive@example.net>\r\nSubject: The incident\r\n"
-    b"Message-ID: <held-1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n"
-    b"\r\nJin Park reported the incident.\r\n"
-)
 COMMENT = "Fine to send; please keep the dates vague next time"
 
 
 @pytest.fixture
-def screener(tmp_path: Path) -> Iterator[PolicyScreener]:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY, encoding="utf-8")
-    settings = GatewaySettings(
-        state_dir=tmp_path / "state",
-        policy=PolicySettings(path=policy),
-        server=ServerSettings(hostname="gateway.example.test"),
-        review=ReviewSettings(expiry=4000.0),
-    )
-    with PolicyScreener.from_settings(settings) as opened:
-        yield opened
+def screener(open_screener: OpenScreener) -> PolicyScreener:
+    return open_screener(POLICY, ReviewSettings(expiry=4000.0))
 
 
 @pytest.fixture
@@ -61,27 +47,6 @@ def events(screener: PolicyScreener) -> list[Mapping[str, JsonValue]]:
     recorded: list[Mapping[str, JsonValue]] = []
     desk(screener).audit = recorded.append
     return recorded
-
-
-def desk(screener: PolicyScreener) -> ReviewDesk:
-    assert screener.review is not None
-    return screener.review
-
-
-def answer(member: str, to: str, text: str, queue_id: str) -> Submission:
-    address = f"{member}@example.org"
-    content = (
-        f"From: <{address}>\r\nTo: <{to}>\r\nSubject: Re: review\r\nMessage-ID: <{queue_id}@x>\r\n"
-        f"Content-Type: text/plain\r\n\r\n{text}\r\n\r\nOn Mon, the gateway wrote:\r\n> approve\r\n"
-    ).encode()
-    return Submission(queue_id, address, (to,), address, content)
-
-
-def reply_to(disposition: Disposition, member: str) -> str:
-    [request] = [m for m in disposition.outgoing if m.rcpt_tos == (f"{member}@example.org",)]
-    match = re.search(rb"^Reply-To: <([^>]+)>", request.content, re.MULTILINE)
-    assert match is not None
-    return match.group(1).decode()
 
 
 def kinds(outgoing: tuple[Outgoing, ...] | list[Outgoing]) -> list[tuple[str, str]]:
@@ -93,8 +58,7 @@ def kinds(outgoing: tuple[Outgoing, ...] | list[Outgoing]) -> list[tuple[str, st
 
 
 async def hold(screener: PolicyScreener) -> Disposition:
-    submission = Submission("Q1", "ada@example.org", ("olive@example.net",), "ada@example.org", HELD)
-    disposition = await screener.decide(submission)
+    disposition = await screener.decide(held())
     assert screener.stores.holds is not None
     screener.stores.holds.confirm("Q1")
     return disposition
@@ -104,7 +68,7 @@ async def test_a_claim_by_reply_tells_the_other_reviewers_and_is_audited_without
     screener: PolicyScreener, events: list[Mapping[str, JsonValue]]
 ) -> None:
     held = await hold(screener)
-    claimed = await screener.decide(answer("ben", reply_to(held, "ben"), "Claim.", "R1"))
+    claimed = await screener.decide(answer(reply_to(held, "ben"), "Claim.", "R1", quoted=True))
     assert claimed.accepted and claimed.reply.lines[0].startswith("Claimed: ")
     assert kinds(claimed.outgoing) == [("cy@example.org", "claimed")]  # never the sender, never Ben
     record = desk(screener).store.get("Q1")
@@ -112,7 +76,7 @@ async def test_a_claim_by_reply_tells_the_other_reviewers_and_is_audited_without
     assert record.claimed_by.member == "ben@example.org"
     assert [e["review"] for e in events] == ["claim"]
     assert "incident" not in repr(events).lower()
-    again = await screener.decide(answer("cy", reply_to(held, "cy"), "claim", "R2"))
+    again = await screener.decide(answer(reply_to(held, "cy"), "claim", "R2", member="cy", quoted=True))
     assert again.outgoing == () and "Ben Ink claimed message Q1 already" in again.reply.lines[0]
 
 
@@ -121,7 +85,9 @@ async def test_the_sender_cannot_claim_their_own_message(screener: PolicyScreene
     held_notice = [m for m in held.outgoing if m.rcpt_tos == ("ada@example.org",)]
     address = re.search(rb"^Reply-To: <([^>]+)>", held_notice[0].content, re.MULTILINE)
     assert address is not None
-    refused = await screener.decide(answer("ada", address.group(1).decode(), "claim", "R1"))
+    refused = await screener.decide(
+        answer(address.group(1).decode(), "claim", "R1", member="ada", quoted=True)
+    )
     assert not refused.accepted and desk(screener).store.get("Q1").claims == ()
 
 
@@ -129,8 +95,10 @@ async def test_another_member_may_decide_a_claimed_hold_and_the_sender_hears_the
     screener: PolicyScreener, events: list[Mapping[str, JsonValue]]
 ) -> None:
     held = await hold(screener)
-    await screener.decide(answer("ben", reply_to(held, "ben"), "claim", "R1"))
-    decided = await screener.decide(answer("cy", reply_to(held, "cy"), f"Approve: {COMMENT}", "R2"))
+    await screener.decide(answer(reply_to(held, "ben"), "claim", "R1", quoted=True))
+    decided = await screener.decide(
+        answer(reply_to(held, "cy"), f"Approve: {COMMENT}", "R2", member="cy", quoted=True)
+    )
     assert decided.accepted
     [letter] = [m for m in decided.outgoing if m.rcpt_tos == ("ada@example.org",)]
     text = letter.content.decode()
@@ -173,13 +141,13 @@ async def test_a_claim_by_reply_carries_essential_letters_and_is_undone_when_the
     screener: PolicyScreener,
 ) -> None:
     held = await hold(screener)
-    claimed = await screener.decide(answer("ben", reply_to(held, "ben"), "claim", "R1"))
+    claimed = await screener.decide(answer(reply_to(held, "ben"), "claim", "R1", quoted=True))
     assert claimed.accepted and claimed.undo == "R1"
     assert [m.essential for m in claimed.outgoing] == [True]
     desk(screener).not_stored("R1")  # what commit does when the letters could not be spooled (451)
     assert desk(screener).store.get("Q1").claims == ()
     # The client retries: the claim is made again and the others are told again.
-    retried = await screener.decide(answer("ben", reply_to(held, "ben"), "claim", "R1b"))
+    retried = await screener.decide(answer(reply_to(held, "ben"), "claim", "R1b", quoted=True))
     assert kinds(retried.outgoing) == [("cy@example.org", "claimed")]
     desk(screener).accepted("R1b")
     record = desk(screener).store.get("Q1")
@@ -190,22 +158,22 @@ async def test_unclaim_by_reply_gives_the_hold_back_and_tells_the_others(
     screener: PolicyScreener, events: list[Mapping[str, JsonValue]]
 ) -> None:
     held = await hold(screener)
-    await screener.decide(answer("ben", reply_to(held, "ben"), "claim", "R1"))
+    await screener.decide(answer(reply_to(held, "ben"), "claim", "R1", quoted=True))
     desk(screener).accepted("R1")
     # Only the member who claimed can give it back.
-    other = await screener.decide(answer("cy", reply_to(held, "cy"), "Unclaim.", "R2"))
+    other = await screener.decide(answer(reply_to(held, "cy"), "Unclaim.", "R2", member="cy", quoted=True))
     assert other.accepted and other.outgoing == () and "Ben Ink claimed it" in other.reply.lines[0]
     assert desk(screener).store.get("Q1").claimed_by is not None
-    given = await screener.decide(answer("ben", reply_to(held, "ben"), "unclaim", "R3"))
+    given = await screener.decide(answer(reply_to(held, "ben"), "unclaim", "R3", quoted=True))
     assert given.accepted and given.reply.lines[0].startswith("Unclaimed: ")
     assert kinds(given.outgoing) == [("cy@example.org", "unclaimed")]
     desk(screener).accepted("R3")
     assert desk(screener).store.get("Q1").claims == ()
     assert [e["review"] for e in events] == ["claim", "unclaim"]
     # Undone like a claim when its letters cannot be spooled: the claim is back.
-    await screener.decide(answer("cy", reply_to(held, "cy"), "claim", "R4"))
+    await screener.decide(answer(reply_to(held, "cy"), "claim", "R4", member="cy", quoted=True))
     desk(screener).accepted("R4")
-    undone = await screener.decide(answer("cy", reply_to(held, "cy"), "unclaim", "R5"))
+    undone = await screener.decide(answer(reply_to(held, "cy"), "unclaim", "R5", member="cy", quoted=True))
     assert undone.accepted
     desk(screener).not_stored("R5")
     record = desk(screener).store.get("Q1")

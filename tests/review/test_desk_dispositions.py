@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,7 +13,7 @@ from gateway.decision.screening import Ruling
 from gateway.mail.disposition import Disposition, refused
 from gateway.mail.messages import Outgoing, Submission
 from gateway.replies import Reply
-from gateway.settings import GatewaySettings, PolicySettings, ServerSettings
+from tests.review.conftest import OpenScreener, answer, held, reply_to
 
 POLICY = """\
 organisation:
@@ -36,43 +32,11 @@ cases:
       - id: quiet heron
         names: [Jin Park]
 """
-HELD = (
-    b"From: Ada Quill <ada@example.org>\r\nTo: <olive@example.net>\r\nSubject: The incident\r\n"
-    b"Message-ID: <held-1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n"
-    b"\r\nJin Park reported the incident.\r\n"
-)
 
 
 @pytest.fixture
-def screener(tmp_path: Path) -> Iterator[PolicyScreener]:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY, encoding="utf-8")
-    settings = GatewaySettings(
-        state_dir=tmp_path / "state",
-        policy=PolicySettings(path=policy),
-        server=ServerSettings(hostname="gateway.example.test"),
-    )
-    with PolicyScreener.from_settings(settings) as opened:
-        yield opened
-
-
-def held(queue_id: str = "Q1") -> Submission:
-    return Submission(queue_id, "ada@example.org", ("olive@example.net",), "ada@example.org", HELD)
-
-
-def answer(to: str, text: str, queue_id: str = "R1") -> Submission:
-    content = (
-        f"From: <ben@example.org>\r\nTo: <{to}>\r\nSubject: Re: review\r\nMessage-ID: <{queue_id}@x>\r\n"
-        f"Content-Type: text/plain\r\n\r\n{text}\r\n"
-    ).encode()
-    return Submission(queue_id, "ben@example.org", (to,), "ben@example.org", content)
-
-
-def request_address(disposition: Disposition) -> str:
-    [request] = [m for m in disposition.outgoing if m.rcpt_tos == ("ben@example.org",)]
-    match = re.search(rb"^Reply-To: <([^>]+)>", request.content, re.MULTILINE)
-    assert match is not None
-    return match.group(1).decode()
+def screener(open_screener: OpenScreener) -> PolicyScreener:
+    return open_screener(POLICY)
 
 
 async def test_a_hold_is_a_disposition_commit_confirms_by_its_key(screener: PolicyScreener) -> None:
@@ -89,7 +53,7 @@ async def test_a_reviewers_decision_is_a_disposition_with_the_release(screener: 
     hold = await screener.decide(held())
     assert screener.stores.holds is not None
     screener.stores.holds.confirm("Q1")  # as commit does once the review request is stored
-    decided = await screener.decide(answer(request_address(hold), "Approve."))
+    decided = await screener.decide(answer(reply_to(hold), "Approve."))
     assert decided.accepted and decided.relay is None  # a reply to the gateway is never relayed
     assert decided.hold == "R1"  # the decision's transaction: confirmed or undone by commit
     assert decided.reply.lines == ("Approved: message Q1 released for delivery. Thank you for reviewing.",)

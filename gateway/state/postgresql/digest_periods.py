@@ -13,6 +13,11 @@ seq stored in the row. The entry and the mark commit together or not at all, so 
 exactly once, whatever restart or race. An advisory lock was the other way: it lives as long as a
 session, so a pooled connection would carry it to unrelated work, and it records nothing once
 released; a row says, for good, which periods are done.
+
+The rows do not grow for ever: recording a period deletes the kind's rows older than its last
+``KEEP_PERIODS`` recorded periods (a month of daily digests, over half a year of weekly ones; the
+trail keeps every ``digest`` event). A period older than the newest recorded one is never claimed
+or recorded again, its row deleted or not, as on the files backend.
 """
 
 from __future__ import annotations
@@ -30,13 +35,29 @@ DIGEST_EVENT = "digest"
 
 _CLAIM = """
 INSERT INTO digest_periods (kind, period_end, period_start, claimed_by, claimed_until)
-VALUES (%(kind)s, %(end)s, %(start)s, %(owner)s, now() + make_interval(secs => %(lease)s))
+SELECT %(kind)s, %(end)s, %(start)s, %(owner)s, now() + make_interval(secs => %(lease)s)
+WHERE NOT EXISTS (
+    SELECT 1 FROM digest_periods
+    WHERE kind = %(kind)s AND recorded_seq IS NOT NULL AND period_end > %(end)s
+)
 ON CONFLICT (kind, period_end) DO UPDATE
     SET claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until
     WHERE digest_periods.recorded_seq IS NULL
       AND (digest_periods.claimed_by IS NULL OR digest_periods.claimed_by = excluded.claimed_by
            OR digest_periods.claimed_until < now())
 RETURNING claimed_by
+"""
+
+# Recorded periods kept per kind; older rows are deleted when a period is recorded.
+KEEP_PERIODS = 32
+
+_PRUNE = """
+DELETE FROM digest_periods
+WHERE kind = %(kind)s AND period_end < (
+    SELECT period_end FROM digest_periods
+    WHERE kind = %(kind)s AND recorded_seq IS NOT NULL
+    ORDER BY period_end DESC OFFSET %(keep)s LIMIT 1
+)
 """
 
 
@@ -70,6 +91,12 @@ class PostgresqlDigestPeriods:
         start = datetime.fromisoformat(str(fields.get("start", end.isoformat())))
 
         def work(db: Connection) -> bool:
+            newest = db.execute(
+                "SELECT max(period_end) FROM digest_periods WHERE kind = %s AND recorded_seq IS NOT NULL",
+                (kind,),
+            ).fetchone()
+            if newest is not None and newest[0] is not None and end < newest[0]:
+                return False  # an older period: recorded before, whether its row is kept or not
             db.execute(
                 "INSERT INTO digest_periods (kind, period_end, period_start) VALUES (%s, %s, %s)"
                 " ON CONFLICT (kind, period_end) DO NOTHING",
@@ -87,6 +114,7 @@ class PostgresqlDigestPeriods:
                 " WHERE kind = %s AND period_end = %s",
                 (entry.seq, kind, end),
             )
+            db.execute(_PRUNE, {"kind": kind, "keep": KEEP_PERIODS - 1})
             return True
 
         return self._run(work) is True
