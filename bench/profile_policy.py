@@ -47,11 +47,15 @@ ENVELOPE = Envelope(
 # Stage -> (file suffix, function name) whose cumulative time is the stage's.
 STAGES = {
     "whole message (parse + evaluate + rewrite)": ("bench/profile_policy.py", "one_message"),
-    "parse: MIME structure (stdlib email feedparser)": ("gateway/policy/mime_parser.py", "parse_email"),
+    "parse: MIME structure (mime_split, else the stdlib feedparser)": (
+        "gateway/policy/mime_parser.py",
+        "parse_email",
+    ),
     "parse: HTML to text (stdlib html.parser)": ("gateway/policy/html.py", "render_html"),
     "parse: all of it (decoding, normalising, records)": ("gateway/policy/mime.py", "parse_message"),
     "evaluate: every rule": ("gateway/policy/engine.py", "evaluate"),
     "evaluate: identity matching (automaton + confirmation)": ("gateway/policy/matcher.py", "find_hits"),
+    "evaluate: normalising text (once per text, cached)": ("gateway/policy/normalize.py", "normalize"),
     "rewrite (Cc, banner, anonymisation)": ("gateway/policy/rewrite.py", "apply_rewrite"),
 }
 

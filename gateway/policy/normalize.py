@@ -12,6 +12,7 @@ mapped to the Latin letter a reader takes them for, and every run of whitespace 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import cache, lru_cache
 
@@ -82,6 +83,11 @@ def confusable_table() -> dict[int, str]:
 _BLANK_LOOKING = "\u115f\u1160\u3164\uffa0\u2800"
 
 _ASCII_CONTROLS: dict[int, None] = dict.fromkeys((*range(0x00, 0x09), *range(0x0E, 0x1C), 0x7F))
+# The same for ASCII bytes: controls to delete, and the whitespace str.split() knows (tab, line
+# breaks, vertical tab, form feed, the separators 0x1C-0x1F) read as a space.
+_ASCII_CONTROL_BYTES = bytes(_ASCII_CONTROLS)
+_ASCII_BLANKS = bytes.maketrans(b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f", b" " * 9)
+_SPACE_RUN = re.compile(rb"  +")
 
 # Blocks whose combining marks and format characters we must find; scanning only these keeps the
 # one-off table build fast (Unicode assigns no Mn/Me/Cf code points elsewhere).
@@ -118,14 +124,26 @@ def normalize(text: str) -> str:
     The result is idempotent: ``normalize(normalize(x)) == normalize(x)``.
     """
     if text.isascii():
-        # Fast path for the common case; gives exactly what the full path gives on ASCII.
-        folded = text.lower().translate(_ASCII_CONTROLS)
-    else:
-        table = _fold_table()
-        folded = unicodedata.normalize("NFKD", text).translate(table)
-        # Casefolding can expose new marks (e.g. U+0130 -> i + combining dot) and new look-alikes.
-        folded = unicodedata.normalize("NFKD", folded.casefold()).translate(table)
-        folded = unicodedata.normalize("NFC", folded)
+        return _normalize_ascii(text)  # the common case: the same result, faster
+    return _normalize_any(text)
+
+
+def _normalize_any(text: str) -> str:
+    table = _fold_table()
+    folded = unicodedata.normalize("NFKD", text).translate(table)
+    # Casefolding can expose new marks (e.g. U+0130 -> i + combining dot) and new look-alikes.
+    folded = unicodedata.normalize("NFKD", folded.casefold()).translate(table)
+    folded = unicodedata.normalize("NFC", folded)
     # str.split() and the regex ``\s`` know the same whitespace (Py_UNICODE_ISSPACE); splitting is
     # several times faster than substituting every run, and drops the ends as strip() did.
     return " ".join(folded.split())
+
+
+def _normalize_ascii(text: str) -> str:
+    """:func:`normalize` for ASCII text, by bytes operations that run in C.
+
+    The same as ``" ".join(text.lower().translate(_ASCII_CONTROLS).split())``, which makes one string
+    per word: three times slower on a long text than folding the bytes and collapsing runs of spaces.
+    """
+    folded = text.encode("ascii").lower().translate(_ASCII_BLANKS, _ASCII_CONTROL_BYTES)
+    return _SPACE_RUN.sub(b" ", folded).strip(b" ").decode("ascii")

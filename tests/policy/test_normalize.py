@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.normalize import _SUPPLEMENT, confusable_table, normalize
+from gateway.policy.normalize import _ASCII_CONTROLS, _SUPPLEMENT, _normalize_any, confusable_table, normalize
 
 SUPPLEMENTED = frozenset(ord(char) for char in _SUPPLEMENT)
 
@@ -61,6 +61,15 @@ def test_ascii_fast_path_agrees_with_full_path() -> None:
     ascii_text = "Jin\tPARK\r\n  said: x\x01y\x7f"
     # A non-ASCII character forces the full path; it folds to nothing and changes nothing else.
     assert normalize(ascii_text) == normalize(ascii_text + "\u200b")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+def test_ascii_fast_path_agrees_with_full_path_on_any_ascii(text: str) -> None:
+    # Every ASCII character: controls deleted, every whitespace str.split knows collapsed to one space.
+    assert (
+        normalize(text) == _normalize_any(text) == " ".join(text.lower().translate(_ASCII_CONTROLS).split())
+    )
 
 
 @settings(max_examples=200, deadline=None)
