@@ -27,6 +27,7 @@ MAX_NESTING = 32  # deeper trees are left to the feedparser (and refused by gate
 
 # An empty line after a line break (bare CRs are refused beforehand): the end of a header block.
 _EMPTY_LINE = re.compile(r"\n(?:\r\n|\n)")
+_BARE_CR = re.compile(r"\r(?!\n)")
 
 
 class _Unusual(Exception):
@@ -39,7 +40,7 @@ def split_multipart(text: str) -> Message | None:
     ``text`` is the raw message decoded as ASCII with surrogateescape, as the stdlib's
     ``BytesParser`` decodes it.
     """
-    if "\r" in text and text.count("\r") != text.count("\r\n"):
+    if _BARE_CR.search(text):
         return None  # the feedparser also ends lines at a bare CR: not reproduced here
     try:
         message = _entity(text, 0, len(text), (), 0, trim=False)
