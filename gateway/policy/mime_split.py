@@ -35,7 +35,7 @@ class _Unusual(Exception):
 
 
 def split_multipart(text: str) -> Message | None:
-    """The feedparser's (compat32) tree for the multipart message ``text``; None when unsure.
+    """The feedparser's (compat32) tree for ``text``, a multipart or message/* message; None when unsure.
 
     ``text`` is the raw message decoded as ASCII with surrogateescape, as the stdlib's
     ``BytesParser`` decodes it.
