@@ -2,9 +2,9 @@
 
 The stdlib feedparser reads a multipart line by line in Python and, after each part, searches the
 whole part again for its last line break: most of the cost of reading a large message. This
-parser finds each boundary line with one ``str.find`` per line that starts with the boundary, parses
-each header block with the stdlib (so headers, ``From`` lines and header defects are the
-stdlib's own), and slices the bodies out of the text.
+parser finds each boundary line with one ``str.find`` per line that starts with the boundary, reads
+each header block as the feedparser does (its header-line pattern, compat32's own
+``header_source_parse``), and slices the bodies out of the text.
 
 It reproduces the feedparser only where the feedparser's reading is plain, and answers None
 (parse the whole message with the feedparser) on anything else: a bare CR line break, a header
@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from email.message import Message
-from email.parser import Parser
 from email.policy import compat32
 
 MAX_NESTING = 32  # deeper trees are left to the feedparser (and refused by gateway.policy.mime)
@@ -28,6 +27,9 @@ MAX_NESTING = 32  # deeper trees are left to the feedparser (and refused by gate
 # An empty line after a line break (bare CRs are refused beforehand): the end of a header block.
 _EMPTY_LINE = re.compile(r"\n(?:\r\n|\n)")
 _BARE_CR = re.compile(r"\r(?!\n)")
+# A line the feedparser takes for a header line (email.feedparser.headerRE): a "From " line, a name
+# of printable characters and a colon, or a continuation.
+_HEADER_LINE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
 
 
 class _Unusual(Exception):
@@ -75,12 +77,7 @@ def _entity(
         separator = _EMPTY_LINE.search(text, start, end)
         if separator is None:
             raise _Unusual  # headers up to the end of the part: rare, left to the feedparser
-        head = text[start : separator.end()]
-        message = Parser(policy=compat32).parsestr(head, headersonly=True)
-        # The header block must end at that empty line: not at a line that is not a header, and
-        # with no "From " line pushed back into the body (both leave a payload or a defect).
-        if message.defects or vars(message).get("_payload") != "":
-            raise _Unusual
+        message = _header_block(text[start : separator.start() + 1])
         body_start = separator.end()
     maintype = message.get_content_maintype()
     if maintype == "message":
@@ -95,6 +92,41 @@ def _entity(
         message.set_payload(text[body_start:body_end])
         return message
     _multipart(message, text, body_start, end, enclosing, depth, trim=trim)
+    return message
+
+
+def _header_block(head: str) -> Message:
+    """A message with the header lines ``head`` (each ending in a line break), as the feedparser
+    reads them when they hold no defect (compat32's own ``header_source_parse`` and ``set_raw``).
+
+    What would make the feedparser record a defect or end the header block early raises
+    :class:`_Unusual`: a line that is not a header, a continuation line first, a header with no
+    name, a "From " line after the first line.
+    """
+    message = Message(policy=compat32)
+    field: list[str] = []
+    # Lines end at LF only (CR LF included): str.splitlines would also end them at VT, FF, U+0085...
+    for number, line in enumerate(piece + "\n" for piece in head[:-1].split("\n")):
+        if not _HEADER_LINE.match(line):
+            raise _Unusual
+        if line[0] in " \t":
+            if not field:
+                raise _Unusual
+            field.append(line)
+            continue
+        if field:
+            message.set_raw(*compat32.header_source_parse(field))
+            field = []
+        if line.startswith("From "):
+            if number:
+                raise _Unusual
+            message.set_unixfrom(line[: len(line) - _final_break(line, 0, len(line))])
+            continue
+        if line[0] == ":":
+            raise _Unusual
+        field = [line]
+    if field:
+        message.set_raw(*compat32.header_source_parse(field))
     return message
 
 

@@ -32,9 +32,22 @@ HEADERS = st.sampled_from(
         b'Content-Disposition: attachment;\r\n filename*0="notes"; filename*1=".txt"',
         b"Subject: =?utf-8?q?caf=C3=A9?=",
         b"X-Folded: one\r\n\ttwo",
+        b"Subject:",
+        b"X-Tab:\tvalue \t",
+        b"Subject:\x0bodd\x0c breaks\x1c \xc2\x85 \xe2\x80\xa8",
+        b"X-Colons: a: b: c",
     ]
 )
-ODD_HEADERS = st.sampled_from([b"no colon here", b" continuation first", b"From misplaced", b": no name"])
+ODD_HEADERS = st.sampled_from(
+    [
+        b"no colon here",
+        b" continuation first",
+        b"From sender@example.org Mon Dec  2 10:00:00 2024",  # read as a Unix From line only if first
+        b": no name",
+        b"X Odd: a space in the name",
+        b"\xc3\xa9: an 8-bit name",
+    ]
+)
 LEAF_TYPES = st.sampled_from(
     [b"text/plain", b"text/plain; charset=utf-8", b"text/html", b"application/octet-stream", b"text", b""]
 )
