@@ -58,6 +58,7 @@ PLAIN_BODY = [
     b"From someone",
     b"Tm9vciBIYWRkYWQ=",
     b"caf=C3=A9 =",
+    b"long line " * 700,  # longer than the feedparser's 8192-character reads
 ]
 BODY = st.sampled_from(
     [
