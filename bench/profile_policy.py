@@ -34,7 +34,7 @@ from gateway.policy.engine import compile_policy, evaluate
 from gateway.policy.loader import parse_policy_text
 from gateway.policy.mime import parse_message
 from gateway.policy.model import Envelope, Outcome, ThreadFacts
-from gateway.policy.normalize import normalize
+from gateway.policy.normalize import clear_cache
 from gateway.policy.rewrite import apply_rewrite
 
 POLICY = Path(__file__).resolve().parents[1] / "gateway" / "data" / "default-policy.yaml"
@@ -64,7 +64,7 @@ STAGES = {
 def one_message(raw: bytes, policy: object) -> None:
     # Every round parses the same bytes; the gateway sees each message once. Without this, the
     # texts of the message would be normalised in the first round only.
-    normalize.cache_clear()
+    clear_cache()
     parsed = parse_message(raw)
     verdict = evaluate(parsed, ENVELOPE, policy, ThreadFacts())  # type: ignore[arg-type]
     if verdict.outcome is Outcome.REWRITE:

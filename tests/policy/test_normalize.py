@@ -9,7 +9,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.normalize import _ASCII_CONTROLS, _SUPPLEMENT, _normalize_any, confusable_table, normalize
+from gateway.policy.normalize import (
+    _ASCII_CONTROLS,
+    _SUPPLEMENT,
+    LONG_TEXT_CHARS,
+    _normalize_any,
+    _normalize_long,
+    _normalize_short,
+    confusable_table,
+    normalize,
+)
 
 SUPPLEMENTED = frozenset(ord(char) for char in _SUPPLEMENT)
 
@@ -158,3 +167,19 @@ def test_every_confusable_normalises_to_its_reading(item: tuple[int, str]) -> No
     assume(unicodedata.normalize("NFKD", char) == char and ord(char) not in SUPPLEMENTED)
     assert normalize(char) == reading
     assert normalize(f"x{char}y") == f"x{reading}y"
+
+
+def test_message_bodies_are_cached_in_few_entries() -> None:
+    # The cache must not keep the bodies of the last hundreds of messages alive.
+    bodies = [
+        f"Body {number}: " + "Noor Haddad was there. " * (LONG_TEXT_CHARS // 20) for number in range(40)
+    ]
+    short_entries = _normalize_short.cache_info().currsize
+    for body in bodies:
+        assert normalize(body) == " ".join(body.lower().split())
+    assert _normalize_long.cache_info().currsize <= 16
+    assert _normalize_short.cache_info().currsize == short_entries
+    # A body normalised again by the next rule is answered from the cache.
+    hits = _normalize_long.cache_info().hits
+    normalize(bodies[-1])
+    assert _normalize_long.cache_info().hits == hits + 1
