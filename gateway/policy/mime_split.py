@@ -27,6 +27,8 @@ MAX_NESTING = 32  # deeper trees are left to the feedparser (and refused by gate
 # An empty line after a line break (bare CRs are refused beforehand): the end of a header block.
 _EMPTY_LINE = re.compile(r"\n(?:\r\n|\n)")
 _BARE_CR = re.compile(r"\r(?!\n)")
+# What may follow the boundary on a boundary line (email.feedparser's pattern after the boundary).
+_BOUNDARY_TAIL = re.compile(r"(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$")
 # A line the feedparser takes for a header line (email.feedparser.headerRE): a "From " line, a name
 # of printable characters and a colon, or a continuation.
 _HEADER_LINE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
@@ -177,17 +179,17 @@ def _boundary_lines(text: str, start: int, end: int, separator: str) -> Iterator
     """(start, end, closing) of each boundary line in ``text[start:end]``, up to the closing one.
 
     A boundary line is the boundary, optionally ``--``, optionally blanks, and the line break: the
-    feedparser's pattern, matched against the same line.
+    feedparser's pattern (``--boundary`` then :data:`_BOUNDARY_TAIL`), matched against the same
+    line. The boundary is a literal, so the tail is matched alone, with no pattern compiled per
+    boundary (a message's boundaries are new to the regex cache).
     """
-    pattern = re.compile(
-        "(?P<sep>" + re.escape(separator) + r")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$"
-    )
     needle = "\n" + separator
     at = start if text.startswith(separator, start, end) else _after(text.find(needle, start, end))
     while at >= 0:
         line_end = text.find("\n", at, end)
         line_end = end if line_end < 0 else line_end + 1
-        match = pattern.match(text[at:line_end])
+        # ``$`` matches at ``line_end``, or before its line break, as at the end of the line alone.
+        match = _BOUNDARY_TAIL.match(text, at + len(separator), line_end)
         if match:
             closing = bool(match.group("end"))
             yield at, line_end, closing
