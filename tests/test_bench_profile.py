@@ -29,7 +29,7 @@ def test_the_policy_profile_reports_every_stage_and_every_rule_of_the_shipped_po
     stages = {row.split(" | ")[0].removeprefix("| ") for row in rows[3:]}
     shipped = yaml.safe_load((ROOT / "gateway" / "data" / "default-policy.yaml").read_text())
     assert {f"rule {entry['rule']}" for entry in shipped["rules"]} <= stages
-    assert "parse: MIME structure (stdlib email feedparser)" in stages
+    assert "parse: MIME structure (mime_split, else the stdlib feedparser)" in stages
 
 
 def test_an_unknown_size_is_refused_with_the_choices() -> None:

@@ -75,6 +75,13 @@ _SPACED_RUN = re.compile(r"(?<![^\W_])[^\W\d_](?:[ ._,'*/+~|-]{1,3}[^\W\d_](?![^
 # A cheap first look (no look-behind, led by a separator): most text has no letter-spaced run.
 _SPACED_SEPARATORS = frozenset(" ._,'*/+~|-")
 _SPACED_HINT = re.compile(r"[ ._,'*/+~|-][^\W\d_][ ._,'*/+~|-]{1,3}[^\W\d_][ ._,'*/+~|-]")
+# The same look at ASCII text, faster: each character read as its class (separator, letter, other),
+# then a search led by a literal, which the regex engine runs without trying every separator.
+_ASCII_CLASSES = {
+    code: "s" if chr(code) in _SPACED_SEPARATORS else "l" if chr(code).isalpha() else "o"
+    for code in range(128)
+}
+_ASCII_SPACED_HINT = re.compile("sls{1,3}ls")
 
 # Scripts written without spaces between words (code point ranges, inclusive).
 _SPACELESS_RANGES = (
@@ -255,7 +262,7 @@ class IdentityMatcher:
             return []
         hits: dict[tuple[ProtectedIdentity, Strength, str], IdentityHit] = {}
         self._scan(normal, hits)
-        if _SPACED_HINT.search(normal) or (len(normal) > 2 and normal[1] in _SPACED_SEPARATORS):
+        if spaced_hint(normal) or (len(normal) > 2 and normal[1] in _SPACED_SEPARATORS):
             self._scan_spaced(normal, hits)
         strong = {
             (hit.identity.case, hit.identity.person)
@@ -482,6 +489,13 @@ def _in_machine_token(text: str, start: int, end: int) -> bool:
         and any(char.isdigit() for char in token)
         and any(char.isalpha() for char in token)
     )
+
+
+def spaced_hint(text: str) -> bool:
+    """Whether ``text`` may hold a letter-spaced run (``_SPACED_HINT`` finds one)."""
+    if text.isascii():
+        return _ASCII_SPACED_HINT.search(text.translate(_ASCII_CLASSES)) is not None
+    return _SPACED_HINT.search(text) is not None
 
 
 def _blocks(text: str, index: int, step: int, short: bool) -> bool:

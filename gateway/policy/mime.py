@@ -39,7 +39,6 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from email import message_from_bytes
 from email.errors import CloseBoundaryNotFoundDefect, NoBoundaryInMultipartDefect
 from email.generator import BytesGenerator
 from email.message import Message
@@ -316,7 +315,7 @@ class _Decoder(MimeRecord):
             self.visit_message(message, path or "1", depth + 1, boundaries)
 
     def _enclosed_bytes(self, data: bytes, path: str, depth: int, boundaries: tuple[str, ...]) -> None:
-        self.visit_message(message_from_bytes(data, policy=compat32), path or "1", depth + 1, boundaries)
+        self.visit_message(parse_email(data), path or "1", depth + 1, boundaries)
 
     def _leaf(
         self,
@@ -394,7 +393,7 @@ class _Decoder(MimeRecord):
             for text in text_readings(data, file.charset):
                 self._rendered(render_xml(text, office=False), file, text_kind, first=False)
         elif kind == "headers":
-            block = message_from_bytes(data, policy=compat32)
+            block = parse_email(data)
             self._count_entity(depth + 1)
             self._headers(block, f" in {file.label}", top_level=False)
             body = vars(block).get("_payload")

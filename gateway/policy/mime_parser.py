@@ -1,4 +1,4 @@
-"""Python's email parser for a raw message, with a fast path for a message that is not a multipart."""
+"""Python's email parser for a raw message, with fast paths for a single part and for a plain multipart."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from email import message_from_bytes
 from email.message import Message
 from email.parser import Parser
 from email.policy import compat32
+
+from gateway.policy.mime_split import split_multipart
 
 # An empty line after a line ending in LF or CRLF. The feedparser splits lines as io.StringIO(newline="")
 # does: after "\r\n", "\n", or a "\r" not followed by "\n" (never at the other breaks str.splitlines
@@ -18,9 +20,11 @@ _COMPOUND_TYPE = re.compile(r"^content-type:\s*(?:multipart|message)/", re.IGNOR
 
 
 def parse_email(raw: bytes) -> Message:
-    """``message_from_bytes(raw, policy=compat32)``, cheaper for a message that is not a multipart."""
+    """``message_from_bytes(raw, policy=compat32)``, cheaper for a single part and a plain multipart."""
     text = raw.decode("ascii", "surrogateescape")  # as email.parser.BytesParser decodes
     message = single_part(text)
+    if message is None:
+        message = split_multipart(text)
     return Parser(policy=compat32).parsestr(text) if message is None else message
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.policy.matcher import IdentityMatcher, patterns_for
+from gateway.policy.matcher import _SPACED_HINT, IdentityMatcher, patterns_for, spaced_hint
 from gateway.policy.model import IdentityKind, ProtectedIdentity, Strength
 from gateway.policy.variants import examples
 
@@ -302,3 +304,28 @@ def test_every_listed_example_is_found_at_its_strength(identity: ProtectedIdenti
         strengths = {hit.strength for hit in matcher.find_hits(f"see {example.text} below")}
         expected = example.strength if example.reported_alone else STRONG
         assert (expected in strengths) == (example.strength is STRONG or example.reported_alone), example
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from([*"ab Z9_.,'*/+~|-\t", "x", " ", "é", "\x00", "\x7f"]), max_size=24)
+    | st.text(alphabet=st.characters(max_codepoint=127), max_size=24)
+)
+def test_spaced_hint_agrees_with_its_pattern(text: str) -> None:
+    # ASCII text is looked at through character classes, other text with the pattern itself.
+    assert spaced_hint(text) == (_SPACED_HINT.search(text) is not None)
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("said n o o r haddad", True),
+        ("x a-b. and", True),
+        ("a-b. and", False),
+        ("a meeting", False),
+        ("x y", False),
+        ("é n-o r", True),
+    ],
+)
+def test_spaced_hint_examples(text: str, hint: bool) -> None:
+    assert spaced_hint(text) is hint

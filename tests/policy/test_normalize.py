@@ -9,7 +9,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.normalize import _SUPPLEMENT, confusable_table, normalize
+from gateway.policy.normalize import (
+    _ASCII_CONTROLS,
+    _SUPPLEMENT,
+    LONG_TEXT_CHARS,
+    _normalize_any,
+    _normalize_long,
+    _normalize_short,
+    confusable_table,
+    normalize,
+)
 
 SUPPLEMENTED = frozenset(ord(char) for char in _SUPPLEMENT)
 
@@ -61,6 +70,15 @@ def test_ascii_fast_path_agrees_with_full_path() -> None:
     ascii_text = "Jin\tPARK\r\n  said: x\x01y\x7f"
     # A non-ASCII character forces the full path; it folds to nothing and changes nothing else.
     assert normalize(ascii_text) == normalize(ascii_text + "\u200b")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+def test_ascii_fast_path_agrees_with_full_path_on_any_ascii(text: str) -> None:
+    # Every ASCII character: controls deleted, every whitespace str.split knows collapsed to one space.
+    assert (
+        normalize(text) == _normalize_any(text) == " ".join(text.lower().translate(_ASCII_CONTROLS).split())
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -149,3 +167,19 @@ def test_every_confusable_normalises_to_its_reading(item: tuple[int, str]) -> No
     assume(unicodedata.normalize("NFKD", char) == char and ord(char) not in SUPPLEMENTED)
     assert normalize(char) == reading
     assert normalize(f"x{char}y") == f"x{reading}y"
+
+
+def test_message_bodies_are_cached_in_few_entries() -> None:
+    # The cache must not keep the bodies of the last hundreds of messages alive.
+    bodies = [
+        f"Body {number}: " + "Noor Haddad was there. " * (LONG_TEXT_CHARS // 20) for number in range(40)
+    ]
+    short_entries = _normalize_short.cache_info().currsize
+    for body in bodies:
+        assert normalize(body) == " ".join(body.lower().split())
+    assert _normalize_long.cache_info().currsize <= 16
+    assert _normalize_short.cache_info().currsize == short_entries
+    # A body normalised again by the next rule is answered from the cache.
+    hits = _normalize_long.cache_info().hits
+    normalize(bodies[-1])
+    assert _normalize_long.cache_info().hits == hits + 1
