@@ -34,6 +34,7 @@ DELIVERY_CONCURRENCY = 4
 PER_GATEWAY = 16
 KILL_AFTER_ACCEPTED = 5
 FIRST_WAVE = 6
+VICTIM_CLIENTS = 3
 
 
 @dataclass
@@ -53,6 +54,19 @@ class Load:
     def start(self, gateway: GatewayProcess, items: list[Submission]) -> list[asyncio.Task[None]]:
         host, port = gateway.addresses["submission"]
         return [asyncio.create_task(submit(host, port, self.context, self.member, item)) for item in items]
+
+    def stream(
+        self, gateway: GatewayProcess, items: list[Submission], clients: int
+    ) -> list[asyncio.Task[None]]:
+        """``items`` sent by ``clients`` clients, each one message after the other: a load still
+        running when the first few are answered, however fast the machine."""
+        host, port = gateway.addresses["submission"]
+
+        async def client(mine: list[Submission]) -> None:
+            for item in mine:
+                await submit(host, port, self.context, self.member, item)
+
+        return [asyncio.create_task(client(items[number::clients])) for number in range(clients)]
 
 
 def pending_in_database(database: ScratchDatabase) -> int:
@@ -142,7 +156,8 @@ async def test_a_gateway_killed_for_good_mid_load_leaves_every_accepted_message_
         )
         if claims_of(pg_database, held[survivor]) > claims_of(pg_database, held[victim]):
             victim, survivor = survivor, victim
-    tasks = load.start(victim, to_victim[first_wave:]) + load.start(survivor, to_survivor)
+    # The victim's load streams (at most VICTIM_CLIENTS in flight), so the kill lands mid-load.
+    tasks = load.stream(victim, to_victim[first_wave:], VICTIM_CLIENTS) + load.start(survivor, to_survivor)
     deadline = time.monotonic() + 60
     while sum(item.accepted for item in to_victim) < first_wave + KILL_AFTER_ACCEPTED:
         assert time.monotonic() < deadline, [item.error for item in to_victim if item.error]
