@@ -1,12 +1,15 @@
 """Render HTML and XML to the text a reader sees, plus the hidden text a reader can still find.
 
-Built on the standard library's tolerant ``html.parser``. :func:`render_html` returns the
-rendered text (block elements break lines; inline elements such as ``<b>`` or ``<span>`` join,
-as a browser shows them; character references decoded) and, separately, everything that is not
-rendered but travels with the message: attribute values (``href``, ``alt``, ``title``,
-``mailto:`` links, percent-decoded URLs, text ``data:`` URIs), comments, script text, and the
-comments and quoted strings of CSS (which ``content:`` can display). :func:`render_xml` does the
-same for XML documents (office formats, data files).
+:func:`render_html` returns the rendered text (block elements break lines; inline elements such
+as ``<b>`` or ``<span>`` join, as a browser shows them; character references decoded) and,
+separately, everything that is not rendered but travels with the message: attribute values
+(``href``, ``alt``, ``title``, ``mailto:`` links, percent-decoded URLs, text ``data:`` URIs),
+comments, script text, and the comments and quoted strings of CSS (which ``content:`` can
+display). :func:`render_xml` does the same for XML documents (office formats, data files).
+
+HTML is tokenized by libxml2 (through ``lxml``, compiled: a quarter of the time of the standard
+library's ``html.parser``), and by ``html.parser`` (the reference reading) where libxml2 would
+not read a document whole; XML is read by ``html.parser``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from typing import cast
 from urllib.parse import unquote
+
+try:
+    from lxml import etree
+except ImportError:  # pragma: no cover - lxml is a dependency; a broken install reads as before
+    etree = None  # type: ignore[assignment]
 
 
 def _words(text: str) -> frozenset[str]:
@@ -134,12 +143,8 @@ class _Renderer(HTMLParser):
                 continue
             if name == "style":
                 self.hidden.extend(_css_text(value))
-                continue
-            extra = _url_text(value)
-            if not _DATA_URI.match(value.strip()):
-                # An inline image's base64 is noise, not text; only a text data: URI is read (decoded).
-                self.hidden.append(value)
-            self.hidden.extend(extra)
+            else:
+                _read_attribute(value, self.hidden)
 
     def _emit(self, text: str) -> None:
         self._chunks.append(text)
@@ -151,6 +156,15 @@ class _Renderer(HTMLParser):
 
     def body_text(self) -> str:
         return "".join(self._body_chunks)
+
+
+def _read_attribute(value: str, hidden: list[str]) -> None:
+    """Add what an attribute value (other than ``style``) says to ``hidden``."""
+    extra = _url_text(value)
+    if not _DATA_URI.match(value.strip()):
+        # An inline image's base64 is noise, not text; only a text data: URI is read (decoded).
+        hidden.append(value)
+    hidden.extend(extra)
 
 
 def _css_text(css: str) -> list[str]:
@@ -196,8 +210,197 @@ def _run(parser: _Renderer, markup: str) -> Rendered:
     return Rendered(text=parser.text(), hidden=parser.hidden, body_text=parser.body_text())
 
 
+# --- the compiled reading (libxml2 through lxml) ---------------------------------------------------
+# libxml2 tokenizes as HTML5 does and hands each start tag, end tag, text run and comment to
+# _Collector (lxml's parser-target interface, called from C): no tree is built, so nothing the
+# tree builder would drop or move (text after </html>, nesting beyond its depth limit) goes unread.
+# What the reference reading (_Renderer above) sees, this one sees too, except:
+# - an attribute given twice in one tag (libxml2 keeps the first, as browsers do);
+# - the attributes of a second <html> or <body> tag (libxml2 drops the tag): documents with more
+#   than one are read the reference way (_DOCTYPE_OR_ROOT), and so are documents with NULs.
+# The property test in tests/policy/test_html_properties.py compares the two readings.
+
+# Elements without content: they break a line once, as html.parser's single start tag did.
+_VOID_ELEMENTS = _words("area base br col embed frame hr img input keygen link meta param source track wbr")
+# Elements whose content libxml2 keeps as one text run (with tags, and for all but title and
+# textarea, character references, unread), where html.parser read it as any markup.
+_RAW_TEXT_ELEMENTS = _words("title textarea xmp iframe noembed noframes plaintext")
+_RCDATA_ELEMENTS = frozenset({"title", "textarea"})  # their references are decoded
+# Document type declarations (read from the markup: libxml2 keeps only the first one's name) and
+# <html> and <body> start tags (a second one is dropped by libxml2 with its attributes), in one scan.
+_DOCTYPE_OR_ROOT = re.compile(r"<(?:!(doctype[^>]*)|(html|body)[\s/>])", re.IGNORECASE)
+
+
+class _Collector:
+    """An lxml parser target: collects what _Renderer collects, from libxml2's events."""
+
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+        self.body_chunks: list[str] = []
+        self.attributes: list[str] = []  # values of attributes other than style, read in bulk
+        self.styles: list[str] = []
+        self.hidden: list[str] = []
+        self._outside_body = 0  # inside <head> or <title>
+        self._code = ""  # "script" or "style" while inside one
+        self._templates = 0
+        self._raw = ""  # the raw-text element (_RAW_TEXT_ELEMENTS) being read
+        self._raw_text: list[str] = []
+        # One run of script, style or template text, which libxml2 may hand over in pieces (at
+        # character references, at its buffer's end): a run is kept whole, as one hidden text.
+        self._pending: list[str] = []
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if self._pending:
+            self._hidden_run()
+        breaks = tag in _BLOCK_ELEMENTS
+        if attrib:
+            for name, value in attrib.items():
+                if name != "style":
+                    self.attributes.append(value)
+                elif value:
+                    self.styles.append(value)
+                    breaks = breaks or _DETACHING_STYLE.search(value) is not None
+        if tag == "head" or tag == "title":
+            self._outside_body += 1
+        elif tag == "body":
+            self._outside_body = 0
+        if breaks:
+            self._emit("\n")
+        if tag in _HIDDEN_TEXT_ELEMENTS:
+            if tag == "template":
+                self._templates += 1
+            else:
+                self._code = tag
+        elif tag in _RAW_TEXT_ELEMENTS:
+            self._raw = tag
+
+    def end(self, tag: str) -> None:
+        if self._pending:
+            self._hidden_run()
+        if tag == self._raw:
+            self._raw_element()
+        if (tag == "head" or tag == "title") and self._outside_body:
+            self._outside_body -= 1
+        if tag == self._code:
+            self._code = ""
+        elif tag == "template" and self._templates:
+            self._templates -= 1
+        if tag in _BLOCK_ELEMENTS and tag not in _VOID_ELEMENTS:
+            self._emit("\n")
+
+    def data(self, data: str) -> None:
+        if self._code or self._templates:
+            self._pending.append(data)
+        elif self._raw:
+            self._raw_text.append(data)
+        else:
+            self._emit(data)
+
+    def comment(self, text: str) -> None:
+        if self._pending:
+            self._hidden_run()
+        self.hidden.append(text)
+
+    def pi(self, target: str, data: str | None = None) -> None:
+        if self._pending:
+            self._hidden_run()
+        self.hidden.append(f"{target} {data or ''}")
+
+    def doctype(self, *_parts: object) -> None:
+        """Declarations are read from the markup itself (_DOCTYPE_OR_ROOT)."""
+
+    def close(self) -> None:
+        if self._pending:
+            self._hidden_run()
+        if self._raw:  # an element left open at the end of the document
+            self._raw_element()
+
+    def _hidden_run(self) -> None:
+        text = "".join(self._pending)
+        self._pending = []
+        if self._code == "style":
+            self.styles.append(text)
+        else:
+            self.hidden.append(text)
+
+    def _raw_element(self) -> None:
+        """The text of a raw-text element, read as html.parser read it (markup and references)."""
+        text = "".join(self._raw_text)
+        marks = "<" if self._raw in _RCDATA_ELEMENTS else "<&"
+        self._raw, self._raw_text = "", []
+        if not any(mark in text for mark in marks):
+            self._emit(text)
+            return
+        # As html.parser read it (tags and references) for the visible text; as written, hidden.
+        reading = reference_html(text)
+        self._emit(reading.text)
+        self.hidden.extend(reading.hidden)
+        self.hidden.append(text)
+
+    def _emit(self, text: str) -> None:
+        self.chunks.append(text)
+        if not self._outside_body:
+            self.body_chunks.append(text)
+
+    def rendered(self, declarations: list[str]) -> Rendered:
+        hidden = self.hidden
+        hidden.extend(declarations)
+        for css in self.styles:
+            if "/*" in css or '"' in css or "'" in css:  # nothing else in CSS is text
+                hidden.extend(_css_text(css))
+        for value in self.attributes:
+            if ":" in value or "%" in value:  # a data: URI or a percent-encoded URL
+                _read_attribute(value, hidden)
+            elif value:
+                hidden.append(value)
+        return Rendered(text="".join(self.chunks), hidden=hidden, body_text="".join(self.body_chunks))
+
+
+def _render_compiled(markup: str) -> Rendered | None:
+    """Render with libxml2; None for a document only the reference reading reads whole."""
+    declarations: list[str] = []
+    roots: list[str] = []
+    for declaration, root in _DOCTYPE_OR_ROOT.findall(markup):
+        if root:
+            roots.append(root.lower())
+        else:
+            declarations.append(declaration)
+    if len(roots) > len(set(roots)) or "\x00" in markup:
+        # libxml2 reads NUL as U+FFFD, which normalising keeps (it drops NUL): a name split by NULs
+        # would go unfound.
+        return None
+    # UTF-8 bytes with the encoding given: a <meta charset> or an XML declaration in the markup
+    # (already decoded) must not make libxml2 decode it again (and lxml refuses str input with an
+    # XML declaration). A str holding lone surrogates cannot be encoded: read the reference way.
+    collector = _Collector()
+    parser = etree.HTMLParser(
+        target=cast("etree.ParserTarget[None]", collector),  # the stubs' Protocol has namespace events
+        encoding="utf-8",
+        no_network=True,
+        huge_tree=True,
+        remove_blank_text=False,
+        remove_comments=False,
+        remove_pis=False,
+    )
+    parser.feed(markup.encode("utf-8"))
+    parser.close()
+    return collector.rendered(declarations)
+
+
 def render_html(markup: str) -> Rendered:
     """Render HTML: the visible text, and hidden text (attributes, comments, script, CSS text)."""
+    if etree is not None:
+        try:
+            rendered = _render_compiled(markup)
+        except Exception:  # any failure of the compiled reading: read the document the reference way
+            rendered = None
+        if rendered is not None:
+            return rendered
+    return reference_html(markup)
+
+
+def reference_html(markup: str) -> Rendered:
+    """Render HTML with ``html.parser``: the reference reading the compiled one must agree with."""
     return _run(_Renderer(breaks=_BLOCK_ELEMENTS, local_names=False), markup)
 
 
