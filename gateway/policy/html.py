@@ -26,6 +26,9 @@ try:
     from lxml import etree
 except ImportError:  # pragma: no cover - lxml is a dependency; a broken install reads as before
     etree = None  # type: ignore[assignment]
+# The collector below relies on libxml2 2.14's HTML5 tokenizer (lxml 6 wheels bundle it): an lxml
+# built against an older system libxml2 tokenizes differently, so HTML is read the reference way.
+_COMPILED = etree is not None and etree.LIBXML_VERSION >= (2, 14)
 
 
 def _words(text: str) -> frozenset[str]:
@@ -216,8 +219,8 @@ def _run(parser: _Renderer, markup: str) -> Rendered:
 # tree builder would drop or move (text after </html>, nesting beyond its depth limit) goes unread.
 # What the reference reading (_Renderer above) sees, this one sees too, except:
 # - an attribute given twice in one tag (libxml2 keeps the first, as browsers do);
-# - the attributes of a second <html> or <body> tag (libxml2 drops the tag): documents with more
-#   than one are read the reference way (_DOCTYPE_OR_ROOT), and so are documents with NULs.
+# - the attributes of a second <html>, <head> or <body> tag (libxml2 drops the tag): documents with
+#   more than one are read the reference way (_DOCTYPE_OR_ROOT), and so are documents with NULs.
 # The property test in tests/policy/test_html_properties.py compares the two readings.
 
 # Elements without content: they break a line once, as html.parser's single start tag did.
@@ -227,14 +230,16 @@ _VOID_ELEMENTS = _words("area base br col embed frame hr img input keygen link m
 _RAW_TEXT_ELEMENTS = _words("title textarea xmp iframe noembed noframes plaintext")
 _RCDATA_ELEMENTS = frozenset({"title", "textarea"})  # their references are decoded
 # Document type declarations (read from the markup: libxml2 keeps only the first one's name) and
-# <html> and <body> start tags (a second one is dropped by libxml2 with its attributes), in one scan.
-_DOCTYPE_OR_ROOT = re.compile(r"<(?:!(doctype[^>]*)|(html|body)[\s/>])", re.IGNORECASE)
+# <html>, <head> and <body> start tags (libxml2 drops a second one with its attributes, and adds a
+# <head> of its own before a <script> or <style> that comes first), in one scan.
+_DOCTYPE_OR_ROOT = re.compile(r"<(?:!(doctype[^>]*)|(html|head|body)[\s/>])", re.IGNORECASE)
 
 
 class _Collector:
     """An lxml parser target: collects what _Renderer collects, from libxml2's events."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, head: bool) -> None:
+        self._head = head  # whether the markup has a <head> tag (libxml2 may add one that it has not)
         self.chunks: list[str] = []
         self.body_chunks: list[str] = []
         self.attributes: list[str] = []  # values of attributes other than style, read in bulk
@@ -246,11 +251,12 @@ class _Collector:
         self._raw = ""  # the raw-text element (_RAW_TEXT_ELEMENTS) being read
         self._raw_text: list[str] = []
         # One run of script, style or template text, which libxml2 may hand over in pieces (at
-        # character references, at its buffer's end): a run is kept whole, as one hidden text.
+        # character references, at its buffer's end): a run is kept whole, as one hidden text, and
+        # runs in a template join across inline elements as visible text does ("J<b>in</b>").
         self._pending: list[str] = []
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
-        if self._pending:
+        if self._pending and (tag in _BLOCK_ELEMENTS or tag in _HIDDEN_TEXT_ELEMENTS):
             self._hidden_run()
         breaks = tag in _BLOCK_ELEMENTS
         if attrib:
@@ -260,7 +266,7 @@ class _Collector:
                 elif value:
                     self.styles.append(value)
                     breaks = breaks or _DETACHING_STYLE.search(value) is not None
-        if tag == "head" or tag == "title":
+        if tag == "title" or (tag == "head" and self._head):
             self._outside_body += 1
         elif tag == "body":
             self._outside_body = 0
@@ -275,11 +281,11 @@ class _Collector:
             self._raw = tag
 
     def end(self, tag: str) -> None:
-        if self._pending:
+        if self._pending and (tag in _BLOCK_ELEMENTS or tag in _HIDDEN_TEXT_ELEMENTS):
             self._hidden_run()
         if tag == self._raw:
             self._raw_element()
-        if (tag == "head" or tag == "title") and self._outside_body:
+        if (tag == "title" or (tag == "head" and self._head)) and self._outside_body:
             self._outside_body -= 1
         if tag == self._code:
             self._code = ""
@@ -297,13 +303,9 @@ class _Collector:
             self._emit(data)
 
     def comment(self, text: str) -> None:
-        if self._pending:
-            self._hidden_run()
         self.hidden.append(text)
 
     def pi(self, target: str, data: str | None = None) -> None:
-        if self._pending:
-            self._hidden_run()
         self.hidden.append(f"{target} {data or ''}")
 
     def doctype(self, *_parts: object) -> None:
@@ -372,7 +374,7 @@ def _render_compiled(markup: str) -> Rendered | None:
     # UTF-8 bytes with the encoding given: a <meta charset> or an XML declaration in the markup
     # (already decoded) must not make libxml2 decode it again (and lxml refuses str input with an
     # XML declaration). A str holding lone surrogates cannot be encoded: read the reference way.
-    collector = _Collector()
+    collector = _Collector(head="head" in roots)
     parser = etree.HTMLParser(
         target=cast("etree.ParserTarget[None]", collector),  # the stubs' Protocol has namespace events
         encoding="utf-8",
@@ -389,7 +391,7 @@ def _render_compiled(markup: str) -> Rendered | None:
 
 def render_html(markup: str) -> Rendered:
     """Render HTML: the visible text, and hidden text (attributes, comments, script, CSS text)."""
-    if etree is not None:
+    if _COMPILED:
         try:
             rendered = _render_compiled(markup)
         except Exception:  # any failure of the compiled reading: read the document the reference way
