@@ -215,31 +215,37 @@ def _run(parser: _Renderer, markup: str) -> Rendered:
 
 # --- the compiled reading (libxml2 through lxml) ---------------------------------------------------
 # libxml2 tokenizes as HTML5 does and hands each start tag, end tag, text run and comment to
-# _Collector (lxml's parser-target interface, called from C): no tree is built, so nothing the
-# tree builder would drop or move (text after </html>, nesting beyond its depth limit) goes unread.
-# What the reference reading (_Renderer above) sees, this one sees too, except:
-# - an attribute given twice in one tag (libxml2 keeps the first, as browsers do);
-# - the attributes of a second <html>, <head> or <body> tag (libxml2 drops the tag): documents with
-#   more than one are read the reference way (_DOCTYPE_OR_ROOT), and so are documents with NULs.
+# _Collector (lxml's parser-target interface, called from C): no tree is built, so nothing a tree
+# builder would drop or move (text after </html>, nesting beyond its depth limit) goes unread.
+# Where libxml2 reads differently from html.parser, the difference is undone:
+# - a second <html>, <head> or <body> tag is dropped with its attributes: those tags' attributes are
+#   read from the markup (_ROOT_TAG);
+# - a doctype keeps only its name: declarations are read from the markup (_DOCTYPE_OR_ROOT);
+# - NUL becomes U+FFFD, which normalising keeps where it drops NUL ("Ji\0n" is "Jin" to a matcher):
+#   NULs are removed first;
+# - the content of title, textarea, xmp, iframe, noembed, noframes and plaintext is one text run,
+#   tags (and but for title and textarea, references) unread: it is read again (_raw_element);
+# - an attribute given twice in one tag keeps its first value (as in browsers): not undone.
 # The property test in tests/policy/test_html_properties.py compares the two readings.
 
 # Elements without content: they break a line once, as html.parser's single start tag did.
 _VOID_ELEMENTS = _words("area base br col embed frame hr img input keygen link meta param source track wbr")
-# Elements whose content libxml2 keeps as one text run (with tags, and for all but title and
-# textarea, character references, unread), where html.parser read it as any markup.
 _RAW_TEXT_ELEMENTS = _words("title textarea xmp iframe noembed noframes plaintext")
 _RCDATA_ELEMENTS = frozenset({"title", "textarea"})  # their references are decoded
-# Document type declarations (read from the markup: libxml2 keeps only the first one's name) and
-# <html>, <head> and <body> start tags (libxml2 drops a second one with its attributes, and adds a
-# <head> of its own before a <script> or <style> that comes first), in one scan.
+# Document type declarations and <html>, <head> and <body> start tags, found in one scan (a <head>
+# tells whether the one libxml2 reports was written: it adds one before a leading <script>).
 _DOCTYPE_OR_ROOT = re.compile(r"<(?:!(doctype[^>]*)|(html|head|body)[\s/>])", re.IGNORECASE)
+_ROOT_TAG = re.compile(
+    r"<(?:html|head|body)(?=[\s/>])(?:[^>\"']++|\"[^\"]*+\"?|'[^']*+'?)*+>?", re.IGNORECASE
+)
 
 
 class _Collector:
     """An lxml parser target: collects what _Renderer collects, from libxml2's events."""
 
-    def __init__(self, *, head: bool) -> None:
+    def __init__(self, *, head: bool, reread: bool) -> None:
         self._head = head  # whether the markup has a <head> tag (libxml2 may add one that it has not)
+        self._reread = reread  # whether the text of raw-text elements is read again as markup
         self.chunks: list[str] = []
         self.body_chunks: list[str] = []
         self.attributes: list[str] = []  # values of attributes other than style, read in bulk
@@ -326,15 +332,16 @@ class _Collector:
             self.hidden.append(text)
 
     def _raw_element(self) -> None:
-        """The text of a raw-text element, read as html.parser read it (markup and references)."""
+        """The text of a raw-text element, read as html.parser read it: as markup."""
         text = "".join(self._raw_text)
         marks = "<" if self._raw in _RCDATA_ELEMENTS else "<&"
         self._raw, self._raw_text = "", []
-        if not any(mark in text for mark in marks):
+        if not self._reread or not any(mark in text for mark in marks):
             self._emit(text)
             return
-        # As html.parser read it (tags and references) for the visible text; as written, hidden.
-        reading = reference_html(text)
+        # Read once more, as markup (raw-text elements inside it are not read again: each reading
+        # is linear); and as written, hidden ("&lt;" in a title was decoded before the reading).
+        reading = _compiled(text, reread=False)
         self._emit(reading.text)
         self.hidden.extend(reading.hidden)
         self.hidden.append(text)
@@ -358,8 +365,9 @@ class _Collector:
         return Rendered(text="".join(self.chunks), hidden=hidden, body_text="".join(self.body_chunks))
 
 
-def _render_compiled(markup: str) -> Rendered | None:
-    """Render with libxml2; None for a document only the reference reading reads whole."""
+def _compiled(markup: str, *, reread: bool = True) -> Rendered:
+    """Render with libxml2."""
+    markup = markup.replace("\x00", "")
     declarations: list[str] = []
     roots: list[str] = []
     for declaration, root in _DOCTYPE_OR_ROOT.findall(markup):
@@ -367,14 +375,7 @@ def _render_compiled(markup: str) -> Rendered | None:
             roots.append(root.lower())
         else:
             declarations.append(declaration)
-    if len(roots) > len(set(roots)) or "\x00" in markup:
-        # libxml2 reads NUL as U+FFFD, which normalising keeps (it drops NUL): a name split by NULs
-        # would go unfound.
-        return None
-    # UTF-8 bytes with the encoding given: a <meta charset> or an XML declaration in the markup
-    # (already decoded) must not make libxml2 decode it again (and lxml refuses str input with an
-    # XML declaration). A str holding lone surrogates cannot be encoded: read the reference way.
-    collector = _Collector(head="head" in roots)
+    collector = _Collector(head="head" in roots, reread=reread)
     parser = etree.HTMLParser(
         target=cast("etree.ParserTarget[None]", collector),  # the stubs' Protocol has namespace events
         encoding="utf-8",
@@ -384,8 +385,14 @@ def _render_compiled(markup: str) -> Rendered | None:
         remove_comments=False,
         remove_pis=False,
     )
-    parser.feed(markup.encode("utf-8"))
+    # UTF-8 bytes with the encoding given: a <meta charset> or an XML declaration in the markup
+    # (already decoded) must not make libxml2 decode it again, and lxml refuses a str with an XML
+    # declaration. A lone surrogate (not UTF-8) becomes "?": it splits a word in either reading.
+    parser.feed(markup.encode("utf-8", "replace"))
     parser.close()
+    if len(roots) > len(set(roots)):
+        for tag in _ROOT_TAG.findall(markup):  # a few tags, each read alone: linear
+            declarations.extend(reference_html(tag).hidden)
     return collector.rendered(declarations)
 
 
@@ -393,11 +400,11 @@ def render_html(markup: str) -> Rendered:
     """Render HTML: the visible text, and hidden text (attributes, comments, script, CSS text)."""
     if _COMPILED:
         try:
-            rendered = _render_compiled(markup)
-        except Exception:  # any failure of the compiled reading: read the document the reference way
-            rendered = None
-        if rendered is not None:
-            return rendered
+            return _compiled(markup)
+        except Exception:  # noqa: S110 - fail closed: the reference reading reads every character
+            # lxml raises on nothing HTML can contain that we know of; should it raise, or a
+            # collector method fail, html.parser reads the document as it did before libxml2.
+            pass
     return reference_html(markup)
 
 
