@@ -19,8 +19,11 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    from lxml.etree._parser import CustomTargetParser  # in the type stubs only
 
 try:
     from lxml import etree
@@ -243,7 +246,11 @@ _ROOT_TAG = re.compile(
 class _Collector:
     """An lxml parser target: collects what _Renderer collects, from libxml2's events."""
 
-    def __init__(self, *, head: bool, reread: bool) -> None:
+    def __init__(self) -> None:
+        self.reset(head=False, reread=False)
+
+    def reset(self, *, head: bool, reread: bool) -> None:
+        """Ready for a document (and let go of the last one's text)."""
         self._head = head  # whether the markup has a <head> tag (libxml2 may add one that it has not)
         self._reread = reread  # whether the text of raw-text elements is read again as markup
         self.chunks: list[str] = []
@@ -365,6 +372,12 @@ class _Collector:
         return Rendered(text="".join(self.chunks), hidden=hidden, body_text="".join(self.body_chunks))
 
 
+# Parsers not in use, each with its collector. Making one costs more than reading a short document
+# (lxml inspects the target's methods), so they are kept; taken with pop() and given back with
+# append(), each atomic, so threads never share one (and a nested reading takes another).
+_IDLE_PARSERS: list[tuple[CustomTargetParser[None], _Collector]] = []
+
+
 def _compiled(markup: str, *, reread: bool = True) -> Rendered:
     """Render with libxml2."""
     markup = markup.replace("\x00", "")
@@ -375,16 +388,20 @@ def _compiled(markup: str, *, reread: bool = True) -> Rendered:
             roots.append(root.lower())
         else:
             declarations.append(declaration)
-    collector = _Collector(head="head" in roots, reread=reread)
-    parser = etree.HTMLParser(
-        target=cast("etree.ParserTarget[None]", collector),  # the stubs' Protocol has namespace events
-        encoding="utf-8",
-        no_network=True,
-        huge_tree=True,
-        remove_blank_text=False,
-        remove_comments=False,
-        remove_pis=False,
-    )
+    try:
+        parser, collector = _IDLE_PARSERS.pop()
+    except IndexError:
+        collector = _Collector()
+        parser = etree.HTMLParser(
+            target=cast("etree.ParserTarget[None]", collector),  # the stubs' Protocol has namespace events
+            encoding="utf-8",
+            no_network=True,
+            huge_tree=True,
+            remove_blank_text=False,
+            remove_comments=False,
+            remove_pis=False,
+        )
+    collector.reset(head="head" in roots, reread=reread)
     # UTF-8 bytes with the encoding given: a <meta charset> or an XML declaration in the markup
     # (already decoded) must not make libxml2 decode it again, and lxml refuses a str with an XML
     # declaration. A lone surrogate (not UTF-8) becomes "?": it splits a word in either reading.
@@ -393,7 +410,10 @@ def _compiled(markup: str, *, reread: bool = True) -> Rendered:
     if len(roots) > len(set(roots)):
         for tag in _ROOT_TAG.findall(markup):  # a few tags, each read alone: linear
             declarations.extend(reference_html(tag).hidden)
-    return collector.rendered(declarations)
+    rendered = collector.rendered(declarations)
+    collector.reset(head=False, reread=False)
+    _IDLE_PARSERS.append((parser, collector))  # only after a reading that went through
+    return rendered
 
 
 def render_html(markup: str) -> Rendered:
