@@ -10,6 +10,7 @@ generator would rarely write.
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -132,3 +133,17 @@ def test_line_breaks_come_from_blocks_as_in_the_reference_reading(markup: str, t
     # (what review/reply_parsing was written against) are kept, up to the html/body libxml2 adds.
     assert render_html(markup).body_text.strip("\n") == text.strip("\n")
     assert reference_html(markup).body_text.strip("\n") == text.strip("\n")
+
+
+def test_readings_in_several_threads_at_once_are_each_whole() -> None:
+    # render_html keeps idle parsers for reuse: two threads must never share one, and a parser
+    # made in one thread must read correctly in another.
+    documents = [
+        f"<p>J<b>in</b> Park {number}</p><!-- {number} -->" + "<div>x</div>" * number for number in range(40)
+    ]
+    expected = [render_html(document) for document in documents]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        readings = list(pool.map(render_html, documents * 25))
+
+    assert readings == expected * 25
