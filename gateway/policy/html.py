@@ -7,9 +7,9 @@ separately, everything that is not rendered but travels with the message: attrib
 comments, script text, and the comments and quoted strings of CSS (which ``content:`` can
 display). :func:`render_xml` does the same for XML documents (office formats, data files).
 
-HTML is tokenized by libxml2 (through ``lxml``, compiled: a quarter of the time of the standard
-library's ``html.parser``), and by ``html.parser`` (the reference reading) where libxml2 would
-not read a document whole; XML is read by ``html.parser``.
+HTML is tokenized by libxml2 (through ``lxml``, compiled: about a quarter of the time of the
+standard library's ``html.parser``); ``html.parser`` gives the reference reading, which the
+compiled one is tested against and falls back to should lxml fail. XML is read by ``html.parser``.
 """
 
 from __future__ import annotations
