@@ -12,10 +12,12 @@ at 8 KB, 200 KB, 1 MB and 5 MB. With ``--candidates``, the parsers that were mea
 are measured too, each feeding the same collector as the compiled reading (so the Python side is
 the same and only the parser differs): lexbor through ``selectolax`` and ``resiliparse`` (HTML5
 tree construction, then a walk of the tree), and lxml building a tree (``iterwalk``). They are not
-dependencies: ``pip install selectolax resiliparse`` first.
+dependencies: ``pip install selectolax resiliparse`` first. With ``--hostile``, documents written to
+make a parser slow (deep nesting, unclosed comments and tags, a run of "<").
 
     .venv/bin/python bench/html_text.py
     .venv/bin/python bench/html_text.py --candidates --rounds 5
+    .venv/bin/python bench/html_text.py --hostile   # also deep nesting, unclosed comments, ...
 """
 
 from __future__ import annotations
@@ -162,6 +164,17 @@ def resiliparse_tree(markup: str, collector: Any) -> None:
     rp.traverse_dom(rp.HTMLTree.parse(markup).document, enter, leave)
 
 
+HOSTILE = {
+    "50,000 nested <div>": "<div>" * 50_000 + "x",
+    "50,000 unclosed <b>": "<b>" * 50_000 + "x",
+    "1,000,000 '<'": "<" * 1_000_000,
+    "20,000 unclosed '<!--'": "<!--" * 20_000,
+    "one tag, 100,000 attributes": "<p " + " ".join(f"a{n}=x" for n in range(100_000)) + ">",
+    "100,000 stray end tags": "</div>" * 100_000,
+    "30,000 unclosed <font> with text": "<font color=red>x" * 30_000,
+}
+
+
 def cpu_ms(read: Callable[[str], object], markup: str, rounds: int) -> float:
     """Median CPU milliseconds of one reading (process time: waiting for a busy core is left out)."""
     read(markup)
@@ -178,6 +191,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--candidates", action="store_true", help="also the parsers measured when choosing")
+    parser.add_argument("--hostile", action="store_true", help="also hostile documents (a minute more)")
     parser.add_argument("--rounds", type=int, default=3, help="readings per point; the median is shown")
     arguments = parser.parse_args()
     readings: dict[str, Callable[[str], object]] = {
@@ -201,6 +215,18 @@ def main() -> None:
     print("\n".join([*machine_description(sys.argv), ""]))
     print("CPU ms per document (median), and how many times faster than html.parser:\n")
     print("\n".join(markdown_table(["HTML", *readings], rows)))
+    if arguments.hostile:
+        rows = []
+        for label, markup in HOSTILE.items():
+            reference = cpu_ms(html.reference_html, markup, 1)
+            compiled = cpu_ms(html.render_html, markup, 1)
+            rows.append([f"{label} ({len(markup) // 1024} KB)", f"{reference:.1f}", f"{compiled:.1f}"])
+        print("\nHostile HTML, CPU ms per document (one reading):\n")
+        print(
+            "\n".join(
+                markdown_table(["HTML", "html.parser (reference)", "libxml2 events (render_html)"], rows)
+            )
+        )
 
 
 if __name__ == "__main__":
