@@ -52,7 +52,7 @@ STAGES = {
         "gateway/policy/mime_parser.py",
         "parse_email",
     ),
-    "parse: HTML to text (stdlib html.parser)": ("gateway/policy/html.py", "render_html"),
+    "parse: HTML to text (libxml2 via lxml)": ("gateway/policy/html.py", "render_html"),
     "parse: all of it (decoding, normalising, records)": ("gateway/policy/mime.py", "parse_message"),
     "evaluate: every rule": ("gateway/policy/engine.py", "evaluate"),
     "evaluate: identity matching (automaton + confirmation)": ("gateway/policy/matcher.py", "find_hits"),
