@@ -64,6 +64,16 @@ _WORD = re.compile(r"\w+")
 _DOC_BITS = 24
 _DOC_MASK = (1 << _DOC_BITS) - 1
 _BUCKET_SHIFT = 52  # the top 12 bits of a hash choose one of 4096 buckets
+# The filter: one bit for each value of a hash's top bits, set when some held shingle has them, so
+# a text's shingle whose bit is clear (almost all of them) is answered without searching a bucket.
+# At least _FILTER_SPARSENESS bits per held shingle (2 MiB of filter per million shingles), so
+# about one absent shingle in that many still searches; at most 2**27 bits (16 MiB).
+_FILTER_SPARSENESS = 16
+_FILTER_MIN_BITS = 16
+_FILTER_MAX_BITS = 27
+# Recent texts' answers, by a digest of their words: a message's HTML alternative usually has the
+# words of its plain-text part, and several rules ask about the same text.
+_RECENT_ANSWERS = 16
 MAX_DOCUMENTS = _DOC_MASK  # document numbers are never reused (the index is rebuilt at start)
 # A shingle found in this many protected documents is boilerplate (a disclaimer, a mailing-list
 # footer), not anyone's own words: it is not counted.
@@ -186,23 +196,23 @@ def scheme_words(tokens: Sequence[str], scheme: Scheme = CURRENT_SCHEME) -> Sequ
 
 def shingle_hashes(tokens: Sequence[str], key: bytes, size: int = SHINGLE_WORDS) -> list[int]:
     """The keyed 64-bit hash of every run of ``size`` consecutive words, in text order."""
-    count = len(tokens) - size + 1
-    if count <= 0:
+    if len(tokens) < size:
         return []
-    base = _hasher(key)
+    copy = _hasher(key).copy
+    from_bytes = int.from_bytes
     joined = " ".join(tokens).encode("utf-8")
-    starts = [0] * len(tokens)
+    # Where each word starts in ``joined``, and where the text ends (one past a final separator).
+    starts = [0]
     offset = 0
-    for index, token in enumerate(tokens):
-        starts[index] = offset
+    for token in tokens:
         offset += (len(token) if token.isascii() else len(token.encode("utf-8"))) + 1
-    ends = [*starts[1:], len(joined) + 1]
-    result = [0] * count
-    last = size - 1
-    for index in range(count):
-        digest = base.copy()
-        digest.update(joined[starts[index] : ends[index + last] - 1])
-        result[index] = int.from_bytes(digest.digest(), "big")
+        starts.append(offset)
+    result: list[int] = []
+    append = result.append
+    for start, end in zip(starts, starts[size:], strict=False):
+        digest = copy()
+        digest.update(joined[start : end - 1])
+        append(from_bytes(digest.digest(), "big"))
     return result
 
 
@@ -263,6 +273,9 @@ class FingerprintIndex:
         self._schemes: dict[int, int] = {}  # scheme number -> live documents
         self._stored = 0  # values in the buckets
         self._dead = 0  # values belonging to removed documents
+        self._filter_bits = _FILTER_MIN_BITS
+        self._filter = bytearray(1 << (_FILTER_MIN_BITS - 3))
+        self._recent: dict[bytes, list[ContentOverlap]] = {}
 
     # -- building -----------------------------------------------------------------------------------
 
@@ -276,6 +289,13 @@ class FingerprintIndex:
         shift = _BUCKET_SHIFT - _DOC_BITS
         for prefix in sorted(prefixes):
             insort(buckets[prefix >> shift], (prefix << _DOC_BITS) | number)
+        if (
+            self._filter_bits < _FILTER_MAX_BITS
+            and self._stored * _FILTER_SPARSENESS > 1 << self._filter_bits
+        ):
+            self._build_filter()  # grown past its size: a larger filter, built once per doubling
+        else:
+            self._mark(prefix << _DOC_BITS for prefix in prefixes)
 
     def add_many(self, documents: Iterable[ProtectedDocument]) -> None:
         """Add many documents at once (start-up): appends, then sorts each bucket once."""
@@ -290,10 +310,12 @@ class FingerprintIndex:
                 buckets[prefix >> shift].append((prefix << _DOC_BITS) | number)
         for index, bucket in enumerate(buckets):
             buckets[index] = array("Q", sorted(bucket))
+        self._build_filter()
 
     def _register(self, document: ProtectedDocument) -> tuple[int, set[int]]:
         if document.scheme not in SCHEMES:
             raise ValueError(f"unknown fingerprint scheme {document.scheme}")
+        self._recent.clear()
         number = len(self._entries)
         prefixes = {value >> _DOC_BITS for value in document.shingles}
         self._entries.append(
@@ -324,6 +346,7 @@ class FingerprintIndex:
         number = self._by_name.pop(name, None)
         if number is None:
             return
+        self._recent.clear()
         entry = self._entries[number]
         self._entries[number] = None
         if entry is not None:
@@ -341,6 +364,23 @@ class FingerprintIndex:
             self._buckets[index] = array("Q", (v for v in bucket if entries[v & _DOC_MASK] is not None))
         self._stored -= self._dead
         self._dead = 0
+        self._build_filter()
+
+    def _build_filter(self) -> None:
+        """Size the filter for the shingles held and set their bits (drops removed documents' bits)."""
+        bits = _FILTER_MIN_BITS
+        while bits < _FILTER_MAX_BITS and 1 << bits < self._stored * _FILTER_SPARSENESS:
+            bits += 1
+        self._filter_bits = bits
+        self._filter = bytearray(1 << (bits - 3))
+        for bucket in self._buckets:
+            self._mark(bucket)
+
+    def _mark(self, values: Iterable[int]) -> None:
+        shift = 64 - self._filter_bits
+        bits = self._filter
+        for slot in {value >> shift for value in values}:
+            bits[slot >> 3] |= 1 << (slot & 7)
 
     def statistics(self) -> IndexStatistics:
         return IndexStatistics(
@@ -368,24 +408,39 @@ class FingerprintIndex:
         if not self._by_name:
             return []
         tokens = words(text)
+        # The answer depends only on the words (and the index, whose changes empty this memo).
+        key = blake2b(" ".join(tokens).encode("utf-8"), digest_size=16).digest()
+        known = self._recent.get(key)
+        if known is not None:
+            return list(known)
         result = []
         for number, live in sorted(self._schemes.items()):
             if live:
                 result.extend(self._overlaps(tokens, SCHEMES[number]))
         result.sort(key=lambda o: (-o.longest_run, -o.fraction, o.case, o.document))
-        return result
+        if len(self._recent) >= _RECENT_ANSWERS:
+            self._recent = dict(list(self._recent.items())[_RECENT_ANSWERS // 2 :])  # the newer half
+        self._recent[key] = result
+        return list(result)
 
     def _overlaps(self, tokens: list[str], scheme: Scheme) -> list[ContentOverlap]:
+        if len(tokens) <= scheme.words:
+            return []  # one shingle at most, and a lone shingle is never reported (most headers)
         hashes = shingle_hashes(scheme_words(tokens, scheme), self._key, scheme.words)
         positions: dict[int, list[int]] = {}
         seen: dict[int, tuple[int, ...]] = {}
-        prefixes = [value >> _DOC_BITS for value in hashes]
+        bits = self._filter
+        slot_shift = 64 - self._filter_bits
+        byte_shift = slot_shift + 3
         buckets = self._buckets
         shift = _BUCKET_SHIFT - _DOC_BITS
-        for position, prefix in enumerate(prefixes):
+        for position, value in enumerate(hashes):
+            if not bits[value >> byte_shift] >> ((value >> slot_shift) & 7) & 1:
+                continue  # most shingles of most texts: in no document
+            prefix = value >> _DOC_BITS
             documents = seen.get(prefix)
             if documents is None:
-                # Most shingles of most texts are in no document: answer those without a call.
+                # A bit another shingle set: search the bucket, without a call when it is not there.
                 bucket = buckets[prefix >> shift]
                 index = bisect_left(bucket, prefix << _DOC_BITS)
                 if index == len(bucket) or bucket[index] >> _DOC_BITS != prefix:
@@ -402,7 +457,7 @@ class FingerprintIndex:
             runs = _runs(found)
             longest = max(last - first for first, last in runs) + scheme.words
             pieces = {
-                prefixes[position]
+                hashes[position] >> _DOC_BITS
                 for first, last in runs
                 if last - first + scheme.words >= PIECE_WORDS
                 for position in range(first, last + 1)
