@@ -179,11 +179,10 @@ def shingling(documents: int, rounds: int) -> list[list[str]]:
         for n in range(documents)
     )
     text = " ".join(prose(random.Random(7), vocab, 700))
-    folded = normalize.normalize(text)
-    tokens = fingerprint._WORD.findall(folded)
+    tokens = fingerprint.words(text)
     keyed = fingerprint.scheme_words(tokens)
     steps: list[tuple[str, Callable[[], object]]] = [
-        ("words: `\\w+` over the normalised text", lambda: fingerprint._WORD.findall(folded)),
+        ("words of the normalised text", lambda: fingerprint.words(text)),
         ("spelling keys of every word", lambda: fingerprint.scheme_words(tokens)),
         ("keyed BLAKE2b of every 4-word shingle", lambda: fingerprint.shingle_hashes(keyed, KEY, 4)),
         (f"overlaps(): all of it, {documents:,} documents", lambda: fresh_overlaps(index, text)),

@@ -19,19 +19,24 @@ winnowed sample, so the overlap it reports is exact) in 8 bytes per shingle: 409
 For a text it reports, per document, the *spans* of the text's words that lie in a run of
 shingles the document also has (word for word, after normalisation): a changed, inserted or
 dropped word breaks the shingles around it but leaves the words on either side covered, so
-:func:`best_passage` can judge a stretch of text by the share of its words that are covered.
+``passages.best_passage`` can judge a stretch of text by the share of its words that are covered.
+
+A lookup costs one keyed hash per shingle of the text and, for most shingles, one bit test: a bit
+filter over the hashes' top bits (16 bits of filter per held shingle, up to 16 MiB) says which are in
+no document without searching a bucket, so the time per text does not grow with the documents
+held. Answers for the last few texts are kept by a digest of their words: a message's HTML
+alternative usually has the words of its plain-text part, and several rules ask about one text.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from array import array
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
-from itertools import accumulate, pairwise
+from itertools import pairwise
 
 from gateway.policy.model import ContentOverlap, Mention, ParsedMessage, SegmentKind
 from gateway.policy.normalize import normalize
@@ -61,6 +66,9 @@ PIECE_WORDS = 8
 SPAN_WORDS = 5
 
 _WORD = re.compile(r"\w+")
+# ASCII text: every character ``\w`` does not match becomes a space, and str.split() then gives
+# what _WORD.findall gives, in a third of the time.
+_ASCII_NON_WORD = {code: " " for code in range(128) if not re.match(r"\w", chr(code))}
 _DOC_BITS = 24
 _DOC_MASK = (1 << _DOC_BITS) - 1
 _BUCKET_SHIFT = 52  # the top 12 bits of a hash choose one of 4096 buckets
@@ -107,7 +115,10 @@ _FOOTER_SIGNS = (
 
 def words(text: str) -> list[str]:
     """The words of ``text`` in canonical form; punctuation and quote markers only separate them."""
-    return _WORD.findall(normalize(text))
+    folded = normalize(text)
+    if folded.isascii():
+        return folded.translate(_ASCII_NON_WORD).split()
+    return _WORD.findall(folded)
 
 
 def split_at_spans(text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[str], str]:
@@ -200,13 +211,7 @@ def shingle_hashes(tokens: Sequence[str], key: bytes, size: int = SHINGLE_WORDS)
         return []
     copy = _hasher(key).copy
     from_bytes = int.from_bytes
-    joined = " ".join(tokens).encode("utf-8")
-    # Where each word starts in ``joined``, and where the text ends (one past a final separator).
-    starts = [0]
-    offset = 0
-    for token in tokens:
-        offset += (len(token) if token.isascii() else len(token.encode("utf-8"))) + 1
-        starts.append(offset)
+    joined, starts = _joined(tokens)
     result: list[int] = []
     append = result.append
     for start, end in zip(starts, starts[size:], strict=False):
@@ -214,6 +219,16 @@ def shingle_hashes(tokens: Sequence[str], key: bytes, size: int = SHINGLE_WORDS)
         digest.update(joined[start : end - 1])
         append(from_bytes(digest.digest(), "big"))
     return result
+
+
+def _joined(tokens: Sequence[str]) -> tuple[bytes, list[int]]:
+    """The words joined by spaces, and where each starts (then where the text ends, plus one)."""
+    starts = [0]
+    offset = 0
+    for token in tokens:
+        offset += (len(token) if token.isascii() else len(token.encode("utf-8"))) + 1
+        starts.append(offset)
+    return " ".join(tokens).encode("utf-8"), starts
 
 
 def document_shingles(texts: Iterable[str], key: bytes, scheme: Scheme = CURRENT_SCHEME) -> tuple[int, ...]:
@@ -426,18 +441,27 @@ class FingerprintIndex:
     def _overlaps(self, tokens: list[str], scheme: Scheme) -> list[ContentOverlap]:
         if len(tokens) <= scheme.words:
             return []  # one shingle at most, and a lone shingle is never reported (most headers)
-        hashes = shingle_hashes(scheme_words(tokens, scheme), self._key, scheme.words)
-        positions: dict[int, list[int]] = {}
-        seen: dict[int, tuple[int, ...]] = {}
+        keyed = scheme_words(tokens, scheme)
+        joined, starts = _joined(keyed)
+        copy = _hasher(self._key).copy
+        from_bytes = int.from_bytes
         bits = self._filter
         slot_shift = 64 - self._filter_bits
         byte_shift = slot_shift + 3
+        # Each shingle's hash is tested against the filter as soon as it is made: most shingles of
+        # most texts are in no document, and only those that may be are kept (with their position).
+        candidates: dict[int, int] = {}
+        for position, (start, end) in enumerate(zip(starts, starts[scheme.words :], strict=False)):
+            digest = copy()
+            digest.update(joined[start : end - 1])
+            value = from_bytes(digest.digest(), "big")
+            if bits[value >> byte_shift] >> ((value >> slot_shift) & 7) & 1:
+                candidates[position] = value >> _DOC_BITS
+        positions: dict[int, list[int]] = {}
+        seen: dict[int, tuple[int, ...]] = {}
         buckets = self._buckets
         shift = _BUCKET_SHIFT - _DOC_BITS
-        for position, value in enumerate(hashes):
-            if not bits[value >> byte_shift] >> ((value >> slot_shift) & 7) & 1:
-                continue  # most shingles of most texts: in no document
-            prefix = value >> _DOC_BITS
+        for position, prefix in candidates.items():
             documents = seen.get(prefix)
             if documents is None:
                 # A bit another shingle set: search the bucket, without a call when it is not there.
@@ -457,7 +481,7 @@ class FingerprintIndex:
             runs = _runs(found)
             longest = max(last - first for first, last in runs) + scheme.words
             pieces = {
-                hashes[position] >> _DOC_BITS
+                candidates[position]
                 for first, last in runs
                 if last - first + scheme.words >= PIECE_WORDS
                 for position in range(first, last + 1)
@@ -522,66 +546,3 @@ def _spans(runs: list[tuple[int, int]], size: int) -> tuple[tuple[int, int], ...
         else:
             spans.append((first, end))
     return tuple(spans)
-
-
-@dataclass(frozen=True)
-class Passage:
-    """A stretch of a text that repeats a protected document: its word span and covered words."""
-
-    start: int
-    end: int
-    covered: int  # words inside a verbatim run of the document (the rest were changed or added)
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start
-
-
-def best_passage(overlap: ContentOverlap, window: int, share: float) -> Passage | None:
-    """The largest passage of the text made of stretches of ``window`` words that qualify.
-
-    A stretch of ``window`` consecutive words qualifies when at least ``share`` of its words are
-    covered: they lie in a verbatim run of at least SPAN_WORDS words of the document.
-    Overlapping qualifying stretches join into one passage, trimmed to its first and last covered
-    word. None when no stretch qualifies. Linear in the number of spans (plus a log factor).
-    """
-    spans = tuple(span for span in overlap.spans if span[1] - span[0] >= SPAN_WORDS)
-    total = overlap.words
-    if not spans or total < window:
-        return None
-    need = math.ceil(share * window - 1e-9)
-    starts = [start for start, _ in spans]
-    ends = [end for _, end in spans]
-    sums = [0, *accumulate(end - start for start, end in spans)]
-
-    def covered(low: int, high: int) -> int:
-        first = bisect_right(ends, low)  # the first span ending after ``low``
-        last = bisect_left(starts, high)  # spans before this one start before ``high``
-        if first >= last:
-            return 0
-        count = sums[last] - sums[first]
-        count -= max(0, low - starts[first])
-        count -= max(0, ends[last - 1] - high)
-        return count
-
-    # A window with the most covered words can always start where a span starts (moving it right
-    # loses only uncovered words) or end where one ends; those windows also reach as far as any
-    # qualifying window does, so their union is the union of all qualifying windows.
-    candidates = sorted(
-        {min(start, total - window) for start in starts} | {max(end - window, 0) for end in ends}
-    )
-    passages: list[tuple[int, int]] = []
-    for low in candidates:
-        if covered(low, low + window) >= need:
-            if passages and low <= passages[-1][1]:
-                passages[-1] = (passages[-1][0], low + window)
-            else:
-                passages.append((low, low + window))
-    best: Passage | None = None
-    for low, high in passages:
-        first = bisect_right(ends, low)
-        last = bisect_left(starts, high) - 1
-        trimmed = Passage(max(low, starts[first]), min(high, ends[last]), covered(low, high))
-        if best is None or trimmed.covered > best.covered:
-            best = trimmed
-    return best

@@ -302,3 +302,19 @@ def test_every_listed_example_is_found_at_its_strength(identity: ProtectedIdenti
         strengths = {hit.strength for hit in matcher.find_hits(f"see {example.text} below")}
         expected = example.strength if example.reported_alone else STRONG
         assert (expected in strengths) == (example.strength is STRONG or example.reported_alone), example
+
+
+def test_the_same_text_gets_the_same_hits_however_often_it_is_asked(matcher: IdentityMatcher) -> None:
+    first = matcher.find_hits("I spoke with Jin Park and Li today.")
+    assert {hit.identity for hit in first} >= {NAME, SHORT_ALIAS}
+    first.clear()  # a caller's list is its own
+    assert (
+        matcher.find_hits("I spoke with Jin  Park\nand Li today.")
+        == matcher.find_hits("I spoke with Jin Park and Li today.")
+        != []
+    )
+
+
+def test_many_different_texts_each_get_their_own_hits(matcher: IdentityMatcher) -> None:
+    texts = [f"Note {number}: {'Jin Park' if number % 2 else 'nobody'} was there." for number in range(50)]
+    assert [NAME in matcher.find(text) for text in texts] == [number % 2 == 1 for number in range(50)]
