@@ -11,7 +11,7 @@ waits of a machine shared with other jobs), each the median over ``--rounds`` ro
 round's percentile. Memory is what ``tracemalloc`` sees the index hold after the start-up load (and
 the peak during it), plus the size of the SQLite file.
 
-    .venv/bin/python bench/fingerprints.py            # full run (about three minutes)
+    .venv/bin/python bench/fingerprints.py            # full run (minutes: learning the messages and compiling the people dominate)
     .venv/bin/python bench/fingerprints.py --quick    # 1,000 documents and people, fewer rounds (smoke test)
 
 Targets (issues 4 and 19): 8 KB p99 <= 2 ms with 10,000 protected people and 10,000 protected
