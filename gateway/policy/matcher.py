@@ -3,7 +3,8 @@
 The automaton is built once per policy load (and rebuilt whenever cases change) from every form
 ``gateway.policy.variants`` derives from the registry; a lookup costs one pass over the normalised
 text whatever the number of identities, plus a constant-time check of the text around each
-candidate hit.
+candidate hit. The hits of the last few texts are kept, by their normalised text: a message's HTML
+alternative usually reads as its plain-text part, and several rules look at the same text.
 
 Matching rules, all applied to :func:`~gateway.policy.normalize.normalize`-d text:
 
