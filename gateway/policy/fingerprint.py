@@ -19,19 +19,24 @@ winnowed sample, so the overlap it reports is exact) in 8 bytes per shingle: 409
 For a text it reports, per document, the *spans* of the text's words that lie in a run of
 shingles the document also has (word for word, after normalisation): a changed, inserted or
 dropped word breaks the shingles around it but leaves the words on either side covered, so
-:func:`best_passage` can judge a stretch of text by the share of its words that are covered.
+``passages.best_passage`` can judge a stretch of text by the share of its words that are covered.
+
+A lookup costs one keyed hash per shingle of the text and, for most shingles, one bit test: a bit
+filter over the hashes' top bits (16 bits of filter per held shingle, up to 16 MiB) says which are in
+no document without searching a bucket, so the time per text does not grow with the documents
+held. Answers for the last few texts are kept by a digest of their words: a message's HTML
+alternative usually has the words of its plain-text part, and several rules ask about one text.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from array import array
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
-from itertools import accumulate, pairwise
+from itertools import pairwise
 
 from gateway.policy.model import ContentOverlap, Mention, ParsedMessage, SegmentKind
 from gateway.policy.normalize import normalize
@@ -61,9 +66,22 @@ PIECE_WORDS = 8
 SPAN_WORDS = 5
 
 _WORD = re.compile(r"\w+")
+# ASCII text: every character ``\w`` does not match becomes a space, and str.split() then gives
+# what _WORD.findall gives, in a third of the time.
+_ASCII_NON_WORD = {code: " " for code in range(128) if not re.match(r"\w", chr(code))}
 _DOC_BITS = 24
 _DOC_MASK = (1 << _DOC_BITS) - 1
 _BUCKET_SHIFT = 52  # the top 12 bits of a hash choose one of 4096 buckets
+# The filter: one bit for each value of a hash's top bits, set when some held shingle has them, so
+# a text's shingle whose bit is clear (almost all of them) is answered without searching a bucket.
+# At least _FILTER_SPARSENESS bits per held shingle (2 MiB of filter per million shingles), so
+# about one absent shingle in that many still searches; at most 2**27 bits (16 MiB).
+_FILTER_SPARSENESS = 16
+_FILTER_MIN_BITS = 16
+_FILTER_MAX_BITS = 27
+# Recent texts' answers, by a digest of their words: a message's HTML alternative usually has the
+# words of its plain-text part, and several rules ask about the same text.
+_RECENT_ANSWERS = 16
 MAX_DOCUMENTS = _DOC_MASK  # document numbers are never reused (the index is rebuilt at start)
 # A shingle found in this many protected documents is boilerplate (a disclaimer, a mailing-list
 # footer), not anyone's own words: it is not counted.
@@ -97,7 +115,10 @@ _FOOTER_SIGNS = (
 
 def words(text: str) -> list[str]:
     """The words of ``text`` in canonical form; punctuation and quote markers only separate them."""
-    return _WORD.findall(normalize(text))
+    folded = normalize(text)
+    if folded.isascii():
+        return folded.translate(_ASCII_NON_WORD).split()
+    return _WORD.findall(folded)
 
 
 def split_at_spans(text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[str], str]:
@@ -186,24 +207,28 @@ def scheme_words(tokens: Sequence[str], scheme: Scheme = CURRENT_SCHEME) -> Sequ
 
 def shingle_hashes(tokens: Sequence[str], key: bytes, size: int = SHINGLE_WORDS) -> list[int]:
     """The keyed 64-bit hash of every run of ``size`` consecutive words, in text order."""
-    count = len(tokens) - size + 1
-    if count <= 0:
+    if len(tokens) < size:
         return []
-    base = _hasher(key)
-    joined = " ".join(tokens).encode("utf-8")
-    starts = [0] * len(tokens)
-    offset = 0
-    for index, token in enumerate(tokens):
-        starts[index] = offset
-        offset += (len(token) if token.isascii() else len(token.encode("utf-8"))) + 1
-    ends = [*starts[1:], len(joined) + 1]
-    result = [0] * count
-    last = size - 1
-    for index in range(count):
-        digest = base.copy()
-        digest.update(joined[starts[index] : ends[index + last] - 1])
-        result[index] = int.from_bytes(digest.digest(), "big")
+    copy = _hasher(key).copy
+    from_bytes = int.from_bytes
+    joined, starts = _joined(tokens)
+    result: list[int] = []
+    append = result.append
+    for start, end in zip(starts, starts[size:], strict=False):
+        digest = copy()
+        digest.update(joined[start : end - 1])
+        append(from_bytes(digest.digest(), "big"))
     return result
+
+
+def _joined(tokens: Sequence[str]) -> tuple[bytes, list[int]]:
+    """The words joined by spaces, and where each starts (then where the text ends, plus one)."""
+    starts = [0]
+    offset = 0
+    for token in tokens:
+        offset += (len(token) if token.isascii() else len(token.encode("utf-8"))) + 1
+        starts.append(offset)
+    return " ".join(tokens).encode("utf-8"), starts
 
 
 def document_shingles(texts: Iterable[str], key: bytes, scheme: Scheme = CURRENT_SCHEME) -> tuple[int, ...]:
@@ -263,6 +288,9 @@ class FingerprintIndex:
         self._schemes: dict[int, int] = {}  # scheme number -> live documents
         self._stored = 0  # values in the buckets
         self._dead = 0  # values belonging to removed documents
+        self._filter_bits = _FILTER_MIN_BITS
+        self._filter = bytearray(1 << (_FILTER_MIN_BITS - 3))
+        self._recent: dict[bytes, list[ContentOverlap]] = {}
 
     # -- building -----------------------------------------------------------------------------------
 
@@ -276,6 +304,13 @@ class FingerprintIndex:
         shift = _BUCKET_SHIFT - _DOC_BITS
         for prefix in sorted(prefixes):
             insort(buckets[prefix >> shift], (prefix << _DOC_BITS) | number)
+        if (
+            self._filter_bits < _FILTER_MAX_BITS
+            and self._stored * _FILTER_SPARSENESS > 1 << self._filter_bits
+        ):
+            self._build_filter()  # grown past its size: a larger filter, built once per doubling
+        else:
+            self._mark(prefix << _DOC_BITS for prefix in prefixes)
 
     def add_many(self, documents: Iterable[ProtectedDocument]) -> None:
         """Add many documents at once (start-up): appends, then sorts each bucket once."""
@@ -290,10 +325,12 @@ class FingerprintIndex:
                 buckets[prefix >> shift].append((prefix << _DOC_BITS) | number)
         for index, bucket in enumerate(buckets):
             buckets[index] = array("Q", sorted(bucket))
+        self._build_filter()
 
     def _register(self, document: ProtectedDocument) -> tuple[int, set[int]]:
         if document.scheme not in SCHEMES:
             raise ValueError(f"unknown fingerprint scheme {document.scheme}")
+        self._recent.clear()
         number = len(self._entries)
         prefixes = {value >> _DOC_BITS for value in document.shingles}
         self._entries.append(
@@ -324,6 +361,7 @@ class FingerprintIndex:
         number = self._by_name.pop(name, None)
         if number is None:
             return
+        self._recent.clear()
         entry = self._entries[number]
         self._entries[number] = None
         if entry is not None:
@@ -341,6 +379,23 @@ class FingerprintIndex:
             self._buckets[index] = array("Q", (v for v in bucket if entries[v & _DOC_MASK] is not None))
         self._stored -= self._dead
         self._dead = 0
+        self._build_filter()
+
+    def _build_filter(self) -> None:
+        """Size the filter for the shingles held and set their bits (drops removed documents' bits)."""
+        bits = _FILTER_MIN_BITS
+        while bits < _FILTER_MAX_BITS and 1 << bits < self._stored * _FILTER_SPARSENESS:
+            bits += 1
+        self._filter_bits = bits
+        self._filter = bytearray(1 << (bits - 3))
+        for bucket in self._buckets:
+            self._mark(bucket)
+
+    def _mark(self, values: Iterable[int]) -> None:
+        shift = 64 - self._filter_bits
+        bits = self._filter
+        for slot in {value >> shift for value in values}:
+            bits[slot >> 3] |= 1 << (slot & 7)
 
     def statistics(self) -> IndexStatistics:
         return IndexStatistics(
@@ -368,24 +423,48 @@ class FingerprintIndex:
         if not self._by_name:
             return []
         tokens = words(text)
+        # The answer depends only on the words (and the index, whose changes empty this memo).
+        key = blake2b(" ".join(tokens).encode("utf-8"), digest_size=16).digest()
+        known = self._recent.get(key)
+        if known is not None:
+            return list(known)
         result = []
         for number, live in sorted(self._schemes.items()):
             if live:
                 result.extend(self._overlaps(tokens, SCHEMES[number]))
         result.sort(key=lambda o: (-o.longest_run, -o.fraction, o.case, o.document))
-        return result
+        if len(self._recent) >= _RECENT_ANSWERS:
+            self._recent = dict(list(self._recent.items())[_RECENT_ANSWERS // 2 :])  # the newer half
+        self._recent[key] = result
+        return list(result)
 
     def _overlaps(self, tokens: list[str], scheme: Scheme) -> list[ContentOverlap]:
-        hashes = shingle_hashes(scheme_words(tokens, scheme), self._key, scheme.words)
+        if len(tokens) <= scheme.words:
+            return []  # one shingle at most, and a lone shingle is never reported (most headers)
+        keyed = scheme_words(tokens, scheme)
+        joined, starts = _joined(keyed)
+        copy = _hasher(self._key).copy
+        from_bytes = int.from_bytes
+        bits = self._filter
+        slot_shift = 64 - self._filter_bits
+        byte_shift = slot_shift + 3
+        # Each shingle's hash is tested against the filter as soon as it is made: most shingles of
+        # most texts are in no document, and only those that may be are kept (with their position).
+        candidates: dict[int, int] = {}
+        for position, (start, end) in enumerate(zip(starts, starts[scheme.words :], strict=False)):
+            digest = copy()
+            digest.update(joined[start : end - 1])
+            value = from_bytes(digest.digest(), "big")
+            if bits[value >> byte_shift] >> ((value >> slot_shift) & 7) & 1:
+                candidates[position] = value >> _DOC_BITS
         positions: dict[int, list[int]] = {}
         seen: dict[int, tuple[int, ...]] = {}
-        prefixes = [value >> _DOC_BITS for value in hashes]
         buckets = self._buckets
         shift = _BUCKET_SHIFT - _DOC_BITS
-        for position, prefix in enumerate(prefixes):
+        for position, prefix in candidates.items():
             documents = seen.get(prefix)
             if documents is None:
-                # Most shingles of most texts are in no document: answer those without a call.
+                # A bit another shingle set: search the bucket, without a call when it is not there.
                 bucket = buckets[prefix >> shift]
                 index = bisect_left(bucket, prefix << _DOC_BITS)
                 if index == len(bucket) or bucket[index] >> _DOC_BITS != prefix:
@@ -402,7 +481,7 @@ class FingerprintIndex:
             runs = _runs(found)
             longest = max(last - first for first, last in runs) + scheme.words
             pieces = {
-                prefixes[position]
+                candidates[position]
                 for first, last in runs
                 if last - first + scheme.words >= PIECE_WORDS
                 for position in range(first, last + 1)
@@ -467,66 +546,3 @@ def _spans(runs: list[tuple[int, int]], size: int) -> tuple[tuple[int, int], ...
         else:
             spans.append((first, end))
     return tuple(spans)
-
-
-@dataclass(frozen=True)
-class Passage:
-    """A stretch of a text that repeats a protected document: its word span and covered words."""
-
-    start: int
-    end: int
-    covered: int  # words inside a verbatim run of the document (the rest were changed or added)
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start
-
-
-def best_passage(overlap: ContentOverlap, window: int, share: float) -> Passage | None:
-    """The largest passage of the text made of stretches of ``window`` words that qualify.
-
-    A stretch of ``window`` consecutive words qualifies when at least ``share`` of its words are
-    covered: they lie in a verbatim run of at least SPAN_WORDS words of the document.
-    Overlapping qualifying stretches join into one passage, trimmed to its first and last covered
-    word. None when no stretch qualifies. Linear in the number of spans (plus a log factor).
-    """
-    spans = tuple(span for span in overlap.spans if span[1] - span[0] >= SPAN_WORDS)
-    total = overlap.words
-    if not spans or total < window:
-        return None
-    need = math.ceil(share * window - 1e-9)
-    starts = [start for start, _ in spans]
-    ends = [end for _, end in spans]
-    sums = [0, *accumulate(end - start for start, end in spans)]
-
-    def covered(low: int, high: int) -> int:
-        first = bisect_right(ends, low)  # the first span ending after ``low``
-        last = bisect_left(starts, high)  # spans before this one start before ``high``
-        if first >= last:
-            return 0
-        count = sums[last] - sums[first]
-        count -= max(0, low - starts[first])
-        count -= max(0, ends[last - 1] - high)
-        return count
-
-    # A window with the most covered words can always start where a span starts (moving it right
-    # loses only uncovered words) or end where one ends; those windows also reach as far as any
-    # qualifying window does, so their union is the union of all qualifying windows.
-    candidates = sorted(
-        {min(start, total - window) for start in starts} | {max(end - window, 0) for end in ends}
-    )
-    passages: list[tuple[int, int]] = []
-    for low in candidates:
-        if covered(low, low + window) >= need:
-            if passages and low <= passages[-1][1]:
-                passages[-1] = (passages[-1][0], low + window)
-            else:
-                passages.append((low, low + window))
-    best: Passage | None = None
-    for low, high in passages:
-        first = bisect_right(ends, low)
-        last = bisect_left(starts, high) - 1
-        trimmed = Passage(max(low, starts[first]), min(high, ends[last]), covered(low, high))
-        if best is None or trimmed.covered > best.covered:
-            best = trimmed
-    return best

@@ -3,7 +3,8 @@
 The automaton is built once per policy load (and rebuilt whenever cases change) from every form
 ``gateway.policy.variants`` derives from the registry; a lookup costs one pass over the normalised
 text whatever the number of identities, plus a constant-time check of the text around each
-candidate hit.
+candidate hit. The hits of the last few texts are kept, by their normalised text: a message's HTML
+alternative usually reads as its plain-text part, and several rules look at the same text.
 
 Matching rules, all applied to :func:`~gateway.policy.normalize.normalize`-d text:
 
@@ -74,6 +75,9 @@ _INITIAL_AFTER = re.compile(r"(,?) ([^\W\d_])(\.?)(?![^\W_])")
 _SPACED_RUN = re.compile(r"(?<![^\W_])[^\W\d_](?:[ ._,'*/+~|-]{1,3}[^\W\d_](?![^\W_])){2,}")
 # A cheap first look (no look-behind, led by a separator): most text has no letter-spaced run.
 _SPACED_SEPARATORS = frozenset(" ._,'*/+~|-")
+# Recent texts' hits, by their normalised text: a message's HTML alternative usually reads as its
+# plain-text part, and several rules look at the same text.
+_RECENT_TEXTS = 16
 _SPACED_HINT = re.compile(r"[ ._,'*/+~|-][^\W\d_][ ._,'*/+~|-]{1,3}[^\W\d_][ ._,'*/+~|-]")
 # The same look at ASCII text, faster: each character read as its class (separator, letter, other),
 # then a search led by a literal, which the regex engine runs without trying every separator.
@@ -198,6 +202,7 @@ class IdentityMatcher:
         self._automaton = automaton
         self._titles = titles
         self.identity_count = identity_count
+        self._recent: dict[str, tuple[IdentityHit, ...]] = {}
 
     @classmethod
     def build(
@@ -260,6 +265,17 @@ class IdentityMatcher:
         normal = normalize(text)
         if not normal:
             return []
+        recent = self._recent
+        known = recent.get(normal)
+        if known is None:
+            known = tuple(self._hits(normal))
+            if len(recent) >= _RECENT_TEXTS:
+                # Keep the newer half; a new dict, so a thread sharing the matcher never sees one half done.
+                recent = self._recent = dict(list(recent.items())[_RECENT_TEXTS // 2 :])
+            recent[normal] = known
+        return list(known)
+
+    def _hits(self, normal: str) -> list[IdentityHit]:
         hits: dict[tuple[ProtectedIdentity, Strength, str], IdentityHit] = {}
         self._scan(normal, hits)
         if spaced_hint(normal) or (len(normal) > 2 and normal[1] in _SPACED_SEPARATORS):
@@ -282,10 +298,19 @@ class IdentityMatcher:
         previous: dict[ProtectedIdentity, tuple[int, str, bool]] = {}
         for end, pattern in self._automaton.iter(text):
             start = end - pattern.length + 1
-            if start > 0 and not pattern.free_start and _blocks(text, start - 1, -1, pattern.short):
-                continue
-            if end < last and not pattern.free_end and _blocks(text, end + 1, 1, pattern.short):
-                continue
+            # Most hits inside a longer word are rejected by the first test, without a call.
+            if start > 0 and not pattern.free_start:
+                char = text[start - 1]
+                if char != " " and (
+                    (char.isascii() and char.isalnum()) or _blocks(text, start - 1, -1, pattern.short)
+                ):
+                    continue
+            if end < last and not pattern.free_end:
+                char = text[end + 1]
+                if char != " " and (
+                    (char.isascii() and char.isalnum()) or _blocks(text, end + 1, 1, pattern.short)
+                ):
+                    continue
             if pattern.weak and _in_machine_token(text, start, end + 1):
                 continue
             context: str | None = None

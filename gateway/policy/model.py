@@ -306,7 +306,7 @@ class ContentOverlap:
     document's shingle count; ``longest_run`` is the longest run of consecutive words repeated
     verbatim (after normalisation). ``spans`` are the [start, end) word positions of the text
     (out of ``words``) that lie in a verbatim run of the document, so a passage with a few words
-    changed is still seen (``fingerprint.best_passage``). ``person`` is the protected person
+    changed is still seen (``passages.best_passage``). ``person`` is the protected person
     (their id in the case) who wrote the document, when known. A document the text shares only
     lone 4-word sequences with (common phrases) is not reported.
     """

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import random
+import re
 import textwrap
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.policy.fingerprint import (
     COMMON_IN_DOCUMENTS,
     LEGACY_SCHEME,
     FingerprintIndex,
-    Passage,
     ProtectedDocument,
-    best_passage,
     document_shingles,
     own_words,
     shingle_hashes,
@@ -20,6 +22,8 @@ from gateway.policy.fingerprint import (
     words,
 )
 from gateway.policy.model import ContentOverlap, IdentityKind, Mention
+from gateway.policy.normalize import normalize
+from gateway.policy.passages import Passage, best_passage
 
 KEY = bytes(range(32))
 REPORT = (
@@ -252,3 +256,44 @@ def test_named_by_gathers_the_mentions_of_an_authors_documents() -> None:
     assert index.named_by("home shelf", "quiet-heron") == {maya}
     index.remove_case("home shelf")
     assert index.named_by("home shelf", "amber-finch") == frozenset()
+
+
+@given(st.text())
+def test_words_are_the_runs_of_word_characters_of_the_normalised_text(text: str) -> None:
+    assert words(text) == re.findall(r"\w+", normalize(text))
+
+
+def test_a_document_learnt_after_a_text_was_looked_up_is_found_for_that_text() -> None:
+    index = index_with(UNRELATED)
+    assert index.overlaps(REPORT) == []
+    index.add(ProtectedDocument("home shelf", "later", "quiet-heron", document_shingles([REPORT], KEY)))
+    assert [overlap.document for overlap in index.overlaps(REPORT)] == ["later"]
+    index.remove_case("home shelf")
+    assert index.overlaps(REPORT) == []
+
+
+def test_a_text_asked_about_again_gets_the_same_answer() -> None:
+    index = index_with(REPORT)
+    first = index.overlaps(REPORT)
+    assert first and index.overlaps(reflow(REPORT, 40, "> ")) == first
+    first.clear()  # a caller's list is its own
+    assert index.overlaps(REPORT) != []
+
+
+def test_documents_added_one_by_one_past_the_smallest_filter_are_all_found() -> None:
+    # 12,000 shingles: more than the smallest filter is sized for, so it grows on the way.
+    rng = random.Random(5)
+    texts = [" ".join(f"w{rng.randrange(10**6)}" for _ in range(600)) for _ in range(20)]
+    index = index_with(*texts)
+    assert [index.overlaps(text)[0].document for text in texts] == [f"doc{n}" for n in range(20)]
+
+
+def test_after_most_documents_are_removed_the_rest_are_still_found_and_the_removed_are_not() -> None:
+    rng = random.Random(6)
+    texts = [" ".join(f"w{rng.randrange(10**6)}" for _ in range(300)) for _ in range(8)]
+    index = FingerprintIndex(KEY)
+    for number, text in enumerate(texts):
+        case = "home shelf" if number < 6 else "other shelf"
+        index.add(ProtectedDocument(case, f"doc{number}", None, document_shingles([text], KEY)))
+    assert index.remove_case("home shelf") == 6  # most of the index: compacted
+    assert [bool(index.overlaps(text)) for text in texts] == [False] * 6 + [True] * 2

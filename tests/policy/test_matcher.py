@@ -329,3 +329,19 @@ def test_spaced_hint_agrees_with_its_pattern(text: str) -> None:
 )
 def test_spaced_hint_examples(text: str, hint: bool) -> None:
     assert spaced_hint(text) is hint
+
+
+def test_the_same_text_gets_the_same_hits_however_often_it_is_asked(matcher: IdentityMatcher) -> None:
+    first = matcher.find_hits("I spoke with Jin Park and Li today.")
+    assert {hit.identity for hit in first} >= {NAME, SHORT_ALIAS}
+    first.clear()  # a caller's list is its own
+    assert (
+        matcher.find_hits("I spoke with Jin  Park\nand Li today.")
+        == matcher.find_hits("I spoke with Jin Park and Li today.")
+        != []
+    )
+
+
+def test_many_different_texts_each_get_their_own_hits(matcher: IdentityMatcher) -> None:
+    texts = [f"Note {number}: {'Jin Park' if number % 2 else 'nobody'} was there." for number in range(50)]
+    assert [NAME in matcher.find(text) for text in texts] == [number % 2 == 1 for number in range(50)]

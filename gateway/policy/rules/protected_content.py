@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.policy.fingerprint import SHINGLE_WORDS, Passage, best_passage
+from gateway.policy.fingerprint import SHINGLE_WORDS
 from gateway.policy.model import (
     ContentOverlap,
     Envelope,
@@ -65,6 +65,7 @@ from gateway.policy.model import (
     RuleContext,
 )
 from gateway.policy.normalize import normalize
+from gateway.policy.passages import Passage, best_passage
 
 NAME = "protected-content"
 
