@@ -13,6 +13,7 @@ every commit first.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -24,7 +25,7 @@ from gateway import replies
 from gateway.decision.disposition import Disposition
 from gateway.decision.screening import Screener, Submission
 from gateway.decision.thread_steps import ThreadSteps
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, SpoolError
 from gateway.logs import describe_error, log_event
 from gateway.replies import Reply
 from gateway.state.audit import DecisionRecord
@@ -277,7 +278,9 @@ async def commit(
     group commit of every message; then the audit records and ledger steps are written and flushed.
     An essential message that cannot be stored undoes the hold, and the client hears 451: nothing
     is recorded as accepted. Records of an acceptance with nothing else to wait for are written on
-    the spool's I/O thread, in the batch that stores the message (one thread hand-off, not two).
+    the spool's I/O thread, in the batch that stores the message (one thread hand-off, not two), and
+    flushed with the message's own data before it is renamed into the queue: one durable step for
+    both, and a message is never in the queue without its decision on disk.
     """
     queue_id = submission.queue_id
     received_at = time.time()
@@ -384,7 +387,8 @@ async def flush(state: CommitState, queue_id: str) -> bool:
 
 def _in_batch(disposition: Disposition, state: CommitState, queue_id: str) -> FollowUp | None:
     """The acceptance's records as work for the spool's I/O thread, in the batch that stores the
-    message; None when they are written on the event loop after the commit instead.
+    message (written with it, flushed with it, withdrawn if it then fails to be stored); None when
+    they are written on the event loop after the commit instead.
 
     Not for a hold or a review decision (the review store belongs to the event loop's thread), not
     when an essential generated message must be stored too (the acceptance is recorded only once
@@ -398,7 +402,11 @@ def _in_batch(disposition: Disposition, state: CommitState, queue_id: str) -> Fo
         or disposition.essential_outgoing
     ):
         return None
-    return FollowUp(functools.partial(_record_logged, disposition, stores, queue_id), state.flush_in_batch)
+    return FollowUp(
+        functools.partial(_record_logged, disposition, stores, queue_id),
+        state.flush_in_batch,
+        functools.partial(_withdraw_logged, disposition, stores, queue_id),
+    )
 
 
 def record(disposition: Disposition, stores: DecisionStores) -> None:
@@ -416,6 +424,21 @@ def _record_logged(disposition: Disposition, stores: DecisionStores, queue_id: s
         record(disposition, stores)
     except Exception as exc:
         # The message is on disk and will be delivered; saying 4xx now would only make a duplicate.
+        log_event(logger, "smtp.record_failed", logging.ERROR, queue_id=queue_id, error=describe_error(exc))
+
+
+def _withdraw_logged(disposition: Disposition, stores: DecisionStores, queue_id: str) -> None:
+    """The acceptance was recorded, then its message could not be stored (the client hears 451):
+    a second entry for the same queue id says so, so the trail never claims a 250 that was not sent."""
+    if stores.audit is None:
+        return
+    reply = f"{replies.STORE_FAILED.code} {replies.STORE_FAILED.status}"
+    try:
+        for entry in disposition.audit:
+            stores.audit.record_decision(
+                dataclasses.replace(entry, verdict="tempfail", reply=reply, error=SpoolError.__name__)
+            )
+    except Exception as exc:
         log_event(logger, "smtp.record_failed", logging.ERROR, queue_id=queue_id, error=describe_error(exc))
 
 
