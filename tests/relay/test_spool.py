@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import CorruptSpoolEntry, SpoolError
+from gateway.state import spool_commit
 from gateway.state.spool import (
     LARGE_MESSAGE,
     DeliveryStatus,
@@ -203,6 +205,36 @@ async def test_a_failing_follow_up_is_logged_and_the_commit_stands(
     failures = [r for r in caplog.records if "spool_follow_up_failed" in r.getMessage()]
     assert len(failures) == 2
     assert all("ValueError" in r.getMessage() and "Jane" not in r.getMessage() for r in failures)
+
+
+async def test_a_commit_does_not_wait_behind_a_delivery_move(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A message delivered a moment before is being moved to done/ (its folder fsyncs held here): a
+    # new submission's commit is durable and returns meanwhile, without waiting for that batch.
+    delivered = envelope()
+    await spool.commit(delivered, message())
+    release = threading.Event()
+    done_folder = str(spool.root / "done")
+    real_fsync_directory = spool_commit.fsync_directory
+
+    def slow_fsync_directory(path: str) -> None:
+        if str(path) == done_folder:
+            release.wait(5)
+        real_fsync_directory(path)
+
+    monkeypatch.setattr(spool_commit, "fsync_directory", slow_fsync_directory)
+    moving = asyncio.ensure_future(spool.move(delivered.queue_id, QueueState.INCOMING, QueueState.DONE))
+    await asyncio.sleep(0.05)  # the move's batch is under way, held at its fsync of done/
+    try:
+        sent = envelope()
+        await asyncio.wait_for(spool.commit(sent, message()), timeout=2)
+        assert not moving.done()
+        assert spool.load(sent.queue_id).state is QueueState.INCOMING
+    finally:
+        release.set()
+    await moving
+    assert spool.load(delivered.queue_id).state is QueueState.DONE
 
 
 async def test_a_cancelled_commit_caller_does_not_cancel_the_others_in_its_batch(spool: Spool) -> None:
