@@ -74,6 +74,23 @@ def run_flushes(flushes: Sequence[Callable[[], None]]) -> None:
         run_logged(flush)
 
 
+def run_tasks(tasks: Sequence[Callable[[], None]]) -> list[BaseException | None]:
+    """Run the tasks riding with a batch, each distinct callable once: callers that pass the same one
+    (the decisions' shared flush) share its run, and each gets its outcome (an exception, or None)."""
+    outcomes: dict[int, BaseException | None] = {}
+    errors: list[BaseException | None] = []
+    for task in tasks:
+        if id(task) not in outcomes:
+            try:
+                task()
+            except Exception as exc:  # the task's callers get it, as from a thread of their own
+                outcomes[id(task)] = exc
+            else:
+                outcomes[id(task)] = None
+        errors.append(outcomes[id(task)])
+    return errors
+
+
 def run_logged(work: Callable[[], None]) -> None:
     """Run ``work``; log (by type only) and swallow what it raises."""
     try:

@@ -28,6 +28,7 @@ from gateway.state.batching import (
     run_flushes,
     run_logged,
     run_records,
+    run_tasks,
 )
 from gateway.state.files import create_and_write, fsync_directory
 
@@ -78,22 +79,13 @@ Task = Callable[[], None]
 
 
 def _apply_batch(items: Sequence[Change | Task]) -> BatchResult:
-    """Apply the batch's changes with their follow-ups, then run its tasks (each one's exception is
-    its result)."""
+    """Apply the batch's changes with their follow-ups, then run its tasks (each distinct task once;
+    its exception is the result of every item that named it)."""
     changes = [item for item in items if isinstance(item, Change)]
     result = _apply_changes(changes)
     change_errors = iter(result.errors)
-    errors: list[BaseException | None] = []
-    for item in items:
-        if isinstance(item, Change):
-            errors.append(next(change_errors))
-            continue
-        try:
-            item()
-        except Exception as exc:  # the task's caller gets it, as from a thread of its own
-            errors.append(exc)
-        else:
-            errors.append(None)
+    task_errors = iter(run_tasks([item for item in items if not isinstance(item, Change)]))
+    errors = [next(change_errors if isinstance(item, Change) else task_errors) for item in items]
     return BatchResult(errors, result.file_syncs, result.directory_syncs)
 
 
