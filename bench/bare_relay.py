@@ -2,7 +2,8 @@
 
 Each client session relays through its own persistent upstream connection, answering 250 only after
 the upstream did (the fastest honest relay the two libraries make without a queue). AUTH PLAIN/LOGIN
-is offered and accepts any login, so clients run the same commands as against the gateway.
+is offered and accepts any login, so clients run the same commands as against the gateway. With a
+certificate (``--tls``) it offers STARTTLS, with the gateway's TLS settings, and requires it first.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
@@ -51,8 +53,16 @@ async def serve_bare_relay(
     host: str,
     upstream_port: int,
     ready: Synchronized[int],
+    tls: tuple[str, str] | None = None,
 ) -> None:
+    """``tls``: (certificate chain, key) to offer STARTTLS with, required before AUTH and MAIL."""
     loop = asyncio.get_running_loop()
+    context = None
+    if tls is not None:
+        # The gateway's server settings (gateway/state/tls.py): defaults, TLS 1.2 at least.
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(*tls)
 
     def session() -> RelaySession:
         return RelaySession(
@@ -62,7 +72,9 @@ async def serve_bare_relay(
             enable_SMTPUTF8=True,
             hostname="bare-relay.example.net",
             authenticator=accept_any_login,
-            auth_require_tls=False,
+            auth_require_tls=tls is not None,
+            tls_context=context,
+            require_starttls=tls is not None,
         )
 
     server = await loop.create_server(session, host, 0)
@@ -71,9 +83,11 @@ async def serve_bare_relay(
         await server.serve_forever()
 
 
-def run_bare_relay(host: str, upstream_port: int, ready: Synchronized[int]) -> None:
+def run_bare_relay(
+    host: str, upstream_port: int, ready: Synchronized[int], tls: tuple[str, str] | None = None
+) -> None:
     """Process entry point (multiprocessing target)."""
     # aiosmtpd 1.4.6 warns about its own deprecated Session.login_data on every successful AUTH.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_bare_relay(host, upstream_port, ready))
+        asyncio.run(serve_bare_relay(host, upstream_port, ready, tls))

@@ -13,6 +13,7 @@ normalised text, parsed address lists) answer every message after the first.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -34,6 +35,8 @@ class LoadSpec:
     # More instances of the same service: clients are spread over port, *more_ports in turn (as DNS
     # round-robin or a TCP load balancer would spread them), all drawing from one message budget.
     more_ports: tuple[int, ...] = ()
+    # STARTTLS before AUTH, trusting this CA file (``--tls``); None: plaintext on loopback.
+    tls_ca: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,17 @@ class LoadResult:
     finished: float
     latencies: list[float]
     failures: list[str]
+    cipher: str | None = None  # what the first client's STARTTLS negotiated ("TLSv1.3 TLS_AES_...")
 
 
 async def _connect(spec: LoadSpec, port: int) -> aiosmtplib.SMTP:
-    smtp = aiosmtplib.SMTP(hostname=spec.host, port=port, timeout=120, start_tls=False)
+    if spec.tls_ca is None:
+        smtp = aiosmtplib.SMTP(hostname=spec.host, port=port, timeout=120, start_tls=False)
+    else:  # as a member's mail client does: STARTTLS, the certificate verified, then AUTH
+        context = ssl.create_default_context(cafile=spec.tls_ca)
+        smtp = aiosmtplib.SMTP(
+            hostname=spec.host, port=port, timeout=120, start_tls=True, tls_context=context
+        )
     await smtp.connect()
     if spec.username is not None and spec.password is not None:
         await smtp.login(spec.username, spec.password)
@@ -87,6 +97,7 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     """Connect and log in every client first (argon2 logins are not the relay's throughput), then go."""
     ports = (spec.port, *spec.more_ports)
     clients = await asyncio.gather(*(_connect(spec, ports[n % len(ports)]) for n in range(spec.concurrency)))
+    cipher = _cipher(clients[0]) if spec.tls_ca is not None else None  # asked before they quit
     budget = [spec.count]
     latencies: list[float] = []
     failures: list[str] = []
@@ -94,7 +105,18 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     async with asyncio.TaskGroup() as group:
         for smtp in clients:
             group.create_task(_send_all(smtp, spec, budget, latencies, failures))
-    return LoadResult(started=started, finished=time.monotonic(), latencies=latencies, failures=failures)
+    return LoadResult(
+        started=started,
+        finished=time.monotonic(),
+        latencies=latencies,
+        failures=failures,
+        cipher=cipher,
+    )
+
+
+def _cipher(smtp: aiosmtplib.SMTP) -> str | None:
+    negotiated = smtp.get_transport_info("cipher")
+    return f"{negotiated[1]} {negotiated[0]}" if negotiated else None
 
 
 def load_process(spec: LoadSpec, results: Connection) -> None:

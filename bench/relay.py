@@ -83,6 +83,8 @@ try:  # the gateway and Postfix targets are driven by the end-to-end suite's hel
 
     from tests.e2e.gateway_process import GatewayProcess, conduct_gateway_command
     from tests.e2e.postfix import PostfixInstance, free_port
+    from tests.e2e.sasl import DovecotAuth
+    from tests.e2e.tls import TlsMaterial, make_tls_material
 except ModuleNotFoundError as missing:
     raise SystemExit(
         f"bench/relay.py needs the test environment ({missing.name} is not installed): run "
@@ -154,6 +156,7 @@ class Run:
     round: int = 0  # with --rounds, which turn of the targets this was
     resident_mib: float | None = None  # peak RSS of the target's processes during the run
     database_cpu_ms_per_message: float | None = None  # the PostgreSQL server's CPU, with --state
+    cipher: str | None = None  # with --tls: the protocol and cipher the clients' STARTTLS negotiated
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ class Target:
     other_pids: tuple[int, ...] = ()  # more process trees the target runs (Postfix's milter)
     more_ports: tuple[int, ...] = ()  # more instances: the clients are spread over port + these
     database_pid: int | None = None  # the PostgreSQL postmaster the target keeps its state in
+    tls_ca: str | None = None  # --tls: clients use STARTTLS and trust this CA
 
 
 class Sink:
@@ -224,7 +228,17 @@ def measure(
 
     def spec(messages: int) -> LoadSpec:
         return LoadSpec(
-            HOST, target.port, clients, messages, message, member, recipients, *login, target.more_ports
+            HOST,
+            target.port,
+            clients,
+            messages,
+            message,
+            member,
+            recipients,
+            username=login[0],
+            password=login[1],
+            more_ports=target.more_ports,
+            tls_ca=target.tls_ca,
         )
 
     warmup = max(2 * clients, 10)
@@ -267,16 +281,19 @@ def measure(
         cpu_ms_per_message=cpu_ms,
         resident_mib=resident,
         database_cpu_ms_per_message=database_ms,
+        cipher=result.cipher,
     )
 
 
 @contextlib.contextmanager
-def bare_relay(context: SpawnContext, sink: Sink) -> Iterator[Target]:
+def bare_relay(context: SpawnContext, sink: Sink, tls: TlsMaterial | None = None) -> Iterator[Target]:
     ready: Synchronized[int] = context.Value("q", 0)  # type: ignore[assignment]
-    process = context.Process(target=run_bare_relay, args=(HOST, sink.port, ready), daemon=True)
+    chain = (str(tls.cert_file), str(tls.key_file)) if tls is not None else None
+    process = context.Process(target=run_bare_relay, args=(HOST, sink.port, ready, chain), daemon=True)
     process.start()
     try:
-        yield Target("bare", wait_ready(ready, process, "bare relay"), login=True, pid=process.pid)
+        port = wait_ready(ready, process, "bare relay")
+        yield Target("bare", port, login=True, pid=process.pid, tls_ca=_ca(tls))
     finally:
         process.terminate()
         process.join(timeout=10)
@@ -291,8 +308,11 @@ def gateway(
     policy: Path | None,
     cluster: postgresql_state.BenchCluster | None = None,
     instances: int = 1,
+    tls: TlsMaterial | None = None,
 ) -> Iterator[Target]:
-    """``instances`` gateways (more than one only on ``cluster``'s PostgreSQL), ready for the clients."""
+    """``instances`` gateways (more than one only on ``cluster``'s PostgreSQL), ready for the clients.
+
+    With ``tls``, the gateway presents that certificate (the clients use STARTTLS before AUTH)."""
     settings: dict[str, object] = {
         "server": {"submissions": {"enabled": False}},
         "auth": {"allow_plaintext_auth_on_loopback": True},
@@ -301,6 +321,9 @@ def gateway(
         "delivery": {"upstream": {"host": HOST, "port": sink.port, "security": "none"}},
         "metrics": {"enabled": False},
     }
+    if tls is not None:
+        settings["tls"] = {"cert_file": str(tls.cert_file), "key_file": str(tls.key_file)}
+        settings["auth"] = {"allow_plaintext_auth_on_loopback": False}
     if policy is not None:
         settings["policy"] = {"path": str(policy.resolve())}
         serve_command = None
@@ -331,6 +354,7 @@ def gateway(
             other_pids=tuple(pids[1:]),
             more_ports=tuple(ports[1:]),
             database_pid=cluster.postmaster_pid() if cluster is not None else None,
+            tls_ca=_ca(tls),
         )
     finally:
         for process in processes:
@@ -347,20 +371,49 @@ def policy_people(policy: Path) -> tuple[str, str]:
     return str(organisation.conduct_address), str(organisation.members[0].addresses[0])
 
 
+def _ca(tls: TlsMaterial | None) -> str | None:
+    return str(tls.ca_file) if tls is not None else None
+
+
+def postfix_security(tls: TlsMaterial | None, member: str) -> tuple[dict[str, object], DovecotAuth | None]:
+    """With ``tls``: PostfixInstance's arguments for STARTTLS with that certificate and SASL logins
+    (the Dovecot protocol, answered by tests/e2e/sasl.py as in the end-to-end suite), TLS 1.2 at
+    least as on the gateway, AUTH only after STARTTLS; and the SASL server to start and stop."""
+    if tls is None:
+        return {}, None
+    sasl = DovecotAuth({member: PASSWORD})
+    main_cf = {
+        "smtpd_sasl_auth_enable": "yes",
+        "smtpd_sasl_type": "dovecot",
+        "smtpd_sasl_path": sasl.path,
+        "smtpd_tls_auth_only": "yes",
+        "smtpd_tls_protocols": ">=TLSv1.2",
+        "smtpd_tls_mandatory_protocols": ">=TLSv1.2",
+    }
+    return {"tls_cert_file": tls.cert_file, "tls_key_file": tls.key_file, "extra_main_cf": main_cf}, sasl
+
+
 @contextlib.contextmanager
-def postfix(sink: Sink) -> Iterator[Target]:
-    instance = PostfixInstance(relayhost=(HOST, sink.port))
+def postfix(sink: Sink, member: str, tls: TlsMaterial | None = None) -> Iterator[Target]:
+    arguments, sasl = postfix_security(tls, member)
+    instance = PostfixInstance(relayhost=(HOST, sink.port), **arguments)  # type: ignore[arg-type]
     try:
+        if sasl is not None:
+            sasl.start()
         instance.start()
         master = instance.queue_directory / "pid" / "master.pid"
         pid = int(master.read_text().split()[0]) if master.exists() else None
-        yield Target("postfix", instance.port, login=False, pid=pid)
+        yield Target("postfix", instance.port, login=tls is not None, pid=pid, tls_ca=_ca(tls))
     finally:
         instance.close()
+        if sasl is not None:
+            sasl.close()
 
 
 @contextlib.contextmanager
-def postfix_milter(workdir: Path, sink: Sink, policy: Path) -> Iterator[Target]:
+def postfix_milter(
+    workdir: Path, sink: Sink, policy: Path, member: str, tls: TlsMaterial | None = None
+) -> Iterator[Target]:
     """Postfix relaying to the sink, every message screened by `conduct-gateway milter` with ``policy``."""
     milter_port = free_port(HOST)
     milter = GatewayProcess(
@@ -374,23 +427,34 @@ def postfix_milter(workdir: Path, sink: Sink, policy: Path) -> Iterator[Target]:
         serve_command=[*conduct_gateway_command(), "milter"],
     )
     milter.start()
-    instance = PostfixInstance(
-        relayhost=(HOST, sink.port),
-        extra_main_cf={
-            "smtpd_milters": f"inet:{HOST}:{milter_port}",
-            "milter_default_action": "tempfail",
-            "milter_protocol": "6",
-        },
-    )
+    arguments, sasl = postfix_security(tls, member)
+    main_cf: dict[str, object] = {
+        **arguments.pop("extra_main_cf", {}),  # type: ignore[dict-item]
+        "smtpd_milters": f"inet:{HOST}:{milter_port}",
+        "milter_default_action": "tempfail",
+        "milter_protocol": "6",
+    }
+    instance = PostfixInstance(relayhost=(HOST, sink.port), extra_main_cf=main_cf, **arguments)  # type: ignore[arg-type]
     try:
+        if sasl is not None:
+            sasl.start()
         instance.start()
         master = instance.queue_directory / "pid" / "master.pid"
         pid = int(master.read_text().split()[0]) if master.exists() else None
         assert milter.process is not None
-        yield Target("postfix+milter", instance.port, login=False, pid=pid, other_pids=(milter.process.pid,))
+        yield Target(
+            "postfix+milter",
+            instance.port,
+            login=tls is not None,
+            pid=pid,
+            other_pids=(milter.process.pid,),
+            tls_ca=_ca(tls),
+        )
     finally:
         instance.close()
         milter.close()
+        if sasl is not None:
+            sasl.close()
 
 
 def main(argv: list[str]) -> int:
@@ -418,6 +482,12 @@ def main(argv: list[str]) -> int:
         choices=("files", "postgresql"),
         default="files",
         help="postgresql: also run each gateway target on a private PostgreSQL, one and two instances",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="clients use STARTTLS (one test CA's certificate on every target, TLS 1.2 at least) and "
+        "AUTH on every target: Postfix through SASL (the Dovecot protocol), the bare relay too",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
@@ -452,6 +522,10 @@ def main(argv: list[str]) -> int:
 
     context = multiprocessing.get_context("spawn")
     workdir = Path(tempfile.mkdtemp(prefix="conduct-bench-"))
+    tls = None
+    if args.tls:
+        (workdir / "tls").mkdir()
+        tls = make_tls_material(workdir / "tls")
     runs: list[Run] = []
     cluster: postgresql_state.BenchCluster | None = None
     try:
@@ -461,11 +535,13 @@ def main(argv: list[str]) -> int:
                 cluster = postgresql_state.BenchCluster()
                 stack.callback(cluster.close)
             factories: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
-                "bare": lambda: bare_relay(context, sink),
-                "gateway": lambda: gateway(workdir, sink, "gateway", args.member, None),
-                "gateway+policy": lambda: gateway(workdir, sink, "gateway+policy", args.member, args.policy),
-                "postfix": lambda: postfix(sink),
-                "postfix+milter": lambda: postfix_milter(workdir, sink, args.policy),
+                "bare": lambda: bare_relay(context, sink, tls),
+                "gateway": lambda: gateway(workdir, sink, "gateway", args.member, None, tls=tls),
+                "gateway+policy": lambda: gateway(
+                    workdir, sink, "gateway+policy", args.member, args.policy, tls=tls
+                ),
+                "postfix": lambda: postfix(sink, args.member, tls),
+                "postfix+milter": lambda: postfix_milter(workdir, sink, args.policy, args.member, tls),
             }
             for name in ("gateway", "gateway+policy"):
                 for instances in (1, 2):
@@ -487,9 +563,7 @@ def main(argv: list[str]) -> int:
                 on_files = sum("@pg" not in target.name for target in started)  # before the @pg ones
                 started.insert(
                     on_files,
-                    Target(
-                        "gateway+policy:cc", policy_target.port, login=True, cc=conduct, pid=policy_target.pid
-                    ),
+                    dataclasses.replace(policy_target, name="gateway+policy:cc", cc=conduct),
                 )
             for size in sizes:
                 for clients in client_counts:
@@ -517,10 +591,21 @@ def main(argv: list[str]) -> int:
 
     database = f"PostgreSQL {cluster.version} (fsync on)" if cluster is not None else None
     print("\n".join(render(runs, ["bench/relay.py", *argv], database)))
+    if args.tls:
+        print("\n".join(cipher_lines(runs)))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([asdict(run) for run in runs], indent=2) + "\n")
     return 1 if any(run.failures for run in runs) else 0
+
+
+def cipher_lines(runs: list[Run]) -> list[str]:
+    """What each target's STARTTLS negotiated (the same certificate everywhere; this shows the
+    same protocol and cipher too)."""
+    negotiated: dict[str, set[str]] = {}
+    for run in runs:
+        negotiated.setdefault(run.target, set()).add(run.cipher or "no TLS")
+    return [f"- TLS, {target}: {', '.join(sorted(ciphers))}" for target, ciphers in negotiated.items()]
 
 
 def render(runs: list[Run], argv: list[str], database: str | None = None) -> list[str]:

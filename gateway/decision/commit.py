@@ -13,6 +13,7 @@ every commit first.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -24,15 +25,13 @@ from gateway import replies
 from gateway.decision.disposition import Disposition
 from gateway.decision.screening import Screener, Submission
 from gateway.decision.thread_steps import ThreadSteps
-from gateway.errors import GatewayError
+from gateway.errors import SpoolError
 from gateway.logs import describe_error, log_event
 from gateway.replies import Reply
 from gateway.state.audit import DecisionRecord
 from gateway.state.spool import FollowUp, SpoolEnvelope
 
 logger = logging.getLogger(__name__)
-
-ThreadRunner = Callable[[Callable[[], None]], Awaitable[None]]  # runs a blocking call off the event loop
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,9 @@ class CommitState:
 
     spool: SpoolPort
     stores: DecisionStores
-    shared_flush: SharedFlush | None  # None: nothing to flush (no audit trail)
+    # Makes every decision recorded so far durable, on the spool's I/O thread with its next batch;
+    # None: nothing to flush (no audit trail).
+    shared_flush: Callable[[], Awaitable[None]] | None
     # One callable for every batch, so the batch runs it once however many messages it holds.
     flush_in_batch: Callable[[], None]
 
@@ -131,53 +132,13 @@ class CommitState:
     def of(cls, spool: SpoolPort, stores: DecisionStores) -> CommitState:
         # A refusal's decision is flushed with the spool's next batch, so the two share one thread
         # hand-off instead of taking one each; an acceptance's is recorded and flushed in the batch
-        # that stores its message (``_in_batch``).
+        # that stores its message (``_in_batch``). The same flush callable for every caller: a batch
+        # runs it once for all the refusals it carries (``batching.run_tasks``), and a refusal
+        # recorded while a batch runs waits for the next, whose flush covers it.
         recording = stores.audit is not None
-        shared = SharedFlush(stores.flush, spool.run_with_next_batch) if recording else None
+        flush_task = stores.flush
+        shared = functools.partial(spool.run_with_next_batch, flush_task) if recording else None
         return cls(spool, stores, shared, stores.flush_logged)
-
-
-class SharedFlush:
-    """Runs a blocking flush in a thread for many waiting transactions: one run at a time.
-
-    A transaction that asks while a run is under way waits for the next run (the one under way may
-    have started before its records were written); everyone who asked meanwhile shares that run.
-    """
-
-    def __init__(self, flush: Callable[[], None], run: ThreadRunner = asyncio.to_thread) -> None:
-        self._flush = flush
-        self._run = run  # how the flush reaches a thread (the spool's next batch, see SubmissionCommitter)
-        self._next: asyncio.Future[None] | None = None  # the run not started yet, that callers join
-        self._running = False
-
-    async def __call__(self) -> None:
-        """Return once everything written before this call is flushed; raise what the flush raised."""
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-            if not self._running:
-                self._running = True
-                asyncio.get_running_loop().call_soon(self._start)
-        # One caller's cancellation must not cancel the run the others are waiting for.
-        await asyncio.shield(self._next)
-
-    def _start(self) -> None:
-        batch, self._next = self._next, None
-        if batch is None:
-            self._running = False
-            return
-        running = asyncio.ensure_future(self._run(self._flush))
-        running.add_done_callback(lambda done: self._finished(batch, done))
-
-    def _finished(self, batch: asyncio.Future[None], done: asyncio.Future[None]) -> None:
-        if not batch.done():
-            if done.cancelled():
-                batch.set_exception(GatewayError("the flush was cancelled"))
-            elif (error := done.exception()) is not None:
-                batch.set_exception(error)
-            else:
-                batch.set_result(None)
-            batch.exception()  # retrieved: a batch nobody waits for any more must not warn
-        self._start()
 
 
 class SubmissionCommitter:
@@ -277,7 +238,9 @@ async def commit(
     group commit of every message; then the audit records and ledger steps are written and flushed.
     An essential message that cannot be stored undoes the hold, and the client hears 451: nothing
     is recorded as accepted. Records of an acceptance with nothing else to wait for are written on
-    the spool's I/O thread, in the batch that stores the message (one thread hand-off, not two).
+    the spool's I/O thread, in the batch that stores the message (one thread hand-off, not two), and
+    flushed with the message's own data before it is renamed into the queue: one durable step for
+    both, and a message is never in the queue without its decision on disk.
     """
     queue_id = submission.queue_id
     received_at = time.time()
@@ -368,8 +331,8 @@ async def _spool_notices(state: CommitState, disposition: Disposition, queue_id:
 async def flush(state: CommitState, queue_id: str) -> bool:
     """Make the recorded decisions durable before the client hears of them (False: they are not).
 
-    The flush runs in a thread, and concurrent transactions share one run (``SharedFlush``) instead
-    of an fsync each.
+    The flush runs on the spool's I/O thread with its next batch, and concurrent transactions share
+    one run instead of an fsync each.
     """
     shared = state.shared_flush
     if shared is None:
@@ -384,7 +347,8 @@ async def flush(state: CommitState, queue_id: str) -> bool:
 
 def _in_batch(disposition: Disposition, state: CommitState, queue_id: str) -> FollowUp | None:
     """The acceptance's records as work for the spool's I/O thread, in the batch that stores the
-    message; None when they are written on the event loop after the commit instead.
+    message (written with it, flushed with it, withdrawn if it then fails to be stored); None when
+    they are written on the event loop after the commit instead.
 
     Not for a hold or a review decision (the review store belongs to the event loop's thread), not
     when an essential generated message must be stored too (the acceptance is recorded only once
@@ -398,7 +362,11 @@ def _in_batch(disposition: Disposition, state: CommitState, queue_id: str) -> Fo
         or disposition.essential_outgoing
     ):
         return None
-    return FollowUp(functools.partial(_record_logged, disposition, stores, queue_id), state.flush_in_batch)
+    return FollowUp(
+        functools.partial(_record_logged, disposition, stores, queue_id),
+        state.flush_in_batch,
+        functools.partial(_withdraw_logged, disposition, stores, queue_id),
+    )
 
 
 def record(disposition: Disposition, stores: DecisionStores) -> None:
@@ -416,6 +384,21 @@ def _record_logged(disposition: Disposition, stores: DecisionStores, queue_id: s
         record(disposition, stores)
     except Exception as exc:
         # The message is on disk and will be delivered; saying 4xx now would only make a duplicate.
+        log_event(logger, "smtp.record_failed", logging.ERROR, queue_id=queue_id, error=describe_error(exc))
+
+
+def _withdraw_logged(disposition: Disposition, stores: DecisionStores, queue_id: str) -> None:
+    """The acceptance was recorded, then its message could not be stored (the client hears 451):
+    a second entry for the same queue id says so, so the trail never claims a 250 that was not sent."""
+    if stores.audit is None:
+        return
+    reply = f"{replies.STORE_FAILED.code} {replies.STORE_FAILED.status}"
+    try:
+        for entry in disposition.audit:
+            stores.audit.record_decision(
+                dataclasses.replace(entry, verdict="tempfail", reply=reply, error=SpoolError.__name__)
+            )
+    except Exception as exc:
         log_event(logger, "smtp.record_failed", logging.ERROR, queue_id=queue_id, error=describe_error(exc))
 
 

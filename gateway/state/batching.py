@@ -33,31 +33,66 @@ def io_executor() -> ThreadPoolExecutor:
 
 @dataclass(frozen=True, slots=True)
 class FollowUp:
-    """Blocking work that must follow a commit before its caller hears of it (see ``Spool.commit``).
+    """Blocking work that must be durable with a commit before its caller hears of it (``Spool.commit``).
 
-    ``record`` runs on the I/O thread once this change is durable; ``flush`` runs once per batch,
-    after every record of the batch (callers that pass the same callable share one run). Both handle
-    their own errors: anything they raise is logged and does not fail the commit.
+    ``record`` writes the decision's records (not yet durable); ``flush`` makes every record of the
+    batch durable and runs once per batch (callers that pass the same callable share one run);
+    ``withdraw`` records that the change, recorded already, could not be stored after all. The files
+    spool runs ``record`` once the message's bytes are written and ``flush`` together with the
+    message's own flush, both before the message becomes visible, so the message and its records
+    reach the disk in one durable step (``spool_commit``); the PostgreSQL queue runs them after its
+    transaction. All three handle their own errors: anything they raise is logged and does not fail
+    the commit.
     """
 
     record: Callable[[], None]
     flush: Callable[[], None] | None = None
+    withdraw: Callable[[], None] | None = None
 
 
 def run_follow_ups(follow_ups: Sequence[FollowUp | None], errors: Sequence[BaseException | None]) -> None:
     """Each durable change's ``record``, then each distinct ``flush`` once."""
+    run_flushes(run_records(follow_ups, errors))
+
+
+def run_records(
+    follow_ups: Sequence[FollowUp | None], errors: Sequence[BaseException | None]
+) -> list[Callable[[], None]]:
+    """Each ``record`` whose change has not failed; returns the distinct flushes they call for."""
     flushes: dict[int, Callable[[], None]] = {}
     for follow_up, error in zip(follow_ups, errors, strict=True):
         if follow_up is None or error is not None:
             continue
-        _run_logged(follow_up.record)
+        run_logged(follow_up.record)
         if follow_up.flush is not None:
             flushes.setdefault(id(follow_up.flush), follow_up.flush)
-    for flush in flushes.values():
-        _run_logged(flush)
+    return list(flushes.values())
 
 
-def _run_logged(work: Callable[[], None]) -> None:
+def run_flushes(flushes: Sequence[Callable[[], None]]) -> None:
+    for flush in flushes:
+        run_logged(flush)
+
+
+def run_tasks(tasks: Sequence[Callable[[], None]]) -> list[BaseException | None]:
+    """Run the tasks riding with a batch, each distinct callable once: callers that pass the same one
+    (the decisions' shared flush) share its run, and each gets its outcome (an exception, or None)."""
+    outcomes: dict[int, BaseException | None] = {}
+    errors: list[BaseException | None] = []
+    for task in tasks:
+        if id(task) not in outcomes:
+            try:
+                task()
+            except Exception as exc:  # the task's callers get it, as from a thread of their own
+                outcomes[id(task)] = exc
+            else:
+                outcomes[id(task)] = None
+        errors.append(outcomes[id(task)])
+    return errors
+
+
+def run_logged(work: Callable[[], None]) -> None:
+    """Run ``work``; log (by type only) and swallow what it raises."""
     try:
         work()
     except Exception as exc:  # the follow-up should have handled it; the commit stands regardless

@@ -3,6 +3,13 @@
 Every file is written and fsynced on an I/O thread (so the kernel's journal can merge concurrent
 flushes), and the fsync of a folder is shared by every rename made before it began. Callers waiting
 for the same folder fsync are released together.
+
+A change's follow-up (its decision's audit entry and ledger step) is written as soon as the change's
+file is, and flushed on a second thread while the batch's files are: both are on disk before any
+message of the batch is renamed into view. A message is therefore never visible (and delivered)
+without its decision, and the 250 waits for two flushes in a row (data, then folder) rather than four
+(data, folder, audit trail, audit salts). A change that fails after its record was written is
+withdrawn (``FollowUp.withdraw``), so the trail says it was not stored.
 """
 
 from __future__ import annotations
@@ -13,7 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.state.batching import IO_THREADS, Batcher, FollowUp, io_executor, run_follow_ups
+from gateway.state.batching import (
+    IO_THREADS,
+    Batcher,
+    FollowUp,
+    io_executor,
+    run_flushes,
+    run_logged,
+    run_records,
+    run_tasks,
+)
 from gateway.state.files import create_and_write, fsync_directory
 
 __all__ = [
@@ -63,28 +79,19 @@ Task = Callable[[], None]
 
 
 def _apply_batch(items: Sequence[Change | Task]) -> BatchResult:
-    """Apply the batch's changes and their follow-ups, then run its tasks (each one's exception is
-    its result)."""
+    """Apply the batch's changes with their follow-ups, then run its tasks (each distinct task once;
+    its exception is the result of every item that named it)."""
     changes = [item for item in items if isinstance(item, Change)]
     result = _apply_changes(changes)
-    run_follow_ups([change.follow_up for change in changes], result.errors)
     change_errors = iter(result.errors)
-    errors: list[BaseException | None] = []
-    for item in items:
-        if isinstance(item, Change):
-            errors.append(next(change_errors))
-            continue
-        try:
-            item()
-        except Exception as exc:  # the task's caller gets it, as from a thread of its own
-            errors.append(exc)
-        else:
-            errors.append(None)
+    task_errors = iter(run_tasks([item for item in items if not isinstance(item, Change)]))
+    errors = [next(change_errors if isinstance(item, Change) else task_errors) for item in items]
     return BatchResult(errors, result.file_syncs, result.directory_syncs)
 
 
 def _apply_changes(changes: Sequence[Change]) -> BatchResult:
-    """Write the batch's new files, flush them, rename everything, then fsync each folder touched once."""
+    """Write the batch's new files and their records, flush both together, rename everything, then
+    fsync each folder touched once."""
     errors: list[BaseException | None] = [None] * len(changes)
     descriptors: dict[int, int] = {}
     # Writing every file before flushing any lets the kernel write their data out together.
@@ -94,13 +101,22 @@ def _apply_changes(changes: Sequence[Change]) -> BatchResult:
                 descriptors[index] = create_and_write(change.source, change.chunks)
             except OSError as exc:
                 errors[index] = exc
-    for index, fd in descriptors.items():
-        try:
-            os.fdatasync(fd)
-        except OSError as exc:
-            errors[index] = exc
-        finally:
-            os.close(fd)
+    follow_ups = [change.follow_up for change in changes]
+    recorded = [
+        error is None and follow_up is not None for follow_up, error in zip(follow_ups, errors, strict=True)
+    ]
+    flushing = _flush_beside(run_records(follow_ups, errors), bool(descriptors))
+    try:
+        for index, fd in descriptors.items():
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                errors[index] = exc
+            finally:
+                os.close(fd)
+    finally:
+        # The records must be durable before a message is renamed into view (and may be delivered).
+        flushing()
     touched: dict[str, list[int]] = {}
     for index, change in enumerate(changes):
         if errors[index] is None:
@@ -120,7 +136,33 @@ def _apply_changes(changes: Sequence[Change]) -> BatchResult:
         except OSError as exc:
             for index in indexes:
                 errors[index] = exc
+    withdrawn = zip(follow_ups, recorded, errors, strict=True)
+    _withdraw([follow_up for follow_up, was, error in withdrawn if was and error is not None])
     return BatchResult(errors, len(descriptors), len(touched))
+
+
+def _flush_beside(flushes: Sequence[Callable[[], None]], files: bool) -> Callable[[], None]:
+    """Start the records' flushes on another I/O thread while this one flushes the batch's files
+    (one flush's wait instead of one after the other); returns the wait for them."""
+    if not flushes:
+        return lambda: None
+    if files:
+        with contextlib.suppress(RuntimeError):  # the pool is shutting down: flush here instead
+            running = io_executor().submit(run_flushes, flushes)
+            return lambda: running.result()  # run_flushes logs what fails; it raises nothing
+    run_flushes(flushes)
+    return lambda: None
+
+
+def _withdraw(failed: Sequence[FollowUp | None]) -> None:
+    """Changes recorded and then not stored: say so in their records, and flush that (best effort)."""
+    flushes: dict[int, Callable[[], None]] = {}
+    for follow_up in failed:
+        if follow_up is not None and follow_up.withdraw is not None:
+            run_logged(follow_up.withdraw)
+            if follow_up.flush is not None:
+                flushes.setdefault(id(follow_up.flush), follow_up.flush)
+    run_flushes(list(flushes.values()))
 
 
 class GroupCommitter(Batcher[Change | Task, BatchResult]):

@@ -79,3 +79,26 @@ def test_relay_benchmark_runs_the_gateway_on_postgresql_one_and_two_instances() 
     # Two instances' resident memory is summed: both gateways were measured, not one.
     assert float(rows["gateway@pg2"][9]) > 1.5 * float(rows["gateway@pg1"][9]) > 0
     assert "- PostgreSQL " in result.stdout and "(fsync on)" in result.stdout
+
+
+def test_relay_benchmark_with_tls_logs_in_over_starttls_on_every_target() -> None:
+    result = subprocess.run(
+        [sys.executable, str(RELAY_BENCH), "--tls", "--targets", "bare,gateway,postfix", *SMALL],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr  # every message was accepted
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert {line.strip("| ").split(" | ")[0] for line in table[2:]} == {"bare", "gateway", "postfix"}
+    # Every target's clients negotiated TLS (the same certificate everywhere), and the report says
+    # what: the gateway refuses AUTH without it, and so does Postfix here (smtpd_tls_auth_only).
+    negotiated = dict(
+        line.removeprefix("- TLS, ").split(": ", 1)
+        for line in result.stdout.splitlines()
+        if line.startswith("- TLS, ")
+    )
+    assert set(negotiated) == {"bare", "gateway", "postfix"}
+    assert all(cipher.startswith(("TLSv1.2 ", "TLSv1.3 ")) for cipher in negotiated.values()), negotiated
+    assert "- Command: `python bench/relay.py --tls" in result.stdout

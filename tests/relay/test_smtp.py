@@ -14,18 +14,19 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
 import pytest
 
-from gateway.decision.commit import SharedFlush
+from gateway.decision.commit import CommitState, DecisionStores
 from gateway.decision.disposition import Disposition
 from gateway.decision.screening import Accept, Outgoing, Ruling, Submission
 from gateway.errors import SpoolError
 from gateway.intake.smtp import MAX_ERRORS, forward_path_problem
 from gateway.replies import Reply
-from gateway.state.spool import FollowUp, SpoolEnvelope
+from gateway.state.spool import FollowUp, Spool, SpoolEnvelope
 from tests.relay.smtp_fixtures import (  # noqa: F401
     ALICE,
     ALICE_ALIAS,
@@ -1214,7 +1215,7 @@ class OffLoopScreener(RecordingScreener):
         super().__init__()
         self.spool_root = gateway_spool
         self.off_loop = off_loop
-        self.steps: list[tuple[str, str, bool]] = []  # (step, thread name, message already durable)
+        self.steps: list[tuple[str, str, bool]] = []  # (step, thread name, message already queued)
         self.fail_record = False
 
     async def decide(self, submission: Submission) -> Disposition:
@@ -1230,7 +1231,8 @@ class OffLoopScreener(RecordingScreener):
         super().accepted(queue_id)
 
     def flush_decisions(self) -> None:
-        self.steps.append(("flush", threading.current_thread().name, True))
+        queued = any((self.spool_root / "incoming").iterdir())
+        self.steps.append(("flush", threading.current_thread().name, queued))
 
 
 async def test_an_acceptance_is_recorded_and_flushed_in_the_batch_that_stores_it(
@@ -1240,11 +1242,12 @@ async def test_an_acceptance_is_recorded_and_flushed_in_the_batch_that_stores_it
     gateway = await start_gateway(screener=screener)
     smtp = await gateway.logged_in()
     errors, _ = await smtp.sendmail(ALICE, [OUTSIDER], message())
-    # Recorded and flushed before the client heard 250: the steps are all there when it has.
+    # Recorded and flushed before the client heard 250: the steps are all there when it has, and
+    # both ran before the message was renamed into the queue (flushed together with its data).
     assert errors == {}
-    assert [(step, durable) for step, _thread, durable in screener.steps] == [
-        ("accepted", True),
-        ("flush", True),
+    assert [(step, queued) for step, _thread, queued in screener.steps] == [
+        ("accepted", False),
+        ("flush", False),
     ]
     assert all(thread != threading.current_thread().name for _step, thread, _ in screener.steps)
     assert screener.recorded == [gateway.stored()[0].envelope.queue_id]
@@ -1306,7 +1309,26 @@ async def test_an_acceptance_whose_record_fails_in_the_batch_is_logged_and_still
     assert [step for step, _, _ in screener.steps] == ["accepted", "flush"]
 
 
-async def test_concurrent_transactions_share_flushes_and_each_waits_for_one_that_covers_it() -> None:
+def shared_flush_of(root: Path, flush: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    """The flush concurrent transactions share (``CommitState.shared_flush``), on a real spool."""
+    shared = CommitState.of(Spool(root), DecisionStores(audit=_Flushing(flush))).shared_flush
+    assert shared is not None
+    return shared
+
+
+@dataclass
+class _Flushing:
+    """An audit trail that only flushes (with ``flush``)."""
+
+    flush: Callable[[], None]
+
+    def record_decision(self, record: object) -> None:
+        raise AssertionError("nothing is recorded here")
+
+
+async def test_concurrent_transactions_share_flushes_and_each_waits_for_one_that_covers_it(
+    tmp_path: Path,
+) -> None:
     written: list[int] = []  # what each transaction wrote before asking for a flush
     durable: set[int] = set()
     runs = 0
@@ -1319,7 +1341,7 @@ async def test_concurrent_transactions_share_flushes_and_each_waits_for_one_that
         release.wait(5)
         durable.update(covered)
 
-    shared = SharedFlush(flush)
+    shared = shared_flush_of(tmp_path, flush)
 
     async def transaction(number: int) -> None:
         written.append(number)
@@ -1336,21 +1358,32 @@ async def test_concurrent_transactions_share_flushes_and_each_waits_for_one_that
     assert runs == 2
 
 
-async def test_a_failed_flush_fails_its_waiters_only_and_the_next_run_is_tried_afresh() -> None:
-    outcomes = [OSError(5, "Input/output error"), None]
+async def test_a_failed_flush_fails_its_waiters_only_and_the_next_run_is_tried_afresh(tmp_path: Path) -> None:
+    runs = 0
+    release = threading.Event()
 
     def flush() -> None:
-        if (error := outcomes.pop(0)) is not None:
-            raise error
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            release.wait(5)  # holds the first run, so the next two waiters share the second
+        elif runs == 2:
+            raise OSError(5, "Input/output error")
 
-    shared = SharedFlush(flush)
-    results = await asyncio.gather(shared(), shared(), return_exceptions=True)
+    shared = shared_flush_of(tmp_path, flush)
+    first = asyncio.ensure_future(shared())
+    await asyncio.sleep(0.05)
+    failing = [asyncio.ensure_future(shared()) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    release.set()
+    await first  # the run before is unaffected
+    results = await asyncio.gather(*failing, return_exceptions=True)
     assert [type(result) for result in results] == [OSError, OSError]
     await shared()  # the next run succeeds
-    assert outcomes == []
+    assert runs == 3
 
 
-async def test_a_cancelled_waiter_does_not_cancel_the_flush_the_others_wait_for() -> None:
+async def test_a_cancelled_waiter_does_not_cancel_the_flush_the_others_wait_for(tmp_path: Path) -> None:
     release = threading.Event()
     runs = 0
 
@@ -1359,14 +1392,16 @@ async def test_a_cancelled_waiter_does_not_cancel_the_flush_the_others_wait_for(
         runs += 1
         release.wait(5)
 
-    shared = SharedFlush(flush)
+    shared = shared_flush_of(tmp_path, flush)
+    running = asyncio.ensure_future(shared())  # under way: the next two share the run after it
+    await asyncio.sleep(0.05)
     leaving = asyncio.create_task(shared())
     staying = asyncio.create_task(shared())
     await asyncio.sleep(0.05)
     leaving.cancel()
     release.set()
-    await staying
-    assert leaving.cancelled() and runs == 1
+    await asyncio.gather(running, staying)
+    assert leaving.cancelled() and runs == 2
 
 
 async def test_commands_keep_a_session_alive_and_the_idle_timeout_counts_from_the_last_one(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import CorruptSpoolEntry, SpoolError
+from gateway.state import spool_commit
 from gateway.state.spool import (
     LARGE_MESSAGE,
     DeliveryStatus,
@@ -113,41 +115,70 @@ async def test_a_failing_task_fails_only_its_own_caller(spool: Spool) -> None:
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-async def test_follow_ups_run_in_the_batch_once_their_messages_are_durable(spool: Spool, size: str) -> None:
-    # Each record sees its own message in incoming/; the shared flush runs once, after every record,
-    # and all of it before the commits return.
+async def test_follow_ups_are_durable_before_their_messages_become_visible(spool: Spool, size: str) -> None:
+    # Each record runs once its message's bytes are written and before the message is in incoming/;
+    # the shared flush runs once per batch, after every record, and also before any message of the
+    # batch is renamed into view: a message is never in the queue without its decision on disk.
     events: list[str] = []
     sent = [envelope() for _ in range(3)]
     content = message(body="x" * (LARGE_MESSAGE + 1)) if size == "large" else message()
 
+    def visible() -> list[str]:
+        return [e.queue_id for e in sent if (spool.root / "incoming" / e.queue_id).exists()]
+
     def recorder(queue_id: str) -> Callable[[], None]:
         def record() -> None:
-            assert (spool.root / "incoming" / queue_id).is_file()
+            assert not (spool.root / "incoming" / queue_id).exists()
+            assert any(path.name.startswith(queue_id) for path in (spool.root / "tmp").iterdir())
             events.append(f"record {queue_id}")
 
         return record
 
     def flush() -> None:
-        events.append("flush")
+        events.append(f"flush {len(visible())} visible")
 
     blocker = asyncio.ensure_future(spool.commit(envelope(), message()))
     await asyncio.sleep(0)  # the next commits wait for this batch, so they share the following one
     commits = [spool.commit(e, content, FollowUp(recorder(e.queue_id), flush)) for e in sent]
     await asyncio.gather(blocker, *commits)
-    records = [event for event in events if event != "flush"]
+    records = [event for event in events if event.startswith("record")]
+    flushes = [event for event in events if event.startswith("flush")]
     assert sorted(records) == sorted(f"record {e.queue_id}" for e in sent)
-    assert events[-1] == "flush"  # every record is followed by a flush of its batch
-    assert "flush flush" not in " ".join(events)  # ... once per batch, not once per message
+    assert events[-1].startswith("flush")  # every record is followed by a flush of its batch
+    assert all(event == "flush 0 visible" for event in flushes) or size == "large"
+    assert sorted(visible()) == sorted(e.queue_id for e in sent)  # and all stored once they return
     if size == "small":  # small messages submitted together share one batch: one flush in all
-        assert events.count("flush") == 1
+        assert len(flushes) == 1
     else:  # a large one is written on a thread of its own first, and may reach a later batch
-        assert events.count("flush") <= len(sent)
+        assert len(flushes) <= len(sent)
+
+
+async def test_a_change_that_fails_after_its_record_is_withdrawn_and_flushed(spool: Spool) -> None:
+    # The record is written before the message is made durable; a message that then cannot be
+    # stored (here: its folder is gone when the batch renames it) must not leave the record standing.
+    ran: list[str] = []
+    incoming = spool.root / "incoming"
+
+    def record() -> None:
+        ran.append("record")
+        incoming.rmdir()  # after the message is written, before it is renamed into incoming/
+
+    with pytest.raises(SpoolError):
+        await spool.commit(
+            envelope(),
+            message(),
+            FollowUp(record, lambda: ran.append("flush"), lambda: ran.append("withdraw")),
+        )
+    assert ran == ["record", "flush", "withdraw", "flush"]
+    assert list((spool.root / "tmp").iterdir()) == []  # nothing half-stored is left behind
 
 
 async def test_a_follow_up_does_not_run_when_its_message_was_not_stored(spool: Spool) -> None:
+    # The message cannot even be written (its file cannot be created): nothing is recorded. (A
+    # message written and then not renamed into view is withdrawn: see the test above.)
     ran: list[str] = []
-    (spool.root / "incoming").rmdir()
-    (spool.root / "incoming").write_bytes(b"")  # root ignores permissions; a file blocks the folder
+    (spool.root / "tmp").rmdir()
+    (spool.root / "tmp").write_bytes(b"")  # root ignores permissions; a file blocks the folder
     with pytest.raises(SpoolError):
         await spool.commit(
             envelope(), message(), FollowUp(lambda: ran.append("record"), lambda: ran.append("flush"))
@@ -174,6 +205,36 @@ async def test_a_failing_follow_up_is_logged_and_the_commit_stands(
     failures = [r for r in caplog.records if "spool_follow_up_failed" in r.getMessage()]
     assert len(failures) == 2
     assert all("ValueError" in r.getMessage() and "Jane" not in r.getMessage() for r in failures)
+
+
+async def test_a_commit_does_not_wait_behind_a_delivery_move(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A message delivered a moment before is being moved to done/ (its folder fsyncs held here): a
+    # new submission's commit is durable and returns meanwhile, without waiting for that batch.
+    delivered = envelope()
+    await spool.commit(delivered, message())
+    release = threading.Event()
+    done_folder = str(spool.root / "done")
+    real_fsync_directory = spool_commit.fsync_directory
+
+    def slow_fsync_directory(path: str) -> None:
+        if str(path) == done_folder:
+            release.wait(5)
+        real_fsync_directory(path)
+
+    monkeypatch.setattr(spool_commit, "fsync_directory", slow_fsync_directory)
+    moving = asyncio.ensure_future(spool.move(delivered.queue_id, QueueState.INCOMING, QueueState.DONE))
+    await asyncio.sleep(0.05)  # the move's batch is under way, held at its fsync of done/
+    try:
+        sent = envelope()
+        await asyncio.wait_for(spool.commit(sent, message()), timeout=2)
+        assert not moving.done()
+        assert spool.load(sent.queue_id).state is QueueState.INCOMING
+    finally:
+        release.set()
+    await moving
+    assert spool.load(delivered.queue_id).state is QueueState.DONE
 
 
 async def test_a_cancelled_commit_caller_does_not_cancel_the_others_in_its_batch(spool: Spool) -> None:

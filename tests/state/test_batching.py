@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.state.batching import Batcher, FollowUp, run_follow_ups
+from gateway.state.batching import Batcher, FollowUp, run_follow_ups, run_tasks
 
 
 @dataclass(frozen=True)
@@ -118,3 +118,22 @@ def test_follow_ups_record_each_durable_change_and_flush_once_per_distinct_flush
     ]
     run_follow_ups(follow_ups, [None, None, OSError("no"), None, None])
     assert events == ["a", "b", "flush"]
+
+
+def test_a_task_given_by_several_callers_runs_once_and_each_gets_its_outcome() -> None:
+    ran: list[str] = []
+
+    def shared() -> None:
+        ran.append("shared")
+
+    def broken() -> None:
+        ran.append("broken")
+        raise OSError(5, "Input/output error")
+
+    def other() -> None:
+        ran.append("other")
+
+    errors = run_tasks([shared, broken, shared, other, broken])
+    assert ran == ["shared", "broken", "other"]  # each distinct task once, in order of first arrival
+    assert [type(error) if error else None for error in errors] == [None, OSError, None, None, OSError]
+    assert errors[1] is errors[4]  # both callers of the failing task get its failure

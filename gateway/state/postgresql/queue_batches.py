@@ -21,7 +21,7 @@ import psycopg
 
 from gateway.errors import StateUnavailable
 from gateway.state.batching import Batcher as GenericBatcher
-from gateway.state.batching import FollowUp, run_follow_ups
+from gateway.state.batching import FollowUp, run_follow_ups, run_tasks
 
 Cursor = psycopg.Cursor[Any]
 # One change inside the batch's transaction: returns None when it applied, else the error its caller
@@ -73,12 +73,9 @@ def apply_batch(
                     except Exception as exc:
                         errors[index] = exc
     run_follow_ups([item.follow_up for item in items], errors)
-    for index, item in enumerate(items):
-        if item.task is not None:
-            try:
-                item.task()
-            except Exception as exc:  # the task's caller gets it, as from a thread of its own
-                errors[index] = exc
+    tasks = [index for index, item in enumerate(items) if item.task is not None]
+    for index, error in zip(tasks, run_tasks([_task(items[index]) for index in tasks]), strict=True):
+        errors[index] = error
     return BatchOutcome(errors, transactions)
 
 
@@ -89,6 +86,11 @@ def _unavailable(error: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def _task(item: Item) -> Task:
+    assert item.task is not None
+    return item.task
 
 
 def _work(item: Item) -> Work:
