@@ -15,8 +15,10 @@ withdrawn (``FollowUp.withdraw``), so the trail says it was not stored.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +143,14 @@ def _apply_changes(changes: Sequence[Change]) -> BatchResult:
     return BatchResult(errors, len(descriptors), len(touched))
 
 
+@functools.cache
+def _record_flusher() -> ThreadPoolExecutor:
+    """Threads of their own for the records' flushes: a batch thread of the I/O pool waits for them,
+    and waiting on work queued behind it in the same pool could wait for ever once every I/O
+    thread is busy."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="gateway-records")
+
+
 def _flush_beside(flushes: Sequence[Callable[[], None]], files: bool) -> Callable[[], None]:
     """Start the records' flushes on another I/O thread while this one flushes the batch's files
     (one flush's wait instead of one after the other); returns the wait for them."""
@@ -148,7 +158,7 @@ def _flush_beside(flushes: Sequence[Callable[[], None]], files: bool) -> Callabl
         return lambda: None
     if files:
         with contextlib.suppress(RuntimeError):  # the pool is shutting down: flush here instead
-            running = io_executor().submit(run_flushes, flushes)
+            running = _record_flusher().submit(run_flushes, flushes)
             return lambda: running.result()  # run_flushes logs what fails; it raises nothing
     run_flushes(flushes)
     return lambda: None
