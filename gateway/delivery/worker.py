@@ -310,10 +310,11 @@ class DeliveryWorker:
             located: QueueState | None = state
             with contextlib.suppress(Exception):
                 located = await _in_thread(self._spool.locate, queue_id)
-            if located in PENDING_STATES and queue_id in self._unrecorded:
-                self._record_later(queue_id, located)
-            elif located in PENDING_STATES:
-                self._schedule(queue_id, located, self._clock() + self._settings.initial_backoff)
+            if located in PENDING_STATES:
+                if queue_id in self._unrecorded:
+                    self._record_later(queue_id, located)
+                else:
+                    self._schedule(queue_id, located, self._clock() + self._settings.initial_backoff)
         finally:
             self._plan.finish(queue_id)
             self._wakeup.set()

@@ -59,13 +59,15 @@ def run_records(
     follow_ups: Sequence[FollowUp | None], errors: Sequence[BaseException | None]
 ) -> list[Callable[[], None]]:
     """Each ``record`` whose change has not failed; returns the distinct flushes they call for."""
-    flushes: dict[int, Callable[[], None]] = {}
-    for follow_up, error in zip(follow_ups, errors, strict=True):
-        if follow_up is None or error is not None:
-            continue
+    recorded = [f for f, error in zip(follow_ups, errors, strict=True) if f is not None and error is None]
+    for follow_up in recorded:
         run_logged(follow_up.record)
-        if follow_up.flush is not None:
-            flushes.setdefault(id(follow_up.flush), follow_up.flush)
+    return distinct_flushes(recorded)
+
+
+def distinct_flushes(follow_ups: Sequence[FollowUp]) -> list[Callable[[], None]]:
+    """The flushes ``follow_ups`` call for, each callable once (followers of one batch share it)."""
+    flushes = {id(f.flush): f.flush for f in follow_ups if f.flush is not None}
     return list(flushes.values())
 
 

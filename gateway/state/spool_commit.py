@@ -5,7 +5,7 @@ flushes), and the fsync of a folder is shared by every rename made before it beg
 for the same folder fsync are released together.
 
 A change's follow-up (its decision's audit entry and ledger step) is written as soon as the change's
-file is, and flushed on a second thread while the batch's files are: both are on disk before any
+file is, and flushed on a thread of their own while the batch's files are: both are on disk before any
 message of the batch is renamed into view. A message is therefore never visible (and delivered)
 without its decision, and the 250 waits for two flushes in a row (data, then folder) rather than four
 (data, folder, audit trail, audit salts). A change that fails after its record was written is
@@ -26,6 +26,7 @@ from gateway.state.batching import (
     IO_THREADS,
     Batcher,
     FollowUp,
+    distinct_flushes,
     io_executor,
     run_flushes,
     run_logged,
@@ -152,7 +153,7 @@ def _record_flusher() -> ThreadPoolExecutor:
 
 
 def _flush_beside(flushes: Sequence[Callable[[], None]], files: bool) -> Callable[[], None]:
-    """Start the records' flushes on another I/O thread while this one flushes the batch's files
+    """Start the records' flushes on a thread of their own while this one flushes the batch's files
     (one flush's wait instead of one after the other); returns the wait for them."""
     if not flushes:
         return lambda: None
@@ -166,13 +167,11 @@ def _flush_beside(flushes: Sequence[Callable[[], None]], files: bool) -> Callabl
 
 def _withdraw(failed: Sequence[FollowUp | None]) -> None:
     """Changes recorded and then not stored: say so in their records, and flush that (best effort)."""
-    flushes: dict[int, Callable[[], None]] = {}
-    for follow_up in failed:
-        if follow_up is not None and follow_up.withdraw is not None:
-            run_logged(follow_up.withdraw)
-            if follow_up.flush is not None:
-                flushes.setdefault(id(follow_up.flush), follow_up.flush)
-    run_flushes(list(flushes.values()))
+    withdrawing = [f for f in failed if f is not None and f.withdraw is not None]
+    for follow_up in withdrawing:
+        assert follow_up.withdraw is not None
+        run_logged(follow_up.withdraw)
+    run_flushes(distinct_flushes(withdrawing))
 
 
 class GroupCommitter(Batcher[Change | Task, BatchResult]):
