@@ -309,10 +309,12 @@ def gateway(
     cluster: postgresql_state.BenchCluster | None = None,
     instances: int = 1,
     tls: TlsMaterial | None = None,
+    policy_workers: str | None = None,
 ) -> Iterator[Target]:
     """``instances`` gateways (more than one only on ``cluster``'s PostgreSQL), ready for the clients.
 
-    With ``tls``, the gateway presents that certificate (the clients use STARTTLS before AUTH)."""
+    With ``tls``, the gateway presents that certificate (the clients use STARTTLS before AUTH).
+    ``policy_workers``: the ``policy.workers`` setting (``0`` evaluates on the event loop); default ``auto``."""
     settings: dict[str, object] = {
         "server": {"submissions": {"enabled": False}},
         "auth": {"allow_plaintext_auth_on_loopback": True},
@@ -326,6 +328,11 @@ def gateway(
         settings["auth"] = {"allow_plaintext_auth_on_loopback": False}
     if policy is not None:
         settings["policy"] = {"path": str(policy.resolve())}
+        if policy_workers is not None:
+            settings["policy"] = {
+                "path": str(policy.resolve()),
+                "workers": int(policy_workers) if policy_workers.isdigit() else policy_workers,
+            }
         serve_command = None
     else:
         serve_command = [sys.executable, str(Path(__file__).with_name("passthrough_gateway.py"))]
@@ -489,8 +496,19 @@ def main(argv: list[str]) -> int:
         help="clients use STARTTLS (one test CA's certificate on every target, TLS 1.2 at least) and "
         "AUTH on every target: Postfix through SASL (the Dovecot protocol), the bare relay too",
     )
+    parser.add_argument(
+        "--policy-workers",
+        help="policy.workers for the gateways with --policy: a number (0: evaluate on the event loop, "
+        "no worker process) or auto (the default)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
+    if args.policy_workers is not None and not (
+        args.policy_workers.isdigit() or args.policy_workers == "auto"
+    ):
+        parser.error(f"--policy-workers takes a number or auto, not {args.policy_workers!r}")
+    if args.policy_workers is not None and args.policy is None:
+        parser.error("--policy-workers sets the workers of the gateway with --policy: add --policy")
     targets = args.targets.split(",")
     conduct = None
     if args.policy is not None:
@@ -538,7 +556,13 @@ def main(argv: list[str]) -> int:
                 "bare": lambda: bare_relay(context, sink, tls),
                 "gateway": lambda: gateway(workdir, sink, "gateway", args.member, None, tls=tls),
                 "gateway+policy": lambda: gateway(
-                    workdir, sink, "gateway+policy", args.member, args.policy, tls=tls
+                    workdir,
+                    sink,
+                    "gateway+policy",
+                    args.member,
+                    args.policy,
+                    tls=tls,
+                    policy_workers=args.policy_workers,
                 ),
                 "postfix": lambda: postfix(sink, args.member, tls),
                 "postfix+milter": lambda: postfix_milter(workdir, sink, args.policy, args.member, tls),
@@ -555,6 +579,7 @@ def main(argv: list[str]) -> int:
                         policy,
                         cluster,
                         instances,
+                        policy_workers=args.policy_workers,
                     )
             started = [stack.enter_context(factories[name]()) for name in targets]
             if conduct is not None:

@@ -102,3 +102,16 @@ def test_relay_benchmark_with_tls_logs_in_over_starttls_on_every_target() -> Non
     assert set(negotiated) == {"bare", "gateway", "postfix"}
     assert all(cipher.startswith(("TLSv1.2 ", "TLSv1.3 ")) for cipher in negotiated.values()), negotiated
     assert "- Command: `python bench/relay.py --tls" in result.stdout
+
+
+def test_relay_benchmark_can_evaluate_the_policy_on_the_event_loop() -> None:
+    policy = Path(__file__).resolve().parents[2] / "gateway" / "data" / "default-policy.yaml"
+    command = [sys.executable, str(RELAY_BENCH), "--targets", "bare", "--policy", str(policy), *SMALL]
+    result = subprocess.run([*command, "--policy-workers", "0"], capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, result.stdout + result.stderr  # every message was accepted
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    targets = {line.strip("| ").split(" | ")[0] for line in table[2:]}
+    assert targets == {"bare", "gateway+policy", "gateway+policy:cc"}
+    refused = subprocess.run([*command, "--policy-workers", "two"], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "--policy-workers takes a number or auto, not 'two'" in refused.stderr
