@@ -184,6 +184,14 @@ CATALOGUE: dict[str, MetricSpec] = {
     "policy_workers.waiting": _gauge(
         "policy_workers_waiting", "Messages waiting for an idle policy worker now."
     ),
+    "policy_workers.inline_total": _counter(
+        "policy_inline_evaluations",
+        "Small messages evaluated on the event loop because every policy worker was idle.",
+    ),
+    "policy_workers.inline_used_up_total": _counter(
+        "policy_inline_slices_used_up",
+        "Messages evaluated on the event loop that used up their CPU slice and went to a worker.",
+    ),
     "shadow.evaluated_total": _counter(
         "shadow_evaluated",
         "Messages the shadow policy (policy.shadow) evaluated alongside the policy in force.",

@@ -314,3 +314,104 @@ async def test_messages_wait_for_an_idle_worker_instead_of_queueing_behind_a_bus
     finally:
         await pool.close()
         screener.close()
+
+
+# --- a small message while every worker is idle: evaluated on the event loop, within a CPU slice ---
+
+
+@pytest.fixture
+def inline_screener(settings: GatewaySettings, workers: PolicyWorkers) -> Iterator[PolicyScreener]:
+    """The screener as the running gateway builds it: workers, and evaluation on the loop when idle."""
+    with PolicyScreener.from_settings(settings, workers=workers, inline=True) as opened:
+        yield opened
+
+
+def requests_sent(workers: PolicyWorkers) -> int:
+    return workers._next_id  # every request to a worker takes the next id
+
+
+async def test_a_small_message_while_every_worker_is_idle_is_decided_on_the_event_loop_the_same_way(
+    tmp_path: Path, settings: GatewaySettings, inline_screener: PolicyScreener, workers: PolicyWorkers
+) -> None:
+    in_process_settings = settings.model_copy(update={"state_dir": tmp_path / "in-process"})
+    with PolicyScreener.from_settings(in_process_settings) as reference:
+        for judge in (inline_screener, reference):
+            parent = judge.screen(SUBMISSIONS["deliver"])
+            assert isinstance(parent, Accept)
+            judge.accepted(SUBMISSIONS["deliver"], parent)
+        for name, case in SUBMISSIONS.items():
+            assert outcome(await inline_screener.screen_async(case)) == outcome(reference.screen(case)), name
+    assert requests_sent(workers) == 0
+    assert workers.inline == len(SUBMISSIONS) and workers.inline_used_up == 0
+    statistics = workers.statistics()
+    assert (statistics.inline_total, statistics.inline_used_up_total) == (len(SUBMISSIONS), 0)
+
+
+@pytest.mark.timeout(120)
+async def test_a_message_that_uses_up_its_slice_is_decided_by_a_worker(
+    inline_screener: PolicyScreener, workers: PolicyWorkers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.decision import policy_screener
+
+    def endless(*_args: object) -> NoReturn:
+        while True:
+            pass
+
+    # Endless here only: the worker process evaluates with the real function.
+    monkeypatch.setattr(policy_screener, "evaluate_submission", endless)
+    result = await inline_screener.screen_async(SUBMISSIONS["reject-identity"])
+    assert isinstance(result, Reply) and result.code == 550  # the worker's verdict
+    assert workers.inline == 1 and workers.inline_used_up == 1
+    assert requests_sent(workers) == 1
+
+
+async def test_a_large_message_goes_to_a_worker(
+    inline_screener: PolicyScreener, workers: PolicyWorkers
+) -> None:
+    large = submission(message(body="Minutes of the meeting.\r\n" * 3000))
+    assert len(large.content) > policy_workers.INLINE_MAX_BYTES
+    assert isinstance(await inline_screener.screen_async(large), Accept)
+    assert requests_sent(workers) == 1 and workers.inline == 0
+
+
+async def test_while_a_worker_has_a_message_the_next_one_goes_to_a_worker_too(
+    settings: GatewaySettings,
+) -> None:
+    pool = PolicyWorkers(settings, 2)
+    await pool.start()
+    screener = PolicyScreener.from_settings(settings, workers=pool, inline=True)
+    try:
+        await screener.screen_async(SUBMISSIONS["deliver"])  # on the loop: both workers idle
+        assert pool.inline == 1
+        await asyncio.gather(
+            *(pool.evaluate(SUBMISSIONS["deliver"], screener.policy_version) for _ in range(2))
+        )
+        [first, _second] = pool.pids()
+        os.kill(first, signal.SIGSTOP)
+        busy = asyncio.create_task(pool.evaluate(SUBMISSIONS["deliver"], screener.policy_version))
+        while not any(worker is not None and worker.pending for worker in pool._workers):
+            await asyncio.sleep(0.01)
+        sent = requests_sent(pool)
+        # A worker has a message: the next one would overtake it on the loop; it goes to the other worker.
+        assert isinstance(await screener.screen_async(SUBMISSIONS["deliver"]), Accept)
+        assert pool.inline == 1 and requests_sent(pool) == sent + 1
+        os.kill(first, signal.SIGCONT)
+        await busy
+    finally:
+        await pool.close()
+        screener.close()
+
+
+def test_the_running_gateway_evaluates_small_messages_on_the_loop_only_from_local_files(
+    settings: GatewaySettings,
+) -> None:
+    from gateway.decision.build import policy_screener
+
+    with policy_screener(settings) as on_files:
+        assert on_files._inline is not None
+        assert on_files._inline.seconds == policy_workers.INLINE_SLICE_SECONDS
+    without_workers = settings.model_copy(
+        update={"policy": settings.policy.model_copy(update={"workers": 0})}
+    )
+    with policy_screener(without_workers) as alone:
+        assert alone.workers is None and alone._inline is None

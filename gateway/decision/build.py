@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from gateway.decision.cpu_slice import CpuSlice
 from gateway.decision.expunge import DueExpunger, Stores
 from gateway.decision.overriding import Overrides
 from gateway.decision.policy_screener import PolicyScreener
 from gateway.decision.policy_source import PolicySource
-from gateway.decision.policy_workers import PolicyWorkers, worker_count
+from gateway.decision.policy_workers import INLINE_SLICE_SECONDS, PolicyWorkers, worker_count
 from gateway.decision.screening import Screener
 from gateway.decision.shadow import ShadowEvaluator
 from gateway.errors import GatewayError
@@ -31,12 +32,14 @@ def open_policy_screener(
     has_account: AccountCheck | None = None,
     workers: PolicyWorkers | None = None,
     deferred_audit: bool = False,
+    inline: bool = False,
 ) -> PolicyScreener:
     """Load the policy (ConfigError if invalid) and open the ledger and audit trail in state_dir.
 
     ``has_account``: review rights follow the users file. ``workers``: evaluate in these
     processes (started by ``start``). ``deferred_audit``: appends are made durable by
-    ``flush_decisions`` (the running gateway), not one fsync each.
+    ``flush_decisions`` (the running gateway), not one fsync each. ``inline``: with workers, a small
+    message that arrives while they are all idle is evaluated on the event loop, within a CPU slice.
     """
     source = PolicySource.from_settings(settings)
     state = open_state(settings)
@@ -78,6 +81,11 @@ def open_policy_screener(
         shadow = ShadowEvaluator(
             settings.policy.shadow, state, audit, registry=state.cases, accounts=state.accounts
         )
+    # Evaluating on the event loop reads the ledger and the fingerprints there: only from local files
+    # (a database round trip, or a database that is away, would hold every session up).
+    inline_slice = None
+    if inline and workers is not None and settings.state.backend == "files":
+        inline_slice = CpuSlice(min(INLINE_SLICE_SECONDS, settings.policy.evaluation_budget))
     return PolicyScreener(
         source,
         ledger,
@@ -85,6 +93,7 @@ def open_policy_screener(
         review,
         fingerprint_store=fingerprints,
         workers=workers,
+        inline=inline_slice,
         audit_later=state.audit,  # what the CLI leaves for us is appended even with review off
         expunger=expunger,
         shadow=shadow,
@@ -99,7 +108,8 @@ def policy_screener(settings: GatewaySettings, accounts: AccountsPort | None = N
 
     The audit trail is deferred: the SMTP layer flushes it (in a thread, shared by concurrent
     transactions) before it answers, instead of one fsync per decision on the event loop. The
-    ``policy.workers`` evaluation processes are built here and started by ``Screener.start``.
+    ``policy.workers`` evaluation processes are built here and started by ``Screener.start``; with
+    them, a small message that arrives while they are all idle is evaluated on the event loop.
     """
     count = worker_count(settings.policy.workers)
     return PolicyScreener.from_settings(
@@ -107,6 +117,7 @@ def policy_screener(settings: GatewaySettings, accounts: AccountsPort | None = N
         has_account=account_check(accounts) if accounts is not None else None,
         workers=PolicyWorkers(settings, count) if count > 0 else None,
         deferred_audit=True,
+        inline=True,
     )
 
 

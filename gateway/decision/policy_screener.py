@@ -18,6 +18,7 @@ from types import TracebackType
 
 from gateway import replies
 from gateway.decision.commit import DecisionStores, record_accepted
+from gateway.decision.cpu_slice import CpuSlice
 from gateway.decision.digest import POLICY_EVENT
 from gateway.decision.disposition import Disposition, LedgerStep, acceptance, desk_verdict, refused
 from gateway.decision.evaluation import Evaluation, evaluate_submission
@@ -89,6 +90,7 @@ class PolicyScreener:
         *,
         fingerprint_store: FingerprintsPort | None = None,
         workers: PolicyWorkers | None = None,
+        inline: CpuSlice | None = None,
         audit_later: AuditPort | None = None,
         expunger: DueExpunger | None = None,
         refusal_notices: bool = True,
@@ -103,6 +105,8 @@ class PolicyScreener:
         self.fingerprint_store = fingerprint_store
         # Worker processes that evaluate for ``screen_async`` (None: evaluated in-process).
         self._workers = workers
+        # With workers: a small message evaluated on the event loop when they are all idle.
+        self._inline = inline
         # Where the CLI leaves audit entries while the gateway holds the trail.
         self.audit_later = audit_later
         self._expunger = expunger
@@ -129,12 +133,13 @@ class PolicyScreener:
         has_account: AccountCheck | None = None,
         workers: PolicyWorkers | None = None,
         deferred_audit: bool = False,
+        inline: bool = False,
     ) -> PolicyScreener:
         """Load the policy and open the stores (``gateway.decision.build.open_policy_screener``)."""
         from gateway.decision.build import open_policy_screener  # build imports this module
 
         return open_policy_screener(
-            settings, has_account=has_account, workers=workers, deferred_audit=deferred_audit
+            settings, has_account=has_account, workers=workers, deferred_audit=deferred_audit, inline=inline
         )
 
     # -- what the gateway runs besides screening ----------------------------------------------------
@@ -241,7 +246,9 @@ class PolicyScreener:
             return intercepted
         self.threads.write()  # the worker reads the ledger: it must hold every accepted parent
         try:
-            evaluation = await workers.evaluate(submission, policy.version)
+            evaluation = self._evaluated_inline(submission, policy, workers)
+            if evaluation is None:
+                evaluation = await workers.evaluate(submission, policy.version)
             if evaluation is None:
                 evaluation = evaluate_submission(submission, policy, self.ledger, self._protected_content())
         except EvaluationTooComplex as exceeded:
@@ -251,6 +258,19 @@ class PolicyScreener:
         except Exception as exc:
             return self._internal_error(submission, policy.version, type(exc).__name__)
         return self._decide(submission, policy, evaluation)
+
+    def _evaluated_inline(
+        self, submission: Submission, policy: CompiledPolicy, workers: PolicyWorkers
+    ) -> Evaluation | None:
+        """The evaluation made on the event loop within its CPU slice; None when it may not be made
+        here (a large message, a busy worker, no slice) or used up the slice (a worker makes it)."""
+        inline = self._inline
+        if inline is None or not workers.may_inline(len(submission.content)) or not inline.available():
+            return None
+        protected = self._protected_content()  # catching up is not the message's work: outside the slice
+        evaluation = inline.run(lambda: evaluate_submission(submission, policy, self.ledger, protected))
+        workers.counted_inline(used_up=evaluation is None)
+        return evaluation
 
     async def decide(self, submission: Submission) -> Disposition:
         """``screen_async``, as the disposition ``gateway.decision.commit`` applies."""

@@ -22,6 +22,11 @@ whose policy differs reloads; if it still differs (the file changed again, or is
 says so and the gateway evaluates that message itself: a verdict is never made under a policy other
 than the one recorded with it.
 
+A small message (``INLINE_MAX_BYTES``) that arrives while no worker has a message and none waits is
+evaluated on the event loop itself, within a slice of CPU time (``gateway.decision.cpu_slice``): one
+sender then does not wait for the round trip to a worker process. A message that uses up the slice
+is sent to a worker after all, with the whole budget.
+
 A worker that dies (killed, out of memory, a crash in a C extension) fails the message it had
 with ``PolicyWorkerError`` (451: the client retries) and is started again for the next message;
 while no worker is alive, the gateway evaluates in-process (without a budget: nothing can stop a
@@ -62,6 +67,10 @@ MIN_AUTO_WORKERS = 2
 RESTART_DELAY = 1.0  # a worker that keeps dying is restarted at most this often
 RELOAD_RETRY_INTERVAL = 5.0  # a worker that could not load the gateway's policy tries again after this
 WAIT_RECHECK = 1.0  # a message waiting for a worker looks again this often (a dead one may be restartable)
+# Evaluated on the event loop when every worker is idle: an ordinary message takes about a millisecond
+# there; the slice bounds how long a hard one can hold every other session up before it goes to a worker.
+INLINE_MAX_BYTES = 64 * 1024
+INLINE_SLICE_SECONDS = 0.02
 
 # What a worker answers: an evaluation; STALE (its policy is not the requested version);
 # OVER_BUDGET (the message used up its CPU budget); or the name of the exception it raised (never
@@ -96,6 +105,8 @@ class WorkerStatistics:
     stale_total: int  # messages evaluated in the gateway process because a worker's policy differed
     over_budget_total: int  # messages refused because they used up their evaluation budget
     waiting: int  # messages waiting for an idle worker now
+    inline_total: int = 0  # messages evaluated on the event loop (every worker idle, a small message)
+    inline_used_up_total: int = 0  # of those, stopped at the end of their slice and sent to a worker
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,8 @@ class PolicyWorkers:
         self.lost = 0  # messages whose worker died with them
         self.stale = 0  # messages handed back because the worker's policy differed
         self.over_budget = 0  # messages that used up their CPU budget
+        self.inline = 0  # messages evaluated on the event loop instead (see may_inline)
+        self.inline_used_up = 0
         self._closed = False
         self._restarting: set[int] = set()  # worker numbers being replaced now
         self.budget = settings.policy.evaluation_budget
@@ -218,6 +231,19 @@ class PolicyWorkers:
             raise EvaluationTooComplex(self.budget)
         raise PolicyWorkerError(result)
 
+    def may_inline(self, size: int) -> bool:
+        """Whether a message of ``size`` bytes may be evaluated on the event loop instead: a small
+        one, while no worker has a message and none waits (so it overtakes nobody and the loop
+        has nothing else to evaluate)."""
+        if size > INLINE_MAX_BYTES or self._waiters or self._closed:
+            return False
+        return all(worker is None or not worker.pending for worker in self._workers)
+
+    def counted_inline(self, *, used_up: bool) -> None:
+        """One message was evaluated on the event loop (``used_up``: it used up its slice)."""
+        self.inline += 1
+        self.inline_used_up += used_up
+
     async def close(self) -> None:
         """Stop every worker: close its socket (it exits at end of input), then make sure."""
         self._closed = True
@@ -235,7 +261,15 @@ class PolicyWorkers:
     def statistics(self) -> WorkerStatistics:
         alive = sum(1 for worker in self._workers if worker is not None and worker.alive)
         return WorkerStatistics(
-            self.count, alive, self.restarts, self.lost, self.stale, self.over_budget, len(self._waiters)
+            self.count,
+            alive,
+            self.restarts,
+            self.lost,
+            self.stale,
+            self.over_budget,
+            len(self._waiters),
+            self.inline,
+            self.inline_used_up,
         )
 
     def pids(self) -> list[int]:
