@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import sys
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -484,6 +484,9 @@ class FingerprintIndex:
         seen: dict[int, tuple[int, ...]] = {}
         buckets = self._buckets
         shift = _BUCKET_SHIFT - _DOC_BITS
+        # No removed document's values are held and every live document is of this scheme: each
+        # value found counts, without looking at its document.
+        every_value = not self._dead and sum(1 for live in self._schemes.values() if live) == 1
         for position, prefix in candidates.items():
             documents = seen.get(prefix)
             if documents is None:
@@ -493,13 +496,13 @@ class FingerprintIndex:
                 if index == len(bucket) or bucket[index] >> _DOC_BITS != prefix:
                     documents = seen[prefix] = ()
                 else:
-                    documents = seen[prefix] = self._lookup(prefix, scheme.number)
+                    documents = seen[prefix] = self._lookup(bucket, index, prefix, scheme.number, every_value)
             for number in documents:
                 positions.setdefault(number, []).append(position)
         result = []
         for number, found in positions.items():
             entry = self._entries[number]
-            if entry is None or all(b - a > 1 for a, b in pairwise(found)):
+            if entry is None or len(found) < 2 or all(b - a > 1 for a, b in pairwise(found)):
                 continue  # lone shingles only: common phrases, below every threshold
             runs = _runs(found)
             longest = max(last - first for first, last in runs) + scheme.words
@@ -523,20 +526,23 @@ class FingerprintIndex:
             )
         return result
 
-    def _lookup(self, prefix: int, scheme: int) -> tuple[int, ...]:
-        bucket = self._buckets[prefix >> (_BUCKET_SHIFT - _DOC_BITS)]
-        low = prefix << _DOC_BITS
-        index = bisect_left(bucket, low)
-        found: list[int] = []
-        high = low | _DOC_MASK
-        size = len(bucket)
+    def _lookup(
+        self, bucket: array[int], index: int, prefix: int, scheme: int, every_value: bool
+    ) -> tuple[int, ...]:
+        """The live documents of ``scheme`` that have the shingle ``prefix`` (none if it is common),
+        whose values start at ``bucket[index]``."""
+        end = bisect_right(bucket, (prefix << _DOC_BITS) | _DOC_MASK, index)
+        if every_value:
+            if end - index >= COMMON_IN_DOCUMENTS:
+                return ()
+            return tuple(value & _DOC_MASK for value in bucket[index:end])
         entries = self._entries
-        while index < size and bucket[index] <= high:
-            number = bucket[index] & _DOC_MASK
+        found: list[int] = []
+        for value in bucket[index:end]:
+            number = value & _DOC_MASK
             entry = entries[number]
             if entry is not None and entry.scheme == scheme:
                 found.append(number)
-            index += 1
         if len(found) >= COMMON_IN_DOCUMENTS:
             return ()
         return tuple(found)

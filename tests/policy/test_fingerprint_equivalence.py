@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from gateway.policy.fingerprint import (
     _BUCKET_SHIFT,
     _DOC_BITS,
+    _DOC_MASK,
+    COMMON_IN_DOCUMENTS,
     CURRENT_SCHEME,
     LEGACY_SCHEME,
     PIECE_WORDS,
@@ -98,7 +100,7 @@ class ReferenceIndex(FingerprintIndex):
                 if index == len(bucket) or bucket[index] >> _DOC_BITS != prefix:
                     documents = seen[prefix] = ()
                 else:
-                    documents = seen[prefix] = self._lookup(prefix, scheme.number)
+                    documents = seen[prefix] = self._reference_lookup(prefix, scheme.number)
             for number in documents:
                 positions.setdefault(number, []).append(position)
         result = []
@@ -127,6 +129,24 @@ class ReferenceIndex(FingerprintIndex):
                 )
             )
         return result
+
+    def _reference_lookup(self, prefix: int, scheme: int) -> tuple[int, ...]:
+        bucket = self._buckets[prefix >> (_BUCKET_SHIFT - _DOC_BITS)]
+        low = prefix << _DOC_BITS
+        index = bisect_left(bucket, low)
+        found: list[int] = []
+        high = low | _DOC_MASK
+        size = len(bucket)
+        entries = self._entries
+        while index < size and bucket[index] <= high:
+            number = bucket[index] & _DOC_MASK
+            entry = entries[number]
+            if entry is not None and entry.scheme == scheme:
+                found.append(number)
+            index += 1
+        if len(found) >= COMMON_IN_DOCUMENTS:
+            return ()
+        return tuple(found)
 
 
 # Words as ``words`` gives them (lower case, accents folded) and as other callers may pass them:
@@ -190,29 +210,49 @@ def test_stored_fingerprints_are_the_reference_fingerprints() -> None:
 
 
 sentence = st.lists(st.sampled_from(VOCABULARY), min_size=0, max_size=30).map(" ".join)
+document_words = st.lists(st.sampled_from(VOCABULARY), min_size=8, max_size=60)
+# Which document, where in it and how many of its words, and the text's own words before them.
+quoted_piece = st.tuples(st.integers(0, 5), st.integers(0, 20), st.integers(3, 40), sentence)
 
 
 @settings(max_examples=100, deadline=None)
 @given(
-    documents=st.lists(
-        st.lists(st.sampled_from(VOCABULARY), min_size=5, max_size=60), min_size=1, max_size=6
-    ),
-    pieces=st.lists(
-        st.tuples(st.integers(0, 5), st.integers(0, 60), st.integers(0, 40), sentence), max_size=5
-    ),
+    documents=st.lists(document_words, min_size=1, max_size=6),
+    pieces=st.lists(quoted_piece, min_size=1, max_size=5),
     legacy=st.booleans(),
+    forget_other_case=st.booleans(),
+    replace_first=st.booleans(),
+    boilerplate=st.sampled_from([0, COMMON_IN_DOCUMENTS - 1, COMMON_IN_DOCUMENTS]),
 )
 def test_overlaps_are_the_reference_overlaps(
-    documents: list[list[str]], pieces: list[tuple[int, int, int, str]], legacy: bool
+    documents: list[list[str]],
+    pieces: list[tuple[int, int, int, str]],
+    legacy: bool,
+    forget_other_case: bool,
+    replace_first: bool,
+    boilerplate: int,
 ) -> None:
     new, reference = FingerprintIndex(KEY), ReferenceIndex(KEY)
-    for number, document in enumerate(documents):
-        scheme = LEGACY_SCHEME if legacy and number % 2 else CURRENT_SCHEME
-        shingles = document_shingles([" ".join(document)], KEY, scheme)
+    added = [
+        # Documents of two cases, of either scheme, one replaced by another text under its id.
+        ("other shelf" if number % 3 == 2 else "home shelf", f"doc{number}", " ".join(document), scheme)
+        for number, document in enumerate(documents)
+        for scheme in [LEGACY_SCHEME if legacy and number % 2 else CURRENT_SCHEME]
+    ]
+    if replace_first:
+        added.append(("home shelf", "doc0", " ".join(reversed(documents[0])), CURRENT_SCHEME))
+    # A footer many documents share: common, so never counted, once in COMMON_IN_DOCUMENTS of them.
+    footer = " ".join(VOCABULARY[:12])
+    added += [("lists", f"list{number}", footer, CURRENT_SCHEME) for number in range(boilerplate)]
+    for case, name, text, scheme in added:
+        shingles = document_shingles([text], KEY, scheme)
         for index in (new, reference):
-            index.add(ProtectedDocument("home shelf", f"doc{number}", None, shingles, scheme.number))
+            index.add(ProtectedDocument(case, name, None, shingles, scheme.number))
+    if forget_other_case:
+        for index in (new, reference):
+            index.remove_case("other shelf")
     # A text quoting pieces of the documents between words of its own.
-    parts = []
+    parts = [footer] if boilerplate else []
     for which, start, length, own in pieces:
         document = documents[which % len(documents)]
         start %= len(document)
