@@ -9,7 +9,11 @@ passage of a protected message and once quoting one with a word in six changed (
 rule must find). Wall-clock and CPU time (of the measuring thread: what the work costs, without the
 waits of a machine shared with other jobs), each the median over ``--rounds`` rounds of that
 round's percentile. Memory is what ``tracemalloc`` sees the index hold after the start-up load (and
-the peak during it), plus the size of the SQLite file.
+the peak during it), plus the size of the SQLite file. Each message is evaluated as a policy worker
+evaluates it: ``store.for_message()`` (one check for other processes' changes), then every rule.
+Once the policy and the index are loaded they are frozen out of the garbage collector's reach
+(``gc.freeze()``, as a policy worker should do; ``--no-freeze`` leaves them), and the collections
+that run during the measured evaluations are counted and timed.
 
     .venv/bin/python bench/fingerprints.py            # full run (minutes: learning the messages and compiling the people dominate)
     .venv/bin/python bench/fingerprints.py --quick    # 1,000 documents and people, fewer rounds (smoke test)
@@ -98,7 +102,36 @@ def shipped_policy_with(people: int, avoid: frozenset[str]) -> str:
     return shipped.rstrip("\n") + "\n" + cases
 
 
-def run(quick: bool, rounds: int, people: int | None, argv: list[str]) -> str:
+class _CollectionLog:
+    """A ``gc.callbacks`` entry: how many collections of each generation ran, and how long they took."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self.longest = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        elapsed = time.perf_counter() - self._started
+        generation = info["generation"]
+        self.counts[generation] += 1
+        self.seconds[generation] += elapsed
+        self.longest = max(self.longest, elapsed)
+
+    def summary(self) -> str:
+        return (
+            ", ".join(
+                f"generation {generation}: {count} ({seconds * 1000:.1f} ms)"
+                for generation, (count, seconds) in enumerate(zip(self.counts, self.seconds, strict=True))
+            )
+            + f", the longest {self.longest * 1000:.2f} ms"
+        )
+
+
+def run(quick: bool, rounds: int, people: int | None, argv: list[str], freeze: bool = True) -> str:
     rng = random.Random(20261125)
     vocab = vocabulary(rng)
     documents = 1_000 if quick else 10_000
@@ -136,6 +169,19 @@ def run(quick: bool, rounds: int, people: int | None, argv: list[str]) -> str:
         current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         stats = store.statistics()
+        # What a full collection costs with the policy and the index loaded, and after gc.freeze()
+        # (which a policy worker does once it has loaded them): a collection that walks them would
+        # land on one message.
+        started = time.perf_counter()
+        gc.collect()
+        full_collection = time.perf_counter() - started
+        if freeze:
+            gc.freeze()
+        started = time.perf_counter()
+        gc.collect()
+        full_collection_after = time.perf_counter() - started
+        collections = _CollectionLog()
+        gc.callbacks.append(collections)
         rows = []
         p99_8k: dict[str, tuple[float, float]] = {}
         unrelated = prose(random.Random(7), vocab, 2000)
@@ -157,8 +203,13 @@ def run(quick: bool, rounds: int, people: int | None, argv: list[str]) -> str:
                     unique = [message(body, size, next(serials)) for _ in range(samples_per_round[label] + 5)]
                     for index, raw in enumerate(unique):
                         start, cpu = time.perf_counter(), time.thread_time()
+                        # As a policy worker does: one check for other processes' changes per message.
                         verdict = evaluate(
-                            parse_message(raw), envelope, policy, ThreadFacts(), protected_content=store
+                            parse_message(raw),
+                            envelope,
+                            policy,
+                            ThreadFacts(),
+                            protected_content=store.for_message(),
                         )
                         elapsed, cpu_elapsed = time.perf_counter() - start, time.thread_time() - cpu
                         outcome = verdict.outcome
@@ -185,6 +236,7 @@ def run(quick: bool, rounds: int, people: int | None, argv: list[str]) -> str:
                         outcome.value,
                     ]
                 )
+        gc.callbacks.remove(collections)
         store.close()
     lines = [
         "### Protected-content fingerprints (`bench/fingerprints.py`)",
@@ -218,6 +270,15 @@ def run(quick: bool, rounds: int, people: int | None, argv: list[str]) -> str:
             ],
         ),
         "",
+        f"Garbage collection: a full collection with the policy and the index loaded took "
+        f"{full_collection * 1000:.0f} ms, "
+        + (
+            f"{full_collection_after * 1000:.1f} ms after gc.freeze(); "
+            if freeze
+            else f"(not frozen: --no-freeze) {full_collection_after * 1000:.0f} ms again; "
+        )
+        + f"during the measured evaluations: {collections.summary()}.",
+        "",
         f"Targets: 8 KB p99 <= 2 ms with 10,000 people and 10,000 protected messages (measured "
         f"{max(wall for wall, _ in p99_8k.values()) * 1000:.2f} ms wall clock, "
         f"{max(cpu for _, cpu in p99_8k.values()) * 1000:.2f} ms CPU"
@@ -234,8 +295,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 documents and people, fewer samples")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per message (medians reported)")
     parser.add_argument("--people", type=int, help="protected people added to the policy (default 10,000)")
+    parser.add_argument(
+        "--no-freeze", action="store_true", help="leave the loaded policy and index to the collector"
+    )
     arguments = parser.parse_args()
-    print(run(arguments.quick, arguments.rounds, arguments.people, sys.argv))
+    print(run(arguments.quick, arguments.rounds, arguments.people, sys.argv, freeze=not arguments.no_freeze))
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ alternative usually has the words of its plain-text part, and several rules ask 
 from __future__ import annotations
 
 import re
+import sys
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -70,6 +71,7 @@ _WORD = re.compile(r"\w+")
 # what _WORD.findall gives, in a third of the time.
 _ASCII_NON_WORD = {code: " " for code in range(128) if not re.match(r"\w", chr(code))}
 _DOC_BITS = 24
+_LITTLE_ENDIAN = sys.byteorder == "little"
 _DOC_MASK = (1 << _DOC_BITS) - 1
 _BUCKET_SHIFT = 52  # the top 12 bits of a hash choose one of 4096 buckets
 # The filter: one bit for each value of a hash's top bits, set when some held shingle has them, so
@@ -198,37 +200,64 @@ def _hasher(key: bytes) -> blake2b:
     return blake2b(key=key, digest_size=8)
 
 
+class _SpellingKeys(dict[str, str]):
+    """Words' spelling keys, looked up by ``dict.__getitem__`` (a C call) from ``map``."""
+
+    def __missing__(self, word: str) -> str:
+        if len(self) >= _SPELLING_KEYS_KEPT:
+            self.clear()  # a bound on memory; the words of the next texts come back at once
+        key = self[word] = spelling_key(word)
+        return key
+
+
+_SPELLING_KEYS_KEPT = 65536
+_spelling_keys = _SpellingKeys()
+
+
 def scheme_words(tokens: Sequence[str], scheme: Scheme = CURRENT_SCHEME) -> Sequence[str]:
     """``tokens`` as ``scheme`` hashes them (spelling keys in the current scheme)."""
     if not scheme.spelling:
         return tokens
-    return [token if len(token) < 5 else spelling_key(token) for token in tokens]
+    # spelling_key leaves words under 5 letters as they are.
+    return list(map(_spelling_keys.__getitem__, tokens))
 
 
 def shingle_hashes(tokens: Sequence[str], key: bytes, size: int = SHINGLE_WORDS) -> list[int]:
     """The keyed 64-bit hash of every run of ``size`` consecutive words, in text order."""
-    if len(tokens) < size:
+    return _hashes(_shingle_bytes(tokens, size), _hasher(key)).tolist()
+
+
+def _shingle_bytes(tokens: Sequence[str], size: int) -> list[bytes]:
+    """Every run of ``size`` consecutive words joined by spaces, UTF-8 encoded, in text order.
+
+    The runs are joined and split by C calls (``str.join`` over ``zip``, ``bytes.split``) rather
+    than sliced one by one in Python: a shingle's bytes are the same either way.
+    """
+    count = len(tokens) - size + 1
+    if count <= 0:
         return []
-    copy = _hasher(key).copy
-    from_bytes = int.from_bytes
-    joined, starts = _joined(tokens)
-    result: list[int] = []
-    append = result.append
-    for start, end in zip(starts, starts[size:], strict=False):
+    listed = list(tokens)
+    runs = zip(*(listed[offset:] for offset in range(size)), strict=False)
+    pieces = "\n".join(map(" ".join, runs)).encode("utf-8").split(b"\n")
+    if len(pieces) == count:
+        return pieces
+    # A word with a line break in it (never one of ``words``'s): one shingle at a time.
+    return [" ".join(listed[start : start + size]).encode("utf-8") for start in range(count)]
+
+
+def _hashes(pieces: list[bytes], hasher: blake2b) -> array[int]:
+    """The keyed hash of each piece as a 64-bit integer (its 8 digest bytes read big-endian)."""
+    copy = hasher.copy
+    digests: list[bytes] = []
+    append = digests.append
+    for piece in pieces:
         digest = copy()
-        digest.update(joined[start : end - 1])
-        append(from_bytes(digest.digest(), "big"))
-    return result
-
-
-def _joined(tokens: Sequence[str]) -> tuple[bytes, list[int]]:
-    """The words joined by spaces, and where each starts (then where the text ends, plus one)."""
-    starts = [0]
-    offset = 0
-    for token in tokens:
-        offset += (len(token) if token.isascii() else len(token.encode("utf-8"))) + 1
-        starts.append(offset)
-    return " ".join(tokens).encode("utf-8"), starts
+        digest.update(piece)
+        append(digest.digest())
+    values = array("Q", b"".join(digests))
+    if _LITTLE_ENDIAN:
+        values.byteswap()
+    return values
 
 
 def document_shingles(texts: Iterable[str], key: bytes, scheme: Scheme = CURRENT_SCHEME) -> tuple[int, ...]:
@@ -279,8 +308,7 @@ class FingerprintIndex:
     """
 
     def __init__(self, key: bytes) -> None:
-        _hasher(key)  # validate the key now, not at the first message
-        self._key = key
+        self._hasher = _hasher(key)  # validates the key now, not at the first message; copied per shingle
         self._buckets = [array("Q") for _ in range(1 << (64 - _BUCKET_SHIFT))]
         self._entries: list[_Entry | None] = []
         self._by_name: dict[tuple[str, str], int] = {}
@@ -441,26 +469,24 @@ class FingerprintIndex:
     def _overlaps(self, tokens: list[str], scheme: Scheme) -> list[ContentOverlap]:
         if len(tokens) <= scheme.words:
             return []  # one shingle at most, and a lone shingle is never reported (most headers)
-        keyed = scheme_words(tokens, scheme)
-        joined, starts = _joined(keyed)
-        copy = _hasher(self._key).copy
-        from_bytes = int.from_bytes
+        values = _hashes(_shingle_bytes(scheme_words(tokens, scheme), scheme.words), self._hasher)
         bits = self._filter
         slot_shift = 64 - self._filter_bits
         byte_shift = slot_shift + 3
-        # Each shingle's hash is tested against the filter as soon as it is made: most shingles of
-        # most texts are in no document, and only those that may be are kept (with their position).
-        candidates: dict[int, int] = {}
-        for position, (start, end) in enumerate(zip(starts, starts[scheme.words :], strict=False)):
-            digest = copy()
-            digest.update(joined[start : end - 1])
-            value = from_bytes(digest.digest(), "big")
-            if bits[value >> byte_shift] >> ((value >> slot_shift) & 7) & 1:
-                candidates[position] = value >> _DOC_BITS
+        # Most shingles of most texts are in no document: the filter says so with one bit test,
+        # and only those that may be in one are kept (with their position).
+        candidates = {
+            position: value >> _DOC_BITS
+            for position, value in enumerate(values)
+            if bits[value >> byte_shift] >> ((value >> slot_shift) & 7) & 1
+        }
         positions: dict[int, list[int]] = {}
         seen: dict[int, tuple[int, ...]] = {}
         buckets = self._buckets
         shift = _BUCKET_SHIFT - _DOC_BITS
+        # No removed document's values are held and every live document is of this scheme: each
+        # value found counts, without looking at its document.
+        every_value = not self._dead and sum(1 for live in self._schemes.values() if live) == 1
         for position, prefix in candidates.items():
             documents = seen.get(prefix)
             if documents is None:
@@ -470,13 +496,13 @@ class FingerprintIndex:
                 if index == len(bucket) or bucket[index] >> _DOC_BITS != prefix:
                     documents = seen[prefix] = ()
                 else:
-                    documents = seen[prefix] = self._lookup(prefix, scheme.number)
+                    documents = seen[prefix] = self._lookup(bucket, index, prefix, scheme.number, every_value)
             for number in documents:
                 positions.setdefault(number, []).append(position)
         result = []
         for number, found in positions.items():
             entry = self._entries[number]
-            if entry is None or all(b - a > 1 for a, b in pairwise(found)):
+            if entry is None or len(found) < 2 or all(b - a > 1 for a, b in pairwise(found)):
                 continue  # lone shingles only: common phrases, below every threshold
             runs = _runs(found)
             longest = max(last - first for first, last in runs) + scheme.words
@@ -500,20 +526,23 @@ class FingerprintIndex:
             )
         return result
 
-    def _lookup(self, prefix: int, scheme: int) -> tuple[int, ...]:
-        bucket = self._buckets[prefix >> (_BUCKET_SHIFT - _DOC_BITS)]
-        low = prefix << _DOC_BITS
-        index = bisect_left(bucket, low)
-        found: list[int] = []
-        high = low | _DOC_MASK
-        size = len(bucket)
+    def _lookup(
+        self, bucket: array[int], index: int, prefix: int, scheme: int, every_value: bool
+    ) -> tuple[int, ...]:
+        """The live documents of ``scheme`` that have the shingle ``prefix`` (none if it is common),
+        whose values start at ``bucket[index]``."""
+        end = bisect_right(bucket, (prefix << _DOC_BITS) | _DOC_MASK, index)
+        if every_value:
+            if end - index >= COMMON_IN_DOCUMENTS:
+                return ()
+            return tuple(value & _DOC_MASK for value in bucket[index:end])
         entries = self._entries
-        while index < size and bucket[index] <= high:
-            number = bucket[index] & _DOC_MASK
+        found: list[int] = []
+        for value in bucket[index:end]:
+            number = value & _DOC_MASK
             entry = entries[number]
             if entry is not None and entry.scheme == scheme:
                 found.append(number)
-            index += 1
         if len(found) >= COMMON_IN_DOCUMENTS:
             return ()
         return tuple(found)
