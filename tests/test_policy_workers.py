@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -415,3 +416,42 @@ def test_the_running_gateway_evaluates_small_messages_on_the_loop_only_from_loca
     )
     with policy_screener(without_workers) as alone:
         assert alone.workers is None and alone._inline is None
+
+
+# --- a loaded policy is kept out of the garbage collector's walks in long-lived processes ------------
+
+
+def collected(value: object) -> bool:
+    """Whether the cyclic garbage collector walks ``value`` (frozen objects are in no generation)."""
+    return any(tracked is value for tracked in gc.get_objects())
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()  # back to the oldest generation: this test process is not a gateway
+
+
+def test_the_running_gateways_policy_is_frozen_at_start_and_after_a_reload(
+    settings: GatewaySettings, unfrozen: None
+) -> None:
+    from gateway.decision.build import policy_screener
+
+    with policy_screener(settings) as running:
+        assert not collected(running.source.policy)
+        settings.policy.path.write_text(POLICY.replace("Jin Park", "Kim Lee"), encoding="utf-8")
+        assert running.reload().value == "reloaded"
+        assert not collected(running.source.policy)
+    gc.unfreeze()
+    # A screener built for a tool or a test leaves the collector alone.
+    with PolicyScreener.from_settings(settings) as tool:
+        assert collected(tool.source.policy)
+
+
+def test_a_worker_freezes_the_policy_it_loads(settings: GatewaySettings, unfrozen: None) -> None:
+    state = policy_workers._WorkerState(settings)
+    assert state.policy is not None and not collected(state.policy)
+    if state.ledger is not None:
+        state.ledger.close()
+    state.fingerprints.close()

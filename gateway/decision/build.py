@@ -8,7 +8,7 @@ from gateway.decision.cpu_slice import CpuSlice
 from gateway.decision.expunge import DueExpunger, Stores
 from gateway.decision.overriding import Overrides
 from gateway.decision.policy_screener import PolicyScreener
-from gateway.decision.policy_source import PolicySource
+from gateway.decision.policy_source import PolicySource, freeze_loaded_policy
 from gateway.decision.policy_workers import INLINE_SLICE_SECONDS, PolicyWorkers, worker_count
 from gateway.decision.screening import Screener
 from gateway.decision.shadow import ShadowEvaluator
@@ -33,6 +33,7 @@ def open_policy_screener(
     workers: PolicyWorkers | None = None,
     deferred_audit: bool = False,
     inline: bool = False,
+    long_lived: bool = False,
 ) -> PolicyScreener:
     """Load the policy (ConfigError if invalid) and open the ledger and audit trail in state_dir.
 
@@ -40,6 +41,8 @@ def open_policy_screener(
     processes (started by ``start``). ``deferred_audit``: appends are made durable by
     ``flush_decisions`` (the running gateway), not one fsync each. ``inline``: with workers, a small
     message that arrives while they are all idle is evaluated on the event loop, within a CPU slice.
+    ``long_lived`` (the running gateway): every policy loaded is frozen out of garbage collection
+    (``freeze_loaded_policy``).
     """
     source = PolicySource.from_settings(settings)
     state = open_state(settings)
@@ -94,6 +97,7 @@ def open_policy_screener(
         fingerprint_store=fingerprints,
         workers=workers,
         inline=inline_slice,
+        freeze_policies=long_lived,
         audit_later=state.audit,  # what the CLI leaves for us is appended even with review off
         expunger=expunger,
         shadow=shadow,
@@ -112,13 +116,16 @@ def policy_screener(settings: GatewaySettings, accounts: AccountsPort | None = N
     them, a small message that arrives while they are all idle is evaluated on the event loop.
     """
     count = worker_count(settings.policy.workers)
-    return PolicyScreener.from_settings(
+    screener = open_policy_screener(
         settings,
         has_account=account_check(accounts) if accounts is not None else None,
         workers=PolicyWorkers(settings, count) if count > 0 else None,
         deferred_audit=True,
         inline=True,
+        long_lived=True,
     )
+    freeze_loaded_policy()
+    return screener
 
 
 def _checked(screener: PolicyScreener) -> Screener:

@@ -34,7 +34,7 @@ from gateway.decision.facts import (
     refusal_record,
 )
 from gateway.decision.overriding import Explained, Granted, Overrides, granted_line
-from gateway.decision.policy_source import PolicySource, ReloadResult
+from gateway.decision.policy_source import PolicySource, ReloadResult, freeze_loaded_policy
 from gateway.decision.policy_workers import TIMED_OUT, PolicyWorkers
 from gateway.decision.refusal_notice import PendingNotices, false_positive_report
 from gateway.decision.relay_header import with_relay_header
@@ -91,6 +91,7 @@ class PolicyScreener:
         fingerprint_store: FingerprintsPort | None = None,
         workers: PolicyWorkers | None = None,
         inline: CpuSlice | None = None,
+        freeze_policies: bool = False,
         audit_later: AuditPort | None = None,
         expunger: DueExpunger | None = None,
         refusal_notices: bool = True,
@@ -107,6 +108,8 @@ class PolicyScreener:
         self._workers = workers
         # With workers: a small message evaluated on the event loop when they are all idle.
         self._inline = inline
+        # The running gateway: each policy loaded is kept out of the garbage collector's walks.
+        self._freeze_policies = freeze_policies
         # Where the CLI leaves audit entries while the gateway holds the trail.
         self.audit_later = audit_later
         self._expunger = expunger
@@ -198,6 +201,8 @@ class PolicyScreener:
 
     def _count_reload(self, result: ReloadResult) -> ReloadResult:
         self._counters.reload(result)
+        if result is ReloadResult.RELOADED and self._freeze_policies:
+            freeze_loaded_policy()
         # For the committee digest; a file that stays unreadable is refused at every poll: once.
         repeated = result is ReloadResult.REFUSED and self._refused_audited
         if result is not ReloadResult.UNCHANGED and not repeated:

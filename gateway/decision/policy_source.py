@@ -7,6 +7,7 @@ good policy stays in force.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import threading
@@ -125,6 +126,19 @@ def load_compiled_policy(
     return policy, FileStamp(
         mtime_ns, size, digest, registry_stamp, users_seen=users_seen, accounts=digest_of_accounts
     )
+
+
+def freeze_loaded_policy() -> None:
+    """Take what is alive now, the compiled policy and the stores' indexes above all, out of the
+    cyclic garbage collector's sight, in a long-lived process that has just loaded a policy.
+
+    With 10,000 protected people and 10,000 protected messages a full collection walks millions of
+    objects: about 300 ms during which nothing else runs (on the event loop: every session). They live
+    until the next reload and hold no reference cycles, so reference counting still frees a replaced
+    policy; the collection first clears what garbage there is, so none is kept for ever.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def write_policy_text(path: Path, text: str) -> None:

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from gateway.decision.evaluation import Evaluation, evaluate_submission
-from gateway.decision.policy_source import load_policy_for
+from gateway.decision.policy_source import freeze_loaded_policy, load_policy_for
 from gateway.decision.screening import Submission
 from gateway.errors import EvaluationTooComplex, PolicyWorkerError
 from gateway.framing import FrameBuffer, encode_frame, read_frame
@@ -407,6 +407,8 @@ class _WorkerState:
             self.policy, _stamp = load_policy_for(self.settings)
         except Exception:  # an invalid file: the gateway keeps its last good policy; so do we
             self.last_failed_load = time.monotonic()
+            return
+        freeze_loaded_policy()  # the index of protected messages was opened before: frozen with it
 
     def policy_for(self, version: str) -> CompiledPolicy | None:
         if (self.policy is None or self.policy.version != version) and (
