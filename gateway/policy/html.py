@@ -177,7 +177,18 @@ def _css_text(css: str) -> list[str]:
     """The parts of CSS that carry human text: comments and quoted strings."""
     found = [match.group(1) for match in _CSS_COMMENT.finditer(css)]
     found.extend(match.group(1) or match.group(2) or "" for match in _CSS_STRING.finditer(css))
-    return [text for text in found if text.strip()]
+    # CSS escapes (`\43 astellano`) are what a `content:` string shows, not what it spells.
+    return [_CSS_ESCAPE.sub(_css_unescape, text) if "\\" in text else text for text in found if text.strip()]
+
+
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\f]?|\r\n|\n|(.))", re.DOTALL)
+
+
+def _css_unescape(match: re.Match[str]) -> str:
+    if match.group(1):
+        code = int(match.group(1), 16)
+        return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
+    return match.group(2) or ""
 
 
 def _url_text(value: str) -> list[str]:

@@ -9,6 +9,7 @@ from gateway.policy.extract.parts import Budget
 from gateway.policy.extract.sniff import Format
 from gateway.policy.header_fields import Header, message_ids
 from gateway.policy.model import Address, ParsedMessage, SegmentKind, TextSegment, Uninspectable
+from gateway.policy.normalize import RLO, visual_overrides
 from gateway.policy.reading import read_as_human
 
 MAX_PARTS = 1000  # MIME entities (parts and attached messages) in one message
@@ -45,6 +46,9 @@ class MimeRecord:
     def _segment(self, where: str, kind: SegmentKind, text: str, reading: str = "") -> None:
         if not text or text.isspace():
             return
+        if RLO in text:
+            # What the reader sees, reversed by right-to-left overrides, and what a copy says.
+            text = f"{text}\n{visual_overrides(text)}"
         if not reading and kind not in (SegmentKind.HEADER, SegmentKind.FILENAME):
             read = read_as_human(text, kind)
             if "=?" in read:
