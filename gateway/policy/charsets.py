@@ -97,7 +97,12 @@ def decode_encoded_words(text: str) -> str:
     def flush() -> None:
         nonlocal pending_charset
         if pending_charset is not None:
-            out.append(decode_bytes(bytes(pending), pending_charset))
+            data = bytes(pending)
+            out.append(decode_bytes(data, pending_charset))
+            if data.isascii() and b"\x00" not in data and not _ascii_compatible(pending_charset):
+                # ASCII under a charset that reads it otherwise (=?cp500?Q?Robin_Castellano?=): a
+                # client that does not know the charset shows the word as it stands.
+                out.append(" " + data.decode("ascii"))
             pending.clear()
             pending_charset = None
 

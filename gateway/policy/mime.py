@@ -43,7 +43,6 @@ from email.errors import CloseBoundaryNotFoundDefect, NoBoundaryInMultipartDefec
 from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import compat32
-from urllib.parse import unquote
 
 from gateway.policy.address_header import MalformedAddressHeader
 from gateway.policy.charsets import decode_bytes, decode_encoded_words, text_readings, to_bytes
@@ -55,6 +54,7 @@ from gateway.policy.content_kinds import (
     meta_charset,
     safe_type,
 )
+from gateway.policy.escapes import escaped_readings
 from gateway.policy.extract import documents
 from gateway.policy.extract.parts import MAX_ARCHIVE_DEPTH, Extraction
 from gateway.policy.extract.sniff import MEDIA, Format, sniff
@@ -95,8 +95,6 @@ _MIME_STRUCTURE = re.compile(
 _PLAIN_TOKEN = re.compile(r"[a-z0-9!#$&^_.+/-]*")
 _ENRICHED_TAG = re.compile(r"<(/?[a-z0-9-]+)>", re.IGNORECASE)
 _PGP_MESSAGE = "-----BEGIN PGP MESSAGE-----"
-# A link in plain text ("example.net/u/Robin%20Castellano") is read by its reader decoded.
-_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _PGP_SIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
 _UUENCODED_BLOCK = re.compile(
     r"^begin [0-7]{3,4} ([^\r\n]+)\r?\n(.*?)^end[ \t]*\r?$", re.MULTILINE | re.DOTALL
@@ -428,8 +426,8 @@ class _Decoder(MimeRecord):
         self, text: str, file: _File, kind: SegmentKind, depth: int, archive_depth: int, *, first: bool
     ) -> None:
         self._segment(file.label, kind, text)
-        if "%" in text and _PERCENT_ESCAPE.search(text):
-            self._segment(file.label, kind, unquote(text, errors="replace"))
+        for reading in escaped_readings(text):
+            self._segment(file.label, kind, reading)
         if not first:
             return
         if file.leading:

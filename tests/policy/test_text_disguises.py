@@ -4,8 +4,9 @@ Each test generates one class of disguise the gateway once let through to an out
 label that reads the bytes as something else than a client shows, quoted-printable soft line
 breaks padded with blanks, an unknown transfer encoding over base64 or quoted-printable, CSS
 escapes in a stylesheet's ``content:`` string, a right-to-left override showing reversed letters
-in reading order, two letters written as one Latin ligature letter, and percent-escapes in a plain
-text link.
+in reading order, two letters written as one Latin ligature letter, percent-escapes in a plain
+text link, an encoded-word in a charset that misreads its ASCII, JSON ``\\u`` escapes, and Markdown
+emphasis inside a name.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def people_found(raw: bytes) -> set[tuple[str, str]]:
 
 
 def assert_found(raw: bytes, identity: ProtectedIdentity) -> None:
-    assert (identity.case, f'name "{identity.value}"') in people_found(raw), raw
+    named = f'name "{identity.value}"'
+    assert any(case == identity.case and detail.startswith(named) for case, detail in people_found(raw)), raw
     parsed = parse_message(raw)
     assert reporter_protection.check(parsed, INSIDE, CONTEXT, reporter_protection.Params()) == []
 
@@ -236,3 +238,66 @@ def test_percent_escapes_in_plain_text_are_read_decoded(
     )
     text = f"See https://people.example.net/find?q={escaped} for details.\r\n"
     assert_found(mail(text.encode(), "text/plain; charset=utf-8", "8bit"), identity)
+
+
+# --- an encoded-word whose charset reads its ASCII otherwise ---------------------------------------
+
+
+@SETTINGS
+@given(
+    identity=st.sampled_from([identity for identity in NAMES if identity.value.isascii()]),
+    label=st.sampled_from(ASCII_INCOMPATIBLE),
+    encoding=st.sampled_from(["B", "Q"]),
+    header=st.sampled_from(["Subject", "Comments"]),
+)
+def test_an_encoded_word_in_a_charset_that_misreads_its_ascii_does_not_hide_it(
+    identity: ProtectedIdentity, label: str, encoding: str, header: str
+) -> None:
+    data = identity.value.encode("ascii")
+    payload = base64.b64encode(data).decode() if encoding == "B" else identity.value.replace(" ", "_")
+    raw = mail(b"Hello\r\n", "text/plain; charset=utf-8").replace(
+        b"Subject: Note\r\n", f"{header}: =?{label}?{encoding}?{payload}?=\r\n".encode()
+    )
+    if header != "Subject":
+        raw = raw.replace(b"MIME-Version", b"Subject: Note\r\nMIME-Version")
+    assert_found(raw, identity)
+
+
+# --- JSON and JavaScript \u escapes -----------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    identity=st.sampled_from(NAMES),
+    data=st.data(),
+    content_type=st.sampled_from(["application/json", "text/plain"]),
+)
+def test_unicode_escapes_are_read_decoded(
+    identity: ProtectedIdentity, data: st.DataObject, content_type: str
+) -> None:
+    def escape(char: str) -> str:
+        units = char.encode("utf-16-be")
+        return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+
+    escaped = "".join(
+        escape(char) if char != " " and data.draw(st.booleans(), label=f"escape {char!r}") else char
+        for char in identity.value
+    )
+    body = ('{"note": "' + escaped + '"}\r\n').encode()
+    assert_found(mail(body, f"{content_type}; charset=utf-8"), identity)
+
+
+# --- Markdown emphasis inside words ------------------------------------------------------------------
+
+
+@SETTINGS
+@given(identity=st.sampled_from(NAMES), data=st.data())
+def test_emphasis_markers_inside_a_name_do_not_split_it(
+    identity: ProtectedIdentity, data: st.DataObject
+) -> None:
+    marked = "".join(
+        char
+        + (data.draw(st.sampled_from(["", "", "*", "**", "`", "~~"]), label="marker") if char != " " else "")
+        for char in identity.value
+    )
+    assert_found(mail(f"Note: {marked} said\r\n".encode(), "text/plain; charset=utf-8", "8bit"), identity)
