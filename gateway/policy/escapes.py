@@ -14,7 +14,7 @@ _UNICODE_ESCAPE = re.compile(
 )
 # Markdown emphasis inside a word ("**Rob**in", "Cas`tel`lano"): the reader reads one word.
 _INNER_MARKUP = re.compile(r"(?<=\w)[*`~]+(?=\w)|(?<=\w)[*`~]+(?=[*`~]*\s)|(?<=\s)[*`~]+(?=\w)")
-_MARKUP_HINT = re.compile(r"\w[*`~]|[*`~]\w")
+_MARKERS = re.compile(r"[*`~]+")
 
 
 def escaped_readings(text: str) -> list[str]:
@@ -24,11 +24,20 @@ def escaped_readings(text: str) -> list[str]:
         readings.append(unquote(text, errors="replace"))
     if "\\u" in text and _UNICODE_ESCAPE.search(text):
         readings.append(_UNICODE_ESCAPE.sub(_unescape, text))
-    if _MARKUP_HINT.search(text):
+    if ("*" in text or "`" in text or "~" in text) and _marks_inside_words(text):
         bare = _INNER_MARKUP.sub("", text)
         if bare != text:
             readings.append(bare)
     return readings
+
+
+def _marks_inside_words(text: str) -> bool:
+    """Whether a run of Markdown markers touches a word (a bullet "* " or "a * b" does not)."""
+    for run in _MARKERS.finditer(text):
+        start, end = run.span()
+        if (start and text[start - 1].isalnum()) or text[end : end + 1].isalnum():
+            return True
+    return False
 
 
 def _unescape(match: re.Match[str]) -> str:
