@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
@@ -429,6 +429,20 @@ def _compiled(markup: str, *, reread: bool = True) -> Rendered:
 
 def render_html(markup: str) -> Rendered:
     """Render HTML: the visible text, and hidden text (attributes, comments, script, CSS text)."""
+    rendered = _render_html(markup)
+    if _DISPLAY_REVERSED.search(markup):
+        # <bdo dir="rtl"> and CSS bidi-override show letters in reverse order: "onalletsaC niboR"
+        # on screen reads "Robin Castellano". Every line is read reversed too (fail closed: which
+        # element the override covers is a matter of layout).
+        lines = [line[::-1] for line in rendered.text.splitlines() if line.strip()]
+        rendered = replace(rendered, hidden=[*rendered.hidden, *lines])
+    return rendered
+
+
+_DISPLAY_REVERSED = re.compile(r"<bdo\b|bidi-override", re.IGNORECASE)
+
+
+def _render_html(markup: str) -> Rendered:
     if _COMPILED:
         try:
             return _compiled(markup)

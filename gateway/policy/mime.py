@@ -54,7 +54,6 @@ from gateway.policy.content_kinds import (
     meta_charset,
     safe_type,
 )
-from gateway.policy.escapes import escaped_readings
 from gateway.policy.extract import documents
 from gateway.policy.extract.parts import MAX_ARCHIVE_DEPTH, Extraction
 from gateway.policy.extract.sniff import MEDIA, Format, sniff
@@ -426,8 +425,6 @@ class _Decoder(MimeRecord):
         self, text: str, file: _File, kind: SegmentKind, depth: int, archive_depth: int, *, first: bool
     ) -> None:
         self._segment(file.label, kind, text)
-        for reading in escaped_readings(text):
-            self._segment(file.label, kind, reading)
         if not first:
             return
         if file.leading:

@@ -5,8 +5,8 @@ label that reads the bytes as something else than a client shows, quoted-printab
 breaks padded with blanks, an unknown transfer encoding over base64 or quoted-printable, CSS
 escapes in a stylesheet's ``content:`` string, a right-to-left override showing reversed letters
 in reading order, two letters written as one Latin ligature letter, percent-escapes in a plain
-text link, an encoded-word in a charset that misreads its ASCII, JSON ``\\u`` escapes, and Markdown
-emphasis inside a name.
+text link or a header, an encoded-word in a charset that misreads its ASCII, JSON ``\\u`` escapes,
+Markdown emphasis inside a name, and HTML shown right to left (``<bdo>``, CSS bidi-override).
 """
 
 from __future__ import annotations
@@ -301,3 +301,44 @@ def test_emphasis_markers_inside_a_name_do_not_split_it(
         for char in identity.value
     )
     assert_found(mail(f"Note: {marked} said\r\n".encode(), "text/plain; charset=utf-8", "8bit"), identity)
+
+
+# --- HTML that displays letters in reverse order --------------------------------------------------
+
+
+@SETTINGS
+@given(
+    identity=st.sampled_from(NAMES),
+    before=FILLER,
+    wrapper=st.sampled_from(
+        [
+            '<bdo dir="rtl">{}</bdo>',
+            "<BDO DIR=rtl><span>{}</span></BDO>",
+            '<p style="direction: rtl; unicode-bidi: bidi-override">{}</p>',
+            '<div style="unicode-bidi:Bidi-Override;direction:rtl"><b>{}</b></div>',
+        ]
+    ),
+)
+def test_html_shown_right_to_left_is_read_in_the_order_shown(
+    identity: ProtectedIdentity, before: str, wrapper: str
+) -> None:
+    page = f"<html><body><p>{before}</p>{wrapper.format(identity.value[::-1])}</body></html>"
+    assert_found(mail(page.encode(), "text/html; charset=utf-8"), identity)
+
+
+# --- escapes in headers ------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(identity=st.sampled_from([identity for identity in NAMES if identity.value.isascii()]), data=st.data())
+def test_percent_escapes_in_a_subject_are_read_decoded(
+    identity: ProtectedIdentity, data: st.DataObject
+) -> None:
+    escaped = "".join(
+        f"%{ord(char):02X}" if char == " " or data.draw(st.booleans(), label=f"escape {char!r}") else char
+        for char in identity.value
+    )
+    raw = mail(b"Hello\r\n", "text/plain; charset=utf-8").replace(
+        b"Subject: Note", f"Subject: see https://people.example.net/{escaped}".encode()
+    )
+    assert_found(raw, identity)
