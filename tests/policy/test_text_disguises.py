@@ -6,7 +6,8 @@ breaks padded with blanks, an unknown transfer encoding over base64 or quoted-pr
 escapes in a stylesheet's ``content:`` string, a right-to-left override showing reversed letters
 in reading order, two letters written as one Latin ligature letter, percent-escapes in a plain
 text link or a header, an encoded-word in a charset that misreads its ASCII, JSON ``\\u`` escapes,
-Markdown emphasis inside a name, and HTML shown right to left (``<bdo>``, CSS bidi-override).
+Markdown emphasis inside a name, HTML shown right to left (``<bdo>``, CSS bidi-override), and
+letters hidden by CSS inside a word.
 """
 
 from __future__ import annotations
@@ -342,3 +343,33 @@ def test_percent_escapes_in_a_subject_are_read_decoded(
         b"Subject: Note", f"Subject: see https://people.example.net/{escaped}".encode()
     )
     assert_found(raw, identity)
+
+
+# --- invisible letters inside a word -------------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    identity=st.sampled_from(NAMES),
+    cut=st.integers(1, 6),
+    junk=st.text(alphabet="qxzvw", min_size=1, max_size=5),
+    tag=st.sampled_from(["span", "font", "b", "SPAN"]),
+    hiding=st.sampled_from(
+        [
+            'style="display:none"',
+            "style='font-size: 0px'",
+            'style="color:red; visibility : hidden"',
+            'style="opacity:0"',
+            'style="mso-hide:all;font-size:0"',
+            "hidden",
+        ]
+    ),
+)
+def test_letters_hidden_inside_a_word_do_not_change_the_word(
+    identity: ProtectedIdentity, cut: int, junk: str, tag: str, hiding: str
+) -> None:
+    position = min(cut, len(identity.value) - 1)
+    hidden = f"<{tag} {hiding}>{junk}</{tag}>"
+    shown = f"{identity.value[:position]}{hidden}{identity.value[position:]}"
+    page = f"<html><body><p>Hello {shown}.</p></body></html>"
+    assert_found(mail(page.encode(), "text/html; charset=utf-8"), identity)
