@@ -467,9 +467,10 @@ _HIDING_STYLE = (
     r"|(?:font-size|opacity|max-height|max-width|line-height)\s*:\s*0+(?:\.0*)?(?![.\d]*[1-9])"
 )
 _HIDING_TAG = re.compile(
-    r"<([a-zA-Z][\w:-]*)\b(?=[^>]*?(?:\shidden(?:[\s=/>])|style\s*=\s*(?:\"[^\"]*|'[^']*|[^\s>]*)(?:"
+    # No "<" inside a tag, so that a run of unclosed tags ("<a<a<a") is scanned once: linear.
+    r"<([a-zA-Z][\w:-]*)\b(?=[^<>]*?(?:\shidden(?:[\s=/>])|style\s*=\s*(?:\"[^\"<>]*|'[^'<>]*|[^\s<>]*)(?:"
     + _HIDING_STYLE
-    + r")))[^>]*>",
+    + r")))[^<>]*>",
     re.IGNORECASE,
 )
 
@@ -487,10 +488,11 @@ def _without_hidden_elements(markup: str) -> str:
         if name in _VOID_ELEMENTS or opening.group(0).endswith("/>"):
             continue
         depth = 1
-        for tag in re.finditer(rf"<(/?){re.escape(name)}\b[^>]*>", markup[position:], re.IGNORECASE):
+        same_name = re.compile(rf"<(/?){re.escape(name)}\b[^<>]*>", re.IGNORECASE)
+        for tag in same_name.finditer(markup, position):
             depth += -1 if tag.group(1) else 1
             if depth == 0:
-                position += tag.end()
+                position = tag.end()
                 break
         else:
             position = len(markup)
