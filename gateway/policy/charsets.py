@@ -55,12 +55,34 @@ def text_readings(data: bytes, charset: str | None) -> list[str]:
     """Every plausible reading of text bytes: the declared charset's, and UTF-8's if it differs."""
     primary = decode_bytes(data, charset)
     if data.isascii():
-        return [primary]
+        # A label is a claim. ASCII bytes labelled with a charset that reads them otherwise (UTF-16,
+        # UTF-32, EBCDIC) are shown as plain ASCII by a client that does not know that charset, and
+        # by every browser for a <meta> that says UTF-16 (the HTML standard reads it as UTF-8).
+        as_ascii = data.decode("ascii")
+        return [primary] if as_ascii == primary else [primary, as_ascii]
     try:
         as_utf8 = data.decode("utf-8")
     except UnicodeDecodeError:
-        return [primary]
+        if _ascii_compatible(charset):
+            return [primary]
+        # Neither the label nor UTF-8 reads it: the bytes as Latin-1 keep every ASCII word intact.
+        as_latin1 = data.decode("latin-1")
+        return [primary] if as_latin1 == primary else [primary, as_latin1]
     return [primary] if as_utf8 == primary else [primary, as_utf8]
+
+
+_ASCII_PROBE = bytes(range(0x20, 0x7F))
+
+
+def _ascii_compatible(charset: str | None) -> bool:
+    """Whether the charset reads printable ASCII bytes as ASCII (UTF-16, UTF-32, EBCDIC do not)."""
+    codec = mail_codec(charset)
+    if codec is None:
+        return True  # decode_bytes reads it as UTF-8 or Latin-1
+    try:
+        return _ASCII_PROBE.decode(codec) == _ASCII_PROBE.decode("ascii")
+    except (UnicodeDecodeError, LookupError):
+        return False
 
 
 def decode_encoded_words(text: str) -> str:
@@ -75,7 +97,12 @@ def decode_encoded_words(text: str) -> str:
     def flush() -> None:
         nonlocal pending_charset
         if pending_charset is not None:
-            out.append(decode_bytes(bytes(pending), pending_charset))
+            data = bytes(pending)
+            out.append(decode_bytes(data, pending_charset))
+            if data.isascii() and b"\x00" not in data and not _ascii_compatible(pending_charset):
+                # ASCII under a charset that reads it otherwise (=?cp500?Q?Robin_Castellano?=): a
+                # client that does not know the charset shows the word as it stands.
+                out.append(" " + data.decode("ascii"))
             pending.clear()
             pending_charset = None
 

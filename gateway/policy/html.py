@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
@@ -177,7 +177,18 @@ def _css_text(css: str) -> list[str]:
     """The parts of CSS that carry human text: comments and quoted strings."""
     found = [match.group(1) for match in _CSS_COMMENT.finditer(css)]
     found.extend(match.group(1) or match.group(2) or "" for match in _CSS_STRING.finditer(css))
-    return [text for text in found if text.strip()]
+    # CSS escapes (`\43 astellano`) are what a `content:` string shows, not what it spells.
+    return [_CSS_ESCAPE.sub(_css_unescape, text) if "\\" in text else text for text in found if text.strip()]
+
+
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\f]?|\r\n|\n|(.))", re.DOTALL)
+
+
+def _css_unescape(match: re.Match[str]) -> str:
+    if match.group(1):
+        code = int(match.group(1), 16)
+        return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
+    return match.group(2) or ""
 
 
 def _url_text(value: str) -> list[str]:
@@ -426,6 +437,67 @@ def render_html(markup: str) -> Rendered:
             # collector method fail, html.parser reads the document as it did before libxml2.
             pass
     return reference_html(markup)
+
+
+def render_html_as_shown(markup: str) -> Rendered:
+    """:func:`render_html`, with the text as a screen shows it where markup changes that.
+
+    The extra readings are added to the hidden text: lines displayed right to left, and the text
+    without the elements a style hides (letters hidden inside a word change the word).
+    """
+    rendered = render_html(markup)
+    extra: list[str] = []
+    if _DISPLAY_REVERSED.search(markup):
+        # <bdo dir="rtl"> and CSS bidi-override show letters in reverse order: "onalletsaC niboR"
+        # on screen reads "Robin Castellano". Every line is read reversed too (fail closed: which
+        # element the override covers is a matter of layout).
+        extra.extend(line[::-1] for line in rendered.text.splitlines() if line.strip())
+    if _HIDING_TAG.search(markup):
+        shown = render_html(_without_hidden_elements(markup)).text
+        if shown != rendered.text and shown.strip():
+            extra.append(shown)
+    return replace(rendered, hidden=[*rendered.hidden, *extra]) if extra else rendered
+
+
+_DISPLAY_REVERSED = re.compile(r"<bdo\b|bidi-override", re.IGNORECASE)
+# Styles that show nothing of an element. Letters hidden inside a word ("Cas<span
+# style="font-size:0">xyz</span>tellano") change the word the reader sees.
+_HIDING_STYLE = (
+    r"display\s*:\s*none|visibility\s*:\s*hidden|mso-hide\s*:\s*all"
+    r"|(?:font-size|opacity|max-height|max-width|line-height)\s*:\s*0+(?:\.0*)?(?![.\d]*[1-9])"
+)
+_HIDING_TAG = re.compile(
+    # No "<" inside a tag, so that a run of unclosed tags ("<a<a<a") is scanned once: linear.
+    r"<([a-zA-Z][\w:-]*)\b(?=[^<>]*?(?:\shidden(?:[\s=/>])|style\s*=\s*(?:\"[^\"<>]*|'[^'<>]*|[^\s<>]*)(?:"
+    + _HIDING_STYLE
+    + r")))[^<>]*>",
+    re.IGNORECASE,
+)
+
+
+def _without_hidden_elements(markup: str) -> str:
+    """The markup without the elements a hiding style or ``hidden`` attribute makes invisible."""
+    out: list[str] = []
+    position = 0
+    for opening in _HIDING_TAG.finditer(markup):
+        if opening.start() < position:
+            continue  # inside an element already removed
+        out.append(markup[position : opening.start()])
+        name = opening.group(1).lower()
+        position = opening.end()
+        if name in _VOID_ELEMENTS or opening.group(0).endswith("/>"):
+            continue
+        depth = 1
+        same_name = re.compile(rf"<(/?){re.escape(name)}\b[^<>]*>", re.IGNORECASE)
+        for tag in same_name.finditer(markup, position):
+            depth += -1 if tag.group(1) else 1
+            if depth == 0:
+                position = tag.end()
+                break
+        else:
+            position = len(markup)
+    out.append(markup[position:])
+    return "".join(out)
 
 
 def reference_html(markup: str) -> Rendered:

@@ -66,7 +66,7 @@ from gateway.policy.header_fields import (
     Header,
     addresses,
 )
-from gateway.policy.html import Rendered, render_html, render_xml
+from gateway.policy.html import Rendered, render_html_as_shown, render_xml
 from gateway.policy.mime_parameters import (
     FILENAME_PARAMETERS,
     TECHNICAL_PARAMETERS,
@@ -388,7 +388,7 @@ class _Decoder(MimeRecord):
         elif kind == "html":
             charset = file.charset or meta_charset(data)
             for number, text in enumerate(text_readings(data, charset)):
-                self._rendered(render_html(text), file, SegmentKind.HTML_TEXT, first=number == 0)
+                self._rendered(render_html_as_shown(text), file, SegmentKind.HTML_TEXT, first=number == 0)
         elif kind == "xml":
             for text in text_readings(data, file.charset):
                 self._rendered(render_xml(text, office=False), file, text_kind, first=False)

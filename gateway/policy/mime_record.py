@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 
 from gateway.policy.charsets import decode_encoded_words
+from gateway.policy.escapes import escaped_readings
 from gateway.policy.extract.parts import Budget
 from gateway.policy.extract.sniff import Format
 from gateway.policy.header_fields import Header, message_ids
 from gateway.policy.model import Address, ParsedMessage, SegmentKind, TextSegment, Uninspectable
+from gateway.policy.normalize import RLO, visual_overrides
 from gateway.policy.reading import read_as_human
 
 MAX_PARTS = 1000  # MIME entities (parts and attached messages) in one message
@@ -42,9 +44,18 @@ class MimeRecord:
     def _ambiguous(self, reason: str) -> None:
         self.ambiguities[reason] = None
 
-    def _segment(self, where: str, kind: SegmentKind, text: str, reading: str = "") -> None:
+    def _segment(
+        self, where: str, kind: SegmentKind, text: str, reading: str = "", *, escapes: bool = True
+    ) -> None:
         if not text or text.isspace():
             return
+        if escapes:
+            # Percent-escapes, \u escapes and Markdown markers: read once more as the reader sees them.
+            for seen in escaped_readings(text):
+                self._segment(where, kind, seen, escapes=False)
+        if RLO in text:
+            # What the reader sees, reversed by right-to-left overrides, and what a copy says.
+            text = f"{text}\n{visual_overrides(text)}"
         if not reading and kind not in (SegmentKind.HEADER, SegmentKind.FILENAME):
             read = read_as_human(text, kind)
             if "=?" in read:

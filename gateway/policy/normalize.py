@@ -108,7 +108,23 @@ def _fold_table() -> dict[int, str | None]:
     table.update(confusable_table())
     for source, target in _SUPPLEMENT.items():
         table[ord(source)] = target
+    for code_point, letters in _ligatures():
+        table.setdefault(code_point, letters)  # the confusables data reads some by shape (Ȣ as 8)
     return table
+
+
+# Latin letters that are two letters written as one ("ỻ" is "ll", "ꜩ" is "tz"), named for them.
+_LIGATURE_NAME = re.compile(r"LATIN (?:SMALL|CAPITAL) (?:LETTER|LIGATURE) (?:MIDDLE-WELSH )?([A-Z]{2})")
+
+
+def _ligatures() -> list[tuple[int, str]]:
+    found = []
+    for code_point in range(0x80, 0x30000):
+        char = chr(code_point)
+        match = _LIGATURE_NAME.fullmatch(unicodedata.name(char, ""))
+        if match and unicodedata.category(char)[0] == "L" and unicodedata.normalize("NFKD", char) == char:
+            found.append((code_point, match.group(1).lower()))
+    return found
 
 
 # Longer texts are message bodies, cached apart in few entries: 256 of them kept the bodies of the
@@ -145,6 +161,23 @@ def _fold(text: str) -> str:
 
 _normalize_short = lru_cache(maxsize=256)(_fold)
 _normalize_long = lru_cache(maxsize=16)(_fold)
+
+
+# Right-to-left override: until the matching pop (or the end of the paragraph) characters are shown
+# in reverse order, so "\u202eonalletsaC niboR" reads "Robin Castellano" on screen.
+RLO = "\u202e"
+_OVERRIDE_RUN = re.compile("\u202e([^\u202c\u2069\n\r\u2029]*)")
+
+
+def visual_overrides(text: str) -> str:
+    """What right-to-left overrides in ``text`` show: each overridden run reversed, one per line.
+
+    :func:`normalize` drops the override characters and keeps the order of the text (what a copy
+    says); message text is read both ways (see ``MimeRecord``).
+    """
+    if RLO not in text:
+        return ""
+    return "\n".join(match.group(1)[::-1] for match in _OVERRIDE_RUN.finditer(text))
 
 
 def _normalize_any(text: str) -> str:

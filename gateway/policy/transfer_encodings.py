@@ -43,6 +43,18 @@ def uudecode(data: bytes) -> bytes:
     return bytes(out)
 
 
+# RFC 2045 6.7: whitespace after a soft line break's "=" was added in transit and is deleted;
+# clients do, so "Cast= \r\nellano" reads "Castellano" (binascii keeps the line break).
+_SOFT_BREAK_PADDING = re.compile(rb"=[ \t]+(?=\r?\n|\Z)")
+
+
+def quoted_printable(data: bytes) -> bytes:
+    """Decode quoted-printable as mail clients do, soft line breaks with trailing blanks included."""
+    if b"= " in data or b"=\t" in data:
+        data = _SOFT_BREAK_PADDING.sub(b"=", data)
+    return binascii.a2b_qp(data)
+
+
 def valid_base64(data: bytes) -> bool:
     cleaned = data.translate(None, _ASCII_WHITESPACE)
     # Only the alphabet, then at most two "=" of padding.
@@ -61,16 +73,16 @@ def decode_transfer(data: bytes, encoding: str) -> list[bytes]:
     if encoding == "base64":
         return [lenient_base64(data)]
     if encoding == "quoted-printable":
-        return [binascii.a2b_qp(data)]
+        return [quoted_printable(data)]
     if encoding in UU_ENCODINGS:
         return [uudecode(data)]
     # An unknown encoding ("7-bit", "quoted printable", ...): readers differ, so read it every way.
     squashed = re.sub(r"[^a-z0-9]", "", encoding)
-    readings = [data]
-    if "quoted" in squashed or "printable" in squashed or squashed == "qp":
-        readings.append(binascii.a2b_qp(data))
-    if "base64" in squashed or "b64" in squashed:
+    # The name is no guide ("x-gzip64", "x-b64"): the recipient can decode the text themselves, so
+    # it is read as every encoding whose shape it has.
+    readings = [data, quoted_printable(data)]
+    if "base64" in squashed or "b64" in squashed or valid_base64(data):
         readings.append(lenient_base64(data))
-    if "uu" in squashed:
+    if "uu" in squashed or data.lstrip().startswith(b"begin "):
         readings.append(uudecode(data))
-    return readings
+    return list(dict.fromkeys(readings))
