@@ -5,11 +5,11 @@ as ``<b>`` or ``<span>`` join, as a browser shows them; character references dec
 separately, everything that is not rendered but travels with the message: attribute values
 (``href``, ``alt``, ``title``, ``mailto:`` links, percent-decoded URLs, text ``data:`` URIs),
 comments, script text, and the comments and quoted strings of CSS (which ``content:`` can
-display). :func:`render_xml` does the same for XML documents (office formats, data files).
+display). XML is read the same way, by :mod:`gateway.policy.xml_text`.
 
 HTML is tokenized by libxml2 (through ``lxml``, compiled: about a quarter of the time of the
 standard library's ``html.parser``); ``html.parser`` gives the reference reading, which the
-compiled one is tested against and falls back to should lxml fail. XML is read by ``html.parser``.
+compiled one is tested against and falls back to should lxml fail.
 """
 
 from __future__ import annotations
@@ -58,13 +58,6 @@ _DATA_URI = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),(.*)", re.IGNORECASE | re.D
 _TEXT_DATA_TYPES = re.compile(r"^(text/|application/(json|xml|xhtml\+xml)$|.*\+(xml|json)$)")
 _TAG = re.compile(r"<[^<>]*>")  # never across a "<": a run of "<" without ">" would be quadratic
 
-# Paragraph-like elements of office XML (OOXML, ODF): their ends separate words, while runs
-# (<w:r>, <w:t>, <text:span>, ...) join, because editors split words into runs freely.
-_OFFICE_BREAK_ELEMENTS = _words(
-    """p br cr tab tc tr h si c row table-cell line-break list-item txbody sp v s title
-    description creator lastmodifiedby keywords subject category"""
-)
-
 
 @dataclass
 class Rendered:
@@ -73,6 +66,9 @@ class Rendered:
     text: str  # what a reader sees (the window title included)
     hidden: list[str] = field(default_factory=list)  # attribute values, comments, script, CSS text
     body_text: str = ""  # the text of the document's body only: what a reader sees first
+    # Which reading it is: "libxml2", "html.parser" or "tags removed" (html.parser failed). Not
+    # compared: the readings are meant to be equal.
+    reader: str = field(default="html.parser", compare=False)
 
 
 class _Renderer(HTMLParser):
@@ -173,6 +169,18 @@ def _read_attribute(value: str, hidden: list[str]) -> None:
     hidden.extend(extra)
 
 
+def read_attributes(styles: list[str], values: list[str], hidden: list[str]) -> None:
+    """Add what ``style`` attribute values and other attribute values say to ``hidden``."""
+    for css in styles:
+        if "/*" in css or '"' in css or "'" in css:  # nothing else in CSS is text
+            hidden.extend(_css_text(css))
+    for value in values:
+        if ":" in value or "%" in value:  # a data: URI or a percent-encoded URL
+            _read_attribute(value, hidden)
+        elif value:
+            hidden.append(value)
+
+
 def _css_text(css: str) -> list[str]:
     """The parts of CSS that carry human text: comments and quoted strings."""
     found = [match.group(1) for match in _CSS_COMMENT.finditer(css)]
@@ -223,7 +231,7 @@ def _run(parser: _Renderer, markup: str) -> Rendered:
     except Exception:  # html.parser is tolerant, but a parser bug must not let text through unread
         # Fall back to the crudest reading: tags become spaces, everything else is text.
         crude = _TAG.sub(" ", markup)
-        return Rendered(text=crude, hidden=[markup], body_text=crude)
+        return Rendered(text=crude, hidden=[markup], body_text=crude, reader="tags removed")
     return Rendered(text=parser.text(), hidden=parser.hidden, body_text=parser.body_text())
 
 
@@ -372,15 +380,10 @@ class _Collector:
     def rendered(self, declarations: list[str]) -> Rendered:
         hidden = self.hidden
         hidden.extend(declarations)
-        for css in self.styles:
-            if "/*" in css or '"' in css or "'" in css:  # nothing else in CSS is text
-                hidden.extend(_css_text(css))
-        for value in self.attributes:
-            if ":" in value or "%" in value:  # a data: URI or a percent-encoded URL
-                _read_attribute(value, hidden)
-            elif value:
-                hidden.append(value)
-        return Rendered(text="".join(self.chunks), hidden=hidden, body_text="".join(self.body_chunks))
+        read_attributes(self.styles, self.attributes, hidden)
+        return Rendered(
+            text="".join(self.chunks), hidden=hidden, body_text="".join(self.body_chunks), reader="libxml2"
+        )
 
 
 # Parsers not in use, each with its collector. Making one costs more than reading a short document
@@ -503,9 +506,3 @@ def _without_hidden_elements(markup: str) -> str:
 def reference_html(markup: str) -> Rendered:
     """Render HTML with ``html.parser``: the reference reading the compiled one must agree with."""
     return _run(_Renderer(breaks=_BLOCK_ELEMENTS, local_names=False), markup)
-
-
-def render_xml(markup: str, *, office: bool) -> Rendered:
-    """Render XML. ``office`` documents join runs within a paragraph; other XML breaks at every tag."""
-    breaks = _OFFICE_BREAK_ELEMENTS if office else None
-    return _run(_Renderer(breaks=breaks, local_names=True), markup)

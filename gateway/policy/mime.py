@@ -66,7 +66,7 @@ from gateway.policy.header_fields import (
     Header,
     addresses,
 )
-from gateway.policy.html import Rendered, render_html_as_shown, render_xml
+from gateway.policy.html import Rendered, render_html_as_shown
 from gateway.policy.mime_parameters import (
     FILENAME_PARAMETERS,
     TECHNICAL_PARAMETERS,
@@ -85,6 +85,7 @@ from gateway.policy.transfer_encodings import (
     uudecode,
     valid_base64,
 )
+from gateway.policy.xml_text import render_xml
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _LINE_BREAK = re.compile(r"\r?\n|\r")
