@@ -72,14 +72,23 @@ _SECTION = re.compile(
     r"|(?P<code>script|style)(?=[\s/>])(?:[^>\"']++|\"[^\"]*+\"?|'[^']*+'?)*+>?)",
     re.DOTALL | re.IGNORECASE,
 )
-_TAG_OPEN = re.compile(r"<(/?)(?=[a-zA-Z])")  # html.parser's tags: "<" or "</", then a letter
+# html.parser's tags: "<" or "</", then a letter. Two substitutions of plain text: a replacement
+# naming a group calls back into Python at every tag (six times as long in Python 3.11).
+_START_TAG_OPEN = re.compile(r"<(?=[a-zA-Z])")
+_END_TAG_OPEN = re.compile(r"</(?=[a-zA-Z])")
 _CODE_END = {
     "script": re.compile(r"</\s*script\s*>", re.IGNORECASE),
     "style": re.compile(r"</\s*style\s*>", re.IGNORECASE),
 }
+_SPECIAL_ELEMENTS = frozenset({"head", "title", "body"} | _HIDDEN_TEXT_ELEMENTS)
 # Ends the markup: its start tag reaching the collector shows libxml2 read to the end. A tag or
 # attribute value left open at the end swallows it (libxml2 drops a tag cut off by the end).
 _END = "<x->"
+
+
+def _renamed(markup: str) -> str:
+    """Markup with every tag renamed "x-<name>"."""
+    return _END_TAG_OPEN.sub("</x-", _START_TAG_OPEN.sub("<x-", markup))
 
 
 def _prepared(markup: str) -> tuple[str, list[str]]:
@@ -88,7 +97,7 @@ def _prepared(markup: str) -> tuple[str, list[str]]:
     hidden: list[str] = []
     position = 0
     while (section := _SECTION.search(markup, position)) is not None:
-        out.append(_TAG_OPEN.sub(r"<\1x-", markup[position : section.start()]))
+        out.append(_renamed(markup[position : section.start()]))
         position = section.end()
         code = section.group("code")
         if code is None:
@@ -108,7 +117,7 @@ def _prepared(markup: str) -> tuple[str, list[str]]:
             position = end.end()
         else:
             position = stop
-    out.append(_TAG_OPEN.sub(r"<\1x-", markup[position:]))
+    out.append(_renamed(markup[position:]))
     out.append(_END)
     return "".join(out), hidden
 
@@ -132,54 +141,55 @@ class _Collector:
         self._hidden_depth = 0  # inside <script>, <style> or <template> of an office document
         self._hidden_tag = ""
         self._pending: list[str] = []  # a run of hidden text, which libxml2 hands over in pieces
+        self._tags: dict[str, tuple[str, bool, bool]] = {}  # libxml2's tag -> what _learn says of it
 
-    def _name(self, tag: str) -> str | None:
-        """The tag as html.parser names it (lower case), or None for a tag libxml2 added."""
-        if not tag.startswith("x-"):
-            return None
-        name = tag[2:]
-        if not name:
+    def _learn(self, tag: str) -> tuple[str, bool, bool]:
+        """What a tag is: its name as html.parser names it ("" for a tag libxml2 added), whether it
+        separates words, and whether it is one of the few elements the reading treats apart."""
+        name = tag[2:] if tag.startswith("x-") else ""
+        if tag == "x-":
             self.ended = True
-            return None
-        return name if name.isascii() else name.lower()  # libxml2 lowers ASCII letters only
-
-    def _breaks_on(self, name: str) -> bool:
-        return self._breaks is None or name.rpartition(":")[2] in self._breaks
+        if not name.isascii():
+            name = name.lower()  # libxml2 lowers ASCII letters only
+        breaks = bool(name) and (self._breaks is None or name.rpartition(":")[2] in self._breaks)
+        known = self._tags[tag] = (name, breaks, name in _SPECIAL_ELEMENTS)
+        return known
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
-        name = self._name(tag)
-        if name is None:
+        name, breaks, special = self._tags.get(tag) or self._learn(tag)
+        if not name:
             return
         if self._pending:
             self._hidden_run()
-        breaks = self._breaks_on(name)
         for attribute, value in attrib.items():
             if attribute != "style":
                 self.attributes.append(value)
             elif value:
                 self.styles.append(value)
                 breaks = breaks or _DETACHING_STYLE.search(value) is not None
-        if name in ("head", "title"):
-            self._outside_body += 1
-        elif name == "body":
-            self._outside_body = 0
+        if special:
+            if name in ("head", "title"):
+                self._outside_body += 1
+            elif name == "body":
+                self._outside_body = 0
         if breaks:
             self._emit("\n")
-        if name in _HIDDEN_TEXT_ELEMENTS and self._breaks is not None:
+        if special and name in _HIDDEN_TEXT_ELEMENTS and self._breaks is not None:
             self._hidden_depth += 1
             self._hidden_tag = name
 
     def end(self, tag: str) -> None:
-        name = self._name(tag)
-        if name is None:
+        name, breaks, special = self._tags.get(tag) or self._learn(tag)
+        if not name:
             return
         if self._pending:
             self._hidden_run()
-        if name in ("head", "title") and self._outside_body:
-            self._outside_body -= 1
-        if self._hidden_depth and name == self._hidden_tag:
-            self._hidden_depth -= 1
-        if self._breaks_on(name):
+        if special:
+            if name in ("head", "title") and self._outside_body:
+                self._outside_body -= 1
+            if self._hidden_depth and name == self._hidden_tag:
+                self._hidden_depth -= 1
+        if breaks:
             self._emit("\n")
 
     def data(self, data: str) -> None:
