@@ -302,6 +302,14 @@ def _style_run(unit: str) -> Callable[[int, str], bytes]:
     )
 
 
+def _xml_run(unit: str) -> Callable[[int, str], bytes]:
+    # The run ends the part: html.parser was quadratic on unclosed "<!--" with no ">" after them.
+    return lambda n, nonce: _message(
+        f'<?xml version="1.0"?><report><who>Hello {nonce}</who>' + unit * n,
+        content_type="text/xml; charset=utf-8",
+    )
+
+
 def _many_headers(n: int, nonce: str) -> bytes:
     headers = "".join(f"X-Note-{i}: value {i} at 10:00\r\n" for i in range(n))
     return _message(f"Hello {nonce}", headers=headers)
@@ -381,6 +389,13 @@ GROWTH_FAMILIES: dict[str, tuple[Callable[[int, str], bytes], int]] = {
     "references": (_references, 8_000),
     "near-miss names": (_body_run("Robin Castellan0 robin.castellano@mail.example.ne "), 1_500),
     "blockquotes": (_html_run("<blockquote>x"), 10_000),
+    "xml comments": (_xml_run("<!--"), 10_000),
+    "xml cdata sections": (_xml_run("<![CDATA["), 5_000),
+    "xml processing instructions": (_xml_run("<?x "), 10_000),
+    "xml elements": (_xml_run("<w:r><w:t>a</w:t></w:r>"), 5_000),
+    "nested xml": (_xml_run("<a b='c'>x"), 10_000),
+    "xml entity references": (_xml_run("&e;&#233;&amp;"), 5_000),
+    "xml scripts": (_xml_run("<script>a</script>"), 5_000),
     "empty lines, rewritten": (_rewritten(_body_run("\r\n")), 40_000),
     "quote markers, rewritten": (_rewritten(_body_run("> a\r\n")), 20_000),
     "html tags, rewritten": (_rewritten(_html_run("<p>a</p>")), 10_000),
